@@ -1,0 +1,3 @@
+from tfgrid_operator import cli
+
+cli.main()

@@ -1,0 +1,79 @@
+"""Identities: ed25519 keys with pynacl; signing and verifying uptime reports, votes and vetoes.
+
+Every signed message is a canonical JSON document prefixed with a purpose tag, so a signature made
+for one purpose can never be replayed as another.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from typing import Any
+
+import nacl.exceptions
+import nacl.signing
+
+UPTIME = "tfgrid-uptime-v1"
+VOTE = "tfgrid-vote-v1"
+VETO = "tfgrid-veto-v1"
+PROPOSAL = "tfgrid-proposal-v1"
+
+
+class BadSignature(ValueError):
+    """A signature, key or message that does not verify."""
+
+
+def canonical(purpose: str, payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"{purpose}:{body}".encode()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyPair:
+    seed: bytes  # 32 bytes; secret
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        return cls(bytes(nacl.signing.SigningKey.generate()))
+
+    @classmethod
+    def from_text(cls, text: str) -> KeyPair:
+        """A key file holds the base64 seed (one line)."""
+        try:
+            seed = base64.b64decode(text.strip(), validate=True)
+        except ValueError as exc:
+            raise BadSignature("the key is not base64") from exc
+        if len(seed) != 32:
+            raise BadSignature("an ed25519 seed is 32 bytes")
+        return cls(seed)
+
+    def to_text(self) -> str:
+        return base64.b64encode(self.seed).decode()
+
+    @property
+    def public_key(self) -> str:
+        return base64.b64encode(bytes(nacl.signing.SigningKey(self.seed).verify_key)).decode()
+
+    def sign(self, purpose: str, payload: dict[str, Any]) -> str:
+        signed = nacl.signing.SigningKey(self.seed).sign(canonical(purpose, payload))
+        return base64.b64encode(signed.signature).decode()
+
+    def __repr__(self) -> str:  # never print the seed
+        return f"KeyPair(public_key={self.public_key!r})"
+
+
+def verify(public_key: str, purpose: str, payload: dict[str, Any], signature: str) -> None:
+    """Raise BadSignature unless ``signature`` is ``public_key``'s signature over the payload."""
+    try:
+        key = nacl.signing.VerifyKey(base64.b64decode(public_key, validate=True))
+        key.verify(canonical(purpose, payload), base64.b64decode(signature, validate=True))
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
+        raise BadSignature(f"signature does not verify for key {public_key[:12]}…") from exc
+
+
+def is_public_key(text: str) -> bool:
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except ValueError:
+        return False

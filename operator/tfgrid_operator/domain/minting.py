@@ -1,0 +1,108 @@
+"""Proof-of-Capacity minting v3: a node's reward for one period (§3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+
+from tfgrid_operator.domain import money, units, uptime
+
+EPOCH = 1_522_501_000  # §3.1: the first period started at unix time 1522501000
+PERIOD_SECONDS = 2_630_880  # §3.1: 5 × 365.25 days / 60
+CONNECTION_PRICE_MUSD = 80  # §1.6: genesis ConnectionPrice, $0.08/TFT
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FarmingPolicy:
+    """A farming policy (§1.5), values in mUSD; defaults are policy 1, DIY (§4.2)."""
+
+    id: int = 1
+    cu: int = 2400  # per CU per period
+    su: int = 1000  # per SU per period
+    nu: int = 30  # per GB of public traffic
+    ipv4: int = 5  # per IP-hour
+    minimal_uptime: int = 95  # percent; only used for non-default policies (§3.4)
+    default: bool = True
+
+
+DIY_POLICY = FarmingPolicy()
+CERTIFIED_POLICY = FarmingPolicy(id=2, cu=3000, su=1250, nu=38, ipv4=6)  # §4.2 policy 2
+
+# §3.4: SLA of the default policies, in permille: DIY 95 %, certified 98 %.
+SLA_DIY_PERMILLE = 950
+SLA_CERTIFIED_PERMILLE = 980
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Period:
+    index: int
+    start: int
+    end: int  # exclusive
+
+    @property
+    def seconds(self) -> int:
+        return self.end - self.start
+
+
+def period_at(ts: int, *, epoch: int = EPOCH, length: int = PERIOD_SECONDS) -> Period:
+    """§3.1: period k covers [epoch + k·L, epoch + (k+1)·L)."""
+    k = (ts - epoch) // length
+    return Period(index=k, start=epoch + k * length, end=epoch + (k + 1) * length)
+
+
+def period_by_index(k: int, *, epoch: int = EPOCH, length: int = PERIOD_SECONDS) -> Period:
+    return Period(index=k, start=epoch + k * length, end=epoch + (k + 1) * length)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reward:
+    uptime_permille: int
+    full_musd: Fraction  # before the SLA and uptime scaling
+    musd: Fraction
+    tft_units: int
+    reason: str  # "Rewarded", "BelowSla", a violation name, or "NoUptime"
+
+
+def reward(
+    *,
+    resources: units.Resources,
+    certified: bool,
+    state: uptime.UptimeState,
+    period_seconds: int,
+    policy: FarmingPolicy,
+    connection_price_musd: int = CONNECTION_PRICE_MUSD,
+    nu_gb: int = 0,
+    ip_seconds: int = 0,
+) -> Reward:
+    """§3.5 reward; §3.4 SLA scaling; any violation zeroes the period (§3.3)."""
+    full = (
+        units.farming_cu(resources) * policy.cu
+        + units.farming_su(resources) * policy.su
+        + nu_gb * policy.nu
+        + Fraction(ip_seconds * policy.ipv4, 3600)
+    )
+    if certified and policy.id == 1:
+        full = full * Fraction(5, 4)  # §3.5: certified node still on policy 1 gets +25 %
+    permille = uptime.uptime_permille(state.total, period_seconds)
+    if state.violation is not None:
+        return Reward(permille, full, Fraction(0), 0, str(state.violation))
+    if state.reports == 0:
+        return Reward(permille, full, Fraction(0), 0, "NoUptime")
+    if policy.default:
+        sla = SLA_CERTIFIED_PERMILLE if certified else SLA_DIY_PERMILLE
+        if permille < sla:
+            return Reward(permille, full, Fraction(0), 0, "BelowSla")
+        scaled = full * permille / 1000
+    else:
+        # §3.4: other policies compare permille against a percent value ("looks like a bug, but it is
+        # how the code works") and pay the unscaled reward.
+        if permille < policy.minimal_uptime:
+            return Reward(permille, full, Fraction(0), 0, "BelowSla")
+        scaled = full
+    tft_units = int(scaled * money.UNITS_PER_TFT / connection_price_musd)  # §3.5, floored as permill maths
+    return Reward(permille, full, scaled, tft_units, "Rewarded")
+
+
+def policy_for(certified: bool) -> FarmingPolicy:
+    """§1.5 step 2: the most-certified default policy the node qualifies for."""
+    return CERTIFIED_POLICY if certified else DIY_POLICY

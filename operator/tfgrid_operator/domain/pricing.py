@@ -1,0 +1,160 @@
+"""Proof-of-Utilization pricing: a contract's cost for a billing window (billing version B).
+
+Version B is the current mainnet rule set (design.md, threefold-domain.md §2.6, §2.7): certified
+capacity ×1.25, discount thresholds 1.5/3/6/18 months, payout 50 % farmer / 40 % foundation /
+10 % staking pool, nothing burned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from fractions import Fraction
+
+from tfgrid_operator.domain import money, units
+
+SECONDS_PER_HOUR = 3600  # §2.5 BillingReferencePeriod
+SECONDS_PER_MONTH = 3600 * 24 * 30  # §0 SECS_PER_MONTH, and §2.6 monthly_due
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PricingPolicy:
+    """Pricing policy 1 (§1.4). Values are units USD per hour (10^7 units = $1), defaults from §4.1."""
+
+    cu: int = 100_000
+    su: int = 50_000
+    nu: int = 15_000
+    ipu: int = 40_000
+    unique_name: int = 2_500
+    discount_for_dedication_nodes: int = 50  # percent the renter pays (§2.6 "really percent paid")
+    certified_factor_percent: int = 125  # §2.6: certified capacity ×1.25 under version B
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TftPrice:
+    """The TFT price in mUSD, clamped into [min, max] as billing does (§2.6, §4.3 defaults 20/2000)."""
+
+    average_musd: int = 20
+    min_musd: int = 20
+    max_musd: int = 2000
+
+    def effective(self) -> int:
+        return max(self.min_musd, min(self.max_musd, self.average_musd))
+
+
+class DiscountLevel(enum.StrEnum):
+    NONE = "None"
+    DEFAULT = "Default"
+    BRONZE = "Bronze"
+    SILVER = "Silver"
+    GOLD = "Gold"
+
+
+# §2.6: (months of balance at least, level, factor) from the highest down; thresholds since 2023-03.
+DISCOUNT_LEVELS: tuple[tuple[Fraction, DiscountLevel, Fraction], ...] = (
+    (Fraction(18), DiscountLevel.GOLD, Fraction(4, 10)),
+    (Fraction(6), DiscountLevel.SILVER, Fraction(6, 10)),
+    (Fraction(3), DiscountLevel.BRONZE, Fraction(7, 10)),
+    (Fraction(3, 2), DiscountLevel.DEFAULT, Fraction(8, 10)),
+)
+
+
+def discount_level(*, balance: int, amount_due: Fraction | int, seconds: int) -> tuple[DiscountLevel, Fraction]:
+    """§2.6 calculate_discount_tft: months = balance / monthly_due; levels at 1.5/3/6/18 months."""
+    if seconds <= 0 or amount_due <= 0:
+        return DiscountLevel.NONE, Fraction(1)
+    monthly_due = Fraction(amount_due) / seconds * SECONDS_PER_MONTH
+    months = Fraction(balance) / monthly_due
+    for threshold, level, factor in DISCOUNT_LEVELS:
+        if months >= threshold:
+            return level, factor
+    return DiscountLevel.NONE, Fraction(1)
+
+
+def contract_cost_units_usd(
+    *, resources: units.Resources, public_ips: int, seconds: int, policy: PricingPolicy
+) -> Fraction:
+    """§2.6 node contract: (su·SU + cu·CU)·t/3600 + ips·ipu·t/3600, in units USD (exact)."""
+    hours = Fraction(seconds, SECONDS_PER_HOUR)
+    capacity = policy.su * units.billing_su(resources) + policy.cu * units.billing_cu(resources)
+    return capacity * hours + public_ips * policy.ipu * hours
+
+
+def rent_cost_units_usd(*, node_resources: units.Resources, seconds: int, policy: PricingPolicy) -> Fraction:
+    """§2.6 rent contract (dedicated node): the node's full capacity × discount_for_dedication_nodes/100."""
+    full = contract_cost_units_usd(resources=node_resources, public_ips=0, seconds=seconds, policy=policy)
+    return full * Fraction(policy.discount_for_dedication_nodes, 100)
+
+
+def usd_to_tft_units(units_usd: Fraction, price: TftPrice) -> Fraction:
+    """§2.6: tft_units = cost_units_usd / (price_mUSD × 10,000) × 10^7."""
+    return units_usd / (price.effective() * money.UNITS_USD_PER_MUSD) * money.UNITS_PER_TFT
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bill:
+    """One contract's charge for one window. ``amount`` is TFT units, after discount and adjustments."""
+
+    seconds: int
+    cost_units_usd: int
+    gross: int  # TFT units before discount
+    discount: DiscountLevel
+    amount: int
+
+
+def bill(
+    *,
+    resources: units.Resources,
+    public_ips: int,
+    seconds: int,
+    certified: bool,
+    dedicated_node: units.Resources | None,
+    balance: int,
+    policy: PricingPolicy,
+    price: TftPrice,
+) -> Bill:
+    """Price one billing window for one contract.
+
+    Order as on chain (§2.6): cost in units USD → TFT at the clamped price → discount level from the
+    payer's balance → ×1.25 when the node is certified (version B). A dedicated (rented) node is priced
+    as a rent contract over the node's full resources.
+    """
+    if seconds < 0 or public_ips < 0 or resources.is_negative():
+        raise ValueError("seconds, public IPs and resources must not be negative")
+    if dedicated_node is not None:
+        usd = rent_cost_units_usd(node_resources=dedicated_node, seconds=seconds, policy=policy)
+        usd += public_ips * policy.ipu * Fraction(seconds, SECONDS_PER_HOUR)
+    else:
+        usd = contract_cost_units_usd(resources=resources, public_ips=public_ips, seconds=seconds, policy=policy)
+    gross = usd_to_tft_units(usd, price)
+    level, factor = discount_level(balance=balance, amount_due=gross, seconds=seconds)
+    amount = gross * factor
+    if certified:
+        amount = amount * Fraction(policy.certified_factor_percent, 100)
+    return Bill(
+        seconds=seconds,
+        cost_units_usd=money.round_half_up(usd),
+        gross=money.round_half_up(gross),
+        discount=level,
+        amount=money.round_half_up(amount),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Split:
+    farmer: int
+    foundation: int
+    staking_pool: int
+
+
+def split(amount: int) -> Split:
+    """§2.7 version B payout of node and rent contracts: 50 % farmer, 40 % foundation, 10 % staking.
+
+    Integer shares: the farmer and the staking pool get the floor of their share and the foundation
+    the remainder, so the parts always add up to the amount.
+    """
+    if amount < 0:
+        raise ValueError("a bill is never negative")
+    farmer = amount * 50 // 100
+    staking = amount * 10 // 100
+    return Split(farmer=farmer, foundation=amount - farmer - staking, staking_pool=staking)

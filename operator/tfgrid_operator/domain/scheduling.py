@@ -1,0 +1,103 @@
+"""Node selection for a deployment: a decision, never an action.
+
+The chain does no placement (§7, §6.3 grid_scheduler is client side), so the rules are ours:
+a node qualifies when it is up, matches every constraint and has room for the request; among the
+qualifying nodes the one left least loaded wins (spreads load), ties broken by name (deterministic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+
+from tfgrid_operator.domain.units import Resources
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str
+    farm: str
+    total: Resources
+    used: Resources
+    country: str = ""
+    city: str = ""
+    certified: bool = False
+    up: bool = True
+    farm_free_ips: int = 0
+    contracts: int = 0  # active contracts on the node
+    rented: bool = False  # a dedicated deployment holds the whole node
+
+    @property
+    def free(self) -> Resources:
+        return self.total - self.used
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    resources: Resources
+    public_ips: int = 0
+    node: str | None = None
+    farm: str | None = None
+    country: str | None = None
+    city: str | None = None
+    certified_only: bool = False
+    dedicated: bool = False
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Placement:
+    node: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Unschedulable:
+    """No node fits. ``constraint`` names the filter that removed the last candidates."""
+
+    constraint: str
+    message: str
+
+
+def _load_after(c: Candidate, r: Resources) -> Fraction:
+    """The highest utilisation ratio across resources after placing ``r`` on ``c``."""
+    after = c.used + r
+    ratios = [Fraction(getattr(after, f), getattr(c.total, f)) for f in ("cru", "mru", "sru", "hru")
+              if getattr(c.total, f) > 0]
+    return max(ratios, default=Fraction(0))
+
+
+def select_node(request: Request, candidates: Iterable[Candidate]) -> Placement | Unschedulable:
+    """Pick a node for ``request``. Filters run in a fixed order; the first one that empties the
+    list is reported, so the message says which constraint failed."""
+    pool: Sequence[Candidate] = sorted(candidates, key=lambda c: c.name)
+    if not pool:
+        return Unschedulable("NoNodes", "there are no Ready nodes on the grid")
+    filters: list[tuple[str, str, object]] = [
+        ("Node", f"node {request.node!r} is not a Ready node", lambda c: request.node is None or c.name == request.node),
+        ("Farm", f"no Ready node in farm {request.farm!r}", lambda c: request.farm is None or c.farm == request.farm),
+        ("Country", f"no Ready node in country {request.country!r}",
+         lambda c: request.country is None or c.country.lower() == request.country.lower()),
+        ("City", f"no Ready node in city {request.city!r}",
+         lambda c: request.city is None or c.city.lower() == request.city.lower()),
+        ("Certified", "no certified node matches", lambda c: not request.certified_only or c.certified),
+        ("Excluded", "every matching node is excluded", lambda c: c.name not in request.exclude),
+        ("Up", "every matching node is down", lambda c: c.up),
+        ("Rented", "every matching node is rented by a dedicated deployment", lambda c: not c.rented),
+        ("Dedicated", "a dedicated deployment needs an empty node; every matching node has deployments",
+         lambda c: not request.dedicated or (c.contracts == 0 and c.used == Resources())),
+        ("PublicIPs", f"no matching farm has {request.public_ips} free public IPv4 address(es)",
+         lambda c: c.farm_free_ips >= request.public_ips),
+    ]
+    for constraint, message, keep in filters:
+        pool = [c for c in pool if keep(c)]  # type: ignore[operator]
+        if not pool:
+            return Unschedulable(constraint, message)
+    fitting = [c for c in pool if request.resources.fits_in(c.free)]
+    if not fitting:
+        short = sorted({f for c in pool for f in request.resources.shortfall(c.free)})
+        return Unschedulable(
+            "Capacity", f"no matching node has room: short of {', '.join(short)} on all {len(pool)} candidate(s)"
+        )
+    best = min(fitting, key=lambda c: (_load_after(c, request.resources), c.name))
+    return Placement(best.name)

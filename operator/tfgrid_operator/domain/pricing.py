@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from fractions import Fraction
 
 from tfgrid_operator.domain import money, units
@@ -60,13 +61,16 @@ DISCOUNT_LEVELS: tuple[tuple[Fraction, DiscountLevel, Fraction], ...] = (
 
 
 def discount_level(*, balance: int, amount_due: Fraction | int, seconds: int) -> tuple[DiscountLevel, Fraction]:
-    """§2.6 calculate_discount_tft: months = balance / monthly_due; levels at 1.5/3/6/18 months."""
+    """§2.6 calculate_discount_tft: months = balance / monthly_due, with monthly_due = due/t × 30 days;
+    levels at 1.5/3/6/18 months. Compared in integers (months ≥ n/d ⇔ balance·t·d·q ≥ p·month·n for
+    due = p/q), so billing 100,000 contracts stays cheap."""
     if seconds <= 0 or amount_due <= 0:
         return DiscountLevel.NONE, Fraction(1)
-    monthly_due = Fraction(amount_due) / seconds * SECONDS_PER_MONTH
-    months = Fraction(balance) / monthly_due
+    due = Fraction(amount_due)
+    left = balance * seconds * due.denominator
+    right = due.numerator * SECONDS_PER_MONTH
     for threshold, level, factor in DISCOUNT_LEVELS:
-        if months >= threshold:
+        if left * threshold.denominator >= right * threshold.numerator:
             return level, factor
     return DiscountLevel.NONE, Fraction(1)
 
@@ -121,23 +125,37 @@ def bill(
     """
     if seconds < 0 or public_ips < 0 or resources.is_negative():
         raise ValueError("seconds, public IPs and resources must not be negative")
-    if dedicated_node is not None:
-        usd = rent_cost_units_usd(node_resources=dedicated_node, seconds=seconds, policy=policy)
-        usd += public_ips * policy.ipu * Fraction(seconds, SECONDS_PER_HOUR)
-    else:
-        usd = contract_cost_units_usd(resources=resources, public_ips=public_ips, seconds=seconds, policy=policy)
-    gross = usd_to_tft_units(usd, price)
+    usd, gross = _gross(resources, public_ips, seconds, dedicated_node, policy, price)
     level, factor = discount_level(balance=balance, amount_due=gross, seconds=seconds)
-    amount = gross * factor
-    if certified:
-        amount = amount * Fraction(policy.certified_factor_percent, 100)
     return Bill(
         seconds=seconds,
         cost_units_usd=money.round_half_up(usd),
         gross=money.round_half_up(gross),
         discount=level,
-        amount=money.round_half_up(amount),
+        amount=_final(gross, factor, certified, policy.certified_factor_percent),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _gross(
+    resources: units.Resources, public_ips: int, seconds: int, dedicated_node: units.Resources | None,
+    policy: PricingPolicy, price: TftPrice,
+) -> tuple[Fraction, Fraction]:
+    """Cost in units USD and in TFT units, before discount. Pure, so it is cached: a grid has few shapes."""
+    if dedicated_node is not None:
+        usd = rent_cost_units_usd(node_resources=dedicated_node, seconds=seconds, policy=policy)
+        usd += public_ips * policy.ipu * Fraction(seconds, SECONDS_PER_HOUR)
+    else:
+        usd = contract_cost_units_usd(resources=resources, public_ips=public_ips, seconds=seconds, policy=policy)
+    return usd, usd_to_tft_units(usd, price)
+
+
+@functools.lru_cache(maxsize=4096)
+def _final(gross: Fraction, factor: Fraction, certified: bool, certified_percent: int) -> int:
+    amount = gross * factor
+    if certified:
+        amount = amount * Fraction(certified_percent, 100)
+    return money.round_half_up(amount)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,0 +1,53 @@
+"""Typed ledger errors. Every one leaves the ledger unchanged (each call is one transaction).
+
+    LedgerError
+    ├── NotFound            an unknown account, farm, node, contract or proposal
+    ├── Conflict            a duplicate name, or an object still in use (a node with deployments)
+    ├── NoCapacity          no node fits a deployment; carries the constraint that failed
+    ├── InvalidRequest      the request itself is wrong (negative amount, below node minimums)
+    ├── BadSignature        a signature that does not verify against the registered key
+    ├── Replayed            a signed report or vote that was already counted, or is out of time
+    └── Unavailable         the database cannot be reached or is locked; retry later
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    reason = "LedgerError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(LedgerError):
+    reason = "NotFound"
+
+
+class Conflict(LedgerError):
+    reason = "Conflict"
+
+
+class NoCapacity(LedgerError):
+    reason = "Unschedulable"
+
+    def __init__(self, constraint: str, message: str) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
+class InvalidRequest(LedgerError):
+    reason = "InvalidRequest"
+
+
+class BadSignature(LedgerError):
+    reason = "BadSignature"
+
+
+class Replayed(LedgerError):
+    reason = "Replayed"
+
+
+class Unavailable(LedgerError):
+    reason = "LedgerUnavailable"

@@ -1,0 +1,208 @@
+"""The backend contract, once for every engine (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfgrid_operator.backend import errors
+from tfgrid_operator.domain import identity, money, pricing, scheduling
+from tfgrid_operator.domain.units import Resources
+
+OWNER = identity.KeyPair.generate()
+NODE_KEY = identity.KeyPair.generate()
+NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
+SMALL = Resources(cru=2, mru=4, sru=50)
+H = 3600
+
+
+async def grid(ledger, nodes=1, ips=2):
+    await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
+                             dedicated=False, public_ips=ips)
+    for i in range(nodes):
+        await ledger.ensure_node(name=f"n{i}", farm="farm1", resources=NODE, country="BE", city="Ghent",
+                                 certified=False, public_key=NODE_KEY.public_key, now=0)
+    await ledger.ensure_account(name="alice")
+
+
+async def test_accounts_fund_and_errors(ledger):
+    await ledger.ensure_account(name="alice")
+    assert (await ledger.fund(name="alice", amount=5)).balance == 5
+    with pytest.raises(errors.InvalidRequest):
+        await ledger.fund(name="alice", amount=-1)
+    with pytest.raises(errors.NotFound):
+        await ledger.fund(name="bob", amount=1)
+    assert (await ledger.get_account(name="alice")).balance == 5
+
+
+async def test_farm_and_node_are_adopted_not_duplicated(ledger):
+    await grid(ledger)
+    again = await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer",
+                                     certified=False, dedicated=False, public_ips=2)
+    assert not again.created
+    node = await ledger.ensure_node(name="n0", farm="farm1", resources=NODE, country="BE", city="Ghent",
+                                    certified=False, public_key=NODE_KEY.public_key, now=5)
+    assert not node.created and len(await ledger.list_farms()) == 1
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    (dict(farm="nope"), errors.NotFound),
+    (dict(resources=Resources(0, 1, 1, 1)), errors.InvalidRequest),
+    (dict(public_key="not-a-key"), errors.InvalidRequest),
+])
+async def test_bad_node_requests_change_nothing(ledger, kwargs, error):
+    await grid(ledger, nodes=0)
+    args = dict(name="bad", farm="farm1", resources=NODE, country="", city="", certified=False,
+                public_key=NODE_KEY.public_key, now=0) | kwargs
+    with pytest.raises(error):
+        await ledger.ensure_node(**args)
+    assert await ledger.observe_node(name="bad") is None
+
+
+async def test_uptime_reports_verified_and_replay_rejected(ledger):
+    await grid(ledger)
+    sig = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 2400, "uptime": 9000})
+    assert await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2400) == 2400
+    with pytest.raises(errors.Replayed):
+        await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2410)
+    forged = OWNER.sign(identity.UPTIME, {"node": "n0", "ts": 4800, "uptime": 11400})
+    with pytest.raises(errors.BadSignature):
+        await ledger.record_uptime(node="n0", ts=4800, uptime=11400, signature=forged, now=4800)
+    late = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 4800, "uptime": 11400})
+    with pytest.raises(errors.Replayed):
+        await ledger.record_uptime(node="n0", ts=4800, uptime=11400, signature=late, now=4800 + 61)
+
+
+async def test_placement_never_overbooks(ledger):
+    await grid(ledger, nodes=1)
+    req = scheduling.Request(resources=Resources(cru=3, mru=8, sru=200))
+    placed = [await ledger.open_contract(key=f"ns/d{i}", payer="alice", request=req, now=10) for i in range(2)]
+    assert {c.node for c in placed} == {"n0"}
+    with pytest.raises(errors.NoCapacity) as info:
+        await ledger.open_contract(key="ns/d3", payer="alice", request=req, now=10)
+    assert info.value.constraint == "Capacity" and "cru" in info.value.message
+    assert await ledger.observe_contract(key="ns/d3") is None
+
+
+async def test_open_contract_is_idempotent_by_key(ledger):
+    await grid(ledger)
+    req = scheduling.Request(resources=SMALL)
+    first = await ledger.open_contract(key="ns/d", payer="alice", request=req, now=10)
+    second = await ledger.open_contract(key="ns/d", payer="alice", request=req, now=20)
+    assert first.created and not second.created and first.id == second.id
+
+
+async def test_billing_exact_idempotent_and_split(ledger):
+    await grid(ledger)
+    await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT)
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL, public_ips=1), now=0)
+    report = await ledger.bill_period(period=0, now=H)
+    # §2.6 worked example at the ledger's clamped TFT price (20 mUSD, §4.3): 152,500 units USD = 0.7625 TFT;
+    # monthly 0.7625 × 720 = 549 TFT; 2000 / 549 = 3.64 months → Bronze ×0.7 → 0.53375 TFT.
+    expected = pricing.Bill(seconds=H, cost_units_usd=152_500, gross=7_625_000,
+                            discount=pricing.DiscountLevel.BRONZE, amount=5_337_500)
+    assert (report.rows_written, report.amount) == (1, expected.amount)
+    rerun = await ledger.bill_period(period=0, now=H + 5)
+    assert (rerun.rows_written, rerun.skipped_existing) == (0, 1)
+    alice = await ledger.get_account(name="alice")
+    assert alice.balance == 2000 * money.UNITS_PER_TFT - expected.amount
+    farmer = await ledger.get_account(name="farmer")
+    assert farmer.balance == pricing.split(expected.amount).farmer
+    with pytest.raises(errors.InvalidRequest):
+        await ledger.bill_period(period=5, now=H)
+
+
+async def test_out_of_funds_grace_then_deleted_and_capacity_released(ledger):
+    await grid(ledger)
+    await ledger.fund(name="alice", amount=1)
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.bill_period(period=0, now=H)
+    c = await ledger.observe_contract(key="ns/d")
+    assert c.state == "GracePeriod" and c.overdraft > 0
+    assert (await ledger.get_account(name="alice")).balance == 0  # never negative
+    grace_hours = ledger.config.grace_period_s // H
+    for k in range(1, grace_hours + 2):
+        await ledger.bill_period(period=k, now=(k + 1) * H)
+    c = await ledger.observe_contract(key="ns/d")
+    assert (c.state, c.deleted_reason) == ("Deleted", "OutOfFunds")
+    summaries = await ledger.node_summaries(now=0)
+    assert summaries["n0"].used == Resources()
+
+
+async def test_top_up_during_grace_recovers(ledger):
+    await grid(ledger)
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.bill_period(period=0, now=H)
+    assert (await ledger.observe_contract(key="ns/d")).state == "GracePeriod"
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
+    await ledger.bill_period(period=1, now=2 * H)
+    c = await ledger.observe_contract(key="ns/d")
+    assert (c.state, c.overdraft) == ("Created", 0)
+
+
+async def test_close_contract_final_bill_no_double_charge(ledger):
+    await grid(ledger)
+    await ledger.fund(name="alice", amount=10**12)
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    closed = await ledger.close_contract(key="ns/d", now=H // 2, reason="CanceledByUser")
+    assert closed.state == "Deleted" and closed.billed_total > 0
+    report = await ledger.bill_period(period=0, now=H)
+    assert report.rows_written == 0  # the final bill already covered the period's used part
+    assert (await ledger.close_contract(key="ns/d", now=H, reason="CanceledByUser")).billed_total == closed.billed_total
+
+
+async def test_minting_exact_idempotent_and_paid_to_farm(ledger):
+    await grid(ledger, nodes=2)
+    period_s = ledger.config.minting_period_s
+    for ts in range(2400, period_s + 1, 2400):  # n0 reports every 40 minutes; n1 never
+        sig = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": ts, "uptime": ts + 100})
+        await ledger.record_uptime(node="n0", ts=ts, uptime=ts + 100, signature=sig, now=ts)
+    report = await ledger.mint_period(period=0, now=period_s)
+    summaries = await ledger.node_summaries(now=period_s - 1)
+    assert summaries["n0"].uptime_s == period_s - 0  # credited 2400 s per report, whole period covered
+    assert report.rows_written == 2
+    rerun = await ledger.mint_period(period=0, now=period_s + 10)
+    assert rerun.rows_written == 0
+    assert (await ledger.get_account(name="farmer")).balance == report.amount
+    s = await ledger.node_summaries(now=period_s)
+    assert s["n1"].last_mint == 0 and s["n1"].last_mint_reason == "NoUptime"
+    assert s["n0"].last_mint == report.amount
+
+
+async def test_node_with_deployments_cannot_close(ledger):
+    await grid(ledger)
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    with pytest.raises(errors.Conflict, match="ns/d"):
+        await ledger.close_node(name="n0", now=1)
+    with pytest.raises(errors.Conflict):
+        await ledger.close_farm(name="farm1")
+
+
+async def test_dao_vote_close_execute_once(ledger):
+    await grid(ledger)
+    await ledger.ensure_proposal(key="p1", action={"type": "SetPricingPolicy", "pricing": {"cu": 200_000}},
+                                 threshold=1, end_ts=100)
+    sig = OWNER.sign(identity.VOTE, {"proposal": "p1", "farm": "farm1", "approve": True})
+    prop = await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, signature=sig, now=5)
+    assert prop.votes[0].weight > 0
+    with pytest.raises(errors.Replayed):
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, signature=sig, now=6)
+    with pytest.raises(errors.BadSignature):
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, signature=sig, now=6)
+    assert (await ledger.close_proposal(proposal="p1", now=50)).state == "Open"
+    assert (await ledger.close_proposal(proposal="p1", now=100)).state == "Executed"
+    assert (await ledger.policies())[0].cu == 200_000
+    assert (await ledger.close_proposal(proposal="p1", now=200)).executed_at == 100
+
+
+async def test_unsupported_url_is_a_clear_error():
+    from tfgrid_operator import backend
+
+    with pytest.raises(errors.InvalidRequest, match="unsupported ledger URL"):
+        await backend.open_backend("mysql://x")
+
+
+async def test_unreachable_postgres_is_unavailable():
+    from tfgrid_operator import backend
+
+    with pytest.raises(errors.Unavailable):
+        await backend.open_backend("postgresql://postgres@127.0.0.1:1/none")

@@ -1,0 +1,54 @@
+"""Shared fixtures: ledgers on both engines, and the guard that the stdlib `operator` is the real one."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tfgrid_operator import backend
+
+PG_URL = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _admin(sql: str) -> None:
+    engine = create_async_engine(PG_URL.replace("postgresql://", "postgresql+asyncpg://", 1),
+                                 isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(sa.text(sql))
+    await engine.dispose()
+
+
+async def fresh_postgres() -> tuple[str, str]:
+    """A private database per test on the shared server, so tests never see each other's rows."""
+    name = f"tfgrid_t_{uuid.uuid4().hex[:12]}"
+    await _admin(f"CREATE DATABASE {name}")
+    return PG_URL.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def drop_postgres(name: str) -> None:
+    await _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def ledger_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url, name = await fresh_postgres()
+        yield url
+        await drop_postgres(name)
+
+
+@pytest.fixture
+async def ledger(ledger_url):
+    config = backend.LedgerConfig(
+        billing_period_s=3600, minting_epoch=0, minting_period_s=6 * 3600,
+    )
+    lg = await backend.open_backend(ledger_url, config)
+    yield lg
+    await lg.close()
+

@@ -547,6 +547,7 @@ class SqlLedger:
         foundation = (await conn.execute(sa.select(a.c.id).where(a.c.name == self.config.foundation_account))).scalar_one()
         staking = (await conn.execute(sa.select(a.c.id).where(a.c.name == self.config.staking_pool_account))).scalar_one()
         new_bills: list[dict[str, Any]] = []
+        quotes: dict[tuple[Any, ...], pricing.Quote] = {}
         contract_updates: list[dict[str, Any]] = []
         changed: list[str] = []
         skipped = 0
@@ -564,10 +565,15 @@ class SqlLedger:
                     window_end = max(window_start, expiry)
                     deleted_at = max(window_start, expiry)
             seconds = max(0, window_end - window_start)
-            res = Resources(r.cru, r.mru, r.sru, r.hru)
-            dedicated_node = Resources(r.ncru, r.nmru, r.nsru, r.nhru) if r.dedicated else None
-            priced = pricing.bill(resources=res, public_ips=r.public_ips, seconds=seconds, certified=r.certified,
-                                  dedicated_node=dedicated_node, balance=balances[r.account_id], policy=policy, price=price)
+            shape = (r.cru, r.mru, r.sru, r.hru, r.public_ips, seconds, r.certified, r.dedicated,
+                     (r.ncru, r.nmru, r.nsru, r.nhru) if r.dedicated else None)
+            quote = quotes.get(shape)
+            if quote is None:
+                quote = quotes[shape] = pricing.Quote.of(
+                    resources=Resources(r.cru, r.mru, r.sru, r.hru), public_ips=r.public_ips, seconds=seconds,
+                    certified=r.certified, dedicated_node=Resources(*shape[8]) if shape[8] else None,
+                    policy=policy, price=price)
+            priced = quote.bill(balance=balances[r.account_id])
             owed = priced.amount + r.overdraft
             paid = min(owed, balances[r.account_id])
             balances[r.account_id] -= paid

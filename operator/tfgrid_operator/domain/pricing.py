@@ -125,15 +125,36 @@ def bill(
     """
     if seconds < 0 or public_ips < 0 or resources.is_negative():
         raise ValueError("seconds, public IPs and resources must not be negative")
-    usd, gross = _gross(resources, public_ips, seconds, dedicated_node, policy, price)
-    level, factor = discount_level(balance=balance, amount_due=gross, seconds=seconds)
-    return Bill(
-        seconds=seconds,
-        cost_units_usd=money.round_half_up(usd),
-        gross=money.round_half_up(gross),
-        discount=level,
-        amount=_final(gross, factor, certified, policy.certified_factor_percent),
-    )
+    quote = Quote.of(resources=resources, public_ips=public_ips, seconds=seconds, certified=certified,
+                     dedicated_node=dedicated_node, policy=policy, price=price)
+    return quote.bill(balance=balance)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quote:
+    """A contract shape priced once; ``bill(balance)`` only picks the discount. Billing 100,000 contracts
+    of a few shapes then costs a dictionary lookup and a few integer comparisons per contract."""
+
+    seconds: int
+    cost_units_usd: int
+    gross_exact: Fraction
+    gross: int
+    certified: bool
+    certified_percent: int
+
+    @classmethod
+    def of(
+        cls, *, resources: units.Resources, public_ips: int, seconds: int, certified: bool,
+        dedicated_node: units.Resources | None, policy: PricingPolicy, price: TftPrice,
+    ) -> Quote:
+        usd, gross = _gross(resources, public_ips, seconds, dedicated_node, policy, price)
+        return cls(seconds, money.round_half_up(usd), gross, money.round_half_up(gross), certified,
+                   policy.certified_factor_percent)
+
+    def bill(self, *, balance: int) -> Bill:
+        level, factor = discount_level(balance=balance, amount_due=self.gross_exact, seconds=self.seconds)
+        return Bill(seconds=self.seconds, cost_units_usd=self.cost_units_usd, gross=self.gross, discount=level,
+                    amount=_final(self.gross_exact, factor, self.certified, self.certified_percent))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,101 @@
+"""Ledger benchmark: bill one period for 100,000 contracts and mint one period for 10,000 nodes.
+
+Prints one JSON object: per engine, bill_100k_contracts_s, mint_10k_nodes_s and rerun_rows_changed
+(rows written by running both periods again, which must be 0). Not a pass/fail test.
+
+    python benchmarks/ledger.py [--scale 0.1] [--engines sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tfgrid_operator import backend
+from tfgrid_operator.backend import schema
+from tfgrid_operator.domain import identity, minting
+
+PG = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def seed(ledger: backend.SqlLedger, nodes: int, contracts: int) -> None:
+    """Bulk-load farms, nodes, accounts, contracts and uptime rows directly (setup is not measured)."""
+    key = identity.KeyPair.generate().public_key
+    async with ledger.engine.begin() as conn:
+        await conn.execute(schema.accounts.insert(), [dict(name=f"payer{i}", balance=10**15) for i in range(100)])
+        await conn.execute(schema.accounts.insert(), [dict(name=f"farmer{i}", balance=0) for i in range(50)])
+        ids = {r.name: r.id for r in (await conn.execute(sa.select(schema.accounts))).all()}
+        await conn.execute(schema.farms.insert(), [
+            dict(name=f"farm{i}", owner_key=key, account_id=ids[f"farmer{i}"], certified=False, dedicated=False,
+                 public_ips=1000, state="Active") for i in range(50)])
+        await conn.execute(schema.nodes.insert(), [
+            dict(name=f"node{i}", farm_id=1 + i % 50, cru=64, mru=512, sru=10000, hru=20000, country="BE", city="",
+                 certified=i % 3 == 0, public_key=key, connection_price=80, state="Active", created_at=0)
+            for i in range(nodes)])
+        await conn.execute(schema.contracts.insert(), [
+            dict(key=f"ns/d{i}", account_id=ids[f"payer{i % 100}"], node_id=1 + i % nodes, cru=1 + i % 4,
+                 mru=2 + i % 8, sru=25 + i % 100, hru=0, public_ips=i % 2, dedicated=False, state="Created",
+                 created_at=0, overdraft=0) for i in range(contracts)])
+        await conn.execute(schema.uptime.insert(), [
+            dict(node_id=1 + i, period=0, total=ledger.config.minting_period_s * (90 + i % 11) // 100, last_ts=1,
+                 last_uptime=1, boot_ts=0, violation=None, reports=900) for i in range(nodes)])
+
+
+async def run_engine(engine: str, scale: float) -> dict[str, float | int]:
+    contracts, nodes = int(100_000 * scale), int(10_000 * scale)
+    config = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0)
+    cleanup = None
+    if engine == "sqlite":
+        tmp = tempfile.mkdtemp()
+        url = f"sqlite:///{tmp}/bench.db"
+    else:
+        name = f"tfgrid_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_async_engine(PG.replace("postgresql://", "postgresql+asyncpg://"), isolation_level="AUTOCOMMIT")
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        url = PG.rsplit("/", 1)[0] + "/" + name
+
+        async def cleanup() -> None:
+            async with admin.connect() as conn:
+                await conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            await admin.dispose()
+    ledger = await backend.SqlLedger.open(url, config)
+    try:
+        await seed(ledger, nodes, contracts)
+        t0 = time.perf_counter()
+        bill = await ledger.bill_period(period=0, now=3600)
+        t1 = time.perf_counter()
+        mint = await ledger.mint_period(period=0, now=config.minting_period_s)
+        t2 = time.perf_counter()
+        rebill = await ledger.bill_period(period=0, now=7200)
+        remint = await ledger.mint_period(period=0, now=config.minting_period_s + 1)
+        assert bill.rows_written == contracts and mint.rows_written == nodes
+        assert minting.PERIOD_SECONDS == config.minting_period_s
+        return {"bill_100k_contracts_s": round(t1 - t0, 3), "mint_10k_nodes_s": round(t2 - t1, 3),
+                "rerun_rows_changed": rebill.rows_written + remint.rows_written,
+                "contracts": contracts, "nodes": nodes}
+    finally:
+        await ledger.close()
+        if cleanup:
+            await cleanup()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the sizes (0.1 = a quick look)")
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    args = parser.parse_args()
+    out = {engine: await run_engine(engine, args.scale) for engine in args.engines.split(",")}
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -130,6 +130,20 @@ class SqlLedger:
         if updated.rowcount == 0:
             await conn.execute(schema.meta.insert().values(key=key, value=value))
 
+    async def watermark(self, *, name: str, default: int) -> int:
+        """The next period the named loop must process; set to ``default`` on first use."""
+        async with self._tx() as conn:
+            value = await self._meta(conn, f"watermark:{name}")
+            if value is None:
+                await self._set_meta(conn, f"watermark:{name}", str(default))
+                return default
+            return int(value)
+
+    async def _advance(self, conn: AsyncConnection, name: str, period: int) -> None:
+        value = await self._meta(conn, f"watermark:{name}")
+        if value is None or int(value) < period + 1:
+            await self._set_meta(conn, f"watermark:{name}", str(period + 1))
+
     # ------------------------------------------------------------------ accounts
     async def _ensure_account(self, conn: AsyncConnection, name: str, public_key: str) -> records.Account:
         a = schema.accounts
@@ -302,7 +316,12 @@ class SqlLedger:
                 raise errors.BadSignature(f"uptime report for node {node!r} is not signed by its key") from exc
             if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
                 raise errors.Replayed(f"uptime report for node {node!r} is {ts - now:+d} s off the ledger's clock")
-            if row.last_report_ts is not None and ts <= row.last_report_ts:
+            if row.last_report_ts is not None and ts == row.last_report_ts:
+                u = schema.uptime
+                period = minting.period_at(ts, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
+                seen = (await conn.execute(sa.select(u.c.total).where(u.c.node_id == row.id, u.c.period == period.index))).scalar()
+                return int(seen or 0)  # the same report delivered again (a watch restart): counted once
+            if row.last_report_ts is not None and ts < row.last_report_ts:
                 raise errors.Replayed(f"uptime report for node {node!r} at {ts} is not newer than the last one")
             period = minting.period_at(ts, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
             last = row.last_report_ts
@@ -486,6 +505,31 @@ class SqlLedger:
                 state="Deleted", deleted_at=now, deleted_reason=reason))
             return await self._latest_contract(conn, key)
 
+    async def move_contract(self, *, key: str, request: scheduling.Request, now: int) -> records.Contract:
+        """Self-healing in one transaction: final bill and close (reason Moved), then a new contract on
+        another node from ``now``. If no node fits, nothing changes (NoCapacity)."""
+        c = schema.contracts
+        async with self._tx() as conn:
+            current = await self._latest_contract(conn, key)
+            if current is None or current.state not in LIVE:
+                raise errors.NotFound(f"deployment {key!r} has no open contract to move")
+            decision = scheduling.select_node(request, await self._candidates(conn, now))
+            if isinstance(decision, scheduling.Unschedulable):
+                raise errors.NoCapacity(decision.constraint, decision.message)
+            await self._bill_partial(conn, current.id, now)
+            await conn.execute(c.update().where(c.c.id == current.id).values(
+                state="Deleted", deleted_at=now, deleted_reason="Moved"))
+            node_id = (await conn.execute(sa.select(schema.nodes.c.id).where(schema.nodes.c.name == decision.node))).scalar_one()
+            account_id = (await conn.execute(sa.select(c.c.account_id).where(c.c.id == current.id))).scalar_one()
+            await conn.execute(c.insert().values(
+                key=key, account_id=account_id, node_id=node_id, public_ips=request.public_ips,
+                dedicated=request.dedicated, state=current.state, grace_since=current.grace_since, created_at=now,
+                overdraft=current.overdraft, **request.resources.as_dict()))
+            await conn.execute(c.update().where(c.c.id == current.id).values(overdraft=0))
+            moved = await self._latest_contract(conn, key)
+            assert moved is not None
+            return dataclasses.replace(moved, created=True)
+
     async def contract_summaries(self) -> dict[str, records.Contract]:
         c = schema.contracts
         async with self._read() as conn:
@@ -523,7 +567,9 @@ class SqlLedger:
         if now < end:
             raise errors.InvalidRequest(f"billing period {period} ends at {end}; it cannot be billed at {now}")
         async with self._tx() as conn:
-            return await self._bill(conn, period=period, now=now, only=None, until=end)
+            report = await self._bill(conn, period=period, now=now, only=None, until=end)
+            await self._advance(conn, "bill", period)
+            return report
 
     async def _bill(self, conn: AsyncConnection, *, period: int, now: int, only: int | None, until: int) -> records.PeriodReport:
         c, b, a, n, f = schema.contracts, schema.bills, schema.accounts, schema.nodes, schema.farms
@@ -655,6 +701,7 @@ class SqlLedger:
             if paid_out:
                 await conn.execute(a.update().where(a.c.id == sa.bindparam("aid"))
                                    .values(balance=a.c.balance + sa.bindparam("delta")), paid_out)
+            await self._advance(conn, "mint", period)
             return records.PeriodReport(period, len(receipts), total, skipped, tuple(changed))
 
     # ------------------------------------------------------------------ DAO

@@ -1,0 +1,52 @@
+"""One injectable clock. Tests use ManualClock, the sandbox a ScaledClock (a month in seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> int: ...
+
+
+class SystemClock:
+    def now(self) -> int:
+        return int(time.time())
+
+
+class ManualClock:
+    """Time moves only when told to; safe to move from the test thread while the operator runs."""
+
+    def __init__(self, start: int) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def now(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: int) -> int:
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def set(self, ts: int) -> None:
+        with self._lock:
+            self._now = ts
+
+
+class ScaledClock:
+    """Grid time runs ``factor`` times faster than wall time, from ``start``."""
+
+    def __init__(self, start: int, factor: float) -> None:
+        self.start, self.factor, self._t0 = start, factor, time.monotonic()
+
+    def now(self) -> int:
+        return self.start + int((time.monotonic() - self._t0) * self.factor)
+
+
+async def sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)

@@ -1,0 +1,87 @@
+"""One status vocabulary: condition types, closed reason sets, and set_condition().
+
+Pure: no kopf. `Ready` is always present; `Synced` says whether the last reconcile with the ledger
+succeeded (Crossplane's semantics). lastTransitionTime moves only when a condition's status flips.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Any
+
+
+class Reason(enum.StrEnum):
+    # Ready
+    AVAILABLE = "Available"
+    CREATING = "Creating"
+    DELETING = "Deleting"
+    FARM_NOT_READY = "FarmNotReady"
+    INVALID_SPEC = "InvalidSpec"
+    UNSCHEDULABLE = "Unschedulable"
+    GRACE_PERIOD = "GracePeriod"
+    OUT_OF_FUNDS = "OutOfFunds"
+    DELETE_BLOCKED = "DeleteBlocked"
+    NODE_DOWN = "NodeDown"
+    RESIZE_BLOCKED = "ResizeBlocked"
+    PAYER_NOT_FOUND = "PayerNotFound"
+    # Synced
+    RECONCILE_SUCCESS = "ReconcileSuccess"
+    RECONCILE_ERROR = "ReconcileError"
+    # Events only
+    REGISTERED = "Registered"
+    ADOPTED = "Adopted"
+    UPDATED = "Updated"
+    MINTED = "Minted"
+    BILLED = "Billed"
+    PLACED = "Placed"
+    MOVED = "Moved"
+    CLOSED = "Closed"
+    UPTIME_REJECTED = "UptimeRejected"
+    VOTE_REJECTED = "VoteRejected"
+    VOTE_COUNTED = "VoteCounted"
+    EXECUTED = "Executed"
+
+
+def timestamp(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], *, type: str, status: bool, reason: Reason, message: str, generation: int, now: str
+) -> list[dict[str, Any]]:
+    """Return a new list with the condition set; lastTransitionTime kept unless the status flips."""
+    value = "True" if status else "False"
+    out = [dict(c) for c in conditions if c.get("type") != type]
+    old = next((c for c in conditions if c.get("type") == type), None)
+    changed = old is None or old.get("status") != value
+    out.append({
+        "type": type, "status": value, "reason": str(reason), "message": message[:32768],
+        "lastTransitionTime": now if changed or old is None else old.get("lastTransitionTime", now),
+        "observedGeneration": generation,
+    })
+    order = {"Ready": 0, "Synced": 1}
+    return sorted(out, key=lambda c: (order.get(c["type"], 2), c["type"]))
+
+
+def get(conditions: list[dict[str, Any]], type: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type), None)
+
+
+def desired_status(
+    current: dict[str, Any], *, generation: int, now: str, ready: bool, reason: Reason, message: str,
+    synced: bool = True, synced_message: str = "", fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The full status the object should have: fields + Ready + Synced + observedGeneration."""
+    conds = list(current.get("conditions") or [])
+    conds = set_condition(conds, type="Ready", status=ready, reason=reason, message=message,
+                          generation=generation, now=now)
+    conds = set_condition(conds, type="Synced", status=synced,
+                          reason=Reason.RECONCILE_SUCCESS if synced else Reason.RECONCILE_ERROR,
+                          message=synced_message, generation=generation, now=now)
+    return {**(fields or {}), "conditions": conds, "observedGeneration": generation}
+
+
+def diff(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """Top-level status keys whose value changes: the merge patch of status (empty → no PATCH)."""
+    return {k: v for k, v in desired.items() if current.get(k) != v}

@@ -1,0 +1,95 @@
+"""Deployment: place on a node and open a contract atomically, resize in place, final bill on delete."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import kopf
+
+from tfgrid_operator import crd_models, runtime
+from tfgrid_operator.backend import errors
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.handlers import reporting, tracking
+
+G, V = runtime.GROUP, runtime.VERSION
+
+
+async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
+    """The twin account: named in the spec, or read from the referenced Secret (never logged)."""
+    if spec.payer.account:
+        return spec.payer.account
+    ref = spec.payer.secret_ref
+    assert ref is not None
+    kube = runtime.get().kube
+    secret = await kube.request("GET", kube.path("", "v1", "secrets", namespace, ref.name))
+    value = (secret.get("data") or {}).get(ref.key)
+    if value is None:
+        raise errors.NotFound(f"secret {ref.name!r} has no key {ref.key!r}")
+    return base64.b64decode(value).decode().strip()
+
+
+def contract_fields(c: Any) -> dict[str, Any]:
+    return {"node": c.node, "farm": c.farm, "contractId": c.id, "contractState": c.state,
+            "reserved": c.resources.as_dict(), "publicIPs": c.public_ips}
+
+
+@kopf.on.resume(G, V, "deployments")
+@kopf.on.create(G, V, "deployments")
+@kopf.on.update(G, V, "deployments", field="spec")
+async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
+    rt = runtime.get()
+    key = f"{namespace}/{name}"
+    try:
+        s = crd_models.parse(crd_models.DeploymentSpec, spec)
+    except (crd_models.InvalidSpec, ValueError) as exc:
+        return reporting.invalid_spec(body, patch, str(exc))
+    now = rt.clock.now()
+    try:
+        current = await rt.ledger.observe_contract(key=key)
+        if current is None or (current.state == "Deleted" and current.deleted_reason == "Moved"):
+            payer = await payer_account(s, namespace)
+            current = await rt.ledger.open_contract(key=key, payer=payer, request=s.request(), now=now)
+            if current.created:
+                kopf.info(body, reason=str(Reason.PLACED),
+                          message=f"Deployment {key} placed on node {current.node}, contract {current.id}")
+        elif current.state != "Deleted" and (current.resources != s.capacity or current.public_ips != s.public_ips) \
+                and not current.dedicated:
+            current = await rt.ledger.resize_contract(key=key, resources=s.capacity, public_ips=s.public_ips, now=now)
+            kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
+    except errors.NoCapacity as err:
+        message = f"{err.constraint}: {err.message}"
+        reason = Reason.RESIZE_BLOCKED if current is not None and current.state != "Deleted" else Reason.UNSCHEDULABLE
+        fields = contract_fields(current) if current is not None and current.state != "Deleted" else {}
+        if reporting.report(body, patch, ready=False, reason=reason, message=message, fields=fields):
+            kopf.warn(body, reason=str(reason), message=message)
+        raise kopf.TemporaryError(message, delay=rt.retry_delay_s) from err
+    except errors.NotFound as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.PAYER_NOT_FOUND)
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+    if current.state == "Deleted":
+        reporting.report(body, patch, ready=False, reason=Reason.OUT_OF_FUNDS,
+                         message=f"contract {current.id} was deleted: {current.deleted_reason}",
+                         fields={**contract_fields(current), "deletedReason": current.deleted_reason or ""})
+        return
+    ready = current.state == "Created"
+    reporting.report(body, patch, ready=ready, reason=Reason.AVAILABLE if ready else Reason.GRACE_PERIOD,
+                     message=f"contract {current.id} on node {current.node}" if ready else
+                     f"contract {current.id} is in its grace period: fund account to keep it",
+                     fields=contract_fields(current))
+
+
+@kopf.on.delete(G, V, "deployments")
+async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
+    rt = runtime.get()
+    try:
+        closed = await rt.ledger.close_contract(key=f"{namespace}/{name}", now=rt.clock.now(), reason="CanceledByUser")
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
+    if closed is not None:
+        kopf.info(body, reason=str(Reason.CLOSED),
+                  message=f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units")
+
+
+tracking.track("deployments")

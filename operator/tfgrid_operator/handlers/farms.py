@@ -1,0 +1,49 @@
+"""Farm: register on the ledger (adopting an existing record by name), report, close on delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from tfgrid_operator import crd_models, runtime
+from tfgrid_operator.backend import errors
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.handlers import reporting, tracking
+
+G, V = runtime.GROUP, runtime.VERSION
+
+
+@kopf.on.resume(G, V, "farms")
+@kopf.on.create(G, V, "farms")
+@kopf.on.update(G, V, "farms", field="spec")
+async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
+    rt = runtime.get()
+    try:
+        s = crd_models.parse(crd_models.FarmSpec, spec)
+    except (crd_models.InvalidSpec, ValueError) as exc:
+        return reporting.invalid_spec(body, patch, str(exc))
+    try:
+        farm = await rt.ledger.ensure_farm(name=name, owner_key=s.owner_key, payout_account=s.payout_account,
+                                           certified=s.certified, dedicated=s.dedicated, public_ips=s.public_ips)
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+    if "farmId" not in (body.get("status") or {}):
+        reason = Reason.REGISTERED if farm.created else Reason.ADOPTED
+        kopf.info(body, reason=str(reason), message=f"Farm {name} is farm {farm.id} on the ledger")
+    reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",
+                     fields={"farmId": farm.id})
+
+
+@kopf.on.delete(G, V, "farms")
+async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
+    try:
+        await runtime.get().ledger.close_farm(name=name)
+    except errors.Conflict as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
+    kopf.info(body, reason=str(Reason.CLOSED), message=f"Farm {name} closed on the ledger")
+
+
+tracking.track("farms")

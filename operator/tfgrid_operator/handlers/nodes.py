@@ -1,0 +1,59 @@
+"""Node: register under its farm (waiting for the farm), report, close on delete unless it carries deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from tfgrid_operator import crd_models, runtime
+from tfgrid_operator.backend import errors
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.handlers import reporting, tracking
+
+G, V = runtime.GROUP, runtime.VERSION
+
+
+@kopf.on.resume(G, V, "nodes")
+@kopf.on.create(G, V, "nodes")
+@kopf.on.update(G, V, "nodes", field="spec")
+async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
+    rt = runtime.get()
+    try:
+        s = crd_models.parse(crd_models.NodeSpec, spec)
+    except (crd_models.InvalidSpec, ValueError) as exc:
+        return reporting.invalid_spec(body, patch, str(exc))
+    farm = await rt.ledger.observe_farm(name=s.farm)
+    if farm is None or farm.state != "Active":
+        message = f"farm {s.farm!r} is not registered yet; retrying"
+        if reporting.report(body, patch, ready=False, reason=Reason.FARM_NOT_READY, message=message):
+            kopf.warn(body, reason=str(Reason.FARM_NOT_READY), message=message)
+        raise kopf.TemporaryError(message, delay=rt.retry_delay_s)
+    try:
+        node = await rt.ledger.ensure_node(
+            name=name, farm=s.farm, resources=s.capacity, country=s.location.country, city=s.location.city,
+            certified=s.certified, public_key=s.public_key, now=rt.clock.now())
+    except errors.InvalidRequest as err:
+        return reporting.invalid_spec(body, patch, err.message)
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+    if "nodeId" not in (body.get("status") or {}):
+        reason = Reason.REGISTERED if node.created else Reason.ADOPTED
+        kopf.info(body, reason=str(reason), message=f"Node {name} is node {node.id} of farm {s.farm}")
+    reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",
+                     fields={"nodeId": node.id, "farm": s.farm})
+
+
+@kopf.on.delete(G, V, "nodes")
+async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
+    rt = runtime.get()
+    try:
+        await rt.ledger.close_node(name=name, now=rt.clock.now())
+    except errors.Conflict as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
+    kopf.info(body, reason=str(Reason.CLOSED), message=f"Node {name} closed on the ledger")
+
+
+tracking.track("nodes")

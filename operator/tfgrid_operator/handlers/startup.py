@@ -1,0 +1,71 @@
+"""Startup and cleanup: kopf settings in one place, the ledger, the metrics server, the batched loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from tfgrid_operator import backend, clock, metrics, periodic, runtime
+from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.settings import Settings
+
+_loop_task: asyncio.Task[None] | None = None
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Our own finalizer and annotation storages under grid.threefold.io; nothing kopf writes to status."""
+    settings.persistence.finalizer = f"{runtime.PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=runtime.PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 600
+    settings.networking.request_timeout = 60
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]  # capped backoff for framework errors
+
+
+async def default_runtime() -> runtime.Runtime:
+    s = Settings()
+    config = backend.LedgerConfig(
+        billing_period_s=s.billing_period_s, minting_epoch=s.minting_epoch, minting_period_s=s.minting_period_s,
+        mint_settle_s=s.mint_settle_s, grace_period_s=s.grace_period_s, node_down_after_s=s.node_down_after_s,
+        tft_price=backend.config.pricing.TftPrice(average_musd=s.tft_price_musd))
+    ledger = await backend.open_backend(s.ledger_url, config)
+    m = metrics.Metrics()
+    if s.metrics_port:
+        prometheus_client.start_http_server(s.metrics_port, registry=m.registry)
+    return runtime.Runtime(settings=s, clock=clock.SystemClock(), ledger=ledger, kube=KubeClient(), metrics=m)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _loop_task
+    configure(settings)
+    factory = runtime._factory or default_runtime
+    rt = await factory()
+    runtime.set_current(rt)
+    _loop_task = asyncio.create_task(periodic.run_forever(rt))
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    global _loop_task
+    if _loop_task is not None:
+        _loop_task.cancel()
+        await asyncio.gather(_loop_task, return_exceptions=True)
+        _loop_task = None
+    rt = runtime._current
+    if rt is not None:
+        await rt.kube.close()
+        await rt.ledger.close()
+        runtime.set_current(None)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own pure-Python logins: the in-cluster service account, else $KUBECONFIG."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)

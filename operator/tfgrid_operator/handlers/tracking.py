@@ -1,0 +1,23 @@
+"""Keep the latest body of every object of our kinds in memory, for the batched status loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from tfgrid_operator import runtime
+
+
+def track(plural: str) -> None:
+    @kopf.on.event(runtime.GROUP, runtime.VERSION, plural, id=f"track-{plural}")
+    async def _track(event: dict[str, Any], body: Any, name: str, namespace: str, **_: Any) -> None:
+        rt = runtime._current
+        if rt is None:
+            return
+        key = (plural, namespace, name)
+        if event.get("type") == "DELETED":
+            rt.objects.pop(key, None)
+        else:
+            rt.objects[key] = {"metadata": dict(body.get("metadata", {})), "spec": dict(body.get("spec", {})),
+                               "status": dict(body.get("status", {}))}

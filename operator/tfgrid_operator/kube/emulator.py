@@ -1,0 +1,620 @@
+"""A strict Kubernetes API emulator: kmock's KubernetesEmulator, made to behave like a real API server.
+
+kmock stores bodies verbatim. A real API server does much more, and an operator that only ever met
+kmock can ship bugs a cluster would expose. This subclass serves every resource request itself:
+
+* server-set metadata (uid, creationTimestamp, resourceVersion, generation), ``generateName``;
+* optimistic concurrency: stale ``resourceVersion`` → 409, failing JSON-patch ``test`` → 422;
+* the status subresource: the main endpoint ignores status, ``/status`` ignores everything else;
+* ``generation`` bumps only on spec changes; finalizers hold deletion; no new finalizer once deleting;
+* CRDs POSTed to it are served; objects are **validated against the CRD's openAPIV3Schema and pruned**
+  of undeclared fields, as a real server does — a status field the schema forgets is silently dropped;
+* list/watch with label and field selectors, watch resumption from a resourceVersion (410 when too
+  old), bookmarks with ``sendInitialEvents`` so kubectl ≥1.35 works;
+* every call is recorded as (verb, group, resource, subresource) so tests can derive RBAC from it;
+* optional fault injection (HTTP errors, dropped watches) for reliability tests.
+
+Discovery of non-resource paths (``/version``, unknown URLs) stays with kmock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import datetime
+import json
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp.web
+import attrs
+import jsonschema
+import kmock
+import yaml
+from kmock._internal import rendering
+
+JSON = dict[str, Any]
+Key = tuple[str, str | None, str]  # (resource key, namespace, name)
+
+
+@attrs.define
+class ResourceDef:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    singular: str = ""
+    short_names: list[str] = attrs.field(factory=list)
+    categories: list[str] = attrs.field(factory=list)
+    status_subresource: bool = False
+    schema: JSON | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}/{self.version}/{self.plural}"
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+BUILTINS = [
+    ResourceDef("", "v1", "namespaces", "Namespace", False, "namespace", ["ns"]),
+    ResourceDef("", "v1", "events", "Event", True, "event", ["ev"]),
+    ResourceDef("", "v1", "secrets", "Secret", True, "secret"),
+    ResourceDef("", "v1", "configmaps", "ConfigMap", True, "configmap", ["cm"]),
+    ResourceDef("", "v1", "services", "Service", True, "service", ["svc"]),
+    ResourceDef("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"]),
+    ResourceDef("", "v1", "pods", "Pod", True, "pod", ["po"]),
+    ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "persistentvolumeclaim", ["pvc"]),
+    ResourceDef("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
+    ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+    ResourceDef("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"]),
+    ResourceDef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
+    ResourceDef("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding"),
+    ResourceDef("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+    ResourceDef("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
+    ResourceDef("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
+                "customresourcedefinition", ["crd", "crds"]),
+    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ["pdb"]),
+]
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+
+    def body(self) -> JSON:
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": self.message, "reason": self.reason, "code": self.code}
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------- schema work (pure)
+def prune(obj: Any, schema: JSON | None) -> Any:
+    """Drop fields the structural schema does not declare, as the API server does."""
+    if schema is None or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return obj
+    if isinstance(obj, dict) and schema.get("type", "object") == "object":
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is None and extra is None:
+            return obj if schema.get("type") is None else {}
+        out = {}
+        for k, v in obj.items():
+            if props is not None and k in props:
+                out[k] = prune(v, props[k])
+            elif isinstance(extra, dict):
+                out[k] = prune(v, extra)
+            elif extra is True:
+                out[k] = v
+        return out
+    if isinstance(obj, list) and "items" in schema:
+        return [prune(v, schema["items"]) for v in obj]
+    return obj
+
+
+def _jsonschema(schema: JSON) -> JSON:
+    """OpenAPI v3 → JSON Schema: drop x-kubernetes-* and turn ``nullable`` into a null type."""
+    if isinstance(schema, dict):
+        out = {k: _jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+        if schema.get("nullable") and "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "properties" in schema:
+            out["properties"] = {k: _jsonschema(v) for k, v in schema["properties"].items()}
+        return out
+    if isinstance(schema, list):
+        return [_jsonschema(v) for v in schema]  # type: ignore[return-value]
+    return schema
+
+
+def validate(obj: JSON, schema: JSON, kind: str, name: str) -> None:
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    root_props = {k: v for k, v in schema.get("properties", {}).items() if k not in ("apiVersion", "kind", "metadata")}
+    required = [k for k in schema.get("required", []) if k not in ("apiVersion", "kind", "metadata")]
+    root = {**schema, "properties": root_props, "required": required}
+    validator = jsonschema.Draft7Validator(_jsonschema(root), format_checker=jsonschema.FormatChecker())
+    problems = []
+    for err in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(p) for p in err.absolute_path) or "<root>"
+        problems.append(f"{path}: Invalid value: {err.message}")
+    if problems:
+        raise ApiError(422, "Invalid", f"{kind} \"{name}\" is invalid: " + "; ".join(problems[:10]))
+
+
+# ---------------------------------------------------------------- patches (pure)
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+
+
+def json_patch(doc: JSON, ops: list[JSON]) -> JSON:
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        parts = _pointer(op["path"])
+        parent: Any = doc
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
+        last = parts[-1]
+        kind = op["op"]
+        if kind == "test":
+            current = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+            if current != op.get("value"):
+                raise ApiError(422, "Invalid", f"the test operation on {op['path']} failed")
+        elif kind in ("add", "replace"):
+            if isinstance(parent, list):
+                if last == "-":
+                    parent.append(op["value"])
+                elif kind == "add":
+                    parent.insert(int(last), op["value"])
+                else:
+                    parent[int(last)] = op["value"]
+            else:
+                parent[last] = op["value"]
+        elif kind == "remove":
+            try:
+                del parent[int(last) if isinstance(parent, list) else last]
+            except (KeyError, IndexError) as exc:
+                raise ApiError(422, "Invalid", f"cannot remove {op['path']}: no such path") from exc
+        else:
+            raise ApiError(422, "Invalid", f"unsupported JSON-patch op {kind!r}")
+    return doc
+
+
+# ---------------------------------------------------------------- selectors (pure)
+def _get_path(obj: JSON, dotted: str) -> Any:
+    cur: Any = obj
+    for p in dotted.split("."):
+        cur = cur.get(p) if isinstance(cur, dict) else None
+    return cur
+
+
+def matches_labels(labels: dict[str, str], selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in re.split(r",(?![^()]*\))", selector))):
+        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
+            values = {v.strip() for v in m.group(3).split(",")}
+            if (labels.get(m.group(1)) in values) != (m.group(2) == "in"):
+                return False
+        elif "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def matches_fields(obj: JSON, selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        negated = "!=" in term
+        k, v = term.split("!=", 1) if negated else term.replace("==", "=").split("=", 1)
+        actual = _get_path(obj, k.strip())
+        equal = (str(actual) if actual is not None else "") == v.strip()
+        if equal == negated:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- the server
+@attrs.define(kw_only=True)
+class StrictApiServer(kmock.KubernetesEmulator):
+    defs: dict[str, ResourceDef] = attrs.field(factory=dict)
+    store: dict[Key, JSON] = attrs.field(factory=dict)
+    calls: list[tuple[str, str, str, str]] = attrs.field(factory=list)
+    history_size: int = 50_000
+    record_requests: bool = True
+    fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
+    _rv: int = 0
+    _events: dict[str, collections.deque[tuple[int, str, JSON]]] = attrs.field(factory=dict)
+    _watchers: dict[str, set[asyncio.Queue[tuple[int, str, JSON] | None]]] = attrs.field(
+        factory=lambda: collections.defaultdict(set))
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for d in BUILTINS:
+            self.defs[d.key] = d
+
+    # -- public helpers for tests and the sandbox
+    def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:
+        obj = self.store.get((self._resolve(resource).key, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, resource: str) -> list[JSON]:
+        key = self._resolve(resource).key
+        return [copy.deepcopy(o) for (k, _, _), o in self.store.items() if k == key]
+
+    def register_crd(self, crd: JSON) -> None:
+        spec = crd["spec"]
+        for v in spec["versions"]:
+            if not v.get("served", True):
+                continue
+            d = ResourceDef(
+                spec["group"], v["name"], spec["names"]["plural"], spec["names"]["kind"], spec["scope"] == "Namespaced",
+                spec["names"].get("singular", ""), list(spec["names"].get("shortNames", [])),
+                list(spec["names"].get("categories", [])), "status" in v.get("subresources", {}),
+                v.get("schema", {}).get("openAPIV3Schema"))
+            self.defs[d.key] = d
+            self.resources[f"{d.group}/{d.version}/{d.plural}"] = kmock.ResourceInfo(
+                kind=d.kind, namespaced=d.namespaced, singular=d.singular, shortnames=set(d.short_names),
+                categories=set(d.categories), subresources={"status"} if d.status_subresource else set(),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"})
+
+    def _resolve(self, resource: str) -> ResourceDef:
+        if resource in self.defs:
+            return self.defs[resource]
+        for d in self.defs.values():
+            if resource in (d.plural, f"{d.plural}.{d.group}", d.kind):
+                return d
+        raise KeyError(resource)
+
+    # -- dispatch
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if not self.record_requests and self._requests:
+            self._requests.clear()
+        path = request.url.path.rstrip("/")
+        try:
+            if request.method.value == "GET" and (path in ("/api", "/apis", "/api/v1") or path.startswith("/apis/")):
+                discovered = self._discovery(path)
+                if discovered is not None:
+                    return aiohttp.web.json_response(discovered)
+            if request.resource is None or request.resource.plural is None:
+                return await super()._handle(request)
+            d = self._def_for(request)
+            if d is None:
+                raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            return await self._serve(request, d)
+        except ApiError as err:
+            return aiohttp.web.json_response(err.body(), status=err.code)
+
+    def _def_for(self, request: rendering.Request) -> ResourceDef | None:
+        r = request.resource
+        assert r is not None
+        group = r.group or ""
+        plural = r.plural
+        namespace = request.namespace
+        # kmock reads /api/v1/namespaces/NAME as namespace=NAME with no plural; fix it up
+        if plural is None and namespace is not None:
+            plural, namespace = "namespaces", None
+        return self.defs.get(f"{group}/{r.version}/{plural}")
+
+    def _discovery(self, path: str) -> JSON | None:
+        groups: dict[str, list[ResourceDef]] = collections.defaultdict(list)
+        for d in self.defs.values():
+            groups[d.group].append(d)
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        if path == "/apis":
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g, ds) for g, ds in groups.items() if g]}
+        parts = path.strip("/").split("/")
+        if parts[0] == "api" and len(parts) == 2:
+            return self._resource_list("", parts[1], groups.get("", []))
+        if parts[0] == "apis" and len(parts) == 2 and parts[1] in groups:
+            return {"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[1], groups[parts[1]])}
+        if parts[0] == "apis" and len(parts) == 3 and parts[1] in groups:
+            return self._resource_list(parts[1], parts[2], groups[parts[1]])
+        return None
+
+    def _group(self, group: str, ds: list[ResourceDef]) -> JSON:
+        versions = sorted({d.version for d in ds})
+        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+    def _resource_list(self, group: str, version: str, ds: list[ResourceDef]) -> JSON:
+        out = []
+        for d in ds:
+            if d.version != version:
+                continue
+            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+            out.append({"name": d.plural, "singularName": d.singular or d.kind.lower(), "namespaced": d.namespaced,
+                        "kind": d.kind, "verbs": verbs, "shortNames": d.short_names, "categories": d.categories})
+            if d.status_subresource:
+                out.append({"name": f"{d.plural}/status", "singularName": "", "namespaced": d.namespaced,
+                            "kind": d.kind, "verbs": ["get", "patch", "update"]})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
+                "resources": out}
+
+    async def _serve(self, request: rendering.Request, d: ResourceDef) -> aiohttp.web.StreamResponse:
+        method = request.method.value
+        name = request.name
+        namespace = request.namespace if d.namespaced else None
+        if request.resource is not None and request.resource.plural is None:
+            name, namespace = request.namespace, None  # /api/v1/namespaces/NAME
+        sub = request.subresource or ""
+        params = request.params
+        watch = params.get("watch") in ("true", "1")
+        verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PATCH": "patch",
+                "PUT": "update", "DELETE": "delete"}.get(method, method.lower())
+        self.calls.append((verb, d.group, d.plural, sub))
+        if self.fault is not None and (code := self.fault(verb, d.key, name or "")):
+            raise ApiError(code, "InternalError" if code >= 500 else "Conflict", f"injected fault {code}")
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            raise ApiError(415, "UnsupportedMediaType", "protobuf is not supported by this emulator")
+        if verb == "watch":
+            return await self._watch(request, d, namespace)
+        async with self._lock:
+            if verb == "list":
+                return aiohttp.web.json_response(self._list(d, namespace, params))
+            if verb == "get":
+                return aiohttp.web.json_response(self._fetch(d, namespace, name))
+            body = self._body(request)
+            if verb == "create":
+                obj = self._create(d, namespace, body)
+            elif verb == "update":
+                obj = self._update(d, namespace, name, body, sub, replace=True)
+            elif verb == "patch":
+                obj = self._patch(d, namespace, name, body, sub, request.headers.get("Content-Type", ""))
+            elif verb == "delete":
+                obj = self._delete(d, namespace, name)
+            else:
+                raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+        return aiohttp.web.json_response(obj, status=201 if verb == "create" else 200)
+
+    def _body(self, request: rendering.Request) -> Any:
+        if request.data is not None and not isinstance(request.data, (str, bytes)) and not hasattr(request.data, "getall"):
+            return request.data
+        try:
+            return yaml.safe_load(request.text) if request.text else {}
+        except yaml.YAMLError as exc:
+            raise ApiError(400, "BadRequest", f"the body is neither JSON nor YAML: {exc}") from exc
+
+    # -- storage operations (called under the lock)
+    def _fetch(self, d: ResourceDef, namespace: str | None, name: str | None) -> JSON:
+        obj = self.store.get((d.key, namespace, name or ""))
+        if obj is None:
+            raise ApiError(404, "NotFound", f'{d.plural}.{d.group or "core"} "{name}" not found')
+        return obj
+
+    def _list(self, d: ResourceDef, namespace: str | None, params: Any) -> JSON:
+        items = [o for (k, ns, _), o in self.store.items() if k == d.key and (namespace is None or ns == namespace)
+                 and self._selected(o, params)]
+        return {"kind": f"{d.kind}List", "apiVersion": d.group_version,
+                "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+
+    def _selected(self, obj: JSON, params: Any) -> bool:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        if params.get("labelSelector") and not matches_labels(labels, params["labelSelector"]):
+            return False
+        return not (params.get("fieldSelector") and not matches_fields(obj, params["fieldSelector"]))
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _emit(self, d: ResourceDef, kind: str, obj: JSON) -> None:
+        log = self._events.setdefault(d.key, collections.deque(maxlen=self.history_size))
+        event = (self._rv, kind, obj)
+        log.append(event)
+        for q in list(self._watchers[d.key]):
+            q.put_nowait(event)
+
+    def _finalize(self, d: ResourceDef, obj: JSON, name: str) -> JSON:
+        """Prune and validate against the CRD schema, as the API server does on every write."""
+        if d.schema is not None:
+            pruned = prune(obj, d.schema)
+            pruned["metadata"] = obj.get("metadata", {})
+            validate(pruned, d.schema, d.kind, name)
+            return pruned
+        return obj
+
+    def _create(self, d: ResourceDef, namespace: str | None, body: JSON) -> JSON:
+        if d.key == "apiextensions.k8s.io/v1/customresourcedefinitions":
+            self.register_crd(body)
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body must be an object")
+        meta = dict(body.get("metadata") or {})
+        if not meta.get("name"):
+            if meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            else:
+                raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
+        name = meta["name"]
+        if d.namespaced:
+            namespace = namespace or meta.get("namespace") or "default"
+            meta["namespace"] = namespace
+        if (d.key, namespace, name) in self.store:
+            raise ApiError(409, "AlreadyExists", f'{d.plural} "{name}" already exists')
+        obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
+        if d.status_subresource:
+            obj.pop("status", None)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        meta.pop("resourceVersion", None)
+        meta.pop("deletionTimestamp", None)
+        obj["metadata"] = meta
+        obj = self._finalize(d, obj, name)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self.store[(d.key, namespace, name)] = obj
+        self._emit(d, "ADDED", obj)
+        return obj
+
+    def _update(self, d: ResourceDef, namespace: str | None, name: str | None, body: JSON, sub: str,
+                replace: bool, *, current: JSON | None = None) -> JSON:
+        old = current if current is not None else self._fetch(d, namespace, name)
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body must be an object")
+        rv = (body.get("metadata") or {}).get("resourceVersion")
+        if replace and not rv:
+            raise ApiError(422, "Invalid", f'{d.kind} "{name}" is invalid: metadata.resourceVersion: must be specified')
+        if rv and rv != old["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {d.plural} "{name}": the object has '
+                                            "been modified; please apply your changes to the latest version and try again")
+        new = copy.deepcopy(body)
+        if sub == "status":
+            new = {**copy.deepcopy(old), "status": new.get("status")}
+            if new["status"] is None:
+                new.pop("status")
+        elif d.status_subresource:
+            new.pop("status", None)
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+        meta = dict(new.get("metadata") or {})
+        for k in ("uid", "creationTimestamp", "namespace", "name", "generation"):
+            if k in old["metadata"]:
+                meta[k] = old["metadata"][k]
+        if "deletionTimestamp" in old["metadata"]:
+            meta["deletionTimestamp"] = old["metadata"]["deletionTimestamp"]
+            added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+            if added:
+                raise ApiError(422, "Forbidden", f"no new finalizers can be added if the object is being deleted: {sorted(added)}")
+        if sub == "status":
+            meta = copy.deepcopy(old["metadata"])
+        new["metadata"] = meta
+        new["apiVersion"], new["kind"] = d.group_version, d.kind
+        new = self._finalize(d, new, name or "")
+        spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
+        if spec_of(new) != spec_of(old):
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        if new == old:
+            return old  # a no-op write does not bump the resourceVersion, as on a real server
+        if d.key == "apiextensions.k8s.io/v1/customresourcedefinitions":
+            self.register_crd(new)
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        key = (d.key, namespace, old["metadata"]["name"])
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            del self.store[key]
+            self._emit(d, "DELETED", new)
+        else:
+            self.store[key] = new
+            self._emit(d, "MODIFIED", new)
+        return new
+
+    def _patch(self, d: ResourceDef, namespace: str | None, name: str | None, body: Any, sub: str, ctype: str) -> JSON:
+        current = self.store.get((d.key, namespace, name or ""))
+        if current is None:
+            if "apply-patch" in ctype:
+                return self._create(d, namespace, {**body, "metadata": {**body.get("metadata", {}), "name": name}})
+            self._fetch(d, namespace, name)
+        assert current is not None
+        if "json-patch" in ctype:
+            if not isinstance(body, list):
+                raise ApiError(400, "BadRequest", "a JSON patch must be a list of operations")
+            patched = json_patch(current, body)
+            patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        else:
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "a merge patch must be an object")
+            patched = merge_patch(current, body)
+            rv = (body.get("metadata") or {}).get("resourceVersion")
+            patched["metadata"]["resourceVersion"] = rv or current["metadata"]["resourceVersion"]
+        return self._update(d, namespace, name, patched, sub, replace=False, current=current)
+
+    def _delete(self, d: ResourceDef, namespace: str | None, name: str | None) -> JSON:
+        obj = self._fetch(d, namespace, name)
+        if obj["metadata"].get("finalizers"):
+            if not obj["metadata"].get("deletionTimestamp"):
+                obj = copy.deepcopy(obj)
+                obj["metadata"]["deletionTimestamp"] = _now()
+                obj["metadata"]["deletionGracePeriodSeconds"] = 0
+                obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                obj["metadata"]["resourceVersion"] = self._next_rv()
+                self.store[(d.key, namespace, name or "")] = obj
+                self._emit(d, "MODIFIED", obj)
+            return obj
+        del self.store[(d.key, namespace, name or "")]
+        self._next_rv()
+        self._emit(d, "DELETED", obj)
+        return {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name, "kind": d.plural}}
+
+    # -- watches
+    async def _watch(self, request: rendering.Request, d: ResourceDef, namespace: str | None) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None
+        params = request.params
+        q: asyncio.Queue[tuple[int, str, JSON] | None] = asyncio.Queue()
+        initial: list[tuple[int, str, JSON]] = []
+        async with self._lock:
+            since = params.get("resourceVersion")
+            send_initial = params.get("sendInitialEvents") == "true" or not since or since == "0"
+            if send_initial:
+                initial = [(self._rv, "ADDED", o) for (k, ns, _), o in self.store.items()
+                           if k == d.key and (namespace is None or ns == namespace)]
+            else:
+                log = self._events.get(d.key, collections.deque())
+                start = int(since)
+                if log and log[0][0] > start + 1 and len(log) == log.maxlen:
+                    initial = [(0, "ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                                             "reason": "Expired", "message": f"too old resource version: {since}"})]
+                else:
+                    initial = [e for e in log if e[0] > start]
+            self._watchers[d.key].add(q)
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw)
+        try:
+            for _rv, kind, obj in initial:
+                if kind == "ERROR":
+                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+                    return response
+                if self._in_scope(obj, namespace, params):
+                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+            if params.get("sendInitialEvents") == "true":
+                bookmark = {"kind": d.kind, "apiVersion": d.group_version, "metadata": {
+                    "resourceVersion": str(self._rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
+                await response.write(json.dumps({"type": "BOOKMARK", "object": bookmark}).encode() + b"\n")
+            while True:
+                event = await q.get()
+                if event is None:
+                    break
+                _, kind, obj = event
+                if self._in_scope(obj, namespace, params):
+                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._watchers[d.key].discard(q)
+        return response
+
+    def _in_scope(self, obj: JSON, namespace: str | None, params: Any) -> bool:
+        if namespace is not None and obj.get("metadata", {}).get("namespace") != namespace:
+            return False
+        return self._selected(obj, params)
+
+    def drop_watches(self) -> None:
+        """Close every open watch stream, as a load balancer or an API server restart would."""
+        for queues in self._watchers.values():
+            for q in list(queues):
+                q.put_nowait(None)

@@ -1,0 +1,30 @@
+"""Prometheus metrics on an injectable registry. Names follow controller-runtime's where they overlap;
+no label is ever an object name (bounded cardinality). Money is in TFT smallest units (10^7 per TFT)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_total = Counter("controller_runtime_reconcile_total", "Reconciles per controller and result.",
+                                       ["controller", "result"], registry=r)
+        self.reconcile_errors = Counter("controller_runtime_reconcile_errors_total", "Reconcile errors per controller.",
+                                        ["controller"], registry=r)
+        self.reconcile_time = Histogram("controller_runtime_reconcile_time_seconds", "Reconcile duration.",
+                                        ["controller"], registry=r)
+        self.objects = Gauge("tfgrid_objects", "Objects by kind and Ready condition.", ["kind", "ready"], registry=r)
+        self.capacity = Gauge("tfgrid_capacity", "Grid capacity (cores, GiB) by resource and state.",
+                              ["resource", "state"], registry=r)
+        self.minted = Counter("tfgrid_minted_units_total", "TFT units minted (Proof-of-Capacity).", registry=r)
+        self.billed = Counter("tfgrid_billed_units_total", "TFT units billed (Proof-of-Utilization).", registry=r)
+        self.contracts = Gauge("tfgrid_contracts", "Contracts by state.", ["state"], registry=r)
+        self.proposals_open = Gauge("tfgrid_proposals_open", "Open DAO proposals.", registry=r)
+        self.uptime_rejected = Counter("tfgrid_uptime_reports_rejected_total", "Rejected uptime reports by reason.",
+                                       ["reason"], registry=r)
+        for kind in ("farm", "node", "deployment", "proposal"):
+            for result in ("success", "error", "requeue"):
+                self.reconcile_total.labels(kind, result)

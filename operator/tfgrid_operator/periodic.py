@@ -1,0 +1,277 @@
+"""The batched loop: one task for all objects, never a timer per object.
+
+Each tick: mint every minting period that has ended (plus the settle time), bill every billing period
+that has ended, move deployments off nodes that went down, then refresh the status of every Farm, Node
+and Deployment from a handful of ledger queries — patching only the objects whose status changed.
+Periods are processed from the ledger's watermark, so a restart neither skips nor repeats one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from fractions import Fraction
+from typing import Any
+
+import kopf
+
+from tfgrid_operator import conditions, crd_models, runtime
+from tfgrid_operator.backend import errors, records
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain import minting, pricing, units
+from tfgrid_operator.domain.units import Resources
+from tfgrid_operator.kube.client import ApiError
+
+log = logging.getLogger("tfgrid_operator.periodic")
+
+
+async def run_forever(rt: runtime.Runtime) -> None:
+    while True:
+        try:
+            await tick(rt)
+        except asyncio.CancelledError:
+            raise
+        except errors.LedgerError as err:
+            log.warning("Ledger unavailable in the periodic loop: %s", err.message)
+        except Exception:
+            log.exception("Periodic loop failed; retrying next tick")
+        await asyncio.sleep(rt.settings.tick_s)
+
+
+async def tick(rt: runtime.Runtime) -> dict[str, int]:
+    now = rt.clock.now()
+    cfg = rt.ledger.config  # type: ignore[attr-defined]
+    minted = await mint_due(rt, now, cfg)
+    billed = await bill_due(rt, now, cfg)
+    moved = await heal(rt, now)
+    patched = await refresh(rt, now)
+    return {"minted_periods": minted, "billed_periods": billed, "moved": moved, "patched": patched}
+
+
+async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
+    current = minting.period_at(now, epoch=cfg.minting_epoch, length=cfg.minting_period_s).index
+    k = await rt.ledger.watermark(name="mint", default=current)
+    done = 0
+    while True:
+        p = minting.period_by_index(k, epoch=cfg.minting_epoch, length=cfg.minting_period_s)
+        if now < p.end + cfg.mint_settle_s:
+            return done
+        report = await rt.ledger.mint_period(period=k, now=now)
+        rt.metrics.minted.inc(report.amount)
+        summaries = await rt.ledger.node_summaries(now=p.end - 1)
+        for name in report.changed:
+            s = summaries.get(name)
+            ref = _ref(rt, "nodes", name)
+            if s is not None and ref is not None:
+                kopf.info(ref, reason=str(Reason.MINTED),
+                          message=f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})")
+        k += 1
+        done += 1
+
+
+async def bill_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
+    current = now // cfg.billing_period_s
+    k = await rt.ledger.watermark(name="bill", default=current)
+    done = 0
+    while (k + 1) * cfg.billing_period_s <= now:
+        report = await rt.ledger.bill_period(period=k, now=now)
+        rt.metrics.billed.inc(report.amount)
+        for key in report.changed:
+            ns, _, name = key.partition("/")
+            ref = _ref(rt, "deployments", name, ns)
+            if ref is not None:
+                kopf.warn(ref, reason=str(Reason.GRACE_PERIOD), message=f"Contract of {key} changed state at period {k}")
+        k += 1
+        done += 1
+    return done
+
+
+def _ref(rt: runtime.Runtime, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    for (p, ns, n), body in rt.objects.items():
+        if p == plural and n == name and (namespace is None or ns == namespace):
+            kind = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment"}[plural]
+            return {"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": kind, "metadata": body["metadata"]}
+    return None
+
+
+def _down(s: records.NodeSummary | None, now: int, down_after: int) -> bool:
+    return s is not None and s.last_report_ts is not None and now - s.last_report_ts > down_after
+
+
+async def heal(rt: runtime.Runtime, now: int) -> int:
+    """Self-healing: deployments on a node with no valid uptime report for too long move elsewhere.
+    The old contract gets a final bill up to now and the new one starts now: no time is billed twice."""
+    down_after = rt.ledger.config.node_down_after_s  # type: ignore[attr-defined]
+    summaries = await rt.ledger.node_summaries(now=now)
+    down = {n for n, s in summaries.items() if _down(s, now, down_after)}
+    if not down:
+        return 0
+    moved = 0
+    for key, c in (await rt.ledger.contract_summaries()).items():
+        if c.state not in ("Created", "GracePeriod") or c.node not in down:
+            continue
+        ns, _, name = key.partition("/")
+        body = rt.objects.get(("deployments", ns, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            continue
+        try:
+            spec = crd_models.parse(crd_models.DeploymentSpec, body["spec"])
+        except crd_models.InvalidSpec:
+            continue
+        if not spec.self_healing:
+            continue
+        try:
+            new = await rt.ledger.move_contract(key=key, request=spec.request(exclude=frozenset(down)), now=now)
+        except errors.NoCapacity as err:
+            kopf.warn(_ref(rt, "deployments", name, ns) or body, reason=str(Reason.NODE_DOWN),
+                      message=f"node {c.node} is down and no other node fits: {err.message}")
+            continue
+        moved += 1
+        kopf.info(_ref(rt, "deployments", name, ns) or body, reason=str(Reason.MOVED),
+                  message=f"Node {c.node} is down; moved to node {new.node} as contract {new.id} "
+                          f"(contract {c.id} closed with a final bill)")
+    return moved
+
+
+def _percent(used: Resources, total: Resources) -> int:
+    ratios = [Fraction(getattr(used, f), getattr(total, f)) for f in ("cru", "mru", "sru", "hru") if getattr(total, f)]
+    return int(max(ratios, default=Fraction(0)) * 100)
+
+
+def _dec(x: Fraction) -> str:
+    return f"{float(x):.2f}".rstrip("0").rstrip(".")
+
+
+async def refresh(rt: runtime.Runtime, now: int) -> int:
+    """Write each object's status from the ledger; PATCH only where something changed."""
+    cfg: Any = rt.ledger.config  # type: ignore[attr-defined]
+    stamp = conditions.timestamp(now)
+    summaries = await rt.ledger.node_summaries(now=now)
+    contracts = await rt.ledger.contract_summaries()
+    policy, _ = await rt.ledger.policies()
+    farms: dict[str, list[records.NodeSummary]] = defaultdict(list)
+    for s in summaries.values():
+        farms[s.farm].append(s)
+    patches: list[tuple[str, str, str, dict[str, Any]]] = []
+    for (plural, ns, name), body in list(rt.objects.items()):
+        status = body.get("status") or {}
+        ready = conditions.get(status.get("conditions") or [], "Ready") or {}
+        if body["metadata"].get("deletionTimestamp") or ready.get("reason") in (
+                Reason.INVALID_SPEC, Reason.FARM_NOT_READY, Reason.UNSCHEDULABLE, Reason.PAYER_NOT_FOUND,
+                Reason.DELETE_BLOCKED, Reason.RESIZE_BLOCKED, Reason.CREATING):
+            continue
+        generation = body["metadata"].get("generation", 1)
+        desired: dict[str, Any] | None = None
+        if plural == "nodes" and name in summaries and "nodeId" in status:
+            desired = _node_status(summaries[name], status, generation, stamp, now, cfg)
+        elif plural == "farms" and "farmId" in status:
+            desired = _farm_status(farms.get(name, []), status, generation, stamp)
+        elif plural == "deployments" and f"{ns}/{name}" in contracts and "contractId" in status:
+            desired = _deployment_status(contracts[f"{ns}/{name}"], status, generation, stamp, policy, cfg)
+        if desired is None:
+            continue
+        change = conditions.diff(status, desired)
+        if change:
+            patches.append((plural, ns, name, change))
+    sem = asyncio.Semaphore(16)
+
+    async def send(plural: str, ns: str, name: str, change: dict[str, Any]) -> None:
+        async with sem:
+            try:
+                await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
+            except ApiError as err:
+                if err.status != 404:
+                    log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(send(*p) for p in patches))
+    rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
+    _gauges(rt, summaries, contracts)
+    return len(patches)
+
+
+def _node_status(s: records.NodeSummary, status: dict[str, Any], generation: int, stamp: str, now: int,
+                 cfg: Any) -> dict[str, Any]:
+    free = s.resources - s.used
+    fields = {
+        "nodeId": status.get("nodeId"), "farm": s.farm,
+        "cu": _dec(units.farming_cu(s.resources)), "su": _dec(units.farming_su(s.resources)),
+        "used": s.used.as_dict(), "free": free.as_dict(), "usedPercent": _percent(s.used, s.resources),
+        "deployments": s.contracts, "uptimeSeconds": s.uptime_s, "uptimePercent": s.uptime_permille // 10,
+        "minting": {"period": s.last_mint_period if s.last_mint_period is not None else -1,
+                    "reward": s.last_mint or 0, "reason": s.last_mint_reason or "Pending", "total": s.minted_total},
+    }
+    if s.last_report_ts is not None:
+        fields["lastReportAt"] = conditions.timestamp(s.last_report_ts)
+    if s.violation:
+        fields["violation"] = s.violation
+    down = _down(s, now, cfg.node_down_after_s)
+    message = (f"no valid uptime report since {fields.get('lastReportAt')}" if down
+               else f"registered as node {status.get('nodeId')}")
+    return conditions.desired_status(status, generation=generation, now=stamp, ready=not down,
+                                     reason=Reason.NODE_DOWN if down else Reason.AVAILABLE, message=message,
+                                     fields=fields)
+
+
+def _farm_status(nodes: list[records.NodeSummary], status: dict[str, Any], generation: int, stamp: str) -> dict[str, Any]:
+    cap, used = Resources(), Resources()
+    for s in nodes:
+        cap, used = cap + s.resources, used + s.used
+    last_period = max((s.last_mint_period for s in nodes if s.last_mint_period is not None), default=None)
+    fields = {
+        "farmId": status.get("farmId"), "nodes": len(nodes), "capacity": cap.as_dict(), "used": used.as_dict(),
+        "mintedLastPeriod": sum(s.last_mint or 0 for s in nodes if s.last_mint_period == last_period),
+        "mintedTotal": sum(s.minted_total for s in nodes),
+        "lastMintPeriod": last_period if last_period is not None else -1,
+    }
+    return conditions.desired_status(status, generation=generation, now=stamp, ready=True, reason=Reason.AVAILABLE,
+                                     message=f"registered as farm {status.get('farmId')}", fields=fields)
+
+
+def _deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,
+                       policy: pricing.PricingPolicy, cfg: Any) -> dict[str, Any]:
+    hourly = pricing.bill(resources=c.resources, public_ips=c.public_ips, seconds=3600, certified=False,
+                          dedicated_node=None, balance=0, policy=policy, price=cfg.tft_price)
+    fields: dict[str, Any] = {
+        "node": c.node, "farm": c.farm, "contractId": c.id, "contractState": c.state,
+        "reserved": c.resources.as_dict(), "publicIPs": c.public_ips,
+        "costPerHour": hourly.gross, "billedTotal": c.billed_total, "overdraft": c.overdraft,
+        "discount": c.last_discount or "None",
+    }
+    if status.get("movedFrom"):
+        fields["movedFrom"] = status["movedFrom"]
+    if c.last_billed_at is not None:
+        fields["lastBilledAt"] = conditions.timestamp(c.last_billed_at)
+    if c.state == "Deleted":
+        fields["deletedReason"] = c.deleted_reason or ""
+        return conditions.desired_status(status, generation=generation, now=stamp, ready=False,
+                                         reason=Reason.OUT_OF_FUNDS,
+                                         message=f"contract {c.id} was deleted: {c.deleted_reason}", fields=fields)
+    grace = c.state == "GracePeriod"
+    return conditions.desired_status(
+        status, generation=generation, now=stamp, ready=not grace,
+        reason=Reason.GRACE_PERIOD if grace else Reason.AVAILABLE,
+        message=f"contract {c.id} is in its grace period since {conditions.timestamp(c.grace_since or 0)}: "
+                f"fund the payer to keep it" if grace else f"contract {c.id} on node {c.node}", fields=fields)
+
+
+def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], contracts: dict[str, records.Contract]) -> None:
+    total, used = Resources(), Resources()
+    for s in summaries.values():
+        total, used = total + s.resources, used + s.used
+    for field in ("cru", "mru", "sru", "hru"):
+        rt.metrics.capacity.labels(field, "total").set(getattr(total, field))
+        rt.metrics.capacity.labels(field, "used").set(getattr(used, field))
+    by_state: dict[str, int] = defaultdict(int)
+    for c in contracts.values():
+        by_state[c.state] += 1
+    for state in ("Created", "GracePeriod", "Deleted"):
+        rt.metrics.contracts.labels(state).set(by_state[state])
+    by_kind: dict[tuple[str, str], int] = defaultdict(int)
+    for (plural, _, _), body in rt.objects.items():
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        by_kind[(plural[:-1], ready.get("status", "Unknown"))] += 1
+    for (kind, ready), n in by_kind.items():
+        rt.metrics.objects.labels(kind, ready).set(n)

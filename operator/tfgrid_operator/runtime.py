@@ -1,0 +1,47 @@
+"""What the handlers share: the ledger, the clock, settings, the object registry. Set up at startup."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tfgrid_operator import metrics as metrics_mod
+from tfgrid_operator.backend import GridBackend
+from tfgrid_operator.clock import Clock
+from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.settings import Settings
+
+GROUP, VERSION = "grid.threefold.io", "v1alpha1"
+PREFIX = "grid.threefold.io"
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    ledger: GridBackend
+    kube: KubeClient
+    metrics: metrics_mod.Metrics
+    retry_delay_s: float = 5.0
+    # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
+    objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+_current: Runtime | None = None
+_factory: Any = None  # tests and the sandbox set this to build the Runtime their own way
+
+
+def set_factory(factory: Any) -> None:
+    global _factory
+    _factory = factory
+
+
+def get() -> Runtime:
+    if _current is None:
+        raise RuntimeError("the operator runtime is not started")
+    return _current
+
+
+def set_current(rt: Runtime | None) -> None:
+    global _current
+    _current = rt

@@ -1,0 +1,24 @@
+"""Operator settings: env prefix TFGRID_, nested delimiter __. CLI flags override env."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TFGRID_", env_nested_delimiter="__")
+
+    ledger_url: str = Field("sqlite:///tfgrid-ledger.db", description="sqlite:///file.db (default) or postgresql://…")
+    namespace: str = Field("", description="watch one namespace; empty means all namespaces (-A)")
+    metrics_port: int = Field(9090, description="Prometheus /metrics port; 0 disables it")
+    tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
+    billing_period_s: int = Field(3600, description="§2.5: one hour")
+    minting_period_s: int = Field(2_630_880, description="§3.1: 2,630,880 s")
+    minting_epoch: int = Field(1_522_501_000, description="§3.1: the first period's start")
+    mint_settle_s: int = Field(27 * 3600, description="§3.1: wait this long past a period's end before minting it")
+    grace_period_s: int = Field(14 * 24 * 3600, description="§2.4: 14 days")
+    node_down_after_s: int = Field(80 * 60, description="§1.3: no valid uptime report for this long → the node is down")
+    tft_price_musd: int = Field(20, description="average TFT price in mUSD, clamped to [min, max] (§4.3)")
+    council_keys: list[str] = Field(default_factory=list, description="ed25519 public keys of the council (base64)")
+    log_format: str = Field("text", description="text or json")

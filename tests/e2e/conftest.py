@@ -1,0 +1,134 @@
+"""The real kopf operator, in its own thread, against the strict API emulator over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
+from tfgrid_operator import backend, clock, metrics, runtime
+from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.settings import Settings
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PERIOD = 6 * 3600  # a short minting period for tests; every length is configuration
+START = 100 * PERIOD  # the clock starts at the beginning of minting period 100
+
+CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_period_s=PERIOD, mint_settle_s=2460,
+                              grace_period_s=3 * 3600)
+
+
+class OperatorThread:
+    def __init__(self, ledger_url: str, clk: clock.ManualClock) -> None:
+        self.ledger_url, self.clock = ledger_url, clk
+        self.thread: threading.Thread | None = None
+        self.stop_flag: threading.Event | None = None
+        self.errors: list[BaseException] = []
+
+    async def _runtime(self) -> runtime.Runtime:
+        ledger = await backend.open_backend(self.ledger_url, CONFIG)
+        return runtime.Runtime(settings=Settings(tick_s=0.1, metrics_port=0), clock=self.clock, ledger=ledger,
+                               kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.3)
+
+    def start(self) -> None:
+        self.stop_flag, ready = threading.Event(), threading.Event()
+        runtime.set_factory(self._runtime)
+
+        def main() -> None:
+            try:
+                asyncio.run(kopf.operator(registry=kopf.get_default_registry(), standalone=True, clusterwide=True,
+                                          stop_flag=self.stop_flag, ready_flag=ready))
+            except BaseException as exc:  # surfaced by the test on stop()
+                self.errors.append(exc)
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        assert ready.wait(20), "the operator did not start"
+
+    async def stop(self) -> None:
+        assert self.thread is not None and self.stop_flag is not None
+        self.stop_flag.set()
+        await asyncio.to_thread(self.thread.join, 20)
+        assert not self.thread.is_alive(), "the operator did not stop"
+
+    @property
+    def rt(self) -> runtime.Runtime:
+        return runtime.get()
+
+
+def crd_docs() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+
+
+@pytest.fixture
+async def apiserver(kmock, tmp_path, monkeypatch):
+    for crd in crd_docs():
+        resp = await kmock.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+        assert resp.status == 201, await resp.text()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    return kmock
+
+
+@pytest.fixture
+def grid_clock():
+    return clock.ManualClock(START)
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+async def operator(apiserver, grid_clock, ledger_path):
+    op = OperatorThread(ledger_path, grid_clock)
+    op.start()
+    yield op
+    if op.thread is not None and op.thread.is_alive():
+        await op.stop()
+    runtime.set_factory(None)
+    assert not op.errors, op.errors
+
+
+@pytest.fixture
+async def ledger(ledger_path, operator):
+    lg = await backend.open_backend(ledger_path, CONFIG)
+    yield lg
+    await lg.close()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            last = check()
+            if asyncio.iscoroutine(last):
+                last = await last
+            if last:
+                return last
+        except (KeyError, TypeError, AssertionError):
+            last = None
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}

@@ -15,8 +15,6 @@ from collections import defaultdict
 from fractions import Fraction
 from typing import Any
 
-import kopf
-
 from tfgrid_operator import conditions, crd_models, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
@@ -65,8 +63,7 @@ async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
             s = summaries.get(name)
             ref = _ref(rt, "nodes", name)
             if s is not None and ref is not None:
-                kopf.info(ref, reason=str(Reason.MINTED),
-                          message=f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})")
+                await event(rt, ref, "Normal", Reason.MINTED, f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})")
         k += 1
         done += 1
 
@@ -82,10 +79,18 @@ async def bill_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
             ns, _, name = key.partition("/")
             ref = _ref(rt, "deployments", name, ns)
             if ref is not None:
-                kopf.warn(ref, reason=str(Reason.GRACE_PERIOD), message=f"Contract of {key} changed state at period {k}")
+                await event(rt, ref, "Warning", Reason.GRACE_PERIOD, f"Contract of {key} changed state at billing period {k}")
         k += 1
         done += 1
     return done
+
+
+async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Reason, message: str) -> None:
+    try:
+        await rt.kube.post_event(ref, type=type, reason=str(reason), message=message,
+                                 now=conditions.timestamp(rt.clock.now()))
+    except ApiError as err:
+        log.warning("Could not post event %s: %s", reason, err)
 
 
 def _ref(rt: runtime.Runtime, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -125,13 +130,13 @@ async def heal(rt: runtime.Runtime, now: int) -> int:
         try:
             new = await rt.ledger.move_contract(key=key, request=spec.request(exclude=frozenset(down)), now=now)
         except errors.NoCapacity as err:
-            kopf.warn(_ref(rt, "deployments", name, ns) or body, reason=str(Reason.NODE_DOWN),
-                      message=f"node {c.node} is down and no other node fits: {err.message}")
+            await event(rt, _ref(rt, "deployments", name, ns) or body, "Warning", Reason.NODE_DOWN,
+                        f"node {c.node} is down and no other node fits: {err.message}")
             continue
         moved += 1
-        kopf.info(_ref(rt, "deployments", name, ns) or body, reason=str(Reason.MOVED),
-                  message=f"Node {c.node} is down; moved to node {new.node} as contract {new.id} "
-                          f"(contract {c.id} closed with a final bill)")
+        await event(rt, _ref(rt, "deployments", name, ns) or body, "Normal", Reason.MOVED,
+                    f"Node {c.node} is down; moved to node {new.node} as contract {new.id} "
+                    f"(contract {c.id} closed with a final bill)")
     return moved
 
 
@@ -200,9 +205,10 @@ def _node_status(s: records.NodeSummary, status: dict[str, Any], generation: int
         "cu": _dec(units.farming_cu(s.resources)), "su": _dec(units.farming_su(s.resources)),
         "used": s.used.as_dict(), "free": free.as_dict(), "usedPercent": _percent(s.used, s.resources),
         "deployments": s.contracts, "uptimeSeconds": s.uptime_s, "uptimePercent": s.uptime_permille // 10,
-        "minting": {"period": s.last_mint_period if s.last_mint_period is not None else -1,
-                    "reward": s.last_mint or 0, "reason": s.last_mint_reason or "Pending", "total": s.minted_total},
+        "minting": {"reward": s.last_mint or 0, "reason": s.last_mint_reason or "Pending", "total": s.minted_total},
     }
+    if s.last_mint_period is not None:
+        fields["minting"]["period"] = s.last_mint_period
     if s.last_report_ts is not None:
         fields["lastReportAt"] = conditions.timestamp(s.last_report_ts)
     if s.violation:
@@ -224,8 +230,9 @@ def _farm_status(nodes: list[records.NodeSummary], status: dict[str, Any], gener
         "farmId": status.get("farmId"), "nodes": len(nodes), "capacity": cap.as_dict(), "used": used.as_dict(),
         "mintedLastPeriod": sum(s.last_mint or 0 for s in nodes if s.last_mint_period == last_period),
         "mintedTotal": sum(s.minted_total for s in nodes),
-        "lastMintPeriod": last_period if last_period is not None else -1,
     }
+    if last_period is not None:
+        fields["lastMintPeriod"] = last_period
     return conditions.desired_status(status, generation=generation, now=stamp, ready=True, reason=Reason.AVAILABLE,
                                      message=f"registered as farm {status.get('farmId')}", fields=fields)
 

@@ -95,3 +95,17 @@ class KubeClient:
             body["metadata"]["name"] = name
             return await self.request("POST", self.path("coordination.k8s.io", "v1", "leases", namespace),
                                       {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", **body})
+
+    async def post_event(self, ref: dict[str, Any], *, type: str, reason: str, message: str, now: str) -> None:
+        """A core/v1 Event about ``ref`` (used outside kopf handlers, e.g. by the batched loop)."""
+        meta = ref.get("metadata", {})
+        namespace = meta.get("namespace") or "default"
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": ref.get("apiVersion"), "kind": ref.get("kind"), "name": meta.get("name"),
+                               "namespace": namespace, "uid": meta.get("uid")},
+            "reason": reason, "message": message[:1024], "type": type, "source": {"component": "tfgrid-operator"},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1, "reportingComponent": "tfgrid-operator",
+        }
+        await self.request("POST", self.path("", "v1", "events", namespace), body)

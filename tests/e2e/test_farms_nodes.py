@@ -29,7 +29,7 @@ def node(name, farm_name="farm1"):
 
 
 def obj(apiserver, plural, name):
-    return apiserver.get(f"grid.threefold.io/v1alpha1/{plural}", "default", name)
+    return apiserver.read(f"grid.threefold.io/v1alpha1/{plural}", "default", name)
 
 
 async def test_smoke_operator_writes_status(apiserver, operator):
@@ -79,7 +79,7 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
         forged_ts = START + PERIOD + 100
         grid_clock.set(forged_ts)
         await report(kube, "n2", forged_ts, 999_999, key=KEYS["n1"])
-        await eventually(lambda: any(e.get("reason") == "UptimeRejected" for e in apiserver.list("events")),
+        await eventually(lambda: any(e.get("reason") == "UptimeRejected" for e in apiserver.read_all("events")),
                          what="UptimeRejected event")
     grid_clock.set(START + PERIOD + 2460)  # past the period's end and the settle time
     n1 = await eventually(lambda: (obj(apiserver, "nodes", "n1")["status"]["minting"]["period"] == 100
@@ -94,7 +94,7 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
                                    obj(apiserver, "farms", "farm1")["status"])
     assert farm_status["mintedTotal"] == 3_241_666_666 and farm_status["nodes"] == 2
     assert (await ledger.get_account(name="farmer1")).balance == 3_241_666_666
-    assert any(e.get("reason") == "Minted" for e in apiserver.list("events"))
+    assert any(e.get("reason") == "Minted" for e in apiserver.read_all("events"))
 
 
 async def _reported(ledger, name, ts):

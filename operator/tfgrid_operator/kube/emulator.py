@@ -261,11 +261,11 @@ class StrictApiServer(kmock.KubernetesEmulator):
             self.defs[d.key] = d
 
     # -- public helpers for tests and the sandbox
-    def get(self, resource: str, namespace: str | None, name: str) -> JSON | None:
+    def read(self, resource: str, namespace: str | None, name: str) -> JSON | None:
         obj = self.store.get((self._resolve(resource).key, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, resource: str) -> list[JSON]:
+    def read_all(self, resource: str) -> list[JSON]:
         key = self._resolve(resource).key
         return [copy.deepcopy(o) for (k, _, _), o in self.store.items() if k == key]
 

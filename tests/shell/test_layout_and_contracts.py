@@ -1,0 +1,46 @@
+import pathlib
+import subprocess
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import generate_crds  # noqa: E402
+
+from tfgrid_operator import crd_models  # noqa: E402
+
+
+def test_stdlib_operator_is_the_real_one():
+    import operator
+
+    assert hasattr(operator, "itemgetter") and "site-packages" not in (operator.__file__ or "")
+    assert not (ROOT / "operator" / "__init__.py").exists()
+
+
+def test_import_linter_contracts_hold():
+    out = subprocess.run([str(pathlib.Path(sys.executable).parent / "lint-imports"), str(ROOT / "pyproject.toml")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout
+
+
+def test_committed_crds_match_the_generator_and_the_chart_copy():
+    for name, text in generate_crds.render().items():
+        assert (ROOT / "crds" / name).read_text() == text, f"run scripts/generate_crds.py ({name} is stale)"
+        assert (ROOT / "charts" / "tfgrid-operator" / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes()
+
+
+def _aliases(model):
+    return {f.alias or n for n, f in model.model_fields.items()}
+
+
+def test_crd_spec_fields_agree_with_pydantic_models():
+    pairs = {"farms": crd_models.FarmSpec, "nodes": crd_models.NodeSpec, "deployments": crd_models.DeploymentSpec}
+    for plural, model in pairs.items():
+        crd = yaml.safe_load((ROOT / "crds" / f"grid.threefold.io_{plural}.yaml").read_text())
+        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        assert set(spec["properties"]) == _aliases(model), plural
+    node_res = yaml.safe_load((ROOT / "crds" / "grid.threefold.io_nodes.yaml").read_text())
+    res = node_res["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["resources"]
+    assert set(res["properties"]) == _aliases(crd_models.NodeResources)

@@ -62,8 +62,12 @@ async def test_uptime_reports_verified_and_replay_rejected(ledger):
     await grid(ledger)
     sig = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 2400, "uptime": 9000})
     assert await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2400) == 2400
-    with pytest.raises(errors.Replayed):
-        await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2410)
+    # the same report seen again (a watch restart) is counted once, silently
+    assert await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2410) == 2400
+    newer = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 2450, "uptime": 9050})
+    await ledger.record_uptime(node="n0", ts=2450, uptime=9050, signature=newer, now=2450)
+    with pytest.raises(errors.Replayed):  # an older, validly signed report replayed later
+        await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2450)
     forged = OWNER.sign(identity.UPTIME, {"node": "n0", "ts": 4800, "uptime": 11400})
     with pytest.raises(errors.BadSignature):
         await ledger.record_uptime(node="n0", ts=4800, uptime=11400, signature=forged, now=4800)

@@ -1,0 +1,72 @@
+"""Deployment end to end: placement, Unschedulable with the failing constraint, exact billing, final bill."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.conftest import START, condition, eventually
+from tfgrid_operator.domain import identity, money
+
+pytestmark = pytest.mark.e2e
+
+NS = "/apis/grid.threefold.io/v1alpha1/namespaces/default"
+OWNER = identity.KeyPair.generate()
+
+
+def deployment(name, **placement):
+    return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"resources": {"cru": 2, "mru": 4, "sru": 50}, "publicIPs": 1, "payer": {"account": "alice"},
+                     "placement": placement}}
+
+
+async def grid(apiserver):
+    await apiserver.post(f"{NS}/farms", json={"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Farm",
+                                              "metadata": {"name": "farm1"},
+                                              "spec": {"ownerKey": OWNER.public_key, "payoutAccount": "farmer1",
+                                                       "publicIPs": 2}})
+    for name in ("n1", "n2"):
+        await apiserver.post(f"{NS}/nodes", json={
+            "apiVersion": "grid.threefold.io/v1alpha1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"farm": "farm1", "publicKey": identity.KeyPair.generate().public_key,
+                     "resources": {"cru": 8, "mru": 32, "sru": 1000}, "location": {"country": "BE"}}})
+    await eventually(lambda: all(condition(apiserver.read("grid.threefold.io/v1alpha1/nodes", "default", n))["status"] == "True"
+                                 for n in ("n1", "n2")), what="nodes Ready")
+
+
+async def test_place_bill_exactly_and_final_bill_on_delete(apiserver, operator, ledger, grid_clock):
+    await grid(apiserver)
+    await ledger.ensure_account(name="alice")
+    await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT)
+    await apiserver.post(f"{NS}/deployments", json=deployment("web"))
+    d = await eventually(lambda: condition(dep(apiserver, "web"))["status"] == "True"
+                         and dep(apiserver, "web"), what="deployment Ready")
+    assert d["status"]["node"] in ("n1", "n2") and d["status"]["contractState"] == "Created"
+    grid_clock.set(START + 3600)  # one billing period (1 h, §2.5) has ended
+    d = await eventually(lambda: dep(apiserver, "web")["status"].get("billedTotal")
+                         and dep(apiserver, "web"), what="billed")
+    # §2.6 by hand at 20 mUSD/TFT: 152,500 units USD = 0.7625 TFT; 2000 TFT covers 3.64 months → Bronze ×0.7
+    assert d["status"]["billedTotal"] == 5_337_500
+    assert d["status"]["discount"] == "Bronze"
+    grid_clock.set(START + 3600 + 1800)
+    await apiserver.delete(f"{NS}/deployments/web")
+    await eventually(lambda: dep(apiserver, "web") is None, what="deployment gone")
+    closed = await ledger.observe_contract(key="default/web")
+    # the final bill covers the used half hour: 0.38125 TFT gross; balance now covers far more → Bronze ×0.7
+    assert closed.state == "Deleted" and closed.billed_total == 5_337_500 + 2_668_750
+
+
+async def test_unschedulable_names_the_constraint_and_recovers(apiserver, operator, ledger):
+    await grid(apiserver)
+    await ledger.ensure_account(name="alice")
+    await apiserver.post(f"{NS}/deployments", json=deployment("far", country="EG"))
+    d = await eventually(lambda: condition(dep(apiserver, "far"))["reason"] == "Unschedulable"
+                         and dep(apiserver, "far"), what="Unschedulable")
+    assert "Country" in condition(d)["message"]
+    await apiserver.patch(f"{NS}/deployments/far", json={"spec": {"placement": {"country": "BE"}}},
+                          headers={"Content-Type": "application/merge-patch+json"})
+    await eventually(lambda: condition(dep(apiserver, "far"))["status"] == "True",
+                     what="placed after the constraint changed")
+
+
+def dep(apiserver, name):
+    return apiserver.read("grid.threefold.io/v1alpha1/deployments", "default", name)

@@ -1,0 +1,22 @@
+import pathlib
+
+import jsonschema
+import yaml
+
+from tfgrid_operator import crd_models
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODELS = {"Farm": crd_models.FarmSpec, "Node": crd_models.NodeSpec, "Deployment": crd_models.DeploymentSpec}
+
+
+def test_examples_validate_against_crds_and_models():
+    schemas = {}
+    for path in (ROOT / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        schemas[crd["spec"]["names"]["kind"]] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    docs = [d for p in sorted((ROOT / "examples").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert {d["kind"] for d in docs} >= {"Farm", "Node", "Deployment"}
+    for doc in docs:
+        spec_schema = schemas[doc["kind"]]["properties"]["spec"]
+        jsonschema.validate(doc["spec"], spec_schema)
+        crd_models.parse(MODELS[doc["kind"]], doc["spec"])

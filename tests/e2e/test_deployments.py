@@ -70,3 +70,15 @@ async def test_unschedulable_names_the_constraint_and_recovers(apiserver, operat
 
 def dep(apiserver, name):
     return apiserver.read("grid.threefold.io/v1alpha1/deployments", "default", name)
+
+
+async def test_invalid_spec_gets_condition_and_event_and_touches_no_ledger(apiserver, operator, ledger):
+    bad = deployment("nopayer")
+    bad["spec"]["payer"] = {}  # the schema allows it; the operator needs exactly one of account or secretRef
+    assert (await apiserver.post(f"{NS}/deployments", json=bad)).status == 201
+    d = await eventually(lambda: condition(dep(apiserver, "nopayer"))["reason"] == "InvalidSpec" and dep(apiserver, "nopayer"),
+                         what="InvalidSpec")
+    assert "payer needs exactly one of account or secretRef" in condition(d)["message"]
+    assert condition(d, "Synced")["status"] == "False"
+    await eventually(lambda: any(e.get("reason") == "InvalidSpec" for e in apiserver.read_all("events")), what="Event")
+    assert await ledger.observe_contract(key="default/nopayer") is None

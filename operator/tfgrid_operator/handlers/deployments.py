@@ -40,10 +40,9 @@ def contract_fields(c: Any) -> dict[str, Any]:
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"
-    try:
-        s = crd_models.parse(crd_models.DeploymentSpec, spec)
-    except (crd_models.InvalidSpec, ValueError) as exc:
-        return reporting.invalid_spec(body, patch, str(exc))
+    s = reporting.parse_spec(crd_models.DeploymentSpec, body, spec, patch)
+    if s is None:
+        return
     now = rt.clock.now()
     try:
         current = await rt.ledger.observe_contract(key=key)
@@ -83,13 +82,11 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
 @kopf.on.delete(G, V, "deployments")
 async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    try:
-        closed = await rt.ledger.close_contract(key=f"{namespace}/{name}", now=rt.clock.now(), reason="CanceledByUser")
-    except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
-    if closed is not None:
-        kopf.info(body, reason=str(Reason.CLOSED),
-                  message=f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units")
+    key = f"{namespace}/{name}"
+    await reporting.close_on_ledger(
+        body, patch, rt.ledger.close_contract(key=key, now=rt.clock.now(), reason="CanceledByUser"),
+        message=lambda closed: closed and f"Contract {closed.id} closed with a final bill; "
+                                          f"billed total {closed.billed_total} units")
 
 
 tracking.track("deployments")

@@ -19,10 +19,9 @@ G, V = runtime.GROUP, runtime.VERSION
 @kopf.on.update(G, V, "farms", field="spec")
 async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    try:
-        s = crd_models.parse(crd_models.FarmSpec, spec)
-    except (crd_models.InvalidSpec, ValueError) as exc:
-        return reporting.invalid_spec(body, patch, str(exc))
+    s = reporting.parse_spec(crd_models.FarmSpec, body, spec, patch)
+    if s is None:
+        return
     try:
         farm = await rt.ledger.ensure_farm(name=name, owner_key=s.owner_key, payout_account=s.payout_account,
                                            certified=s.certified, dedicated=s.dedicated, public_ips=s.public_ips)
@@ -37,13 +36,8 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 
 @kopf.on.delete(G, V, "farms")
 async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    try:
-        await runtime.get().ledger.close_farm(name=name)
-    except errors.Conflict as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
-    except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
-    kopf.info(body, reason=str(Reason.CLOSED), message=f"Farm {name} closed on the ledger")
+    await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name),
+                                    message=lambda _: f"Farm {name} closed on the ledger")
 
 
 tracking.track("farms")

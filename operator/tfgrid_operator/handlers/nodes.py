@@ -19,10 +19,9 @@ G, V = runtime.GROUP, runtime.VERSION
 @kopf.on.update(G, V, "nodes", field="spec")
 async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    try:
-        s = crd_models.parse(crd_models.NodeSpec, spec)
-    except (crd_models.InvalidSpec, ValueError) as exc:
-        return reporting.invalid_spec(body, patch, str(exc))
+    s = reporting.parse_spec(crd_models.NodeSpec, body, spec, patch)
+    if s is None:
+        return
     farm = await rt.ledger.observe_farm(name=s.farm)
     if farm is None or farm.state != "Active":
         message = f"farm {s.farm!r} is not registered yet; retrying"
@@ -47,13 +46,8 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 @kopf.on.delete(G, V, "nodes")
 async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    try:
-        await rt.ledger.close_node(name=name, now=rt.clock.now())
-    except errors.Conflict as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
-    except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
-    kopf.info(body, reason=str(Reason.CLOSED), message=f"Node {name} closed on the ledger")
+    await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, now=rt.clock.now()),
+                                    message=lambda _: f"Node {name} closed on the ledger")
 
 
 tracking.track("nodes")

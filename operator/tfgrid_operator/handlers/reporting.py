@@ -5,13 +5,17 @@ A reconcile that changes nothing adds nothing to kopf's patch, so kopf sends no 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import kopf
+from pydantic import BaseModel
 
-from tfgrid_operator import conditions, runtime
+from tfgrid_operator import conditions, crd_models, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def desired_status(body: Any, **kwargs: Any) -> dict[str, Any]:
@@ -46,3 +50,28 @@ def invalid_spec(body: Any, patch: kopf.Patch, message: str) -> None:
     if report(body, patch, ready=False, reason=Reason.INVALID_SPEC, message=message, synced=False,
               synced_message=message):
         kopf.warn(body, reason=str(Reason.INVALID_SPEC), message=message)
+
+
+def parse_spec(model: type[M], body: Any, spec: Any, patch: kopf.Patch) -> M | None:
+    """The parse step: the spec as a model, or None after reporting InvalidSpec (condition + Event)."""
+    try:
+        return crd_models.parse(model, spec)
+    except crd_models.InvalidSpec as exc:
+        invalid_spec(body, patch, str(exc))
+        return None
+
+
+async def close_on_ledger(body: Any, patch: kopf.Patch, closing: Awaitable[Any], *,
+                          message: Callable[[Any], str | None]) -> Any:
+    """The delete step: close the ledger record, or keep the finalizer and say what blocks it.
+    ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event)."""
+    try:
+        closed = await closing
+    except errors.Conflict as err:
+        return ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
+    except errors.LedgerError as err:
+        return ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
+    text = message(closed)
+    if text:
+        kopf.info(body, reason=str(Reason.CLOSED), message=text)
+    return closed

@@ -43,8 +43,11 @@ async def tick(rt: runtime.Runtime) -> dict[str, int]:
     cfg = rt.ledger.config  # type: ignore[attr-defined]
     minted = await mint_due(rt, now, cfg)
     billed = await bill_due(rt, now, cfg)
-    moved = await heal(rt, now)
-    patched = await refresh(rt, now)
+    summaries = await rt.ledger.node_summaries(now=now)
+    moved = await heal(rt, now, summaries)
+    if moved:
+        summaries = await rt.ledger.node_summaries(now=now)  # capacity moved between nodes
+    patched = await refresh(rt, now, summaries)
     return {"minted_periods": minted, "billed_periods": billed, "moved": moved, "patched": patched}
 
 
@@ -105,11 +108,10 @@ def _down(s: records.NodeSummary | None, now: int, down_after: int) -> bool:
     return s is not None and s.last_report_ts is not None and now - s.last_report_ts > down_after
 
 
-async def heal(rt: runtime.Runtime, now: int) -> int:
+async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary]) -> int:
     """Self-healing: deployments on a node with no valid uptime report for too long move elsewhere.
     The old contract gets a final bill up to now and the new one starts now: no time is billed twice."""
     down_after = rt.ledger.config.node_down_after_s  # type: ignore[attr-defined]
-    summaries = await rt.ledger.node_summaries(now=now)
     down = {n for n, s in summaries.items() if _down(s, now, down_after)}
     if not down:
         return 0
@@ -149,11 +151,10 @@ def _dec(x: Fraction) -> str:
     return f"{float(x):.2f}".rstrip("0").rstrip(".")
 
 
-async def refresh(rt: runtime.Runtime, now: int) -> int:
+async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary]) -> int:
     """Write each object's status from the ledger; PATCH only where something changed."""
     cfg: Any = rt.ledger.config  # type: ignore[attr-defined]
     stamp = conditions.timestamp(now)
-    summaries = await rt.ledger.node_summaries(now=now)
     contracts = await rt.ledger.contract_summaries()
     policy, _ = await rt.ledger.policies()
     farms: dict[str, list[records.NodeSummary]] = defaultdict(list)

@@ -48,6 +48,16 @@ def _res(row: Any) -> Resources:
     return Resources(row.cru, row.mru, row.sru, row.hru)
 
 
+def _uptime_state(row: Any | None, period: minting.Period) -> uptime_mod.UptimeState:
+    """A node's uptime fold for one period as stored in the ``uptime`` table (empty when no row)."""
+    if row is None:
+        return uptime_mod.UptimeState(period_start=period.start)
+    return uptime_mod.UptimeState(
+        period_start=period.start, total=row.total, last_ts=row.last_ts, last_uptime=row.last_uptime,
+        boot_ts=row.boot_ts, violation=uptime_mod.Violation(row.violation) if row.violation else None,
+        reports=row.reports)
+
+
 class SqlLedger:
     def __init__(self, engine: AsyncEngine, config: LedgerConfig) -> None:
         self.engine = engine
@@ -143,6 +153,9 @@ class SqlLedger:
         value = await self._meta(conn, f"watermark:{name}")
         if value is None or int(value) < period + 1:
             await self._set_meta(conn, f"watermark:{name}", str(period + 1))
+
+    def _minting_period_at(self, ts: int) -> minting.Period:
+        return minting.period_at(ts, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
 
     # ------------------------------------------------------------------ accounts
     async def _ensure_account(self, conn: AsyncConnection, name: str, public_key: str) -> records.Account:
@@ -316,19 +329,18 @@ class SqlLedger:
                 raise errors.BadSignature(f"uptime report for node {node!r} is not signed by its key") from exc
             if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
                 raise errors.Replayed(f"uptime report for node {node!r} is {ts - now:+d} s off the ledger's clock")
-            if row.last_report_ts is not None and ts == row.last_report_ts:
+            period = self._minting_period_at(ts)
+            last = row.last_report_ts
+            if last is not None and ts == last:
                 u = schema.uptime
-                period = minting.period_at(ts, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
                 seen = (await conn.execute(sa.select(u.c.total).where(u.c.node_id == row.id, u.c.period == period.index))).scalar()
                 return int(seen or 0)  # the same report delivered again (a watch restart): counted once
-            if row.last_report_ts is not None and ts < row.last_report_ts:
+            if last is not None and ts < last:
                 raise errors.Replayed(f"uptime report for node {node!r} at {ts} is not newer than the last one")
-            period = minting.period_at(ts, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
-            last = row.last_report_ts
             if last is not None and last < period.start and ts - period.start < uptime:
                 # §3.1: the first report after a period's end credits the previous period up to its exact end
                 boundary = period.start
-                before = minting.period_at(boundary - 1, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
+                before = self._minting_period_at(boundary - 1)
                 minted = (await conn.execute(sa.select(schema.mints.c.node_id).where(
                     schema.mints.c.node_id == row.id, schema.mints.c.period == before.index))).first()
                 if minted is None and last >= before.start:
@@ -340,11 +352,7 @@ class SqlLedger:
     async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int) -> int:
         u = schema.uptime
         prev = (await conn.execute(sa.select(u).where(u.c.node_id == node_id, u.c.period == period.index))).first()
-        state = uptime_mod.UptimeState(period_start=period.start) if prev is None else uptime_mod.UptimeState(
-            period_start=period.start, total=prev.total, last_ts=prev.last_ts, last_uptime=prev.last_uptime,
-            boot_ts=prev.boot_ts, violation=uptime_mod.Violation(prev.violation) if prev.violation else None,
-            reports=prev.reports)
-        new = uptime_mod.credit(state, ts=ts, uptime=up)
+        new = uptime_mod.credit(_uptime_state(prev, period), ts=ts, uptime=up)
         values = dict(total=new.total, last_ts=new.last_ts, last_uptime=new.last_uptime, boot_ts=new.boot_ts,
                       violation=str(new.violation) if new.violation else None, reports=new.reports)
         if prev is None:
@@ -355,7 +363,7 @@ class SqlLedger:
 
     async def node_summaries(self, *, now: int) -> dict[str, records.NodeSummary]:
         n, f, c, u, m = schema.nodes, schema.farms, schema.contracts, schema.uptime, schema.mints
-        period = minting.period_at(now, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
+        period = self._minting_period_at(now)
         async with self._read() as conn:
             nodes = (await conn.execute(sa.select(n, f.c.name.label("farm")).join(f, f.c.id == n.c.farm_id)
                                         .where(n.c.state == "Active"))).all()
@@ -683,10 +691,7 @@ class SqlLedger:
                 if r.id in already:
                     skipped += 1
                     continue
-                up = ups.get(r.id)
-                state = uptime_mod.UptimeState(
-                    period_start=p.start, total=up.total if up else 0, reports=up.reports if up else 0,
-                    violation=uptime_mod.Violation(up.violation) if up and up.violation else None)
+                state = _uptime_state(ups.get(r.id), p)
                 policy = policies.get(2 if r.certified else 1, minting.policy_for(r.certified))
                 rw = minting.reward(resources=_res(r), certified=r.certified, state=state, period_seconds=p.seconds,
                                     policy=policy, connection_price_musd=r.connection_price)

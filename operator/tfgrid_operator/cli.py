@@ -141,7 +141,7 @@ def _load_key(path: pathlib.Path) -> identity.KeyPair:
 @click.option("--count", type=int, default=None, help="stop after this many reports")
 def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: float, count: int | None) -> None:
     from tfgrid_operator import agent, clock
-    from tfgrid_operator.kube.client import KubeClient
+    from tfgrid_operator.kube.client import ApiError, ConfigError, KubeClient
 
     key = _load_key(key_file)
 
@@ -149,7 +149,10 @@ def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: floa
         async with KubeClient() as kube:
             await agent.run(kube, key, namespace=namespace, node=node, clock=clock.SystemClock(),
                             interval_s=interval, count=count)
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except (ConfigError, ApiError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command(help="Print the signed vote for a proposal (to add to the Proposal's spec.votes).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Protocol
@@ -46,7 +45,3 @@ class ScaledClock:
 
     def now(self) -> int:
         return self.start + int((time.monotonic() - self._t0) * self.factor)
-
-
-async def sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)

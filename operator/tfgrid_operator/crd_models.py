@@ -38,7 +38,12 @@ class FarmSpec(_Model):
             raise ValueError("ownerKey is not a base64 ed25519 public key")
 
 
-class NodeResources(_Model):
+class _Capacity(_Model):
+    def as_resources(self) -> Resources:
+        return Resources(self.cru, self.mru, self.sru, self.hru)  # type: ignore[attr-defined]
+
+
+class NodeResources(_Capacity):
     cru: int = Field(ge=1, le=1024)
     mru: int = Field(ge=2, le=1 << 20)
     sru: int = Field(0, ge=0, le=1 << 24)
@@ -63,11 +68,10 @@ class NodeSpec(_Model):
 
     @property
     def capacity(self) -> Resources:
-        r = self.resources
-        return Resources(r.cru, r.mru, r.sru, r.hru)
+        return self.resources.as_resources()
 
 
-class RequestResources(_Model):
+class RequestResources(_Capacity):
     cru: int = Field(ge=0, le=1024)
     mru: int = Field(ge=0, le=1 << 20)
     sru: int = Field(0, ge=0, le=1 << 24)
@@ -106,8 +110,7 @@ class DeploymentSpec(_Model):
 
     @property
     def capacity(self) -> Resources:
-        r = self.resources
-        return Resources(r.cru, r.mru, r.sru, r.hru)
+        return self.resources.as_resources()
 
     def request(self, exclude: frozenset[str] = frozenset()) -> scheduling.Request:
         p = self.placement

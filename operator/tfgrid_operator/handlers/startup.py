@@ -10,6 +10,7 @@ import kopf
 import prometheus_client
 
 from tfgrid_operator import backend, clock, metrics, periodic, runtime
+from tfgrid_operator.domain import pricing
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
@@ -33,7 +34,7 @@ async def default_runtime() -> runtime.Runtime:
     config = backend.LedgerConfig(
         billing_period_s=s.billing_period_s, minting_epoch=s.minting_epoch, minting_period_s=s.minting_period_s,
         mint_settle_s=s.mint_settle_s, grace_period_s=s.grace_period_s, node_down_after_s=s.node_down_after_s,
-        tft_price=backend.config.pricing.TftPrice(average_musd=s.tft_price_musd))
+        tft_price=pricing.TftPrice(average_musd=s.tft_price_musd))
     ledger = await backend.open_backend(s.ledger_url, config)
     m = metrics.Metrics()
     if s.metrics_port:

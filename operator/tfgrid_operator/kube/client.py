@@ -18,6 +18,10 @@ import yaml
 SA_DIR = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
+class ConfigError(Exception):
+    """No in-cluster service account and no usable kubeconfig."""
+
+
 class ApiError(Exception):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"HTTP {status}: {body[:300]}")
@@ -30,10 +34,14 @@ def _config() -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
         ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
         return f"https://{host}:{port}", {"Authorization": f"Bearer {(SA_DIR / 'token').read_text().strip()}"}, ctx
     path = pathlib.Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
-    cfg = yaml.safe_load(path.read_text())
-    current = cfg.get("current-context") or cfg["contexts"][0]["name"]
-    context = next(c["context"] for c in cfg["contexts"] if c["name"] == current)
-    cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == context["cluster"])
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        current = cfg.get("current-context") or cfg["contexts"][0]["name"]
+        context = next(c["context"] for c in cfg["contexts"] if c["name"] == current)
+        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == context["cluster"])
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, IndexError, StopIteration, TypeError) as exc:
+        raise ConfigError(f"no usable cluster in kubeconfig {path} (and not running in a cluster): "
+                          f"{type(exc).__name__}: {exc}") from exc
     user = next((u["user"] for u in cfg.get("users", []) if u["name"] == context.get("user")), {})
     headers = {"Authorization": f"Bearer {user['token']}"} if user.get("token") else {}
     verify: ssl.SSLContext | bool = not cluster.get("insecure-skip-tls-verify")

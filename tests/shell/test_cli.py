@@ -1,0 +1,42 @@
+"""The CLI: clear one-line errors, never a traceback."""
+
+from click.testing import CliRunner
+
+from tfgrid_operator import cli
+
+
+def test_ledger_fund_and_show(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["ledger", "--ledger-url", url, "create-account", "alice"]).exit_code == 0
+    out = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "alice", "1.5"])
+    assert out.exit_code == 0 and "alice\t1.5 TFT" in out.output
+    shown = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "show", "--json"])
+    assert '"balance": 15000000' in shown.output
+
+
+def test_bad_amount_unknown_account_and_bad_url_are_one_line_errors(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    runner = CliRunner()
+    bad = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "alice", "1.2.3"])
+    assert bad.exit_code == 2 and "not a non-negative TFT amount" in bad.output
+    missing = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "bob", "1"])
+    assert missing.exit_code == 2 and "NotFound" in missing.output and "Traceback" not in missing.output
+    wrong = runner.invoke(cli.main, ["ledger", "--ledger-url", "mysql://x", "show"])
+    assert wrong.exit_code == 2 and "unsupported ledger URL" in wrong.output
+
+
+def test_node_agent_without_a_cluster_or_with_a_bad_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    runner = CliRunner()
+    key = tmp_path / "node.key"
+    assert runner.invoke(cli.main, ["keygen", str(key)]).exit_code == 0
+    again = runner.invoke(cli.main, ["keygen", str(key)])
+    assert again.exit_code == 1 and "refusing to overwrite" in again.output
+    out = runner.invoke(cli.main, ["node-agent", "--node", "n1", "--key-file", str(key), "--count", "1"])
+    assert out.exit_code == 1 and "no usable cluster in kubeconfig" in out.output
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not base64!")
+    out = runner.invoke(cli.main, ["node-agent", "--node", "n1", "--key-file", str(bad_key)])
+    assert out.exit_code == 1 and "cannot read an ed25519 key" in out.output

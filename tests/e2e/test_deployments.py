@@ -82,3 +82,16 @@ async def test_invalid_spec_gets_condition_and_event_and_touches_no_ledger(apise
     assert condition(d, "Synced")["status"] == "False"
     await eventually(lambda: any(e.get("reason") == "InvalidSpec" for e in apiserver.read_all("events")), what="Event")
     assert await ledger.observe_contract(key="default/nopayer") is None
+
+
+async def test_recreated_deployment_gets_a_new_contract(apiserver, operator, ledger):
+    await grid(apiserver)
+    await ledger.ensure_account(name="alice")
+    await apiserver.post(f"{NS}/deployments", json=deployment("again"))
+    first = await eventually(lambda: condition(dep(apiserver, "again"))["status"] == "True" and dep(apiserver, "again"))
+    await apiserver.delete(f"{NS}/deployments/again")
+    await eventually(lambda: dep(apiserver, "again") is None, what="deleted")
+    await apiserver.post(f"{NS}/deployments", json=deployment("again"))
+    second = await eventually(lambda: condition(dep(apiserver, "again"))["status"] == "True" and dep(apiserver, "again"),
+                              what="the new object placed")
+    assert second["status"]["contractId"] != first["status"]["contractId"]

@@ -46,7 +46,10 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
     now = rt.clock.now()
     try:
         current = await rt.ledger.observe_contract(key=key)
-        if current is None or (current.state == "Deleted" and current.deleted_reason == "Moved"):
+        # a Deleted contract this object never recorded belongs to an earlier object of the same name
+        earlier = current is not None and current.state == "Deleted" and \
+            (body.get("status") or {}).get("contractId") != current.id
+        if current is None or earlier:
             payer = await payer_account(s, namespace)
             current = await rt.ledger.open_contract(key=key, payer=payer, request=s.request(), now=now)
             if current.created:

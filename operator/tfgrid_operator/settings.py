@@ -10,7 +10,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TFGRID_", env_nested_delimiter="__")
 
     ledger_url: str = Field("sqlite:///tfgrid-ledger.db", description="sqlite:///file.db (default) or postgresql://…")
-    namespace: str = Field("", description="watch one namespace; empty means all namespaces (-A)")
     metrics_port: int = Field(9090, description="Prometheus /metrics port; 0 disables it")
     tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
     billing_period_s: int = Field(3600, description="§2.5: one hour")
@@ -20,5 +19,3 @@ class Settings(BaseSettings):
     grace_period_s: int = Field(14 * 24 * 3600, description="§2.4: 14 days")
     node_down_after_s: int = Field(80 * 60, description="§1.3: no valid uptime report for this long → the node is down")
     tft_price_musd: int = Field(20, description="average TFT price in mUSD, clamped to [min, max] (§4.3)")
-    council_keys: list[str] = Field(default_factory=list, description="ed25519 public keys of the council (base64)")
-    log_format: str = Field("text", description="text or json")

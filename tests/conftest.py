@@ -46,7 +46,7 @@ async def ledger_url(request, tmp_path):
 @pytest.fixture
 async def ledger(ledger_url):
     config = backend.LedgerConfig(
-        billing_period_s=3600, minting_epoch=0, minting_period_s=6 * 3600,
+        billing_period_s=3600, minting_epoch=0, minting_period_s=6 * 3600, grace_period_s=3 * 3600,
     )
     lg = await backend.open_backend(ledger_url, config)
     yield lg

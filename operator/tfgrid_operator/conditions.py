@@ -34,6 +34,7 @@ class Reason(enum.StrEnum):
     UPDATED = "Updated"
     MINTED = "Minted"
     BILLED = "Billed"
+    FUNDED = "Funded"
     PLACED = "Placed"
     MOVED = "Moved"
     CLOSED = "Closed"

@@ -78,14 +78,26 @@ async def bill_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
     while (k + 1) * cfg.billing_period_s <= now:
         report = await rt.ledger.bill_period(period=k, now=now)
         rt.metrics.billed.inc(report.amount)
+        contracts = await rt.ledger.contract_summaries() if report.changed else {}
         for key in report.changed:
             ns, _, name = key.partition("/")
-            ref = _ref(rt, "deployments", name, ns)
-            if ref is not None:
-                await event(rt, ref, "Warning", Reason.GRACE_PERIOD, f"Contract of {key} changed state at billing period {k}")
+            ref, c = _ref(rt, "deployments", name, ns), contracts.get(key)
+            if ref is not None and c is not None:
+                await event(rt, ref, *_state_event(c, k))
         k += 1
         done += 1
     return done
+
+
+def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
+    """The Event for a contract whose state billing changed (§2.4 state machine)."""
+    if c.state == "GracePeriod":
+        return ("Warning", Reason.GRACE_PERIOD, f"Contract {c.id}: the payer {c.payer!r} could not pay billing period "
+                f"{period} (owes {c.overdraft} units); the workload is kept during the grace period")
+    if c.state == "Deleted":
+        return ("Warning", Reason.OUT_OF_FUNDS, f"Contract {c.id}: the grace period ended unpaid; contract deleted "
+                f"and capacity on node {c.node} released")
+    return ("Normal", Reason.FUNDED, f"Contract {c.id}: the payer {c.payer!r} paid what was owed; billing resumed")
 
 
 async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Reason, message: str) -> None:
@@ -136,6 +148,11 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
                         f"node {c.node} is down and no other node fits: {err.message}")
             continue
         moved += 1
+        try:  # the move is on the ledger; status.movedFrom says where it came from (refresh keeps it)
+            await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, "deployments", ns, name, {"movedFrom": c.node})
+            body.setdefault("status", {})["movedFrom"] = c.node
+        except ApiError as err:
+            log.warning("Could not record movedFrom on %s: %s", key, err)
         await event(rt, _ref(rt, "deployments", name, ns) or body, "Normal", Reason.MOVED,
                     f"Node {c.node} is down; moved to node {new.node} as contract {new.id} "
                     f"(contract {c.id} closed with a final bill)")
@@ -175,7 +192,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         elif plural == "farms" and "farmId" in status:
             desired = _farm_status(farms.get(name, []), status, generation, stamp)
         elif plural == "deployments" and f"{ns}/{name}" in contracts and "contractId" in status:
-            desired = _deployment_status(contracts[f"{ns}/{name}"], status, generation, stamp, policy, cfg)
+            desired = deployment_status(contracts[f"{ns}/{name}"], status, generation, stamp, policy, cfg.tft_price)
         if desired is None:
             continue
         change = conditions.diff(status, desired)
@@ -238,22 +255,29 @@ def _farm_status(nodes: list[records.NodeSummary], status: dict[str, Any], gener
                                      message=f"registered as farm {status.get('farmId')}", fields=fields)
 
 
-def _deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,
-                       policy: pricing.PricingPolicy, cfg: Any) -> dict[str, Any]:
-    hourly = pricing.bill(resources=c.resources, public_ips=c.public_ips, seconds=3600, certified=False,
-                          dedicated_node=None, balance=0, policy=policy, price=cfg.tft_price)
+def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price: pricing.TftPrice) -> dict[str, Any]:
+    """A Deployment's status fields from its contract: the handler and the loop write the same ones."""
+    hourly = pricing.bill(resources=c.resources, public_ips=c.public_ips, seconds=3600, certified=c.certified,
+                          dedicated_node=c.resources if c.dedicated else None, balance=0, policy=policy, price=price)
     fields: dict[str, Any] = {
         "node": c.node, "farm": c.farm, "contractId": c.id, "contractState": c.state,
         "reserved": c.resources.as_dict(), "publicIPs": c.public_ips,
-        "costPerHour": hourly.gross, "billedTotal": c.billed_total, "overdraft": c.overdraft,
+        "costPerHour": hourly.amount, "billedTotal": c.billed_total, "overdraft": c.overdraft,
         "discount": c.last_discount or "None",
     }
-    if status.get("movedFrom"):
-        fields["movedFrom"] = status["movedFrom"]
     if c.last_billed_at is not None:
         fields["lastBilledAt"] = conditions.timestamp(c.last_billed_at)
     if c.state == "Deleted":
         fields["deletedReason"] = c.deleted_reason or ""
+    return fields
+
+
+def deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,
+                      policy: pricing.PricingPolicy, price: pricing.TftPrice) -> dict[str, Any]:
+    fields = deployment_fields(c, policy, price)
+    if status.get("movedFrom"):
+        fields["movedFrom"] = status["movedFrom"]
+    if c.state == "Deleted":
         return conditions.desired_status(status, generation=generation, now=stamp, ready=False,
                                          reason=Reason.OUT_OF_FUNDS,
                                          message=f"contract {c.id} was deleted: {c.deleted_reason}", fields=fields)

@@ -143,6 +143,33 @@ async def test_top_up_during_grace_recovers(ledger):
     assert (c.state, c.overdraft) == ("Created", 0)
 
 
+async def test_resize_bills_old_size_then_new_size_for_the_rest_of_the_period(ledger):
+    await grid(ledger)
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # 100 TFT: below 1.5 months → no discount
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.resize_contract(key="ns/d", resources=Resources(cru=4, mru=8, sru=100), public_ips=0, now=H // 2)
+    await ledger.bill_period(period=0, now=H)
+    # §2.6 by hand, no IP: SMALL is CU min(1, 2, 2) = 1, SU 50/200 = 0.25 → 112,500 units USD/h; half an hour
+    # → 56,250 → 0.28125 TFT at 20 mUSD. Doubled: CU 2, SU 0.5 → 225,000/h; the second half hour → 0.5625 TFT.
+    assert (await ledger.observe_contract(key="ns/d")).billed_total == 2_812_500 + 5_625_000
+    rerun = await ledger.bill_period(period=0, now=H + 1)
+    assert (rerun.rows_written, rerun.skipped_existing) == (0, 1)
+
+
+async def test_funded_in_the_window_where_grace_would_expire_pays_the_whole_period(ledger):
+    await grid(ledger)
+    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.bill_period(period=0, now=H)  # unpaid → GracePeriod from H
+    grace_end_period = (H + ledger.config.grace_period_s) // H
+    for k in range(1, grace_end_period):
+        await ledger.bill_period(period=k, now=(k + 1) * H)
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # funded before the expiring window is billed
+    await ledger.bill_period(period=grace_end_period, now=(grace_end_period + 1) * H)
+    c = await ledger.observe_contract(key="ns/d")
+    assert (c.state, c.overdraft) == ("Created", 0)
+    assert c.billed_total == (grace_end_period + 1) * 5_625_000  # every whole hour at 0.5625 TFT, none cut short
+
+
 async def test_close_contract_final_bill_no_double_charge(ledger):
     await grid(ledger)
     await ledger.fund(name="alice", amount=10**12)

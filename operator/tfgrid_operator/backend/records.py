@@ -77,6 +77,7 @@ class Contract:
     billed_total: int
     last_billed_at: int | None
     last_discount: str | None
+    certified: bool = False  # the node's certification: version B bills its capacity ×1.25 (§2.6)
     created: bool = False
 
 

@@ -101,6 +101,8 @@ bills = sa.Table(
     "bills", metadata,
     sa.Column("contract_id", sa.Integer, sa.ForeignKey("contracts.id"), primary_key=True),
     sa.Column("period", sa.Integer, primary_key=True),
+    # the window's end: a resize bills [start, now) at the old size, the period's run bills [now, end) at the new
+    sa.Column("until", sa.BigInteger, primary_key=True),
     sa.Column("seconds", sa.Integer, nullable=False),
     sa.Column("amount", Money, nullable=False),  # due for the window, after discount
     sa.Column("paid", Money, nullable=False),  # taken from the balance now (incl. settled overdraft)

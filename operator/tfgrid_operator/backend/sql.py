@@ -398,15 +398,15 @@ class SqlLedger:
         c, a, n, f, b = schema.contracts, schema.accounts, schema.nodes, schema.farms, schema.bills
         totals = sa.select(b.c.contract_id, sa.func.sum(b.c.amount).label("billed_total"),
                            sa.func.max(b.c.billed_at).label("last_billed_at"),
-                           sa.func.max(b.c.period).label("last_period")).group_by(b.c.contract_id).subquery()
+                           sa.func.max(b.c.until).label("last_until")).group_by(b.c.contract_id).subquery()
         last_bill = b.alias("last_bill")
         return (
-            sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"),
+            sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified,
                       sa.func.coalesce(totals.c.billed_total, 0).label("billed_total"), totals.c.last_billed_at,
                       last_bill.c.discount.label("last_discount"))
             .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)
             .outerjoin(totals, totals.c.contract_id == c.c.id)
-            .outerjoin(last_bill, sa.and_(last_bill.c.contract_id == c.c.id, last_bill.c.period == totals.c.last_period))
+            .outerjoin(last_bill, sa.and_(last_bill.c.contract_id == c.c.id, last_bill.c.until == totals.c.last_until))
         )
 
     def _contract(self, r: Any, created: bool = False) -> records.Contract:
@@ -415,7 +415,7 @@ class SqlLedger:
             dedicated=r.dedicated, state=r.state, created_at=r.created_at, grace_since=r.grace_since,
             deleted_at=r.deleted_at, deleted_reason=r.deleted_reason, overdraft=r.overdraft,
             billed_total=int(r.billed_total), last_billed_at=r.last_billed_at, last_discount=r.last_discount,
-            created=created)
+            certified=bool(r.certified), created=created)
 
     async def _latest_contract(self, conn: AsyncConnection, key: str) -> records.Contract | None:
         c = schema.contracts
@@ -589,7 +589,8 @@ class SqlLedger:
                  c.c.state.in_(LIVE)]
         if only is not None:
             where.append(c.c.id == only)
-        already = set((await conn.execute(sa.select(b.c.contract_id).where(b.c.period == period))).scalars())
+        billed_until = dict((await conn.execute(  # per contract, how far this period is billed already
+            sa.select(b.c.contract_id, sa.func.max(b.c.until)).where(b.c.period == period).group_by(b.c.contract_id))).all())
         rows = (await conn.execute(
             sa.select(c.c.id, c.c.key, c.c.account_id, c.c.cru, c.c.mru, c.c.sru, c.c.hru, c.c.public_ips, c.c.dedicated,
                       c.c.state, c.c.created_at, c.c.grace_since, c.c.overdraft, n.c.certified,
@@ -606,19 +607,9 @@ class SqlLedger:
         changed: list[str] = []
         skipped = 0
         total = 0
-        for r in rows:
-            if r.id in already:
-                skipped += 1
-                continue
-            window_start = max(start, r.created_at)
-            window_end = until
-            deleted_at = None
-            if r.state == "GracePeriod" and r.grace_since is not None:
-                expiry = r.grace_since + self.config.grace_period_s
-                if expiry < window_end:
-                    window_end = max(window_start, expiry)
-                    deleted_at = max(window_start, expiry)
-            seconds = max(0, window_end - window_start)
+
+        def priced_for(r: Any, seconds: int) -> pricing.Bill:
+            """A few contract shapes are priced once (Quote); each bill only picks its discount."""
             shape = (r.cru, r.mru, r.sru, r.hru, r.public_ips, seconds, r.certified, r.dedicated,
                      (r.ncru, r.nmru, r.nsru, r.nhru) if r.dedicated else None)
             quote = quotes.get(shape)
@@ -627,8 +618,25 @@ class SqlLedger:
                     resources=Resources(r.cru, r.mru, r.sru, r.hru), public_ips=r.public_ips, seconds=seconds,
                     certified=r.certified, dedicated_node=Resources(*shape[8]) if shape[8] else None,
                     policy=policy, price=price)
-            priced = quote.bill(balance=balances[r.account_id])
+            return quote.bill(balance=balances[r.account_id])
+
+        for r in rows:
+            window_start = max(start, r.created_at, billed_until.get(r.id, start))
+            window_end = until
+            if r.id in billed_until and window_start >= window_end:
+                skipped += 1
+                continue
+            deleted_at = None
+            seconds = max(0, window_end - window_start)
+            priced = priced_for(r, seconds)
             owed = priced.amount + r.overdraft
+            if r.state == "GracePeriod" and r.grace_since is not None and owed > balances[r.account_id]:
+                expiry = r.grace_since + self.config.grace_period_s
+                if expiry < window_end:  # §2.4: the grace period ran out unpaid: bill up to its end, then Deleted
+                    window_end = deleted_at = max(window_start, expiry)
+                    seconds = window_end - window_start
+                    priced = priced_for(r, seconds)
+                    owed = priced.amount + r.overdraft
             paid = min(owed, balances[r.account_id])
             balances[r.account_id] -= paid
             shares = pricing.split(paid)
@@ -636,8 +644,8 @@ class SqlLedger:
             balances[foundation] += shares.foundation
             balances[staking] += shares.staking_pool
             total += priced.amount
-            new_bills.append(dict(contract_id=r.id, period=period, seconds=seconds, amount=priced.amount, paid=paid,
-                                  discount=str(priced.discount), billed_at=now))
+            new_bills.append(dict(contract_id=r.id, period=period, until=window_end, seconds=seconds,
+                                  amount=priced.amount, paid=paid, discount=str(priced.discount), billed_at=now))
             overdraft = owed - paid
             state, grace_since = r.state, r.grace_since
             if overdraft > 0 and state == "Created":
@@ -646,7 +654,7 @@ class SqlLedger:
                 state, grace_since = "Created", None  # §2.4: funded in time
             update = dict(cid=r.id, overdraft=overdraft, state=state, grace_since=grace_since,
                           deleted_at=None, deleted_reason=None)
-            if deleted_at is not None and overdraft > 0:
+            if deleted_at is not None:
                 update.update(state="Deleted", deleted_at=deleted_at, deleted_reason="OutOfFunds")
             if (update["overdraft"], update["state"], update["grace_since"]) != (r.overdraft, r.state, r.grace_since):
                 contract_updates.append(update)

@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import crd_models, runtime
+from tfgrid_operator import conditions, crd_models, periodic, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import reporting, tracking
@@ -27,11 +27,6 @@ async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
     if value is None:
         raise errors.NotFound(f"secret {ref.name!r} has no key {ref.key!r}")
     return base64.b64decode(value).decode().strip()
-
-
-def contract_fields(c: Any) -> dict[str, Any]:
-    return {"node": c.node, "farm": c.farm, "contractId": c.id, "contractState": c.state,
-            "reserved": c.resources.as_dict(), "publicIPs": c.public_ips}
 
 
 @kopf.on.resume(G, V, "deployments")
@@ -62,7 +57,8 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
     except errors.NoCapacity as err:
         message = f"{err.constraint}: {err.message}"
         reason = Reason.RESIZE_BLOCKED if current is not None and current.state != "Deleted" else Reason.UNSCHEDULABLE
-        fields = contract_fields(current) if current is not None and current.state != "Deleted" else {}
+        fields = {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node} \
+            if current is not None and current.state != "Deleted" else {}
         if reporting.report(body, patch, ready=False, reason=reason, message=message, fields=fields):
             kopf.warn(body, reason=str(reason), message=message)
         raise kopf.TemporaryError(message, delay=rt.retry_delay_s) from err
@@ -70,16 +66,11 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
         return reporting.ledger_failure(body, patch, err, ready_reason=Reason.PAYER_NOT_FOUND)
     except errors.LedgerError as err:
         return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
-    if current.state == "Deleted":
-        reporting.report(body, patch, ready=False, reason=Reason.OUT_OF_FUNDS,
-                         message=f"contract {current.id} was deleted: {current.deleted_reason}",
-                         fields={**contract_fields(current), "deletedReason": current.deleted_reason or ""})
-        return
-    ready = current.state == "Created"
-    reporting.report(body, patch, ready=ready, reason=Reason.AVAILABLE if ready else Reason.GRACE_PERIOD,
-                     message=f"contract {current.id} on node {current.node}" if ready else
-                     f"contract {current.id} is in its grace period: fund account to keep it",
-                     fields=contract_fields(current))
+    policy, _ = await rt.ledger.policies()
+    status = dict(body.get("status") or {})
+    reporting.apply(body, patch, periodic.deployment_status(
+        current, status, body["metadata"].get("generation", 1), conditions.timestamp(now), policy,
+        rt.ledger.config.tft_price))  # type: ignore[attr-defined]
 
 
 @kopf.on.delete(G, V, "deployments")

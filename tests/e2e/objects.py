@@ -1,0 +1,58 @@
+"""Builders for the grid's objects in e2e tests, and reading them back from the emulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2e.conftest import condition, eventually
+from tfgrid_operator.domain import identity
+
+API = "grid.threefold.io/v1alpha1"
+NS = f"/apis/{API}/namespaces/default"
+OWNER = identity.KeyPair.generate()
+
+
+def farm(name: str = "farm1", *, public_ips: int = 8, certified: bool = False, owner: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Farm", "metadata": {"name": name},
+            "spec": {"ownerKey": owner or OWNER.public_key, "payoutAccount": f"{name}-payout", "publicIPs": public_ips,
+                     "certified": certified}}
+
+
+def node(name: str, farm_name: str = "farm1", *, key: identity.KeyPair | None = None, cru: int = 8,
+         country: str = "BE", city: str = "Ghent", certified: bool = False) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Node", "metadata": {"name": name},
+            "spec": {"farm": farm_name, "publicKey": (key or identity.KeyPair.generate()).public_key,
+                     "resources": {"cru": cru, "mru": 32, "sru": 1000}, "certified": certified,
+                     "location": {"country": country, "city": city}}}
+
+
+def deployment(name: str, *, payer: str = "alice", cru: int = 2, public_ips: int = 1, **placement: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"resources": {"cru": cru, "mru": 4, "sru": 50}, "publicIPs": public_ips, "payer": {"account": payer},
+                     "placement": placement}}
+
+
+def obj(apiserver: Any, plural: str, name: str) -> dict[str, Any] | None:
+    return apiserver.read(f"{API}/{plural}", "default", name)
+
+
+async def create(apiserver: Any, *bodies: dict[str, Any]) -> None:
+    for body in bodies:
+        resp = await apiserver.post(f"{NS}/{body['kind'].lower()}s", json=body)
+        assert resp.status == 201, await resp.text()
+
+
+async def ready(apiserver: Any, plural: str, *names: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    await eventually(lambda: all(condition(obj(apiserver, plural, n))["status"] == "True" for n in names),
+                     timeout=timeout, what=f"{plural} {names} Ready")
+    return [obj(apiserver, plural, n) for n in names]  # type: ignore[misc]
+
+
+async def with_reason(apiserver: Any, plural: str, name: str, reason: str) -> dict[str, Any]:
+    return await eventually(lambda: condition(obj(apiserver, plural, name)).get("reason") == reason
+                            and obj(apiserver, plural, name), what=f"{plural}/{name} {reason}")
+
+
+def events(apiserver: Any, reason: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in apiserver.read_all("events") if e.get("reason") == reason
+            and (name is None or e.get("involvedObject", {}).get("name") == name)]

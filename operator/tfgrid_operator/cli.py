@@ -70,11 +70,14 @@ def _with_ledger(ctx: click.Context, fn: Callable[[backend.GridBackend], Awaitab
     return _run(go())
 
 
-@ledger.command("create-account", help="Create a twin account (idempotent: an existing one is shown).")
+@ledger.command("create-account", help="Create a twin account (idempotent: an existing one is shown). With "
+                "--key-file, the twin's key (from `keygen`) identifies it: a Deployment's payer.secretRef holds that key.")
 @click.argument("name")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="the twin's ed25519 key file")
 @click.pass_context
-def create_account(ctx: click.Context, name: str) -> None:
-    acc = _with_ledger(ctx, lambda lg: lg.ensure_account(name=name))
+def create_account(ctx: click.Context, name: str, key_file: str | None) -> None:
+    public_key = _load_key(pathlib.Path(key_file)).public_key if key_file else ""
+    acc = _with_ledger(ctx, lambda lg: lg.ensure_account(name=name, public_key=public_key))
     click.echo(f"{acc.name}\t{money.tft(acc.balance)} TFT")
 
 

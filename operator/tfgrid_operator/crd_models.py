@@ -79,8 +79,10 @@ class RequestResources(_Capacity):
 
 
 class SecretRef(_Model):
-    name: str
-    key: str = "account"
+    """A Secret holding the paying twin's ed25519 key (base64 seed); the operator derives the public key."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field("twinKey", min_length=1, max_length=253)
 
 
 class Payer(_Model):

@@ -34,6 +34,15 @@ async def test_accounts_fund_and_errors(ledger):
     assert (await ledger.get_account(name="alice")).balance == 5
 
 
+async def test_account_found_by_its_twin_key(ledger):
+    twin = identity.KeyPair.generate()
+    await ledger.ensure_account(name="bob", public_key=twin.public_key)
+    assert (await ledger.account_by_key(public_key=twin.public_key)).name == "bob"
+    for unknown in (identity.KeyPair.generate().public_key, ""):
+        with pytest.raises(errors.NotFound):
+            await ledger.account_by_key(public_key=unknown)
+
+
 async def test_farm_and_node_are_adopted_not_duplicated(ledger):
     await grid(ledger)
     again = await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from e2e.conftest import START, condition, eventually
@@ -95,3 +97,29 @@ async def test_recreated_deployment_gets_a_new_contract(apiserver, operator, led
     second = await eventually(lambda: condition(dep(apiserver, "again"))["status"] == "True" and dep(apiserver, "again"),
                               what="the new object placed")
     assert second["status"]["contractId"] != first["status"]["contractId"]
+
+
+async def test_payer_from_a_secret_held_twin_key_never_leaks(apiserver, operator, ledger, caplog):
+    await grid(apiserver)
+    twin = identity.KeyPair.generate()
+    await ledger.ensure_account(name="bob", public_key=twin.public_key)
+    seed = twin.to_text()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bob-twin"},
+              "data": {"twinKey": base64.b64encode(seed.encode()).decode(), "junk": base64.b64encode(b"nope").decode()}}
+    body = deployment("paid")
+    body["spec"]["payer"] = {"secretRef": {"name": "bob-twin"}}
+    await apiserver.post(f"{NS}/deployments", json=body)
+    # the Secret does not exist yet: PayerNotFound, then placed once it appears
+    d = await eventually(lambda: condition(dep(apiserver, "paid"))["reason"] == "PayerNotFound" and dep(apiserver, "paid"))
+    assert "secret 'bob-twin' does not exist" in condition(d)["message"]
+    assert (await apiserver.post("/api/v1/namespaces/default/secrets", json=secret)).status == 201
+    await eventually(lambda: condition(dep(apiserver, "paid"))["status"] == "True", what="placed")
+    assert (await ledger.observe_contract(key="default/paid")).payer == "bob"
+    # a Secret key that holds no twin key is a clear PayerNotFound, and still never echoes the value
+    bad = deployment("badkey")
+    bad["spec"]["payer"] = {"secretRef": {"name": "bob-twin", "key": "junk"}}
+    await apiserver.post(f"{NS}/deployments", json=bad)
+    d = await eventually(lambda: condition(dep(apiserver, "badkey"))["reason"] == "PayerNotFound" and dep(apiserver, "badkey"))
+    assert "is not a base64 ed25519 twin key" in condition(d)["message"]
+    everything = repr([dep(apiserver, "paid"), dep(apiserver, "badkey"), apiserver.read_all("events")]) + caplog.text
+    assert seed not in everything and "nope" not in everything

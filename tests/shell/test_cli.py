@@ -40,3 +40,16 @@ def test_node_agent_without_a_cluster_or_with_a_bad_key(tmp_path, monkeypatch):
     bad_key.write_text("not base64!")
     out = runner.invoke(cli.main, ["node-agent", "--node", "n1", "--key-file", str(bad_key)])
     assert out.exit_code == 1 and "cannot read an ed25519 key" in out.output
+
+
+def test_create_account_with_a_twin_key(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    runner = CliRunner()
+    key = tmp_path / "bob.key"
+    assert runner.invoke(cli.main, ["keygen", str(key)]).exit_code == 0
+    out = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "create-account", "bob", "--key-file", str(key)])
+    assert out.exit_code == 0, out.output
+    bad = tmp_path / "bad.key"
+    bad.write_text("xyz")
+    out = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "create-account", "eve", "--key-file", str(bad)])
+    assert out.exit_code == 1 and "cannot read an ed25519 key" in out.output and "Traceback" not in out.output

@@ -14,7 +14,7 @@ def test_examples_validate_against_crds_and_models():
     for path in (ROOT / "crds").glob("*.yaml"):
         crd = yaml.safe_load(path.read_text())
         schemas[crd["spec"]["names"]["kind"]] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    docs = [d for p in sorted((ROOT / "examples").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    docs = [d for p in sorted((ROOT / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
     assert {d["kind"] for d in docs} >= {"Farm", "Node", "Deployment"}
     for doc in docs:
         if doc["kind"] not in MODELS:

@@ -190,6 +190,15 @@ class SqlLedger:
             raise errors.NotFound(f"account {name!r} does not exist")
         return records.Account(row.id, row.name, row.balance)
 
+    async def account_by_key(self, *, public_key: str) -> records.Account:
+        """The twin whose key signs for it: how a Deployment's Secret-held twin key finds its account."""
+        a = schema.accounts
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(a).where(a.c.public_key == public_key).order_by(a.c.id))).first()
+        if row is None or not public_key:
+            raise errors.NotFound(f"no twin account has the public key {public_key!r}")
+        return records.Account(row.id, row.name, row.balance)
+
     async def list_accounts(self) -> list[records.Account]:
         async with self._read() as conn:
             rows = (await conn.execute(sa.select(schema.accounts).order_by(schema.accounts.c.name))).all()

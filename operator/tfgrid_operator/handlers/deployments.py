@@ -10,23 +10,35 @@ import kopf
 from tfgrid_operator import conditions, crd_models, periodic, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain import identity
 from tfgrid_operator.handlers import reporting, tracking
+from tfgrid_operator.kube.client import ApiError
 
 G, V = runtime.GROUP, runtime.VERSION
 
 
 async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
-    """The twin account: named in the spec, or read from the referenced Secret (never logged)."""
+    """The twin account: named in the spec, or the one whose key the referenced Secret holds.
+    The key is read only here, only to derive its public key; no message ever carries it."""
     if spec.payer.account:
         return spec.payer.account
     ref = spec.payer.secret_ref
     assert ref is not None
-    kube = runtime.get().kube
-    secret = await kube.request("GET", kube.path("", "v1", "secrets", namespace, ref.name))
+    rt = runtime.get()
+    try:
+        secret = await rt.kube.request("GET", rt.kube.path("", "v1", "secrets", namespace, ref.name))
+    except ApiError as err:
+        if err.status == 404:
+            raise errors.NotFound(f"secret {ref.name!r} does not exist") from None
+        raise errors.Unavailable(f"cannot read secret {ref.name!r}: HTTP {err.status}") from None
     value = (secret.get("data") or {}).get(ref.key)
     if value is None:
         raise errors.NotFound(f"secret {ref.name!r} has no key {ref.key!r}")
-    return base64.b64decode(value).decode().strip()
+    try:
+        key = identity.KeyPair.from_text(base64.b64decode(value).decode(errors="replace"))
+    except (ValueError, identity.BadSignature):
+        raise errors.NotFound(f"secret {ref.name!r} key {ref.key!r} is not a base64 ed25519 twin key") from None
+    return (await rt.ledger.account_by_key(public_key=key.public_key)).name
 
 
 @kopf.on.resume(G, V, "deployments")

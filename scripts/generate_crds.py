@@ -168,7 +168,51 @@ DEPLOYMENT = crd(
     "A user's workload reservation: placed on a node, billed per period (Proof-of-Utilization).",
 )
 
-ALL = {"farms": FARM, "nodes": NODE, "deployments": DEPLOYMENT}
+U32 = 1 << 32
+SIGNATURE = string(minLength=1, maxLength=128, description="base64 ed25519 signature")
+PROPOSAL = crd(
+    "Proposal", "proposals", ["gprop"],
+    obj({
+        "title": string(minLength=1, maxLength=128),
+        "description": string(maxLength=4096),
+        "action": obj({
+            "type": string(enum=["SetPricingPolicy", "SetFarmingPolicy"]),
+            "pricing": obj({
+                "cu": integer(0, U32), "su": integer(0, U32), "nu": integer(0, U32), "ipu": integer(0, U32),
+                "uniqueName": integer(0, U32), "discountForDedicationNodes": integer(0, 100),
+                "certifiedFactorPercent": integer(100, 1000),
+            }, description="§1.4 pricing policy fields to change, units USD per hour"),
+            "farming": obj({
+                "cu": integer(0, U32), "su": integer(0, U32), "nu": integer(0, U32), "ipv4": integer(0, U32),
+                "minimalUptime": integer(0, 100),
+            }, description="§1.5 farming policy fields to change, mUSD"),
+            "policyId": integer(1, U32, description="the farming policy to change"),
+        }, ["type"]),
+        "durationHours": integer(24, 720, default=168, description="§5: voting lasts 1 to 30 days, 7 by default"),
+        "threshold": integer(5, 100_000, default=5, description="§5: the minimum number of farms that must vote"),
+        "councilKey": {**ED25519, "description": "the proposing council member's public key"},
+        "councilSignature": SIGNATURE,
+        "votes": {"type": "array", "maxItems": 10_000, "items": obj({
+            "farm": NAME, "approve": BOOL, "signature": SIGNATURE}, ["farm", "approve", "signature"])},
+        "vetoes": {"type": "array", "maxItems": 100, "items": obj({
+            "memberKey": ED25519, "signature": SIGNATURE}, ["memberKey", "signature"])},
+    }, ["title", "action", "councilKey", "councilSignature"]),
+    obj({
+        "proposalId": integer(), "state": string(enum=["Open", "Approved", "Rejected", "Executed", "Vetoed"]),
+        "deadline": string(format="date-time"), "threshold": integer(),
+        "ayesWeight": integer(), "naysWeight": integer(), "ayes": integer(), "nays": integer(), "vetoes": integer(),
+        "executedAt": string(format="date-time"),
+        "rejectedVotes": {"type": "array", "items": obj({"farm": string(), "reason": string()})},
+        "rejectedVetoes": {"type": "array", "items": obj({"memberKey": string(), "reason": string()})},
+    }),
+    [{"name": "State", "type": "string", "jsonPath": ".status.state"},
+     {"name": "Ayes", "type": "integer", "jsonPath": ".status.ayesWeight", "description": "aye weight (§5)"},
+     {"name": "Nays", "type": "integer", "jsonPath": ".status.naysWeight", "description": "nay weight (§5)"},
+     {"name": "Deadline", "type": "string", "jsonPath": ".status.deadline"}],
+    "A DAO proposal (§5): proposed by a council member, voted by farms with signed votes, executed once if approved.",
+)
+
+ALL = {"farms": FARM, "nodes": NODE, "deployments": DEPLOYMENT, "proposals": PROPOSAL}
 
 
 def render() -> dict[str, str]:

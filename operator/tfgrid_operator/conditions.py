@@ -25,9 +25,14 @@ class Reason(enum.StrEnum):
     NODE_DOWN = "NodeDown"
     RESIZE_BLOCKED = "ResizeBlocked"
     PAYER_NOT_FOUND = "PayerNotFound"
+    UNAUTHORIZED = "Unauthorized"
+    VOTING = "Voting"
+    REJECTED = "Rejected"
+    VETOED = "Vetoed"
     # Synced
     RECONCILE_SUCCESS = "ReconcileSuccess"
     RECONCILE_ERROR = "ReconcileError"
+    SPEC_LOCKED = "SpecLocked"
     # Events only
     REGISTERED = "Registered"
     ADOPTED = "Adopted"
@@ -41,6 +46,8 @@ class Reason(enum.StrEnum):
     UPTIME_REJECTED = "UptimeRejected"
     VOTE_REJECTED = "VoteRejected"
     VOTE_COUNTED = "VoteCounted"
+    VETO_REJECTED = "VetoRejected"
+    PROPOSED = "Proposed"
     EXECUTED = "Executed"
 
 
@@ -72,13 +79,14 @@ def get(conditions: list[dict[str, Any]], type: str) -> dict[str, Any] | None:
 def desired_status(
     current: dict[str, Any], *, generation: int, now: str, ready: bool, reason: Reason, message: str,
     synced: bool = True, synced_message: str = "", fields: dict[str, Any] | None = None,
+    synced_reason: Reason | None = None,
 ) -> dict[str, Any]:
     """The full status the object should have: fields + Ready + Synced + observedGeneration."""
     conds = list(current.get("conditions") or [])
     conds = set_condition(conds, type="Ready", status=ready, reason=reason, message=message,
                           generation=generation, now=now)
     conds = set_condition(conds, type="Synced", status=synced,
-                          reason=Reason.RECONCILE_SUCCESS if synced else Reason.RECONCILE_ERROR,
+                          reason=synced_reason or (Reason.RECONCILE_SUCCESS if synced else Reason.RECONCILE_ERROR),
                           message=synced_message, generation=generation, now=now)
     return {**(fields or {}), "conditions": conds, "observedGeneration": generation}
 

@@ -6,14 +6,14 @@ that both describe the same fields, so they cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tfgrid_operator.domain import identity, scheduling
+from tfgrid_operator.domain import identity, scheduling, voting
 from tfgrid_operator.domain.units import Resources
 
-__all__ = ["DeploymentSpec", "FarmSpec", "InvalidSpec", "NodeSpec", "parse"]
+__all__ = ["DeploymentSpec", "FarmSpec", "InvalidSpec", "NodeSpec", "ProposalSpec", "parse"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -119,6 +119,86 @@ class DeploymentSpec(_Model):
         return scheduling.Request(
             resources=self.capacity, public_ips=self.public_ips, node=p.node, farm=p.farm, country=p.country,
             city=p.city, certified_only=p.certified_only, dedicated=p.dedicated, exclude=exclude)
+
+
+U32 = 1 << 32
+
+
+class PricingChange(_Model):
+    """The pricing policy fields a proposal may change (§1.4), units USD per hour; omitted ones stay."""
+
+    cu: int | None = Field(None, ge=0, le=U32)
+    su: int | None = Field(None, ge=0, le=U32)
+    nu: int | None = Field(None, ge=0, le=U32)
+    ipu: int | None = Field(None, ge=0, le=U32)
+    unique_name: int | None = Field(None, alias="uniqueName", ge=0, le=U32)
+    discount_for_dedication_nodes: int | None = Field(None, alias="discountForDedicationNodes", ge=0, le=100)
+    certified_factor_percent: int | None = Field(None, alias="certifiedFactorPercent", ge=100, le=1000)
+
+
+class FarmingChange(_Model):
+    """The farming policy fields a proposal may change (§1.5), mUSD; omitted ones stay."""
+
+    cu: int | None = Field(None, ge=0, le=U32)
+    su: int | None = Field(None, ge=0, le=U32)
+    nu: int | None = Field(None, ge=0, le=U32)
+    ipv4: int | None = Field(None, ge=0, le=U32)
+    minimal_uptime: int | None = Field(None, alias="minimalUptime", ge=0, le=100)
+
+
+class ProposalAction(_Model):
+    type: Literal["SetPricingPolicy", "SetFarmingPolicy"]
+    pricing: PricingChange | None = None
+    farming: FarmingChange | None = None
+    policy_id: int | None = Field(None, alias="policyId", ge=1, le=U32)
+
+    def model_post_init(self, _: Any) -> None:
+        if self.type == "SetPricingPolicy" and (self.pricing is None or self.farming is not None):
+            raise ValueError("a SetPricingPolicy action needs action.pricing (and no action.farming)")
+        if self.type == "SetFarmingPolicy" and (self.farming is None or self.policy_id is None or self.pricing):
+            raise ValueError("a SetFarmingPolicy action needs action.policyId and action.farming (and no action.pricing)")
+        change = self.pricing or self.farming
+        if change is not None and not change.model_dump(exclude_none=True):
+            raise ValueError("the action changes nothing: name at least one policy field")
+
+    def ledger_action(self) -> dict[str, Any]:
+        """The action as the ledger applies it: policy fields in the domain's snake_case names."""
+        if self.type == "SetPricingPolicy":
+            assert self.pricing is not None
+            return {"type": self.type, "pricing": self.pricing.model_dump(exclude_none=True)}
+        assert self.farming is not None
+        return {"type": self.type, "policyId": self.policy_id, "farming": self.farming.model_dump(exclude_none=True)}
+
+
+class SignedVote(_Model):
+    farm: str = Field(min_length=1, max_length=63)
+    approve: bool
+    signature: str = Field(min_length=1, max_length=128)
+
+
+class SignedVeto(_Model):
+    member_key: str = Field(alias="memberKey", min_length=1, max_length=64)
+    signature: str = Field(min_length=1, max_length=128)
+
+
+class ProposalSpec(_Model):
+    """§5: a council member proposes (signature), farms vote (signed), the council may veto (signed)."""
+
+    title: str = Field(min_length=1, max_length=128)
+    description: str = Field("", max_length=4096)
+    action: ProposalAction
+    duration_hours: int = Field(voting.DEFAULT_DURATION_S // 3600, alias="durationHours",
+                                ge=voting.MIN_DURATION_S // 3600, le=voting.MAX_DURATION_S // 3600)
+    threshold: int = Field(voting.MIN_THRESHOLD, ge=voting.MIN_THRESHOLD, le=100_000)
+    council_key: str = Field(alias="councilKey")
+    council_signature: str = Field(alias="councilSignature", min_length=1, max_length=128)
+    votes: list[SignedVote] = Field(default_factory=list, max_length=10_000)
+    vetoes: list[SignedVeto] = Field(default_factory=list, max_length=100)
+
+    def signed_payload(self, proposal: str) -> dict[str, Any]:
+        """What the council member signs: everything but the signatures, votes and vetoes (which come later)."""
+        return {"proposal": proposal, "title": self.title, "description": self.description,
+                "action": self.action.ledger_action(), "durationHours": self.duration_hours, "threshold": self.threshold}
 
 
 def parse(model: type[M], spec: Any) -> M:

@@ -18,7 +18,7 @@ from typing import Any
 from tfgrid_operator import conditions, crd_models, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.domain import minting, pricing, units
+from tfgrid_operator.domain import minting, pricing, units, voting
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError
 
@@ -43,12 +43,14 @@ async def tick(rt: runtime.Runtime) -> dict[str, int]:
     cfg = rt.ledger.config  # type: ignore[attr-defined]
     minted = await mint_due(rt, now, cfg)
     billed = await bill_due(rt, now, cfg)
+    closed = await close_due(rt, now)
     summaries = await rt.ledger.node_summaries(now=now)
     moved = await heal(rt, now, summaries)
     if moved:
         summaries = await rt.ledger.node_summaries(now=now)  # capacity moved between nodes
     patched = await refresh(rt, now, summaries)
-    return {"minted_periods": minted, "billed_periods": billed, "moved": moved, "patched": patched}
+    return {"minted_periods": minted, "billed_periods": billed, "closed_proposals": closed, "moved": moved,
+            "patched": patched}
 
 
 async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
@@ -89,6 +91,26 @@ async def bill_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
     return done
 
 
+async def close_due(rt: runtime.Runtime, now: int) -> int:
+    """§5: close every open proposal whose deadline passed; an approved one's action runs once, in the same
+    ledger transaction that marks it Executed (a restart can neither skip nor repeat it)."""
+    done = 0
+    for key, p in (await rt.ledger.proposal_summaries()).items():
+        if p.state != "Open" or now < p.end_ts:
+            continue
+        closed = await rt.ledger.close_proposal(proposal=key, now=now)
+        done += 1
+        ns, _, name = key.partition("/")
+        ref = _ref(rt, "proposals", name, ns)
+        if ref is not None:
+            t = voting.tally({v.farm: voting.Vote(v.farm, v.approve, v.weight) for v in closed.votes})
+            await event(rt, ref, "Normal" if closed.state == "Executed" else "Warning",
+                        Reason.EXECUTED if closed.state == "Executed" else Reason.REJECTED,
+                        f"Proposal {closed.id} closed {closed.state}: {t.voters} farms voted (threshold "
+                        f"{closed.threshold}), ayes {t.ayes_weight} vs nays {t.nays_weight}")
+    return done
+
+
 def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
     """The Event for a contract whose state billing changed (§2.4 state machine)."""
     if c.state == "GracePeriod":
@@ -111,7 +133,7 @@ async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Rea
 def _ref(rt: runtime.Runtime, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
     for (p, ns, n), body in rt.objects.items():
         if p == plural and n == name and (namespace is None or ns == namespace):
-            kind = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment"}[plural]
+            kind = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment", "proposals": "Proposal"}[plural]
             return {"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": kind, "metadata": body["metadata"]}
     return None
 
@@ -173,6 +195,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     cfg: Any = rt.ledger.config  # type: ignore[attr-defined]
     stamp = conditions.timestamp(now)
     contracts = await rt.ledger.contract_summaries()
+    proposals = await rt.ledger.proposal_summaries()
     policy, _ = await rt.ledger.policies()
     farms: dict[str, list[records.NodeSummary]] = defaultdict(list)
     for s in summaries.values():
@@ -183,7 +206,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         ready = conditions.get(status.get("conditions") or [], "Ready") or {}
         if body["metadata"].get("deletionTimestamp") or ready.get("reason") in (
                 Reason.INVALID_SPEC, Reason.FARM_NOT_READY, Reason.UNSCHEDULABLE, Reason.PAYER_NOT_FOUND,
-                Reason.DELETE_BLOCKED, Reason.RESIZE_BLOCKED, Reason.CREATING):
+                Reason.DELETE_BLOCKED, Reason.RESIZE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED):
             continue
         generation = body["metadata"].get("generation", 1)
         desired: dict[str, Any] | None = None
@@ -193,6 +216,12 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
             desired = _farm_status(farms.get(name, []), status, generation, stamp)
         elif plural == "deployments" and f"{ns}/{name}" in contracts and "contractId" in status:
             desired = deployment_status(contracts[f"{ns}/{name}"], status, generation, stamp, policy, cfg.tft_price)
+        elif plural == "proposals" and f"{ns}/{name}" in proposals and "proposalId" in status:
+            try:
+                spec = crd_models.parse(crd_models.ProposalSpec, body.get("spec"))
+            except crd_models.InvalidSpec:
+                continue
+            desired = proposal_status(proposals[f"{ns}/{name}"], spec, status, generation, stamp)
         if desired is None:
             continue
         change = conditions.diff(status, desired)
@@ -212,6 +241,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     await asyncio.gather(*(send(*p) for p in patches))
     rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
     _gauges(rt, summaries, contracts)
+    rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
     return len(patches)
 
 
@@ -287,6 +317,41 @@ def deployment_status(c: records.Contract, status: dict[str, Any], generation: i
         reason=Reason.GRACE_PERIOD if grace else Reason.AVAILABLE,
         message=f"contract {c.id} is in its grace period since {conditions.timestamp(c.grace_since or 0)}: "
                 f"fund the payer to keep it" if grace else f"contract {c.id} on node {c.node}", fields=fields)
+
+
+_CLOSED_NOTE = "closed: edits to the spec do not reopen or re-execute it"
+
+
+def proposal_status(p: records.Proposal, spec: crd_models.ProposalSpec, status: dict[str, Any], generation: int,
+                    stamp: str) -> dict[str, Any]:
+    """A Proposal's status from the ledger (§5): the tally with weights captured at vote time, the state.
+    A spec whose action or threshold differs from what opened on the ledger is reported, never applied."""
+    t = voting.tally({v.farm: voting.Vote(v.farm, v.approve, v.weight) for v in p.votes})
+    deadline = conditions.timestamp(p.end_ts)
+    fields: dict[str, Any] = {
+        "proposalId": p.id, "state": p.state, "deadline": deadline, "threshold": p.threshold,
+        "ayesWeight": t.ayes_weight, "naysWeight": t.nays_weight, "ayes": t.ayes, "nays": t.nays, "vetoes": p.vetoes,
+    }
+    if p.executed_at is not None:
+        fields["executedAt"] = conditions.timestamp(p.executed_at)
+    for key in ("rejectedVotes", "rejectedVetoes"):
+        if key in status:
+            fields[key] = status[key]
+    reason, message = {
+        "Open": (Reason.VOTING, f"voting until {deadline}: {t.voters} of at least {p.threshold} farms voted"),
+        "Executed": (Reason.EXECUTED, f"approved ({t.ayes_weight} > {t.nays_weight}) and executed at "
+                                      f"{fields.get('executedAt')}; {_CLOSED_NOTE}"),
+        "Rejected": (Reason.REJECTED, f"rejected at the deadline: {t.voters} farms voted (threshold {p.threshold}), "
+                                      f"ayes {t.ayes_weight} vs nays {t.nays_weight}; {_CLOSED_NOTE}"),
+        "Vetoed": (Reason.VETOED, f"vetoed by {p.vetoes} council members; {_CLOSED_NOTE}"),
+    }.get(p.state, (Reason.VOTING, p.state))
+    locked = (p.action != spec.action.ledger_action() or p.threshold != spec.threshold) and (
+        "the proposal is closed; edits to the spec do not reopen or re-execute it" if p.state != "Open"
+        else "the action and threshold are fixed once voting opens; create a new Proposal to change them")
+    return conditions.desired_status(status, generation=generation, now=stamp, ready=True, reason=reason,
+                                     message=message, fields=fields, synced=not locked,
+                                     synced_reason=Reason.SPEC_LOCKED if locked else None,
+                                     synced_message=locked or "")
 
 
 def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], contracts: dict[str, records.Contract]) -> None:

@@ -18,4 +18,10 @@ class Settings(BaseSettings):
     mint_settle_s: int = Field(27 * 3600, description="§3.1: wait this long past a period's end before minting it")
     grace_period_s: int = Field(14 * 24 * 3600, description="§2.4: 14 days")
     node_down_after_s: int = Field(80 * 60, description="§1.3: no valid uptime report for this long → the node is down")
+    council_keys: str = Field("", description="§5: the council's ed25519 public keys (base64), comma-separated; "
+                                               "a Proposal must be signed by one, a veto too")
     tft_price_musd: int = Field(20, description="average TFT price in mUSD, clamped to [min, max] (§4.3)")
+
+    @property
+    def council(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.council_keys.split(",") if k.strip())

@@ -232,6 +232,12 @@ async def test_dao_vote_close_execute_once(ledger):
     assert (await ledger.close_proposal(proposal="p1", now=100)).state == "Executed"
     assert (await ledger.policies())[0].cu == 200_000
     assert (await ledger.close_proposal(proposal="p1", now=200)).executed_at == 100
+    summary = (await ledger.proposal_summaries())["p1"]
+    assert (summary.state, summary.vetoes, [v.farm for v in summary.votes]) == ("Executed", 0, ["farm1"])
+    with pytest.raises(errors.Replayed):  # a vote for a closed proposal
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False,
+                               signature=OWNER.sign(identity.VOTE, {"proposal": "p1", "farm": "farm1", "approve": False}),
+                               now=201)
 
 
 async def test_unsupported_url_is_a_clear_error():

@@ -14,12 +14,16 @@ import yaml
 
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
 from tfgrid_operator import backend, clock, metrics, runtime
+from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PERIOD = 6 * 3600  # a short minting period for tests; every length is configuration
 START = 100 * PERIOD  # the clock starts at the beginning of minting period 100
+
+# §5: three vetoes close a proposal. Fixed seeds: pytest may import this file under two module names.
+COUNCIL = [identity.KeyPair(bytes([i + 1]) * 32) for i in range(3)]
 
 CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_period_s=PERIOD, mint_settle_s=2460,
                               grace_period_s=3 * 3600)
@@ -34,7 +38,8 @@ class OperatorThread:
 
     async def _runtime(self) -> runtime.Runtime:
         ledger = await backend.open_backend(self.ledger_url, CONFIG)
-        return runtime.Runtime(settings=Settings(tick_s=0.1, metrics_port=0), clock=self.clock, ledger=ledger,
+        return runtime.Runtime(settings=Settings(tick_s=0.1, metrics_port=0,
+                                                council_keys=",".join(k.public_key for k in COUNCIL)), clock=self.clock, ledger=ledger,
                                kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.3)
 
     def start(self) -> None:

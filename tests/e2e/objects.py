@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from e2e.conftest import condition, eventually
+from tfgrid_operator import crd_models
 from tfgrid_operator.domain import identity
 
 API = "grid.threefold.io/v1alpha1"
@@ -56,3 +57,13 @@ async def with_reason(apiserver: Any, plural: str, name: str, reason: str) -> di
 def events(apiserver: Any, reason: str, name: str | None = None) -> list[dict[str, Any]]:
     return [e for e in apiserver.read_all("events") if e.get("reason") == reason
             and (name is None or e.get("involvedObject", {}).get("name") == name)]
+
+
+def proposal(name: str, signer: identity.KeyPair, action: dict[str, Any], *, hours: int = 24, threshold: int = 5,
+             votes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Proposal signed by ``signer`` over its namespaced name, as `tfgrid-operator council sign` does."""
+    spec = {"title": f"proposal {name}", "action": action, "durationHours": hours, "threshold": threshold,
+            "councilKey": signer.public_key, "councilSignature": "-", "votes": votes or []}
+    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
+    spec["councilSignature"] = signer.sign(identity.PROPOSAL, parsed.signed_payload(f"default/{name}"))
+    return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}

@@ -53,3 +53,39 @@ def test_create_account_with_a_twin_key(tmp_path):
     bad.write_text("xyz")
     out = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "create-account", "eve", "--key-file", str(bad)])
     assert out.exit_code == 1 and "cannot read an ed25519 key" in out.output and "Traceback" not in out.output
+
+
+def test_council_sign_and_print_only_vote_and_veto(tmp_path):
+    import json
+
+    import yaml
+
+    from tfgrid_operator import crd_models
+    from tfgrid_operator.domain import identity
+
+    runner = CliRunner()
+    key = tmp_path / "c.key"
+    assert runner.invoke(cli.main, ["keygen", str(key)]).exit_code == 0
+    draft = tmp_path / "p.yaml"
+    draft.write_text(yaml.safe_dump({"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Proposal",
+                                     "metadata": {"name": "p", "namespace": "gov"},
+                                     "spec": {"title": "t", "action": {"type": "SetPricingPolicy", "pricing": {"su": 1}}}}))
+    out = runner.invoke(cli.main, ["council", "sign", str(draft), "--key-file", str(key)])
+    assert out.exit_code == 0, out.output
+    spec = crd_models.parse(crd_models.ProposalSpec, yaml.safe_load(out.output)["spec"])
+    identity.verify(spec.council_key, identity.PROPOSAL, spec.signed_payload("gov/p"), spec.council_signature)
+    # a draft the schema would refuse is refused here, with the field named
+    draft.write_text(yaml.safe_dump({"kind": "Proposal", "metadata": {"name": "p"},
+                                     "spec": {"title": "t", "action": {"type": "SetPricingPolicy"}}}))
+    out = runner.invoke(cli.main, ["council", "sign", str(draft), "--key-file", str(key)])
+    assert out.exit_code == 1 and "needs action.pricing" in out.output
+    draft.write_text("kind: Deployment\n")
+    out = runner.invoke(cli.main, ["council", "sign", str(draft), "--key-file", str(key)])
+    assert out.exit_code == 1 and "is not a Proposal manifest" in out.output
+    out = runner.invoke(cli.main, ["vote", "--proposal", "p", "--namespace", "gov", "--farm", "f1", "--no",
+                                   "--key-file", str(key), "--print"])
+    signed = json.loads(out.output)
+    pub = identity.KeyPair.from_text(key.read_text()).public_key
+    identity.verify(pub, identity.VOTE, {"proposal": "gov/p", "farm": "f1", "approve": False}, signed["signature"])
+    out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--key-file", str(key), "--print"])
+    assert json.loads(out.output)["memberKey"] == pub

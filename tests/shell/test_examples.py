@@ -6,7 +6,8 @@ import yaml
 from tfgrid_operator import crd_models
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODELS = {"Farm": crd_models.FarmSpec, "Node": crd_models.NodeSpec, "Deployment": crd_models.DeploymentSpec}
+MODELS = {"Farm": crd_models.FarmSpec, "Node": crd_models.NodeSpec, "Deployment": crd_models.DeploymentSpec,
+          "Proposal": crd_models.ProposalSpec}
 
 
 def test_examples_validate_against_crds_and_models():
@@ -15,10 +16,19 @@ def test_examples_validate_against_crds_and_models():
         crd = yaml.safe_load(path.read_text())
         schemas[crd["spec"]["names"]["kind"]] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     docs = [d for p in sorted((ROOT / "examples").rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
-    assert {d["kind"] for d in docs} >= {"Farm", "Node", "Deployment"}
+    assert {d["kind"] for d in docs} >= {"Farm", "Node", "Deployment", "Proposal"}
     for doc in docs:
         if doc["kind"] not in MODELS:
             continue  # core kinds (the payer's Secret)
         spec_schema = schemas[doc["kind"]]["properties"]["spec"]
         jsonschema.validate(doc["spec"], spec_schema)
         crd_models.parse(MODELS[doc["kind"]], doc["spec"])
+
+
+def test_example_proposal_is_signed_by_its_council_key():
+    from tfgrid_operator.domain import identity
+
+    doc = yaml.safe_load((ROOT / "examples" / "proposal.yaml").read_text())
+    spec = crd_models.parse(crd_models.ProposalSpec, doc["spec"])
+    identity.verify(spec.council_key, identity.PROPOSAL, spec.signed_payload(f"default/{doc['metadata']['name']}"),
+                    spec.council_signature)

@@ -1,8 +1,10 @@
 import pathlib
 import subprocess
 import sys
+import typing
 
 import yaml
+from pydantic import BaseModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -31,16 +33,28 @@ def test_committed_crds_match_the_generator_and_the_chart_copy():
         assert (ROOT / "charts" / "tfgrid-operator" / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes()
 
 
-def _aliases(model):
-    return {f.alias or n for n, f in model.model_fields.items()}
+def _models_in(annotation):
+    """The pydantic models an annotation holds: X, X | None, list[X]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _agree(model, schema, where):
+    """Every field of the model is in the schema and the other way round, at every depth."""
+    if schema.get("type") == "array":
+        schema = schema["items"]
+    fields = {f.alias or n: f for n, f in model.model_fields.items()}
+    assert set(schema["properties"]) == set(fields), where
+    for name, field in fields.items():
+        for sub in _models_in(field.annotation):
+            _agree(sub, schema["properties"][name], f"{where}.{name}")
 
 
 def test_crd_spec_fields_agree_with_pydantic_models():
-    pairs = {"farms": crd_models.FarmSpec, "nodes": crd_models.NodeSpec, "deployments": crd_models.DeploymentSpec}
+    pairs = {"farms": crd_models.FarmSpec, "nodes": crd_models.NodeSpec, "deployments": crd_models.DeploymentSpec,
+             "proposals": crd_models.ProposalSpec}
+    assert set(pairs) == set(generate_crds.ALL)
     for plural, model in pairs.items():
         crd = yaml.safe_load((ROOT / "crds" / f"grid.threefold.io_{plural}.yaml").read_text())
-        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        assert set(spec["properties"]) == _aliases(model), plural
-    node_res = yaml.safe_load((ROOT / "crds" / "grid.threefold.io_nodes.yaml").read_text())
-    res = node_res["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["resources"]
-    assert set(res["properties"]) == _aliases(crd_models.NodeResources)
+        _agree(model, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"], f"{plural}.spec")

@@ -755,6 +755,18 @@ class SqlLedger:
             except errors.NotFound:
                 return None
 
+    async def proposal_summaries(self) -> dict[str, records.Proposal]:
+        """Every proposal with its votes, in three queries (the periodic loop closes and reports from this)."""
+        p, v, f, vt = schema.proposals, schema.votes, schema.farms, schema.vetoes
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(p).order_by(p.c.id))).all()
+            votes: dict[int, list[records.Vote]] = defaultdict(list)
+            for x in (await conn.execute(sa.select(v, f.c.name).join(f, f.c.id == v.c.farm_id).order_by(f.c.name))).all():
+                votes[x.proposal_id].append(records.Vote(x.name, x.approve, x.weight))
+            nveto = dict((await conn.execute(sa.select(vt.c.proposal_id, sa.func.count()).group_by(vt.c.proposal_id))).all())
+        return {r.key: records.Proposal(r.id, r.key, json.loads(r.action), r.threshold, r.end_ts, r.state,
+                                        tuple(votes[r.id]), int(nveto.get(r.id, 0)), r.executed_at) for r in rows}
+
     async def cast_vote(self, *, proposal: str, farm: str, approve: bool, signature: str, now: int) -> records.Proposal:
         v, f, n = schema.votes, schema.farms, schema.nodes
         async with self._tx() as conn:

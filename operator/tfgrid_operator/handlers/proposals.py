@@ -1,0 +1,141 @@
+"""Proposal (§5): a council-signed proposal opens on the ledger; signed farm votes and council vetoes count.
+
+Who may create a Proposal object is Kubernetes RBAC's decision; whether it is a proposal at all is the
+council signature's. Votes and vetoes arrive in the spec (a Git pull request, or `tfgrid-operator vote`
+patching it); each is verified here and on the ledger, counted once, and a rejected one gets an Event
+naming it once. Closing at the deadline and executing the action happen in the batched loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from tfgrid_operator import conditions, crd_models, periodic, runtime
+from tfgrid_operator.backend import errors, records
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain import identity
+from tfgrid_operator.handlers import reporting, tracking
+
+G, V = runtime.GROUP, runtime.VERSION
+
+_VOTE_ERRORS: tuple[tuple[type[errors.LedgerError], str], ...] = (
+    (errors.BadSignature, "BadSignature"), (errors.NotFound, "UnknownFarm"), (errors.Replayed, "ProposalClosed"),
+    (errors.InvalidRequest, "FarmHasNoNodes"),
+)
+
+
+def council_problem(s: crd_models.ProposalSpec, key: str, council: frozenset[str]) -> str | None:
+    if s.council_key not in council:
+        return f"councilKey {s.council_key!r} is not a council member's key"
+    try:
+        identity.verify(s.council_key, identity.PROPOSAL, s.signed_payload(key), s.council_signature)
+    except identity.BadSignature:
+        return "councilSignature does not verify: the proposal was not signed (as it stands) by councilKey"
+    return None
+
+
+def veto_problem(v: crd_models.SignedVeto, key: str, council: frozenset[str]) -> str | None:
+    if v.member_key not in council:
+        return "NotCouncil"
+    try:
+        identity.verify(v.member_key, identity.VETO, {"proposal": key}, v.signature)
+    except identity.BadSignature:
+        return "BadSignature"
+    return None
+
+
+async def cast_votes(body: Any, key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
+                     now: int) -> tuple[records.Proposal, list[dict[str, str]]]:
+    """Count each new or switched vote once; return the proposal and the rejected votes with reasons."""
+    ledger = runtime.get().ledger
+    counted = {v.farm: v.approve for v in prop.votes}
+    rejected: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for v in s.votes:
+        if v.farm in seen:
+            rejected.append({"farm": v.farm, "reason": "DuplicateVote"})
+            continue
+        seen.add(v.farm)
+        if counted.get(v.farm) == v.approve:
+            continue  # counted already: re-reconciling is not a second vote
+        try:
+            prop = await ledger.cast_vote(proposal=key, farm=v.farm, approve=v.approve, signature=v.signature, now=now)
+        except errors.Unavailable:
+            raise
+        except errors.LedgerError as err:
+            rejected.append({"farm": v.farm, "reason": next((r for cls, r in _VOTE_ERRORS if isinstance(err, cls)),
+                                                            err.reason)})
+            continue
+        weight = next(x.weight for x in prop.votes if x.farm == v.farm)
+        kopf.info(body, reason=str(Reason.VOTE_COUNTED),
+                  message=f"Vote of farm {v.farm} counted: {'aye' if v.approve else 'nay'} with weight {weight}")
+    return prop, rejected
+
+
+async def apply_vetoes(key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
+                       council: frozenset[str]) -> tuple[records.Proposal, list[dict[str, str]]]:
+    rejected: list[dict[str, str]] = []
+    for v in s.vetoes:
+        problem = veto_problem(v, key, council)
+        if problem is None:
+            prop = await runtime.get().ledger.veto(proposal=key, member_key=v.member_key)
+        else:
+            rejected.append({"memberKey": v.member_key, "reason": problem})
+    return prop, rejected
+
+
+def warn_new(body: Any, before: list[dict[str, str]] | None, now: list[dict[str, str]], reason: Reason, what: str) -> None:
+    """An Event for each rejection not already in status: one Event per rejected vote, not one per reconcile."""
+    for r in now:
+        if r not in (before or []):
+            kopf.warn(body, reason=str(reason), message=f"{what.format(**r)} does not count: {r['reason']}")
+
+
+async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: crd_models.ProposalSpec,
+                        now: int) -> records.Proposal | None:
+    """The ledger's proposal; opened now if the council signature holds, else None after saying why."""
+    rt = runtime.get()
+    prop = await rt.ledger.observe_proposal(key=key)
+    if prop is not None:
+        return prop
+    problem = council_problem(s, key, rt.settings.council)
+    if problem is not None:
+        if reporting.report(body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
+            kopf.warn(body, reason=str(Reason.UNAUTHORIZED), message=problem)
+        return None
+    prop = await rt.ledger.ensure_proposal(key=key, action=s.action.ledger_action(), threshold=s.threshold,
+                                           end_ts=now + s.duration_hours * 3600)
+    kopf.info(body, reason=str(Reason.PROPOSED),
+              message=f"Proposal {prop.id} open for votes until {conditions.timestamp(prop.end_ts)}")
+    return prop
+
+
+@kopf.on.resume(G, V, "proposals")
+@kopf.on.create(G, V, "proposals")
+@kopf.on.update(G, V, "proposals", field="spec")
+async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
+    rt = runtime.get()
+    key = f"{namespace}/{name}"
+    s = reporting.parse_spec(crd_models.ProposalSpec, body, spec, patch)
+    if s is None:
+        return
+    now = rt.clock.now()
+    try:
+        prop = await open_proposal(body, patch, key, s, now)
+        if prop is None:
+            return
+        prop, bad_votes = await cast_votes(body, key, s, prop, now)
+        prop, bad_vetoes = await apply_vetoes(key, s, prop, rt.settings.council)
+    except errors.LedgerError as err:
+        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+    status = dict(body.get("status") or {})
+    warn_new(body, status.get("rejectedVotes"), bad_votes, Reason.VOTE_REJECTED, "Vote of farm {farm}")
+    warn_new(body, status.get("rejectedVetoes"), bad_vetoes, Reason.VETO_REJECTED, "Veto by {memberKey}")
+    status.update(rejectedVotes=bad_votes, rejectedVetoes=bad_vetoes)
+    reporting.apply(body, patch, periodic.proposal_status(prop, s, status, body["metadata"].get("generation", 1),
+                                                          conditions.timestamp(now)))
+
+
+tracking.track("proposals")

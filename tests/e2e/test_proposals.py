@@ -1,0 +1,152 @@
+"""DAO end to end (§5): council-signed proposals, signed farm votes, tally, deadline, vetoes, execution once.
+
+Every farm here has one node of 8 cores, 32 GiB, 1000 GiB SSD. §5 weight by hand: CU_w = 2·floor(min(2·8,
+1000/50)) = 32, SU_w = floor(1000/250) = 4 → 2·32 + 4 = 68 per farm.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.conftest import COUNCIL, START, condition, eventually
+from e2e.objects import NS, create, deployment, events, farm, node, obj, proposal, ready, with_reason
+from tfgrid_operator import ballot
+from tfgrid_operator.domain import identity, money
+from tfgrid_operator.kube.client import KubeClient
+
+pytestmark = pytest.mark.e2e
+H = 3600
+OWNERS = {f"f{i}": identity.KeyPair.generate() for i in range(1, 7)}
+CHEAPER_CU = {"type": "SetPricingPolicy", "pricing": {"cu": 50_000}}  # halves §4.1's 100,000 units USD per CU-hour
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+async def six_farms(apiserver):
+    await create(apiserver, *(farm(f, owner=k.public_key) for f, k in OWNERS.items()),
+                 *(node(f"n{f}", f) for f in OWNERS))
+    await ready(apiserver, "nodes", *(f"n{f}" for f in OWNERS))
+
+
+def vote(name, farm_name, approve, key=None):
+    return ballot.signed_vote(key or OWNERS[farm_name], proposal=f"default/{name}", farm=farm_name, approve=approve)
+
+
+def prop(apiserver, name):
+    return obj(apiserver, "proposals", name)
+
+
+async def test_approved_pricing_change_executes_once_and_bills_the_next_period(apiserver, operator, ledger, grid_clock):
+    await six_farms(apiserver)
+    await ledger.ensure_account(name="alice")
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # < 1.5 months of cost: no discount
+    await create(apiserver, deployment("web"))
+    await ready(apiserver, "deployments", "web")
+    votes = [vote("cheap", f, True) for f in ("f1", "f2", "f3", "f4")] + [vote("cheap", "f5", False)]
+    votes += [vote("cheap", "f6", True, key=OWNERS["f1"]),  # forged: f1's key signing for f6
+              vote("cheap", "f1", False),  # a second entry for f1: DuplicateVote
+              vote("cheap", "f9", True, key=identity.KeyPair.generate())]  # no such farm
+    await create(apiserver, proposal("cheap", COUNCIL[0], CHEAPER_CU, votes=votes))
+    p = await eventually(lambda: prop(apiserver, "cheap")["status"].get("ayes") == 4 and prop(apiserver, "cheap"),
+                         what="votes tallied")
+    assert (p["status"]["ayesWeight"], p["status"]["naysWeight"], p["status"]["nays"]) == (4 * 68, 68, 1)
+    assert p["status"]["state"] == "Open" and condition(p)["reason"] == "Voting"
+    assert p["status"]["deadline"] == "1970-01-27T00:00:00Z"  # START (26 Jan 1970 00:00) + 24 h
+    assert sorted((r["farm"], r["reason"]) for r in p["status"]["rejectedVotes"]) == [
+        ("f1", "DuplicateVote"), ("f6", "BadSignature"), ("f9", "UnknownFarm")]
+    await eventually(lambda: len(events(apiserver, "VoteRejected", "cheap")) == 3, what="one Event per rejected vote")
+    assert len(events(apiserver, "VoteCounted", "cheap")) == 5
+    # restart before the deadline, then across it: executed exactly once
+    await operator.stop()
+    grid_clock.set(START + 24 * H)
+    operator.start()
+    p = await with_reason(apiserver, "proposals", "cheap", "Executed")
+    assert p["status"]["state"] == "Executed" and p["status"]["executedAt"] == "1970-01-27T00:00:00Z"
+    await operator.stop()
+    operator.start()
+    await eventually(lambda: events(apiserver, "Executed", "cheap"), what="Executed Event")
+    assert len(events(apiserver, "Executed", "cheap")) == 1
+    assert (await ledger.observe_proposal(key="default/cheap")).executed_at == START + 24 * H
+    assert (await ledger.policies())[0].cu == 50_000
+    # the 24 hours before the deadline were billed at the old price, the next one at the new:
+    # old 152,500 units USD/h → 7,625,000 units; new 50,000 + 12,500 + 40,000 = 102,500 → 5,125,000 units
+    await eventually(lambda: obj(apiserver, "deployments", "web")["status"].get("billedTotal") == 24 * 7_625_000)
+    grid_clock.set(START + 25 * H)
+    await eventually(lambda: obj(apiserver, "deployments", "web")["status"].get("billedTotal")
+                     == 24 * 7_625_000 + 5_125_000, what="next period at the new price")
+    assert obj(apiserver, "deployments", "web")["status"]["costPerHour"] == 5_125_000
+
+
+async def test_rejected_on_weight_and_on_threshold_vetoed_unauthorized_and_closed(apiserver, operator, ledger,
+                                                                                     grid_clock):
+    await six_farms(apiserver)
+    # 5 farms vote but the nays weigh more (3·68 > 2·68); only 3 farms vote (threshold 5)
+    await create(apiserver,
+                 proposal("heavy-nays", COUNCIL[0], CHEAPER_CU,
+                          votes=[vote("heavy-nays", f, f in ("f1", "f2")) for f in ("f1", "f2", "f3", "f4", "f5")]),
+                 proposal("too-few", COUNCIL[1], CHEAPER_CU, votes=[vote("too-few", f, True) for f in ("f1", "f2", "f3")]),
+                 proposal("vetoed", COUNCIL[2], {"type": "SetFarmingPolicy", "policyId": 1, "farming": {"cu": 1}}))
+    # not signed by a council member: never reaches the ledger
+    await create(apiserver, proposal("rogue", identity.KeyPair.generate(), CHEAPER_CU))
+    p = await with_reason(apiserver, "proposals", "rogue", "Unauthorized")
+    assert "not a council member" in condition(p)["message"]
+    assert await ledger.observe_proposal(key="default/rogue") is None
+    await eventually(lambda: events(apiserver, "Unauthorized", "rogue"), what="Unauthorized Event")
+    # vetoes: one from outside the council is rejected; three council vetoes close it at once (§5 MinVetos)
+    await with_reason(apiserver, "proposals", "vetoed", "Voting")
+    async with KubeClient() as kube:
+        await ballot.add_entry(kube, namespace="default", name="vetoed", field="vetoes", same="memberKey",
+                               entry=ballot.signed_veto(identity.KeyPair.generate(), proposal="default/vetoed"))
+        await eventually(lambda: events(apiserver, "VetoRejected", "vetoed"), what="VetoRejected Event")
+        for member in COUNCIL:
+            await ballot.add_entry(kube, namespace="default", name="vetoed", field="vetoes", same="memberKey",
+                                   entry=ballot.signed_veto(member, proposal="default/vetoed"))
+    p = await with_reason(apiserver, "proposals", "vetoed", "Vetoed")
+    assert p["status"]["vetoes"] == 3 and p["status"]["rejectedVetoes"][0]["reason"] == "NotCouncil"
+    grid_clock.set(START + 24 * H)
+    p = await with_reason(apiserver, "proposals", "heavy-nays", "Rejected")
+    assert (p["status"]["ayesWeight"], p["status"]["naysWeight"]) == (136, 204)
+    p = await with_reason(apiserver, "proposals", "too-few", "Rejected")
+    assert p["status"]["ayes"] == 3 and "threshold 5" in condition(p)["message"]
+    assert (await ledger.policies())[0].cu == 100_000  # nothing executed
+    # a late vote on a closed proposal does not count; editing a closed proposal neither reopens nor executes it
+    await apiserver.patch(f"{NS}/proposals/too-few", headers=MERGE, json={"spec": {
+        "votes": [vote("too-few", f, True) for f in ("f1", "f2", "f3", "f4", "f5")],
+        "action": {"pricing": {"cu": 1}}}})
+    p = await eventually(lambda: condition(prop(apiserver, "too-few"), "Synced").get("reason") == "SpecLocked"
+                         and prop(apiserver, "too-few"), what="SpecLocked")
+    assert "do not reopen or re-execute" in condition(p, "Synced")["message"]
+    assert p["status"]["state"] == "Rejected"
+    assert {(r["farm"], r["reason"]) for r in p["status"]["rejectedVotes"]} == {("f4", "ProposalClosed"),
+                                                                                 ("f5", "ProposalClosed")}
+    assert (await ledger.policies())[0].cu == 100_000
+    assert (await ledger.observe_proposal(key="default/too-few")).state == "Rejected"
+
+
+async def test_cli_vote_signs_and_patches_the_proposal(apiserver, operator, tmp_path):
+    from click.testing import CliRunner
+
+    from tfgrid_operator import cli
+
+    await six_farms(apiserver)
+    await create(apiserver, proposal("via-cli", COUNCIL[0], CHEAPER_CU))
+    key_file = tmp_path / "f1.key"
+    key_file.write_text(OWNERS["f1"].to_text())
+    runner = CliRunner()
+    args = ["vote", "--proposal", "via-cli", "--farm", "f1", "--key-file", str(key_file)]
+    out = await _in_thread(runner.invoke, cli.main, [*args, "--yes"])
+    assert out.exit_code == 0, out.output
+    await eventually(lambda: prop(apiserver, "via-cli")["status"].get("ayesWeight") == 68, what="CLI vote counted")
+    out = await _in_thread(runner.invoke, cli.main, [*args, "--no"])  # §5: a farm may switch its vote
+    assert out.exit_code == 0, out.output
+    p = await eventually(lambda: prop(apiserver, "via-cli")["status"].get("naysWeight") == 68 and prop(apiserver, "via-cli"),
+                         what="switched vote counted")
+    assert p["status"]["ayesWeight"] == 0 and len(p["spec"]["votes"]) == 1
+    missing = await _in_thread(runner.invoke, cli.main, ["vote", "--proposal", "nope", "--farm", "f1", "--yes",
+                                                         "--key-file", str(key_file)])
+    assert missing.exit_code == 1 and "404" in missing.output
+
+
+async def _in_thread(fn, *args):
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)

@@ -38,9 +38,9 @@ class OperatorThread:
 
     async def _runtime(self) -> runtime.Runtime:
         ledger = await backend.open_backend(self.ledger_url, CONFIG)
-        return runtime.Runtime(settings=Settings(tick_s=0.1, metrics_port=0,
-                                                council_keys=",".join(k.public_key for k in COUNCIL)), clock=self.clock, ledger=ledger,
-                               kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.3)
+        settings = Settings(tick_s=0.1, metrics_port=0, council_keys=",".join(k.public_key for k in COUNCIL))
+        return runtime.Runtime(settings=settings, clock=self.clock, ledger=ledger, kube=KubeClient(),
+                               metrics=metrics.Metrics(), retry_delay_s=0.3)
 
     def start(self) -> None:
         self.stop_flag, ready = threading.Event(), threading.Event()

@@ -33,23 +33,79 @@ def main() -> None:
     pass
 
 
-@main.command(help="Run the operator against the cluster in the kubeconfig (or in-cluster).")
+PEERING_NAME = "tfgrid-operator"  # the ClusterKopfPeering/KopfPeering the chart creates for standby replicas
+
+
+def configure_logging(log_format: str, verbose: bool = False) -> None:
+    """kopf's logging, with one JSON object per line when asked (for log shippers)."""
+    import kopf
+
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+                   log_refkey="k8s" if log_format == "json" else None)
+
+
+def cluster_reachable() -> bool:
+    from tfgrid_operator.kube.client import ConfigError, KubeClient
+
+    async def probe() -> bool:
+        try:
+            async with KubeClient() as kube:
+                await kube.request("GET", "/version")
+            return True
+        except (ConfigError, OSError, Exception):  # no kubeconfig, refused, DNS, TLS, 401 …: not usable
+            return False
+    return asyncio.run(probe())
+
+
+@main.command(help="Run the operator against the cluster in the kubeconfig (or in-cluster). With no cluster "
+                   "reachable it runs the local sandbox instead (see `sandbox --help`).")
 @click.option("--namespace", "-n", default="", help="watch one namespace; default: all namespaces")
 @click.option("--ledger-url", envvar="TFGRID_LEDGER_URL", default=None, help="sqlite:///file.db or postgresql://…")
 @click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True, help="kopf liveness endpoint")
-@click.option("--priority", type=int, default=None, help="peering priority (multi-replica standby); off by default")
-def run(namespace: str, ledger_url: str | None, liveness: str, priority: int | None) -> None:
+@click.option("--priority", type=int, envvar="TFGRID_PEERING_PRIORITY", default=None,
+              help="join the peering of standby replicas with this priority (distinct per replica; the highest "
+                   "runs, the others wait). Off by default: one replica, standalone.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="TFGRID_LOG_FORMAT", default="text",
+              show_default=True)
+@click.option("--verbose", is_flag=True)
+def run(namespace: str, ledger_url: str | None, liveness: str, priority: int | None, log_format: str,
+        verbose: bool) -> None:
     import os
 
     import kopf
 
     import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
 
+    if not cluster_reachable():
+        click.echo("no cluster reachable in the kubeconfig: running the local sandbox instead", err=True)
+        from tfgrid_operator import sandbox as sandbox_mod
+
+        sandbox_mod.main(ledger_url=ledger_url)
+        return
+    configure_logging(log_format, verbose)
     if ledger_url:
         os.environ["TFGRID_LEDGER_URL"] = ledger_url
     asyncio.run(kopf.operator(
         registry=kopf.get_default_registry(), clusterwide=not namespace, namespaces=[namespace] if namespace else [],
-        standalone=priority is None, priority=priority or 0, liveness_endpoint=liveness))
+        standalone=priority is None, priority=priority or 0, peering_name=PEERING_NAME, liveness_endpoint=liveness))
+
+
+@main.command(help="The local sandbox, no cluster needed: the real operator against a local Kubernetes API emulator "
+                   "and the SQLite ledger, examples/ applied, node agents reporting, a month of grid life in under a "
+                   "minute, with a live table and a summary checked against the ledger.")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 366))
+@click.option("--examples", default="examples", show_default=True,
+              type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.option("--ledger-url", default=None, help="default: a fresh SQLite file in a temporary folder")
+def sandbox(days: int, examples: pathlib.Path, ledger_url: str | None) -> None:
+    from tfgrid_operator import sandbox as sandbox_mod
+
+    try:
+        summary = sandbox_mod.main(days=days, ledger_url=ledger_url, examples=examples)
+    except sandbox_mod.SandboxError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not summary.matches:
+        sys.exit(1)
 
 
 @main.group(help="Inspect and change the ledger of record (accounts, farms, nodes, contracts).")

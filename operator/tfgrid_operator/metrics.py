@@ -25,6 +25,6 @@ class Metrics:
         self.proposals_open = Gauge("tfgrid_proposals_open", "Open DAO proposals.", registry=r)
         self.uptime_rejected = Counter("tfgrid_uptime_reports_rejected_total", "Rejected uptime reports by reason.",
                                        ["reason"], registry=r)
-        for kind in ("farm", "node", "deployment", "proposal"):
+        for kind in ("farm", "node", "deployment", "proposal", "lease"):
             for result in ("success", "error", "requeue"):
                 self.reconcile_total.labels(kind, result)

@@ -9,6 +9,7 @@ Periods are processed from the ledger's watermark, so a restart neither skips no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -35,7 +36,9 @@ async def run_forever(rt: runtime.Runtime) -> None:
             log.warning("Ledger unavailable in the periodic loop: %s", err.message)
         except Exception:
             log.exception("Periodic loop failed; retrying next tick")
-        await asyncio.sleep(rt.settings.tick_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rt.wake.wait(), rt.settings.tick_s)
+        rt.wake.clear()
 
 
 async def tick(rt: runtime.Runtime) -> dict[str, int]:
@@ -43,12 +46,15 @@ async def tick(rt: runtime.Runtime) -> dict[str, int]:
     cfg = rt.ledger.config  # type: ignore[attr-defined]
     minted = await mint_due(rt, now, cfg)
     billed = await bill_due(rt, now, cfg)
-    closed = await close_due(rt, now)
+    proposals = await rt.ledger.proposal_summaries()
+    closed = await close_due(rt, now, proposals)
+    if closed:
+        proposals = await rt.ledger.proposal_summaries()
     summaries = await rt.ledger.node_summaries(now=now)
     moved = await heal(rt, now, summaries)
     if moved:
         summaries = await rt.ledger.node_summaries(now=now)  # capacity moved between nodes
-    patched = await refresh(rt, now, summaries)
+    patched = await refresh(rt, now, summaries, proposals)
     return {"minted_periods": minted, "billed_periods": billed, "closed_proposals": closed, "moved": moved,
             "patched": patched}
 
@@ -91,11 +97,11 @@ async def bill_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
     return done
 
 
-async def close_due(rt: runtime.Runtime, now: int) -> int:
+async def close_due(rt: runtime.Runtime, now: int, proposals: dict[str, records.Proposal]) -> int:
     """§5: close every open proposal whose deadline passed; an approved one's action runs once, in the same
     ledger transaction that marks it Executed (a restart can neither skip nor repeat it)."""
     done = 0
-    for key, p in (await rt.ledger.proposal_summaries()).items():
+    for key, p in proposals.items():
         if p.state != "Open" or now < p.end_ts:
             continue
         closed = await rt.ledger.close_proposal(proposal=key, now=now)
@@ -190,12 +196,12 @@ def _dec(x: Fraction) -> str:
     return f"{float(x):.2f}".rstrip("0").rstrip(".")
 
 
-async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary]) -> int:
+async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary],
+                  proposals: dict[str, records.Proposal]) -> int:
     """Write each object's status from the ledger; PATCH only where something changed."""
     cfg: Any = rt.ledger.config  # type: ignore[attr-defined]
     stamp = conditions.timestamp(now)
     contracts = await rt.ledger.contract_summaries()
-    proposals = await rt.ledger.proposal_summaries()
     policy, _ = await rt.ledger.policies()
     farms: dict[str, list[records.NodeSummary]] = defaultdict(list)
     for s in summaries.values():

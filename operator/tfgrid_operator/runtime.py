@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -23,6 +24,8 @@ class Runtime:
     kube: KubeClient
     metrics: metrics_mod.Metrics
     retry_delay_s: float = 5.0
+    # set to run the batched loop's next tick now instead of after settings.tick_s (the sandbox does)
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
     objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 

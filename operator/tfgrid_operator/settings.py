@@ -12,6 +12,8 @@ class Settings(BaseSettings):
     ledger_url: str = Field("sqlite:///tfgrid-ledger.db", description="sqlite:///file.db (default) or postgresql://…")
     metrics_port: int = Field(9090, description="Prometheus /metrics port; 0 disables it")
     tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
+    batch_window_s: float = Field(0.1, description="kopf's batching window: how long to wait for more events on "
+                                                   "an object before handling it (kopf's default)")
     billing_period_s: int = Field(3600, description="§2.5: one hour")
     minting_period_s: int = Field(2_630_880, description="§3.1: 2,630,880 s")
     minting_epoch: int = Field(1_522_501_000, description="§3.1: the first period's start")

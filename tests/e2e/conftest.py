@@ -30,16 +30,17 @@ CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_pe
 
 
 class OperatorThread:
-    def __init__(self, ledger_url: str, clk: clock.ManualClock) -> None:
+    def __init__(self, ledger_url: str, clk: clock.ManualClock, **settings: Any) -> None:
         self.ledger_url, self.clock = ledger_url, clk
+        self.settings = {"tick_s": 0.1, "metrics_port": 0, "council_keys": ",".join(k.public_key for k in COUNCIL),
+                         **settings}
         self.thread: threading.Thread | None = None
         self.stop_flag: threading.Event | None = None
         self.errors: list[BaseException] = []
 
     async def _runtime(self) -> runtime.Runtime:
         ledger = await backend.open_backend(self.ledger_url, CONFIG)
-        settings = Settings(tick_s=0.1, metrics_port=0, council_keys=",".join(k.public_key for k in COUNCIL))
-        return runtime.Runtime(settings=settings, clock=self.clock, ledger=ledger, kube=KubeClient(),
+        return runtime.Runtime(settings=Settings(**self.settings), clock=self.clock, ledger=ledger, kube=KubeClient(),
                                metrics=metrics.Metrics(), retry_delay_s=0.3)
 
     def start(self) -> None:

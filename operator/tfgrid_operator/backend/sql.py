@@ -58,6 +58,9 @@ def _uptime_state(row: Any | None, period: minting.Period) -> uptime_mod.UptimeS
         reports=row.reports)
 
 
+WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
+
+
 class SqlLedger:
     def __init__(self, engine: AsyncEngine, config: LedgerConfig) -> None:
         self.engine = engine
@@ -84,7 +87,9 @@ class SqlLedger:
 
             @event.listens_for(engine.sync_engine, "begin")
             def _on_begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # writers take the database lock up front (no deadlocked upgrade); readers take a WAL snapshot
+                # and never wait for a writer
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
         else:
             engine = create_async_engine(engine_url, pool_size=5, max_overflow=5, pool_pre_ping=True)
         ledger = cls(engine, config)
@@ -115,7 +120,7 @@ class SqlLedger:
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
         async with self._lock:
             try:
-                async with self.engine.begin() as conn:
+                async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
                     if not self.is_sqlite:
                         await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
                     yield conn

@@ -44,6 +44,7 @@ async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
 @kopf.on.resume(G, V, "deployments")
 @kopf.on.create(G, V, "deployments")
 @kopf.on.update(G, V, "deployments", field="spec")
+@reporting.metered("deployment")
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"
@@ -86,6 +87,7 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
 
 
 @kopf.on.delete(G, V, "deployments")
+@reporting.metered("deployment")
 async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"

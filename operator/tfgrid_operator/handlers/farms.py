@@ -17,6 +17,7 @@ G, V = runtime.GROUP, runtime.VERSION
 @kopf.on.resume(G, V, "farms")
 @kopf.on.create(G, V, "farms")
 @kopf.on.update(G, V, "farms", field="spec")
+@reporting.metered("farm")
 async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     s = reporting.parse_spec(crd_models.FarmSpec, body, spec, patch)
@@ -35,6 +36,7 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 
 
 @kopf.on.delete(G, V, "farms")
+@reporting.metered("farm")
 async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name),
                                     message=lambda _: f"Farm {name} closed on the ledger")

@@ -11,6 +11,7 @@ import kopf
 from tfgrid_operator import runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
+from tfgrid_operator.handlers import reporting
 
 NODE_LABEL = f"{runtime.PREFIX}/node"
 REPORT_ANNOTATION = f"{runtime.PREFIX}/uptime-report"
@@ -23,6 +24,7 @@ def node_ref(namespace: str, node: str) -> dict[str, Any]:
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={NODE_LABEL: kopf.PRESENT})
+@reporting.metered("lease")
 async def uptime_report(body: Any, namespace: str, **_: Any) -> None:
     rt = runtime._current
     if rt is None or body.get("metadata", {}).get("deletionTimestamp"):

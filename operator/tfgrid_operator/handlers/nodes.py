@@ -17,6 +17,7 @@ G, V = runtime.GROUP, runtime.VERSION
 @kopf.on.resume(G, V, "nodes")
 @kopf.on.create(G, V, "nodes")
 @kopf.on.update(G, V, "nodes", field="spec")
+@reporting.metered("node")
 async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     s = reporting.parse_spec(crd_models.NodeSpec, body, spec, patch)
@@ -44,6 +45,7 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 
 
 @kopf.on.delete(G, V, "nodes")
+@reporting.metered("node")
 async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, now=rt.clock.now()),

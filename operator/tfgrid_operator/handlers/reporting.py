@@ -5,6 +5,8 @@ A reconcile that changes nothing adds nothing to kopf's patch, so kopf sends no 
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -75,3 +77,34 @@ async def close_on_ledger(body: Any, patch: kopf.Patch, closing: Awaitable[Any],
     if text:
         kopf.info(body, reason=str(Reason.CLOSED), message=text)
     return closed
+
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+def metered(controller: str) -> Callable[[H], H]:
+    """controller-runtime's reconcile metrics for a handler: count by result (success / requeue / error)
+    and duration. The controller label is a kind, never an object name (bounded cardinality)."""
+    def wrap(fn: H) -> H:
+        @functools.wraps(fn)
+        async def handler(**kwargs: Any) -> Any:
+            rt = runtime._current
+            if rt is None:  # an event before startup finished: nothing to count into yet
+                return await fn(**kwargs)
+            m = rt.metrics
+            started = time.perf_counter()
+            result = "success"
+            try:
+                return await fn(**kwargs)
+            except kopf.TemporaryError:
+                result = "requeue"
+                raise
+            except Exception:
+                result = "error"
+                m.reconcile_errors.labels(controller).inc()
+                raise
+            finally:
+                m.reconcile_total.labels(controller, result).inc()
+                m.reconcile_time.labels(controller).observe(time.perf_counter() - started)
+        return handler  # type: ignore[return-value]
+    return wrap

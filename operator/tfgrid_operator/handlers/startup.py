@@ -15,6 +15,7 @@ from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
 _loop_task: asyncio.Task[None] | None = None
+_metrics_server: Any = None
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -36,25 +37,30 @@ async def default_runtime() -> runtime.Runtime:
         mint_settle_s=s.mint_settle_s, grace_period_s=s.grace_period_s, node_down_after_s=s.node_down_after_s,
         tft_price=pricing.TftPrice(average_musd=s.tft_price_musd))
     ledger = await backend.open_backend(s.ledger_url, config)
-    m = metrics.Metrics()
-    if s.metrics_port:
-        prometheus_client.start_http_server(s.metrics_port, registry=m.registry)
-    return runtime.Runtime(settings=s, clock=clock.SystemClock(), ledger=ledger, kube=KubeClient(), metrics=m)
+    return runtime.Runtime(settings=s, clock=clock.SystemClock(), ledger=ledger, kube=KubeClient(),
+                           metrics=metrics.Metrics())
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _loop_task
+    global _loop_task, _metrics_server
     configure(settings)
     factory = runtime._factory or default_runtime
     rt = await factory()
+    settings.batching.batch_window = rt.settings.batch_window_s
     runtime.set_current(rt)
+    if rt.settings.metrics_port:  # Prometheus exposition of this runtime's registry
+        _metrics_server, _ = prometheus_client.start_http_server(rt.settings.metrics_port, registry=rt.metrics.registry)
     _loop_task = asyncio.create_task(periodic.run_forever(rt))
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
-    global _loop_task
+    global _loop_task, _metrics_server
+    if _metrics_server is not None:
+        _metrics_server.shutdown()
+        _metrics_server.server_close()
+        _metrics_server = None
     if _loop_task is not None:
         _loop_task.cancel()
         await asyncio.gather(_loop_task, return_exceptions=True)

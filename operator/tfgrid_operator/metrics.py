@@ -28,3 +28,7 @@ class Metrics:
         for kind in ("farm", "node", "deployment", "proposal", "lease"):
             for result in ("success", "error", "requeue"):
                 self.reconcile_total.labels(kind, result)
+
+    def reconciled(self, controller: str, result: str = "success") -> float:
+        """One reconcile counter's value, cheaply (the sandbox polls it to know the operator caught up)."""
+        return self.reconcile_total.labels(controller, result)._value.get()  # prometheus_client's child value

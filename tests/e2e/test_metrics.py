@@ -43,9 +43,8 @@ async def metered_operator(apiserver, grid_clock, ledger_path):
 
 async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, grid_clock, ledger_path):
     _, port = metered_operator
-    from tfgrid_operator import backend
-
     from e2e.conftest import CONFIG
+    from tfgrid_operator import backend
     ledger = await backend.open_backend(ledger_path, CONFIG)
     await ledger.ensure_account(name="alice")
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
@@ -56,9 +55,10 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
 
     def billed():
         m = scrape(port)
-        return m.get(("tfgrid_billed_units_total", ())) == 7_625_000 and m
+        return (m.get(("tfgrid_billed_units_total", ())) == 7_625_000
+                and m.get(("tfgrid_capacity", (("resource", "cru"), ("state", "used")))) == 2 and m)
 
-    m = await eventually(billed, what="billing counted in the metrics")
+    m = await eventually(billed, what="billing and the capacity in use in the metrics")
     assert m[("controller_runtime_reconcile_total", (("controller", "farm"), ("result", "success")))] >= 1
     assert m[("controller_runtime_reconcile_total", (("controller", "deployment"), ("result", "requeue")))] >= 1  # huge
     assert m[("controller_runtime_reconcile_time_seconds_count", (("controller", "node"),))] >= 2

@@ -7,10 +7,8 @@ import yaml
 from pydantic import BaseModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from tfgrid_operator import crd_schema as generate_crds  # noqa: E402
-
 from tfgrid_operator import crd_models  # noqa: E402
+from tfgrid_operator import crd_schema as generate_crds  # noqa: E402
 
 
 def test_stdlib_operator_is_the_real_one():

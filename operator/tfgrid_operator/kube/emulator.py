@@ -136,12 +136,25 @@ def _jsonschema(schema: JSON) -> JSON:
     return schema
 
 
-def validate(obj: JSON, schema: JSON, kind: str, name: str) -> None:
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+_validators: dict[int, tuple[JSON, jsonschema.Draft7Validator]] = {}
+
+
+def _validator(schema: JSON) -> jsonschema.Draft7Validator:
+    """One compiled validator per registered schema (keyed by identity, holding the schema so the id stays its)."""
+    cached = _validators.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
     root_props = {k: v for k, v in schema.get("properties", {}).items() if k not in ("apiVersion", "kind", "metadata")}
     required = [k for k in schema.get("required", []) if k not in ("apiVersion", "kind", "metadata")]
     root = {**schema, "properties": root_props, "required": required}
     validator = jsonschema.Draft7Validator(_jsonschema(root), format_checker=jsonschema.FormatChecker())
+    _validators[id(schema)] = (schema, validator)
+    return validator
+
+
+def validate(obj: JSON, schema: JSON, kind: str, name: str) -> None:
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    validator = _validator(schema)
     problems = []
     for err in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(p) for p in err.absolute_path) or "<root>"

@@ -44,6 +44,18 @@ def configure_logging(log_format: str, verbose: bool = False) -> None:
                    log_refkey="k8s" if log_format == "json" else None)
 
 
+def peering_priority(explicit: int | None) -> int:
+    """kopf peering is not leader election: equal priorities all pause. Replicas of one Deployment share their
+    settings, so the default priority comes from the pod's own name (stable for the pod, distinct across pods)."""
+    import os
+    import socket
+    import zlib
+
+    if explicit is not None:
+        return explicit
+    return 1 + zlib.crc32((os.environ.get("POD_NAME") or socket.gethostname()).encode()) % 1_000_000
+
+
 def cluster_reachable() -> bool:
     from tfgrid_operator.kube.client import ConfigError, KubeClient
 
@@ -62,14 +74,16 @@ def cluster_reachable() -> bool:
 @click.option("--namespace", "-n", default="", help="watch one namespace; default: all namespaces")
 @click.option("--ledger-url", envvar="TFGRID_LEDGER_URL", default=None, help="sqlite:///file.db or postgresql://…")
 @click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True, help="kopf liveness endpoint")
+@click.option("--peering/--standalone", envvar="TFGRID_PEERING", default=False, show_default=True,
+              help="join kopf's peering of standby replicas (PostgreSQL ledger): the highest priority runs, the others "
+                   "wait. Standalone by default: one replica.")
 @click.option("--priority", type=int, envvar="TFGRID_PEERING_PRIORITY", default=None,
-              help="join the peering of standby replicas with this priority (distinct per replica; the highest "
-                   "runs, the others wait). Off by default: one replica, standalone.")
+              help="this replica's peering priority; default: derived from the pod name, so replicas differ")
 @click.option("--log-format", type=click.Choice(["text", "json"]), envvar="TFGRID_LOG_FORMAT", default="text",
               show_default=True)
 @click.option("--verbose", is_flag=True)
-def run(namespace: str, ledger_url: str | None, liveness: str, priority: int | None, log_format: str,
-        verbose: bool) -> None:
+def run(namespace: str, ledger_url: str | None, liveness: str, peering: bool, priority: int | None,
+        log_format: str, verbose: bool) -> None:
     import os
 
     import kopf
@@ -87,7 +101,9 @@ def run(namespace: str, ledger_url: str | None, liveness: str, priority: int | N
         os.environ["TFGRID_LEDGER_URL"] = ledger_url
     asyncio.run(kopf.operator(
         registry=kopf.get_default_registry(), clusterwide=not namespace, namespaces=[namespace] if namespace else [],
-        standalone=priority is None, priority=priority or 0, peering_name=PEERING_NAME, liveness_endpoint=liveness))
+        liveness_endpoint=liveness,
+        # naming a peering makes it mandatory in kopf, so standalone runs must not name one
+        **({"peering_name": PEERING_NAME, "priority": peering_priority(priority)} if peering else {"standalone": True})))
 
 
 @main.command(help="The local sandbox, no cluster needed: the real operator against a local Kubernetes API emulator "
@@ -205,7 +221,7 @@ def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: floa
     key = _load_key(key_file)
 
     async def go() -> None:
-        async with KubeClient() as kube:
+        async with KubeClient(user_agent="tfgrid-node-agent") as kube:
             await agent.run(kube, key, namespace=namespace, node=node, clock=clock.SystemClock(),
                             interval_s=interval, count=count)
     try:
@@ -219,7 +235,7 @@ def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], s
     from tfgrid_operator.kube.client import ApiError, ConfigError, KubeClient
 
     async def go() -> None:
-        async with KubeClient() as kube:
+        async with KubeClient(user_agent="tfgrid-cli") as kube:
             await ballot.add_entry(kube, namespace=namespace, name=name, field=field, entry=entry, same=same)
     try:
         asyncio.run(go())

@@ -211,5 +211,24 @@ PROPOSAL = crd(
 ALL = {"farms": FARM, "nodes": NODE, "deployments": DEPLOYMENT, "proposals": PROPOSAL}
 
 
+# kopf's own peering resource (kopf docs, "Peering"): standby replicas find each other through one
+# ClusterKopfPeering object. Needed only when more than one replica runs (PostgreSQL ledger).
+PEERING = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+    "spec": {
+        "scope": "Cluster", "group": "kopf.dev",
+        "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
+        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+            "type": "object",
+            "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+        }}}],
+    },
+}
+
+
 def render() -> dict[str, str]:
-    return {f"{GROUP}_{plural}.yaml": yaml.safe_dump(doc, sort_keys=False, width=120) for plural, doc in ALL.items()}
+    docs = {f"{GROUP}_{plural}.yaml": doc for plural, doc in ALL.items()}
+    docs["kopf.dev_clusterkopfpeerings.yaml"] = PEERING
+    return {name: yaml.safe_dump(doc, sort_keys=False, width=120) for name, doc in docs.items()}

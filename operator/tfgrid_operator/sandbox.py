@@ -198,7 +198,7 @@ async def _simulate(emu: StrictApiServer, url: str, docs: list[dict[str, Any]], 
             await ledger.ensure_account(name=payer)
             await ledger.fund(name=payer, amount=FUNDING_TFT * money.UNITS_PER_TFT)
         nodes = [d["metadata"]["name"] for d in docs if d["kind"] == "Node"]
-        async with KubeClient() as kube:
+        async with KubeClient(user_agent="tfgrid-sandbox") as kube:
             await _apply(emu, kube, docs, keys)
             progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                 TextColumn("day {task.completed:.0f}/{task.total:.0f}"), TimeRemainingColumn())

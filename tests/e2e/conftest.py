@@ -30,8 +30,8 @@ CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_pe
 
 
 class OperatorThread:
-    def __init__(self, ledger_url: str, clk: clock.ManualClock, **settings: Any) -> None:
-        self.ledger_url, self.clock = ledger_url, clk
+    def __init__(self, ledger_url: str, clk: clock.ManualClock, peering: bool = False, **settings: Any) -> None:
+        self.ledger_url, self.clock, self.peering = ledger_url, clk, peering
         self.settings = {"tick_s": 0.1, "metrics_port": 0, "council_keys": ",".join(k.public_key for k in COUNCIL),
                          **settings}
         self.thread: threading.Thread | None = None
@@ -49,7 +49,8 @@ class OperatorThread:
 
         def main() -> None:
             try:
-                asyncio.run(kopf.operator(registry=kopf.get_default_registry(), standalone=True, clusterwide=True,
+                peering = {"peering_name": "tfgrid-operator", "priority": 7} if self.peering else {"standalone": True}
+                asyncio.run(kopf.operator(registry=kopf.get_default_registry(), clusterwide=True, **peering,
                                           stop_flag=self.stop_flag, ready_flag=ready))
             except BaseException as exc:  # surfaced by the test on stop()
                 self.errors.append(exc)

@@ -73,4 +73,4 @@ async def test_generate_name_and_selectors(api):
         assert (await api.post("/api/v1/namespaces/default/events", json=body)).status == 201
     listed = await (await api.get("/api/v1/namespaces/default/events?labelSelector=i%20in%20(0,2)")).json()
     assert len(listed["items"]) == 2
-    assert ("create", "", "events", "") in api.calls
+    assert ("create", "", "events", "") in [c[:4] for c in api.calls]

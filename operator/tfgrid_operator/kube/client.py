@@ -51,8 +51,9 @@ def _config() -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
 
 
 class KubeClient:
-    def __init__(self) -> None:
+    def __init__(self, user_agent: str = "tfgrid-operator") -> None:
         self.server, self.headers, self.ssl = _config()
+        self.headers = {**self.headers, "User-Agent": user_agent}  # the API server's audit log tells us apart
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:

@@ -27,7 +27,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp.web
 import attrs
@@ -255,11 +255,22 @@ def matches_fields(obj: JSON, selector: str) -> bool:
 
 
 # ---------------------------------------------------------------- the server
+class Call(NamedTuple):
+    """One API call as RBAC sees it, and who made it (the User-Agent)."""
+
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    agent: str
+
+
+
 @attrs.define(kw_only=True)
 class StrictApiServer(kmock.KubernetesEmulator):
     defs: dict[str, ResourceDef] = attrs.field(factory=dict)
     store: dict[Key, JSON] = attrs.field(factory=dict)
-    calls: list[tuple[str, str, str, str]] = attrs.field(factory=list)
+    calls: list[Call] = attrs.field(factory=list)
     history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
@@ -383,7 +394,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         watch = params.get("watch") in ("true", "1")
         verb = {"GET": "watch" if watch else ("get" if name else "list"), "POST": "create", "PATCH": "patch",
                 "PUT": "update", "DELETE": "delete"}.get(method, method.lower())
-        self.calls.append((verb, d.group, d.plural, sub))
+        self.calls.append(Call(verb, d.group, d.plural, sub, request.headers.get("User-Agent", "")))
         if self.fault is not None and (code := self.fault(verb, d.key, name or "")):
             raise ApiError(code, "InternalError" if code >= 500 else "Conflict", f"injected fault {code}")
         if "protobuf" in request.headers.get("Content-Type", ""):

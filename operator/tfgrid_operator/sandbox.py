@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import pathlib
 import tempfile
 from typing import Any
 
-import kopf
 import yaml
-from kmock._internal.apps import Server
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
-from tfgrid_operator import agent, backend, ballot, clock, crd_schema, metrics, runtime
+from tfgrid_operator import agent, backend, ballot, clock, local, metrics, runtime
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.kube.emulator import StrictApiServer
@@ -153,83 +149,60 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
     council = identity.KeyPair.generate()
     docs = load_examples(examples)
     keys = rekey(docs, council)
+    clk = clock.ManualClock(START)
     with tempfile.TemporaryDirectory(prefix="tfgrid-sandbox-") as tmp:
         url = ledger_url or f"sqlite:///{pathlib.Path(tmp) / 'ledger.db'}"
-        async with StrictApiServer(record_requests=False) as emu, Server(emu) as server:
-            for crd in crd_schema.ALL.values():
-                resp = await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
-                assert resp.status == 201, await resp.text()
-            kubeconfig = pathlib.Path(tmp) / "kubeconfig"
-            kubeconfig.write_text(yaml.safe_dump({
-                "apiVersion": "v1", "kind": "Config", "current-context": "sandbox",
-                "clusters": [{"name": "sandbox", "cluster": {"server": str(server.url).rstrip("/")}}],
-                "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox"}}],
-                "users": [{"name": "sandbox", "user": {"token": "sandbox"}}],
-            }))
-            previous = os.environ.get("KUBECONFIG")
-            os.environ["KUBECONFIG"] = str(kubeconfig)  # the operator's login and our client both read it
+
+        async def make_runtime() -> runtime.Runtime:
+            settings = Settings(tick_s=1.0, batch_window_s=0.001, metrics_port=0, council_keys=council.public_key)
+            return runtime.Runtime(settings=settings, clock=clk, ledger=await backend.open_backend(url, CONFIG),
+                                   kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.05)
+
+        async with local.local_api(record_requests=False) as emu:
+            ledger = await backend.open_backend(url, CONFIG)
             try:
-                return await _simulate(emu, url, docs, keys, council, days, console)
+                async with local.operator(make_runtime) as rt:
+                    summary = await _simulate(emu, rt, ledger, clk, docs, keys, days, console)
+                summary = summary or await _summary(emu, ledger, days, final=True)
             finally:
-                if previous is None:
-                    os.environ.pop("KUBECONFIG", None)
-                else:
-                    os.environ["KUBECONFIG"] = previous
-
-
-async def _simulate(emu: StrictApiServer, url: str, docs: list[dict[str, Any]], keys: dict[str, identity.KeyPair],
-                    council: identity.KeyPair, days: int, console: Console) -> Summary:
-    clk = clock.ManualClock(START)
-    ledger = await backend.open_backend(url, CONFIG)
-
-    async def make_runtime() -> runtime.Runtime:
-        settings = Settings(tick_s=1.0, batch_window_s=0.001, metrics_port=0, council_keys=council.public_key)
-        return runtime.Runtime(settings=settings, clock=clk, ledger=await backend.open_backend(url, CONFIG),
-                               kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.05)
-
-    runtime.set_factory(make_runtime)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    operator = asyncio.create_task(kopf.operator(registry=kopf.get_default_registry(), standalone=True,
-                                                 clusterwide=True, stop_flag=stop, ready_flag=ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 30)
-        for payer in sorted({d["spec"]["payer"]["account"] for d in docs
-                             if d["kind"] == "Deployment" and "account" in d["spec"]["payer"]}):
-            await ledger.ensure_account(name=payer)
-            await ledger.fund(name=payer, amount=FUNDING_TFT * money.UNITS_PER_TFT)
-        nodes = [d["metadata"]["name"] for d in docs if d["kind"] == "Node"]
-        async with KubeClient(user_agent="tfgrid-sandbox") as kube:
-            await _apply(emu, kube, docs, keys)
-            progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                TextColumn("day {task.completed:.0f}/{task.total:.0f}"), TimeRemainingColumn())
-            task = progress.add_task(f"{days} days on the grid", total=days)
-            with Live(Group(table(emu), progress), console=console, auto_refresh=False) as live:
-                steps_per_day = DAY // STEP_S
-                for step in range(1, days * steps_per_day + 1):
-                    ts = START + step * STEP_S
-                    clk.set(ts)
-                    for n in nodes:
-                        await agent.send_report(kube, keys[f"node/{n}"], namespace="default", node=n, ts=ts,
-                                                uptime=ts - START + 600)
-                    rt = runtime.get()
-                    handled = step * len(nodes)  # the operator counts every lease event it handled
-                    if not await _until(lambda handled=handled, rt=rt: _leases_handled(rt, handled), timeout=2):
-                        await _until(lambda ts=ts: _reported(ledger, nodes, ts))  # events were coalesced
-                    rt.wake.set()
-                    if ts // HOUR != (ts - STEP_S) // HOUR:  # a billing period ended: wait until it is billed
-                        await _until(lambda ts=ts: _billed(ledger, ts))
-                    if step % steps_per_day == 0:
-                        progress.update(task, completed=step // steps_per_day)
-                        live.update(Group(table(emu), progress), refresh=True)
-                summary = await _until(lambda: _summary(emu, ledger, days), timeout=10)
-                live.update(Group(table(emu), progress))
-    finally:
-        stop.set()
-        await asyncio.gather(operator, return_exceptions=True)
-        runtime.set_factory(None)
-        await ledger.close()
-    summary = summary or await _summary(emu, ledger, days, final=True)
+                await ledger.close()
+    assert summary is not None
     _print_summary(console, summary)
+    return summary
+
+
+async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.GridBackend, clk: clock.ManualClock,
+                    docs: list[dict[str, Any]], keys: dict[str, identity.KeyPair], days: int,
+                    console: Console) -> Summary | None:
+    for payer in sorted({d["spec"]["payer"]["account"] for d in docs
+                         if d["kind"] == "Deployment" and "account" in d["spec"]["payer"]}):
+        await ledger.ensure_account(name=payer)
+        await ledger.fund(name=payer, amount=FUNDING_TFT * money.UNITS_PER_TFT)
+    nodes = [d["metadata"]["name"] for d in docs if d["kind"] == "Node"]
+    async with KubeClient(user_agent="tfgrid-sandbox") as kube:
+        await _apply(emu, kube, docs, keys)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("day {task.completed:.0f}/{task.total:.0f}"), TimeRemainingColumn())
+        task = progress.add_task(f"{days} days on the grid", total=days)
+        with Live(Group(table(emu), progress), console=console, auto_refresh=False) as live:
+            steps_per_day = DAY // STEP_S
+            for step in range(1, days * steps_per_day + 1):
+                ts = START + step * STEP_S
+                clk.set(ts)
+                for n in nodes:
+                    await agent.send_report(kube, keys[f"node/{n}"], namespace="default", node=n, ts=ts,
+                                            uptime=ts - START + 600)
+                handled = step * len(nodes)  # the operator counts every lease event it handled
+                if not await _until(lambda handled=handled: _leases_handled(rt, handled), timeout=2):
+                    await _until(lambda ts=ts: _reported(ledger, nodes, ts))  # events were coalesced
+                rt.wake.set()
+                if ts // HOUR != (ts - STEP_S) // HOUR:  # a billing period ended: wait until it is billed
+                    await _until(lambda ts=ts: _billed(ledger, ts))
+                if step % steps_per_day == 0:
+                    progress.update(task, completed=step // steps_per_day)
+                    live.update(Group(table(emu), progress), refresh=True)
+            summary = await _until(lambda: _summary(emu, ledger, days), timeout=10)
+            live.update(Group(table(emu), progress), refresh=True)
     return summary
 
 

@@ -95,6 +95,7 @@ contracts = sa.Table(
         sqlite_where=sa.text("state != 'Deleted'"), postgresql_where=sa.text("state != 'Deleted'"),
     ),
     sa.Index("contracts_by_state", "state"),
+    sa.Index("contracts_by_key", "key", "id"),  # the latest contract of a Deployment
 )
 
 bills = sa.Table(

@@ -67,6 +67,7 @@ class SqlLedger:
         self.config = config
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
+        self._queries: dict[bool, sa.Select[Any]] = {}
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -408,20 +409,34 @@ class SqlLedger:
         return out
 
     # ------------------------------------------------------------------ contracts
-    def _contract_query(self) -> sa.Select[Any]:
+    def _contract_query(self, *, one: bool) -> sa.Select[Any]:
+        """Contracts with their billing totals. ``one``: correlated lookups through the bills primary key, for a
+        single contract; else one GROUP BY scan of the bills, for all of them. Built once per shape."""
+        cached = self._queries.get(one)
+        if cached is not None:
+            return cached
         c, a, n, f, b = schema.contracts, schema.accounts, schema.nodes, schema.farms, schema.bills
-        totals = sa.select(b.c.contract_id, sa.func.sum(b.c.amount).label("billed_total"),
-                           sa.func.max(b.c.billed_at).label("last_billed_at"),
-                           sa.func.max(b.c.until).label("last_until")).group_by(b.c.contract_id).subquery()
-        last_bill = b.alias("last_bill")
-        return (
-            sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified,
-                      sa.func.coalesce(totals.c.billed_total, 0).label("billed_total"), totals.c.last_billed_at,
-                      last_bill.c.discount.label("last_discount"))
-            .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)
-            .outerjoin(totals, totals.c.contract_id == c.c.id)
-            .outerjoin(last_bill, sa.and_(last_bill.c.contract_id == c.c.id, last_bill.c.until == totals.c.last_until))
-        )
+        base = (sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified)
+                .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id))
+        if one:
+            of_c = b.c.contract_id == c.c.id
+            query = base.add_columns(
+                sa.select(sa.func.coalesce(sa.func.sum(b.c.amount), 0)).where(of_c).scalar_subquery().label("billed_total"),
+                sa.select(sa.func.max(b.c.billed_at)).where(of_c).scalar_subquery().label("last_billed_at"),
+                sa.select(b.c.discount).where(of_c).order_by(b.c.until.desc()).limit(1).scalar_subquery()
+                .label("last_discount"))
+        else:
+            totals = sa.select(b.c.contract_id, sa.func.sum(b.c.amount).label("billed_total"),
+                               sa.func.max(b.c.billed_at).label("last_billed_at"),
+                               sa.func.max(b.c.until).label("last_until")).group_by(b.c.contract_id).subquery()
+            last_bill = b.alias("last_bill")
+            query = (base.add_columns(sa.func.coalesce(totals.c.billed_total, 0).label("billed_total"),
+                                      totals.c.last_billed_at, last_bill.c.discount.label("last_discount"))
+                     .outerjoin(totals, totals.c.contract_id == c.c.id)
+                     .outerjoin(last_bill, sa.and_(last_bill.c.contract_id == c.c.id,
+                                                   last_bill.c.until == totals.c.last_until)))
+        self._queries[one] = query
+        return query
 
     def _contract(self, r: Any, created: bool = False) -> records.Contract:
         return records.Contract(
@@ -433,33 +448,37 @@ class SqlLedger:
 
     async def _latest_contract(self, conn: AsyncConnection, key: str) -> records.Contract | None:
         c = schema.contracts
-        row = (await conn.execute(self._contract_query().where(c.c.key == key).order_by(c.c.id.desc()).limit(1))).first()
+        row = (await conn.execute(self._contract_query(one=True).where(c.c.key == key).order_by(c.c.id.desc())
+                                  .limit(1))).first()
         return None if row is None else self._contract(row)
 
     async def _candidates(self, conn: AsyncConnection, now: int) -> list[scheduling.Candidate]:
+        """Every active node with what its live contracts use, summed by the database (one row per node)."""
         n, f, c = schema.nodes, schema.farms, schema.contracts
         nodes = (await conn.execute(sa.select(n, f.c.name.label("farm"), f.c.public_ips.label("farm_ips"),
                                               f.c.id.label("fid"))
                                     .join(f, f.c.id == n.c.farm_id).where(n.c.state == "Active"))).all()
-        live = (await conn.execute(sa.select(c.c.node_id, c.c.cru, c.c.mru, c.c.sru, c.c.hru, c.c.public_ips,
-                                             c.c.dedicated).where(c.c.state.in_(LIVE)))).all()
-        used: dict[int, Resources] = defaultdict(Resources)
-        count: dict[int, int] = defaultdict(int)
-        rented: set[int] = set()
-        node_farm = {r.id: r.fid for r in nodes}
-        farm_ips_used: dict[int, int] = defaultdict(int)
-        for r in live:
-            used[r.node_id] = used[r.node_id] + _res(r)
-            count[r.node_id] += 1
-            if r.dedicated:
-                rented.add(r.node_id)
-            farm_ips_used[node_farm.get(r.node_id, -1)] += r.public_ips
+        live = c.c.state.in_(LIVE)
+        usage = {r.node_id: r for r in (await conn.execute(
+            sa.select(c.c.node_id, sa.func.sum(c.c.cru).label("cru"), sa.func.sum(c.c.mru).label("mru"),
+                      sa.func.sum(c.c.sru).label("sru"), sa.func.sum(c.c.hru).label("hru"),
+                      sa.func.count().label("n"), sa.func.max(sa.case((c.c.dedicated, 1), else_=0)).label("rented"))
+            .where(live).group_by(c.c.node_id))).all()}
+        farm_ips_used = dict((await conn.execute(
+            sa.select(n.c.farm_id, sa.func.sum(c.c.public_ips)).join(n, n.c.id == c.c.node_id)
+            .where(live).group_by(n.c.farm_id))).all())
         down_after = self.config.node_down_after_s
-        return [scheduling.Candidate(
-            name=r.name, farm=r.farm, total=_res(r), used=used[r.id], country=r.country, city=r.city,
-            certified=r.certified, up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
-            farm_free_ips=r.farm_ips - farm_ips_used[r.fid], contracts=count[r.id], rented=r.id in rented,
-        ) for r in nodes]
+        out = []
+        for r in nodes:
+            u = usage.get(r.id)
+            out.append(scheduling.Candidate(
+                name=r.name, farm=r.farm, total=_res(r),
+                used=Resources(int(u.cru), int(u.mru), int(u.sru), int(u.hru)) if u else Resources(),
+                country=r.country, city=r.city, certified=r.certified,
+                up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
+                farm_free_ips=r.farm_ips - int(farm_ips_used.get(r.fid) or 0), contracts=int(u.n) if u else 0,
+                rented=bool(u.rented) if u else False))
+        return out
 
     async def open_contract(self, *, key: str, payer: str, request: scheduling.Request, now: int) -> records.Contract:
         if request.resources.is_negative() or request.public_ips < 0:
@@ -555,7 +574,7 @@ class SqlLedger:
     async def contract_summaries(self) -> dict[str, records.Contract]:
         c = schema.contracts
         async with self._read() as conn:
-            rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
+            rows = (await conn.execute(self._contract_query(one=False).order_by(c.c.id))).all()
         return {r.key: self._contract(r) for r in rows}  # the latest contract per key wins
 
     # ------------------------------------------------------------------ billing

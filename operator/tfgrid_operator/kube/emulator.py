@@ -24,6 +24,7 @@ import collections
 import copy
 import datetime
 import json
+import random
 import re
 import uuid
 from collections.abc import Callable
@@ -255,6 +256,9 @@ def matches_fields(obj: JSON, selector: str) -> bool:
 
 
 # ---------------------------------------------------------------- the server
+GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
+
+
 class Call(NamedTuple):
     """One API call as RBAC sees it, and who made it (the User-Agent)."""
 
@@ -271,6 +275,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
     defs: dict[str, ResourceDef] = attrs.field(factory=dict)
     store: dict[Key, JSON] = attrs.field(factory=dict)
     calls: list[Call] = attrs.field(factory=list)
+    noop_writes: list[tuple[str, str, str]] = attrs.field(factory=list)  # (resource, subresource, name)
     history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
@@ -474,7 +479,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
         meta = dict(body.get("metadata") or {})
         if not meta.get("name"):
             if meta.get("generateName"):
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                # as the API server does: 5 characters from an alphabet without vowels or look-alikes
+                meta["name"] = meta["generateName"] + "".join(random.choices(GENERATED_NAME_ALPHABET, k=5))
             else:
                 raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
         name = meta["name"]
@@ -534,6 +540,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if spec_of(new) != spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
+            self.noop_writes.append((d.plural, sub, new["metadata"]["name"]))
             return old  # a no-op write does not bump the resourceVersion, as on a real server
         if d.key == "apiextensions.k8s.io/v1/customresourcedefinitions":
             self.register_crd(new)

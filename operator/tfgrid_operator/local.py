@@ -1,0 +1,62 @@
+"""A local Kubernetes API (the strict emulator on a local port) and the real operator in this process:
+what the sandbox and the scale benchmark run on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import kopf
+import yaml
+from kmock._internal.apps import Server
+
+import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
+from tfgrid_operator import crd_schema, runtime
+from tfgrid_operator.kube.emulator import StrictApiServer
+
+
+@contextlib.asynccontextmanager
+async def local_api(**emulator: object) -> AsyncIterator[StrictApiServer]:
+    """The emulator with our CRDs registered, served on 127.0.0.1; $KUBECONFIG points at it meanwhile."""
+    with tempfile.TemporaryDirectory(prefix="tfgrid-local-") as tmp:
+        async with StrictApiServer(**emulator) as emu, Server(emu) as server:  # type: ignore[arg-type]
+            for crd in crd_schema.ALL.values():
+                resp = await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+                if resp.status != 201:
+                    raise RuntimeError(f"the emulator refused a CRD: {await resp.text()}")
+            kubeconfig = pathlib.Path(tmp) / "kubeconfig"
+            kubeconfig.write_text(yaml.safe_dump({
+                "apiVersion": "v1", "kind": "Config", "current-context": "local",
+                "clusters": [{"name": "local", "cluster": {"server": str(server.url).rstrip("/")}}],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}],
+                "users": [{"name": "local", "user": {"token": "local"}}],
+            }))
+            previous = os.environ.get("KUBECONFIG")
+            os.environ["KUBECONFIG"] = str(kubeconfig)  # the operator's login and our clients both read it
+            try:
+                yield emu
+            finally:
+                if previous is None:
+                    os.environ.pop("KUBECONFIG", None)
+                else:
+                    os.environ["KUBECONFIG"] = previous
+
+
+@contextlib.asynccontextmanager
+async def operator(factory: Callable[[], Awaitable[runtime.Runtime]]) -> AsyncIterator[runtime.Runtime]:
+    """The real kopf operator as a task of this event loop, with the runtime ``factory`` builds."""
+    runtime.set_factory(factory)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(kopf.operator(registry=kopf.get_default_registry(), standalone=True,
+                                             clusterwide=True, stop_flag=stop, ready_flag=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        yield runtime.get()
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        runtime.set_factory(None)

@@ -24,7 +24,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=runtime.PREFIX, key="last-handled-configuration")
-    settings.posting.level = logging.WARNING  # kopf's per-handler chatter stays in logs; our own Events and failures post
+    settings.posting.level = logging.INFO  # kopf.info() Events obey this level too
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]  # capped backoff for framework errors

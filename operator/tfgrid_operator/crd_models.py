@@ -18,6 +18,9 @@ __all__ = ["DeploymentSpec", "FarmSpec", "InvalidSpec", "NodeSpec", "ProposalSpe
 M = TypeVar("M", bound=BaseModel)
 
 
+ACCOUNT = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"  # lower case: a pasted base64 key never passes as an account name
+
+
 class InvalidSpec(ValueError):
     """A spec the schema let through but the operator cannot use; the message names the fields."""
 
@@ -28,7 +31,7 @@ class _Model(BaseModel):
 
 class FarmSpec(_Model):
     owner_key: str = Field(alias="ownerKey")
-    payout_account: str = Field(alias="payoutAccount", min_length=1, max_length=253)
+    payout_account: str = Field(alias="payoutAccount", pattern=ACCOUNT, max_length=64)
     certified: bool = False
     dedicated: bool = False
     public_ips: int = Field(0, alias="publicIPs", ge=0, le=512)
@@ -86,7 +89,7 @@ class SecretRef(_Model):
 
 
 class Payer(_Model):
-    account: str | None = Field(None, min_length=1, max_length=253)
+    account: str | None = Field(None, pattern=ACCOUNT, max_length=64)
     secret_ref: SecretRef | None = Field(None, alias="secretRef")
 
 

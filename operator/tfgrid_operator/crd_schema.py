@@ -37,6 +37,8 @@ def string(**kw: Any) -> S:
 BOOL: S = {"type": "boolean"}
 ED25519 = string(pattern=r"^[A-Za-z0-9+/]{43}=$", description="base64 ed25519 public key (32 bytes)")
 NAME = string(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63)
+# a ledger account name: lower case, so a base64 key pasted by mistake is refused, never stored or echoed
+ACCOUNT = string(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", minLength=1, maxLength=64)
 TFT = integer(description="TFT smallest units (1 TFT = 10^7 units)")
 
 CONDITIONS: S = {
@@ -90,7 +92,7 @@ FARM = crd(
     "Farm", "farms", ["farm", "gfarm"],
     obj({
         "ownerKey": ED25519,
-        "payoutAccount": string(minLength=1, maxLength=253, description="ledger account that receives rewards"),
+        "payoutAccount": {**ACCOUNT, "description": "ledger account that receives rewards"},
         "certified": {**BOOL, "default": False},
         "dedicated": {**BOOL, "default": False},
         "publicIPs": integer(0, 512, description="public IPv4 addresses the farm offers (§1.2, at most 512)"),
@@ -142,7 +144,7 @@ DEPLOYMENT = crd(
             "cru": integer(0, 1024), "mru": integer(0, 1 << 20), "sru": integer(0, 1 << 24), "hru": integer(0, 1 << 24),
         }, ["cru", "mru"]),
         "publicIPs": integer(0, 64),
-        "payer": obj({"account": string(minLength=1, maxLength=253),
+        "payer": obj({"account": ACCOUNT,
                       "secretRef": obj({"name": NAME, "key": string(minLength=1, maxLength=253, default="twinKey")},
                                        ["name"])}),
         "placement": obj({"node": NAME, "farm": NAME, "country": string(maxLength=64), "city": string(maxLength=64),

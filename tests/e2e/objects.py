@@ -64,6 +64,9 @@ def proposal(name: str, signer: identity.KeyPair, action: dict[str, Any], *, hou
     """A Proposal signed by ``signer`` over its namespaced name, as `tfgrid-operator council sign` does."""
     spec = {"title": f"proposal {name}", "action": action, "durationHours": hours, "threshold": threshold,
             "councilKey": signer.public_key, "councilSignature": "-", "votes": votes or []}
-    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
+    try:
+        parsed = crd_models.parse(crd_models.ProposalSpec, spec)
+    except crd_models.InvalidSpec:
+        return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}  # unsignable
     spec["councilSignature"] = signer.sign(identity.PROPOSAL, parsed.signed_payload(f"default/{name}"))
     return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}

@@ -42,9 +42,11 @@ def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, rea
     """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff."""
     current = dict(body.get("status") or {})
     ready = (conditions.get(current.get("conditions") or [], "Ready") or {}).get("status") == "True"
-    report(body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
-           message=err.message, synced=False, synced_message=err.message, fields=fields)
-    kopf.warn(body, reason=err.reason, message=err.message)
+    changed = report(body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
+                     message=err.message, synced=False, synced_message=err.message, fields=fields)
+    if changed:  # one Event per new failure, not one per retry; named for the condition when it is specific
+        generic = ready_reason in (Reason.CREATING, Reason.DELETING)
+        kopf.warn(body, reason=err.reason if generic else str(ready_reason), message=err.message)
     raise kopf.TemporaryError(err.message, delay=runtime.get().retry_delay_s)
 
 

@@ -256,6 +256,7 @@ def matches_fields(obj: JSON, selector: str) -> bool:
 
 
 # ---------------------------------------------------------------- the server
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
 
 
@@ -484,6 +485,10 @@ class StrictApiServer(kmock.KubernetesEmulator):
             else:
                 raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
         name = meta["name"]
+        if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+            raise ApiError(422, "Invalid", f'{d.kind} "{name}" is invalid: metadata.name: Invalid value: a lowercase '
+                                           "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                                           "'-' or '.', and must start and end with an alphanumeric character")
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace

@@ -207,6 +207,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     for s in summaries.values():
         farms[s.farm].append(s)
     patches: list[tuple[str, str, str, dict[str, Any]]] = []
+    nudges = unobserved(rt)
     for (plural, ns, name), body in list(rt.objects.items()):
         status = body.get("status") or {}
         ready = conditions.get(status.get("conditions") or [], "Ready") or {}
@@ -243,12 +244,42 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
                 if err.status != 404:
                     log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
+    async def nudge(plural: str, ns: str, name: str) -> None:
+        """A new event for kopf: it re-runs the handlers of an object whose last pass never got written."""
+        meta = {"metadata": {"annotations": {f"{runtime.PREFIX}/reconcile-requested-at": stamp}}}
+        async with sem:
+            try:
+                await rt.kube.request("PATCH", rt.kube.path(runtime.GROUP, runtime.VERSION, plural, ns, name), meta,
+                                      "application/merge-patch+json")
+            except ApiError as err:
+                log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
+
     started = time.perf_counter()
-    await asyncio.gather(*(send(*p) for p in patches))
+    await asyncio.gather(*(send(*p) for p in patches), *(nudge(*k) for k in nudges))
     rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
     _gauges(rt, summaries, contracts)
     rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
     return len(patches)
+
+
+def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
+    """Objects whose current spec no reconcile has observed for settings.nudge_after_s: kopf retries a failed
+    handler by itself, but not a failed write of its own (a 409 or a dropped connection on its PATCH)."""
+    now = time.monotonic()
+    due = []
+    for key, body in rt.objects.items():
+        meta = body["metadata"]
+        seen = (body.get("status") or {}).get("observedGeneration")
+        if meta.get("deletionTimestamp") or (seen is not None and seen >= meta.get("generation", 1)):
+            rt.unobserved_since.pop(key, None)
+            continue
+        since = rt.unobserved_since.setdefault(key, now)
+        if now - since >= rt.settings.nudge_after_s:
+            due.append(key)
+            rt.unobserved_since[key] = now
+    for key in set(rt.unobserved_since) - set(rt.objects):
+        del rt.unobserved_since[key]
+    return due
 
 
 def _node_status(s: records.NodeSummary, status: dict[str, Any], generation: int, stamp: str, now: int,

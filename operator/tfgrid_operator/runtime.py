@@ -26,6 +26,8 @@ class Runtime:
     retry_delay_s: float = 5.0
     # set to run the batched loop's next tick now instead of after settings.tick_s (the sandbox does)
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    # (plural, namespace, name) → when (monotonic) the loop first saw its spec unobserved by any reconcile
+    unobserved_since: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
     objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 

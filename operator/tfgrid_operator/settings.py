@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
     batch_window_s: float = Field(0.1, description="kopf's batching window: how long to wait for more events on "
                                                    "an object before handling it (kopf's default)")
+    nudge_after_s: float = Field(30.0, description="an object whose spec no reconcile has observed for this long "
+                                                   "(e.g. kopf's own write failed) gets a reconcile-requested-at touch")
     billing_period_s: int = Field(3600, description="§2.5: one hour")
     minting_period_s: int = Field(2_630_880, description="§3.1: 2,630,880 s")
     minting_epoch: int = Field(1_522_501_000, description="§3.1: the first period's start")

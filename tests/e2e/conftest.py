@@ -32,7 +32,8 @@ CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_pe
 class OperatorThread:
     def __init__(self, ledger_url: str, clk: clock.ManualClock, peering: bool = False, **settings: Any) -> None:
         self.ledger_url, self.clock, self.peering = ledger_url, clk, peering
-        self.settings = {"tick_s": 0.1, "metrics_port": 0, "council_keys": ",".join(k.public_key for k in COUNCIL),
+        self.settings = {"tick_s": 0.1, "metrics_port": 0, "nudge_after_s": 1.0,
+                         "council_keys": ",".join(k.public_key for k in COUNCIL),
                          **settings}
         self.thread: threading.Thread | None = None
         self.stop_flag: threading.Event | None = None

@@ -34,6 +34,12 @@ LIVE = ("Created", "GracePeriod")
 ADVISORY_LOCK_ID = 0x7466_6772  # "tfgr"
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's first line for a message; some (a connect timeout) carry no text, so their type speaks."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _engine_url(url: str) -> str:
     if url.startswith("sqlite+aiosqlite:") or url.startswith("postgresql+asyncpg:"):
         return url
@@ -74,7 +80,9 @@ class SqlLedger:
     async def open(cls, url: str, config: LedgerConfig) -> SqlLedger:
         engine_url = _engine_url(url)
         if engine_url.startswith("sqlite"):
-            engine = create_async_engine(engine_url, connect_args={"timeout": 30})
+            # how long a writer waits for another process's lock; ?timeout=S in the URL overrides the 30 s
+            busy = {} if "timeout=" in engine_url else {"timeout": 30}
+            engine = create_async_engine(engine_url, connect_args=busy)
 
             @event.listens_for(engine.sync_engine, "connect")
             def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -128,7 +136,7 @@ class SqlLedger:
             except IntegrityError as exc:
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
             except (OperationalError, DBAPIError, OSError) as exc:
-                raise errors.Unavailable(f"the ledger is unavailable: {str(exc).splitlines()[0]}") from exc
+                raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -136,7 +144,7 @@ class SqlLedger:
             async with self.engine.connect() as conn:
                 yield conn
         except (OperationalError, DBAPIError, OSError) as exc:
-            raise errors.Unavailable(f"the ledger is unavailable: {str(exc).splitlines()[0]}") from exc
+            raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
 
     async def _meta(self, conn: AsyncConnection, key: str) -> str | None:
         return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key))).scalar()

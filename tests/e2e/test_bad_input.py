@@ -14,7 +14,7 @@ import pytest
 
 from e2e.conftest import COUNCIL, condition, eventually
 from e2e.objects import NS, create, deployment, farm, node, obj, proposal, ready
-from tfgrid_operator import ballot, runtime
+from tfgrid_operator import ballot
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
@@ -160,8 +160,8 @@ def test_the_table_is_large_and_covers_every_kind():
     assert {c.id.split("-")[0] for c in CASES} >= {"farm", "node", "dep", "prop", "vote"}
 
 
-async def test_bad_input_is_refused_or_reported_and_the_ledger_never_changes(apiserver, operator):
-    lg = runtime.get().ledger
+async def test_bad_input_is_refused_or_reported_and_the_ledger_never_changes(apiserver, operator, ledger):
+    lg = ledger  # the test's own connection (the operator's belongs to its event loop)
     await create(apiserver, farm("good-farm", owner=OWNER.public_key, public_ips=2), node("good-node", "good-farm"))
     await ready(apiserver, "nodes", "good-node")
     await lg.ensure_account(name="payer")

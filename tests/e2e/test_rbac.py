@@ -13,9 +13,9 @@ import subprocess
 import pytest
 import yaml
 
-from e2e.conftest import COUNCIL, START, OperatorThread, eventually
+from e2e.conftest import CONFIG, COUNCIL, START, OperatorThread, eventually
 from e2e.objects import NS, create, deployment, farm, node, obj, proposal, ready
-from tfgrid_operator import agent, ballot, runtime
+from tfgrid_operator import agent, backend, ballot, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
 
@@ -31,7 +31,7 @@ def granted_rules(*args: str) -> set[tuple[str, str, str]]:
             for r in rule["resources"] for v in rule["verbs"]}
 
 
-async def exercise(apiserver, grid_clock) -> None:
+async def exercise(apiserver, grid_clock, ledger_url: str) -> None:
     """Everything the operator does: register, report uptime, place with a Secret payer, bill, mint, vote,
     resize, move, delete with finalizers."""
     owner = identity.KeyPair.generate()
@@ -39,9 +39,10 @@ async def exercise(apiserver, grid_clock) -> None:
     await create(apiserver, farm(owner=owner.public_key), *(node(n, key=k) for n, k in keys.items()))
     await ready(apiserver, "nodes", "n1", "n2")
     twin = identity.KeyPair.generate()
-    lg = runtime.get().ledger
+    lg = await backend.open_backend(ledger_url, CONFIG)  # the test's own connection: the operator's lives on its loop
     await lg.ensure_account(name="bob", public_key=twin.public_key)
     await lg.fund(name="bob", amount=10**12)
+    await lg.close()
     await apiserver.post("/api/v1/namespaces/default/secrets", json={
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bob"},
         "data": {"twinKey": base64.b64encode(twin.to_text().encode()).decode()}})
@@ -79,9 +80,9 @@ async def peering_operator(apiserver, grid_clock, ledger_path):
     runtime.set_factory(None)
 
 
-async def test_chart_rbac_is_exactly_what_the_operator_calls(apiserver, peering_operator, grid_clock):
+async def test_chart_rbac_is_exactly_what_the_operator_calls(apiserver, peering_operator, grid_clock, ledger_path):
     apiserver.calls.clear()
-    await exercise(apiserver, grid_clock)
+    await exercise(apiserver, grid_clock, ledger_path)
     used = {(c.group, f"{c.resource}/{c.subresource}" if c.subresource else c.resource, c.verb)
             for c in apiserver.calls if c.agent.startswith(("kopf/", "tfgrid-operator"))}
     print(sorted({c.agent for c in apiserver.calls}))

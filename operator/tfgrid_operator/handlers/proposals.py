@@ -20,6 +20,7 @@ from tfgrid_operator.handlers import reporting, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
 
+NOT_YET = frozenset({"UnknownFarm", "FarmHasNoNodes"})  # a vote that may count once its farm registers
 _VOTE_ERRORS: tuple[tuple[type[errors.LedgerError], str], ...] = (
     (errors.BadSignature, "BadSignature"), (errors.NotFound, "UnknownFarm"), (errors.Replayed, "ProposalClosed"),
     (errors.InvalidRequest, "FarmHasNoNodes"),
@@ -137,6 +138,10 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
     status.update(rejectedVotes=bad_votes, rejectedVetoes=bad_vetoes)
     reporting.apply(body, patch, periodic.proposal_status(prop, s, status, body["metadata"].get("generation", 1),
                                                           conditions.timestamp(now)))
+    waiting = sorted(r["farm"] for r in bad_votes if r["reason"] in NOT_YET)
+    if waiting and prop.state == "Open":  # a farm (or its nodes) may register later in the same sync: try again
+        raise kopf.TemporaryError(f"votes of {', '.join(waiting)} wait for their farm on the ledger",
+                                  delay=rt.retry_delay_s * 10)
 
 
 tracking.track("proposals")

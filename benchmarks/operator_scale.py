@@ -106,7 +106,7 @@ async def create_until_ready(emu, kube: KubeClient, plural: str, items: list[dic
                 if is_ready(emu.store.get((f"grid.threefold.io/v1alpha1/{plural}", "default", name))):
                     ready[(plural, name)] = now
                     pending.discard(name)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)  # the scan is the driver's cost, not the operator's: keep it rare
     watcher = asyncio.create_task(watch())
     await fan_out(items, create)
     await asyncio.wait_for(watcher, 3600)

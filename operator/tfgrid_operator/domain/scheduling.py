@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from fractions import Fraction
 
 from tfgrid_operator.domain.units import Resources
 
@@ -59,12 +58,12 @@ class Unschedulable:
     message: str
 
 
-def _load_after(c: Candidate, r: Resources) -> Fraction:
-    """The highest utilisation ratio across resources after placing ``r`` on ``c``."""
-    after = c.used + r
-    ratios = [Fraction(getattr(after, f), getattr(c.total, f)) for f in ("cru", "mru", "sru", "hru")
-              if getattr(c.total, f) > 0]
-    return max(ratios, default=Fraction(0))
+def _load_after(c: Candidate, r: Resources) -> float:
+    """The highest utilisation ratio across resources after placing ``r`` on ``c``. A float: it only orders
+    nodes (ties go to the name), and GiB and core counts divide exactly enough for that."""
+    t, u = c.total, c.used
+    return max((u.cru + r.cru) / t.cru if t.cru else 0.0, (u.mru + r.mru) / t.mru if t.mru else 0.0,
+               (u.sru + r.sru) / t.sru if t.sru else 0.0, (u.hru + r.hru) / t.hru if t.hru else 0.0)
 
 
 def select_node(request: Request, candidates: Iterable[Candidate]) -> Placement | Unschedulable:

@@ -239,7 +239,11 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     async def send(plural: str, ns: str, name: str, change: dict[str, Any]) -> None:
         async with sem:
             try:
-                await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
+                written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
+                tracked = rt.objects.get((plural, ns, name))
+                if tracked is not None and isinstance(written, dict):
+                    # the next tick diffs against what was written, even before the watch delivers it
+                    tracked["status"] = dict(written.get("status") or {})
             except ApiError as err:
                 if err.status != 404:
                     log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)

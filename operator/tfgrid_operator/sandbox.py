@@ -189,9 +189,8 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
             for step in range(1, days * steps_per_day + 1):
                 ts = START + step * STEP_S
                 clk.set(ts)
-                for n in nodes:
-                    await agent.send_report(kube, keys[f"node/{n}"], namespace="default", node=n, ts=ts,
-                                            uptime=ts - START + 600)
+                await asyncio.gather(*(agent.send_report(kube, keys[f"node/{n}"], namespace="default", node=n, ts=ts,
+                                                         uptime=ts - START + 600) for n in nodes))
                 handled = step * len(nodes)  # the operator counts every lease event it handled
                 if not await _until(lambda handled=handled: _leases_handled(rt, handled), timeout=2):
                     await _until(lambda ts=ts: _reported(ledger, nodes, ts))  # events were coalesced

@@ -123,3 +123,22 @@ async def test_payer_from_a_secret_held_twin_key_never_leaks(apiserver, operator
     assert "is not a base64 ed25519 twin key" in condition(d)["message"]
     everything = repr([dep(apiserver, "paid"), dep(apiserver, "badkey"), apiserver.read_all("events")]) + caplog.text
     assert seed not in everything and "nope" not in everything
+
+
+async def test_steady_state_writes_nothing(apiserver, operator, ledger, grid_clock):
+    """Once every status is current, ticks of the batched loop and the watch send zero PATCHes (no churn for
+    Argo CD, no load on the API server)."""
+    import asyncio
+
+    await grid(apiserver)
+    await ledger.ensure_account(name="alice")
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
+    await apiserver.post(f"{NS}/deployments", json=deployment("calm"))
+    await eventually(lambda: condition(dep(apiserver, "calm"))["status"] == "True")
+    grid_clock.set(START + 3600)
+    await eventually(lambda: dep(apiserver, "calm")["status"].get("billedTotal"), what="billed")
+    await asyncio.sleep(1.0)  # let every status settle
+    before = len(apiserver.calls)
+    await asyncio.sleep(1.5)  # about 15 ticks of the loop
+    writes = [c for c in apiserver.calls[before:] if c.verb in ("patch", "update", "create")]
+    assert writes == [], writes

@@ -88,7 +88,8 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
     # 7.75·2400 + 7.3333…·1000 = 25,933.33 mUSD at 100 % uptime; ÷ 80 mUSD/TFT × 10^7 = 3,241,666,666 units
     assert n1["status"]["minting"] == {"period": 100, "reward": 3_241_666_666, "reason": "Rewarded",
                                        "total": 3_241_666_666}
-    n2 = obj(apiserver, "nodes", "n2")
+    n2 = await eventually(lambda: obj(apiserver, "nodes", "n2")["status"]["minting"].get("period") == 100
+                          and obj(apiserver, "nodes", "n2"), what="n2's period settled")  # patched in the same tick
     assert n2["status"]["minting"]["reward"] == 0 and n2["status"]["minting"]["reason"] == "BelowSla"
     farm_status = await eventually(lambda: obj(apiserver, "farms", "farm1")["status"].get("mintedTotal") and
                                    obj(apiserver, "farms", "farm1")["status"])

@@ -232,7 +232,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         if desired is None:
             continue
         change = conditions.diff(status, desired)
-        if change:
+        if change and not _only_counters(rt, (plural, ns, name), change, now):
             patches.append((plural, ns, name, change))
     sem = asyncio.Semaphore(16)
 
@@ -266,6 +266,20 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     return len(patches)
 
 
+# fields that move with every uptime report or billing period; a change of anything else writes at once
+COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount"})
+
+
+def _only_counters(rt: runtime.Runtime, key: tuple[str, str, str], change: dict[str, Any], now: int) -> bool:
+    """True when only counters moved (uptime, billed total) and the status was written less than
+    settings.counter_refresh_s ago (grid time): such a status is current enough; anything else writes now."""
+    last = rt.counters_written.get(key)
+    if not set(change) <= COUNTERS or last is None or now - last >= rt.settings.counter_refresh_s:
+        rt.counters_written[key] = now
+        return False
+    return True
+
+
 def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
     """Objects whose current spec no reconcile has observed for settings.nudge_after_s: kopf retries a failed
     handler by itself, but not a failed write of its own (a 409 or a dropped connection on its PATCH)."""
@@ -283,6 +297,8 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
             rt.unobserved_since[key] = now
     for key in set(rt.unobserved_since) - set(rt.objects):
         del rt.unobserved_since[key]
+    for key in set(rt.counters_written) - set(rt.objects):
+        del rt.counters_written[key]
     return due
 
 

@@ -131,7 +131,7 @@ def table(emu: StrictApiServer) -> Table:
     return t
 
 
-async def _until(check: Any, timeout: float = 30.0) -> Any:
+async def _until(check: Any, timeout: float = 30.0, max_pause: float = 0.02) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pause = 0.002
@@ -140,7 +140,7 @@ async def _until(check: Any, timeout: float = 30.0) -> Any:
         if result or loop.time() > deadline:
             return result
         await asyncio.sleep(pause)
-        pause = min(pause * 1.5, 0.02)  # a poll costs the operator CPU: back off
+        pause = min(pause * 1.5, max_pause)  # a poll that reads the ledger costs the operator CPU: back off
 
 
 async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathlib.Path = pathlib.Path("examples"),
@@ -154,7 +154,8 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
         url = ledger_url or f"sqlite:///{pathlib.Path(tmp) / 'ledger.db'}"
 
         async def make_runtime() -> runtime.Runtime:
-            settings = Settings(tick_s=1.0, batch_window_s=0.001, metrics_port=0, council_keys=council.public_key)
+            settings = Settings(tick_s=1.0, batch_window_s=0.001, metrics_port=0, council_keys=council.public_key,
+                                counter_refresh_s=6 * HOUR)  # counters in the table move every 6 grid hours
             return runtime.Runtime(settings=settings, clock=clk, ledger=await backend.open_backend(url, CONFIG),
                                    kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.05)
 
@@ -192,7 +193,7 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
                 await asyncio.gather(*(agent.send_report(kube, keys[f"node/{n}"], namespace="default", node=n, ts=ts,
                                                          uptime=ts - START + 600) for n in nodes))
                 handled = step * len(nodes)  # the operator counts every lease event it handled
-                if not await _until(lambda handled=handled: _leases_handled(rt, handled), timeout=2):
+                if not await _until(lambda handled=handled: _leases_handled(rt, handled), timeout=2, max_pause=0.002):
                     await _until(lambda ts=ts: _reported(ledger, nodes, ts))  # events were coalesced
                 rt.wake.set()
                 if ts // HOUR != (ts - STEP_S) // HOUR:  # a billing period ended: wait until it is billed
@@ -200,6 +201,8 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
                 if step % steps_per_day == 0:
                     progress.update(task, completed=step // steps_per_day)
                     live.update(Group(table(emu), progress), refresh=True)
+            rt.counters_written.clear()  # the last counters are written now, for the summary
+            rt.wake.set()
             summary = await _until(lambda: _summary(emu, ledger, days), timeout=10)
             live.update(Group(table(emu), progress), refresh=True)
     return summary

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
                                                    "an object before handling it (kopf's default)")
     nudge_after_s: float = Field(30.0, description="an object whose spec no reconcile has observed for this long "
                                                    "(e.g. kopf's own write failed) gets a reconcile-requested-at touch")
+    counter_refresh_s: int = Field(0, description="grid seconds between status writes that would only move counters "
+                                                  "(uptime, billed total); 0: every change shows at once")
     billing_period_s: int = Field(3600, description="§2.5: one hour")
     minting_period_s: int = Field(2_630_880, description="§3.1: 2,630,880 s")
     minting_epoch: int = Field(1_522_501_000, description="§3.1: the first period's start")

@@ -41,10 +41,7 @@ async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
     return (await rt.ledger.account_by_key(public_key=key.public_key)).name
 
 
-@kopf.on.resume(G, V, "deployments")
-@kopf.on.create(G, V, "deployments")
-@kopf.on.update(G, V, "deployments", field="spec")
-@reporting.metered("deployment")
+@reporting.reconciler("deployments", "deployment")
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"

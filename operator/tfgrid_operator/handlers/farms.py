@@ -14,10 +14,7 @@ from tfgrid_operator.handlers import reporting, tracking
 G, V = runtime.GROUP, runtime.VERSION
 
 
-@kopf.on.resume(G, V, "farms")
-@kopf.on.create(G, V, "farms")
-@kopf.on.update(G, V, "farms", field="spec")
-@reporting.metered("farm")
+@reporting.reconciler("farms", "farm")
 async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     s = reporting.parse_spec(crd_models.FarmSpec, body, spec, patch)

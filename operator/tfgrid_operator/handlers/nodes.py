@@ -14,10 +14,7 @@ from tfgrid_operator.handlers import reporting, tracking
 G, V = runtime.GROUP, runtime.VERSION
 
 
-@kopf.on.resume(G, V, "nodes")
-@kopf.on.create(G, V, "nodes")
-@kopf.on.update(G, V, "nodes", field="spec")
-@reporting.metered("node")
+@reporting.reconciler("nodes", "node")
 async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     s = reporting.parse_spec(crd_models.NodeSpec, body, spec, patch)

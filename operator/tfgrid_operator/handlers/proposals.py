@@ -113,10 +113,7 @@ async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: crd_models.Pr
     return prop
 
 
-@kopf.on.resume(G, V, "proposals")
-@kopf.on.create(G, V, "proposals")
-@kopf.on.update(G, V, "proposals", field="spec")
-@reporting.metered("proposal")
+@reporting.reconciler("proposals", "proposal")
 async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"

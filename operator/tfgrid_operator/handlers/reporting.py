@@ -110,3 +110,16 @@ def metered(controller: str) -> Callable[[H], H]:
                 m.reconcile_time.labels(controller).observe(time.perf_counter() - started)
         return handler  # type: ignore[return-value]
     return wrap
+
+
+def reconciler(plural: str, controller: str) -> Callable[[H], H]:
+    """The one decorator stack of every kind's reconcile handler: run on resume, create and spec updates (never
+    on our own status or annotation writes), with the controller's reconcile metrics."""
+    def wrap(fn: H) -> H:
+        fn = metered(controller)(fn)
+        for on in (kopf.on.update(runtime.GROUP, runtime.VERSION, plural, field="spec"),
+                   kopf.on.create(runtime.GROUP, runtime.VERSION, plural),
+                   kopf.on.resume(runtime.GROUP, runtime.VERSION, plural)):
+            fn = on(fn)
+        return fn
+    return wrap

@@ -64,6 +64,7 @@ def _uptime_state(row: Any | None, period: minting.Period) -> uptime_mod.UptimeS
         reports=row.reports)
 
 
+RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
 WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
 
 
@@ -460,12 +461,25 @@ class SqlLedger:
                                   .limit(1))).first()
         return None if row is None else self._contract(row)
 
-    async def _candidates(self, conn: AsyncConnection, now: int) -> list[scheduling.Candidate]:
+    async def _select(self, conn: AsyncConnection, request: scheduling.Request,
+                      now: int) -> scheduling.Placement | scheduling.Unschedulable:
+        """Node selection in two steps: the database returns the few least-loaded nodes that match and fit,
+        and the domain chooses among them (checking every rule again). Only when none fits does the domain see
+        every node, so the Unschedulable message names the constraint that failed."""
+        decision = scheduling.select_node(request, await self._candidates(conn, now, request=request))
+        if isinstance(decision, scheduling.Placement):
+            return decision
+        return scheduling.select_node(request, await self._candidates(conn, now))
+
+    async def _candidates(self, conn: AsyncConnection, now: int, *, request: scheduling.Request | None = None,
+                          limit: int = 8) -> list[scheduling.Candidate]:
         """Every active node with what its live contracts use, summed by the database (one row per node)."""
         n, f, c = schema.nodes, schema.farms, schema.contracts
-        nodes = (await conn.execute(sa.select(n, f.c.name.label("farm"), f.c.public_ips.label("farm_ips"),
-                                              f.c.id.label("fid"))
-                                    .join(f, f.c.id == n.c.farm_id).where(n.c.state == "Active"))).all()
+        query = (sa.select(n, f.c.name.label("farm"), f.c.public_ips.label("farm_ips"), f.c.id.label("fid"))
+                 .join(f, f.c.id == n.c.farm_id).where(n.c.state == "Active"))
+        if request is not None:
+            query = self._narrowed(query, request, now, limit)
+        nodes = (await conn.execute(query)).all()
         live = c.c.state.in_(LIVE)
         usage = {r.node_id: r for r in (await conn.execute(
             sa.select(c.c.node_id, sa.func.sum(c.c.cru).label("cru"), sa.func.sum(c.c.mru).label("mru"),
@@ -488,6 +502,41 @@ class SqlLedger:
                 rented=bool(u.rented) if u else False))
         return out
 
+    def _narrowed(self, query: sa.Select[Any], r: scheduling.Request, now: int, limit: int) -> sa.Select[Any]:
+        """The nodes that match ``r``'s constraints and have room, least loaded first (as select_node orders)."""
+        n, f, c = schema.nodes, schema.farms, schema.contracts
+        live = c.c.state.in_(LIVE)
+        usage = (sa.select(c.c.node_id, *(sa.func.sum(getattr(c.c, k)).label(k) for k in RESOURCE_FIELDS),
+                           sa.func.count().label("n"), sa.func.max(sa.case((c.c.dedicated, 1), else_=0)).label("rented"))
+                 .where(live).group_by(c.c.node_id).subquery())
+        ips = (sa.select(n.c.farm_id, sa.func.sum(c.c.public_ips).label("ips")).join(n, n.c.id == c.c.node_id)
+               .where(live).group_by(n.c.farm_id).subquery())
+        used = {k: sa.func.coalesce(getattr(usage.c, k), 0) for k in RESOURCE_FIELDS}
+        want = r.resources.as_dict()
+        seen = sa.func.coalesce(n.c.last_report_ts, n.c.created_at)
+        query = (query.outerjoin(usage, usage.c.node_id == n.c.id).outerjoin(ips, ips.c.farm_id == f.c.id)
+                 .where(*(getattr(n.c, k) - used[k] >= want[k] for k in RESOURCE_FIELDS),
+                        f.c.public_ips - sa.func.coalesce(ips.c.ips, 0) >= r.public_ips,
+                        sa.func.coalesce(usage.c.rented, 0) == 0, sa.literal(now) - seen <= self.config.node_down_after_s))
+        if r.node is not None:
+            query = query.where(n.c.name == r.node)
+        if r.farm is not None:
+            query = query.where(f.c.name == r.farm)
+        if r.country is not None:
+            query = query.where(sa.func.lower(n.c.country) == r.country.lower())
+        if r.city is not None:
+            query = query.where(sa.func.lower(n.c.city) == r.city.lower())
+        if r.certified_only:
+            query = query.where(n.c.certified.is_(True))
+        if r.exclude:
+            query = query.where(n.c.name.not_in(sorted(r.exclude)))
+        if r.dedicated:
+            query = query.where(sa.func.coalesce(usage.c.n, 0) == 0)
+        ratios = [sa.case((getattr(n.c, k) > 0, (used[k] + want[k]) * 1.0 / getattr(n.c, k)), else_=0.0)
+                  for k in RESOURCE_FIELDS]
+        load = sa.func.max(*ratios) if self.is_sqlite else sa.func.greatest(*ratios)
+        return query.order_by(load, n.c.name).limit(limit)
+
     async def open_contract(self, *, key: str, payer: str, request: scheduling.Request, now: int) -> records.Contract:
         if request.resources.is_negative() or request.public_ips < 0:
             raise errors.InvalidRequest(f"deployment {key!r}: resources and public IPs cannot be negative")
@@ -499,7 +548,7 @@ class SqlLedger:
             account = (await conn.execute(sa.select(a).where(a.c.name == payer))).first()
             if account is None:
                 raise errors.NotFound(f"payer account {payer!r} does not exist")
-            decision = scheduling.select_node(request, await self._candidates(conn, now))
+            decision = await self._select(conn, request, now)
             if isinstance(decision, scheduling.Unschedulable):
                 raise errors.NoCapacity(decision.constraint, decision.message)
             node = (await conn.execute(sa.select(n).where(n.c.name == decision.node))).one()
@@ -562,7 +611,7 @@ class SqlLedger:
             current = await self._latest_contract(conn, key)
             if current is None or current.state not in LIVE:
                 raise errors.NotFound(f"deployment {key!r} has no open contract to move")
-            decision = scheduling.select_node(request, await self._candidates(conn, now))
+            decision = await self._select(conn, request, now)
             if isinstance(decision, scheduling.Unschedulable):
                 raise errors.NoCapacity(decision.constraint, decision.message)
             await self._bill_partial(conn, current.id, now)

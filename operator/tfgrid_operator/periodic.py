@@ -109,7 +109,7 @@ async def close_due(rt: runtime.Runtime, now: int, proposals: dict[str, records.
         ns, _, name = key.partition("/")
         ref = _ref(rt, "proposals", name, ns)
         if ref is not None:
-            t = voting.tally({v.farm: voting.Vote(v.farm, v.approve, v.weight) for v in closed.votes})
+            t = voting.tally({v.farm: v for v in closed.votes})
             await event(rt, ref, "Normal" if closed.state == "Executed" else "Warning",
                         Reason.EXECUTED if closed.state == "Executed" else Reason.REJECTED,
                         f"Proposal {closed.id} closed {closed.state}: {t.voters} farms voted (threshold "
@@ -383,7 +383,7 @@ def proposal_status(p: records.Proposal, spec: crd_models.ProposalSpec, status: 
                     stamp: str) -> dict[str, Any]:
     """A Proposal's status from the ledger (§5): the tally with weights captured at vote time, the state.
     A spec whose action or threshold differs from what opened on the ledger is reported, never applied."""
-    t = voting.tally({v.farm: voting.Vote(v.farm, v.approve, v.weight) for v in p.votes})
+    t = voting.tally({v.farm: v for v in p.votes})
     deadline = conditions.timestamp(p.end_ts)
     fields: dict[str, Any] = {
         "proposalId": p.id, "state": p.state, "deadline": deadline, "threshold": p.threshold,
@@ -403,7 +403,7 @@ def proposal_status(p: records.Proposal, spec: crd_models.ProposalSpec, status: 
         "Vetoed": (Reason.VETOED, f"vetoed by {p.vetoes} council members; {_CLOSED_NOTE}"),
     }.get(p.state, (Reason.VOTING, p.state))
     locked = (p.action != spec.action.ledger_action() or p.threshold != spec.threshold) and (
-        "the proposal is closed; edits to the spec do not reopen or re-execute it" if p.state != "Open"
+        f"the proposal is {_CLOSED_NOTE}" if p.state != "Open"
         else "the action and threshold are fixed once voting opens; create a new Proposal to change them")
     return conditions.desired_status(status, generation=generation, now=stamp, ready=True, reason=reason,
                                      message=message, fields=fields, synced=not locked,

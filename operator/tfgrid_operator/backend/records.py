@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfgrid_operator.domain import voting
 from tfgrid_operator.domain.units import Resources
 
 
@@ -92,11 +93,7 @@ class PeriodReport:
     changed: tuple[str, ...] = ()  # keys (contract keys or node names) whose state changed
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Vote:
-    farm: str
-    approve: bool
-    weight: int
+Vote = voting.Vote  # a counted vote is the domain's: farm, approve, weight captured at vote time (§5)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

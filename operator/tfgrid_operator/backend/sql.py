@@ -808,17 +808,25 @@ class SqlLedger:
             return records.PeriodReport(period, len(receipts), total, skipped, tuple(changed))
 
     # ------------------------------------------------------------------ DAO
+    @staticmethod
+    def _proposal_record(row: Any, votes: list[records.Vote], vetoes: int, created: bool = False) -> records.Proposal:
+        return records.Proposal(row.id, row.key, json.loads(row.action), row.threshold, row.end_ts, row.state,
+                                tuple(votes), vetoes, row.executed_at, created)
+
+    @staticmethod
+    def _votes_query() -> sa.Select[Any]:
+        v, f = schema.votes, schema.farms
+        return sa.select(v, f.c.name).join(f, f.c.id == v.c.farm_id).order_by(f.c.name)
+
     async def _proposal(self, conn: AsyncConnection, key: str, created: bool = False) -> records.Proposal:
-        p, v, f, vt = schema.proposals, schema.votes, schema.farms, schema.vetoes
+        p, v, vt = schema.proposals, schema.votes, schema.vetoes
         row = (await conn.execute(sa.select(p).where(p.c.key == key))).first()
         if row is None:
             raise errors.NotFound(f"proposal {key!r} does not exist on the ledger")
-        vs = (await conn.execute(sa.select(v, f.c.name).join(f, f.c.id == v.c.farm_id)
-                                 .where(v.c.proposal_id == row.id).order_by(f.c.name))).all()
+        vs = (await conn.execute(self._votes_query().where(v.c.proposal_id == row.id))).all()
         nveto = (await conn.execute(sa.select(sa.func.count()).select_from(vt).where(vt.c.proposal_id == row.id))).scalar()
-        return records.Proposal(row.id, row.key, json.loads(row.action), row.threshold, row.end_ts, row.state,
-                                tuple(records.Vote(x.name, x.approve, x.weight) for x in vs), int(nveto or 0),
-                                row.executed_at, created)
+        return self._proposal_record(row, [records.Vote(x.name, x.approve, x.weight) for x in vs], int(nveto or 0),
+                                     created)
 
     async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int) -> records.Proposal:
         p = schema.proposals
@@ -838,15 +846,14 @@ class SqlLedger:
 
     async def proposal_summaries(self) -> dict[str, records.Proposal]:
         """Every proposal with its votes, in three queries (the periodic loop closes and reports from this)."""
-        p, v, f, vt = schema.proposals, schema.votes, schema.farms, schema.vetoes
+        p, vt = schema.proposals, schema.vetoes
         async with self._read() as conn:
             rows = (await conn.execute(sa.select(p).order_by(p.c.id))).all()
             votes: dict[int, list[records.Vote]] = defaultdict(list)
-            for x in (await conn.execute(sa.select(v, f.c.name).join(f, f.c.id == v.c.farm_id).order_by(f.c.name))).all():
+            for x in (await conn.execute(self._votes_query())).all():
                 votes[x.proposal_id].append(records.Vote(x.name, x.approve, x.weight))
             nveto = dict((await conn.execute(sa.select(vt.c.proposal_id, sa.func.count()).group_by(vt.c.proposal_id))).all())
-        return {r.key: records.Proposal(r.id, r.key, json.loads(r.action), r.threshold, r.end_ts, r.state,
-                                        tuple(votes[r.id]), int(nveto.get(r.id, 0)), r.executed_at) for r in rows}
+        return {r.key: self._proposal_record(r, votes[r.id], int(nveto.get(r.id, 0))) for r in rows}
 
     async def cast_vote(self, *, proposal: str, farm: str, approve: bool, signature: str, now: int) -> records.Proposal:
         v, f, n = schema.votes, schema.farms, schema.nodes
@@ -896,8 +903,8 @@ class SqlLedger:
             prop = await self._proposal(conn, proposal)
             if prop.state != "Open":
                 return prop  # closed once; never re-executed
-            votes = {v.farm: voting.Vote(v.farm, v.approve, v.weight) for v in prop.votes}
-            result = voting.outcome(t=voting.tally(votes), threshold=prop.threshold, vetoes=prop.vetoes,
+            result = voting.outcome(t=voting.tally({v.farm: v for v in prop.votes}), threshold=prop.threshold,
+                                    vetoes=prop.vetoes,
                                     now=now, end=prop.end_ts)
             if result == voting.Outcome.OPEN:
                 return prop

@@ -473,37 +473,8 @@ class SqlLedger:
 
     async def _candidates(self, conn: AsyncConnection, now: int, *, request: scheduling.Request | None = None,
                           limit: int = 8) -> list[scheduling.Candidate]:
-        """Every active node with what its live contracts use, summed by the database (one row per node)."""
-        n, f, c = schema.nodes, schema.farms, schema.contracts
-        query = (sa.select(n, f.c.name.label("farm"), f.c.public_ips.label("farm_ips"), f.c.id.label("fid"))
-                 .join(f, f.c.id == n.c.farm_id).where(n.c.state == "Active"))
-        if request is not None:
-            query = self._narrowed(query, request, now, limit)
-        nodes = (await conn.execute(query)).all()
-        live = c.c.state.in_(LIVE)
-        usage = {r.node_id: r for r in (await conn.execute(
-            sa.select(c.c.node_id, sa.func.sum(c.c.cru).label("cru"), sa.func.sum(c.c.mru).label("mru"),
-                      sa.func.sum(c.c.sru).label("sru"), sa.func.sum(c.c.hru).label("hru"),
-                      sa.func.count().label("n"), sa.func.max(sa.case((c.c.dedicated, 1), else_=0)).label("rented"))
-            .where(live).group_by(c.c.node_id))).all()}
-        farm_ips_used = dict((await conn.execute(
-            sa.select(n.c.farm_id, sa.func.sum(c.c.public_ips)).join(n, n.c.id == c.c.node_id)
-            .where(live).group_by(n.c.farm_id))).all())
-        down_after = self.config.node_down_after_s
-        out = []
-        for r in nodes:
-            u = usage.get(r.id)
-            out.append(scheduling.Candidate(
-                name=r.name, farm=r.farm, total=_res(r),
-                used=Resources(int(u.cru), int(u.mru), int(u.sru), int(u.hru)) if u else Resources(),
-                country=r.country, city=r.city, certified=r.certified,
-                up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
-                farm_free_ips=r.farm_ips - int(farm_ips_used.get(r.fid) or 0), contracts=int(u.n) if u else 0,
-                rented=bool(u.rented) if u else False))
-        return out
-
-    def _narrowed(self, query: sa.Select[Any], r: scheduling.Request, now: int, limit: int) -> sa.Select[Any]:
-        """The nodes that match ``r``'s constraints and have room, least loaded first (as select_node orders)."""
+        """Active nodes with what their live contracts use, summed by the database in the same query: every
+        node, or with ``request`` only the ``limit`` least-loaded that match and fit (as select_node orders)."""
         n, f, c = schema.nodes, schema.farms, schema.contracts
         live = c.c.state.in_(LIVE)
         usage = (sa.select(c.c.node_id, *(sa.func.sum(getattr(c.c, k)).label(k) for k in RESOURCE_FIELDS),
@@ -512,12 +483,33 @@ class SqlLedger:
         ips = (sa.select(n.c.farm_id, sa.func.sum(c.c.public_ips).label("ips")).join(n, n.c.id == c.c.node_id)
                .where(live).group_by(n.c.farm_id).subquery())
         used = {k: sa.func.coalesce(getattr(usage.c, k), 0) for k in RESOURCE_FIELDS}
+        contracts, rented = sa.func.coalesce(usage.c.n, 0), sa.func.coalesce(usage.c.rented, 0)
+        farm_free_ips = f.c.public_ips - sa.func.coalesce(ips.c.ips, 0)
+        query = (sa.select(n, f.c.name.label("farm"), *(u.label(f"used_{k}") for k, u in used.items()),
+                           contracts.label("contracts"), rented.label("rented"), farm_free_ips.label("farm_free_ips"))
+                 .join(f, f.c.id == n.c.farm_id).outerjoin(usage, usage.c.node_id == n.c.id)
+                 .outerjoin(ips, ips.c.farm_id == f.c.id).where(n.c.state == "Active"))
+        if request is not None:
+            query = self._narrowed(query, request, now, limit, used=used, contracts=contracts, rented=rented,
+                                   farm_free_ips=farm_free_ips)
+        down_after = self.config.node_down_after_s
+        return [scheduling.Candidate(
+            name=r.name, farm=r.farm, total=_res(r),
+            used=Resources(*(int(getattr(r, f"used_{k}")) for k in RESOURCE_FIELDS)),
+            country=r.country, city=r.city, certified=r.certified,
+            up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
+            farm_free_ips=int(r.farm_free_ips), contracts=int(r.contracts), rented=bool(r.rented),
+        ) for r in (await conn.execute(query)).all()]
+
+    def _narrowed(self, query: sa.Select[Any], r: scheduling.Request, now: int, limit: int, *, used: dict[str, Any],
+                  contracts: Any, rented: Any, farm_free_ips: Any) -> sa.Select[Any]:
+        """``query`` kept to the nodes that match ``r``'s constraints and have room, least loaded first."""
+        n, f = schema.nodes, schema.farms
         want = r.resources.as_dict()
         seen = sa.func.coalesce(n.c.last_report_ts, n.c.created_at)
-        query = (query.outerjoin(usage, usage.c.node_id == n.c.id).outerjoin(ips, ips.c.farm_id == f.c.id)
-                 .where(*(getattr(n.c, k) - used[k] >= want[k] for k in RESOURCE_FIELDS),
-                        f.c.public_ips - sa.func.coalesce(ips.c.ips, 0) >= r.public_ips,
-                        sa.func.coalesce(usage.c.rented, 0) == 0, sa.literal(now) - seen <= self.config.node_down_after_s))
+        query = query.where(*(getattr(n.c, k) - used[k] >= want[k] for k in RESOURCE_FIELDS),
+                            farm_free_ips >= r.public_ips, rented == 0,
+                            sa.literal(now) - seen <= self.config.node_down_after_s)
         if r.node is not None:
             query = query.where(n.c.name == r.node)
         if r.farm is not None:
@@ -531,7 +523,7 @@ class SqlLedger:
         if r.exclude:
             query = query.where(n.c.name.not_in(sorted(r.exclude)))
         if r.dedicated:
-            query = query.where(sa.func.coalesce(usage.c.n, 0) == 0)
+            query = query.where(contracts == 0)
         ratios = [sa.case((getattr(n.c, k) > 0, (used[k] + want[k]) * 1.0 / getattr(n.c, k)), else_=0.0)
                   for k in RESOURCE_FIELDS]
         load = sa.func.max(*ratios) if self.is_sqlite else sa.func.greatest(*ratios)

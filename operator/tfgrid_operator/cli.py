@@ -57,14 +57,14 @@ def peering_priority(explicit: int | None) -> int:
 
 
 def cluster_reachable() -> bool:
-    from tfgrid_operator.kube.client import ConfigError, KubeClient
+    from tfgrid_operator.kube.client import KubeClient
 
     async def probe() -> bool:
         try:
             async with KubeClient() as kube:
                 await kube.request("GET", "/version")
             return True
-        except (ConfigError, OSError, Exception):  # no kubeconfig, refused, DNS, TLS, 401 …: not usable
+        except Exception:  # no kubeconfig (ConfigError), refused, DNS, TLS, 401 …: not usable
             return False
     return asyncio.run(probe())
 
@@ -216,14 +216,20 @@ def _load_key(path: pathlib.Path) -> identity.KeyPair:
 @click.option("--count", type=int, default=None, help="stop after this many reports")
 def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: float, count: int | None) -> None:
     from tfgrid_operator import agent, clock
-    from tfgrid_operator.kube.client import ApiError, ConfigError, KubeClient
 
     key = _load_key(key_file)
+    _with_cluster("tfgrid-node-agent", lambda kube: agent.run(
+        kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval, count=count))
+
+
+def _with_cluster(user_agent: str, fn: Callable[[Any], Awaitable[Any]]) -> None:
+    """Run ``fn`` with a client of the cluster in the kubeconfig; a missing cluster or an API error is a
+    one-line message, never a traceback."""
+    from tfgrid_operator.kube.client import ApiError, ConfigError, KubeClient
 
     async def go() -> None:
-        async with KubeClient(user_agent="tfgrid-node-agent") as kube:
-            await agent.run(kube, key, namespace=namespace, node=node, clock=clock.SystemClock(),
-                            interval_s=interval, count=count)
+        async with KubeClient(user_agent=user_agent) as kube:
+            await fn(kube)
     try:
         asyncio.run(go())
     except (ConfigError, ApiError) as exc:
@@ -232,15 +238,9 @@ def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: floa
 
 def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], same: str) -> None:
     from tfgrid_operator import ballot
-    from tfgrid_operator.kube.client import ApiError, ConfigError, KubeClient
 
-    async def go() -> None:
-        async with KubeClient(user_agent="tfgrid-cli") as kube:
-            await ballot.add_entry(kube, namespace=namespace, name=name, field=field, entry=entry, same=same)
-    try:
-        asyncio.run(go())
-    except (ConfigError, ApiError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    _with_cluster("tfgrid-cli", lambda kube: ballot.add_entry(kube, namespace=namespace, name=name, field=field,
+                                                              entry=entry, same=same))
     click.echo(f"added to proposal {namespace}/{name} spec.{field}: {json.dumps(entry)}")
 
 

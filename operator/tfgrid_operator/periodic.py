@@ -207,6 +207,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     for s in summaries.values():
         farms[s.farm].append(s)
     patches: list[tuple[str, str, str, dict[str, Any]]] = []
+    _forget_gone(rt)
     nudges = unobserved(rt)
     for (plural, ns, name), body in list(rt.objects.items()):
         status = body.get("status") or {}
@@ -295,11 +296,14 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
         if now - since >= rt.settings.nudge_after_s:
             due.append(key)
             rt.unobserved_since[key] = now
-    for key in set(rt.unobserved_since) - set(rt.objects):
-        del rt.unobserved_since[key]
-    for key in set(rt.counters_written) - set(rt.objects):
-        del rt.counters_written[key]
     return due
+
+
+def _forget_gone(rt: runtime.Runtime) -> None:
+    """Per-object bookkeeping of the loop ends with the object."""
+    for book in (rt.unobserved_since, rt.counters_written):
+        for key in set(book) - set(rt.objects):
+            del book[key]
 
 
 def _node_status(s: records.NodeSummary, status: dict[str, Any], generation: int, stamp: str, now: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import pathlib
 import tempfile
 from typing import Any
@@ -105,9 +106,12 @@ def _tft(units: int) -> str:
     return f"{units / money.UNITS_PER_TFT:,.2f}"
 
 
+def _objects(emu: StrictApiServer, plural: str) -> list[dict[str, Any]]:
+    return sorted(emu.read_all(f"{runtime.GROUP}/{runtime.VERSION}/{plural}"), key=lambda o: o["metadata"]["name"])
+
+
 def table(emu: StrictApiServer) -> Table:
-    def read(plural: str) -> list[dict[str, Any]]:
-        return sorted(emu.read_all(f"{runtime.GROUP}/{runtime.VERSION}/{plural}"), key=lambda o: o["metadata"]["name"])
+    read = functools.partial(_objects, emu)
 
     t = Table(title="tfgrid sandbox", expand=False)
     for col in ("kind", "name", "state", "where", "minted / billed TFT", "detail"):
@@ -246,8 +250,7 @@ async def _billed(ledger: backend.GridBackend, ts: int) -> bool:
 
 
 async def _summary(emu: StrictApiServer, ledger: backend.GridBackend, days: int, final: bool = False) -> Summary | None:
-    def read(plural: str) -> list[dict[str, Any]]:
-        return emu.read_all(f"{runtime.GROUP}/{runtime.VERSION}/{plural}")
+    read = functools.partial(_objects, emu)
 
     contracts = await ledger.contract_summaries()
     summaries = await ledger.node_summaries(now=START + days * DAY)

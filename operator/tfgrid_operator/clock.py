@@ -1,7 +1,9 @@
-"""One injectable clock. Tests use ManualClock, the sandbox a ScaledClock (a month in seconds)."""
+"""One injectable clock. Tests use ManualClock, the sandbox a ScaledClock (a month in seconds), an operator in
+another process whose time is driven from outside (the kill test, the scale benchmark) a FileClock."""
 
 from __future__ import annotations
 
+import pathlib
 import threading
 import time
 from typing import Protocol
@@ -45,3 +47,17 @@ class ScaledClock:
 
     def now(self) -> int:
         return self.start + int((time.monotonic() - self._t0) * self.factor)
+
+
+class FileClock:
+    """Unix time as the integer in a file, re-read when the file changes (write it atomically: a temporary
+    file renamed over it). Lets a test or benchmark move the time of an operator running in another process."""
+
+    def __init__(self, path: str | pathlib.Path) -> None:
+        self.path, self._stamp, self._now = pathlib.Path(path), -1, 0
+
+    def now(self) -> int:
+        stamp = self.path.stat().st_mtime_ns
+        if stamp != self._stamp:
+            self._now, self._stamp = int(self.path.read_text()), stamp
+        return self._now

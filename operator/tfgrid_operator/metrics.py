@@ -16,6 +16,9 @@ class Metrics:
                                         ["controller"], registry=r)
         self.reconcile_time = Histogram("controller_runtime_reconcile_time_seconds", "Reconcile duration.",
                                         ["controller"], registry=r)
+        self.loop_tick = Histogram("tfgrid_loop_tick_seconds", "Duration of the batched loop's ticks (minting, "
+                                   "billing, healing and the status refresh of every object).", registry=r,
+                                   buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
         self.objects = Gauge("tfgrid_objects", "Objects by kind and Ready condition.", ["kind", "ready"], registry=r)
         self.capacity = Gauge("tfgrid_capacity", "Grid capacity (cores, GiB) by resource and state.",
                               ["resource", "state"], registry=r)

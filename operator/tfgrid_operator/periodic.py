@@ -28,6 +28,7 @@ log = logging.getLogger("tfgrid_operator.periodic")
 
 async def run_forever(rt: runtime.Runtime) -> None:
     while True:
+        started = time.perf_counter()
         try:
             await tick(rt)
         except asyncio.CancelledError:
@@ -36,6 +37,7 @@ async def run_forever(rt: runtime.Runtime) -> None:
             log.warning("Ledger unavailable in the periodic loop: %s", err.message)
         except Exception:
             log.exception("Periodic loop failed; retrying next tick")
+        rt.metrics.loop_tick.observe(time.perf_counter() - started)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(rt.wake.wait(), rt.settings.tick_s)
         rt.wake.clear()

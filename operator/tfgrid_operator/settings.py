@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     node_down_after_s: int = Field(80 * 60, description="§1.3: no valid uptime report for this long → the node is down")
     council_keys: str = Field("", description="§5: the council's ed25519 public keys (base64), comma-separated; "
                                                "a Proposal must be signed by one, a veto too")
+    clock_file: str = Field("", description="read grid time (unix seconds) from this file instead of the system "
+                                            "clock: for tests, benchmarks and demos that move time from outside")
     tft_price_musd: int = Field(20, description="average TFT price in mUSD, clamped to [min, max] (§4.3)")
 
     @property

@@ -7,13 +7,12 @@ file the test writes (so time moves for a process it can SIGKILL), the ledger is
 from __future__ import annotations
 
 import asyncio
-import pathlib
 import sys
 
 import kopf
 
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
-from tfgrid_operator import backend, metrics, runtime
+from tfgrid_operator import backend, clock, metrics, runtime
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
@@ -22,25 +21,12 @@ CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_pe
                               grace_period_s=3 * 3600)
 
 
-class FileClock:
-    """Unix time as the integer in a file; re-read when the file changes (the test replaces it atomically)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path, self._stamp, self._now = path, -1, 0
-
-    def now(self) -> int:
-        stamp = self.path.stat().st_mtime_ns
-        if stamp != self._stamp:
-            self._now, self._stamp = int(self.path.read_text()), stamp
-        return self._now
-
-
 def main() -> None:
-    ledger_url, clock_file, council = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
+    ledger_url, clock_file, council = sys.argv[1], sys.argv[2], sys.argv[3]
 
     async def make_runtime() -> runtime.Runtime:
         settings = Settings(tick_s=0.1, metrics_port=0, nudge_after_s=1.0, council_keys=council)
-        return runtime.Runtime(settings=settings, clock=FileClock(clock_file),
+        return runtime.Runtime(settings=settings, clock=clock.FileClock(clock_file),
                                ledger=await backend.open_backend(ledger_url, CONFIG), kube=KubeClient(),
                                metrics=metrics.Metrics(), retry_delay_s=0.3)
 

@@ -14,7 +14,7 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
 * every call is recorded as (verb, group, resource, subresource) so tests can derive RBAC from it;
 * optional fault injection (HTTP errors, dropped watches) for reliability tests.
 
-Discovery of non-resource paths (``/version``, unknown URLs) stays with kmock.
+``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
 """
 
 from __future__ import annotations
@@ -270,6 +270,8 @@ class Call(NamedTuple):
     agent: str
 
 
+VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0+tfgrid-emulator", "platform": "linux/amd64"}
+
 
 @attrs.define(kw_only=True)
 class StrictApiServer(kmock.KubernetesEmulator):
@@ -329,6 +331,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
             self._requests.clear()
         path = request.url.path.rstrip("/")
         try:
+            if request.method.value == "GET" and path == "/version":  # what `kubectl version` and our probe read
+                return aiohttp.web.json_response(VERSION)
             if request.method.value == "GET" and (path in ("/api", "/apis", "/api/v1") or path.startswith("/apis/")):
                 discovered = self._discovery(path)
                 if discovered is not None:

@@ -66,6 +66,8 @@ def crd(kind: str, plural: str, short: list[str], spec: S, status: S, columns: l
     ]
     status["properties"]["conditions"] = CONDITIONS
     status["properties"]["observedGeneration"] = integer()
+    status["properties"]["lastHandledConfiguration"] = string(
+        description="the operator's (kopf's) record of the last spec it handled, which an update is diffed against")
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -72,9 +72,10 @@ async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
         report = await rt.ledger.mint_period(period=k, now=now)
         rt.metrics.minted.inc(report.amount)
         summaries = await rt.ledger.node_summaries(now=p.end - 1)
+        namespaces = {n: ns for (plural, ns, n) in rt.objects if plural == "nodes"}  # node names are grid-unique
         for name in report.changed:
             s = summaries.get(name)
-            ref = _ref(rt, "nodes", name)
+            ref = _ref(rt, "nodes", name, namespaces.get(name, ""))
             if s is not None and ref is not None:
                 await event(rt, ref, "Normal", Reason.MINTED, f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})")
         k += 1
@@ -138,12 +139,14 @@ async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Rea
         log.warning("Could not post event %s: %s", reason, err)
 
 
-def _ref(rt: runtime.Runtime, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-    for (p, ns, n), body in rt.objects.items():
-        if p == plural and n == name and (namespace is None or ns == namespace):
-            kind = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment", "proposals": "Proposal"}[plural]
-            return {"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": kind, "metadata": body["metadata"]}
-    return None
+KINDS = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment", "proposals": "Proposal"}
+
+
+def _ref(rt: runtime.Runtime, plural: str, name: str, namespace: str) -> dict[str, Any] | None:
+    body = rt.objects.get((plural, namespace, name))
+    if body is None:
+        return None
+    return {"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": KINDS[plural], "metadata": body["metadata"]}
 
 
 def _down(s: records.NodeSummary | None, now: int, down_after: int) -> bool:

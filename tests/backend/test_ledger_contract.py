@@ -283,3 +283,52 @@ async def test_narrowed_selection_chooses_what_the_domain_chooses_over_every_nod
             await ledger.open_contract(key=f"ns/r{i}", payer="alice", request=request, now=0)
             placed += 1
     assert placed >= 15, placed  # the comparison ran on real choices, not only on Unschedulable
+
+
+async def test_a_pool_held_too_long_is_unavailable_not_a_crash(ledger_url, monkeypatch):
+    """A burst of reconciles waits for a pooled connection; past the pool timeout it is a LedgerError the handler
+    reports and retries, not an unhandled exception."""
+    import contextlib
+
+    from tfgrid_operator import backend
+    from tfgrid_operator.backend import sql
+
+    monkeypatch.setattr(sql, "POOL_SIZE", 1)
+    monkeypatch.setattr(sql, "POOL_TIMEOUT_S", 0.2)
+    lg = await backend.open_backend(ledger_url)
+    try:
+        # the pool's only connection (PostgreSQL: one more as overflow)
+        async with lg._read(), lg._read() if not lg.is_sqlite else contextlib.nullcontext():
+            with pytest.raises(errors.Unavailable, match=r"QueuePool limit|timed out|Timeout"):
+                await lg.observe_contract(key="ns/x")
+        assert await lg.observe_contract(key="ns/x") is None  # released: it works again
+    finally:
+        await lg.close()
+
+
+
+async def test_concurrent_placements_are_batched_and_each_answered_on_its_own(ledger):
+    """Placements that arrive together share write transactions; each caller still gets its own contract or
+    its own error, no node is overbooked, and a key already placed is adopted, not placed twice."""
+    import asyncio
+
+    await grid(ledger, nodes=3)
+    small = scheduling.Request(resources=Resources(cru=2, mru=4, sru=50))
+    first = await ledger.open_contract(key="ns/d0", payer="alice", request=small, now=10)
+    batches = ledger._placements.batches
+    calls = [ledger.open_contract(key=f"ns/d{i}", payer="alice", request=small, now=10) for i in range(14)]
+    calls.append(ledger.open_contract(key="ns/nobody", payer="bob", request=small, now=10))
+    calls.append(ledger.open_contract(key="ns/huge", payer="alice",
+                                      request=scheduling.Request(resources=Resources(cru=9)), now=10))
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    assert ledger._placements.batches - batches < len(calls)
+    placed = answers[:14]
+    assert placed[0].id == first.id and not placed[0].created  # adopted
+    assert all(a.created for a in placed[1:12]) and len({a.id for a in placed[:12]}) == 12
+    assert all(isinstance(a, errors.NoCapacity) and a.constraint == "Capacity" for a in placed[12:])  # 3 × 4 fit
+    assert isinstance(answers[14], errors.NotFound) and "bob" in answers[14].message
+    assert isinstance(answers[15], errors.NoCapacity)
+    per_node = {}
+    for a in placed[:12]:
+        per_node[a.node] = per_node.get(a.node, 0) + a.resources.cru
+    assert per_node == {"n0": 8, "n1": 8, "n2": 8}  # spread, and never above the node's 8 cores

@@ -54,6 +54,44 @@ def test_placement_is_deterministic_and_fits(used):
         assert Resources(2, 4, 50).fits_in(chosen.free)
 
 
+candidates = st.lists(st.builds(
+    lambda i, farm, cru, mru, up, rented, contracts, ips, country, certified: scheduling.Candidate(
+        name=f"n{i}", farm=farm, total=Resources(8, 32, 500, 0), used=Resources(cru, mru, 0, 0), country=country,
+        certified=certified, up=up, farm_free_ips=ips, contracts=contracts, rented=rented),
+    st.integers(0, 30), st.sampled_from(["f1", "f2"]), st.integers(0, 8), st.integers(0, 32), st.booleans(),
+    st.booleans(), st.integers(0, 2), st.integers(0, 2), st.sampled_from(["BE", "EG"]), st.booleans()),
+    max_size=12, unique_by=lambda c: c.name)
+requests = st.builds(
+    lambda cru, mru, ips, farm, country, certified, dedicated, exclude: scheduling.Request(
+        resources=Resources(cru, mru, 0, 0), public_ips=ips, farm=farm, country=country, certified_only=certified,
+        dedicated=dedicated, exclude=frozenset(exclude)),
+    st.integers(0, 9), st.integers(0, 33), st.integers(0, 2), st.sampled_from([None, "f1"]),
+    st.sampled_from([None, "be", "EG"]), st.booleans(), st.booleans(), st.sets(st.sampled_from(["n0", "n1", "n2"])))
+
+
+@given(requests, candidates)
+def test_one_pass_selection_equals_the_filter_chain(request, nodes):
+    """The one-pass choice equals the plain reading of the rules: apply every filter in order, keep the nodes
+    with room, take the least loaded after placing (ties: the name); the message names the emptying filter."""
+    pool = sorted(nodes, key=lambda c: c.name)
+    expected = None
+    for constraint, _, keep in scheduling._filters(request):
+        pool = [c for c in pool if keep(c)]
+        if not pool and expected is None:
+            expected = constraint
+    fitting = [c for c in pool if request.resources.fits_in(c.free)]
+    out = scheduling.select_node(request, nodes)
+    if not nodes:
+        assert out.constraint == "NoNodes"
+    elif expected is not None:
+        assert isinstance(out, scheduling.Unschedulable) and out.constraint == expected
+    elif not fitting:
+        assert isinstance(out, scheduling.Unschedulable) and out.constraint == "Capacity"
+    else:
+        best = min(fitting, key=lambda c: (scheduling._load_after(c, request.resources), c.name))
+        assert out == scheduling.Placement(best.name)
+
+
 def test_vote_outcomes():
     votes = {f"f{i}": voting.Vote(f"f{i}", i < 3, 10) for i in range(5)}
     t = voting.tally(votes)

@@ -16,15 +16,17 @@ import contextlib
 import dataclasses
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.batching import Batcher
 from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.domain import identity, minting, pricing, scheduling, units, voting
 from tfgrid_operator.domain import uptime as uptime_mod
@@ -65,7 +67,19 @@ def _uptime_state(row: Any | None, period: minting.Period) -> uptime_mod.UptimeS
 
 
 RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
+POOL_SIZE = 5
+POOL_TIMEOUT_S = 120  # a reconcile waits this long for a connection under a burst before it backs off and retries
 WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Open:
+    """A queued open_contract call."""
+
+    key: str
+    payer: str
+    request: scheduling.Request
+    now: int
 
 
 class SqlLedger:
@@ -75,6 +89,7 @@ class SqlLedger:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
         self._queries: dict[bool, sa.Select[Any]] = {}
+        self._placements: Batcher[_Open, records.Contract] = Batcher(self._open_batch)
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -83,7 +98,10 @@ class SqlLedger:
         if engine_url.startswith("sqlite"):
             # how long a writer waits for another process's lock; ?timeout=S in the URL overrides the 30 s
             busy = {} if "timeout=" in engine_url else {"timeout": 30}
-            engine = create_async_engine(engine_url, connect_args=busy)
+            # a fixed pool: aiosqlite runs a thread per connection, and the default overflow opened and closed a
+            # connection (thread, PRAGMAs) per burst of concurrent reads; the writer lock serializes writes anyway
+            engine = create_async_engine(engine_url, connect_args=busy, pool_size=POOL_SIZE, max_overflow=0,
+                                         pool_timeout=POOL_TIMEOUT_S)
 
             @event.listens_for(engine.sync_engine, "connect")
             def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -101,7 +119,8 @@ class SqlLedger:
                 # and never wait for a writer
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
         else:
-            engine = create_async_engine(engine_url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
+                                         pool_timeout=POOL_TIMEOUT_S)
         ledger = cls(engine, config)
         await ledger._migrate()
         return ledger
@@ -124,6 +143,7 @@ class SqlLedger:
                 await self._ensure_account(conn, name, "")
 
     async def close(self) -> None:
+        await self._placements.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -136,7 +156,7 @@ class SqlLedger:
                     yield conn
             except IntegrityError as exc:
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
-            except (OperationalError, DBAPIError, OSError) as exc:
+            except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
                 raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
 
     @contextlib.asynccontextmanager
@@ -144,7 +164,7 @@ class SqlLedger:
         try:
             async with self.engine.connect() as conn:
                 yield conn
-        except (OperationalError, DBAPIError, OSError) as exc:
+        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
             raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
 
     async def _meta(self, conn: AsyncConnection, key: str) -> str | None:
@@ -532,25 +552,60 @@ class SqlLedger:
     async def open_contract(self, *, key: str, payer: str, request: scheduling.Request, now: int) -> records.Contract:
         if request.resources.is_negative() or request.public_ips < 0:
             raise errors.InvalidRequest(f"deployment {key!r}: resources and public IPs cannot be negative")
+        return await self._placements.submit(_Open(key, payer, request, now))
+
+    async def _open_batch(self, batch: Sequence[_Open]) -> list[records.Contract | errors.LedgerError]:
+        """Every queued placement in one write transaction: the live contracts and payers of the batch in one query
+        each, the candidates once, each choice by the domain on the candidates as the earlier choices left them,
+        one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one)."""
         c, a, n = schema.contracts, schema.accounts, schema.nodes
+        out: list[records.Contract | errors.LedgerError | None] = []
+        rows: dict[str, dict[str, Any]] = {}
         async with self._tx() as conn:
-            existing = await self._latest_contract(conn, key)
-            if existing is not None and existing.state in LIVE:
-                return existing  # adopt: a restarted operator never opens a second contract
-            account = (await conn.execute(sa.select(a).where(a.c.name == payer))).first()
-            if account is None:
-                raise errors.NotFound(f"payer account {payer!r} does not exist")
-            decision = await self._select(conn, request, now)
-            if isinstance(decision, scheduling.Unschedulable):
-                raise errors.NoCapacity(decision.constraint, decision.message)
-            node = (await conn.execute(sa.select(n).where(n.c.name == decision.node))).one()
-            reserved = _res(node) if request.dedicated else request.resources
-            await conn.execute(c.insert().values(
-                key=key, account_id=account.id, node_id=node.id, public_ips=request.public_ips,
-                dedicated=request.dedicated, state="Created", created_at=now, overdraft=0, **reserved.as_dict()))
-            made = await self._latest_contract(conn, key)
-            assert made is not None
-            return dataclasses.replace(made, created=True)
+            existing = await self._latest_contracts(conn, {o.key for o in batch})
+            payers = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
+                a.c.name.in_({o.payer for o in batch})))).all())
+            pool: dict[str, scheduling.Candidate] | None = None
+            for o in batch:
+                live = existing.get(o.key)
+                if o.key in rows or (live is not None and live.state in LIVE):
+                    out.append(live)  # None: placed earlier in this batch, read back below
+                    continue
+                if o.payer not in payers:
+                    out.append(errors.NotFound(f"payer account {o.payer!r} does not exist"))
+                    continue
+                if pool is None:
+                    pool = {x.name: x for x in await self._candidates(conn, max(b.now for b in batch))}
+                decision = scheduling.select_node(o.request, pool.values())
+                if isinstance(decision, scheduling.Unschedulable):
+                    out.append(errors.NoCapacity(decision.constraint, decision.message))
+                    continue
+                chosen = pool[decision.node]
+                reserved = chosen.total if o.request.dedicated else o.request.resources
+                pool[chosen.name] = dataclasses.replace(chosen, used=chosen.used + reserved, contracts=chosen.contracts + 1,
+                                                        rented=chosen.rented or o.request.dedicated)
+                if o.request.public_ips:
+                    for x in [x for x in pool.values() if x.farm == chosen.farm]:
+                        pool[x.name] = dataclasses.replace(pool[x.name], farm_free_ips=x.farm_free_ips - o.request.public_ips)
+                rows[o.key] = dict(key=o.key, account_id=payers[o.payer], node=chosen.name, public_ips=o.request.public_ips,
+                                   dedicated=o.request.dedicated, state="Created", created_at=o.now, overdraft=0,
+                                   **reserved.as_dict())
+                out.append(None)
+            if rows:
+                ids = dict((await conn.execute(sa.select(n.c.name, n.c.id).where(
+                    n.c.name.in_({r["node"] for r in rows.values()})))).all())
+                await conn.execute(c.insert(), [{**{k: v for k, v in r.items() if k != "node"}, "node_id": ids[r["node"]]}
+                                                for r in rows.values()])
+                made = await self._latest_contracts(conn, set(rows))
+        return [answer if answer is not None else dataclasses.replace(made[o.key], created=True)
+                for o, answer in zip(batch, out, strict=True)]
+
+    async def _latest_contracts(self, conn: AsyncConnection, keys: set[str]) -> dict[str, records.Contract]:
+        c = schema.contracts
+        found: dict[str, records.Contract] = {}
+        for r in (await conn.execute(self._contract_query(one=True).where(c.c.key.in_(keys)).order_by(c.c.id))).all():
+            found[r.key] = self._contract(r)  # the latest per key wins
+        return found
 
     async def observe_contract(self, *, key: str) -> records.Contract | None:
         async with self._read() as conn:

@@ -8,7 +8,7 @@ qualifying nodes the one left least loaded wins (spreads load), ties broken by n
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from tfgrid_operator.domain.units import Resources
 
@@ -66,13 +66,9 @@ def _load_after(c: Candidate, r: Resources) -> float:
                (u.sru + r.sru) / t.sru if t.sru else 0.0, (u.hru + r.hru) / t.hru if t.hru else 0.0)
 
 
-def select_node(request: Request, candidates: Iterable[Candidate]) -> Placement | Unschedulable:
-    """Pick a node for ``request``. Filters run in a fixed order; the first one that empties the
-    list is reported, so the message says which constraint failed."""
-    pool: Sequence[Candidate] = sorted(candidates, key=lambda c: c.name)
-    if not pool:
-        return Unschedulable("NoNodes", "there are no Ready nodes on the grid")
-    filters: list[tuple[str, str, object]] = [
+def _filters(request: Request) -> list[tuple[str, str, Callable[[Candidate], bool]]]:
+    """The constraints in their fixed order: (name, message when it removes the last candidates, keep)."""
+    return [
         ("Node", f"node {request.node!r} is not a Ready node", lambda c: request.node is None or c.name == request.node),
         ("Farm", f"no Ready node in farm {request.farm!r}", lambda c: request.farm is None or c.farm == request.farm),
         ("Country", f"no Ready node in country {request.country!r}",
@@ -88,15 +84,33 @@ def select_node(request: Request, candidates: Iterable[Candidate]) -> Placement 
         ("PublicIPs", f"no matching farm has {request.public_ips} free public IPv4 address(es)",
          lambda c: c.farm_free_ips >= request.public_ips),
     ]
-    for constraint, message, keep in filters:
-        pool = [c for c in pool if keep(c)]  # type: ignore[operator]
+
+
+def select_node(request: Request, candidates: Iterable[Candidate]) -> Placement | Unschedulable:
+    """Pick a node for ``request``: among the nodes that pass every constraint and have room, the one left least
+    loaded (ties: the name). One pass over the candidates; only when none qualifies do the filters run one by
+    one, in a fixed order, so the message names the constraint that removed the last candidates."""
+    pool = list(candidates)
+    keeps = [keep for _, _, keep in _filters(request)]
+    want = request.resources
+    best: tuple[float, str] | None = None
+    for c in pool:
+        if all(keep(c) for keep in keeps) and want.fits_in(c.free):
+            key = (_load_after(c, want), c.name)
+            if best is None or key < best:
+                best = key
+    if best is not None:
+        return Placement(best[1])
+    return _unschedulable(request, pool)
+
+
+def _unschedulable(request: Request, pool: Sequence[Candidate]) -> Unschedulable:
+    if not pool:
+        return Unschedulable("NoNodes", "there are no Ready nodes on the grid")
+    for constraint, message, keep in _filters(request):
+        pool = [c for c in pool if keep(c)]
         if not pool:
             return Unschedulable(constraint, message)
-    fitting = [c for c in pool if request.resources.fits_in(c.free)]
-    if not fitting:
-        short = sorted({f for c in pool for f in request.resources.shortfall(c.free)})
-        return Unschedulable(
-            "Capacity", f"no matching node has room: short of {', '.join(short)} on all {len(pool)} candidate(s)"
-        )
-    best = min(fitting, key=lambda c: (_load_after(c, request.resources), c.name))
-    return Placement(best.name)
+    short = sorted({f for c in pool for f in request.resources.shortfall(c.free)})
+    return Unschedulable(
+        "Capacity", f"no matching node has room: short of {', '.join(short)} on all {len(pool)} candidate(s)")

@@ -32,12 +32,24 @@ class _SuccessesStayInTheLog(logging.Filter):
 _QUIET = _SuccessesStayInTheLog()
 
 
+class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
+    """kopf's last-handled configuration in status.lastHandledConfiguration, written in the same PATCH as the
+    status a reconcile reports (as an annotation it cost every object one more PATCH and one more watch event).
+    Objects last handled by an earlier version carry it as an annotation: that is read when the status has none."""
+
+    def __init__(self) -> None:
+        super().__init__([kopf.StatusDiffBaseStorage(field="status.lastHandledConfiguration"),
+                          kopf.AnnotationsDiffBaseStorage(prefix=runtime.PREFIX, key="last-handled-configuration")])
+
+    def store(self, *, body: Any, patch: kopf.Patch, essence: Any) -> None:
+        next(iter(self.storages)).store(body=body, patch=patch, essence=essence)
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our own finalizer and annotation storages under grid.threefold.io; nothing kopf writes to status."""
     settings.persistence.finalizer = f"{runtime.PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=runtime.PREFIX, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = DiffBaseInStatus()
     settings.posting.level = logging.INFO  # kopf.info() Events obey this level too
     logging.getLogger("kopf.objects").addFilter(_QUIET)  # idempotent: a filter is added once
     settings.watching.server_timeout = 600

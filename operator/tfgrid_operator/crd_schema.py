@@ -68,6 +68,8 @@ def crd(kind: str, plural: str, short: list[str], spec: S, status: S, columns: l
     status["properties"]["observedGeneration"] = integer()
     status["properties"]["lastHandledConfiguration"] = string(
         description="the operator's (kopf's) record of the last spec it handled, which an update is diffed against")
+    status["properties"]["kopf"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                    "description": "the operator's (kopf's) handler progress: retries and delays"}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -33,7 +33,7 @@ def granted_rules(*args: str) -> set[tuple[str, str, str]]:
 
 async def exercise(apiserver, grid_clock, ledger_url: str) -> None:
     """Everything the operator does: register, report uptime, place with a Secret payer, bill, mint, vote,
-    resize, move, delete with finalizers."""
+    resize, move, delete with finalizers, and recover from a conflict on its own status write."""
     owner = identity.KeyPair.generate()
     keys = {n: identity.KeyPair.generate() for n in ("n1", "n2")}
     await create(apiserver, farm(owner=owner.public_key), *(node(n, key=k) for n, k in keys.items()))
@@ -48,8 +48,18 @@ async def exercise(apiserver, grid_clock, ledger_url: str) -> None:
         "data": {"twinKey": base64.b64encode(twin.to_text().encode()).decode()}})
     d = deployment("web", payer="bob")
     d["spec"]["payer"] = {"secretRef": {"name": "bob"}}
+    conflicts = {"proposals": 1}  # kopf's status write of the proposal conflicts once: the loop's nudge recovers it
+
+    def conflict(verb: str, key: str, name: str) -> int | None:
+        if verb == "patch" and key.endswith("/proposals") and conflicts["proposals"]:
+            conflicts["proposals"] -= 1
+            return 409
+        return None
+    apiserver.fault = conflict
     await create(apiserver, d, proposal("p", COUNCIL[0], {"type": "SetPricingPolicy", "pricing": {"cu": 1}}))
     await ready(apiserver, "deployments", "web")
+    await ready(apiserver, "proposals", "p", timeout=30)
+    apiserver.fault = None
     async with KubeClient(user_agent="test-driver") as kube:
         await ballot.add_entry(kube, namespace="default", name="p", field="votes", same="farm",
                                entry=ballot.signed_vote(owner, proposal="default/p", farm="farm1", approve=True))

@@ -45,10 +45,25 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
         next(iter(self.storages)).store(body=body, patch=patch, essence=essence)
 
 
+class ProgressInStatus(kopf.MultiProgressStorage):
+    """kopf's per-handler progress (retries, delays) in status.kopf, written with the status in one PATCH (as
+    annotations it cost every object one more PATCH: kopf marks an annotated object "kopf-managed"). Progress an
+    earlier version left in annotations is still read, and purged."""
+
+    def __init__(self) -> None:
+        super().__init__([kopf.StatusProgressStorage(), kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)])
+
+    def store(self, *, key: Any, record: Any, body: Any, patch: kopf.Patch) -> None:
+        next(iter(self.storages)).store(key=key, record=record, body=body, patch=patch)
+
+    def touch(self, *, body: Any, patch: kopf.Patch, value: str | None) -> None:
+        next(iter(self.storages)).touch(body=body, patch=patch, value=value)
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Our own finalizer and annotation storages under grid.threefold.io; nothing kopf writes to status."""
+    """Our own finalizer; kopf's bookkeeping in status, so that a reconcile writes one PATCH of status."""
     settings.persistence.finalizer = f"{runtime.PREFIX}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)
+    settings.persistence.progress_storage = ProgressInStatus()
     settings.persistence.diffbase_storage = DiffBaseInStatus()
     settings.posting.level = logging.INFO  # kopf.info() Events obey this level too
     logging.getLogger("kopf.objects").addFilter(_QUIET)  # idempotent: a filter is added once

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -287,14 +288,20 @@ def _only_counters(rt: runtime.Runtime, key: tuple[str, str, str], change: dict[
 
 
 def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
-    """Objects whose current spec no reconcile has observed for settings.nudge_after_s: kopf retries a failed
-    handler by itself, but not a failed write of its own (a 409 or a dropped connection on its PATCH)."""
+    """Objects whose status has not shown their current generation for settings.nudge_after_s: kopf retries a
+    failed handler by itself, but not a failed write of its own (a 409 or a dropped connection on its PATCH).
+    When a reconcile ran for that generation, its report was lost: nudge. When none ran yet, the object is either
+    still in kopf's queue (a burst of creations: nudging would only add work) or kopf's finalizer write failed
+    before the handler: those are nudged once kopf has been quiet for nudge_after_s (no reconcile finished)."""
     now = time.monotonic()
+    quiet = now - rt.last_reconcile >= rt.settings.nudge_after_s
     due = []
     for key, body in rt.objects.items():
         meta = body["metadata"]
+        generation = meta.get("generation", 1)
         seen = (body.get("status") or {}).get("observedGeneration")
-        if meta.get("deletionTimestamp") or (seen is not None and seen >= meta.get("generation", 1)):
+        if meta.get("deletionTimestamp") or (seen is not None and seen >= generation) or \
+                (rt.handled.get(key, -1) < generation and not quiet):
             rt.unobserved_since.pop(key, None)
             continue
         since = rt.unobserved_since.setdefault(key, now)
@@ -306,7 +313,7 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
 
 def _forget_gone(rt: runtime.Runtime) -> None:
     """Per-object bookkeeping of the loop ends with the object."""
-    for book in (rt.unobserved_since, rt.counters_written):
+    for book in (rt.unobserved_since, rt.counters_written, rt.handled):
         for key in set(book) - set(rt.objects):
             del book[key]
 
@@ -351,10 +358,17 @@ def _farm_status(nodes: list[records.NodeSummary], status: dict[str, Any], gener
                                      message=f"registered as farm {status.get('farmId')}", fields=fields)
 
 
+@functools.lru_cache(maxsize=1024)
+def _hourly(resources: Resources, public_ips: int, certified: bool, dedicated: bool, policy: pricing.PricingPolicy,
+            price: pricing.TftPrice) -> pricing.Bill:
+    """An hour's price of a contract shape: a grid has few shapes and many contracts (the loop prices all of them)."""
+    return pricing.bill(resources=resources, public_ips=public_ips, seconds=3600, certified=certified,
+                        dedicated_node=resources if dedicated else None, balance=0, policy=policy, price=price)
+
+
 def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price: pricing.TftPrice) -> dict[str, Any]:
     """A Deployment's status fields from its contract: the handler and the loop write the same ones."""
-    hourly = pricing.bill(resources=c.resources, public_ips=c.public_ips, seconds=3600, certified=c.certified,
-                          dedicated_node=c.resources if c.dedicated else None, balance=0, policy=policy, price=price)
+    hourly = _hourly(c.resources, c.public_ips, c.certified, c.dedicated, policy, price)
     fields: dict[str, Any] = {
         "node": c.node, "farm": c.farm, "contractId": c.id, "contractState": c.state,
         "reserved": c.resources.as_dict(), "publicIPs": c.public_ips,

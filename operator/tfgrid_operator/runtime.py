@@ -28,6 +28,9 @@ class Runtime:
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     # (plural, namespace, name) → when (monotonic) the loop first saw its spec unobserved by any reconcile
     unobserved_since: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
+    # (plural, namespace, name) → the generation a reconcile handler last ran for (whatever its outcome)
+    handled: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    last_reconcile: float = 0.0  # when (monotonic) a reconcile handler last finished
     # (plural, namespace, name) → grid time its status was last written (uptime counters are throttled)
     counters_written: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)

@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfgrid_operator.domain import identity, scheduling, voting
@@ -69,6 +69,7 @@ requests = st.builds(
     st.sampled_from([None, "be", "EG"]), st.booleans(), st.booleans(), st.sets(st.sampled_from(["n0", "n1", "n2"])))
 
 
+@settings(max_examples=400)
 @given(requests, candidates)
 def test_one_pass_selection_equals_the_filter_chain(request, nodes):
     """The one-pass choice equals the plain reading of the rules: apply every filter in order, keep the nodes

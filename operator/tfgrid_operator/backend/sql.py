@@ -515,7 +515,7 @@ class SqlLedger:
         down_after = self.config.node_down_after_s
         return [scheduling.Candidate(
             name=r.name, farm=r.farm, total=_res(r),
-            used=Resources(*(int(getattr(r, f"used_{k}")) for k in RESOURCE_FIELDS)),
+            used=Resources(int(r.used_cru), int(r.used_mru), int(r.used_sru), int(r.used_hru)),
             country=r.country, city=r.city, certified=r.certified,
             up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
             farm_free_ips=int(r.farm_free_ips), contracts=int(r.contracts), rented=bool(r.rented),

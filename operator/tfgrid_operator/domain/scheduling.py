@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
-from tfgrid_operator.domain.units import Resources
+from tfgrid_operator.domain.units import ZERO, Resources
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,17 +88,28 @@ def _filters(request: Request) -> list[tuple[str, str, Callable[[Candidate], boo
 
 def select_node(request: Request, candidates: Iterable[Candidate]) -> Placement | Unschedulable:
     """Pick a node for ``request``: among the nodes that pass every constraint and have room, the one left least
-    loaded (ties: the name). One pass over the candidates; only when none qualifies do the filters run one by
-    one, in a fixed order, so the message names the constraint that removed the last candidates."""
+    loaded (ties: the name). One pass over the candidates with the constraints inlined (placement runs this for
+    every deployment over every node); only when none qualifies do the filters run one by one, in their fixed
+    order, so the message names the constraint that removed the last candidates. A property test holds the two
+    readings equal."""
     pool = list(candidates)
-    keeps = [keep for _, _, keep in _filters(request)]
-    want = request.resources
+    w = request.resources
+    node, farm, exclude, ips = request.node, request.farm, request.exclude, request.public_ips
+    country = request.country.lower() if request.country is not None else None
+    city = request.city.lower() if request.city is not None else None
     best: tuple[float, str] | None = None
     for c in pool:
-        if all(keep(c) for keep in keeps) and want.fits_in(c.free):
-            key = (_load_after(c, want), c.name)
-            if best is None or key < best:
-                best = key
+        t, u = c.total, c.used
+        if (not c.up or c.rented or c.farm_free_ips < ips or c.name in exclude
+                or u.cru + w.cru > t.cru or u.mru + w.mru > t.mru or u.sru + w.sru > t.sru or u.hru + w.hru > t.hru
+                or (node is not None and c.name != node) or (farm is not None and c.farm != farm)
+                or (country is not None and c.country.lower() != country) or (city is not None and c.city.lower() != city)
+                or (request.certified_only and not c.certified)
+                or (request.dedicated and (c.contracts or u != ZERO))):
+            continue
+        key = (_load_after(c, w), c.name)
+        if best is None or key < best:
+            best = key
     if best is not None:
         return Placement(best[1])
     return _unschedulable(request, pool)

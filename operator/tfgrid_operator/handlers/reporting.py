@@ -112,11 +112,29 @@ def metered(controller: str) -> Callable[[H], H]:
     return wrap
 
 
+def ran_for_generation(plural: str) -> Callable[[H], H]:
+    """Remember which generation a reconcile ran for: the loop nudges an object only when a reconcile ran but
+    its report never landed (kopf's own write failed), never one that is merely still queued."""
+    def wrap(fn: H) -> H:
+        @functools.wraps(fn)
+        async def handler(**kwargs: Any) -> Any:
+            try:
+                return await fn(**kwargs)
+            finally:
+                rt = runtime._current
+                if rt is not None:
+                    key = (plural, kwargs.get("namespace") or "", kwargs["name"])
+                    rt.handled[key] = kwargs["body"].get("metadata", {}).get("generation", 1)
+                    rt.last_reconcile = time.monotonic()
+        return handler  # type: ignore[return-value]
+    return wrap
+
+
 def reconciler(plural: str, controller: str) -> Callable[[H], H]:
     """The one decorator stack of every kind's reconcile handler: run on resume, create and spec updates (never
     on our own status or annotation writes), with the controller's reconcile metrics."""
     def wrap(fn: H) -> H:
-        fn = metered(controller)(fn)
+        fn = ran_for_generation(plural)(metered(controller)(fn))
         for on in (kopf.on.update(runtime.GROUP, runtime.VERSION, plural, field="spec"),
                    kopf.on.create(runtime.GROUP, runtime.VERSION, plural),
                    kopf.on.resume(runtime.GROUP, runtime.VERSION, plural)):

@@ -41,6 +41,17 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
         super().__init__([kopf.StatusDiffBaseStorage(field="status.lastHandledConfiguration"),
                           kopf.AnnotationsDiffBaseStorage(prefix=runtime.PREFIX, key="last-handled-configuration")])
 
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        """The essence once (kopf's multi-storage builds it once per storage, each a deep copy of the whole
+        object); status is never part of it, so it is not copied either unless a handler asks for a field of it."""
+        in_status, legacy = self.storages
+        if not extra_fields:
+            body = kopf.Body({k: v for k, v in body.items() if k != "status"})
+        essence = in_status.build(body=body, extra_fields=extra_fields)
+        legacy.remove_annotations(essence, set(legacy.make_keys(legacy.key, body=body)))
+        legacy.remove_empty_stanzas(essence)
+        return essence
+
     def store(self, *, body: Any, patch: kopf.Patch, essence: Any) -> None:
         next(iter(self.storages)).store(body=body, patch=patch, essence=essence)
 

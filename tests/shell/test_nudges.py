@@ -1,0 +1,49 @@
+"""Which objects the loop nudges (a reconcile-requested-at touch): those whose report was lost, never those
+still waiting in kopf's queue during a burst."""
+
+from __future__ import annotations
+
+import time
+
+from tfgrid_operator import clock, metrics, periodic, runtime
+from tfgrid_operator.settings import Settings
+
+
+def rt_with(objects: dict, **fields) -> runtime.Runtime:
+    rt = runtime.Runtime(settings=Settings(nudge_after_s=10), clock=clock.ManualClock(0), ledger=None,  # type: ignore[arg-type]
+                         kube=None, metrics=metrics.Metrics())  # type: ignore[arg-type]
+    rt.objects.update(objects)
+    for k, v in fields.items():
+        setattr(rt, k, v)
+    return rt
+
+
+def body(generation: int, observed: int | None) -> dict:
+    return {"metadata": {"generation": generation}, "spec": {}, "status": {} if observed is None else
+            {"observedGeneration": observed}}
+
+
+def due_after(rt: runtime.Runtime, seconds: float) -> list:
+    assert periodic.unobserved(rt) == []  # the first sight starts the clock
+    for key in rt.unobserved_since:
+        rt.unobserved_since[key] -= seconds
+    return periodic.unobserved(rt)
+
+
+def test_a_report_lost_after_a_reconcile_ran_is_nudged_even_while_kopf_is_busy():
+    lost, current = ("deployments", "ns", "lost"), ("deployments", "ns", "ok")
+    rt = rt_with({lost: body(2, 1), current: body(2, 2)}, handled={lost: 2, current: 2}, last_reconcile=time.monotonic())
+    assert due_after(rt, 11) == [lost]
+
+
+def test_objects_still_queued_in_a_burst_are_left_to_kopf():
+    queued = ("deployments", "ns", "queued")
+    rt = rt_with({queued: body(1, None)}, last_reconcile=time.monotonic())  # handlers are finishing right now
+    assert due_after(rt, 11) == []
+
+
+def test_when_kopf_is_quiet_an_object_no_reconcile_reached_is_nudged():
+    stuck = ("nodes", "ns", "n0")  # kopf's finalizer write failed: the handler never ran
+    rt = rt_with({stuck: body(1, None)}, last_reconcile=time.monotonic() - 60)
+    assert due_after(rt, 11) == [stuck]
+    assert periodic.unobserved(rt) == []  # nudged once, then the clock starts over

@@ -332,3 +332,42 @@ async def test_concurrent_placements_are_batched_and_each_answered_on_its_own(le
     for a in placed[:12]:
         per_node[a.node] = per_node.get(a.node, 0) + a.resources.cru
     assert per_node == {"n0": 8, "n1": 8, "n2": 8}  # spread, and never above the node's 8 cores
+
+
+async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bills(ledger_url):
+    """Version 2 keeps each contract's billing totals on the contract. A version-1 ledger (totals only in the
+    bills) gets the columns and the totals its bills add up to, once, when the operator opens it."""
+    import sqlalchemy as sa
+
+    from tfgrid_operator import backend
+    from tfgrid_operator.backend import config, schema
+
+    cfg = config.LedgerConfig(billing_period_s=H)
+    lg = await backend.open_backend(ledger_url, cfg)
+    await grid(lg)
+    await lg.fund(name="alice", amount=10**12)
+    request = scheduling.Request(resources=SMALL)
+    first = await lg.open_contract(key="ns/a", payer="alice", request=request, now=0)
+    await lg.open_contract(key="ns/b", payer="alice", request=request, now=H // 2)
+    for period in range(3):
+        await lg.bill_period(period=period, now=(period + 1) * H)
+    before = await lg.contract_summaries()
+    async with lg.engine.begin() as conn:  # what a version-1 ledger looked like
+        for column in ("billed_total", "last_billed_at", "last_discount"):
+            await conn.execute(sa.text(f"ALTER TABLE contracts DROP COLUMN {column}"))
+        await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="1"))
+    await lg.close()
+    lg = await backend.open_backend(ledger_url, cfg)
+    try:
+        after = await lg.contract_summaries()
+        assert after == before and after["ns/a"].billed_total > after["ns/b"].billed_total > 0
+        assert after["ns/a"].id == first.id
+        async with lg.engine.connect() as conn:
+            assert (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar() == "2"
+        await lg.bill_period(period=3, now=4 * H)  # and billing keeps adding to the migrated totals
+        async with lg.engine.connect() as conn:
+            b = schema.bills
+            latest = (await conn.execute(sa.select(b.c.amount).where(b.c.contract_id == first.id, b.c.period == 3))).scalar()
+        assert (await lg.contract_summaries())["ns/a"].billed_total == before["ns/a"].billed_total + latest > 0
+    finally:
+        await lg.close()

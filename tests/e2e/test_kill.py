@@ -169,6 +169,12 @@ async def check_ledger(lg, end: int) -> None:
         for period in range(r.created_at // H, end // H):
             rows = windows.get((r.id, period))
             assert rows and rows[-1].until == (period + 1) * H, f"contract {r.id} lost period {period}"
+    # each contract's totals are its bills', kept in the same transactions
+    for r in contracts:
+        mine = [x for x in bills if x.contract_id == r.id]
+        assert r.billed_total == sum(x.amount for x in mine), r.id
+        assert (r.last_billed_at, r.last_discount) == ((max(x.billed_at for x in mine), mine[-1].discount) if mine
+                                                       else (None, None)), r.id
     # money is moved by billing, made only by minting
     assert balances == 4 * FUNDING + minted
     assert len(mint_rows) == len(set(mint_rows)) and minted > 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: contracts carry their billing totals (billed_total, last_billed_at, last_discount)
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
@@ -90,6 +90,10 @@ contracts = sa.Table(
     sa.Column("deleted_at", sa.BigInteger),
     sa.Column("deleted_reason", sa.String(32)),
     sa.Column("overdraft", Money, nullable=False, server_default="0"),
+    # kept by the billing transaction that inserts the bills, so a contract's totals are a row, not a scan of bills
+    sa.Column("billed_total", Money, nullable=False, server_default="0"),  # sum of its bills' amounts
+    sa.Column("last_billed_at", sa.BigInteger),  # its latest bill's billed_at
+    sa.Column("last_discount", sa.String(16)),  # its latest bill's discount level
     sa.Index(
         "one_live_contract_per_key", "key", unique=True,
         sqlite_where=sa.text("state != 'Deleted'"), postgresql_where=sa.text("state != 'Deleted'"),

@@ -88,7 +88,6 @@ class SqlLedger:
         self.config = config
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
-        self._queries: dict[bool, sa.Select[Any]] = {}
         self._placements: Batcher[_Open, records.Contract] = Batcher(self._open_batch)
 
     # ------------------------------------------------------------------ setup
@@ -139,8 +138,22 @@ class SqlLedger:
                 raise errors.InvalidRequest(
                     f"the ledger has schema version {current}, newer than this operator's {schema.SCHEMA_VERSION}"
                 )
+            elif int(current) < 2:
+                await self._migrate_to_2(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "")
+
+    async def _migrate_to_2(self, conn: AsyncConnection) -> None:
+        """Version 2: each contract carries its billing totals, computed once here from its bills."""
+        for column, kind in (("billed_total", "BIGINT NOT NULL DEFAULT 0"), ("last_billed_at", "BIGINT"),
+                             ("last_discount", "VARCHAR(16)")):
+            await conn.execute(sa.text(f"ALTER TABLE contracts ADD COLUMN {column} {kind}"))
+        await conn.execute(sa.text(
+            "UPDATE contracts SET "
+            "billed_total = COALESCE((SELECT SUM(amount) FROM bills WHERE contract_id = contracts.id), 0), "
+            "last_billed_at = (SELECT MAX(billed_at) FROM bills WHERE contract_id = contracts.id), "
+            "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
+        await self._set_meta(conn, "schema_version", "2")
 
     async def close(self) -> None:
         await self._placements.close()
@@ -438,34 +451,11 @@ class SqlLedger:
         return out
 
     # ------------------------------------------------------------------ contracts
-    def _contract_query(self, *, one: bool) -> sa.Select[Any]:
-        """Contracts with their billing totals. ``one``: correlated lookups through the bills primary key, for a
-        single contract; else one GROUP BY scan of the bills, for all of them. Built once per shape."""
-        cached = self._queries.get(one)
-        if cached is not None:
-            return cached
-        c, a, n, f, b = schema.contracts, schema.accounts, schema.nodes, schema.farms, schema.bills
-        base = (sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified)
+    def _contract_query(self) -> sa.Select[Any]:
+        """Contracts with their payer, node and farm names (the billing totals are columns of the contract)."""
+        c, a, n, f = schema.contracts, schema.accounts, schema.nodes, schema.farms
+        return (sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified)
                 .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id))
-        if one:
-            of_c = b.c.contract_id == c.c.id
-            query = base.add_columns(
-                sa.select(sa.func.coalesce(sa.func.sum(b.c.amount), 0)).where(of_c).scalar_subquery().label("billed_total"),
-                sa.select(sa.func.max(b.c.billed_at)).where(of_c).scalar_subquery().label("last_billed_at"),
-                sa.select(b.c.discount).where(of_c).order_by(b.c.until.desc()).limit(1).scalar_subquery()
-                .label("last_discount"))
-        else:
-            totals = sa.select(b.c.contract_id, sa.func.sum(b.c.amount).label("billed_total"),
-                               sa.func.max(b.c.billed_at).label("last_billed_at"),
-                               sa.func.max(b.c.until).label("last_until")).group_by(b.c.contract_id).subquery()
-            last_bill = b.alias("last_bill")
-            query = (base.add_columns(sa.func.coalesce(totals.c.billed_total, 0).label("billed_total"),
-                                      totals.c.last_billed_at, last_bill.c.discount.label("last_discount"))
-                     .outerjoin(totals, totals.c.contract_id == c.c.id)
-                     .outerjoin(last_bill, sa.and_(last_bill.c.contract_id == c.c.id,
-                                                   last_bill.c.until == totals.c.last_until)))
-        self._queries[one] = query
-        return query
 
     def _contract(self, r: Any, created: bool = False) -> records.Contract:
         return records.Contract(
@@ -477,7 +467,7 @@ class SqlLedger:
 
     async def _latest_contract(self, conn: AsyncConnection, key: str) -> records.Contract | None:
         c = schema.contracts
-        row = (await conn.execute(self._contract_query(one=True).where(c.c.key == key).order_by(c.c.id.desc())
+        row = (await conn.execute(self._contract_query().where(c.c.key == key).order_by(c.c.id.desc())
                                   .limit(1))).first()
         return None if row is None else self._contract(row)
 
@@ -603,7 +593,7 @@ class SqlLedger:
     async def _latest_contracts(self, conn: AsyncConnection, keys: set[str]) -> dict[str, records.Contract]:
         c = schema.contracts
         found: dict[str, records.Contract] = {}
-        for r in (await conn.execute(self._contract_query(one=True).where(c.c.key.in_(keys)).order_by(c.c.id))).all():
+        for r in (await conn.execute(self._contract_query().where(c.c.key.in_(keys)).order_by(c.c.id))).all():
             found[r.key] = self._contract(r)  # the latest per key wins
         return found
 
@@ -678,7 +668,7 @@ class SqlLedger:
     async def contract_summaries(self) -> dict[str, records.Contract]:
         c = schema.contracts
         async with self._read() as conn:
-            rows = (await conn.execute(self._contract_query(one=False).order_by(c.c.id))).all()
+            rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
         return {r.key: self._contract(r) for r in rows}  # the latest contract per key wins
 
     # ------------------------------------------------------------------ billing
@@ -799,6 +789,12 @@ class SqlLedger:
                     changed.append(r.key)
         if new_bills:
             await conn.execute(b.insert(), new_bills)
+            await conn.execute(
+                c.update().where(c.c.id == sa.bindparam("cid")).values(
+                    billed_total=c.c.billed_total + sa.bindparam("amount_"), last_billed_at=sa.bindparam("billed_at_"),
+                    last_discount=sa.bindparam("discount_")),
+                [{"cid": x["contract_id"], "amount_": x["amount"], "billed_at_": x["billed_at"], "discount_": x["discount"]}
+                 for x in new_bills])
         if contract_updates:
             await conn.execute(
                 c.update().where(c.c.id == sa.bindparam("cid")).values(

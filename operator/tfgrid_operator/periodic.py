@@ -14,6 +14,8 @@ import functools
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
@@ -74,11 +76,14 @@ async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
         rt.metrics.minted.inc(report.amount)
         summaries = await rt.ledger.node_summaries(now=p.end - 1)
         namespaces = {n: ns for (plural, ns, n) in rt.objects if plural == "nodes"}  # node names are grid-unique
+        minted_events = []
         for name in report.changed:
             s = summaries.get(name)
             ref = _ref(rt, "nodes", name, namespaces.get(name, ""))
             if s is not None and ref is not None:
-                await event(rt, ref, "Normal", Reason.MINTED, f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})")
+                minted_events.append(event(rt, ref, "Normal", Reason.MINTED,
+                                           f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})"))
+        await concurrently(minted_events)
         k += 1
         done += 1
 
@@ -91,11 +96,13 @@ async def bill_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
         report = await rt.ledger.bill_period(period=k, now=now)
         rt.metrics.billed.inc(report.amount)
         contracts = await rt.ledger.contract_summaries() if report.changed else {}
+        state_events = []
         for key in report.changed:
             ns, _, name = key.partition("/")
             ref, c = _ref(rt, "deployments", name, ns), contracts.get(key)
             if ref is not None and c is not None:
-                await event(rt, ref, *_state_event(c, k))
+                state_events.append(event(rt, ref, *_state_event(c, k)))
+        await concurrently(state_events)
         k += 1
         done += 1
     return done
@@ -130,6 +137,19 @@ def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
         return ("Warning", Reason.OUT_OF_FUNDS, f"Contract {c.id}: the grace period ended unpaid; contract deleted "
                 f"and capacity on node {c.node} released")
     return ("Normal", Reason.FUNDED, f"Contract {c.id}: the payer {c.payer!r} paid what was owed; billing resumed")
+
+
+API_CONCURRENCY = 16  # requests the loop keeps in flight to the API server
+
+
+async def concurrently(calls: list[Coroutine[Any, Any, Any]], limit: int = API_CONCURRENCY) -> None:
+    """Await the calls with at most ``limit`` in flight (one Event or PATCH per object, never one at a time)."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(call: Coroutine[Any, Any, Any]) -> None:
+        async with sem:
+            await call
+    await asyncio.gather(*(one(c) for c in calls))
 
 
 async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Reason, message: str) -> None:
@@ -214,7 +234,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         farms[s.farm].append(s)
     patches: list[tuple[str, str, str, dict[str, Any]]] = []
     _forget_gone(rt)
-    nudges = unobserved(rt)
+    nudges = sorted(set(unobserved(rt)) | set(requeues(rt)))
     for (plural, ns, name), body in list(rt.objects.items()):
         status = body.get("status") or {}
         ready = conditions.get(status.get("conditions") or [], "Ready") or {}
@@ -241,32 +261,29 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         change = conditions.diff(status, desired)
         if change and not _only_counters(rt, (plural, ns, name), change, now):
             patches.append((plural, ns, name, change))
-    sem = asyncio.Semaphore(16)
-
     async def send(plural: str, ns: str, name: str, change: dict[str, Any]) -> None:
-        async with sem:
-            try:
-                written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
-                tracked = rt.objects.get((plural, ns, name))
-                if tracked is not None and isinstance(written, dict):
-                    # the next tick diffs against what was written, even before the watch delivers it
-                    tracked["status"] = dict(written.get("status") or {})
-            except ApiError as err:
-                if err.status != 404:
-                    log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
+        try:
+            written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
+            tracked = rt.objects.get((plural, ns, name))
+            if tracked is not None and isinstance(written, dict):
+                # the next tick diffs against what was written, even before the watch delivers it
+                tracked["status"] = dict(written.get("status") or {})
+        except ApiError as err:
+            if err.status != 404:
+                log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
     async def nudge(plural: str, ns: str, name: str) -> None:
         """A new event for kopf: it re-runs the handlers of an object whose last pass never got written."""
-        meta = {"metadata": {"annotations": {f"{runtime.PREFIX}/reconcile-requested-at": stamp}}}
-        async with sem:
-            try:
-                await rt.kube.request("PATCH", rt.kube.path(runtime.GROUP, runtime.VERSION, plural, ns, name), meta,
-                                      "application/merge-patch+json")
-            except ApiError as err:
-                log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
+        # wall time to the microsecond: a value that always differs, so the patch is always a change kopf sees
+        meta = {"metadata": {"annotations": {runtime.REQUEUE_ANNOTATION: datetime.now(UTC).isoformat()}}}
+        try:
+            await rt.kube.request("PATCH", rt.kube.path(runtime.GROUP, runtime.VERSION, plural, ns, name), meta,
+                                  "application/merge-patch+json")
+        except ApiError as err:
+            log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
 
     started = time.perf_counter()
-    await asyncio.gather(*(send(*p) for p in patches), *(nudge(*k) for k in nudges))
+    await concurrently([*(send(*p) for p in patches), *(nudge(*k) for k in nudges)])
     rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
     _gauges(rt, summaries, contracts)
     rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
@@ -311,9 +328,33 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
     return due
 
 
+# conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
+WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY})
+REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
+
+
+def requeues(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
+    """Objects waiting on the world (no room, no payer, no farm yet) due for another try: first after
+    rt.retry_delay_s, then each wait twice the last, up to REQUEUE_BACKOFF_CAP times the first."""
+    now = time.monotonic()
+    first = rt.retry_delay_s
+    due = []
+    for key, body in rt.objects.items():
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        if body["metadata"].get("deletionTimestamp") or ready.get("reason") not in WAITING:
+            rt.requeue_at.pop(key, None)
+            continue
+        at, wait = rt.requeue_at.setdefault(key, (now + first, first))
+        if now >= at:
+            due.append(key)
+            wait = min(wait * 2, first * REQUEUE_BACKOFF_CAP)
+            rt.requeue_at[key] = (now + wait, wait)
+    return due
+
+
 def _forget_gone(rt: runtime.Runtime) -> None:
     """Per-object bookkeeping of the loop ends with the object."""
-    for book in (rt.unobserved_since, rt.counters_written, rt.handled):
+    for book in (rt.unobserved_since, rt.counters_written, rt.handled, rt.requeue_at):
         for key in set(book) - set(rt.objects):
             del book[key]
 

@@ -14,6 +14,10 @@ from tfgrid_operator.settings import Settings
 
 GROUP, VERSION = "grid.threefold.io", "v1alpha1"
 PREFIX = "grid.threefold.io"
+# the loop touches this annotation to have kopf run an object's reconcile again (a lost write, a wait on the world).
+# Not under PREFIX/: kopf drops every annotation under its storages' prefix from what it diffs, so a change there
+# would never reach a handler.
+REQUEUE_ANNOTATION = f"reconcile.{PREFIX}/requested-at"
 
 
 @dataclasses.dataclass
@@ -31,6 +35,8 @@ class Runtime:
     # (plural, namespace, name) → the generation a reconcile handler last ran for (whatever its outcome)
     handled: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
     last_reconcile: float = 0.0  # when (monotonic) a reconcile handler last finished
+    # (plural, namespace, name) → (when (monotonic) to requeue it, the wait after that): objects waiting on the world
+    requeue_at: dict[tuple[str, str, str], tuple[float, float]] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → grid time its status was last written (uptime counters are throttled)
     counters_written: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)

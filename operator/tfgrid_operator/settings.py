@@ -14,8 +14,11 @@ class Settings(BaseSettings):
     tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
     batch_window_s: float = Field(0.1, description="kopf's batching window: how long to wait for more events on "
                                                    "an object before handling it (kopf's default)")
+    worker_limit: int = Field(256, description="objects kopf reconciles at once (0: no limit); the rest wait in "
+                                               "its queue, which bounds memory in a burst of creations")
     nudge_after_s: float = Field(30.0, description="an object whose spec no reconcile has observed for this long "
-                                                   "(e.g. kopf's own write failed) gets a reconcile-requested-at touch")
+                                                   "(e.g. kopf's own write failed) gets a requeue annotation touch "
+                                                   "(reconcile.grid.threefold.io/requested-at)")
     counter_refresh_s: int = Field(0, description="grid seconds between status writes that would only move counters "
                                                   "(uptime, billed total); 0: every change shows at once")
     billing_period_s: int = Field(3600, description="§2.5: one hour")

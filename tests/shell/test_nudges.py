@@ -1,4 +1,4 @@
-"""Which objects the loop nudges (a reconcile-requested-at touch): those whose report was lost, never those
+"""Which objects the loop nudges (a requeue annotation touch): those whose report was lost, never those
 still waiting in kopf's queue during a burst."""
 
 from __future__ import annotations
@@ -47,3 +47,25 @@ def test_when_kopf_is_quiet_an_object_no_reconcile_reached_is_nudged():
     rt = rt_with({stuck: body(1, None)}, last_reconcile=time.monotonic() - 60)
     assert due_after(rt, 11) == [stuck]
     assert periodic.unobserved(rt) == []  # nudged once, then the clock starts over
+
+
+def waiting_body(reason: str) -> dict:
+    return {"metadata": {"generation": 1}, "spec": {},
+            "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
+
+
+def test_objects_waiting_on_the_world_are_requeued_with_a_capped_backoff():
+    unschedulable, ready = ("deployments", "ns", "big"), ("deployments", "ns", "ok")
+    rt = rt_with({unschedulable: waiting_body("Unschedulable"), ready: waiting_body("Available")})
+    rt.retry_delay_s = 1.0
+    waits = []
+    for _ in range(7):
+        assert periodic.requeues(rt) == []  # not before its time
+        _, wait = rt.requeue_at[unschedulable]
+        rt.requeue_at[unschedulable] = (time.monotonic() - 0.001, wait)  # its time has come
+        assert periodic.requeues(rt) == [unschedulable]
+        waits.append(rt.requeue_at[unschedulable][1])
+    assert waits == [2, 4, 8, 12, 12, 12, 12]  # doubling, capped at REQUEUE_BACKOFF_CAP × retry_delay_s
+    assert ready not in rt.requeue_at
+    rt.objects[unschedulable] = waiting_body("Available")  # placed at last: its backoff is forgotten
+    assert periodic.requeues(rt) == [] and unschedulable not in rt.requeue_at

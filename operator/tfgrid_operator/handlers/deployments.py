@@ -69,11 +69,9 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
         reason = Reason.RESIZE_BLOCKED if current is not None and current.state != "Deleted" else Reason.UNSCHEDULABLE
         fields = {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node} \
             if current is not None and current.state != "Deleted" else {}
-        if reporting.report(body, patch, ready=False, reason=reason, message=message, fields=fields):
-            kopf.warn(body, reason=str(reason), message=message)
-        raise kopf.TemporaryError(message, delay=rt.retry_delay_s) from err
+        return reporting.waiting(body, patch, reason=reason, message=message, fields=fields)
     except errors.NotFound as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.PAYER_NOT_FOUND)
+        return reporting.waiting(body, patch, reason=Reason.PAYER_NOT_FOUND, message=err.message, synced=False)
     except errors.LedgerError as err:
         return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
     policy, _ = await rt.ledger.policies()

@@ -22,10 +22,8 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
         return
     farm = await rt.ledger.observe_farm(name=s.farm)
     if farm is None or farm.state != "Active":
-        message = f"farm {s.farm!r} is not registered yet; retrying"
-        if reporting.report(body, patch, ready=False, reason=Reason.FARM_NOT_READY, message=message):
-            kopf.warn(body, reason=str(Reason.FARM_NOT_READY), message=message)
-        raise kopf.TemporaryError(message, delay=rt.retry_delay_s)
+        return reporting.waiting(body, patch, reason=Reason.FARM_NOT_READY,
+                                 message=f"farm {s.farm!r} is not registered yet; retrying")
     try:
         node = await rt.ledger.ensure_node(
             name=name, farm=s.farm, resources=s.capacity, country=s.location.country, city=s.location.city,

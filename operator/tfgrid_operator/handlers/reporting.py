@@ -5,10 +5,11 @@ A reconcile that changes nothing adds nothing to kopf's patch, so kopf sends no 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import kopf
 from pydantic import BaseModel
@@ -35,6 +36,24 @@ def apply(body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
 
 def report(body: Any, patch: kopf.Patch, **kwargs: Any) -> bool:
     return apply(body, patch, desired_status(body, **kwargs))
+
+
+class Requeued(Exception):
+    """A reconcile that reported a wait: counted as a requeue (controller-runtime's result), returned to kopf as
+    a success so that its status patch is written and no kopf retry holds a worker."""
+
+
+def waiting(body: Any, patch: kopf.Patch, *, reason: Reason, message: str, fields: dict[str, Any] | None = None,
+            synced: bool = True) -> NoReturn:
+    """Report a wait on the world (no node has room, the payer or the farm does not exist yet): Ready=False with
+    the reason, one Warning Event per new reason, and end the reconcile (Requeued). The batched loop requeues
+    waiting objects with a backoff; a kopf retry would hold one of its workers (settings.worker_limit) asleep for
+    as long as the wait lasts."""
+    if report(body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
+              synced_message=message if not synced else ""):
+        kopf.warn(body, reason=str(reason), message=message)
+    raise Requeued(message)
+
 
 
 def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, ready_reason: Reason,
@@ -92,12 +111,17 @@ def metered(controller: str) -> Callable[[H], H]:
         async def handler(**kwargs: Any) -> Any:
             rt = runtime._current
             if rt is None:  # an event before startup finished: nothing to count into yet
-                return await fn(**kwargs)
+                with contextlib.suppress(Requeued):
+                    return await fn(**kwargs)
+                return None
             m = rt.metrics
             started = time.perf_counter()
             result = "success"
             try:
                 return await fn(**kwargs)
+            except Requeued:
+                result = "requeue"
+                return None
             except kopf.TemporaryError:
                 result = "requeue"
                 raise
@@ -131,11 +155,13 @@ def ran_for_generation(plural: str) -> Callable[[H], H]:
 
 
 def reconciler(plural: str, controller: str) -> Callable[[H], H]:
-    """The one decorator stack of every kind's reconcile handler: run on resume, create and spec updates (never
-    on our own status or annotation writes), with the controller's reconcile metrics."""
+    """The one decorator stack of every kind's reconcile handler: run on resume, create, spec updates and the
+    loop's requeue annotation (never on our own status writes), with the controller's reconcile metrics."""
     def wrap(fn: H) -> H:
         fn = ran_for_generation(plural)(metered(controller)(fn))
         for on in (kopf.on.update(runtime.GROUP, runtime.VERSION, plural, field="spec"),
+                   kopf.on.update(runtime.GROUP, runtime.VERSION, plural,
+                                  field=("metadata", "annotations", runtime.REQUEUE_ANNOTATION)),
                    kopf.on.create(runtime.GROUP, runtime.VERSION, plural),
                    kopf.on.resume(runtime.GROUP, runtime.VERSION, plural)):
             fn = on(fn)

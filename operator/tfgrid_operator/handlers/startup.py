@@ -18,20 +18,6 @@ _loop_task: asyncio.Task[None] | None = None
 _metrics_server: Any = None
 
 
-class _SuccessesStayInTheLog(logging.Filter):
-    """kopf posts every INFO line of an object's log as a Kubernetes Event: "Handler … succeeded" and "Creation is
-    processed" — two Events per object per reconcile, 20,000 for a grid's 10,000 deployments. Those lines stay
-    in the log; warnings and errors (a handler that failed) are still posted, and so are our own Events."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            record.k8s_skip = True
-        return True
-
-
-_QUIET = _SuccessesStayInTheLog()
-
-
 class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
     """kopf's last-handled configuration in status.lastHandledConfiguration, written in the same PATCH as the
     status a reconcile reports (as an annotation it cost every object one more PATCH and one more watch event).
@@ -77,7 +63,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = ProgressInStatus()
     settings.persistence.diffbase_storage = DiffBaseInStatus()
     settings.posting.level = logging.INFO  # kopf.info() Events obey this level too
-    logging.getLogger("kopf.objects").addFilter(_QUIET)  # idempotent: a filter is added once
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]  # capped backoff for framework errors
@@ -101,6 +86,10 @@ async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     factory = runtime._factory or default_runtime
     rt = await factory()
     settings.batching.batch_window = rt.settings.batch_window_s
+    settings.queueing.worker_limit = rt.settings.worker_limit or None
+    # a worker keeps its slot until its object has been quiet this long (kopf's default, 5 s, would cap a limited
+    # pool at worker_limit / 5 objects a second)
+    settings.queueing.idle_timeout = 0.5
     runtime.set_current(rt)
     if rt.settings.metrics_port:  # Prometheus exposition of this runtime's registry
         _metrics_server, _ = prometheus_client.start_http_server(rt.settings.metrics_port, registry=rt.metrics.registry)

@@ -49,7 +49,7 @@ API = "/apis/grid.threefold.io/v1alpha1/namespaces"
 START = 1_767_225_600
 H = 3600
 CONFIG = backend.LedgerConfig(billing_period_s=H, minting_epoch=START, minting_period_s=H, mint_settle_s=0)
-TICK_S = 2.0
+TICK_S = 5.0  # the operator's default (settings.tick_s)
 CONCURRENCY = 16
 OWNER = identity.KeyPair.generate()
 

@@ -249,7 +249,12 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         elif plural == "farms" and "farmId" in status:
             desired = _farm_status(farms.get(name, []), status, generation, stamp)
         elif plural == "deployments" and f"{ns}/{name}" in contracts and "contractId" in status:
-            desired = deployment_status(contracts[f"{ns}/{name}"], status, generation, stamp, policy, cfg.tft_price)
+            c = contracts[f"{ns}/{name}"]
+            seen = rt.refreshed.get((plural, ns, name))
+            if seen is not None and seen[0] is body.get("status") and seen[1:] == (c, generation, policy):
+                continue  # nothing it is made of changed since it was last compared: no change to find
+            rt.refreshed[(plural, ns, name)] = (body.get("status"), c, generation, policy)
+            desired = deployment_status(c, status, generation, stamp, policy, cfg.tft_price)
         elif plural == "proposals" and f"{ns}/{name}" in proposals and "proposalId" in status:
             try:
                 spec = crd_models.parse(crd_models.ProposalSpec, body.get("spec"))
@@ -261,6 +266,9 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         change = conditions.diff(status, desired)
         if change and not _only_counters(rt, (plural, ns, name), change, now):
             patches.append((plural, ns, name, change))
+        elif change:
+            rt.refreshed.pop((plural, ns, name), None)  # a deferred counter: compare again next tick
+
     async def send(plural: str, ns: str, name: str, change: dict[str, Any]) -> None:
         try:
             written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
@@ -269,6 +277,8 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
                 # the next tick diffs against what was written, even before the watch delivers it
                 tracked["status"] = dict(written.get("status") or {})
         except ApiError as err:
+            rt.refreshed.pop((plural, ns, name), None)  # not written: compare (and write) again next tick
+            rt.counters_written.pop((plural, ns, name), None)
             if err.status != 404:
                 log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
@@ -354,7 +364,7 @@ def requeues(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
 
 def _forget_gone(rt: runtime.Runtime) -> None:
     """Per-object bookkeeping of the loop ends with the object."""
-    for book in (rt.unobserved_since, rt.counters_written, rt.handled, rt.requeue_at):
+    for book in (rt.unobserved_since, rt.counters_written, rt.handled, rt.requeue_at, rt.refreshed):
         for key in set(book) - set(rt.objects):
             del book[key]
 

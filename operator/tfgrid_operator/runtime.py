@@ -39,6 +39,9 @@ class Runtime:
     requeue_at: dict[tuple[str, str, str], tuple[float, float]] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → grid time its status was last written (uptime counters are throttled)
     counters_written: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    # (plural, namespace, name) → what the loop last compared a Deployment's status from (the status dict itself,
+    # the contract, generation, pricing policy): when all are the same, the comparison is skipped
+    refreshed: dict[tuple[str, str, str], tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
     objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 

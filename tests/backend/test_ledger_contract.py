@@ -371,3 +371,17 @@ async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bill
         assert (await lg.contract_summaries())["ns/a"].billed_total == before["ns/a"].billed_total + latest > 0
     finally:
         await lg.close()
+
+
+async def test_concurrent_reads_share_one_query_and_each_gets_its_own_answer(ledger):
+    import asyncio
+
+    await grid(ledger, nodes=2)
+    request = scheduling.Request(resources=SMALL)
+    placed = {k: await ledger.open_contract(key=k, payer="alice", request=request, now=0) for k in ("ns/a", "ns/b")}
+    batches = ledger._observations.batches
+    keys = ["ns/a", "ns/b", "ns/none", "ns/a"] * 5
+    found = await asyncio.gather(*(ledger.observe_contract(key=k) for k in keys), ledger.policies(), ledger.policies())
+    assert [c.id if c else None for c in found[:20]] == [placed[k].id if k in placed else None for k in keys]
+    assert found[20] == found[21] and found[20][0].cu == 100_000
+    assert ledger._observations.batches - batches < len(keys)

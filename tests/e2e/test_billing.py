@@ -152,3 +152,45 @@ async def test_restart_mid_cycle_bills_each_period_exactly_once(apiserver, opera
     c = await ledger.observe_contract(key="default/steady")
     assert c.billed_total == 3 * 7_625_000
     assert (await ledger.get_account(name="p-none")).balance == 100 * TFT - 3 * 7_625_000
+
+
+
+async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_retried(apiserver, grid_clock,
+                                                                                     ledger_path):
+    """counter_refresh_s = 2 h: a billedTotal that moved alone is written at most every two grid hours; a status
+    write the API refused is written again on a later tick."""
+    import asyncio
+
+    from e2e.conftest import CONFIG, OperatorThread
+    from tfgrid_operator import backend, runtime
+
+    op = OperatorThread(ledger_path, grid_clock, counter_refresh_s=2 * H)
+    op.start()
+    lg = await backend.open_backend(ledger_path, CONFIG)
+    try:
+        await two_nodes(apiserver)
+        await fund(lg, "p-none", 100)
+        await create(apiserver, deployment("d", payer="p-none"))
+        await ready(apiserver, "deployments", "d")
+        grid_clock.set(START + H)
+        await eventually(billed(apiserver, "d", 7_625_000), what="the first bill shown")
+        grid_clock.set(START + 2 * H)
+        await asyncio.sleep(1)  # ten ticks
+        assert (await lg.contract_summaries())["default/d"].billed_total == 2 * 7_625_000  # billed on the ledger …
+        assert obj(apiserver, "deployments", "d")["status"]["billedTotal"] == 7_625_000  # … not yet written
+        refusals = {"left": 2}
+
+        def refuse(verb: str, key: str, name: str) -> int | None:
+            if verb == "patch" and key.endswith("/deployments") and refusals["left"]:
+                refusals["left"] -= 1
+                return 500
+            return None
+        apiserver.fault = refuse
+        grid_clock.set(START + 3 * H)  # two hours since the last write: due, refused twice, then written
+        await eventually(billed(apiserver, "d", 3 * 7_625_000), what="the counter written after two refusals")
+        assert refusals["left"] == 0
+    finally:
+        apiserver.fault = None
+        await lg.close()
+        await op.stop()
+        runtime.set_factory(None)

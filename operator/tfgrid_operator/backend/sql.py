@@ -67,6 +67,7 @@ def _uptime_state(row: Any | None, period: minting.Period) -> uptime_mod.UptimeS
 
 
 RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
+Policies = tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]
 POOL_SIZE = 5
 POOL_TIMEOUT_S = 120  # a reconcile waits this long for a connection under a burst before it backs off and retries
 WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
@@ -89,6 +90,8 @@ class SqlLedger:
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
         self._placements: Batcher[_Open, records.Contract] = Batcher(self._open_batch)
+        self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)
+        self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -156,7 +159,8 @@ class SqlLedger:
         await self._set_meta(conn, "schema_version", "2")
 
     async def close(self) -> None:
-        await self._placements.close()
+        for batcher in (self._placements, self._observations, self._policy_reads):
+            await batcher.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -598,8 +602,13 @@ class SqlLedger:
         return found
 
     async def observe_contract(self, *, key: str) -> records.Contract | None:
+        return await self._observations.submit(key)
+
+    async def _observe_batch(self, keys: Sequence[str]) -> list[records.Contract | None]:
+        """Concurrent lookups (every Deployment resuming after a restart) in one query."""
         async with self._read() as conn:
-            return await self._latest_contract(conn, key)
+            found = await self._latest_contracts(conn, set(keys))
+        return [found.get(k) for k in keys]
 
     async def resize_contract(self, *, key: str, resources: Resources, public_ips: int, now: int) -> records.Contract:
         c, n, f = schema.contracts, schema.nodes, schema.farms
@@ -673,8 +682,13 @@ class SqlLedger:
 
     # ------------------------------------------------------------------ billing
     async def policies(self) -> tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]:
+        return await self._policy_reads.submit(None)
+
+    async def _policies_batch(self, callers: Sequence[None]) -> list[Policies]:
+        """Every reconcile reads the pricing policy: concurrent readers share one read."""
         async with self._read() as conn:
-            return await self._policies(conn)
+            answer = await self._policies(conn)
+        return [answer] * len(callers)
 
     async def _policies(self, conn: AsyncConnection) -> tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]:
         m = schema.meta

@@ -55,7 +55,6 @@ def waiting(body: Any, patch: kopf.Patch, *, reason: Reason, message: str, field
     raise Requeued(message)
 
 
-
 def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, ready_reason: Reason,
                    fields: dict[str, Any] | None = None) -> None:
     """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff."""

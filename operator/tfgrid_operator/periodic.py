@@ -238,9 +238,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     for (plural, ns, name), body in list(rt.objects.items()):
         status = body.get("status") or {}
         ready = conditions.get(status.get("conditions") or [], "Ready") or {}
-        if body["metadata"].get("deletionTimestamp") or ready.get("reason") in (
-                Reason.INVALID_SPEC, Reason.FARM_NOT_READY, Reason.UNSCHEDULABLE, Reason.PAYER_NOT_FOUND,
-                Reason.DELETE_BLOCKED, Reason.RESIZE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED):
+        if body["metadata"].get("deletionTimestamp") or ready.get("reason") in HANDLER_OWNED:
             continue
         generation = body["metadata"].get("generation", 1)
         desired: dict[str, Any] | None = None
@@ -340,6 +338,8 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
 
 # conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
 WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY})
+# conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
+HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED}
 REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
 
 

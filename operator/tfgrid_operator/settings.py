@@ -16,9 +16,9 @@ class Settings(BaseSettings):
                                                    "an object before handling it (kopf's default)")
     worker_limit: int = Field(256, description="objects kopf reconciles at once (0: no limit); the rest wait in "
                                                "its queue, which bounds memory in a burst of creations")
-    nudge_after_s: float = Field(30.0, description="an object whose spec no reconcile has observed for this long "
-                                                   "(e.g. kopf's own write failed) gets a requeue annotation touch "
-                                                   "(reconcile.grid.threefold.io/requested-at)")
+    nudge_after_s: float = Field(30.0, description="an object whose status has not shown its generation this long "
+                                                   "after a reconcile ran (kopf's own write failed) gets a requeue "
+                                                   "annotation touch (reconcile.grid.threefold.io/requested-at)")
     counter_refresh_s: int = Field(0, description="grid seconds between status writes that would only move counters "
                                                   "(uptime, billed total); 0: every change shows at once")
     billing_period_s: int = Field(3600, description="§2.5: one hour")

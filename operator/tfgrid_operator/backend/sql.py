@@ -470,10 +470,7 @@ class SqlLedger:
             certified=bool(r.certified), created=created)
 
     async def _latest_contract(self, conn: AsyncConnection, key: str) -> records.Contract | None:
-        c = schema.contracts
-        row = (await conn.execute(self._contract_query().where(c.c.key == key).order_by(c.c.id.desc())
-                                  .limit(1))).first()
-        return None if row is None else self._contract(row)
+        return (await self._latest_contracts(conn, {key})).get(key)
 
     async def _select(self, conn: AsyncConnection, request: scheduling.Request,
                       now: int) -> scheduling.Placement | scheduling.Unschedulable:
@@ -578,9 +575,9 @@ class SqlLedger:
                 reserved = chosen.total if o.request.dedicated else o.request.resources
                 pool[chosen.name] = dataclasses.replace(chosen, used=chosen.used + reserved, contracts=chosen.contracts + 1,
                                                         rented=chosen.rented or o.request.dedicated)
-                if o.request.public_ips:
+                if o.request.public_ips:  # the farm's free IPs are shared by all its nodes
                     for x in [x for x in pool.values() if x.farm == chosen.farm]:
-                        pool[x.name] = dataclasses.replace(pool[x.name], farm_free_ips=x.farm_free_ips - o.request.public_ips)
+                        pool[x.name] = dataclasses.replace(x, farm_free_ips=x.farm_free_ips - o.request.public_ips)
                 rows[o.key] = dict(key=o.key, account_id=payers[o.payer], node=chosen.name, public_ips=o.request.public_ips,
                                    dedicated=o.request.dedicated, state="Created", created_at=o.now, overdraft=0,
                                    **reserved.as_dict())
@@ -681,7 +678,7 @@ class SqlLedger:
         return {r.key: self._contract(r) for r in rows}  # the latest contract per key wins
 
     # ------------------------------------------------------------------ billing
-    async def policies(self) -> tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]:
+    async def policies(self) -> Policies:
         return await self._policy_reads.submit(None)
 
     async def _policies_batch(self, callers: Sequence[None]) -> list[Policies]:
@@ -690,7 +687,7 @@ class SqlLedger:
             answer = await self._policies(conn)
         return [answer] * len(callers)
 
-    async def _policies(self, conn: AsyncConnection) -> tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]:
+    async def _policies(self, conn: AsyncConnection) -> Policies:
         m = schema.meta
         rows = (await conn.execute(sa.select(m))).all()
         values = {r.key: r.value for r in rows}

@@ -24,22 +24,22 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
     Objects last handled by an earlier version carry it as an annotation: that is read when the status has none."""
 
     def __init__(self) -> None:
-        super().__init__([kopf.StatusDiffBaseStorage(field="status.lastHandledConfiguration"),
-                          kopf.AnnotationsDiffBaseStorage(prefix=runtime.PREFIX, key="last-handled-configuration")])
+        self.in_status = kopf.StatusDiffBaseStorage(field="status.lastHandledConfiguration")
+        self.legacy = kopf.AnnotationsDiffBaseStorage(prefix=runtime.PREFIX, key="last-handled-configuration")
+        super().__init__([self.in_status, self.legacy])
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
         """The essence once (kopf's multi-storage builds it once per storage, each a deep copy of the whole
         object); status is never part of it, so it is not copied either unless a handler asks for a field of it."""
-        in_status, legacy = self.storages
         if not extra_fields:
             body = kopf.Body({k: v for k, v in body.items() if k != "status"})
-        essence = in_status.build(body=body, extra_fields=extra_fields)
-        legacy.remove_annotations(essence, set(legacy.make_keys(legacy.key, body=body)))
-        legacy.remove_empty_stanzas(essence)
+        essence = self.in_status.build(body=body, extra_fields=extra_fields)
+        self.legacy.remove_annotations(essence, set(self.legacy.make_keys(self.legacy.key, body=body)))
+        self.legacy.remove_empty_stanzas(essence)
         return essence
 
     def store(self, *, body: Any, patch: kopf.Patch, essence: Any) -> None:
-        next(iter(self.storages)).store(body=body, patch=patch, essence=essence)
+        self.in_status.store(body=body, patch=patch, essence=essence)
 
 
 class ProgressInStatus(kopf.MultiProgressStorage):
@@ -48,13 +48,14 @@ class ProgressInStatus(kopf.MultiProgressStorage):
     earlier version left in annotations is still read, and purged."""
 
     def __init__(self) -> None:
-        super().__init__([kopf.StatusProgressStorage(), kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)])
+        self.in_status = kopf.StatusProgressStorage()
+        super().__init__([self.in_status, kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)])
 
     def store(self, *, key: Any, record: Any, body: Any, patch: kopf.Patch) -> None:
-        next(iter(self.storages)).store(key=key, record=record, body=body, patch=patch)
+        self.in_status.store(key=key, record=record, body=body, patch=patch)
 
     def touch(self, *, body: Any, patch: kopf.Patch, value: str | None) -> None:
-        next(iter(self.storages)).touch(body=body, patch=patch, value=value)
+        self.in_status.touch(body=body, patch=patch, value=value)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

@@ -13,6 +13,20 @@ NS = f"/apis/{API}/namespaces/default"
 OWNER = identity.KeyPair.generate()
 
 
+class PatchFaults:
+    """An emulator fault (``apiserver.fault = …``): the next ``times`` PATCHes of ``plural`` answer ``status``;
+    ``left`` says how many are still to come."""
+
+    def __init__(self, plural: str, status: int, times: int) -> None:
+        self.plural, self.status, self.left = plural, status, times
+
+    def __call__(self, verb: str, key: str, name: str) -> int | None:
+        if verb == "patch" and key.endswith(f"/{self.plural}") and self.left > 0:
+            self.left -= 1
+            return self.status
+        return None
+
+
 def farm(name: str = "farm1", *, public_ips: int = 8, certified: bool = False, owner: str | None = None) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "Farm", "metadata": {"name": name},
             "spec": {"ownerKey": owner or OWNER.public_key, "payoutAccount": f"{name}-payout", "publicIPs": public_ips,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.conftest import START, condition, eventually
-from e2e.objects import create, deployment, events, farm, node, obj, ready, with_reason
+from e2e.objects import PatchFaults, create, deployment, events, farm, node, obj, ready, with_reason
 from tfgrid_operator import conditions
 from tfgrid_operator.domain import money
 
@@ -178,17 +178,10 @@ async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_
         await asyncio.sleep(1)  # ten ticks
         assert (await lg.contract_summaries())["default/d"].billed_total == 2 * 7_625_000  # billed on the ledger …
         assert obj(apiserver, "deployments", "d")["status"]["billedTotal"] == 7_625_000  # … not yet written
-        refusals = {"left": 2}
-
-        def refuse(verb: str, key: str, name: str) -> int | None:
-            if verb == "patch" and key.endswith("/deployments") and refusals["left"]:
-                refusals["left"] -= 1
-                return 500
-            return None
-        apiserver.fault = refuse
+        apiserver.fault = refusals = PatchFaults("deployments", 500, times=2)
         grid_clock.set(START + 3 * H)  # two hours since the last write: due, refused twice, then written
         await eventually(billed(apiserver, "d", 3 * 7_625_000), what="the counter written after two refusals")
-        assert refusals["left"] == 0
+        assert refusals.left == 0
     finally:
         apiserver.fault = None
         await lg.close()

@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from e2e.conftest import OperatorThread, condition, eventually
-from e2e.objects import create, deployment, farm, node, obj, ready
+from e2e.objects import PatchFaults, create, deployment, farm, node, obj, ready
 from pg import PG_URL, drop_postgres, fresh_postgres
 from tfgrid_operator import runtime
 
@@ -116,30 +116,14 @@ async def test_postgres_gone_then_back(apiserver, grid_clock):
 
 async def test_api_500s_409s_and_dropped_watches(apiserver, operator, ledger):
     await ledger.ensure_account(name="alice")
-    failures = {"patch": 3}
-
-    def fault(verb: str, key: str, name: str) -> int | None:
-        if verb == "patch" and key.endswith("/farms") and failures["patch"] > 0:
-            failures["patch"] -= 1
-            return 500
-        return None
-
-    apiserver.fault = fault
+    apiserver.fault = failures = PatchFaults("farms", 500, times=3)
     await create(apiserver, farm("f1"))
     await ready(apiserver, "farms", "f1")  # patches failed with 500/409 and were retried
-    assert failures["patch"] == 0
-    conflicts = {"patch": 2}
-
-    def conflict(verb: str, key: str, name: str) -> int | None:
-        if verb == "patch" and key.endswith("/nodes") and conflicts["patch"] > 0:
-            conflicts["patch"] -= 1
-            return 409
-        return None
-
-    apiserver.fault = conflict
+    assert failures.left == 0
+    apiserver.fault = conflicts = PatchFaults("nodes", 409, times=2)
     await create(apiserver, node("n0", "f1"))
     await ready(apiserver, "nodes", "n0", timeout=30)  # a 409 is not fatal: the next pass writes it
-    assert conflicts["patch"] == 0
+    assert conflicts.left == 0
     apiserver.fault = None
     apiserver.drop_watches()  # every watch stream cut mid-flight
     await create(apiserver, node("n1", "f1"), deployment("web", public_ips=0))

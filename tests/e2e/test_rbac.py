@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from e2e.conftest import CONFIG, COUNCIL, START, OperatorThread, eventually
-from e2e.objects import NS, create, deployment, farm, node, obj, proposal, ready
+from e2e.objects import NS, PatchFaults, create, deployment, farm, node, obj, proposal, ready
 from tfgrid_operator import agent, backend, ballot, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
@@ -48,14 +48,8 @@ async def exercise(apiserver, grid_clock, ledger_url: str) -> None:
         "data": {"twinKey": base64.b64encode(twin.to_text().encode()).decode()}})
     d = deployment("web", payer="bob")
     d["spec"]["payer"] = {"secretRef": {"name": "bob"}}
-    conflicts = {"proposals": 1}  # kopf's status write of the proposal conflicts once: the loop's nudge recovers it
-
-    def conflict(verb: str, key: str, name: str) -> int | None:
-        if verb == "patch" and key.endswith("/proposals") and conflicts["proposals"]:
-            conflicts["proposals"] -= 1
-            return 409
-        return None
-    apiserver.fault = conflict
+    # kopf's status write of the proposal conflicts once: the loop's nudge recovers it
+    apiserver.fault = PatchFaults("proposals", 409, times=1)
     await create(apiserver, d, proposal("p", COUNCIL[0], {"type": "SetPricingPolicy", "pricing": {"cu": 1}}))
     await ready(apiserver, "deployments", "web")
     await ready(apiserver, "proposals", "p", timeout=30)

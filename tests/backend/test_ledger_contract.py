@@ -291,7 +291,7 @@ async def test_a_pool_held_too_long_is_unavailable_not_a_crash(ledger_url, monke
     import contextlib
 
     from tfgrid_operator import backend
-    from tfgrid_operator.backend import sql
+    from tfgrid_operator.backend.sql import engine as sql
 
     monkeypatch.setattr(sql, "POOL_SIZE", 1)
     monkeypatch.setattr(sql, "POOL_TIMEOUT_S", 0.2)

@@ -1,0 +1,247 @@
+"""Contracts: placement (batched), observation, resize, close and self-healing moves."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql.billing import BillingLedger
+from tfgrid_operator.backend.sql.engine import (
+    LIVE,
+    RESOURCE_FIELDS,
+    Open,
+    _res,
+)
+from tfgrid_operator.domain import scheduling
+from tfgrid_operator.domain.units import Resources
+
+
+class ContractsLedger(BillingLedger):
+    # ------------------------------------------------------------------ contracts
+    def _contract_query(self) -> sa.Select[Any]:
+        """Contracts with their payer, node and farm names (the billing totals are columns of the contract)."""
+        c, a, n, f = schema.contracts, schema.accounts, schema.nodes, schema.farms
+        return (sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified)
+                .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id))
+
+    def _contract(self, r: Any, created: bool = False) -> records.Contract:
+        return records.Contract(
+            id=r.id, key=r.key, payer=r.payer, node=r.node, farm=r.farm, resources=_res(r), public_ips=r.public_ips,
+            dedicated=r.dedicated, state=r.state, created_at=r.created_at, grace_since=r.grace_since,
+            deleted_at=r.deleted_at, deleted_reason=r.deleted_reason, overdraft=r.overdraft,
+            billed_total=int(r.billed_total), last_billed_at=r.last_billed_at, last_discount=r.last_discount,
+            certified=bool(r.certified), created=created)
+
+    async def _latest_contract(self, conn: AsyncConnection, key: str) -> records.Contract | None:
+        return (await self._latest_contracts(conn, {key})).get(key)
+
+    async def _select(self, conn: AsyncConnection, request: scheduling.Request,
+                      now: int) -> scheduling.Placement | scheduling.Unschedulable:
+        """Node selection in two steps: the database returns the few least-loaded nodes that match and fit,
+        and the domain chooses among them (checking every rule again). Only when none fits does the domain see
+        every node, so the Unschedulable message names the constraint that failed."""
+        decision = scheduling.select_node(request, await self._candidates(conn, now, request=request))
+        if isinstance(decision, scheduling.Placement):
+            return decision
+        return scheduling.select_node(request, await self._candidates(conn, now))
+
+    async def _candidates(self, conn: AsyncConnection, now: int, *, request: scheduling.Request | None = None,
+                          limit: int = 8) -> list[scheduling.Candidate]:
+        """Active nodes with what their live contracts use, summed by the database in the same query: every
+        node, or with ``request`` only the ``limit`` least-loaded that match and fit (as select_node orders)."""
+        n, f, c = schema.nodes, schema.farms, schema.contracts
+        live = c.c.state.in_(LIVE)
+        usage = (sa.select(c.c.node_id, *(sa.func.sum(getattr(c.c, k)).label(k) for k in RESOURCE_FIELDS),
+                           sa.func.count().label("n"), sa.func.max(sa.case((c.c.dedicated, 1), else_=0)).label("rented"))
+                 .where(live).group_by(c.c.node_id).subquery())
+        ips = (sa.select(n.c.farm_id, sa.func.sum(c.c.public_ips).label("ips")).join(n, n.c.id == c.c.node_id)
+               .where(live).group_by(n.c.farm_id).subquery())
+        used = {k: sa.func.coalesce(getattr(usage.c, k), 0) for k in RESOURCE_FIELDS}
+        contracts, rented = sa.func.coalesce(usage.c.n, 0), sa.func.coalesce(usage.c.rented, 0)
+        farm_free_ips = f.c.public_ips - sa.func.coalesce(ips.c.ips, 0)
+        query = (sa.select(n, f.c.name.label("farm"), *(u.label(f"used_{k}") for k, u in used.items()),
+                           contracts.label("contracts"), rented.label("rented"), farm_free_ips.label("farm_free_ips"))
+                 .join(f, f.c.id == n.c.farm_id).outerjoin(usage, usage.c.node_id == n.c.id)
+                 .outerjoin(ips, ips.c.farm_id == f.c.id).where(n.c.state == "Active"))
+        if request is not None:
+            query = self._narrowed(query, request, now, limit, used=used, contracts=contracts, rented=rented,
+                                   farm_free_ips=farm_free_ips)
+        down_after = self.config.node_down_after_s
+        return [scheduling.Candidate(
+            name=r.name, farm=r.farm, total=_res(r),
+            used=Resources(int(r.used_cru), int(r.used_mru), int(r.used_sru), int(r.used_hru)),
+            country=r.country, city=r.city, certified=r.certified,
+            up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
+            farm_free_ips=int(r.farm_free_ips), contracts=int(r.contracts), rented=bool(r.rented),
+        ) for r in (await conn.execute(query)).all()]
+
+    def _narrowed(self, query: sa.Select[Any], r: scheduling.Request, now: int, limit: int, *, used: dict[str, Any],
+                  contracts: Any, rented: Any, farm_free_ips: Any) -> sa.Select[Any]:
+        """``query`` kept to the nodes that match ``r``'s constraints and have room, least loaded first."""
+        n, f = schema.nodes, schema.farms
+        want = r.resources.as_dict()
+        seen = sa.func.coalesce(n.c.last_report_ts, n.c.created_at)
+        query = query.where(*(getattr(n.c, k) - used[k] >= want[k] for k in RESOURCE_FIELDS),
+                            farm_free_ips >= r.public_ips, rented == 0,
+                            sa.literal(now) - seen <= self.config.node_down_after_s)
+        if r.node is not None:
+            query = query.where(n.c.name == r.node)
+        if r.farm is not None:
+            query = query.where(f.c.name == r.farm)
+        if r.country is not None:
+            query = query.where(sa.func.lower(n.c.country) == r.country.lower())
+        if r.city is not None:
+            query = query.where(sa.func.lower(n.c.city) == r.city.lower())
+        if r.certified_only:
+            query = query.where(n.c.certified.is_(True))
+        if r.exclude:
+            query = query.where(n.c.name.not_in(sorted(r.exclude)))
+        if r.dedicated:
+            query = query.where(contracts == 0)
+        ratios = [sa.case((getattr(n.c, k) > 0, (used[k] + want[k]) * 1.0 / getattr(n.c, k)), else_=0.0)
+                  for k in RESOURCE_FIELDS]
+        load = sa.func.max(*ratios) if self.is_sqlite else sa.func.greatest(*ratios)
+        return query.order_by(load, n.c.name).limit(limit)
+
+    async def open_contract(self, *, key: str, payer: str, request: scheduling.Request, now: int) -> records.Contract:
+        if request.resources.is_negative() or request.public_ips < 0:
+            raise errors.InvalidRequest(f"deployment {key!r}: resources and public IPs cannot be negative")
+        return await self._placements.submit(Open(key, payer, request, now))
+
+    async def _open_batch(self, batch: Sequence[Open]) -> list[records.Contract | errors.LedgerError]:
+        """Every queued placement in one write transaction: the live contracts and payers of the batch in one query
+        each, the candidates once, each choice by the domain on the candidates as the earlier choices left them,
+        one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one)."""
+        c, a, n = schema.contracts, schema.accounts, schema.nodes
+        out: list[records.Contract | errors.LedgerError | None] = []
+        rows: dict[str, dict[str, Any]] = {}
+        async with self._tx() as conn:
+            existing = await self._latest_contracts(conn, {o.key for o in batch})
+            payers = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
+                a.c.name.in_({o.payer for o in batch})))).all())
+            pool: dict[str, scheduling.Candidate] | None = None
+            for o in batch:
+                live = existing.get(o.key)
+                if o.key in rows or (live is not None and live.state in LIVE):
+                    out.append(live)  # None: placed earlier in this batch, read back below
+                    continue
+                if o.payer not in payers:
+                    out.append(errors.NotFound(f"payer account {o.payer!r} does not exist"))
+                    continue
+                if pool is None:
+                    pool = {x.name: x for x in await self._candidates(conn, max(b.now for b in batch))}
+                decision = scheduling.select_node(o.request, pool.values())
+                if isinstance(decision, scheduling.Unschedulable):
+                    out.append(errors.NoCapacity(decision.constraint, decision.message))
+                    continue
+                chosen = pool[decision.node]
+                reserved = chosen.total if o.request.dedicated else o.request.resources
+                pool[chosen.name] = dataclasses.replace(chosen, used=chosen.used + reserved, contracts=chosen.contracts + 1,
+                                                        rented=chosen.rented or o.request.dedicated)
+                if o.request.public_ips:  # the farm's free IPs are shared by all its nodes
+                    for x in [x for x in pool.values() if x.farm == chosen.farm]:
+                        pool[x.name] = dataclasses.replace(x, farm_free_ips=x.farm_free_ips - o.request.public_ips)
+                rows[o.key] = dict(key=o.key, account_id=payers[o.payer], node=chosen.name, public_ips=o.request.public_ips,
+                                   dedicated=o.request.dedicated, state="Created", created_at=o.now, overdraft=0,
+                                   **reserved.as_dict())
+                out.append(None)
+            if rows:
+                ids = dict((await conn.execute(sa.select(n.c.name, n.c.id).where(
+                    n.c.name.in_({r["node"] for r in rows.values()})))).all())
+                await conn.execute(c.insert(), [{**{k: v for k, v in r.items() if k != "node"}, "node_id": ids[r["node"]]}
+                                                for r in rows.values()])
+                made = await self._latest_contracts(conn, set(rows))
+        return [answer if answer is not None else dataclasses.replace(made[o.key], created=True)
+                for o, answer in zip(batch, out, strict=True)]
+
+    async def _latest_contracts(self, conn: AsyncConnection, keys: set[str]) -> dict[str, records.Contract]:
+        c = schema.contracts
+        found: dict[str, records.Contract] = {}
+        for r in (await conn.execute(self._contract_query().where(c.c.key.in_(keys)).order_by(c.c.id))).all():
+            found[r.key] = self._contract(r)  # the latest per key wins
+        return found
+
+    async def observe_contract(self, *, key: str) -> records.Contract | None:
+        return await self._observations.submit(key)
+
+    async def _observe_batch(self, keys: Sequence[str]) -> list[records.Contract | None]:
+        """Concurrent lookups (every Deployment resuming after a restart) in one query."""
+        async with self._read() as conn:
+            found = await self._latest_contracts(conn, set(keys))
+        return [found.get(k) for k in keys]
+
+    async def resize_contract(self, *, key: str, resources: Resources, public_ips: int, now: int) -> records.Contract:
+        c, n, f = schema.contracts, schema.nodes, schema.farms
+        async with self._tx() as conn:
+            current = await self._latest_contract(conn, key)
+            if current is None or current.state not in LIVE:
+                raise errors.NotFound(f"deployment {key!r} has no open contract")
+            if current.state == "GracePeriod":
+                raise errors.Conflict(f"deployment {key!r} is in its grace period and cannot be resized (§2.4)")
+            if current.dedicated:
+                raise errors.Conflict(f"deployment {key!r} rents its whole node; there is nothing to resize")
+            node = (await conn.execute(sa.select(n).where(n.c.name == current.node))).one()
+            free = _res(node) - (await self._used_on_node(conn, node.id)) + current.resources
+            short = resources.shortfall(free)
+            if short:
+                raise errors.NoCapacity("Capacity", f"node {current.node!r} has no room to resize: short of {', '.join(short)}")
+            farm = (await conn.execute(sa.select(f).where(f.c.id == node.farm_id))).one()
+            ips_used = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(c.c.public_ips), 0))
+                                           .join(n, n.c.id == c.c.node_id)
+                                           .where(n.c.farm_id == farm.id, c.c.state.in_(LIVE)))).scalar()
+            if public_ips - current.public_ips > farm.public_ips - int(ips_used):
+                raise errors.NoCapacity("PublicIPs", f"farm {farm.name!r} has no free public IPv4 for the resize")
+            await self._bill_partial(conn, current.id, now)  # the old size is billed up to now
+            await conn.execute(c.update().where(c.c.id == current.id).values(public_ips=public_ips, **resources.as_dict()))
+            out = await self._latest_contract(conn, key)
+            assert out is not None
+            return out
+
+    async def close_contract(self, *, key: str, now: int, reason: str) -> records.Contract | None:
+        """Final bill for the used part of the current period, then Deleted. Idempotent."""
+        c = schema.contracts
+        async with self._tx() as conn:
+            current = await self._latest_contract(conn, key)
+            if current is None or current.state not in LIVE:
+                return current
+            await self._bill_partial(conn, current.id, now)
+            await conn.execute(c.update().where(c.c.id == current.id).values(
+                state="Deleted", deleted_at=now, deleted_reason=reason))
+            return await self._latest_contract(conn, key)
+
+    async def move_contract(self, *, key: str, request: scheduling.Request, now: int) -> records.Contract:
+        """Self-healing in one transaction: final bill and close (reason Moved), then a new contract on
+        another node from ``now``. If no node fits, nothing changes (NoCapacity)."""
+        c = schema.contracts
+        async with self._tx() as conn:
+            current = await self._latest_contract(conn, key)
+            if current is None or current.state not in LIVE:
+                raise errors.NotFound(f"deployment {key!r} has no open contract to move")
+            decision = await self._select(conn, request, now)
+            if isinstance(decision, scheduling.Unschedulable):
+                raise errors.NoCapacity(decision.constraint, decision.message)
+            await self._bill_partial(conn, current.id, now)
+            await conn.execute(c.update().where(c.c.id == current.id).values(
+                state="Deleted", deleted_at=now, deleted_reason="Moved"))
+            node_id = (await conn.execute(sa.select(schema.nodes.c.id).where(schema.nodes.c.name == decision.node))).scalar_one()
+            account_id = (await conn.execute(sa.select(c.c.account_id).where(c.c.id == current.id))).scalar_one()
+            await conn.execute(c.insert().values(
+                key=key, account_id=account_id, node_id=node_id, public_ips=request.public_ips,
+                dedicated=request.dedicated, state=current.state, grace_since=current.grace_since, created_at=now,
+                overdraft=current.overdraft, **request.resources.as_dict()))
+            await conn.execute(c.update().where(c.c.id == current.id).values(overdraft=0))
+            moved = await self._latest_contract(conn, key)
+            assert moved is not None
+            return dataclasses.replace(moved, created=True)
+
+    async def contract_summaries(self) -> dict[str, records.Contract]:
+        c = schema.contracts
+        async with self._read() as conn:
+            rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
+        return {r.key: self._contract(r) for r in rows}  # the latest contract per key wins
+

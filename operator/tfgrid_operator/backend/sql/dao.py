@@ -1,0 +1,144 @@
+"""The DAO: proposals, signed votes weighted by farm capacity, vetoes, closing and executing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql.engine import (
+    _res,
+)
+from tfgrid_operator.backend.sql.minting import MintingLedger
+from tfgrid_operator.domain import identity, minting, voting
+
+
+class DaoLedger(MintingLedger):
+    # ------------------------------------------------------------------ DAO
+    @staticmethod
+    def _proposal_record(row: Any, votes: list[records.Vote], vetoes: int, created: bool = False) -> records.Proposal:
+        return records.Proposal(row.id, row.key, json.loads(row.action), row.threshold, row.end_ts, row.state,
+                                tuple(votes), vetoes, row.executed_at, created)
+
+    @staticmethod
+    def _votes_query() -> sa.Select[Any]:
+        v, f = schema.votes, schema.farms
+        return sa.select(v, f.c.name).join(f, f.c.id == v.c.farm_id).order_by(f.c.name)
+
+    async def _proposal(self, conn: AsyncConnection, key: str, created: bool = False) -> records.Proposal:
+        p, v, vt = schema.proposals, schema.votes, schema.vetoes
+        row = (await conn.execute(sa.select(p).where(p.c.key == key))).first()
+        if row is None:
+            raise errors.NotFound(f"proposal {key!r} does not exist on the ledger")
+        vs = (await conn.execute(self._votes_query().where(v.c.proposal_id == row.id))).all()
+        nveto = (await conn.execute(sa.select(sa.func.count()).select_from(vt).where(vt.c.proposal_id == row.id))).scalar()
+        return self._proposal_record(row, [records.Vote(x.name, x.approve, x.weight) for x in vs], int(nveto or 0),
+                                     created)
+
+    async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int) -> records.Proposal:
+        p = schema.proposals
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(p.c.id).where(p.c.key == key))).first()
+            if row is None:
+                await conn.execute(p.insert().values(key=key, action=json.dumps(action, sort_keys=True),
+                                                     threshold=threshold, end_ts=end_ts, state="Open"))
+            return await self._proposal(conn, key, created=row is None)
+
+    async def observe_proposal(self, *, key: str) -> records.Proposal | None:
+        async with self._read() as conn:
+            try:
+                return await self._proposal(conn, key)
+            except errors.NotFound:
+                return None
+
+    async def proposal_summaries(self) -> dict[str, records.Proposal]:
+        """Every proposal with its votes, in three queries (the periodic loop closes and reports from this)."""
+        p, vt = schema.proposals, schema.vetoes
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(p).order_by(p.c.id))).all()
+            votes: dict[int, list[records.Vote]] = defaultdict(list)
+            for x in (await conn.execute(self._votes_query())).all():
+                votes[x.proposal_id].append(records.Vote(x.name, x.approve, x.weight))
+            nveto = dict((await conn.execute(sa.select(vt.c.proposal_id, sa.func.count()).group_by(vt.c.proposal_id))).all())
+        return {r.key: self._proposal_record(r, votes[r.id], int(nveto.get(r.id, 0))) for r in rows}
+
+    async def cast_vote(self, *, proposal: str, farm: str, approve: bool, signature: str, now: int) -> records.Proposal:
+        v, f, n = schema.votes, schema.farms, schema.nodes
+        async with self._tx() as conn:
+            prop = await self._proposal(conn, proposal)
+            if prop.state != "Open" or now > prop.end_ts:
+                raise errors.Replayed(f"proposal {proposal!r} is closed ({prop.state}); the vote of {farm!r} does not count")
+            farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm, f.c.state == "Active"))).first()
+            if farm_row is None:
+                raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
+            try:
+                identity.verify(farm_row.owner_key, identity.VOTE,
+                                {"proposal": proposal, "farm": farm, "approve": approve}, signature)
+            except identity.BadSignature as exc:
+                raise errors.BadSignature(f"the vote of farm {farm!r} is not signed by the farm owner's key") from exc
+            node_rows = (await conn.execute(sa.select(n).where(n.c.farm_id == farm_row.id, n.c.state == "Active"))).all()
+            weight = voting.farm_weight(_res(r) for r in node_rows)  # §5: captured when the vote is cast
+            if weight <= 0:
+                raise errors.InvalidRequest(f"farm {farm!r} has no capacity and so no vote weight (FarmHasNoNodes)")
+            prev = (await conn.execute(sa.select(v).where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id))).first()
+            if prev is not None and prev.approve == approve:
+                raise errors.Replayed(f"farm {farm!r} already voted {'yes' if approve else 'no'} (DuplicateVote)")
+            if prev is None:
+                await conn.execute(v.insert().values(proposal_id=prop.id, farm_id=farm_row.id, approve=approve, weight=weight))
+            else:
+                await conn.execute(v.update().where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id)
+                                   .values(approve=approve, weight=weight))
+            return await self._proposal(conn, proposal)
+
+    async def veto(self, *, proposal: str, member_key: str) -> records.Proposal:
+        vt, p = schema.vetoes, schema.proposals
+        async with self._tx() as conn:
+            prop = await self._proposal(conn, proposal)
+            if prop.state != "Open":
+                return prop
+            exists = (await conn.execute(sa.select(vt).where(vt.c.proposal_id == prop.id, vt.c.member_key == member_key))).first()
+            if exists is None:
+                await conn.execute(vt.insert().values(proposal_id=prop.id, member_key=member_key))
+            if prop.vetoes + (exists is None) >= voting.MIN_VETOES:
+                await conn.execute(p.update().where(p.c.id == prop.id).values(state="Vetoed"))
+            return await self._proposal(conn, proposal)
+
+    async def close_proposal(self, *, proposal: str, now: int) -> records.Proposal:
+        """At the deadline: Approved → the action is applied and the state is Executed, in one transaction."""
+        p = schema.proposals
+        async with self._tx() as conn:
+            prop = await self._proposal(conn, proposal)
+            if prop.state != "Open":
+                return prop  # closed once; never re-executed
+            result = voting.outcome(t=voting.tally({v.farm: v for v in prop.votes}), threshold=prop.threshold,
+                                    vetoes=prop.vetoes,
+                                    now=now, end=prop.end_ts)
+            if result == voting.Outcome.OPEN:
+                return prop
+            if result == voting.Outcome.APPROVED:
+                await self._apply_action(conn, prop.action)
+                await conn.execute(p.update().where(p.c.id == prop.id).values(state="Executed", executed_at=now))
+            else:
+                await conn.execute(p.update().where(p.c.id == prop.id).values(state=str(result)))
+            return await self._proposal(conn, proposal)
+
+    async def _apply_action(self, conn: AsyncConnection, action: dict[str, Any]) -> None:
+        kind = action.get("type")
+        if kind == "SetPricingPolicy":
+            current, _ = await self._policies(conn)
+            merged = dataclasses.replace(current, **dict(action["pricing"]))
+            await self._set_meta(conn, "pricing_policy", json.dumps(dataclasses.asdict(merged)))
+        elif kind == "SetFarmingPolicy":
+            _, farming = await self._policies(conn)
+            pid = int(action["policyId"])
+            base = farming.get(pid, minting.FarmingPolicy(id=pid, default=False))
+            merged_f = dataclasses.replace(base, **dict(action["farming"]))
+            await self._set_meta(conn, f"farming_policy:{pid}", json.dumps(dataclasses.asdict(merged_f)))
+        else:
+            raise errors.InvalidRequest(f"unknown proposal action {kind!r}")
+

@@ -1,0 +1,233 @@
+"""The ledger's engine: URLs, dialect settings (SQLite pragmas and BEGIN IMMEDIATE, PostgreSQL advisory
+locks), migrations, transactions, meta values, watermarks and the policies every money path reads.
+
+Concurrency: every transaction takes the ledger's write lock first — ``BEGIN IMMEDIATE`` on SQLite,
+a transaction-scoped advisory lock on PostgreSQL — so two placements can never overbook a node and
+two bill runs can never interleave, even from two operator processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.batching import Batcher
+from tfgrid_operator.backend.config import LedgerConfig
+from tfgrid_operator.domain import minting, pricing, scheduling
+from tfgrid_operator.domain import uptime as uptime_mod
+from tfgrid_operator.domain.units import Resources
+
+LIVE = ("Created", "GracePeriod")
+ADVISORY_LOCK_ID = 0x7466_6772  # "tfgr"
+
+
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line for a message; some (a connect timeout) carry no text, so their type speaks."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _engine_url(url: str) -> str:
+    if url.startswith("sqlite+aiosqlite:") or url.startswith("postgresql+asyncpg:"):
+        return url
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:"):]
+    if url.startswith(("postgresql:", "postgres:")):
+        return "postgresql+asyncpg:" + url.split(":", 1)[1]
+    raise errors.InvalidRequest(f"unsupported ledger URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
+
+
+def _res(row: Any) -> Resources:
+    return Resources(row.cru, row.mru, row.sru, row.hru)
+
+
+def _uptime_state(row: Any | None, period: minting.Period) -> uptime_mod.UptimeState:
+    """A node's uptime fold for one period as stored in the ``uptime`` table (empty when no row)."""
+    if row is None:
+        return uptime_mod.UptimeState(period_start=period.start)
+    return uptime_mod.UptimeState(
+        period_start=period.start, total=row.total, last_ts=row.last_ts, last_uptime=row.last_uptime,
+        boot_ts=row.boot_ts, violation=uptime_mod.Violation(row.violation) if row.violation else None,
+        reports=row.reports)
+
+
+RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
+Policies = tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]
+POOL_SIZE = 5
+POOL_TIMEOUT_S = 120  # a reconcile waits this long for a connection under a burst before it backs off and retries
+WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Open:
+    """A queued open_contract call."""
+
+    key: str
+    payer: str
+    request: scheduling.Request
+    now: int
+
+
+class LedgerBase:
+    def __init__(self, engine: AsyncEngine, config: LedgerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
+        self._placements: Batcher[Open, records.Contract] = Batcher(self._open_batch)  # type: ignore[attr-defined]
+        self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)  # type: ignore[attr-defined]
+        self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    async def open(cls, url: str, config: LedgerConfig) -> Any:
+        engine_url = _engine_url(url)
+        if engine_url.startswith("sqlite"):
+            # how long a writer waits for another process's lock; ?timeout=S in the URL overrides the 30 s
+            busy = {} if "timeout=" in engine_url else {"timeout": 30}
+            # a fixed pool: aiosqlite runs a thread per connection, and the default overflow opened and closed a
+            # connection (thread, PRAGMAs) per burst of concurrent reads; the writer lock serializes writes anyway
+            engine = create_async_engine(engine_url, connect_args=busy, pool_size=POOL_SIZE, max_overflow=0,
+                                         pool_timeout=POOL_TIMEOUT_S)
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA foreign_keys=ON")
+                if ":memory:" not in engine_url and engine_url.rstrip("/") != "sqlite+aiosqlite:":
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _on_begin(conn: Any) -> None:
+                # writers take the database lock up front (no deadlocked upgrade); readers take a WAL snapshot
+                # and never wait for a writer
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+        else:
+            engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
+                                         pool_timeout=POOL_TIMEOUT_S)
+        ledger = cls(engine, config)
+        await ledger._migrate()
+        return ledger
+
+    async def _migrate(self) -> None:
+        """Versioned migrations: version 1 creates the schema; later versions append steps here."""
+        async with self._tx() as conn:
+            await conn.run_sync(schema.metadata.create_all)
+            current = await self._meta(conn, "schema_version")
+            if current is None:
+                await self._set_meta(conn, "schema_version", str(schema.SCHEMA_VERSION))
+                await self._set_meta(conn, "pricing_policy", json.dumps(dataclasses.asdict(self.config.pricing_policy)))
+                for policy in (minting.DIY_POLICY, minting.CERTIFIED_POLICY):
+                    await self._set_meta(conn, f"farming_policy:{policy.id}", json.dumps(dataclasses.asdict(policy)))
+            elif int(current) > schema.SCHEMA_VERSION:
+                raise errors.InvalidRequest(
+                    f"the ledger has schema version {current}, newer than this operator's {schema.SCHEMA_VERSION}"
+                )
+            elif int(current) < 2:
+                await self._migrate_to_2(conn)
+            for name in (self.config.foundation_account, self.config.staking_pool_account):
+                await self._ensure_account(conn, name, "")
+
+    async def _migrate_to_2(self, conn: AsyncConnection) -> None:
+        """Version 2: each contract carries its billing totals, computed once here from its bills."""
+        for column, kind in (("billed_total", "BIGINT NOT NULL DEFAULT 0"), ("last_billed_at", "BIGINT"),
+                             ("last_discount", "VARCHAR(16)")):
+            await conn.execute(sa.text(f"ALTER TABLE contracts ADD COLUMN {column} {kind}"))
+        await conn.execute(sa.text(
+            "UPDATE contracts SET "
+            "billed_total = COALESCE((SELECT SUM(amount) FROM bills WHERE contract_id = contracts.id), 0), "
+            "last_billed_at = (SELECT MAX(billed_at) FROM bills WHERE contract_id = contracts.id), "
+            "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
+        await self._set_meta(conn, "schema_version", "2")
+
+    async def close(self) -> None:
+        for batcher in (self._placements, self._observations, self._policy_reads):
+            await batcher.close()
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        async with self._lock:
+            try:
+                async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
+                    if not self.is_sqlite:
+                        await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
+                    yield conn
+            except IntegrityError as exc:
+                raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
+            except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
+                raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
+            raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
+
+    async def _meta(self, conn: AsyncConnection, key: str) -> str | None:
+        return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key))).scalar()
+
+    async def _set_meta(self, conn: AsyncConnection, key: str, value: str) -> None:
+        updated = await conn.execute(schema.meta.update().where(schema.meta.c.key == key).values(value=value))
+        if updated.rowcount == 0:
+            await conn.execute(schema.meta.insert().values(key=key, value=value))
+
+    async def watermark(self, *, name: str, default: int) -> int:
+        """The next period the named loop must process; set to ``default`` on first use."""
+        async with self._tx() as conn:
+            value = await self._meta(conn, f"watermark:{name}")
+            if value is None:
+                await self._set_meta(conn, f"watermark:{name}", str(default))
+                return default
+            return int(value)
+
+    async def _advance(self, conn: AsyncConnection, name: str, period: int) -> None:
+        value = await self._meta(conn, f"watermark:{name}")
+        if value is None or int(value) < period + 1:
+            await self._set_meta(conn, f"watermark:{name}", str(period + 1))
+
+    def _minting_period_at(self, ts: int) -> minting.Period:
+        return minting.period_at(ts, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
+
+
+    # ------------------------------------------------------------------ policies
+    async def policies(self) -> Policies:
+        return await self._policy_reads.submit(None)
+
+    async def _policies_batch(self, callers: Sequence[None]) -> list[Policies]:
+        """Every reconcile reads the pricing policy: concurrent readers share one read."""
+        async with self._read() as conn:
+            answer = await self._policies(conn)
+        return [answer] * len(callers)
+
+    async def _policies(self, conn: AsyncConnection) -> Policies:
+        m = schema.meta
+        rows = (await conn.execute(sa.select(m))).all()
+        values = {r.key: r.value for r in rows}
+        price_policy = pricing.PricingPolicy(**json.loads(values["pricing_policy"]))
+        farming = {}
+        for key, value in values.items():
+            if key.startswith("farming_policy:"):
+                p = minting.FarmingPolicy(**json.loads(value))
+                farming[p.id] = p
+        return price_policy, farming
+

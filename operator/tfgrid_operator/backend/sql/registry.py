@@ -1,0 +1,267 @@
+"""Accounts (twins), farms, nodes and their signed uptime reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql.engine import (
+    LIVE,
+    LedgerBase,
+    _res,
+    _uptime_state,
+)
+from tfgrid_operator.domain import identity, minting, units
+from tfgrid_operator.domain import uptime as uptime_mod
+from tfgrid_operator.domain.units import Resources
+
+
+class RegistryLedger(LedgerBase):
+    # ------------------------------------------------------------------ accounts
+    async def _ensure_account(self, conn: AsyncConnection, name: str, public_key: str) -> records.Account:
+        a = schema.accounts
+        row = (await conn.execute(sa.select(a).where(a.c.name == name))).first()
+        if row is None:
+            new_id = (await conn.execute(a.insert().values(name=name, public_key=public_key, balance=0))).inserted_primary_key[0]
+            return records.Account(new_id, name, 0)
+        return records.Account(row.id, row.name, row.balance)
+
+    async def ensure_account(self, *, name: str, public_key: str = "") -> records.Account:
+        if not name:
+            raise errors.InvalidRequest("an account needs a name")
+        async with self._tx() as conn:
+            return await self._ensure_account(conn, name, public_key)
+
+    async def fund(self, *, name: str, amount: int) -> records.Account:
+        if amount <= 0:
+            raise errors.InvalidRequest(f"a funding amount must be positive, got {amount}")
+        async with self._tx() as conn:
+            a = schema.accounts
+            done = await conn.execute(a.update().where(a.c.name == name).values(balance=a.c.balance + amount))
+            if done.rowcount == 0:
+                raise errors.NotFound(f"account {name!r} does not exist")
+            row = (await conn.execute(sa.select(a).where(a.c.name == name))).one()
+            return records.Account(row.id, row.name, row.balance)
+
+    async def get_account(self, *, name: str) -> records.Account:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(schema.accounts).where(schema.accounts.c.name == name))).first()
+        if row is None:
+            raise errors.NotFound(f"account {name!r} does not exist")
+        return records.Account(row.id, row.name, row.balance)
+
+    async def account_by_key(self, *, public_key: str) -> records.Account:
+        """The twin whose key signs for it: how a Deployment's Secret-held twin key finds its account."""
+        a = schema.accounts
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(a).where(a.c.public_key == public_key).order_by(a.c.id))).first()
+        if row is None or not public_key:
+            raise errors.NotFound(f"no twin account has the public key {public_key!r}")
+        return records.Account(row.id, row.name, row.balance)
+
+    async def list_accounts(self) -> list[records.Account]:
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(schema.accounts).order_by(schema.accounts.c.name))).all()
+        return [records.Account(r.id, r.name, r.balance) for r in rows]
+
+    # ------------------------------------------------------------------ farms
+    def _farm(self, row: Any, created: bool = False) -> records.Farm:
+        return records.Farm(row.id, row.name, row.owner_key, row.payout, row.certified, row.dedicated,
+                            row.public_ips, row.state, created)
+
+    def _farm_query(self) -> sa.Select[Any]:
+        f, a = schema.farms, schema.accounts
+        return sa.select(f, a.c.name.label("payout")).join(a, a.c.id == f.c.account_id)
+
+    async def ensure_farm(
+        self, *, name: str, owner_key: str, payout_account: str, certified: bool, dedicated: bool, public_ips: int,
+    ) -> records.Farm:
+        if not identity.is_public_key(owner_key):
+            raise errors.InvalidRequest(f"farm {name!r}: owner key is not a base64 ed25519 public key")
+        if public_ips < 0:
+            raise errors.InvalidRequest(f"farm {name!r}: public IPs cannot be negative")
+        f = schema.farms
+        async with self._tx() as conn:
+            account = await self._ensure_account(conn, payout_account, "")
+            values = dict(owner_key=owner_key, account_id=account.id, certified=certified, dedicated=dedicated,
+                          public_ips=public_ips)
+            row = (await conn.execute(self._farm_query().where(f.c.name == name))).first()
+            created = row is None
+            if created:
+                await conn.execute(f.insert().values(name=name, state="Active", **values))
+            elif row.state == "Closed":
+                raise errors.Conflict(f"farm {name!r} was closed on the ledger; use a new name")
+            else:
+                await conn.execute(f.update().where(f.c.name == name).values(**values))
+            row = (await conn.execute(self._farm_query().where(f.c.name == name))).one()
+            return self._farm(row, created)
+
+    async def observe_farm(self, *, name: str) -> records.Farm | None:
+        async with self._read() as conn:
+            row = (await conn.execute(self._farm_query().where(schema.farms.c.name == name))).first()
+        return None if row is None else self._farm(row)
+
+    async def list_farms(self) -> list[records.Farm]:
+        async with self._read() as conn:
+            rows = (await conn.execute(self._farm_query().order_by(schema.farms.c.name))).all()
+        return [self._farm(r) for r in rows]
+
+    async def close_farm(self, *, name: str) -> None:
+        f, n = schema.farms, schema.nodes
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(f).where(f.c.name == name))).first()
+            if row is None or row.state == "Closed":
+                return  # already gone: deletion is idempotent
+            active = (await conn.execute(
+                sa.select(sa.func.count()).select_from(n).where(n.c.farm_id == row.id, n.c.state == "Active"))).scalar()
+            if active:
+                raise errors.Conflict(f"farm {name!r} still has {active} active node(s)")
+            await conn.execute(f.update().where(f.c.id == row.id).values(state="Closed"))
+
+    # ------------------------------------------------------------------ nodes
+    def _node_query(self) -> sa.Select[Any]:
+        n, f = schema.nodes, schema.farms
+        return sa.select(n, f.c.name.label("farm")).join(f, f.c.id == n.c.farm_id)
+
+    def _node(self, row: Any, created: bool = False) -> records.Node:
+        return records.Node(row.id, row.name, row.farm, _res(row), row.country, row.city, row.certified,
+                            row.public_key, row.state, created)
+
+    async def ensure_node(
+        self, *, name: str, farm: str, resources: Resources, country: str, city: str, certified: bool,
+        public_key: str, now: int,
+    ) -> records.Node:
+        problems = units.node_minimum_violations(resources)
+        if problems:
+            raise errors.InvalidRequest(f"node {name!r}: " + "; ".join(problems))
+        if not identity.is_public_key(public_key):
+            raise errors.InvalidRequest(f"node {name!r}: public key is not a base64 ed25519 public key")
+        n, f = schema.nodes, schema.farms
+        async with self._tx() as conn:
+            farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
+            if farm_row is None or farm_row.state != "Active":
+                raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
+            values = dict(farm_id=farm_row.id, country=country, city=city, certified=certified,
+                          public_key=public_key, **resources.as_dict())
+            row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
+            created = row is None
+            if created:
+                await conn.execute(n.insert().values(
+                    name=name, state="Active", created_at=now, connection_price=self.config.connection_price_musd,
+                    **values))
+            elif row.state == "Closed":
+                raise errors.Conflict(f"node {name!r} was closed on the ledger; use a new name")
+            else:
+                used = await self._used_on_node(conn, row.id)
+                if not used.fits_in(resources):
+                    raise errors.Conflict(
+                        f"node {name!r} cannot shrink below what its deployments reserve ({used.as_dict()})")
+                await conn.execute(n.update().where(n.c.id == row.id).values(**values))
+            row = (await conn.execute(self._node_query().where(n.c.name == name))).one()
+            return self._node(row, created)
+
+    async def observe_node(self, *, name: str) -> records.Node | None:
+        async with self._read() as conn:
+            row = (await conn.execute(self._node_query().where(schema.nodes.c.name == name))).first()
+        return None if row is None else self._node(row)
+
+    async def _used_on_node(self, conn: AsyncConnection, node_id: int) -> Resources:
+        c = schema.contracts
+        row = (await conn.execute(sa.select(
+            sa.func.coalesce(sa.func.sum(c.c.cru), 0).label("cru"), sa.func.coalesce(sa.func.sum(c.c.mru), 0).label("mru"),
+            sa.func.coalesce(sa.func.sum(c.c.sru), 0).label("sru"), sa.func.coalesce(sa.func.sum(c.c.hru), 0).label("hru"),
+        ).where(c.c.node_id == node_id, c.c.state.in_(LIVE)))).one()
+        return Resources(int(row.cru), int(row.mru), int(row.sru), int(row.hru))
+
+    async def close_node(self, *, name: str, now: int) -> None:
+        n, c = schema.nodes, schema.contracts
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
+            if row is None or row.state == "Closed":
+                return
+            keys = (await conn.execute(
+                sa.select(c.c.key).where(c.c.node_id == row.id, c.c.state.in_(LIVE)).order_by(c.c.key))).scalars().all()
+            if keys:
+                raise errors.Conflict(f"node {name!r} still carries {len(keys)} deployment(s): {', '.join(keys[:5])}")
+            await conn.execute(n.update().where(n.c.id == row.id).values(state="Closed", closed_at=now))
+
+    async def record_uptime(self, *, node: str, ts: int, uptime: int, signature: str, now: int) -> int:
+        """Verify and count one signed uptime report; returns the seconds credited this period."""
+        n = schema.nodes
+        async with self._tx() as conn:
+            row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()
+            if row is None or row.state != "Active":
+                raise errors.NotFound(f"node {node!r} is not registered on the ledger")
+            try:
+                identity.verify(row.public_key, identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime}, signature)
+            except identity.BadSignature as exc:
+                raise errors.BadSignature(f"uptime report for node {node!r} is not signed by its key") from exc
+            if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
+                raise errors.Replayed(f"uptime report for node {node!r} is {ts - now:+d} s off the ledger's clock")
+            period = self._minting_period_at(ts)
+            last = row.last_report_ts
+            if last is not None and ts == last:
+                u = schema.uptime
+                seen = (await conn.execute(sa.select(u.c.total).where(u.c.node_id == row.id, u.c.period == period.index))).scalar()
+                return int(seen or 0)  # the same report delivered again (a watch restart): counted once
+            if last is not None and ts < last:
+                raise errors.Replayed(f"uptime report for node {node!r} at {ts} is not newer than the last one")
+            if last is not None and last < period.start and ts - period.start < uptime:
+                # §3.1: the first report after a period's end credits the previous period up to its exact end
+                boundary = period.start
+                before = self._minting_period_at(boundary - 1)
+                minted = (await conn.execute(sa.select(schema.mints.c.node_id).where(
+                    schema.mints.c.node_id == row.id, schema.mints.c.period == before.index))).first()
+                if minted is None and last >= before.start:
+                    await self._fold(conn, row.id, before, boundary, uptime - (ts - boundary))
+            total = await self._fold(conn, row.id, period, ts, uptime)
+            await conn.execute(n.update().where(n.c.id == row.id).values(last_report_ts=ts))
+            return total
+
+    async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int) -> int:
+        u = schema.uptime
+        prev = (await conn.execute(sa.select(u).where(u.c.node_id == node_id, u.c.period == period.index))).first()
+        new = uptime_mod.credit(_uptime_state(prev, period), ts=ts, uptime=up)
+        values = dict(total=new.total, last_ts=new.last_ts, last_uptime=new.last_uptime, boot_ts=new.boot_ts,
+                      violation=str(new.violation) if new.violation else None, reports=new.reports)
+        if prev is None:
+            await conn.execute(u.insert().values(node_id=node_id, period=period.index, **values))
+        else:
+            await conn.execute(u.update().where(u.c.node_id == node_id, u.c.period == period.index).values(**values))
+        return new.total
+
+    async def node_summaries(self, *, now: int) -> dict[str, records.NodeSummary]:
+        n, f, c, u, m = schema.nodes, schema.farms, schema.contracts, schema.uptime, schema.mints
+        period = self._minting_period_at(now)
+        async with self._read() as conn:
+            nodes = (await conn.execute(sa.select(n, f.c.name.label("farm")).join(f, f.c.id == n.c.farm_id)
+                                        .where(n.c.state == "Active"))).all()
+            used = {r.node_id: r for r in (await conn.execute(
+                sa.select(c.c.node_id, sa.func.sum(c.c.cru).label("cru"), sa.func.sum(c.c.mru).label("mru"),
+                          sa.func.sum(c.c.sru).label("sru"), sa.func.sum(c.c.hru).label("hru"),
+                          sa.func.count().label("n"))
+                .where(c.c.state.in_(LIVE)).group_by(c.c.node_id))).all()}
+            ups = {r.node_id: r for r in (await conn.execute(sa.select(u).where(u.c.period == period.index))).all()}
+            minted = {r.node_id: int(r.total) for r in (await conn.execute(
+                sa.select(m.c.node_id, sa.func.sum(m.c.amount).label("total")).group_by(m.c.node_id))).all()}
+            last_period = sa.select(m.c.node_id, sa.func.max(m.c.period).label("p")).group_by(m.c.node_id).subquery()
+            last = {r.node_id: r for r in (await conn.execute(
+                sa.select(m).join(last_period, sa.and_(m.c.node_id == last_period.c.node_id,
+                                                      m.c.period == last_period.c.p)))).all()}
+        out = {}
+        for r in nodes:
+            us, up, lm = used.get(r.id), ups.get(r.id), last.get(r.id)
+            total = int(up.total) if up else 0
+            out[r.name] = records.NodeSummary(
+                name=r.name, farm=r.farm, resources=_res(r),
+                used=Resources(int(us.cru), int(us.mru), int(us.sru), int(us.hru)) if us else Resources(),
+                contracts=int(us.n) if us else 0, uptime_s=total,
+                uptime_permille=uptime_mod.uptime_permille(total, max(1, min(now, period.end) - period.start)),
+                last_report_ts=r.last_report_ts, violation=up.violation if up else None,
+                minted_total=minted.get(r.id, 0), last_mint=lm.amount if lm else None,
+                last_mint_period=lm.period if lm else None, last_mint_reason=lm.reason if lm else None)
+        return out
+

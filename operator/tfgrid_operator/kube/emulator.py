@@ -12,7 +12,14 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
 * list/watch with label and field selectors, watch resumption from a resourceVersion (410 when too
   old), bookmarks with ``sendInitialEvents`` so kubectl ≥1.35 works;
 * every call is recorded as (verb, group, resource, subresource) so tests can derive RBAC from it;
-* optional fault injection (HTTP errors, dropped watches) for reliability tests.
+* optional fault injection (HTTP errors, dropped watches) for reliability tests;
+* optional **authentication** (``Authn``): client certificates the TLS layer verified against the CA (the
+  user is the certificate's CN), bearer tokens, and token files read on every request (so a test can
+  rotate one); anything else is 401, as on a cluster. ``serve()`` serves it over HTTPS;
+* namespaces terminate as on a cluster: deleting one deletes what is in it (finalizers hold those objects and
+  the namespace, which shows ``status.phase: Terminating``); creating anything in it is refused with 403;
+* ``x-kubernetes-validations`` (CEL) rules of a CRD are evaluated on every write (kube/cel.py): 422 with the
+  rule's message, transition rules (``oldSelf``) on updates.
 
 ``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
 """
@@ -30,12 +37,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import aiohttp
+import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import jsonschema
 import kmock
 import yaml
 from kmock._internal import rendering
+from kmock._internal.apps import Server
+
+from tfgrid_operator.kube import cel
 
 JSON = dict[str, Any]
 Key = tuple[str, str | None, str]  # (resource key, namespace, name)
@@ -270,6 +282,54 @@ class Call(NamedTuple):
     agent: str
 
 
+@attrs.define
+class Authn:
+    """Who may call: a request authenticates with a client certificate (verified by the TLS layer against the
+    server's client CA; the user is its CN) or a bearer token (a fixed one, or the current content of a file,
+    read on every request so that a test can rotate it). Anything else is 401 Unauthorized."""
+
+    tokens: dict[str, str] = attrs.field(factory=dict)  # token → user
+    token_files: dict[str, str] = attrs.field(factory=dict)  # path of a file holding a token → user
+    client_certificates: bool = True
+
+    def user(self, raw: aiohttp.web.BaseRequest | None, headers: Any) -> str | None:
+        auth = headers.get("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+            if token in self.tokens:
+                return self.tokens[token]
+            for path, user in self.token_files.items():
+                try:
+                    with open(path) as f:
+                        if f.read().strip() == token:
+                            return user
+                except OSError:
+                    continue
+            return None  # a wrong token is 401 even with a valid certificate, as on kube-apiserver
+        if self.client_certificates and raw is not None and raw.transport is not None:
+            cert = raw.transport.get_extra_info("peercert")
+            for rdn in (cert or {}).get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        return str(value)
+        return None
+
+
+def serve(handler: StrictApiServer, *, ssl_context: Any = None, client: Any = None, port: int | None = None) -> Server:
+    """A kmock Server for ``handler``: HTTPS when ``ssl_context`` (a server-side ssl.SSLContext) is given.
+    ``client`` is the ssl.SSLContext of the handler's own client (``handler.post(…)``, for tests and the sandbox);
+    ``port`` rebinds a port, e.g. to restart the API server under a running operator."""
+
+    class TlsTestServer(aiohttp.test_utils.RawTestServer):
+        async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+            await super().start_server(loop=loop, ssl=ssl_context, **kwargs)
+
+    def session(url: Any) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=client if client is not None else True))
+
+    return Server(handler, port=port, server_cls=TlsTestServer, client_fct=session)  # type: ignore[call-arg]
+
+
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0+tfgrid-emulator", "platform": "linux/amd64"}
 
 
@@ -282,6 +342,9 @@ class StrictApiServer(kmock.KubernetesEmulator):
     history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
+    cel: bool = True  # evaluate the CRDs' x-kubernetes-validations (off: a cluster whose CRDs predate the rules)
+    authn: Authn | None = None  # None: every request is served (plain kmock use, the strictness unit tests)
+    users: list[str] = attrs.field(factory=list)  # who made each authenticated request
     _rv: int = 0
     _events: dict[str, collections.deque[tuple[int, str, JSON]]] = attrs.field(factory=dict)
     _watchers: dict[str, set[asyncio.Queue[tuple[int, str, JSON] | None]]] = attrs.field(
@@ -331,6 +394,11 @@ class StrictApiServer(kmock.KubernetesEmulator):
             self._requests.clear()
         path = request.url.path.rstrip("/")
         try:
+            if self.authn is not None:
+                user = self.authn.user(request._raw_request, request.headers)
+                if user is None:
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
+                self.users.append(user)
             if request.method.value == "GET" and path == "/version":  # what `kubectl version` and our probe read
                 return aiohttp.web.json_response(VERSION)
             if request.method.value == "GET" and (path in ("/api", "/apis", "/api/v1") or path.startswith("/apis/")):
@@ -467,12 +535,19 @@ class StrictApiServer(kmock.KubernetesEmulator):
         for q in list(self._watchers[d.key]):
             q.put_nowait(event)
 
-    def _finalize(self, d: ResourceDef, obj: JSON, name: str) -> JSON:
-        """Prune and validate against the CRD schema, as the API server does on every write."""
+    def _finalize(self, d: ResourceDef, obj: JSON, name: str, old: JSON | None = None, sub: str = "") -> JSON:
+        """Prune and validate against the CRD schema, as the API server does on every write; then its CEL rules
+        (not on the status subresource: rules here are on spec, which a status write cannot change)."""
         if d.schema is not None:
             pruned = prune(obj, d.schema)
             pruned["metadata"] = obj.get("metadata", {})
             validate(pruned, d.schema, d.kind, name)
+            if self.cel and sub != "status":
+                body = {k: v for k, v in pruned.items() if k != "metadata"}
+                before = {k: v for k, v in old.items() if k != "metadata"} if old is not None else None
+                problems = cel.violations(d.schema, body, before)
+                if problems:
+                    raise ApiError(422, "Invalid", f'{d.kind}.{d.group} "{name}" is invalid: ' + "; ".join(problems[:10]))
             return pruned
         return obj
 
@@ -544,7 +619,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
             meta = copy.deepcopy(old["metadata"])
         new["metadata"] = meta
         new["apiVersion"], new["kind"] = d.group_version, d.kind
-        new = self._finalize(d, new, name or "")
+        new = self._finalize(d, new, name or "", old, sub)
         spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
         if spec_of(new) != spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1

@@ -1,6 +1,6 @@
 """Proof-of-Utilization end to end: every discount level, grace and expiry, top-up, resize, restart.
 
-Every amount is hand-computed from threefold-domain.md §2.6 at the clamped TFT price of 20 mUSD (§4.3).
+Every amount is hand-computed from docs/grid-rules.md §2.6 at the clamped TFT price of 20 mUSD (§4.3).
 The test deployment (2 cores, 4 GiB, 50 GiB SSD, one IPv4) is CU 1, SU 0.25: 100,000 + 12,500 + 40,000
 = 152,500 units USD an hour = 0.7625 TFT gross = 7,625,000 units. Its monthly due is 0.7625 × 720 = 549 TFT,
 so the discount thresholds (1.5/3/6/18 months) sit at 823.5 / 1,647 / 3,294 / 9,882 TFT of balance.

@@ -59,8 +59,10 @@ async def test_each_discount_level_over_three_periods(apiserver, operator, ledge
         assert (status["discount"], status["costPerHour"]) == (level, 7_625_000), payer
         assert status["lastBilledAt"] == conditions.timestamp(START + 3 * H)
         assert (await ledger.get_account(name=payer)).balance == tft * TFT - 3 * hourly
-    # §2.7 version B: the farmer gets 50 % of every payment (every amount here is even)
-    assert (await ledger.get_account(name="farm1-payout")).balance == 3 * sum(h for _, _, h in LEVELS.values()) // 2
+    # §2.7 version B: the payments are reserved on each contract until 24 cycles or deletion; nothing paid out yet
+    assert (await ledger.get_account(name="farm1-payout")).balance == 0
+    for payer, (_, _, hourly) in LEVELS.items():
+        assert (await ledger.observe_contract(key=f"default/d-{payer}")).reserve == 3 * hourly
 
 
 async def test_grace_period_top_up_recovers_and_expiry_deletes(apiserver, operator, ledger, grid_clock):

@@ -63,10 +63,16 @@ class BillingLedger(RegistryLedger):
         return period * length, (period + 1) * length
 
     async def _bill_partial(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
-        """Bill [max(period start, created), now) of the current period once, keyed (contract, period).
-        A partial bill (resize, close, move) is not a billing cycle (§2.7): it never triggers a payout."""
-        period = now // self.config.billing_period_s
-        await self._bill(conn, period=period, now=now, only=contract_id, until=now)
+        """Bill the contract up to ``now``: first every ended period the billing loop has not billed yet (so a
+        close or move just after an hour's end never skips that hour), then [max(period start, created), now)
+        of the current period, each once, keyed (contract, period, until). Only a window that ends at its
+        period's end counts as a billing cycle (§2.7)."""
+        length = self.config.billing_period_s
+        current = now // length
+        loop_at = await self._meta(conn, "watermark:bill")
+        for period in range(int(loop_at) if loop_at is not None else current, current):
+            await self._bill(conn, period=period, now=now, only=contract_id, until=(period + 1) * length)
+        await self._bill(conn, period=current, now=now, only=contract_id, until=now)
 
     async def bill_period(self, *, period: int, now: int) -> records.PeriodReport:
         _start, end = self._billing_window(period)
@@ -152,7 +158,7 @@ class BillingLedger(RegistryLedger):
             try:
                 bill_row, update, payout, deltas = self._bill_one(
                     r, accounts, priced_for, window_start=window_start, window_end=until, period=period, now=now,
-                    cycle=only is None, foundation=foundation, staking=staking)
+                    cycle=until == end, foundation=foundation, staking=staking)
             except _Overflow as exc:
                 message = f"billing period {period}: {exc}"
                 if r.billing_error != message:
@@ -278,9 +284,59 @@ class BillingLedger(RegistryLedger):
         accounts.move(credits)
         await self._write_balances(conn, accounts.before, accounts.balances)
 
+    async def bills(self, *, key: str, period: int | None = None) -> list[records.Bill]:
+        """The bills of a Deployment's contracts (all of them, across moves), oldest first, with receipts."""
+        c, b, r = schema.contracts, schema.bills, schema.bill_rates
+        query = (sa.select(b, c.c.key, *(col.label(f"rate_{col.name}") for col in r.columns))
+                 .join(c, c.c.id == b.c.contract_id).outerjoin(r, r.c.id == b.c.rates_id).where(c.c.key == key))
+        if period is not None:
+            query = query.where(b.c.period == period)
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(b.c.until, b.c.contract_id))).all()
+        return [records.Bill(contract_id=x.contract_id, key=x.key, period=x.period, start=x.until - x.seconds,
+                             until=x.until, seconds=x.seconds, amount=x.amount, paid=x.paid, discount=x.discount,
+                             billed_at=x.billed_at, receipt=_receipt(x)) for x in rows]
+
+    async def payouts(self, *, key: str) -> list[records.Payout]:
+        """§2.7: the reserve payouts of a Deployment's contracts, oldest first."""
+        c, p, a = schema.contracts, schema.payouts, schema.accounts
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(p, a.c.name.label("farmer_name")).join(c, c.c.id == p.c.contract_id)
+                                       .join(a, a.c.id == p.c.farmer_account_id).where(c.c.key == key)
+                                       .order_by(p.c.at, p.c.id))).all()
+        return [records.Payout(contract_id=x.contract_id, at=x.at, reason=x.reason, amount=x.amount,
+                               farmer_account=x.farmer_name, farmer=x.farmer, foundation=x.foundation,
+                               staking_pool=x.staking_pool) for x in rows]
+
     async def _write_balances(self, conn: AsyncConnection, before: dict[int, int], after: dict[int, int]) -> None:
         a = schema.accounts
         deltas = [dict(aid=k, delta=after[k] - before.get(k, 0)) for k in after if after[k] != before.get(k, 0)]
         if deltas:
             await conn.execute(a.update().where(a.c.id == sa.bindparam("aid"))
                                .values(balance=a.c.balance + sa.bindparam("delta")), deltas)
+
+
+def _receipt(x: Any) -> dict[str, object]:
+    """A bill's receipt from its row: every input and each rounding step of §2.6, the debt it carried and what
+    the payer's balance paid. Empty for bills made before receipts were kept."""
+    if x.gross is None:
+        return {}
+    owed = x.amount + x.overdraft_before
+    return {
+        "resources": {"cru": x.cru, "mru": x.mru, "sru": x.sru, "hru": x.hru}, "publicIPs": x.public_ips,
+        "rented": x.rented, "cu": _milli(x.cu_milli), "su": _milli(x.su_milli),
+        "prices": {"cu": x.rate_cu, "su": x.rate_su, "nu": x.rate_nu, "ipu": x.rate_ipu,
+                   "uniqueName": x.rate_unique_name, "dedicatedPercent": x.rate_dedicated_percent},
+        "tftPrice": {"averageMusd": x.rate_tft_average_musd, "minMusd": x.rate_tft_min_musd,
+                     "maxMusd": x.rate_tft_max_musd, "usedMusd": x.rate_tft_musd,
+                     "clamped": x.rate_tft_musd != x.rate_tft_average_musd},
+        "costUnitsUsd": x.cost_usd, "gross": x.gross, "balance": x.balance, "discount": x.discount,
+        "discountPercent": x.discount_percent, "discounted": x.discounted, "certifiedPercent": x.certified_percent,
+        "amount": x.amount, "overdraftBefore": x.overdraft_before, "owed": owed, "paid": x.paid,
+        "overdraftAfter": owed - x.paid, "cycle": x.cycle,
+    }
+
+
+def _milli(value: int) -> str:
+    whole, frac = divmod(value, 1000)
+    return f"{whole}.{frac:03d}".rstrip("0").rstrip(".")

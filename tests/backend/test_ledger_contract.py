@@ -364,7 +364,8 @@ async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bill
         assert after == before and after["ns/a"].billed_total > after["ns/b"].billed_total > 0
         assert after["ns/a"].id == first.id
         async with lg.engine.connect() as conn:
-            assert (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar() == str(schema.SCHEMA_VERSION)
+            version = sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+            assert (await conn.execute(version)).scalar() == str(schema.SCHEMA_VERSION)
         await lg.bill_period(period=3, now=4 * H)  # and billing keeps adding to the migrated totals
         async with lg.engine.connect() as conn:
             b = schema.bills

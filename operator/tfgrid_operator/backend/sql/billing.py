@@ -38,8 +38,8 @@ class _Accounts:
     balances: dict[int, int]
     before: dict[int, int]
 
-    def check(self, credits: dict[int, int]) -> None:
-        for aid, amount in credits.items():
+    def check(self, gains: dict[int, int]) -> None:
+        for aid, amount in gains.items():
             if self.balances[aid] + amount > MONEY_MAX:
                 raise _Overflow(f"paying {money.tft(amount)} TFT out would take account {aid} past the ledger's "
                                 f"bound of {money.tft(MONEY_MAX)} TFT")
@@ -51,10 +51,10 @@ class _Accounts:
 
 def _payout(reserve: int, farmer: int, foundation: int, staking: int) -> tuple[pricing.Split, dict[int, int]]:
     shares = pricing.split(reserve)
-    credits: dict[int, int] = {}
+    gains: dict[int, int] = {}
     for aid, share in ((farmer, shares.farmer), (foundation, shares.foundation), (staking, shares.staking_pool)):
-        credits[aid] = credits.get(aid, 0) + share
-    return shares, credits
+        gains[aid] = gains.get(aid, 0) + share
+    return shares, gains
 
 
 class BillingLedger(RegistryLedger):
@@ -227,9 +227,9 @@ class BillingLedger(RegistryLedger):
         deltas = {r.account_id: -paid}
         payout = None
         if deleted_at is not None or cycles >= self.config.distribution_frequency:
-            shares, credits = _payout(reserve, r.farmer, foundation, staking)
-            accounts.check({aid: amount + deltas.get(aid, 0) for aid, amount in credits.items()})
-            for aid, amount in credits.items():
+            shares, gains = _payout(reserve, r.farmer, foundation, staking)
+            accounts.check({aid: amount + deltas.get(aid, 0) for aid, amount in gains.items()})
+            for aid, amount in gains.items():
                 deltas[aid] = deltas.get(aid, 0) + amount
             if reserve:
                 payout = dict(contract_id=r.id, at=window_end, reason="Deleted" if deleted_at is not None else "Cycles",
@@ -269,11 +269,11 @@ class BillingLedger(RegistryLedger):
             await conn.execute(c.update().where(c.c.id == contract_id).values(cycles=0))
             return
         foundation, staking = await self._grid_accounts(conn)
-        shares, credits = _payout(row.reserve, row.farmer, foundation, staking)
-        balances = dict((await conn.execute(sa.select(a.c.id, a.c.balance).where(a.c.id.in_(set(credits))))).all())
+        shares, gains = _payout(row.reserve, row.farmer, foundation, staking)
+        balances = dict((await conn.execute(sa.select(a.c.id, a.c.balance).where(a.c.id.in_(set(gains))))).all())
         accounts = _Accounts(balances, dict(balances))
         try:
-            accounts.check(credits)
+            accounts.check(gains)
         except _Overflow as exc:
             await conn.execute(c.update().where(c.c.id == contract_id).values(billing_error=f"payout: {exc}"))
             return
@@ -281,7 +281,7 @@ class BillingLedger(RegistryLedger):
             contract_id=contract_id, at=now, reason="Deleted", amount=row.reserve, farmer_account_id=row.farmer,
             farmer=shares.farmer, foundation=shares.foundation, staking_pool=shares.staking_pool))
         await conn.execute(c.update().where(c.c.id == contract_id).values(reserve=0, cycles=0))
-        accounts.move(credits)
+        accounts.move(gains)
         await self._write_balances(conn, accounts.before, accounts.balances)
 
     async def bills(self, *, key: str, period: int | None = None) -> list[records.Bill]:

@@ -140,8 +140,11 @@ class LedgerBase:
                 raise errors.InvalidRequest(
                     f"the ledger has schema version {current}, newer than this operator's {schema.SCHEMA_VERSION}"
                 )
-            elif int(current) < 2:
-                await self._migrate_to_2(conn)
+            else:
+                if int(current) < 2:
+                    await self._migrate_to_2(conn)
+                if int(current) < 4:
+                    await self._migrate_to_4(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "")
 
@@ -156,6 +159,26 @@ class LedgerBase:
             "last_billed_at = (SELECT MAX(billed_at) FROM bills WHERE contract_id = contracts.id), "
             "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
         await self._set_meta(conn, "schema_version", "2")
+
+    async def _migrate_to_4(self, conn: AsyncConnection) -> None:
+        """Version 4 (billing version B and receipts): contracts get their reserve, cycles, billing error and last
+        bill's amount; bills get their receipt columns (NULL for bills made before); bill_rates and payouts are new
+        tables (create_all made them). Money already paid out by earlier versions stays paid: reserves start at 0.
+        Independent of the other steps: it adds only the columns that are missing."""
+        def missing(sync_conn: Any, table: str) -> set[str]:
+            have = {col["name"] for col in sa.inspect(sync_conn).get_columns(table)}
+            return {col.name for col in getattr(schema, table).columns} - have
+        for table in ("contracts", "bills"):
+            absent = await conn.run_sync(missing, table)
+            for col in getattr(schema, table).columns:
+                if col.name in absent:
+                    kind = col.type.compile(dialect=conn.dialect)
+                    default = f" NOT NULL DEFAULT {col.server_default.arg}" if col.server_default is not None else ""
+                    await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {kind}{default}"))
+        await conn.execute(sa.text(
+            "UPDATE contracts SET last_bill_amount = (SELECT amount FROM bills WHERE contract_id = contracts.id "
+            "ORDER BY until DESC LIMIT 1)"))
+        await self._set_meta(conn, "schema_version", "4")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

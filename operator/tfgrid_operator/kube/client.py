@@ -99,6 +99,7 @@ def load(context: str | None = None) -> Login:
     if not any(os.path.isfile(p) for p in paths.split(os.pathsep) if p):
         raise ConfigError(f"no usable cluster in {where} (and not running in a cluster): no such file")
     try:
+        context = context or _first_current_context(paths)
         loader = kube_config._get_kube_config_loader(filename=paths, active_context=context, persist_config=False)
         loader.load_and_set(cfg)
         name = loader.current_context["name"]
@@ -108,6 +109,22 @@ def load(context: str | None = None) -> Login:
     if not cfg.host or cfg.host == kubernetes.client.Configuration().host:
         raise ConfigError(f"no usable cluster in {where}: the context names no server")
     return Login(f'context "{name}" in kubeconfig {paths}', cfg, name)
+
+
+def _first_current_context(paths: str) -> str | None:
+    """kubectl's rule for several files: the first file that sets current-context decides (the package's merger
+    lets the last one win). Only that key is read here; everything else is the package's."""
+    import yaml
+
+    for path in filter(None, paths.split(os.pathsep)):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                doc = yaml.safe_load(f)
+        except OSError:
+            continue
+        if isinstance(doc, dict) and doc.get("current-context"):
+            return str(doc["current-context"])
+    return None
 
 
 def explain(exc: BaseException) -> str:

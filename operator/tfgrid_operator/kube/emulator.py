@@ -268,6 +268,8 @@ def matches_fields(obj: JSON, selector: str) -> bool:
 
 
 # ---------------------------------------------------------------- the server
+NAMESPACES = "/v1/namespaces"  # the resource key of core/v1 namespaces
+CLUSTER_SCOPE = "-"  # the placeholder namespace of namespace requests (see StrictApiServer.__call__)
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
 
@@ -389,6 +391,18 @@ class StrictApiServer(kmock.KubernetesEmulator):
         raise KeyError(resource)
 
     # -- dispatch
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock parses /api/v1/namespaces[/NAME] as a namespace with no resource (and fails on the collection):
+        those are served as the cluster-scoped resource they are, under a placeholder namespace kmock can parse."""
+        path = raw_request.rel_url.path.rstrip("/")
+        parts = path.split("/")[4:]  # after /api/v1/namespaces: [], [NAME] or [NAME, status|finalize]
+        if path == "/api/v1/namespaces" or (path.startswith("/api/v1/namespaces/") and (
+                len(parts) == 1 or (len(parts) == 2 and parts[1] in ("status", "finalize")))):
+            rest = path[len("/api/v1/namespaces"):]
+            url = raw_request.rel_url.with_path(f"/api/v1/namespaces/{CLUSTER_SCOPE}/namespaces{rest}")
+            raw_request = raw_request.clone(rel_url=url)  # the same connection and body, another path
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if not self.record_requests and self._requests:
             self._requests.clear()
@@ -571,6 +585,9 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
+        if d.namespaced and self._terminating(namespace):
+            raise ApiError(403, "Forbidden", f'{d.plural} "{name}" is forbidden: unable to create new content in '
+                                             f"namespace {namespace} because it is being terminated")
         if (d.key, namespace, name) in self.store:
             raise ApiError(409, "AlreadyExists", f'{d.plural} "{name}" already exists')
         obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
@@ -633,6 +650,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             del self.store[key]
             self._emit(d, "DELETED", new)
+            self._reap(namespace)
         else:
             self.store[key] = new
             self._emit(d, "MODIFIED", new)
@@ -658,7 +676,36 @@ class StrictApiServer(kmock.KubernetesEmulator):
             patched["metadata"]["resourceVersion"] = rv or current["metadata"]["resourceVersion"]
         return self._update(d, namespace, name, patched, sub, replace=False, current=current)
 
+    def _terminating(self, namespace: str | None) -> bool:
+        ns = self.store.get((NAMESPACES, None, namespace or ""))
+        return ns is not None and bool(ns["metadata"].get("deletionTimestamp"))
+
+    def _delete_namespace(self, name: str) -> JSON:
+        """As the namespace controller does: the namespace shows Terminating, everything in it is deleted
+        (finalizers hold what has them), and the namespace goes when nothing is left."""
+        ns = copy.deepcopy(self._fetch(self.defs[NAMESPACES], None, name))
+        if not ns["metadata"].get("deletionTimestamp"):
+            ns["metadata"]["deletionTimestamp"] = _now()
+            ns["status"] = {**(ns.get("status") or {}), "phase": "Terminating"}
+            ns["metadata"]["resourceVersion"] = self._next_rv()
+            self.store[(NAMESPACES, None, name)] = ns
+            self._emit(self.defs[NAMESPACES], "MODIFIED", ns)
+        for key, obj_ns, obj_name in [k for k in self.store if k[1] == name]:
+            self._delete(self.defs[key], obj_ns, obj_name)
+        self._reap(name)
+        return ns
+
+    def _reap(self, namespace: str | None) -> None:
+        """A terminating namespace with nothing left in it is gone."""
+        if namespace is None or not self._terminating(namespace) or any(k[1] == namespace for k in self.store):
+            return
+        ns = self.store.pop((NAMESPACES, None, namespace))
+        self._next_rv()
+        self._emit(self.defs[NAMESPACES], "DELETED", ns)
+
     def _delete(self, d: ResourceDef, namespace: str | None, name: str | None) -> JSON:
+        if d.key == NAMESPACES:
+            return self._delete_namespace(name or "")
         obj = self._fetch(d, namespace, name)
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
@@ -673,6 +720,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         del self.store[(d.key, namespace, name or "")]
         self._next_rv()
         self._emit(d, "DELETED", obj)
+        self._reap(namespace)
         return {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name, "kind": d.plural}}
 
     # -- watches

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2  # 2: contracts carry their billing totals (billed_total, last_billed_at, last_discount)
+from tfgrid_operator.domain.money import MAX_UNITS
+
+# 2: contracts carry their billing totals (billed_total, last_billed_at, last_discount)
+# 3: ownership: farms, nodes and contracts name the object (namespace, uid) that made them; accounts have a
+#    role (only twins pay), a twin key is unique, contracts keep the payer proof they were verified with;
+#    balances and overdrafts are CHECKed within [0, MAX_UNITS]
+SCHEMA_VERSION = 3
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
@@ -25,7 +31,13 @@ accounts = sa.Table(
     sa.Column("name", sa.String(253), nullable=False, unique=True),
     sa.Column("public_key", sa.String(64), nullable=False, server_default=""),
     sa.Column("balance", Money, nullable=False, server_default="0"),
+    # twin: a user's account, the only kind that pays; grid: foundation, staking pool; payout: a farm's payout
+    sa.Column("role", sa.String(16), nullable=False, server_default="twin"),
     sa.CheckConstraint("balance >= 0", name="balance_never_negative"),
+    sa.CheckConstraint(f"balance <= {MAX_UNITS}", name="balance_bounded"),
+    # §1.1: an account holds one twin, a twin key belongs to one account
+    sa.Index("one_account_per_key", "public_key", unique=True,
+             sqlite_where=sa.text("public_key != ''"), postgresql_where=sa.text("public_key != ''")),
 )
 
 farms = sa.Table(
@@ -38,6 +50,9 @@ farms = sa.Table(
     sa.Column("dedicated", sa.Boolean, nullable=False),
     sa.Column("public_ips", sa.Integer, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
+    # the Farm object that claimed the grid-wide name first; '' only on a ledger migrated from version 2
+    sa.Column("owner_ns", sa.String(253), nullable=False, server_default=""),
+    sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
 )
 
 nodes = sa.Table(
@@ -58,6 +73,8 @@ nodes = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("closed_at", sa.BigInteger),
     sa.Column("last_report_ts", sa.BigInteger),
+    sa.Column("owner_ns", sa.String(253), nullable=False, server_default=""),
+    sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
 )
 
 uptime = sa.Table(
@@ -94,6 +111,14 @@ contracts = sa.Table(
     sa.Column("billed_total", Money, nullable=False, server_default="0"),  # sum of its bills' amounts
     sa.Column("last_billed_at", sa.BigInteger),  # its latest bill's billed_at
     sa.Column("last_discount", sa.String(16)),  # its latest bill's discount level
+    # the Deployment object (uid; the key holds its namespace/name) it was opened for: a new object never inherits it
+    sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
+    # what the ledger verified the payer's agreement with: 'key' (the twin key, from a Secret) or 'grant'
+    # (a grant signed by the twin key for this namespace, kept with its signature and expiry)
+    sa.Column("proof", sa.String(16), nullable=False, server_default="key"),
+    sa.Column("proof_until", sa.BigInteger),
+    sa.Column("proof_signature", sa.String(128), nullable=False, server_default=""),
+    sa.CheckConstraint(f"overdraft >= 0 AND overdraft <= {MAX_UNITS}", name="overdraft_bounded"),
     sa.Index(
         "one_live_contract_per_key", "key", unique=True,
         sqlite_where=sa.text("state != 'Deleted'"), postgresql_where=sa.text("state != 'Deleted'"),

@@ -77,7 +77,8 @@ class Open:
     """A queued open_contract call."""
 
     key: str
-    payer: str
+    owner_uid: str
+    proof: records.PayerProof
     request: scheduling.Request
     now: int
 
@@ -140,10 +141,13 @@ class LedgerBase:
                 raise errors.InvalidRequest(
                     f"the ledger has schema version {current}, newer than this operator's {schema.SCHEMA_VERSION}"
                 )
-            elif int(current) < 2:
-                await self._migrate_to_2(conn)
+            else:
+                if int(current) < 2:
+                    await self._migrate_to_2(conn)
+                if int(current) < 3:
+                    await self._migrate_to_3(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
-                await self._ensure_account(conn, name, "")
+                await self._ensure_account(conn, name, "", role="grid")
 
     async def _migrate_to_2(self, conn: AsyncConnection) -> None:
         """Version 2: each contract carries its billing totals, computed once here from its bills."""
@@ -156,6 +160,39 @@ class LedgerBase:
             "last_billed_at = (SELECT MAX(billed_at) FROM bills WHERE contract_id = contracts.id), "
             "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
         await self._set_meta(conn, "schema_version", "2")
+
+    async def _migrate_to_3(self, conn: AsyncConnection) -> None:
+        """Version 3: ownership and roles. Records made before it name no owner (''): the first object to reconcile
+        one adopts it, which is the object that made it when the operator is upgraded in place. Grid accounts and
+        payout accounts get their roles; a twin key shared by two accounts stops the upgrade (it cannot be
+        guessed which account the key's owner meant)."""
+        text = "VARCHAR(253) NOT NULL DEFAULT ''"
+        for table, column, kind in (
+                ("accounts", "role", "VARCHAR(16) NOT NULL DEFAULT 'twin'"),
+                ("farms", "owner_ns", text), ("farms", "owner_uid", "VARCHAR(64) NOT NULL DEFAULT ''"),
+                ("nodes", "owner_ns", text), ("nodes", "owner_uid", "VARCHAR(64) NOT NULL DEFAULT ''"),
+                ("contracts", "owner_uid", "VARCHAR(64) NOT NULL DEFAULT ''"),
+                ("contracts", "proof", "VARCHAR(16) NOT NULL DEFAULT 'key'"), ("contracts", "proof_until", "BIGINT"),
+                ("contracts", "proof_signature", "VARCHAR(128) NOT NULL DEFAULT ''")):
+            await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+        a = schema.accounts
+        shared = (await conn.execute(sa.select(a.c.public_key).where(a.c.public_key != "").group_by(a.c.public_key)
+                                     .having(sa.func.count() > 1))).scalars().first()
+        if shared is not None:
+            raise errors.InvalidRequest(f"two accounts share the twin key {shared!r}; give one a new key before upgrading")
+        await conn.execute(a.update().where(a.c.id.in_(sa.select(schema.farms.c.account_id))).values(role="payout"))
+        await conn.execute(a.update().where(a.c.name.in_(
+            (self.config.foundation_account, self.config.staking_pool_account))).values(role="grid"))
+        for index in schema.accounts.indexes:
+            await conn.run_sync(lambda sync, index=index: index.create(sync, checkfirst=True))
+        if not self.is_sqlite:  # SQLite cannot add a CHECK to a table; new SQLite ledgers have them
+            for table in (schema.accounts, schema.contracts):
+                for check in table.constraints:
+                    if isinstance(check, sa.CheckConstraint) and check.name != "balance_never_negative":
+                        await conn.execute(sa.text(
+                            f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {check.name}, "
+                            f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext})"))
+        await self._set_meta(conn, "schema_version", "3")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

@@ -305,10 +305,11 @@ async def nudge(rt: runtime.Runtime, plural: str, ns: str, name: str) -> None:
         log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
 
 
-SWEEP_EVERY_S = 60.0  # monotonic seconds between two sweeps (one LIST per namespace that has live contracts)
-RENEW_BEFORE_S = 24 * 3600  # a Deployment whose payer grant ends within a day is reconciled (reads its grant again)
-_next_sweep: dict[int, float] = {}  # id(runtime) → when (monotonic) it sweeps next; 0 (or absent): next tick
-_renewals: set[tuple[str, int]] = set()  # (contract key, grant expiry) already nudged to read a renewed grant
+SWEEP_EVERY_S = 60.0  # monotonic seconds between two orphan sweeps (one LIST per namespace that has live contracts)
+RENEW_BEFORE_S = 24 * 3600  # in a grant's last day, its Deployment is reconciled (reads its grant again) …
+RENEW_EVERY_S = 3600  # … once an hour of grid time, so a grant renewed in its last day is seen before it ends
+_next_sweep: dict[int, float] = {}  # id(runtime) → when (monotonic) it sweeps for orphans next; absent: next tick
+_renewals: dict[tuple[str, int], int] = {}  # (contract key, grant expiry) → grid time its Deployment was last nudged
 
 
 def request_sweep(rt: runtime.Runtime) -> None:
@@ -318,23 +319,40 @@ def request_sweep(rt: runtime.Runtime) -> None:
 
 async def sweep(rt: runtime.Runtime, now: int) -> int:
     """Close the live contracts nothing proves any more, each with its final bill (design.md "Trust model"):
-    a grant that ended (GrantExpired), and orphans (Orphaned): contracts whose Deployment is gone or is a later
-    object of the same name (another uid). Runs on the first tick (what happened while the operator was down),
-    after an object vanished, and every SWEEP_EVERY_S. Objects are LISTed from the API server, never taken from
-    the watch cache; a namespace that cannot be listed closes nothing (fail closed)."""
-    if time.monotonic() < _next_sweep.get(id(rt), 0.0):
-        return 0
-    _next_sweep[id(rt)] = time.monotonic() + SWEEP_EVERY_S
+    every tick, those whose payer grant ended (GrantExpired; in a grant's last day its Deployment is reconciled
+    to read a renewed one); and orphans (Orphaned), whose Deployment is gone or is a later object of the same name
+    (another uid): on the first tick (what happened while the operator was down), after an object vanished, and
+    every SWEEP_EVERY_S. Objects are LISTed from the API server, never taken from the watch cache; a namespace that
+    cannot be listed closes nothing (fail closed)."""
     now = max(now, rt.clock.now())  # an object that vanished during this tick is billed up to now, not the tick's start
     live = {k: c for k, c in (await rt.ledger.contract_summaries()).items() if c.state in ("Created", "GracePeriod")}
     closing: dict[str, tuple[records.Contract, str]] = {}
     renew = []
     for key, c in live.items():
-        if c.proof_until is not None and c.proof_until <= now:
+        if c.proof_until is None:
+            continue
+        if c.proof_until <= now:
             closing[key] = (c, "GrantExpired")
-        elif c.proof_until is not None and c.proof_until - now <= RENEW_BEFORE_S and (key, c.proof_until) not in _renewals:
-            _renewals.add((key, c.proof_until))
+        elif c.proof_until - now <= RENEW_BEFORE_S and now - _renewals.get((key, c.proof_until), -RENEW_EVERY_S) >= \
+                RENEW_EVERY_S:
+            _renewals[(key, c.proof_until)] = now
             renew.append(key)
+    if time.monotonic() >= _next_sweep.get(id(rt), 0.0):
+        _next_sweep[id(rt)] = time.monotonic() + SWEEP_EVERY_S
+        closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, live)).items() if k not in closing})
+    for key, (c, reason) in sorted(closing.items()):
+        closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
+        log.info("Contract %s of %s closed (%s) with a final bill; billed total %s units", c.id, key, reason,
+                 closed.billed_total if closed else "?")
+    for held in [k for k in _renewals if k[0] in closing or k[0] not in live or live[k[0]].proof_until != k[1]]:
+        del _renewals[held]  # forgotten with its grant
+    await concurrently([nudge(rt, "deployments", *k.split("/", 1)) for k in renew if k not in closing])
+    return len(closing)
+
+
+async def _orphans(rt: runtime.Runtime, live: dict[str, records.Contract]) -> dict[str, records.Contract]:
+    """The live contracts whose Deployment is gone, or is another object (uid) of the same name."""
+    found = {}
     for ns in sorted({k.partition("/")[0] for k in live}):
         try:
             listing = await rt.kube.request("GET", rt.kube.path(runtime.GROUP, runtime.VERSION, "deployments", ns))
@@ -344,14 +362,9 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
         present = {o["metadata"]["name"]: o["metadata"].get("uid", "") for o in listing.get("items") or []}
         for key, c in live.items():
             space, _, name = key.partition("/")
-            if space == ns and key not in closing and (name not in present or c.owner_uid not in ("", present[name])):
-                closing[key] = (c, "Orphaned")
-    for key, (c, reason) in sorted(closing.items()):
-        closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
-        log.info("Contract %s of %s closed (%s) with a final bill; billed total %s units", c.id, key, reason,
-                 closed.billed_total if closed else "?")
-    await concurrently([nudge(rt, "deployments", *k.split("/", 1)) for k in renew if k not in closing])
-    return len(closing)
+            if space == ns and (name not in present or c.owner_uid not in ("", present[name])):
+                found[key] = c
+    return found
 
 
 # fields that move with every uptime report or billing period; a change of anything else writes at once

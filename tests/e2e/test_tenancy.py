@@ -186,3 +186,40 @@ async def test_contracts_whose_object_is_gone_are_closed_with_a_final_bill_and_n
 async def _closed(ledger, key: str):
     c = await ledger.observe_contract(key=key)
     return c if c is not None and c.state == "Deleted" else None
+
+
+async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, operator, ledger, grid_clock):
+    """A grant is bounded: when it ends, its contracts are closed with a final bill (GrantExpired). A tenant who
+    applies a renewed grant in its last day keeps them: the operator reads the grant again then."""
+    await victim(apiserver, ledger, nodes=("node1", "node2"))
+    carol = identity.KeyPair.generate()
+    await ledger.ensure_account(name="carol", public_key=carol.public_key)
+    await ledger.fund(name="carol", amount=100 * TFT)
+    for secret in ("short-grant", "renewed-grant"):
+        grant = names.Grant("carol", A, START + 3 * H).signed(carol)
+        assert (await apiserver.post(f"/api/v1/namespaces/{A}/secrets",
+                                     json=tenancy.grant_secret(grant, secret))).status == 201
+    payer = {"account": "carol", "secretRef": {"name": "short-grant", "key": "grant"}}
+    await create(apiserver, A, deployment("short", payer), deployment("kept", {**payer, "secretRef": {
+        "name": "renewed-grant", "key": "grant"}}))
+    for name in ("short", "kept"):
+        await reason(apiserver, A, "deployments", name, "Available")
+    assert (await ledger.observe_contract(key=f"{A}/short")).proof_until == START + 3 * H
+    renewed = tenancy.grant_secret(names.Grant("carol", A, START + 60 * 86400).signed(carol), "renewed-grant")
+    resp = await apiserver.patch(f"/api/v1/namespaces/{A}/secrets/renewed-grant", json={"data": renewed["data"]},
+                                 headers={"Content-Type": "application/merge-patch+json"})
+    assert resp.status == 200, await resp.text()
+    grid_clock.set(START + 2 * H)  # within the grant's last day, an hour after the last look at it
+    await eventually(lambda: _until(ledger, f"{A}/kept", START + 60 * 86400), what="the renewed grant read")
+    grid_clock.set(START + 3 * H)
+    closed = await eventually(lambda: _closed(ledger, f"{A}/short"), what="the unrenewed contract closed")
+    assert closed.deleted_reason == "GrantExpired" and closed.deleted_at >= START + 3 * H and closed.billed_total > 0
+    assert (await ledger.observe_contract(key=f"{A}/kept")).state == "Created"
+    await eventually(lambda: condition(get(apiserver, A, "deployments", "short"))["status"] == "False",
+                     what="short's status says it ended")
+    await conserved(ledger, 100 * TFT)
+
+
+async def _until(ledger, key: str, until: int) -> bool:
+    c = await ledger.observe_contract(key=key)
+    return c is not None and c.proof_until == until

@@ -147,7 +147,7 @@ async def test_grid_and_payout_accounts_can_never_get_a_twin_key(ledger):
     for name in ("foundation", "staking-pool", "farmer"):
         with pytest.raises(errors.Conflict):
             await ledger.ensure_account(name=name, public_key=identity.KeyPair.generate().public_key)
-    with pytest.raises(errors.Conflict):  # nor can a twin become a farm's payout (it would stop paying)
+    with pytest.raises(errors.InvalidRequest):  # nor can a twin become a farm's payout (it would stop paying)
         await ledger.ensure_farm(name="f2", owner=ATTACKER, owner_key=MALLORY.public_key, payout_account="alice",
                                  certified=False, dedicated=False, public_ips=0)
     assert await ledger.observe_farm(name="f2") is None

@@ -144,6 +144,11 @@ class RegistryLedger(LedgerBase):
         async with self._tx() as conn:
             row = (await conn.execute(self._farm_query().where(f.c.name == name))).first()
             adopt = row is not None and _claim("farm", name, row, owner)
+            a = schema.accounts
+            role = (await conn.execute(sa.select(a.c.role).where(a.c.name == payout_account))).scalar()
+            if role not in (None, "payout"):  # a payout account only receives: a twin named here would stop paying
+                raise errors.InvalidRequest(f"farm {name!r}: account {payout_account!r} is a {role} account and cannot "
+                                            f"be a payout account; name another")
             account = await self._ensure_account(conn, payout_account, "", role="payout")
             values = dict(owner_key=owner_key, account_id=account.id, certified=certified, dedicated=dedicated,
                           public_ips=public_ips)

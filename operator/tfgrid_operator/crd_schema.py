@@ -157,8 +157,9 @@ DEPLOYMENT = crd(
                       "secretRef": obj({"name": NAME, "key": string(minLength=1, maxLength=253, default="twinKey")},
                                        ["name"])},
                      **{"x-kubernetes-validations": [{
-                         "rule": "has(self.account) != has(self.secretRef)",
-                         "message": "exactly one of payer.account and payer.secretRef"}]}),
+                         "rule": "has(self.account) || has(self.secretRef)",
+                         "message": "payer needs secretRef: a Secret with the twin's key, or with a grant the twin "
+                                    "signed for this namespace (then payer.account names the twin)"}]}),
         "placement": obj({"node": NAME, "farm": NAME, "country": string(maxLength=64), "city": string(maxLength=64),
                           "certifiedOnly": BOOL, "dedicated": BOOL}),
         "selfHealing": {**BOOL, "default": True},

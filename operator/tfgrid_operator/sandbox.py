@@ -26,7 +26,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tfgrid_operator import agent, backend, ballot, clock, local, metrics, runtime
-from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain import identity, money, names
+from tfgrid_operator.handlers import tenancy
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.kube.emulator import StrictApiServer
 from tfgrid_operator.settings import Settings
@@ -181,7 +182,8 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
                     console: Console) -> Summary | None:
     for payer in sorted({d["spec"]["payer"]["account"] for d in docs
                          if d["kind"] == "Deployment" and "account" in d["spec"]["payer"]}):
-        await ledger.ensure_account(name=payer)
+        keys[f"twin/{payer}"] = identity.KeyPair.generate()  # the twin signs its grants (payer.secretRef)
+        await ledger.ensure_account(name=payer, public_key=keys[f"twin/{payer}"].public_key)
         await ledger.fund(name=payer, amount=FUNDING_TFT * money.UNITS_PER_TFT)
     nodes = [d["metadata"]["name"] for d in docs if d["kind"] == "Node"]
     async with KubeClient(user_agent="tfgrid-sandbox") as kube:
@@ -215,6 +217,11 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
 async def _apply(emu: StrictApiServer, kube: KubeClient, docs: list[dict[str, Any]], keys: dict[str, identity.KeyPair]) -> None:
     """Create the objects in sync-wave order, each deployment after the one before it is placed (so the
     least-loaded placement is the same on every run), then the farms' votes on every proposal."""
+    grants = {(d["spec"]["payer"]["account"], d["spec"]["payer"]["secretRef"]["name"]) for d in docs
+              if d["kind"] == "Deployment" and {"account", "secretRef"} <= set(d["spec"]["payer"])}
+    for account, secret in sorted(grants):  # each twin's grant for the namespace, as `tfgrid-operator grant` makes it
+        grant = names.Grant(account, "default", START + names.MAX_GRANT_S).signed(keys[f"twin/{account}"])
+        await kube.request("POST", "/api/v1/namespaces/default/secrets", tenancy.grant_secret(grant, secret))
     for d in docs:
         plural = f"{d['kind'].lower()}s"
         await kube.request("POST", f"{API}/{plural}", d)

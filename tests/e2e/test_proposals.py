@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.conftest import COUNCIL, START, condition, eventually
-from e2e.objects import NS, create, deployment, events, farm, node, obj, proposal, ready, with_reason
+from e2e.objects import NS, create, deployment, events, farm, node, obj, proposal, ready, twin_account, with_reason
 from tfgrid_operator import ballot
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.kube.client import KubeClient
@@ -37,7 +37,7 @@ def prop(apiserver, name):
 
 async def test_approved_pricing_change_executes_once_and_bills_the_next_period(apiserver, operator, ledger, grid_clock):
     await six_farms(apiserver)
-    await ledger.ensure_account(name="alice")
+    await twin_account(ledger, apiserver, "alice")
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # < 1.5 months of cost: no discount
     await create(apiserver, deployment("web"))
     await ready(apiserver, "deployments", "web")

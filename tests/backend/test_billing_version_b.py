@@ -42,8 +42,8 @@ async def balance(ledger, name):
 
 
 async def open_small(ledger, key="ns/d", now=0, **request):
-    return await ledger.open_contract(key=key, owner_uid=OWN.uid, proof=PROOF, request=scheduling.Request(resources=SMALL, **request),
-                                      now=now)
+    return await ledger.open_contract(key=key, owner_uid=OWN.uid, proof=PROOF,
+                                      request=scheduling.Request(resources=SMALL, **request), now=now)
 
 
 async def test_grace_expires_at_the_bill_exactly_14_days_after_it_began(ledger_url):

@@ -49,6 +49,8 @@ async def _registered(kube: Any, namespace: str, node: str, wait: float) -> None
             if status.get("nodeId") is not None:
                 return
         except ApiError as err:
+            if err.status == 403:
+                return  # an agent may only renew its own Lease (the chart's node agents): it cannot look
             if err.status != 404:
                 raise
         if loop.time() >= deadline:

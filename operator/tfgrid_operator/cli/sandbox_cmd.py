@@ -31,7 +31,7 @@ def run_sandbox(**kwargs: object) -> None:
 
 @main.command(help="The local sandbox, no cluster needed: the real operator against a local Kubernetes API emulator "
                    "and a temporary SQLite ledger, a scenario applied (five farms, two tenants, a DAO vote, an outage, "
-                   "a payer in grace), node agents reporting, a month of grid life in about a minute, with a live "
+                   "a payer in grace), node agents reporting, a month of grid life in a few minutes, with a live "
                    "table and a summary that audits the ledger's raw rows.")
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 366))
 @click.option("--examples", default=None, type=click.Path(file_okay=False, path_type=pathlib.Path),

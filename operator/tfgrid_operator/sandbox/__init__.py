@@ -1,4 +1,4 @@
-"""The local sandbox: the real operator, a month of grid life, in about a minute, with no cluster.
+"""The local sandbox: the real operator, a month of grid life, in a few minutes, with no cluster.
 
 It starts the strict Kubernetes API emulator on a local port, runs the real kopf operator against it with
 a fresh SQLite ledger in a temporary folder (or the empty ledger ``--ledger-url`` names), applies the

@@ -46,7 +46,7 @@ class Scenario:
 
 MONTH = Scenario(
     funding={"bob": 30 * money.UNITS_PER_TFT},  # about a day of bob's api: then its grace period begins (§2.4)
-    topups=((2 * STEPS_PER_DAY, "bob", 500 * money.UNITS_PER_TFT),),  # day 2: bob pays what he owes, recovers
+    topups=((2 * STEPS_PER_DAY, "bob", 1_000 * money.UNITS_PER_TFT),),  # day 2: bob pays what he owes, recovers
     sla_misses_every={"sla-1": 8},  # 87.5 % uptime at most: below the 95 % DIY SLA, it earns nothing (§3.4)
     outage=("bob/api", STEPS_PER_DAY, STEPS_PER_DAY // 2),  # day 1: api's node is down 12 h; api moves
     nays=frozenset({"tinyfarm"}),

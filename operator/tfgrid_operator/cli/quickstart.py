@@ -143,11 +143,21 @@ def quickstart(namespace: str, out: pathlib.Path, ledger_url: str, payer: str, a
     _write(out / "values-quickstart.yaml", yaml.safe_dump(helm_values(namespace, nodes, council), sort_keys=False),
            private=False)
     click.echo(f"{payer} funded with {money.tft(units)} TFT on the ledger; keys and manifests in {out}. Next:")
-    click.echo(f"  kubectl create namespace {namespace}")
-    click.echo("  helm upgrade --install tfgrid charts/tfgrid-operator -n tfgrid-system --create-namespace "
-               f"-f {out / 'values-quickstart.yaml'}")
-    click.echo(f"  kubectl apply -f {out / 'secrets.yaml'} -f {out / 'farm.yaml'} -f {out / 'nodes.yaml'} "
-               f"-f {out / 'deployment.yaml'} -f {out / 'proposal.yaml'}")
-    click.echo(f"  kubectl get grid -n {namespace}")
-    click.echo(f"  tfgrid-operator vote --proposal cheaper-compute --namespace {namespace} --farm {farm} --yes "
-               f"--key-file {out / 'keys' / 'farmer.key'}")
+    for line in next_steps(namespace, out, farm):
+        click.echo(f"  {line}")
+
+
+def next_steps(namespace: str, out: pathlib.Path, farm: str) -> list[str]:
+    """The commands after quickstart, in the order that works: the namespace and its Secrets before the chart's
+    node agents (which mount the node keys), the grid's objects after."""
+    return [
+        f"kubectl create namespace {namespace}",
+        f"kubectl apply -f {out / 'secrets.yaml'}",
+        f"helm upgrade --install tfgrid charts/tfgrid-operator -n tfgrid-system --reuse-values "
+        f"-f {out / 'values-quickstart.yaml'}",
+        f"kubectl apply -f {out / 'farm.yaml'} -f {out / 'nodes.yaml'} -f {out / 'deployment.yaml'} "
+        f"-f {out / 'proposal.yaml'}",
+        f"kubectl wait -n {namespace} --for=condition=Ready gfarm/{farm} gnode --all gdeploy/web gprop/cheaper-compute",
+        f"tfgrid-operator vote --proposal cheaper-compute --namespace {namespace} --farm {farm} --yes "
+        f"--key-file {out / 'keys' / 'farmer.key'}",
+    ]

@@ -13,6 +13,10 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
            "#bcbd22", "#393b79", "#637939")
 
 
+def _tft(units: int) -> str:
+    return f"{units / money.UNITS_PER_TFT:,.2f}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Point:
     day: float
@@ -30,7 +34,7 @@ def _panel(top: int, title: str, days: float, series: dict[str, list[tuple[float
 
     out = [f'<text x="{x0}" y="{top + 14}" font-size="14" font-weight="bold">{html.escape(title)}</text>',
            f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#999"/>',
-           f'<text x="{x0 - 6}" y="{y0 + 4}" font-size="10" text-anchor="end">{money.tft(peak)}</text>',
+           f'<text x="{x0 - 6}" y="{y0 + 4}" font-size="10" text-anchor="end">{_tft(peak)}</text>',
            f'<text x="{x0 - 6}" y="{y0 + h}" font-size="10" text-anchor="end">0</text>',
            f'<text x="{x0}" y="{y0 + h + 14}" font-size="10">day 0</text>',
            f'<text x="{x0 + w}" y="{y0 + h + 14}" font-size="10" text-anchor="end">day {days:g}</text>']
@@ -40,7 +44,7 @@ def _panel(top: int, title: str, days: float, series: dict[str, list[tuple[float
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         last = pts[-1][1] if pts else 0
         out.append(f'<text x="{x0 + w + 8}" y="{y0 + 12 + 14 * i}" font-size="11" fill="{colour}">'
-                   f'{html.escape(name)} {money.tft(last)}</text>')
+                   f'{html.escape(name)} {_tft(last)}</text>')
     return out
 
 

@@ -494,6 +494,18 @@ class Month:
     async def apply(self, kube: KubeClient) -> None:
         """Create the objects in sync-wave order, each once the one before it is Ready (registered on the
         ledger, placed): so no agent reports before its node exists, and placement is the same on every run."""
+        async def tick() -> None:  # the loop retries what waits on the world (requeues) and lost writes
+            while True:
+                self.rt.wake.set()
+                await asyncio.sleep(0.5)
+        ticker = asyncio.create_task(tick())
+        try:
+            await self._apply_all(kube)
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+
+    async def _apply_all(self, kube: KubeClient) -> None:
         for m in self.manifests:
             if m.kind == "Namespace":
                 continue  # the emulator serves every namespace; the manifests carry them for a real cluster

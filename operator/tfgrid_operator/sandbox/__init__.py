@@ -339,11 +339,13 @@ async def _keep(console: Console, tmp: str, url: str, keys: dict[str, identity.K
     console.print(f"  export KUBECONFIG={os.environ['KUBECONFIG']}", soft_wrap=True)
     console.print("  kubectl get grid -A", soft_wrap=True)
     console.print(f"  tfgrid-operator ledger --ledger-url {url} show", soft_wrap=True)
+    target = f"--proposal {proposal.name if proposal else 'NAME'} --namespace {proposal.namespace if proposal else 'default'}"
     if farm is not None:
-        target = f"--proposal NAME --namespace {proposal.namespace if proposal else farm.namespace}"
         console.print(f"  tfgrid-operator vote {target} --farm {farm.name} --yes --key-file {folder}/farm-{farm.name}.key",
                       soft_wrap=True)
-    console.print(f"  tfgrid-operator council veto --proposal NAME --key-file {folder}/council-0.key  (council-1, -2 too)",
+    console.print(f"  tfgrid-operator council veto {target} --key-file {folder}/council-0.key  (council-1, -2 too)",
+                  soft_wrap=True)
+    console.print(f"  tfgrid-operator council sign DRAFT.yaml --key-file {folder}/council-0.key  (a new proposal)",
                   soft_wrap=True)
     console.print("Grid time stands still at the month's end. Ctrl-C stops everything and removes the temporary files.")
     await asyncio.Event().wait()

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from tfgrid_operator import sandbox
-from tfgrid_operator.sandbox import audit, scenario
+from tfgrid_operator.sandbox import audit
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "tfgrid_operator"]
@@ -40,6 +40,7 @@ async def test_four_days_twice_print_the_same_amounts_and_show_every_mechanism(t
         texts.append(out.getvalue())
     first, second = runs
     assert _amounts(first) == _amounts(second)  # every amount, balance, check and event
+    assert (tmp_path / "month1.svg").read_text() == (tmp_path / "month2.svg").read_text()
     assert first.ok and first.audit is not None and first.audit.mint_periods == 1 and first.audit.bill_periods == 96
     assert first.deployments == {"alice/db": "Ready", "alice/gateway": "Ready", "alice/web": "Ready", "bob/api": "Ready"}
     assert first.proposals == {"grid/cheaper-compute": "Executed"}  # five farms voted, 4 yes; the price fell
@@ -57,17 +58,22 @@ async def test_four_days_twice_print_the_same_amounts_and_show_every_mechanism(t
     assert str(tmp_path / "month1.svg") in texts[0]
 
 
-async def test_the_audit_fails_on_a_tampered_ledger(tmp_path, monkeypatch):
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "unused"))
+async def test_the_json_summary_and_an_audit_that_fails_on_a_tampered_ledger(tmp_path):
     db = tmp_path / "ledger.db"
-    summary = await sandbox.run(days=1, ledger_url=f"sqlite:///{db}", console=Console(file=io.StringIO()),
-                                picture_path=tmp_path / "m.svg", examples=scenario.FOLDER)
-    assert summary.ok
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "unused")}
+    run = subprocess.run([*CLI, "sandbox", "--days", "1", "--json", "--ledger-url", f"sqlite:///{db}",
+                          "--picture", str(tmp_path / "m.svg")], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    summary = json.loads(run.stdout)  # stdout is one JSON object; the table went to stderr
+    assert summary["ok"] and summary["billed"]["periods"] == 24 and summary["minted"]["periods"] == 0
+    assert summary["picture"] == str(tmp_path / "m.svg") and {c["name"] for c in summary["checks"]} >= {"conservation"}
+    assert summary["funded"] == {"alice": 5_000 * 10**7, "bob": 30 * 10**7}
+    funding = summary["funded"]
 
     async def check() -> dict[str, bool]:
         engine = audit.engine_for(f"sqlite:///{db}")
         try:
-            return {c.name: c.ok for c in (await audit.audit(engine, summary.funding)).checks}
+            return {c.name: c.ok for c in (await audit.audit(engine, funding)).checks}
         finally:
             await engine.dispose()
     assert all((await check()).values())

@@ -28,6 +28,7 @@ from typing import Any
 from rich.console import Console
 
 from tfgrid_operator import backend, local, metrics, runtime
+from tfgrid_operator.backend import errors
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.sandbox import audit as audit_mod
@@ -71,11 +72,17 @@ def _signals_cancel(task: asyncio.Task[Any], caught: list[int]) -> Any:
 
 
 async def _empty_ledger(url: str) -> None:
+    """The sandbox audits every unit, so it runs only on a new ledger (or one with nothing in it)."""
+    if not url.startswith(("sqlite:", "postgresql:", "postgres:")):
+        raise SandboxError(f"unsupported ledger URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
+    try:
+        lg = await backend.open_backend(url, CONFIG)  # creates the schema on a new ledger; says why it cannot
+    except errors.LedgerError as err:
+        raise SandboxError(f"cannot open the ledger at {url}: {err.message}") from None
+    await lg.close()
     engine = audit_mod.engine_for(url)
     try:
         minted, billed, balances = await audit_mod.totals(engine)
-    except Exception:  # no tables yet: a new ledger
-        return
     finally:
         await engine.dispose()
     if minted or billed or any(balances.values()):

@@ -112,6 +112,7 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
             clk = LoopClock(START)
 
             async def make_runtime() -> runtime.Runtime:
+                reinstall()  # kopf's startup calls this just after taking over the signals: take them back
                 # the loop runs when the sandbox wakes it (the month) and every 5 s once the month is over (--keep)
                 settings = Settings(tick_s=3600.0, batch_window_s=0.001, metrics_port=0,
                                     council_keys=",".join(c.public_key for c in councils),

@@ -70,11 +70,13 @@ class Cluster:
         """Stop listening (every connection and watch drops) and listen again on the same port; the store, like
         etcd, survives."""
         assert self.server is not None
+        self.emulator.drop_watches()  # end the open watch streams, or aiohttp waits a minute for them to finish
         await self.server.__aexit__(None, None, None)
         await self._listen()
 
     async def stop(self) -> None:
         if self.server is not None:
+            self.emulator.drop_watches()
             await self.server.__aexit__(None, None, None)
             self.server = None
         await self.emulator.__aexit__(None, None, None)

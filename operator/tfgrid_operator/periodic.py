@@ -156,8 +156,9 @@ async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Rea
     try:
         await rt.kube.post_event(ref, type=type, reason=str(reason), message=message,
                                  now=conditions.timestamp(rt.clock.now()))
-    except ApiError as err:
-        log.warning("Could not post event %s: %s", reason, err)
+    except ApiError as err:  # a namespace being deleted refuses new Events (403): nobody is left to tell
+        terminating = err.status == 403 and "being terminated" in str(err)
+        log.log(logging.DEBUG if terminating else logging.WARNING, "Could not post event %s: %s", reason, err)
 
 
 KINDS = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment", "proposals": "Proposal"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -19,6 +20,7 @@ from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 def desired_status(body: Any, **kwargs: Any) -> dict[str, Any]:
@@ -65,7 +67,44 @@ def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, rea
     if changed:  # one Event per new failure, not one per retry; named for the condition when it is specific
         generic = ready_reason in (Reason.CREATING, Reason.DELETING)
         kopf.warn(body, reason=err.reason if generic else str(ready_reason), message=err.message)
+    if ready_reason == Reason.DELETE_BLOCKED:  # a wait on the world (a farm that still has nodes), not a failure
+        if changed:
+            log.info("%s/%s waits: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
+                     err.message)
+        raise Blocked(err.message, delay=runtime.get().retry_delay_s)
     raise kopf.TemporaryError(err.message, delay=runtime.get().retry_delay_s)
+
+
+class Blocked(kopf.TemporaryError):
+    """A delete that waits on the world (a farm that still has nodes, a node that still carries deployments):
+    retried like any temporary error, but it is expected, so kopf's per-retry "failed temporarily" line is
+    DEBUG, not ERROR (ExpectedWaits); the condition, one Warning Event and one INFO line say it once."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message, delay=delay)
+        _blocked.add(message)
+        if len(_blocked) > 10_000:  # bounded: messages name objects
+            _blocked.clear()
+            _blocked.add(message)
+
+
+_blocked: set[str] = set()
+
+
+class ExpectedWaits(logging.Filter):
+    """Log records that are not errors although kopf logs them at ERROR: its per-retry line of a Blocked delete,
+    and its attempts to post an Event into a namespace being deleted (a cluster refuses them with 403; the
+    namespace and the object go, so there is nobody to tell). Those become DEBUG; everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        blocked = " failed temporarily: " in text and text.partition(" failed temporarily: ")[2] in _blocked
+        if blocked or "because it is being terminated" in text:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
 
 
 def invalid_spec(body: Any, patch: kopf.Patch, message: str) -> None:

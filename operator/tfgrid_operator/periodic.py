@@ -241,7 +241,11 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         ready = conditions.get(status.get("conditions") or [], "Ready") or {}
         if body["metadata"].get("deletionTimestamp") or ready.get("reason") in HANDLER_OWNED:
             continue
-        generation = body["metadata"].get("generation", 1)
+        # the generation whose reconcile finished, as the handler reported it: the loop refreshes what the ledger
+        # says but never claims a generation no handler has applied yet (a spec edit waiting in kopf's queue)
+        generation = status.get("observedGeneration")
+        if generation is None:
+            continue
         desired: dict[str, Any] | None = None
         if plural == "nodes" and name in summaries and "nodeId" in status:
             desired = _node_status(summaries[name], status, generation, stamp, now, cfg)
@@ -326,8 +330,10 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
         meta = body["metadata"]
         generation = meta.get("generation", 1)
         seen = (body.get("status") or {}).get("observedGeneration")
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        # a wait on the world keeps observedGeneration behind on purpose; requeues() retries those, not nudges
         if meta.get("deletionTimestamp") or (seen is not None and seen >= generation) or \
-                (rt.handled.get(key, -1) < generation and not quiet):
+                ready.get("reason") in WAITING or (rt.handled.get(key, -1) < generation and not quiet):
             rt.unobserved_since.pop(key, None)
             continue
         since = rt.unobserved_since.setdefault(key, now)

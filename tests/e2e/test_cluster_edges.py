@@ -159,3 +159,51 @@ async def test_the_api_server_restarts_under_a_running_operator(cluster, operato
     await create(api, farm("g"), node("m", "g"), deployment("d", payer="payer", public_ips=0), namespace="team-b")
     await ready(api, "deployments", "d", namespace="team-b", timeout=60)
     assert (await ledger.observe_contract(key="team-b/d")).state == "Created"
+
+
+async def test_observed_generation_stays_behind_until_the_edit_is_applied(apiserver, operator, ledger):
+    """observedGeneration (top-level and each condition's) means "a reconcile of this generation finished": an
+    edit that needs capacity that is not there keeps it at the generation the ledger holds, through any number
+    of loop ticks, until room appears and the resize is applied."""
+    await ledger.ensure_account(name="payer")
+    await ledger.fund(name="payer", amount=10**10)
+    await create(apiserver, farm("fa"), node("na", "fa"), namespace="team-a")  # 8 cores
+    await create(apiserver, deployment("grow", payer="payer", public_ips=0, node="na"),
+                 deployment("other", payer="payer", public_ips=0, node="na", cru=4), namespace="team-a")
+    await ready(apiserver, "deployments", "grow", namespace="team-a")
+    await ready(apiserver, "deployments", "other", namespace="team-a")
+    url = f"/apis/{API}/namespaces/team-a/deployments"
+    seen: list[tuple[int, int]] = []  # (observedGeneration, reserved cru) of every status read meanwhile
+
+    def sample(reason: str):
+        d = read(apiserver, "deployments", "grow", "team-a")
+        status = d.get("status") or {}
+        seen.append((status.get("observedGeneration"), status.get("reserved", {}).get("cru")))
+        return condition(d).get("reason") == reason and d
+
+    resp = await apiserver.patch(f"{url}/grow", json={"spec": {"resources": {"cru": 6}}},  # 6 + 4 > 8 cores
+                                 headers={"Content-Type": "application/merge-patch+json"})
+    assert resp.status == 200
+    d = await eventually(lambda: sample("ResizeBlocked"), what="ResizeBlocked")
+    runs = _loop_runs(operator)
+    await eventually(lambda: _loop_runs(operator) >= runs + 5 and sample("ResizeBlocked"), what="five loop ticks")
+    d = read(apiserver, "deployments", "grow", "team-a")
+    assert d["metadata"]["generation"] == 2
+    assert d["status"]["observedGeneration"] == 1 and d["status"]["reserved"]["cru"] == 2
+    assert {c["type"]: c.get("observedGeneration") for c in d["status"]["conditions"]} == {"Ready": 1, "Synced": 1}
+    assert (await ledger.observe_contract(key="team-a/grow")).resources.cru == 2
+    assert (await apiserver.delete(f"{url}/other")).status == 200  # room appears
+    d = await eventually(lambda: sample("Available"), timeout=30, what="the resize applied")
+    assert d["status"]["observedGeneration"] == 2 and d["status"]["reserved"]["cru"] == 6
+    assert all(c["observedGeneration"] == 2 for c in d["status"]["conditions"])
+    assert (await ledger.observe_contract(key="team-a/grow")).resources.cru == 6
+    assert all(cru == 6 for gen, cru in seen if gen == 2), seen  # generation 2 was never claimed before it was applied
+
+
+def _loop_runs(op) -> float:
+    """How many times the batched loop's refresh has run (its duration histogram's count)."""
+    for metric in op.rt.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "controller_runtime_reconcile_time_seconds_count" and sample.labels.get("controller") == "periodic":
+                return sample.value
+    return 0.0

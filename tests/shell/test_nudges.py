@@ -69,3 +69,13 @@ def test_objects_waiting_on_the_world_are_requeued_with_a_capped_backoff():
     assert ready not in rt.requeue_at
     rt.objects[unschedulable] = waiting_body("Available")  # placed at last: its backoff is forgotten
     assert periodic.requeues(rt) == [] and unschedulable not in rt.requeue_at
+
+
+def test_a_wait_that_keeps_observed_generation_behind_is_requeued_not_nudged():
+    """A resize with no room reports ResizeBlocked with observedGeneration still at the applied generation: its
+    report did land, so it is not a lost write; requeues() retries it with a backoff."""
+    blocked = ("deployments", "ns", "grow")
+    b = {"metadata": {"generation": 2}, "spec": {}, "status": {"observedGeneration": 1, "conditions": [
+        {"type": "Ready", "status": "False", "reason": "ResizeBlocked", "observedGeneration": 1}]}}
+    rt = rt_with({blocked: b}, handled={blocked: 2}, last_reconcile=time.monotonic() - 60)
+    assert due_after(rt, 11) == []

@@ -23,10 +23,15 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
-def desired_status(body: Any, **kwargs: Any) -> dict[str, Any]:
-    return conditions.desired_status(
-        dict(body.get("status") or {}), generation=body.get("metadata", {}).get("generation", 1),
-        now=conditions.timestamp(runtime.get().clock.now()), **kwargs)
+def desired_status(body: Any, *, finished: bool = True, **kwargs: Any) -> dict[str, Any]:
+    """The status a reconcile reports. ``finished``: this generation's reconcile is done (applied, or judged
+    invalid), so observedGeneration becomes it; a wait on the world (no room for a resize) is not, and keeps the
+    generation that last finished (none yet: no observedGeneration), so that `kubectl wait` and kstatus are not
+    told an edit was applied while the ledger still holds the old one."""
+    status = dict(body.get("status") or {})
+    generation = body.get("metadata", {}).get("generation", 1) if finished else status.get("observedGeneration")
+    return conditions.desired_status(status, generation=generation, now=conditions.timestamp(runtime.get().clock.now()),
+                                     **kwargs)
 
 
 def apply(body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
@@ -52,7 +57,7 @@ def waiting(body: Any, patch: kopf.Patch, *, reason: Reason, message: str, field
     waiting objects with a backoff; a kopf retry would hold one of its workers (settings.worker_limit) asleep for
     as long as the wait lasts."""
     if report(body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
-              synced_message=message if not synced else ""):
+              synced_message=message if not synced else "", finished=False):
         kopf.warn(body, reason=str(reason), message=message)
     raise Requeued(message)
 

@@ -75,6 +75,21 @@ class OperatorThread:
     def rt(self) -> runtime.Runtime:
         return runtime.get()
 
+    def loop_runs(self) -> float:
+        """How many ticks of the batched loop have finished (its refresh's duration histogram counts them)."""
+        for metric in self.rt.metrics.registry.collect():
+            for sample in metric.samples:
+                if sample.name == "controller_runtime_reconcile_time_seconds_count" and \
+                        sample.labels.get("controller") == "periodic":
+                    return sample.value
+        return 0.0
+
+    async def ticks(self, n: int, timeout: float = 60.0) -> None:
+        """Wait until the batched loop has run ``n`` more ticks: a count, never a guess of how long ticks take
+        on a loaded machine."""
+        target = self.loop_runs() + n
+        await eventually(lambda: self.loop_runs() >= target, timeout=timeout, what=f"{n} ticks of the loop")
+
 
 def crd_docs() -> list[dict[str, Any]]:
     return [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]

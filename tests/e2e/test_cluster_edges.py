@@ -22,6 +22,8 @@ API = "grid.threefold.io/v1alpha1"
 
 
 async def create(api, *bodies, namespace: str) -> None:
+    """Create ``bodies`` in ``namespace`` (and the namespace first, as kubectl create namespace would)."""
+    await api.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     for body in bodies:
         body = {**body, "metadata": {**body["metadata"], "namespace": namespace}}
         resp = await api.post(f"/apis/{API}/namespaces/{namespace}/{body['kind'].lower()}s", json=body)
@@ -129,8 +131,6 @@ async def test_deleting_a_namespace_with_objects_in_it(apiserver, operator, ledg
     await ledger.ensure_account(name="payer")
     await ledger.fund(name="payer", amount=10**10)
     for ns in ("team-a", "team-b"):
-        assert (await apiserver.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                                                 "metadata": {"name": ns}})).status == 201
         # farms and nodes are grid-wide names on the ledger; deployments are per namespace
         await create(apiserver, farm(f"f-{ns}"), node(f"n-{ns}", f"f-{ns}"),
                      deployment("d", payer="payer", public_ips=0, node=f"n-{ns}"), namespace=ns)
@@ -207,3 +207,9 @@ def _loop_runs(op) -> float:
             if sample.name == "controller_runtime_reconcile_time_seconds_count" and sample.labels.get("controller") == "periodic":
                 return sample.value
     return 0.0
+
+
+async def test_a_namespace_that_does_not_exist_is_a_404(cluster):
+    body = {**farm("nowhere"), "metadata": {"name": "nowhere", "namespace": "no-such-ns"}}
+    resp = await cluster.emulator.post(f"/apis/{API}/namespaces/no-such-ns/farms", json=body)
+    assert resp.status == 404 and (await resp.json())["message"] == 'namespaces "no-such-ns" not found'

@@ -350,6 +350,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
     history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
+    require_namespaces: bool = False  # True: as on a cluster, creating in a namespace that does not exist is 404
     cel: bool = True  # evaluate the CRDs' x-kubernetes-validations (off: a cluster whose CRDs predate the rules)
     authn: Authn | None = None  # None: every request is served (plain kmock use, the strictness unit tests)
     users: list[str] = attrs.field(factory=list)  # who made each authenticated request
@@ -591,6 +592,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
+        if d.namespaced and self.require_namespaces and (NAMESPACES, None, namespace) not in self.store:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
         if d.namespaced and self._terminating(namespace):
             raise ApiError(403, "Forbidden", f'{d.plural} "{name}" is forbidden: unable to create new content in '
                                              f"namespace {namespace} because it is being terminated")

@@ -156,8 +156,9 @@ async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Rea
     try:
         await rt.kube.post_event(ref, type=type, reason=str(reason), message=message,
                                  now=conditions.timestamp(rt.clock.now()))
-    except ApiError as err:
-        log.warning("Could not post event %s: %s", reason, err)
+    except ApiError as err:  # a namespace being deleted refuses new Events (403): nobody is left to tell
+        terminating = err.status == 403 and "being terminated" in str(err)
+        log.log(logging.DEBUG if terminating else logging.WARNING, "Could not post event %s: %s", reason, err)
 
 
 KINDS = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment", "proposals": "Proposal"}
@@ -245,7 +246,11 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         held = REPORTED.get((plural, ns, name))  # what its handler reported, never what its status claims
         if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid or held[1] in HANDLER_OWNED:
             continue
-        generation = body["metadata"].get("generation", 1)
+        # the generation whose reconcile finished, as the handler reported it: the loop refreshes what the ledger
+        # says but never claims a generation no handler has applied yet (a spec edit waiting in kopf's queue)
+        generation = status.get("observedGeneration")
+        if generation is None:
+            continue
         desired: dict[str, Any] | None = None
         owner = records.Owner(ns, uid)
         if plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
@@ -396,8 +401,10 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
         meta = body["metadata"]
         generation = meta.get("generation", 1)
         seen = (body.get("status") or {}).get("observedGeneration")
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        # a wait on the world keeps observedGeneration behind on purpose; requeues() retries those, not nudges
         if meta.get("deletionTimestamp") or (seen is not None and seen >= generation) or \
-                (rt.handled.get(key, -1) < generation and not quiet):
+                ready.get("reason") in WAITING or (rt.handled.get(key, -1) < generation and not quiet):
             rt.unobserved_since.pop(key, None)
             continue
         since = rt.unobserved_since.setdefault(key, now)

@@ -105,9 +105,6 @@ def test_ledger_bills_shows_each_bill_and_the_payout(tmp_path):
 def test_bad_input_is_one_line(tmp_path, args, stdin, message):
     url = f"sqlite:///{tmp_path / 'l.db'}"
     asyncio.run(_grid(url, certified=False, balance=1))
-    if args[0] == "ledger":
-        args = ["ledger", "--ledger-url", url, *args[1:]]
-    else:
-        args = [*args, "--ledger-url", url]
+    args = ["ledger", "--ledger-url", url, *args[1:]] if args[0] == "ledger" else [*args, "--ledger-url", url]
     out = CliRunner().invoke(cli.main, args, input=stdin)
     assert out.exit_code != 0 and message in out.output and "Traceback" not in out.output, out.output

@@ -108,3 +108,16 @@ def test_bad_input_is_one_line(tmp_path, args, stdin, message):
     args = ["ledger", "--ledger-url", url, *args[1:]] if args[0] == "ledger" else [*args, "--ledger-url", url]
     out = CliRunner().invoke(cli.main, args, input=stdin)
     assert out.exit_code != 0 and message in out.output and "Traceback" not in out.output, out.output
+
+
+def test_a_file_of_several_deployments_quotes_each(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    asyncio.run(_grid(url, certified=False, balance=100 * money.UNITS_PER_TFT))
+    docs = "\n---\n".join(yaml.safe_dump({"kind": "Deployment", "metadata": {"name": name}, "spec": {
+        "resources": {"cru": cru, "mru": 4, "sru": 50}, "payer": {"account": "alice"}}}) for name, cru in (("a", 2), ("b", 4)))
+    out = CliRunner().invoke(cli.main, ["quote", "-", "--ledger-url", url, "--json"], input=docs)
+    assert out.exit_code == 0, out.output
+    # no discount at 100 TFT: a = CU 1, SU 0.25 → 5,625,000; b = CU min(max(1, 2), max(0.5, 4), max(2, 1)) = 2 → 10,625,000
+    assert [(q["name"], q["hourly"]) for q in json.loads(out.output)] == [("a", 5_625_000), ("b", 10_625_000)]
+    text = CliRunner().invoke(cli.main, ["quote", "-", "--ledger-url", url], input=docs)
+    assert text.exit_code == 0 and text.output.count("hourly:") == 2 and text.output.startswith("a: payer alice")

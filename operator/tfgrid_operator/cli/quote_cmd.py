@@ -17,21 +17,27 @@ from tfgrid_operator.settings import Settings
 HOURS_PER_MONTH = pricing.SECONDS_PER_MONTH // pricing.SECONDS_PER_HOUR  # §2.6: 30 days
 
 
-def _spec(text: str) -> crd_models.DeploymentSpec:
+def _specs(text: str) -> list[tuple[str, crd_models.DeploymentSpec]]:
+    """Every Deployment in the YAML (a manifest, several separated by ---, or a bare spec), with its name."""
     try:
-        doc = yaml.safe_load(text)
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise click.ClickException(f"not YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(doc, dict):
+    if not docs or not all(isinstance(d, dict) for d in docs):
         raise click.ClickException("expected a Deployment (or its spec) as a YAML mapping")
-    if "spec" in doc:
-        if doc.get("kind", "Deployment") != "Deployment":
-            raise click.ClickException(f"expected kind Deployment, got {doc.get('kind')!r}")
-        doc = doc["spec"]
-    try:
-        return crd_models.parse(crd_models.DeploymentSpec, doc)
-    except crd_models.InvalidSpec as exc:
-        raise click.ClickException(f"invalid Deployment spec: {exc}") from exc
+    out = []
+    for doc in docs:
+        name = "spec"
+        if "spec" in doc:
+            if doc.get("kind", "Deployment") != "Deployment":
+                raise click.ClickException(f"expected kind Deployment, got {doc.get('kind')!r}")
+            name = str((doc.get("metadata") or {}).get("name", "deployment"))
+            doc = doc["spec"]
+        try:
+            out.append((name, crd_models.parse(crd_models.DeploymentSpec, doc)))
+        except crd_models.InvalidSpec as exc:
+            raise click.ClickException(f"invalid Deployment spec ({name}): {exc}") from exc
+    return out
 
 
 async def price(lg: backend.GridBackend, spec: crd_models.DeploymentSpec, payer: str,
@@ -81,31 +87,32 @@ def _decimal(value: Fraction) -> str:
               help="the ledger to read the balance and pricing policy from")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def quote(file: Any, payer: str | None, ledger_url: str, as_json: bool) -> None:
-    spec = _spec(file.read())
-    payer = payer or spec.payer.account
-    if payer is None:
+    specs = _specs(file.read())
+    payers = [payer or spec.payer.account for _, spec in specs]
+    if None in payers:
         raise click.ClickException("the spec pays through a secretRef: name the account with --payer")
     tft_price = pricing.TftPrice(average_musd=Settings().tft_price_musd)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> list[dict[str, Any]]:
         lg = await backend.open_backend(ledger_url)
         try:
-            return await price(lg, spec, payer, tft_price)
+            return [{"name": name, **await price(lg, spec, who, tft_price)}
+                    for (name, spec), who in zip(specs, payers, strict=True) if who is not None]
         finally:
             await lg.close()
-    data = _run(go())
-    if as_json:
-        click.echo(json.dumps(data, sort_keys=True))
+    quotes = _run(go())
+    if as_json:  # one object for one Deployment, a list for several
+        click.echo(json.dumps(quotes[0] if len(quotes) == 1 else quotes, sort_keys=True))
         return
-    discount = f"{data['discount']} (pays {data['discountPercent']} %)"
-    click.echo(f"payer {payer}: balance {money.tft(data['balance'])} TFT → discount {discount}; "
-              f"TFT at {data['tftPriceMusd']} mUSD; certified node: {'yes ×1.25' if data['certified'] else 'no'}")
-    click.echo("resource  units       units USD/h   TFT/h (before discount)")
-    for line in data["breakdown"]:
-        click.echo(f"{line['resource']:<9} {line['units']:<11} {line['priceUnitsUsdPerHour']:<13} "
-                  f"{money.tft(line['tftHourly'])}")
-    click.echo(f"hourly:  {money.tft(data['hourly'])} TFT (gross {money.tft(data['grossHourly'])})")
-    click.echo(f"monthly: {money.tft(data['monthly'])} TFT ({HOURS_PER_MONTH} h at this rate; the discount level "
-              f"follows the balance)")
-
-
+    for data in quotes:
+        discount = f"{data['discount']} (pays {data['discountPercent']} %)"
+        click.echo(f"{data['name']}: payer {data['payer']}: balance {money.tft(data['balance'])} TFT → discount "
+                   f"{discount}; TFT at {data['tftPriceMusd']} mUSD; certified node: "
+                   f"{'yes ×1.25' if data['certified'] else 'no'}")
+        click.echo("  resource  units       units USD/h   TFT/h (before discount)")
+        for line in data["breakdown"]:
+            click.echo(f"  {line['resource']:<9} {line['units']:<11} {line['priceUnitsUsdPerHour']:<13} "
+                       f"{money.tft(line['tftHourly'])}")
+        click.echo(f"  hourly:  {money.tft(data['hourly'])} TFT (gross {money.tft(data['grossHourly'])})")
+        click.echo(f"  monthly: {money.tft(data['monthly'])} TFT ({HOURS_PER_MONTH} h at this rate; the discount "
+                   f"level follows the balance)")

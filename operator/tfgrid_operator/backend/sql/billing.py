@@ -14,6 +14,7 @@ whose amounts would leave int64 is not billed, keeps its money where it was, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -236,13 +237,12 @@ class BillingLedger(RegistryLedger):
                               amount=reserve, farmer_account_id=r.farmer, farmer=shares.farmer,
                               foundation=shares.foundation, staking_pool=shares.staking_pool)
             reserve, cycles = 0, 0
-        res = Resources(r.cru, r.mru, r.sru, r.hru)
+        cu_milli, su_milli = _units_milli(r.cru, r.mru, r.sru, r.hru)
         bill_row = dict(
             contract_id=r.id, period=period, until=window_end, seconds=seconds, amount=priced.amount, paid=paid,
             discount=str(priced.discount), billed_at=now, cru=r.cru, mru=r.mru, sru=r.sru, hru=r.hru,
             public_ips=r.public_ips, rented=bool(r.dedicated),
-            cu_milli=money.round_half_up(units.billing_cu(res) * 1000),
-            su_milli=money.round_half_up(units.billing_su(res) * 1000), cost_usd=priced.cost_units_usd,
+            cu_milli=cu_milli, su_milli=su_milli, cost_usd=priced.cost_units_usd,
             gross=priced.gross, balance=balance, discount_percent=priced.discount_percent,
             discounted=priced.discounted, certified_percent=priced.certified_percent, overdraft_before=r.overdraft,
             cycle=r.cycles + 1 if cycle else None)
@@ -314,6 +314,13 @@ class BillingLedger(RegistryLedger):
         if deltas:
             await conn.execute(a.update().where(a.c.id == sa.bindparam("aid"))
                                .values(balance=a.c.balance + sa.bindparam("delta")), deltas)
+
+
+@functools.lru_cache(maxsize=4096)
+def _units_milli(cru: int, mru: int, sru: int, hru: int) -> tuple[int, int]:
+    """A contract's billing CU and SU in thousandths, for its receipts (a grid has few shapes: cached)."""
+    res = Resources(cru, mru, sru, hru)
+    return money.round_half_up(units.billing_cu(res) * 1000), money.round_half_up(units.billing_su(res) * 1000)
 
 
 def _receipt(x: Any) -> dict[str, object]:

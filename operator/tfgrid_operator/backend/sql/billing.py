@@ -135,6 +135,7 @@ class BillingLedger(RegistryLedger):
         payouts: list[dict[str, Any]] = []
         quotes: dict[tuple[Any, ...], pricing.Quote] = {}
         contract_updates: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []  # contracts not billed (invariant 6), with the reason
         changed: list[str] = []
         skipped = 0
         total = 0
@@ -163,9 +164,7 @@ class BillingLedger(RegistryLedger):
             except _Overflow as exc:
                 message = f"billing period {period}: {exc}"
                 if r.billing_error != message:
-                    contract_updates.append(dict(cid=r.id, overdraft=r.overdraft, state=r.state,
-                                                 grace_since=r.grace_since, deleted_at=None, deleted_reason=None,
-                                                 reserve=r.reserve, cycles=r.cycles, billing_error=message))
+                    refused.append(dict(cid=r.id, billing_error=message))
                     changed.append(r.key)
                 continue
             accounts.move(deltas)
@@ -173,30 +172,27 @@ class BillingLedger(RegistryLedger):
             new_bills.append({**bill_row, "rates_id": rates_id})
             if payout is not None:
                 payouts.append(payout)
-            if (update["overdraft"], update["state"], update["grace_since"], update["reserve"], update["cycles"],
-                    update["billing_error"]) != (r.overdraft, r.state, r.grace_since, r.reserve, r.cycles,
-                                                 r.billing_error):
-                contract_updates.append(update)
-                if update["state"] != r.state or r.billing_error is not None:
-                    changed.append(r.key)
+            # one UPDATE per billed contract: its totals and its state, reserve and cycles together
+            contract_updates.append({**update, "amount_": bill_row["amount"], "billed_at_": now,
+                                     "discount_": bill_row["discount"]})
+            if update["state"] != r.state or r.billing_error is not None:
+                changed.append(r.key)
         if new_bills:
             await conn.execute(b.insert(), new_bills)
             await conn.execute(
                 c.update().where(c.c.id == sa.bindparam("cid")).values(
                     billed_total=c.c.billed_total + sa.bindparam("amount_"), last_billed_at=sa.bindparam("billed_at_"),
-                    last_discount=sa.bindparam("discount_"), last_bill_amount=sa.bindparam("amount_")),
-                [{"cid": x["contract_id"], "amount_": x["amount"], "billed_at_": x["billed_at"], "discount_": x["discount"]}
-                 for x in new_bills])
-        if payouts:
-            await conn.execute(schema.payouts.insert(), payouts)
-        if contract_updates:
-            await conn.execute(
-                c.update().where(c.c.id == sa.bindparam("cid")).values(
+                    last_discount=sa.bindparam("discount_"), last_bill_amount=sa.bindparam("amount_"),
                     overdraft=sa.bindparam("overdraft"), state=sa.bindparam("state"),
                     grace_since=sa.bindparam("grace_since"), deleted_at=sa.bindparam("deleted_at"),
                     deleted_reason=sa.bindparam("deleted_reason"), reserve=sa.bindparam("reserve"),
                     cycles=sa.bindparam("cycles"), billing_error=sa.bindparam("billing_error")),
                 contract_updates)
+        if payouts:
+            await conn.execute(schema.payouts.insert(), payouts)
+        if refused:
+            await conn.execute(c.update().where(c.c.id == sa.bindparam("cid"))
+                               .values(billing_error=sa.bindparam("billing_error")), refused)
         await self._write_balances(conn, accounts.before, accounts.balances)
         return records.PeriodReport(period, len(new_bills), total, skipped, tuple(changed))
 

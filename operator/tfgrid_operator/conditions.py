@@ -26,6 +26,9 @@ class Reason(enum.StrEnum):
     RESIZE_BLOCKED = "ResizeBlocked"
     PAYER_NOT_FOUND = "PayerNotFound"
     UNAUTHORIZED = "Unauthorized"
+    NAME_TAKEN = "NameTaken"  # a grid-wide name another object claimed first
+    PAYER_NOT_AUTHORIZED = "PayerNotAuthorized"  # no proof that the payer agreed (key Secret or signed grant)
+    FARM_CONSENT_MISSING = "FarmConsentMissing"  # a farm of another namespace whose owner did not sign consent
     VOTING = "Voting"
     REJECTED = "Rejected"
     VETOED = "Vetoed"

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tfgrid_operator.domain import identity, scheduling, voting
+from tfgrid_operator.domain import identity, names, scheduling, voting
 from tfgrid_operator.domain.units import Resources
 
 __all__ = ["DeploymentSpec", "FarmSpec", "InvalidSpec", "NodeSpec", "ProposalSpec", "parse"]
@@ -18,7 +18,7 @@ __all__ = ["DeploymentSpec", "FarmSpec", "InvalidSpec", "NodeSpec", "ProposalSpe
 M = TypeVar("M", bound=BaseModel)
 
 
-ACCOUNT = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"  # lower case: a pasted base64 key never passes as an account name
+ACCOUNT = names.ACCOUNT_PATTERN  # lower case: a pasted base64 key never passes as an account name
 
 
 class InvalidSpec(ValueError):
@@ -82,7 +82,8 @@ class RequestResources(_Capacity):
 
 
 class SecretRef(_Model):
-    """A Secret holding the paying twin's ed25519 key (base64 seed); the operator derives the public key."""
+    """A Secret holding the paying twin's ed25519 key (base64 seed; the operator derives the public key), or with
+    ``payer.account`` the grant that twin signed for this namespace (`tfgrid-operator grant`)."""
 
     name: str = Field(min_length=1, max_length=253)
     key: str = Field("twinKey", min_length=1, max_length=253)
@@ -110,8 +111,9 @@ class DeploymentSpec(_Model):
     self_healing: bool = Field(True, alias="selfHealing")
 
     def model_post_init(self, _: Any) -> None:
-        if (self.payer.account is None) == (self.payer.secret_ref is None):
-            raise ValueError("payer needs exactly one of account or secretRef")
+        if self.payer.account is None and self.payer.secret_ref is None:
+            raise ValueError("payer needs secretRef (a Secret with the twin's key), or account with secretRef naming "
+                             "a Secret with the grant the twin signed for this namespace")
 
     @property
     def capacity(self) -> Resources:

@@ -55,13 +55,14 @@ async def tick(rt: runtime.Runtime) -> dict[str, int]:
     closed = await close_due(rt, now, proposals)
     if closed:
         proposals = await rt.ledger.proposal_summaries()
+    swept = await sweep(rt, now)
     summaries = await rt.ledger.node_summaries(now=now)
     moved = await heal(rt, now, summaries)
     if moved:
         summaries = await rt.ledger.node_summaries(now=now)  # capacity moved between nodes
     patched = await refresh(rt, now, summaries, proposals)
     return {"minted_periods": minted, "billed_periods": billed, "closed_proposals": closed, "moved": moved,
-            "patched": patched}
+            "patched": patched, "swept": swept}
 
 
 async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
@@ -75,11 +76,10 @@ async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:
         report = await rt.ledger.mint_period(period=k, now=now)
         rt.metrics.minted.inc(report.amount)
         summaries = await rt.ledger.node_summaries(now=p.end - 1)
-        namespaces = {n: ns for (plural, ns, n) in rt.objects if plural == "nodes"}  # node names are grid-unique
         minted_events = []
         for name in report.changed:
             s = summaries.get(name)
-            ref = _ref(rt, "nodes", name, namespaces.get(name, ""))
+            ref = _ref(rt, "nodes", name, s.owner.namespace) if s is not None else None  # the owner's, never a namesake's
             if s is not None and ref is not None:
                 minted_events.append(event(rt, ref, "Normal", Reason.MINTED,
                                            f"Minting period {k}: {s.last_mint} units ({s.last_mint_reason})"))
@@ -189,7 +189,8 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
             continue
         ns, _, name = key.partition("/")
         body = rt.objects.get(("deployments", ns, name))
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        if body is None or body["metadata"].get("deletionTimestamp") or \
+                c.owner_uid not in ("", body["metadata"].get("uid", "")):  # a namesake's spec never moves it
             continue
         try:
             spec = crd_models.parse(crd_models.DeploymentSpec, body["spec"])
@@ -236,21 +237,25 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     farms: dict[str, list[records.NodeSummary]] = defaultdict(list)
     for s in summaries.values():
         farms[s.farm].append(s)
+    farm_records = {f.name: f for f in await rt.ledger.list_farms()}
     patches: list[tuple[str, str, str, dict[str, Any]]] = []
     _forget_gone(rt)
     nudges = sorted(set(unobserved(rt)) | set(requeues(rt)))
     for (plural, ns, name), body in list(rt.objects.items()):
         status = body.get("status") or {}
-        ready = conditions.get(status.get("conditions") or [], "Ready") or {}
-        if body["metadata"].get("deletionTimestamp") or ready.get("reason") in HANDLER_OWNED:
+        uid = body["metadata"].get("uid", "")
+        held = REPORTED.get((plural, ns, name))  # what its handler reported, never what its status claims
+        if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid or held[1] in HANDLER_OWNED:
             continue
         generation = body["metadata"].get("generation", 1)
         desired: dict[str, Any] | None = None
-        if plural == "nodes" and name in summaries and "nodeId" in status:
+        owner = records.Owner(ns, uid)
+        if plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
             desired = _node_status(summaries[name], status, generation, stamp, now, cfg)
-        elif plural == "farms" and "farmId" in status:
-            desired = _farm_status(farms.get(name, []), status, generation, stamp)
-        elif plural == "deployments" and f"{ns}/{name}" in contracts and "contractId" in status:
+        elif plural == "farms" and name in farm_records and _mine(farm_records[name].owner, owner):
+            desired = _farm_status(farm_records[name], farms.get(name, []), status, generation, stamp)
+        elif plural == "deployments" and f"{ns}/{name}" in contracts and \
+                contracts[f"{ns}/{name}"].owner_uid in ("", uid):
             c = contracts[f"{ns}/{name}"]
             seen = rt.refreshed.get((plural, ns, name))
             if seen is not None and seen[0] is body.get("status") and seen[1:] == (c, generation, policy):
@@ -284,22 +289,86 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
             if err.status != 404:
                 log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
-    async def nudge(plural: str, ns: str, name: str) -> None:
-        """A new event for kopf: it re-runs the handlers of an object whose last pass never got written."""
-        # wall time to the microsecond: a value that always differs, so the patch is always a change kopf sees
-        meta = {"metadata": {"annotations": {runtime.REQUEUE_ANNOTATION: datetime.now(UTC).isoformat()}}}
-        try:
-            await rt.kube.request("PATCH", rt.kube.path(runtime.GROUP, runtime.VERSION, plural, ns, name), meta,
-                                  "application/merge-patch+json")
-        except ApiError as err:
-            log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
-
     started = time.perf_counter()
-    await concurrently([*(send(*p) for p in patches), *(nudge(*k) for k in nudges)])
+    await concurrently([*(send(*p) for p in patches), *(nudge(rt, *k) for k in nudges)])
     rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
     _gauges(rt, summaries, contracts)
     rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
     return len(patches)
+
+
+async def nudge(rt: runtime.Runtime, plural: str, ns: str, name: str) -> None:
+    """A new event for kopf: it re-runs the handlers of an object (whose last pass never got written, or whose
+    payer grant is about to end and must be read again)."""
+    # wall time to the microsecond: a value that always differs, so the patch is always a change kopf sees
+    meta = {"metadata": {"annotations": {runtime.REQUEUE_ANNOTATION: datetime.now(UTC).isoformat()}}}
+    try:
+        await rt.kube.request("PATCH", rt.kube.path(runtime.GROUP, runtime.VERSION, plural, ns, name), meta,
+                              "application/merge-patch+json")
+    except ApiError as err:
+        log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
+
+
+SWEEP_EVERY_S = 60.0  # monotonic seconds between two orphan sweeps (one LIST per namespace that has live contracts)
+RENEW_BEFORE_S = 24 * 3600  # in a grant's last day, its Deployment is reconciled (reads its grant again) …
+RENEW_EVERY_S = 3600  # … once an hour of grid time, so a grant renewed in its last day is seen before it ends
+_next_sweep: dict[int, float] = {}  # id(runtime) → when (monotonic) it sweeps for orphans next; absent: next tick
+_renewals: dict[tuple[str, int], int] = {}  # (contract key, grant expiry) → grid time its Deployment was last nudged
+
+
+def request_sweep(rt: runtime.Runtime) -> None:
+    """An object vanished (a finalizer removed by hand skips our delete handler): sweep on the next tick."""
+    _next_sweep[id(rt)] = 0.0
+
+
+async def sweep(rt: runtime.Runtime, now: int) -> int:
+    """Close the live contracts nothing proves any more, each with its final bill (design.md "Trust model"):
+    every tick, those whose payer grant ended (GrantExpired; in a grant's last day its Deployment is reconciled
+    to read a renewed one); and orphans (Orphaned), whose Deployment is gone or is a later object of the same name
+    (another uid): on the first tick (what happened while the operator was down), after an object vanished, and
+    every SWEEP_EVERY_S. Objects are LISTed from the API server, never taken from the watch cache; a namespace that
+    cannot be listed closes nothing (fail closed)."""
+    now = max(now, rt.clock.now())  # an object that vanished during this tick is billed up to now, not the tick's start
+    live = {k: c for k, c in (await rt.ledger.contract_summaries()).items() if c.state in ("Created", "GracePeriod")}
+    closing: dict[str, tuple[records.Contract, str]] = {}
+    renew = []
+    for key, c in live.items():
+        if c.proof_until is None:
+            continue
+        if c.proof_until <= now:
+            closing[key] = (c, "GrantExpired")
+        elif c.proof_until - now <= RENEW_BEFORE_S and now - _renewals.get((key, c.proof_until), -RENEW_EVERY_S) >= \
+                RENEW_EVERY_S:
+            _renewals[(key, c.proof_until)] = now
+            renew.append(key)
+    if time.monotonic() >= _next_sweep.get(id(rt), 0.0):
+        _next_sweep[id(rt)] = time.monotonic() + SWEEP_EVERY_S
+        closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, live)).items() if k not in closing})
+    for key, (c, reason) in sorted(closing.items()):
+        closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
+        log.info("Contract %s of %s closed (%s) with a final bill; billed total %s units", c.id, key, reason,
+                 closed.billed_total if closed else "?")
+    for held in [k for k in _renewals if k[0] in closing or k[0] not in live or live[k[0]].proof_until != k[1]]:
+        del _renewals[held]  # forgotten with its grant
+    await concurrently([nudge(rt, "deployments", *k.split("/", 1)) for k in renew if k not in closing])
+    return len(closing)
+
+
+async def _orphans(rt: runtime.Runtime, live: dict[str, records.Contract]) -> dict[str, records.Contract]:
+    """The live contracts whose Deployment is gone, or is another object (uid) of the same name."""
+    found = {}
+    for ns in sorted({k.partition("/")[0] for k in live}):
+        try:
+            listing = await rt.kube.request("GET", rt.kube.path(runtime.GROUP, runtime.VERSION, "deployments", ns))
+        except ApiError as err:
+            log.warning("Cannot list the Deployments of namespace %s; no orphan of it is closed: %s", ns, err)
+            continue
+        present = {o["metadata"]["name"]: o["metadata"].get("uid", "") for o in listing.get("items") or []}
+        for key, c in live.items():
+            space, _, name = key.partition("/")
+            if space == ns and (name not in present or c.owner_uid not in ("", present[name])):
+                found[key] = c
+    return found
 
 
 # fields that move with every uptime report or billing period; a change of anything else writes at once
@@ -342,9 +411,14 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
 
 
 # conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
-WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY})
+WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY,
+                     Reason.PAYER_NOT_AUTHORIZED, Reason.FARM_CONSENT_MISSING})
 # conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
-HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED}
+HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
+                           Reason.NAME_TAKEN}
+# (plural, namespace, name) → (uid, the Ready reason its handler last reported in this process): the loop decides
+# from this whether a handler holds an object, never from the object's status (its user can write that)
+REPORTED: dict[tuple[str, str, str], tuple[str, str]] = {}
 REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
 
 
@@ -355,8 +429,9 @@ def requeues(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
     first = rt.retry_delay_s
     due = []
     for key, body in rt.objects.items():
-        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
-        if body["metadata"].get("deletionTimestamp") or ready.get("reason") not in WAITING:
+        held = REPORTED.get(key)
+        if body["metadata"].get("deletionTimestamp") or held is None or \
+                held[0] != body["metadata"].get("uid", "") or held[1] not in WAITING:
             rt.requeue_at.pop(key, None)
             continue
         at, wait = rt.requeue_at.setdefault(key, (now + first, first))
@@ -369,7 +444,7 @@ def requeues(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
 
 def _forget_gone(rt: runtime.Runtime) -> None:
     """Per-object bookkeeping of the loop ends with the object."""
-    for book in (rt.unobserved_since, rt.counters_written, rt.handled, rt.requeue_at, rt.refreshed):
+    for book in (rt.unobserved_since, rt.counters_written, rt.handled, rt.requeue_at, rt.refreshed, REPORTED):
         for key in set(book) - set(rt.objects):
             del book[key]
 
@@ -378,7 +453,7 @@ def _node_status(s: records.NodeSummary, status: dict[str, Any], generation: int
                  cfg: Any) -> dict[str, Any]:
     free = s.resources - s.used
     fields = {
-        "nodeId": status.get("nodeId"), "farm": s.farm,
+        "nodeId": s.node_id, "farm": s.farm,
         "cu": _dec(units.farming_cu(s.resources)), "su": _dec(units.farming_su(s.resources)),
         "used": s.used.as_dict(), "free": free.as_dict(), "usedPercent": _percent(s.used, s.resources),
         "deployments": s.contracts, "uptimeSeconds": s.uptime_s, "uptimePercent": s.uptime_permille // 10,
@@ -392,26 +467,34 @@ def _node_status(s: records.NodeSummary, status: dict[str, Any], generation: int
         fields["violation"] = s.violation
     down = _down(s, now, cfg.node_down_after_s)
     message = (f"no valid uptime report since {fields.get('lastReportAt')}" if down
-               else f"registered as node {status.get('nodeId')}")
+               else f"registered as node {s.node_id}")
     return conditions.desired_status(status, generation=generation, now=stamp, ready=not down,
                                      reason=Reason.NODE_DOWN if down else Reason.AVAILABLE, message=message,
                                      fields=fields)
 
 
-def _farm_status(nodes: list[records.NodeSummary], status: dict[str, Any], generation: int, stamp: str) -> dict[str, Any]:
+def _mine(record: records.Owner, obj: records.Owner) -> bool:
+    """Whether a ledger record is this object's (made by it, or made before ownership and not claimed since)."""
+    if record.uid == "":
+        return record.namespace in ("", obj.namespace)
+    return record == obj
+
+
+def _farm_status(farm: records.Farm, nodes: list[records.NodeSummary], status: dict[str, Any], generation: int,
+                 stamp: str) -> dict[str, Any]:
     cap, used = Resources(), Resources()
     for s in nodes:
         cap, used = cap + s.resources, used + s.used
     last_period = max((s.last_mint_period for s in nodes if s.last_mint_period is not None), default=None)
     fields = {
-        "farmId": status.get("farmId"), "nodes": len(nodes), "capacity": cap.as_dict(), "used": used.as_dict(),
+        "farmId": farm.id, "nodes": len(nodes), "capacity": cap.as_dict(), "used": used.as_dict(),
         "mintedLastPeriod": sum(s.last_mint or 0 for s in nodes if s.last_mint_period == last_period),
         "mintedTotal": sum(s.minted_total for s in nodes),
     }
     if last_period is not None:
         fields["lastMintPeriod"] = last_period
     return conditions.desired_status(status, generation=generation, now=stamp, ready=True, reason=Reason.AVAILABLE,
-                                     message=f"registered as farm {status.get('farmId')}", fields=fields)
+                                     message=f"registered as farm {farm.id}", fields=fields)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -12,11 +12,14 @@ import pytest
 import sqlalchemy as sa
 
 from tfgrid_operator import backend
-from tfgrid_operator.backend import schema
+from tfgrid_operator.backend import records, schema
 from tfgrid_operator.domain import identity, money, scheduling
 from tfgrid_operator.domain.units import Resources
 
 OWNER = identity.KeyPair.generate()
+ALICE = identity.KeyPair.generate()  # the twin key of the account that pays
+OWN = records.Owner("ns", "uid-1")  # the objects these tests act as
+PROOF = records.PayerProof(kind="key", namespace="ns", public_key=ALICE.public_key)  # as a Secret of ns holds it
 NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
 SMALL = Resources(cru=2, mru=4, sru=50)
 HOURLY = 5_625_000
@@ -27,11 +30,11 @@ TFT = money.UNITS_PER_TFT
 async def grid(ledger, farms=("farm1",), now=0):
     """Farms with one node each (n0, n1, …); a node counts as up for 80 min after ``now`` (§1.3)."""
     for i, farm in enumerate(farms):
-        await ledger.ensure_farm(name=farm, owner_key=OWNER.public_key, payout_account=f"{farm}-payout",
+        await ledger.ensure_farm(owner=OWN, name=farm, owner_key=OWNER.public_key, payout_account=f"{farm}-payout",
                                  certified=False, dedicated=False, public_ips=2)
-        await ledger.ensure_node(name=f"n{i}", farm=farm, resources=NODE, country="BE", city="Ghent", certified=False,
+        await ledger.ensure_node(owner=OWN, name=f"n{i}", farm=farm, resources=NODE, country="BE", city="Ghent", certified=False,
                                  public_key=identity.KeyPair.generate().public_key, now=now)
-    await ledger.ensure_account(name="alice")
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
 
 
 async def balance(ledger, name):
@@ -39,8 +42,8 @@ async def balance(ledger, name):
 
 
 async def open_small(ledger, key="ns/d", now=0, **request):
-    return await ledger.open_contract(key=key, payer="alice", request=scheduling.Request(resources=SMALL, **request),
-                                      now=now)
+    return await ledger.open_contract(key=key, owner_uid=OWN.uid, proof=PROOF,
+                                      request=scheduling.Request(resources=SMALL, **request), now=now)
 
 
 async def test_grace_expires_at_the_bill_exactly_14_days_after_it_began(ledger_url):
@@ -90,7 +93,7 @@ async def test_reserve_is_paid_out_on_deletion(ledger):
     await open_small(ledger)
     for k in range(3):
         await ledger.bill_period(period=k, now=(k + 1) * H)
-    closed = await ledger.close_contract(key="ns/d", now=3 * H + H // 2, reason="CanceledByUser")
+    closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=3 * H + H // 2, reason="CanceledByUser")
     # 3 h + 30 min: 3 × 5,625,000 + 2,812,500 = 19,687,500 → farmer floor 50 % = 9,843,750,
     # staking floor 10 % = 1,968,750, foundation the rest = 7,875,000
     assert [await balance(ledger, n) for n in ("farm1-payout", "foundation", "staking-pool")] == [
@@ -217,7 +220,7 @@ async def test_a_close_with_an_unpaid_final_bill_keeps_the_debt_on_record(ledger
     await grid(ledger)
     await ledger.fund(name="alice", amount=HOURLY // 4)
     await open_small(ledger)
-    closed = await ledger.close_contract(key="ns/d", now=H // 2, reason=reason)
+    closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H // 2, reason=reason)
     assert (closed.state, closed.billed_total, closed.overdraft) == ("Deleted", HOURLY // 2, HOURLY // 4)
     assert await balance(ledger, "alice") == 0
     assert await balance(ledger, "farm1-payout") == HOURLY // 8  # 1,406,250 reserve → 703,125 to the farmer

@@ -18,13 +18,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tfgrid_operator import backend
-from tfgrid_operator.backend import errors, schema
+from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.domain import identity, scheduling
 from tfgrid_operator.domain.units import Resources
 
 H = 3600
 SIZES = (Resources(cru=2, mru=4, sru=50), Resources(cru=1, mru=2, sru=25, hru=100), Resources(cru=4, mru=8, sru=100))
 OWNER = identity.KeyPair.generate()
+PAYERS = [identity.KeyPair.generate() for _ in range(2)]  # the twins' keys: each Deployment proves its payer with one
 _runs = itertools.count()
 _clock = {"now": 10 * H}
 
@@ -55,13 +56,14 @@ async def ledger(ledger_url):
 async def _setup(ledger, run: int, base: int) -> None:
     """Two farms of one node each (the second certified), new for every run so its nodes count as up (§1.3)."""
     for i in range(2):
-        await ledger.ensure_farm(name=f"farm{run}-{i}", owner_key=OWNER.public_key, payout_account=f"farmer{i}",
+        own = records.Owner(f"ns{run}", f"farm-uid-{run}-{i}")
+        await ledger.ensure_farm(owner=own, name=f"farm{run}-{i}", owner_key=OWNER.public_key, payout_account=f"farmer{i}",
                                  certified=bool(i), dedicated=False, public_ips=4)
-        await ledger.ensure_node(name=f"n{run}-{i}", farm=f"farm{run}-{i}",
+        await ledger.ensure_node(owner=own, name=f"n{run}-{i}", farm=f"farm{run}-{i}",
                                  resources=Resources(cru=64, mru=256, sru=8000), country="BE", city="Ghent",
                                  certified=bool(i), public_key=identity.KeyPair.generate().public_key, now=base)
     for p in range(2):
-        await ledger.ensure_account(name=f"payer{p}")
+        await ledger.ensure_account(name=f"payer{p}", public_key=PAYERS[p].public_key)
 
 
 async def _check(ledger, funded: int) -> None:
@@ -103,17 +105,18 @@ async def test_money_is_conserved_and_debt_counted_once(ledger, steps):
                 await ledger.fund(name=f"payer{x}", amount=y)
                 funded += y
             elif op == "open":
-                await ledger.open_contract(key=key, payer=f"payer{x}", now=now,
+                proof = records.PayerProof(kind="key", namespace=f"ns{run}", public_key=PAYERS[x].public_key)
+                await ledger.open_contract(key=key, owner_uid=f"uid-{key}", proof=proof, now=now,
                                            request=scheduling.Request(resources=SIZES[y], public_ips=y % 2))
             elif op == "resize":
-                await ledger.resize_contract(key=key, resources=SIZES[y], public_ips=0, now=now)
+                await ledger.resize_contract(key=key, owner_uid=f"uid-{key}", resources=SIZES[y], public_ips=0, now=now)
             elif op == "move":
                 current = await ledger.observe_contract(key=key)
                 if current is not None:  # to the run's other node (self-healing excludes the one that is down)
                     await ledger.move_contract(key=key, now=now, request=scheduling.Request(
                         resources=current.resources, exclude=frozenset({current.node})))
             elif op == "close":
-                await ledger.close_contract(key=key, now=now, reason="CanceledByUser")
+                await ledger.close_contract(key=key, owner_uid=f"uid-{key}", now=now, reason="CanceledByUser")
             else:
                 now += x
                 while (billed + 1) * H <= now:
@@ -123,6 +126,7 @@ async def test_money_is_conserved_and_debt_counted_once(ledger, steps):
             pass  # refused requests change nothing; the check below covers them too
         await _check(ledger, funded)
     for d in range(2):  # deletion ends every scenario (and keeps the next runs' bills few)
-        await ledger.close_contract(key=f"ns{run}/d{d}", now=now, reason="CanceledByUser")
+        key = f"ns{run}/d{d}"
+        await ledger.close_contract(key=key, owner_uid=f"uid-{key}", now=now, reason="CanceledByUser")
     await _check(ledger, funded)
     _clock["now"] = now + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tfgrid_operator.backend import errors
+from tfgrid_operator.backend import errors, records
 from tfgrid_operator.domain import identity, money, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
 
@@ -13,19 +13,26 @@ NODE_KEY = identity.KeyPair.generate()
 NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
 SMALL = Resources(cru=2, mru=4, sru=50)
 H = 3600
+ALICE = identity.KeyPair.generate()  # the twin key of the account that pays
+OWN = records.Owner("ns", "uid-1")  # the objects (farms, nodes, deployments) these tests act as
+
+
+def paid_by(key: identity.KeyPair = ALICE) -> dict:
+    """open_contract's owner and payer proof: the twin key shown (as a Secret of namespace ns holds it)."""
+    return dict(owner_uid=OWN.uid, proof=records.PayerProof(kind="key", namespace="ns", public_key=key.public_key))
 
 
 async def grid(ledger, nodes=1, ips=2):
-    await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
+    await ledger.ensure_farm(owner=OWN, name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
                              dedicated=False, public_ips=ips)
     for i in range(nodes):
-        await ledger.ensure_node(name=f"n{i}", farm="farm1", resources=NODE, country="BE", city="Ghent",
+        await ledger.ensure_node(owner=OWN, name=f"n{i}", farm="farm1", resources=NODE, country="BE", city="Ghent",
                                  certified=False, public_key=NODE_KEY.public_key, now=0)
-    await ledger.ensure_account(name="alice")
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
 
 
 async def test_accounts_fund_and_errors(ledger):
-    await ledger.ensure_account(name="alice")
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
     assert (await ledger.fund(name="alice", amount=5)).balance == 5
     with pytest.raises(errors.InvalidRequest):
         await ledger.fund(name="alice", amount=-1)
@@ -45,10 +52,10 @@ async def test_account_found_by_its_twin_key(ledger):
 
 async def test_farm_and_node_are_adopted_not_duplicated(ledger):
     await grid(ledger)
-    again = await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer",
+    again = await ledger.ensure_farm(owner=OWN, name="farm1", owner_key=OWNER.public_key, payout_account="farmer",
                                      certified=False, dedicated=False, public_ips=2)
     assert not again.created
-    node = await ledger.ensure_node(name="n0", farm="farm1", resources=NODE, country="BE", city="Ghent",
+    node = await ledger.ensure_node(owner=OWN, name="n0", farm="farm1", resources=NODE, country="BE", city="Ghent",
                                     certified=False, public_key=NODE_KEY.public_key, now=5)
     assert not node.created and len(await ledger.list_farms()) == 1
 
@@ -60,7 +67,7 @@ async def test_farm_and_node_are_adopted_not_duplicated(ledger):
 ])
 async def test_bad_node_requests_change_nothing(ledger, kwargs, error):
     await grid(ledger, nodes=0)
-    args = dict(name="bad", farm="farm1", resources=NODE, country="", city="", certified=False,
+    args = dict(name="bad", owner=OWN, farm="farm1", resources=NODE, country="", city="", certified=False,
                 public_key=NODE_KEY.public_key, now=0) | kwargs
     with pytest.raises(error):
         await ledger.ensure_node(**args)
@@ -88,10 +95,10 @@ async def test_uptime_reports_verified_and_replay_rejected(ledger):
 async def test_placement_never_overbooks(ledger):
     await grid(ledger, nodes=1)
     req = scheduling.Request(resources=Resources(cru=3, mru=8, sru=200))
-    placed = [await ledger.open_contract(key=f"ns/d{i}", payer="alice", request=req, now=10) for i in range(2)]
+    placed = [await ledger.open_contract(key=f"ns/d{i}", **paid_by(), request=req, now=10) for i in range(2)]
     assert {c.node for c in placed} == {"n0"}
     with pytest.raises(errors.NoCapacity) as info:
-        await ledger.open_contract(key="ns/d3", payer="alice", request=req, now=10)
+        await ledger.open_contract(key="ns/d3", **paid_by(), request=req, now=10)
     assert info.value.constraint == "Capacity" and "cru" in info.value.message
     assert await ledger.observe_contract(key="ns/d3") is None
 
@@ -99,15 +106,15 @@ async def test_placement_never_overbooks(ledger):
 async def test_open_contract_is_idempotent_by_key(ledger):
     await grid(ledger)
     req = scheduling.Request(resources=SMALL)
-    first = await ledger.open_contract(key="ns/d", payer="alice", request=req, now=10)
-    second = await ledger.open_contract(key="ns/d", payer="alice", request=req, now=20)
+    first = await ledger.open_contract(key="ns/d", **paid_by(), request=req, now=10)
+    second = await ledger.open_contract(key="ns/d", **paid_by(), request=req, now=20)
     assert first.created and not second.created and first.id == second.id
 
 
 async def test_billing_exact_idempotent_and_split(ledger):
     await grid(ledger)
     await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT)
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL, public_ips=1), now=0)
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL, public_ips=1), now=0)
     report = await ledger.bill_period(period=0, now=H)
     # §2.6 worked example at the ledger's clamped TFT price (20 mUSD, §4.3): 152,500 units USD = 0.7625 TFT;
     # monthly 0.7625 × 720 = 549 TFT; 2000 / 549 = 3.64 months → Bronze ×0.7 → 0.53375 TFT.
@@ -128,7 +135,7 @@ async def test_billing_exact_idempotent_and_split(ledger):
 async def test_out_of_funds_grace_then_deleted_and_capacity_released(ledger):
     await grid(ledger)
     await ledger.fund(name="alice", amount=1)
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.bill_period(period=0, now=H)
     c = await ledger.observe_contract(key="ns/d")
     assert c.state == "GracePeriod" and c.overdraft > 0
@@ -144,7 +151,7 @@ async def test_out_of_funds_grace_then_deleted_and_capacity_released(ledger):
 
 async def test_top_up_during_grace_recovers(ledger):
     await grid(ledger)
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.bill_period(period=0, now=H)
     assert (await ledger.observe_contract(key="ns/d")).state == "GracePeriod"
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
@@ -156,8 +163,9 @@ async def test_top_up_during_grace_recovers(ledger):
 async def test_resize_bills_old_size_then_new_size_for_the_rest_of_the_period(ledger):
     await grid(ledger)
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # 100 TFT: below 1.5 months → no discount
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
-    await ledger.resize_contract(key="ns/d", resources=Resources(cru=4, mru=8, sru=100), public_ips=0, now=H // 2)
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.resize_contract(key="ns/d", owner_uid=OWN.uid, resources=Resources(cru=4, mru=8, sru=100), public_ips=0,
+                                 now=H // 2)
     await ledger.bill_period(period=0, now=H)
     # §2.6 by hand, no IP: SMALL is CU min(1, 2, 2) = 1, SU 50/200 = 0.25 → 112,500 units USD/h; half an hour
     # → 56,250 → 0.28125 TFT at 20 mUSD. Doubled: CU 2, SU 0.5 → 225,000/h; the second half hour → 0.5625 TFT.
@@ -168,7 +176,7 @@ async def test_resize_bills_old_size_then_new_size_for_the_rest_of_the_period(le
 
 async def test_funded_in_the_window_where_grace_would_expire_pays_the_whole_period(ledger):
     await grid(ledger)
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.bill_period(period=0, now=H)  # unpaid → GracePeriod from H
     expiring = (H + ledger.config.grace_period_s) // H - 1  # the period that ends exactly at the grace's end (§2.4)
     for k in range(1, expiring):
@@ -183,12 +191,13 @@ async def test_funded_in_the_window_where_grace_would_expire_pays_the_whole_peri
 async def test_close_contract_final_bill_no_double_charge(ledger):
     await grid(ledger)
     await ledger.fund(name="alice", amount=10**12)
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
-    closed = await ledger.close_contract(key="ns/d", now=H // 2, reason="CanceledByUser")
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
+    closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H // 2, reason="CanceledByUser")
     assert closed.state == "Deleted" and closed.billed_total > 0
     report = await ledger.bill_period(period=0, now=H)
     assert report.rows_written == 0  # the final bill already covered the period's used part
-    assert (await ledger.close_contract(key="ns/d", now=H, reason="CanceledByUser")).billed_total == closed.billed_total
+    again = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H, reason="CanceledByUser")
+    assert again.billed_total == closed.billed_total
 
 
 async def test_minting_exact_idempotent_and_paid_to_farm(ledger):
@@ -211,11 +220,11 @@ async def test_minting_exact_idempotent_and_paid_to_farm(ledger):
 
 async def test_node_with_deployments_cannot_close(ledger):
     await grid(ledger)
-    await ledger.open_contract(key="ns/d", payer="alice", request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     with pytest.raises(errors.Conflict, match="ns/d"):
-        await ledger.close_node(name="n0", now=1)
+        await ledger.close_node(name="n0", owner=OWN, now=1)
     with pytest.raises(errors.Conflict):
-        await ledger.close_farm(name="farm1")
+        await ledger.close_farm(name="farm1", owner=OWN)
 
 
 async def test_dao_vote_close_execute_once(ledger):
@@ -261,14 +270,14 @@ async def test_narrowed_selection_chooses_what_the_domain_chooses_over_every_nod
 
     rng = random.Random(11)
     for i in range(3):
-        await ledger.ensure_farm(name=f"f{i}", owner_key=OWNER.public_key, payout_account=f"p{i}", certified=False,
+        await ledger.ensure_farm(owner=OWN, name=f"f{i}", owner_key=OWNER.public_key, payout_account=f"p{i}", certified=False,
                                  dedicated=False, public_ips=rng.randint(0, 3))
     for i in range(14):
-        await ledger.ensure_node(name=f"m{i:02}", farm=f"f{i % 3}", country=rng.choice(["BE", "NL"]), city="",
+        await ledger.ensure_node(owner=OWN, name=f"m{i:02}", farm=f"f{i % 3}", country=rng.choice(["BE", "NL"]), city="",
                                  resources=Resources(cru=rng.choice([4, 8, 16]), mru=rng.choice([16, 32, 64]),
                                                      sru=rng.choice([500, 1000]), hru=rng.choice([0, 2000])),
                                  certified=rng.random() < 0.3, public_key=NODE_KEY.public_key, now=0)
-    await ledger.ensure_account(name="alice")
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
     placed = 0
     for i in range(40):
         request = scheduling.Request(
@@ -281,7 +290,7 @@ async def test_narrowed_selection_chooses_what_the_domain_chooses_over_every_nod
             everything = scheduling.select_node(request, await ledger._candidates(conn, 0))
         assert narrowed == everything, (i, request)
         if isinstance(everything, scheduling.Placement):
-            await ledger.open_contract(key=f"ns/r{i}", payer="alice", request=request, now=0)
+            await ledger.open_contract(key=f"ns/r{i}", **paid_by(), request=request, now=0)
             placed += 1
     assert placed >= 15, placed  # the comparison ran on real choices, not only on Unschedulable
 
@@ -315,11 +324,11 @@ async def test_concurrent_placements_are_batched_and_each_answered_on_its_own(le
 
     await grid(ledger, nodes=3)
     small = scheduling.Request(resources=Resources(cru=2, mru=4, sru=50))
-    first = await ledger.open_contract(key="ns/d0", payer="alice", request=small, now=10)
+    first = await ledger.open_contract(key="ns/d0", **paid_by(), request=small, now=10)
     batches = ledger._placements.batches
-    calls = [ledger.open_contract(key=f"ns/d{i}", payer="alice", request=small, now=10) for i in range(14)]
-    calls.append(ledger.open_contract(key="ns/nobody", payer="bob", request=small, now=10))
-    calls.append(ledger.open_contract(key="ns/huge", payer="alice",
+    calls = [ledger.open_contract(key=f"ns/d{i}", **paid_by(), request=small, now=10) for i in range(14)]
+    calls.append(ledger.open_contract(key="ns/nobody", **paid_by(identity.KeyPair.generate()), request=small, now=10))
+    calls.append(ledger.open_contract(key="ns/huge", **paid_by(),
                                       request=scheduling.Request(resources=Resources(cru=9)), now=10))
     answers = await asyncio.gather(*calls, return_exceptions=True)
     assert ledger._placements.batches - batches < len(calls)
@@ -327,7 +336,7 @@ async def test_concurrent_placements_are_batched_and_each_answered_on_its_own(le
     assert placed[0].id == first.id and not placed[0].created  # adopted
     assert all(a.created for a in placed[1:12]) and len({a.id for a in placed[:12]}) == 12
     assert all(isinstance(a, errors.NoCapacity) and a.constraint == "Capacity" for a in placed[12:])  # 3 × 4 fit
-    assert isinstance(answers[14], errors.NotFound) and "bob" in answers[14].message
+    assert isinstance(answers[14], errors.NotFound) and "no twin account" in answers[14].message
     assert isinstance(answers[15], errors.NoCapacity)
     per_node = {}
     for a in placed[:12]:
@@ -335,9 +344,25 @@ async def test_concurrent_placements_are_batched_and_each_answered_on_its_own(le
     assert per_node == {"n0": 8, "n1": 8, "n2": 8}  # spread, and never above the node's 8 cores
 
 
+VERSION_3 = {"accounts": ("role",), "farms": ("owner_ns", "owner_uid"), "nodes": ("owner_ns", "owner_uid"),
+             "contracts": ("owner_uid", "proof", "proof_until", "proof_signature")}
+
+
+async def drop_version_3(conn, but: str = "") -> None:
+    """Make a ledger look like version 2 again: without the columns (and the index) version 3 added."""
+    import sqlalchemy as sa
+
+    await conn.execute(sa.text("DROP INDEX one_account_per_key"))
+    for table, columns in VERSION_3.items():
+        for column in columns if table != but else ():
+            await conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+
+
 async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bills(ledger_url):
     """Version 2 keeps each contract's billing totals on the contract. A version-1 ledger (totals only in the
     bills) gets the columns and the totals its bills add up to, once, when the operator opens it."""
+    import dataclasses
+
     import sqlalchemy as sa
 
     from tfgrid_operator import backend
@@ -348,20 +373,22 @@ async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bill
     await grid(lg)
     await lg.fund(name="alice", amount=10**12)
     request = scheduling.Request(resources=SMALL)
-    first = await lg.open_contract(key="ns/a", payer="alice", request=request, now=0)
-    await lg.open_contract(key="ns/b", payer="alice", request=request, now=H // 2)
+    first = await lg.open_contract(key="ns/a", **paid_by(), request=request, now=0)
+    await lg.open_contract(key="ns/b", **paid_by(), request=request, now=H // 2)
     for period in range(3):
         await lg.bill_period(period=period, now=(period + 1) * H)
     before = await lg.contract_summaries()
     async with lg.engine.begin() as conn:  # what a version-1 ledger looked like
-        for column in ("billed_total", "last_billed_at", "last_discount"):
+        for column in ("billed_total", "last_billed_at", "last_discount", *VERSION_3["contracts"]):
             await conn.execute(sa.text(f"ALTER TABLE contracts DROP COLUMN {column}"))
+        await drop_version_3(conn, but="contracts")
         await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="1"))
     await lg.close()
     lg = await backend.open_backend(ledger_url, cfg)
     try:
         after = await lg.contract_summaries()
-        assert after == before and after["ns/a"].billed_total > after["ns/b"].billed_total > 0
+        unowned = {k: dataclasses.replace(c, owner_uid="") for k, c in before.items()}  # version 1 named no owner
+        assert after == unowned and after["ns/a"].billed_total > after["ns/b"].billed_total > 0
         assert after["ns/a"].id == first.id
         async with lg.engine.connect() as conn:
             version = sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
@@ -380,7 +407,7 @@ async def test_concurrent_reads_share_one_query_and_each_gets_its_own_answer(led
 
     await grid(ledger, nodes=2)
     request = scheduling.Request(resources=SMALL)
-    placed = {k: await ledger.open_contract(key=k, payer="alice", request=request, now=0) for k in ("ns/a", "ns/b")}
+    placed = {k: await ledger.open_contract(key=k, **paid_by(), request=request, now=0) for k in ("ns/a", "ns/b")}
     batches = ledger._observations.batches
     keys = ["ns/a", "ns/b", "ns/none", "ns/a"] * 5
     found = await asyncio.gather(*(ledger.observe_contract(key=k) for k in keys), ledger.policies(), ledger.policies())

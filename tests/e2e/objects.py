@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from e2e.conftest import condition, eventually
@@ -42,9 +43,33 @@ def node(name: str, farm_name: str = "farm1", *, key: identity.KeyPair | None = 
 
 
 def deployment(name: str, *, payer: str = "alice", cru: int = 2, public_ips: int = 1, **placement: Any) -> dict[str, Any]:
+    """Paid by the twin account ``payer`` through the grant ``twin_account`` gave the namespace."""
     return {"apiVersion": API, "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"resources": {"cru": cru, "mru": 4, "sru": 50}, "publicIPs": public_ips, "payer": {"account": payer},
-                     "placement": placement}}
+            "spec": {"resources": {"cru": cru, "mru": 4, "sru": 50}, "publicIPs": public_ips,
+                     "payer": paid_by(payer), "placement": placement}}
+
+
+def twin(account: str) -> identity.KeyPair:
+    """The test twin key of an account (the same on every import of this module)."""
+    return identity.KeyPair(hashlib.sha256(f"tfgrid-test-twin:{account}".encode()).digest())
+
+
+def paid_by(account: str) -> dict[str, Any]:
+    return {"account": account, "secretRef": {"name": f"{account.replace('_', '-')}-grant", "key": "grant"}}
+
+
+async def twin_account(ledger: Any, apiserver: Any, account: str, namespace: str = "default") -> None:
+    """A twin account with its key on the ledger, and its grant (signed by that key) for ``namespace`` as the Secret
+    `tfgrid-operator grant` prints: what a tenant does before its Deployments may name the account as payer."""
+    from e2e.conftest import START
+    from tfgrid_operator.domain import names
+    from tfgrid_operator.handlers import tenancy
+
+    await ledger.ensure_account(name=account, public_key=twin(account).public_key)
+    grant = names.Grant(account, namespace, START + names.MAX_GRANT_S).signed(twin(account))
+    resp = await apiserver.post(f"/api/v1/namespaces/{namespace}/secrets",
+                                json=tenancy.grant_secret(grant, paid_by(account)["secretRef"]["name"]))
+    assert resp.status in (201, 409), await resp.text()
 
 
 def obj(apiserver: Any, plural: str, name: str) -> dict[str, Any] | None:

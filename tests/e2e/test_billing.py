@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.conftest import START, condition, eventually
-from e2e.objects import PatchFaults, create, deployment, events, farm, node, obj, ready, with_reason
+from e2e.objects import PatchFaults, create, deployment, events, farm, node, obj, ready, twin_account, with_reason
 from tfgrid_operator import conditions
 from tfgrid_operator.domain import money
 
@@ -34,8 +34,8 @@ async def two_nodes(apiserver):
     await ready(apiserver, "nodes", "n1", "n2")
 
 
-async def fund(ledger, name, tft):
-    await ledger.ensure_account(name=name)
+async def fund(ledger, name, tft, apiserver):
+    await twin_account(ledger, apiserver, name)
     await ledger.fund(name=name, amount=tft * TFT)
 
 
@@ -47,7 +47,7 @@ def billed(apiserver, name, total):
 async def test_each_discount_level_over_three_periods(apiserver, operator, ledger, grid_clock):
     await two_nodes(apiserver)
     for payer, (tft, _, _) in LEVELS.items():
-        await fund(ledger, payer, tft)
+        await fund(ledger, payer, tft, apiserver)
         await create(apiserver, deployment(f"d-{payer}", payer=payer))
     await ready(apiserver, "deployments", *(f"d-{p}" for p in LEVELS))
     for k in (1, 2, 3):
@@ -67,8 +67,8 @@ async def test_each_discount_level_over_three_periods(apiserver, operator, ledge
 
 async def test_grace_period_top_up_recovers_and_expiry_deletes(apiserver, operator, ledger, grid_clock):
     await two_nodes(apiserver)
-    await fund(ledger, "short", 1)
-    await fund(ledger, "gone", 1)
+    await fund(ledger, "short", 1, apiserver)
+    await fund(ledger, "gone", 1, apiserver)
     await create(apiserver, deployment("d-short", payer="short"), deployment("d-gone", payer="gone"))
     await ready(apiserver, "deployments", "d-short", "d-gone")
     grid_clock.set(START + H)  # 1 TFT pays the first hour (0.7625), 0.2375 TFT is left
@@ -101,7 +101,7 @@ async def test_grace_period_top_up_recovers_and_expiry_deletes(apiserver, operat
 
 async def test_resize_in_place_blocked_then_applied_when_room_appears(apiserver, operator, ledger, grid_clock):
     await two_nodes(apiserver)
-    await fund(ledger, "alice", 100)
+    await fund(ledger, "alice", 100, apiserver)
     await create(apiserver, deployment("grow", node="n1"), deployment("other", node="n1", cru=4))
     await ready(apiserver, "deployments", "grow", "other")
     patch = {"headers": {"Content-Type": "application/merge-patch+json"}}
@@ -122,7 +122,7 @@ async def test_resize_in_place_blocked_then_applied_when_room_appears(apiserver,
 
 async def test_concurrent_creation_never_overbooks(apiserver, operator, ledger):
     await two_nodes(apiserver)  # 2 × 8 cores: room for exactly four 4-core deployments
-    await fund(ledger, "alice", 100)
+    await fund(ledger, "alice", 100, apiserver)
     await create(apiserver, *(deployment(f"c{i}", cru=4, public_ips=0) for i in range(10)))
     names = [f"c{i}" for i in range(10)]
 
@@ -139,7 +139,7 @@ async def test_concurrent_creation_never_overbooks(apiserver, operator, ledger):
 
 async def test_restart_mid_cycle_bills_each_period_exactly_once(apiserver, operator, ledger, grid_clock):
     await two_nodes(apiserver)
-    await fund(ledger, "p-none", 100)
+    await fund(ledger, "p-none", 100, apiserver)
     await create(apiserver, deployment("steady", payer="p-none"))
     await ready(apiserver, "deployments", "steady")
     grid_clock.set(START + H)
@@ -171,7 +171,7 @@ async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_
     lg = await backend.open_backend(ledger_path, CONFIG)
     try:
         await two_nodes(apiserver)
-        await fund(lg, "p-none", 100)
+        await fund(lg, "p-none", 100, apiserver)
         await create(apiserver, deployment("d", payer="p-none"))
         await ready(apiserver, "deployments", "d")
         grid_clock.set(START + H)

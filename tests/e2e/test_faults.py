@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from e2e.conftest import OperatorThread, condition, eventually
-from e2e.objects import PatchFaults, create, deployment, farm, node, obj, ready
+from e2e.objects import PatchFaults, create, deployment, farm, node, obj, ready, twin_account
 from pg import PG_URL, drop_postgres, fresh_postgres
 from tfgrid_operator import runtime
 
@@ -115,7 +115,7 @@ async def test_postgres_gone_then_back(apiserver, grid_clock):
 
 
 async def test_api_500s_409s_and_dropped_watches(apiserver, operator, ledger):
-    await ledger.ensure_account(name="alice")
+    await twin_account(ledger, apiserver, "alice")
     apiserver.fault = failures = PatchFaults("farms", 500, times=3)
     await create(apiserver, farm("f1"))
     await ready(apiserver, "farms", "f1")  # patches failed with 500/409 and were retried

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from e2e.conftest import COUNCIL, START, condition, eventually
-from e2e.objects import create, deployment, farm, node, obj, proposal
+from e2e.objects import create, deployment, farm, node, obj, proposal, twin_account
 from tfgrid_operator import agent, backend, ballot
 from tfgrid_operator.backend import schema
 from tfgrid_operator.domain import identity, money
@@ -66,7 +66,7 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
 
     lg = await backend.open_backend(url, CONFIG)
     for i in range(4):
-        await lg.ensure_account(name=f"payer{i}")
+        await twin_account(lg, apiserver, f"payer{i}")
         await lg.fund(name=f"payer{i}", amount=FUNDING)
     proc = Proc(url, clock_file)
     proc.start()

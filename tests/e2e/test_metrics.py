@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import START, OperatorThread, eventually
-from e2e.objects import create, deployment, farm, node, ready
+from e2e.objects import create, deployment, farm, node, ready, twin_account
 from tfgrid_operator import runtime
 from tfgrid_operator.domain import money
 
@@ -46,7 +46,7 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
     from e2e.conftest import CONFIG
     from tfgrid_operator import backend
     ledger = await backend.open_backend(ledger_path, CONFIG)
-    await ledger.ensure_account(name="alice")
+    await twin_account(ledger, apiserver, "alice")
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
     await ledger.close()
     await create(apiserver, farm(), node("n1"), node("n2"), deployment("web"), deployment("huge", cru=64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.conftest import START, condition, eventually
-from e2e.objects import create, deployment, events, farm, node, obj, ready, with_reason
+from e2e.objects import create, deployment, events, farm, node, obj, ready, twin_account, with_reason
 from tfgrid_operator import agent
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.kube.client import KubeClient
@@ -18,7 +18,7 @@ async def test_each_placement_constraint(apiserver, operator, ledger):
     await create(apiserver, farm("farm1"), farm("farm2", certified=True), node("n1"), node("n2"),
                  node("n3", "farm2", country="NL", city="Amsterdam", certified=True))
     await ready(apiserver, "nodes", "n1", "n2", "n3")
-    await ledger.ensure_account(name="alice")
+    await twin_account(ledger, apiserver, "alice")
     expected = [("by-node", {"node": "n2"}, "n2"), ("by-farm", {"farm": "farm2"}, "n3"),
                 ("by-city", {"city": "amsterdam"}, "n3"), ("by-country", {"country": "BE"}, "n1"),
                 ("cert", {"certifiedOnly": True}, "n3")]
@@ -51,7 +51,7 @@ async def test_node_down_moves_its_deployments_without_double_charge(apiserver, 
     keys = {n: identity.KeyPair.generate() for n in ("n1", "n2", "n3")}
     await create(apiserver, farm(), *(node(n, key=k) for n, k in keys.items()))
     await ready(apiserver, "nodes", *keys)
-    await ledger.ensure_account(name="alice")
+    await twin_account(ledger, apiserver, "alice")
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # < 1.5 months: no discount, 7,625,000/h
     await create(apiserver, deployment("mover"))
     assert (await ready(apiserver, "deployments", "mover"))[0]["status"]["node"] == "n1"

@@ -19,9 +19,9 @@ def test_bad_amount_unknown_account_and_bad_url_are_one_line_errors(tmp_path):
     url = f"sqlite:///{tmp_path / 'l.db'}"
     runner = CliRunner()
     bad = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "alice", "1.2.3"])
-    assert bad.exit_code == 2 and "not a non-negative TFT amount" in bad.output
+    assert bad.exit_code == 1 and "'1.2.3' is not a positive TFT amount" in bad.output
     missing = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "bob", "1"])
-    assert missing.exit_code == 2 and "NotFound" in missing.output and "Traceback" not in missing.output
+    assert missing.exit_code == 2 and "Error: account 'bob' does not exist" in missing.output
     wrong = runner.invoke(cli.main, ["ledger", "--ledger-url", "mysql://x", "show"])
     assert wrong.exit_code == 2 and "unsupported ledger URL" in wrong.output
 
@@ -89,17 +89,6 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
     identity.verify(pub, identity.VOTE, {"proposal": "gov/p", "farm": "f1", "approve": False}, signed["signature"])
     out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--key-file", str(key), "--print"])
     assert json.loads(out.output)["memberKey"] == pub
-
-
-def test_no_cluster_reachable_is_detected(tmp_path, monkeypatch):
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert cli.cluster_reachable() is False
-    (tmp_path / "refused").write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {}}]\n")
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "refused"))
-    assert cli.cluster_reachable() is False
 
 
 def test_json_log_format_configures_kopf():

@@ -10,21 +10,25 @@ import yaml
 from click.testing import CliRunner
 
 from tfgrid_operator import backend, cli
+from tfgrid_operator.backend import records
 from tfgrid_operator.domain import identity, money, scheduling
 from tfgrid_operator.domain.units import Resources
 
 H = 3600
+ALICE = identity.KeyPair.generate()  # the payer's twin key
+OWN = records.Owner("ns1", "farm-uid")
+PROOF = records.PayerProof(kind="key", namespace="ns1", public_key=ALICE.public_key)  # as a Secret of ns1 holds it
 
 
 async def _grid(url: str, *, certified: bool, balance: int) -> None:
     lg = await backend.open_backend(url)
     try:
-        await lg.ensure_farm(name="farm1", owner_key=identity.KeyPair.generate().public_key, payout_account="farmer",
+        await lg.ensure_farm(owner=OWN, name="farm1", owner_key=identity.KeyPair.generate().public_key, payout_account="farmer",
                              certified=False, dedicated=False, public_ips=2)
-        await lg.ensure_node(name="n1", farm="farm1", resources=Resources(cru=8, mru=32, sru=1000, hru=4000),
+        await lg.ensure_node(owner=OWN, name="n1", farm="farm1", resources=Resources(cru=8, mru=32, sru=1000, hru=4000),
                              country="BE", city="Ghent", certified=certified,
                              public_key=identity.KeyPair.generate().public_key, now=0)
-        await lg.ensure_account(name="alice")
+        await lg.ensure_account(name="alice", public_key=ALICE.public_key)
         await lg.fund(name="alice", amount=balance)
     finally:
         await lg.close()
@@ -34,7 +38,7 @@ async def _first_full_bill(url: str, spec: dict) -> int:
     lg = await backend.open_backend(url)
     try:
         r = spec["resources"]
-        await lg.open_contract(key="ns1/web", payer="alice", now=0, request=scheduling.Request(
+        await lg.open_contract(key="ns1/web", owner_uid="web-uid", proof=PROOF, now=0, request=scheduling.Request(
             resources=Resources(cru=r["cru"], mru=r["mru"], sru=r.get("sru", 0)), public_ips=spec.get("publicIPs", 0),
             node=spec["placement"]["node"]))
         return (await lg.bill_period(period=0, now=H)).amount
@@ -69,10 +73,10 @@ def test_ledger_bills_shows_each_bill_and_the_payout(tmp_path):
     async def bill_and_close() -> None:
         lg = await backend.open_backend(url)
         try:
-            await lg.open_contract(key="ns1/web", payer="alice", now=0, request=scheduling.Request(
+            await lg.open_contract(key="ns1/web", owner_uid="web-uid", proof=PROOF, now=0, request=scheduling.Request(
                 resources=Resources(cru=2, mru=4, sru=50), public_ips=1))
             await lg.bill_period(period=0, now=H)
-            await lg.close_contract(key="ns1/web", now=H + H // 2, reason="CanceledByUser")
+            await lg.close_contract(key="ns1/web", owner_uid="web-uid", now=H + H // 2, reason="CanceledByUser")
         finally:
             await lg.close()
     asyncio.run(bill_and_close())
@@ -97,7 +101,7 @@ def test_ledger_bills_shows_each_bill_and_the_payout(tmp_path):
     (["quote", "-"], "kind: Farm\nspec: {}", "expected kind Deployment"),
     (["quote", "-"], "resources: {cru: 2, mru: 4}\npayer: {account: alice}\nbogus: 1", "invalid Deployment spec"),
     (["quote", "-"], "resources: {cru: 2, mru: 4}\npayer: {secretRef: {name: s}}", "name the account with --payer"),
-    (["quote", "-"], "resources: {cru: 2, mru: 4}\npayer: {account: nobody}", "NotFound"),
+    (["quote", "-"], "resources: {cru: 2, mru: 4}\npayer: {account: nobody}", "account 'nobody' does not exist"),
     (["quote", "-"], "resources: {cru: 2, mru: 4}\npayer: {account: alice}\nplacement: {dedicated: true}",
      "set placement.node"),
     (["ledger", "bills", "--deployment", "web"], "", "expected NAMESPACE/NAME"),

@@ -49,14 +49,17 @@ def test_when_kopf_is_quiet_an_object_no_reconcile_reached_is_nudged():
     assert periodic.unobserved(rt) == []  # nudged once, then the clock starts over
 
 
-def waiting_body(reason: str) -> dict:
-    return {"metadata": {"generation": 1}, "spec": {},
+def waiting_body(reason: str, key: tuple[str, str, str] | None = None) -> dict:
+    """An object whose status says ``reason``; with ``key``, its handler reported that reason too."""
+    if key is not None:
+        periodic.REPORTED[key] = ("u", reason)
+    return {"metadata": {"generation": 1, "uid": "u"}, "spec": {},
             "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
 
 
 def test_objects_waiting_on_the_world_are_requeued_with_a_capped_backoff():
     unschedulable, ready = ("deployments", "ns", "big"), ("deployments", "ns", "ok")
-    rt = rt_with({unschedulable: waiting_body("Unschedulable"), ready: waiting_body("Available")})
+    rt = rt_with({unschedulable: waiting_body("Unschedulable", unschedulable), ready: waiting_body("Available", ready)})
     rt.retry_delay_s = 1.0
     waits = []
     for _ in range(7):
@@ -67,5 +70,16 @@ def test_objects_waiting_on_the_world_are_requeued_with_a_capped_backoff():
         waits.append(rt.requeue_at[unschedulable][1])
     assert waits == [2, 4, 8, 12, 12, 12, 12]  # doubling, capped at REQUEUE_BACKOFF_CAP × retry_delay_s
     assert ready not in rt.requeue_at
-    rt.objects[unschedulable] = waiting_body("Available")  # placed at last: its backoff is forgotten
+    rt.objects[unschedulable] = waiting_body("Available", unschedulable)  # placed at last: its backoff is forgotten
     assert periodic.requeues(rt) == [] and unschedulable not in rt.requeue_at
+
+
+def test_a_reason_only_the_status_claims_is_not_the_handlers():
+    """A user can write status: a waiting reason no handler reported (or one reported for an earlier object of
+    the name, another uid) never makes the loop treat the object as waiting."""
+    written, earlier = ("deployments", "ns", "written"), ("deployments", "ns", "earlier")
+    periodic.REPORTED.pop(written, None)
+    periodic.REPORTED[earlier] = ("old-uid", "Unschedulable")
+    rt = rt_with({written: waiting_body("Unschedulable"), earlier: waiting_body("Unschedulable")})
+    rt.retry_delay_s = 0.0
+    assert periodic.requeues(rt) == [] and rt.requeue_at == {}

@@ -3,9 +3,11 @@
     LedgerError
     ├── NotFound            an unknown account, farm, node, contract or proposal
     ├── Conflict            a duplicate name, or an object still in use (a node with deployments)
+    │   └── NameTaken       a grid-wide name (farm, node) another object claimed first
     ├── NoCapacity          no node fits a deployment; carries the constraint that failed
     ├── InvalidRequest      the request itself is wrong (negative amount, below node minimums)
     ├── BadSignature        a signature that does not verify against the registered key
+    ├── NotAuthorized       no proof that the owner of the money (or the farm) agreed
     ├── Replayed            a signed report or vote that was already counted, or is out of time
     └── Unavailable         the database cannot be reached or is locked; retry later
 """
@@ -29,6 +31,10 @@ class Conflict(LedgerError):
     reason = "Conflict"
 
 
+class NameTaken(Conflict):
+    reason = "NameTaken"
+
+
 class NoCapacity(LedgerError):
     reason = "Unschedulable"
 
@@ -43,6 +49,10 @@ class InvalidRequest(LedgerError):
 
 class BadSignature(LedgerError):
     reason = "BadSignature"
+
+
+class NotAuthorized(LedgerError):
+    reason = "NotAuthorized"
 
 
 class Replayed(LedgerError):

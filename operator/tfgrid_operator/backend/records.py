@@ -9,10 +9,35 @@ from tfgrid_operator.domain.units import Resources
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Owner:
+    """The Kubernetes object a ledger record was made for: a record is changed only by the object (uid) that made
+    it, never by another object of the same name (another namespace, or a later object in the same one)."""
+
+    namespace: str
+    uid: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PayerProof:
+    """What shows that the payer agreed to pay for a Deployment, checked by the ledger itself.
+
+    ``key``: the twin's key was shown (a Secret of the Deployment's namespace held it); ``public_key`` finds the
+    account. ``grant``: a grant the twin signed for ``namespace`` (``account``, ``expires``, ``signature``)."""
+
+    kind: str  # key | grant
+    namespace: str
+    public_key: str = ""
+    account: str = ""
+    expires: int | None = None
+    signature: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Account:
     id: int
     name: str
     balance: int
+    role: str = "twin"  # twin | grid | payout: only a twin pays
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,6 +51,7 @@ class Farm:
     public_ips: int
     state: str  # Active | Closed
     created: bool = False  # True when this call created the row (not adopted)
+    owner: Owner = Owner("", "")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,6 +66,7 @@ class Node:
     public_key: str
     state: str  # Active | Closed
     created: bool = False
+    owner: Owner = Owner("", "")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,6 +84,8 @@ class NodeSummary:
     last_mint: int | None  # amount of the latest minted period
     last_mint_period: int | None
     last_mint_reason: str | None
+    owner: Owner = Owner("", "")
+    node_id: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,6 +113,10 @@ class Contract:
     cycles: int = 0  # billing cycles since the last payout (§2.7: paid out at 24)
     last_bill_amount: int | None = None
     billing_error: str | None = None  # why its last bill or payout could not be made (invariant 6)
+    owner_uid: str = ""  # the Deployment object it was opened for
+    proof: str = "key"  # key | grant: how the payer's agreement was verified
+    proof_until: int | None = None  # a grant's expiry: the contract is closed then unless a new grant was shown
+    proof_signature: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+from tfgrid_operator.domain.money import MAX_UNITS
+
 # 2: contracts carry their billing totals (billed_total, last_billed_at, last_discount)
+# 3: ownership: farms, nodes and contracts name the object (namespace, uid) that made them; accounts have a
+#    role (only twins pay), a twin key is unique, contracts keep the payer proof they were verified with;
+#    balances and overdrafts are CHECKed within [0, MAX_UNITS]
 # 4: billing version B reserves (contracts.reserve, .cycles, payouts), receipts (bills' inputs, bill_rates),
 #    a contract's billing error (isolation) and its last bill's amount
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
-MONEY_MAX = 2**63 - 1  # every amount, balance, reserve and total stays within int64 (invariant 6)
+MONEY_MAX = MAX_UNITS  # every amount, balance, reserve and total stays within this (invariant 6), far below int64
 
 meta = sa.Table(
     "meta", metadata,
@@ -29,7 +34,13 @@ accounts = sa.Table(
     sa.Column("name", sa.String(253), nullable=False, unique=True),
     sa.Column("public_key", sa.String(64), nullable=False, server_default=""),
     sa.Column("balance", Money, nullable=False, server_default="0"),
+    # twin: a user's account, the only kind that pays; grid: foundation, staking pool; payout: a farm's payout
+    sa.Column("role", sa.String(16), nullable=False, server_default="twin"),
     sa.CheckConstraint("balance >= 0", name="balance_never_negative"),
+    sa.CheckConstraint(f"balance <= {MAX_UNITS}", name="balance_bounded"),
+    # §1.1: an account holds one twin, a twin key belongs to one account
+    sa.Index("one_account_per_key", "public_key", unique=True,
+             sqlite_where=sa.text("public_key != ''"), postgresql_where=sa.text("public_key != ''")),
 )
 
 farms = sa.Table(
@@ -42,6 +53,9 @@ farms = sa.Table(
     sa.Column("dedicated", sa.Boolean, nullable=False),
     sa.Column("public_ips", sa.Integer, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
+    # the Farm object that claimed the grid-wide name first; '' only on a ledger migrated from version 2
+    sa.Column("owner_ns", sa.String(253), nullable=False, server_default=""),
+    sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
 )
 
 nodes = sa.Table(
@@ -62,6 +76,8 @@ nodes = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("closed_at", sa.BigInteger),
     sa.Column("last_report_ts", sa.BigInteger),
+    sa.Column("owner_ns", sa.String(253), nullable=False, server_default=""),
+    sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
 )
 
 uptime = sa.Table(
@@ -103,6 +119,14 @@ contracts = sa.Table(
     sa.Column("reserve", Money, nullable=False, server_default="0"),
     sa.Column("cycles", sa.Integer, nullable=False, server_default="0"),
     sa.Column("billing_error", sa.String(512)),  # why its last bill or payout could not be made (invariant 6)
+    # the Deployment object (uid; the key holds its namespace/name) it was opened for: a new object never inherits it
+    sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
+    # what the ledger verified the payer's agreement with: 'key' (the twin key, from a Secret) or 'grant'
+    # (a grant signed by the twin key for this namespace, kept with its signature and expiry)
+    sa.Column("proof", sa.String(16), nullable=False, server_default="key"),
+    sa.Column("proof_until", sa.BigInteger),
+    sa.Column("proof_signature", sa.String(128), nullable=False, server_default=""),
+    sa.CheckConstraint(f"overdraft >= 0 AND overdraft <= {MAX_UNITS}", name="overdraft_bounded"),
     sa.Index(
         "one_live_contract_per_key", "key", unique=True,
         sqlite_where=sa.text("state != 'Deleted'"), postgresql_where=sa.text("state != 'Deleted'"),

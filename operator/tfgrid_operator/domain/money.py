@@ -10,6 +10,13 @@ from fractions import Fraction
 UNITS_PER_TFT = 10**7  # §0
 UNITS_USD_PER_MUSD = 10_000  # §0
 
+# The one bound every amount derives from: no balance, bill, mint, overdraft, funding or total of them may
+# exceed MAX_UNITS. 10^18 units (§0: 7 decimals) = 10^11 TFT, a total-supply scale far above any real supply,
+# and < (2^63 - 1) / 9 (int64, a BigInteger column): a sum of up to nine bounded amounts (a balance plus a bill,
+# an overdraft and a payout share) never overflows on SQLite or PostgreSQL.
+MAX_UNITS = 10**18
+MAX_TFT = MAX_UNITS // UNITS_PER_TFT
+
 
 def round_half_up(value: Fraction) -> int:
     """Round a non-negative exact amount to the nearest unit (the 2024-03 billing rounds to nearest, §2.6)."""

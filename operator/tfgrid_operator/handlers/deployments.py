@@ -1,29 +1,32 @@
-"""Deployment: place on a node and open a contract atomically, resize in place, final bill on delete."""
+"""Deployment: prove the payer, place on a node and open a contract atomically, resize in place, final bill on delete.
+
+The contract belongs to this object (its uid): a later Deployment of the same name never inherits it. The payer
+is proven on every reconcile (design.md "Trust model"): the twin's key in a Secret of this namespace
+(``payer.secretRef``), or ``payer.account`` with a grant the twin signed for this namespace, held in a Secret
+(``payer.secretRef`` then names the grant). A changed payer re-binds the contract from that second on.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import kopf
 
 from tfgrid_operator import conditions, crd_models, periodic, runtime
-from tfgrid_operator.backend import errors
+from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
 from tfgrid_operator.handlers import reporting, tracking
+from tfgrid_operator.handlers.tenancy import owner
 from tfgrid_operator.kube.client import ApiError
 
 G, V = runtime.GROUP, runtime.VERSION
+LIVE = ("Created", "GracePeriod")
 
 
-async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
-    """The twin account: named in the spec, or the one whose key the referenced Secret holds.
-    The key is read only here, only to derive its public key; no message ever carries it."""
-    if spec.payer.account:
-        return spec.payer.account
-    ref = spec.payer.secret_ref
-    assert ref is not None
+async def _secret_value(namespace: str, ref: crd_models.SecretRef) -> str:
     rt = runtime.get()
     try:
         secret = await rt.kube.request("GET", rt.kube.path("", "v1", "secrets", namespace, ref.name))
@@ -35,41 +38,104 @@ async def payer_account(spec: crd_models.DeploymentSpec, namespace: str) -> str:
     if value is None:
         raise errors.NotFound(f"secret {ref.name!r} has no key {ref.key!r}")
     try:
-        key = identity.KeyPair.from_text(base64.b64decode(value).decode(errors="replace"))
+        return base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise errors.NotAuthorized(f"secret {ref.name!r} key {ref.key!r} is not base64 text") from None
+
+
+def parse_grant(text: str, *, account: str, namespace: str, where: str) -> records.PayerProof:
+    """A grant as `tfgrid-operator grant` prints it: JSON with account, namespace, expires and signature. Its
+    signature is checked by the ledger against the account's twin key."""
+    try:
+        g = json.loads(text)
+        fields = (g["account"], g["namespace"], g["expires"], g["signature"])
+    except (ValueError, KeyError, TypeError):
+        raise errors.NotAuthorized(f"{where} is not a payer grant (tfgrid-operator grant makes one)") from None
+    if not (isinstance(fields[0], str) and isinstance(fields[1], str) and isinstance(fields[3], str)
+            and isinstance(fields[2], int) and not isinstance(fields[2], bool)):
+        raise errors.NotAuthorized(f"{where} is not a payer grant (tfgrid-operator grant makes one)")
+    if fields[0] != account:
+        raise errors.NotAuthorized(f"{where} grants account {fields[0]!r}, not the payer account {account!r}")
+    if fields[1] != namespace:
+        raise errors.NotAuthorized(f"{where} is a grant for another namespace")
+    return records.PayerProof(kind="grant", namespace=namespace, account=account, expires=fields[2],
+                              signature=fields[3][:128])
+
+
+async def payer_proof(spec: crd_models.DeploymentSpec, namespace: str) -> records.PayerProof:
+    """What shows that the payer agreed. The key is read only here, only to derive its public key; no message
+    ever carries it. A bare ``payer.account`` proves nothing (the ledger refuses it: PayerNotAuthorized)."""
+    ref, account = spec.payer.secret_ref, spec.payer.account
+    if ref is None:
+        return records.PayerProof(kind="grant", namespace=namespace, account=account or "")
+    text = await _secret_value(namespace, ref)
+    where = f"secret {ref.name!r} key {ref.key!r}"
+    if account:
+        return parse_grant(text, account=account, namespace=namespace, where=where)
+    try:
+        key = identity.KeyPair.from_text(text)
     except (ValueError, identity.BadSignature):
-        raise errors.NotFound(f"secret {ref.name!r} key {ref.key!r} is not a base64 ed25519 twin key") from None
-    return (await rt.ledger.account_by_key(public_key=key.public_key)).name
+        raise errors.NotAuthorized(f"{where} is not a base64 ed25519 twin key") from None
+    return records.PayerProof(kind="key", namespace=namespace, public_key=key.public_key)
+
+
+async def _same_proof(c: records.Contract, proof: records.PayerProof) -> bool:
+    """Whether the live contract already rests on this proof (nothing to re-prove on the ledger)."""
+    if proof.kind == "grant":
+        return c.proof == "grant" and c.payer == proof.account and c.proof_signature == proof.signature
+    if c.proof != "key":
+        return False
+    try:
+        return (await runtime.get().ledger.account_by_key(public_key=proof.public_key)).name == c.payer
+    except errors.NotFound:
+        return False
 
 
 @reporting.reconciler("deployments", "deployment")
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    key = f"{namespace}/{name}"
+    key, uid = f"{namespace}/{name}", owner(body).uid
     s = reporting.parse_spec(crd_models.DeploymentSpec, body, spec, patch)
     if s is None:
         return
     now = rt.clock.now()
+    current: records.Contract | None = None
     try:
         current = await rt.ledger.observe_contract(key=key)
-        # a Deleted contract this object never recorded belongs to an earlier object of the same name
-        earlier = current is not None and current.state == "Deleted" and \
-            (body.get("status") or {}).get("contractId") != current.id
-        if current is None or earlier:
-            payer = await payer_account(s, namespace)
-            current = await rt.ledger.open_contract(key=key, payer=payer, request=s.request(), now=now)
+        if current is not None and current.owner_uid not in ("", uid):
+            current = None  # an earlier object's contract: never this one's (the ledger closes it if still live)
+        live = current is not None and current.state in LIVE
+        if current is None:
+            proof = await payer_proof(s, namespace)
+            current = await rt.ledger.open_contract(key=key, owner_uid=uid, proof=proof, request=s.request(), now=now)
             if current.created:
                 kopf.info(body, reason=str(Reason.PLACED),
                           message=f"Deployment {key} placed on node {current.node}, contract {current.id}")
-        elif current.state != "Deleted" and (current.resources != s.capacity or current.public_ips != s.public_ips) \
-                and not current.dedicated:
-            current = await rt.ledger.resize_contract(key=key, resources=s.capacity, public_ips=s.public_ips, now=now)
-            kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
+        elif live:
+            proof = await payer_proof(s, namespace)
+            if not await _same_proof(current, proof):
+                before = current.payer
+                try:
+                    current = await rt.ledger.authorize_contract(key=key, owner_uid=uid, proof=proof, now=now)
+                except errors.Conflict as err:
+                    raise errors.NotAuthorized(err.message) from None
+                if current.payer != before:
+                    kopf.info(body, reason=str(Reason.UPDATED),
+                              message=f"Deployment {key}: contract {current.id} now paid by {current.payer!r} "
+                                      f"(billed to {before!r} up to now)")
+            if (current.resources != s.capacity or current.public_ips != s.public_ips) and not current.dedicated:
+                current = await rt.ledger.resize_contract(key=key, owner_uid=uid, resources=s.capacity,
+                                                          public_ips=s.public_ips, now=now)
+                kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
     except errors.NoCapacity as err:
         message = f"{err.constraint}: {err.message}"
-        reason = Reason.RESIZE_BLOCKED if current is not None and current.state != "Deleted" else Reason.UNSCHEDULABLE
+        held = current is not None and current.state in LIVE
+        reason = Reason.RESIZE_BLOCKED if held else Reason.UNSCHEDULABLE
         fields = {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node} \
-            if current is not None and current.state != "Deleted" else {}
+            if current is not None and held else {}
         return reporting.waiting(body, patch, reason=reason, message=message, fields=fields)
+    except errors.NotAuthorized as err:
+        return reporting.waiting(body, patch, reason=Reason.PAYER_NOT_AUTHORIZED, message=err.message, synced=False)
     except errors.NotFound as err:
         return reporting.waiting(body, patch, reason=Reason.PAYER_NOT_FOUND, message=err.message, synced=False)
     except errors.LedgerError as err:
@@ -86,10 +152,11 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
 async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"
+    uid = owner(body).uid
     await reporting.close_on_ledger(
-        body, patch, rt.ledger.close_contract(key=key, now=rt.clock.now(), reason="CanceledByUser"),
-        message=lambda closed: closed and f"Contract {closed.id} closed with a final bill; "
-                                          f"billed total {closed.billed_total} units")
+        body, patch, rt.ledger.close_contract(key=key, owner_uid=uid, now=rt.clock.now(), reason="CanceledByUser"),
+        message=lambda closed: closed and closed.owner_uid in ("", uid)
+        and f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units")
 
 
 tracking.track("deployments")

@@ -1,4 +1,4 @@
-"""Farm: register on the ledger (adopting an existing record by name), report, close on delete."""
+"""Farm: register on the ledger as this object's record (first come, first served by name), report, close on delete."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from tfgrid_operator import crd_models, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import reporting, tracking
+from tfgrid_operator.handlers.tenancy import name_taken, owner
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -21,11 +22,16 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
     if s is None:
         return
     try:
-        farm = await rt.ledger.ensure_farm(name=name, owner_key=s.owner_key, payout_account=s.payout_account,
-                                           certified=s.certified, dedicated=s.dedicated, public_ips=s.public_ips)
+        farm = await rt.ledger.ensure_farm(name=name, owner=owner(body), owner_key=s.owner_key,
+                                           payout_account=s.payout_account, certified=s.certified,
+                                           dedicated=s.dedicated, public_ips=s.public_ips)
+    except errors.NameTaken as err:
+        return name_taken(body, patch, err)
+    except errors.InvalidRequest as err:
+        return reporting.invalid_spec(body, patch, err.message)
     except errors.LedgerError as err:
         return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
-    if "farmId" not in (body.get("status") or {}):
+    if "farmId" not in (body.get("status") or {}):  # only an Event's wording: identity comes from the ledger
         reason = Reason.REGISTERED if farm.created else Reason.ADOPTED
         kopf.info(body, reason=str(reason), message=f"Farm {name} is farm {farm.id} on the ledger")
     reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",
@@ -35,7 +41,7 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 @kopf.on.delete(G, V, "farms")
 @reporting.metered("farm")
 async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name),
+    await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name, owner=owner(body)),
                                     message=lambda _: f"Farm {name} closed on the ledger")
 
 

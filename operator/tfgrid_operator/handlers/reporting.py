@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from tfgrid_operator import conditions, crd_models, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
+from tfgrid_operator.handlers import tenancy
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,6 +29,7 @@ def desired_status(body: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def apply(body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
+    tenancy.note(body, desired)  # the loop asks this, not the status, whether a handler holds the object
     changes = conditions.diff(dict(body.get("status") or {}), desired)
     for k, v in changes.items():
         patch.status[k] = v

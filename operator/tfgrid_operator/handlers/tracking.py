@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import runtime
+from tfgrid_operator import periodic, runtime
 
 
 def track(plural: str) -> None:
@@ -18,6 +18,8 @@ def track(plural: str) -> None:
         key = (plural, namespace, name)
         if event.get("type") == "DELETED":
             rt.objects.pop(key, None)
+            if plural == "deployments":  # gone: through our finalizer, or past it (the sweep closes what is left)
+                periodic.request_sweep(rt)
         else:
             rt.objects[key] = {"metadata": dict(body.get("metadata", {})), "spec": dict(body.get("spec", {})),
                                "status": dict(body.get("status", {}))}

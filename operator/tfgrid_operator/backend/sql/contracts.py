@@ -17,7 +17,7 @@ from tfgrid_operator.backend.sql.engine import (
     Open,
     _res,
 )
-from tfgrid_operator.domain import scheduling
+from tfgrid_operator.domain import names, scheduling
 from tfgrid_operator.domain.units import Resources
 
 
@@ -36,7 +36,57 @@ class ContractsLedger(BillingLedger):
             deleted_at=r.deleted_at, deleted_reason=r.deleted_reason, overdraft=r.overdraft,
             billed_total=int(r.billed_total), last_billed_at=r.last_billed_at, last_discount=r.last_discount,
             certified=bool(r.certified), created=created, reserve=int(r.reserve), cycles=r.cycles,
-            last_bill_amount=r.last_bill_amount, billing_error=r.billing_error)
+            last_bill_amount=r.last_bill_amount, billing_error=r.billing_error, owner_uid=r.owner_uid,
+            proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature)
+
+    async def _payer(self, conn: AsyncConnection, key: str, proof: records.PayerProof,
+                     now: int) -> tuple[int, dict[str, Any]]:
+        """The account that agreed to pay for deployment ``key`` and the proof columns the contract keeps; the
+        ledger checks the proof itself (a grant's signature against the twin key it holds)."""
+        a = schema.accounts
+        namespace = key.partition("/")[0]
+        if proof.namespace != namespace:
+            raise errors.NotAuthorized(f"deployment {key!r}: the payer proof was made for another namespace")
+        if proof.kind == "key":
+            row = (await conn.execute(sa.select(a).where(a.c.public_key == proof.public_key))).first() \
+                if proof.public_key else None
+            if row is None:
+                raise errors.NotFound("no twin account has the key the payer Secret holds "
+                                      "(register it: tfgrid-operator ledger create-account NAME --key-file KEY)")
+            kept: dict[str, Any] = dict(proof="key", proof_until=None, proof_signature="")
+        elif proof.kind == "grant":
+            row = (await conn.execute(sa.select(a).where(a.c.name == proof.account))).first()
+            if row is None:
+                raise errors.NotFound(f"payer account {proof.account!r} does not exist")
+            if not proof.signature or proof.expires is None:
+                raise errors.NotAuthorized(
+                    f"payer account {proof.account!r} is only named: a payer proves it agreed with its twin key in a "
+                    f"Secret (payer.secretRef) or a grant it signed for this namespace (tfgrid-operator grant)")
+            grant = names.Grant(proof.account, namespace, proof.expires, proof.signature)
+            problem = grant.problem(public_key=row.public_key, namespace=namespace, now=now)
+            if problem:
+                raise errors.NotAuthorized(problem)
+            kept = dict(proof="grant", proof_until=proof.expires, proof_signature=proof.signature)
+        else:
+            raise errors.InvalidRequest(f"unknown payer proof {proof.kind!r}")
+        if row.role != "twin":
+            raise errors.NotAuthorized(f"account {row.name!r} is a {row.role} account: grid and payout accounts "
+                                       f"never pay for deployments")
+        return row.id, kept
+
+    async def _close_orphan(self, conn: AsyncConnection, current: records.Contract, now: int) -> None:
+        """A live contract of an object that is gone (another uid now has its name): final bill, then Deleted."""
+        c = schema.contracts
+        await self._bill_partial(conn, current.id, now)
+        await conn.execute(c.update().where(c.c.id == current.id, c.c.state.in_(LIVE)).values(
+            state="Deleted", deleted_at=now, deleted_reason="Orphaned"))
+
+    async def _owned_contract(self, conn: AsyncConnection, key: str, owner_uid: str) -> records.Contract | None:
+        """The live contract of ``key`` if the object ``owner_uid`` opened it (or it predates ownership)."""
+        current = await self._latest_contract(conn, key)
+        if current is None or current.state not in LIVE or current.owner_uid not in ("", owner_uid):
+            return None
+        return current
 
     async def _latest_contract(self, conn: AsyncConnection, key: str) -> records.Contract | None:
         return (await self._latest_contracts(conn, {key})).get(key)
@@ -109,30 +159,44 @@ class ContractsLedger(BillingLedger):
         load = sa.func.max(*ratios) if self.is_sqlite else sa.func.greatest(*ratios)
         return query.order_by(load, n.c.name).limit(limit)
 
-    async def open_contract(self, *, key: str, payer: str, request: scheduling.Request, now: int) -> records.Contract:
+    async def open_contract(self, *, key: str, owner_uid: str, proof: records.PayerProof, request: scheduling.Request,
+                            now: int) -> records.Contract:
         if request.resources.is_negative() or request.public_ips < 0:
             raise errors.InvalidRequest(f"deployment {key!r}: resources and public IPs cannot be negative")
-        return await self._placements.submit(Open(key, payer, request, now))
+        if not owner_uid:
+            raise errors.InvalidRequest(f"deployment {key!r}: a contract is opened for an object (uid)")
+        return await self._placements.submit(Open(key, owner_uid, proof, request, now))
 
     async def _open_batch(self, batch: Sequence[Open]) -> list[records.Contract | errors.LedgerError]:
         """Every queued placement in one write transaction: the live contracts and payers of the batch in one query
         each, the candidates once, each choice by the domain on the candidates as the earlier choices left them,
         one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one)."""
-        c, a, n = schema.contracts, schema.accounts, schema.nodes
+        c, n = schema.contracts, schema.nodes
         out: list[records.Contract | errors.LedgerError | None] = []
         rows: dict[str, dict[str, Any]] = {}
         async with self._tx() as conn:
             existing = await self._latest_contracts(conn, {o.key for o in batch})
-            payers = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
-                a.c.name.in_({o.payer for o in batch})))).all())
+            for o in batch:  # a live contract of an earlier object of the name never passes to a new one
+                live = existing.get(o.key)
+                if live is not None and live.state in LIVE and live.owner_uid not in ("", o.owner_uid):
+                    await self._close_orphan(conn, live, o.now)
+                    existing.pop(o.key)
             pool: dict[str, scheduling.Candidate] | None = None
             for o in batch:
                 live = existing.get(o.key)
-                if o.key in rows or (live is not None and live.state in LIVE):
-                    out.append(live)  # None: placed earlier in this batch, read back below
+                if o.key in rows:
+                    out.append(None)  # placed earlier in this batch, read back below
                     continue
-                if o.payer not in payers:
-                    out.append(errors.NotFound(f"payer account {o.payer!r} does not exist"))
+                if live is not None and live.state in LIVE and live.owner_uid in ("", o.owner_uid):
+                    if not live.owner_uid:  # made before ownership (schema 3): this object adopts it now
+                        await conn.execute(c.update().where(c.c.id == live.id).values(owner_uid=o.owner_uid))
+                        live = dataclasses.replace(live, owner_uid=o.owner_uid)
+                    out.append(live)  # a restarted operator never opens a second one
+                    continue
+                try:
+                    account_id, proof = await self._payer(conn, o.key, o.proof, o.now)
+                except errors.LedgerError as err:
+                    out.append(err)
                     continue
                 if pool is None:
                     pool = {x.name: x for x in await self._candidates(conn, max(b.now for b in batch))}
@@ -147,9 +211,9 @@ class ContractsLedger(BillingLedger):
                 if o.request.public_ips:  # the farm's free IPs are shared by all its nodes
                     for x in [x for x in pool.values() if x.farm == chosen.farm]:
                         pool[x.name] = dataclasses.replace(x, farm_free_ips=x.farm_free_ips - o.request.public_ips)
-                rows[o.key] = dict(key=o.key, account_id=payers[o.payer], node=chosen.name, public_ips=o.request.public_ips,
+                rows[o.key] = dict(key=o.key, account_id=account_id, node=chosen.name, public_ips=o.request.public_ips,
                                    dedicated=o.request.dedicated, state="Created", created_at=o.now, overdraft=0,
-                                   **reserved.as_dict())
+                                   owner_uid=o.owner_uid, **proof, **reserved.as_dict())
                 out.append(None)
             if rows:
                 ids = dict((await conn.execute(sa.select(n.c.name, n.c.id).where(
@@ -176,11 +240,12 @@ class ContractsLedger(BillingLedger):
             found = await self._latest_contracts(conn, set(keys))
         return [found.get(k) for k in keys]
 
-    async def resize_contract(self, *, key: str, resources: Resources, public_ips: int, now: int) -> records.Contract:
+    async def resize_contract(self, *, key: str, owner_uid: str, resources: Resources, public_ips: int,
+                              now: int) -> records.Contract:
         c, n, f = schema.contracts, schema.nodes, schema.farms
         async with self._tx() as conn:
-            current = await self._latest_contract(conn, key)
-            if current is None or current.state not in LIVE:
+            current = await self._owned_contract(conn, key, owner_uid)
+            if current is None:
                 raise errors.NotFound(f"deployment {key!r} has no open contract")
             if current.state == "GracePeriod":
                 raise errors.Conflict(f"deployment {key!r} is in its grace period and cannot be resized (§2.4)")
@@ -203,14 +268,38 @@ class ContractsLedger(BillingLedger):
             assert out is not None
             return out
 
-    async def close_contract(self, *, key: str, now: int, reason: str) -> records.Contract | None:
+    async def authorize_contract(self, *, key: str, owner_uid: str, proof: records.PayerProof,
+                                 now: int) -> records.Contract:
+        """Keep the live contract of ``key`` on the payer ``proof`` shows agreed: the same payer with a new proof (a
+        renewed grant) is recorded; another payer re-binds the contract from ``now`` on, the old payer billed up to
+        ``now`` first. A contract in its grace period keeps its payer until the debt is paid (Conflict)."""
+        c = schema.contracts
+        async with self._tx() as conn:
+            current = await self._owned_contract(conn, key, owner_uid)
+            if current is None:
+                raise errors.NotFound(f"deployment {key!r} has no open contract")
+            account_id, kept = await self._payer(conn, key, proof, now)
+            old_account = (await conn.execute(sa.select(c.c.account_id).where(c.c.id == current.id))).scalar_one()
+            if account_id != old_account:
+                if current.state == "GracePeriod":
+                    raise errors.Conflict(f"deployment {key!r} is in its grace period: its payer {current.payer!r} "
+                                          f"pays what it owes before another payer takes over (§2.4)")
+                await self._bill_partial(conn, current.id, now)  # the old payer's part, up to now
+                kept["account_id"] = account_id
+            await conn.execute(c.update().where(c.c.id == current.id).values(**kept))
+            out = await self._latest_contract(conn, key)
+            assert out is not None
+            return out
+
+    async def close_contract(self, *, key: str, owner_uid: str, now: int, reason: str) -> records.Contract | None:
         """Final bill for the used part of the current period, then Deleted and its reserve paid out (§2.7).
         Idempotent. What the final bill could not take stays the deleted contract's overdraft: recorded, never
-        forgiven silently nor charged twice."""
+        forgiven silently nor charged twice. Only the object that opened the contract (``owner_uid``) closes it:
+        deleting a later object of the same name leaves it alone."""
         c = schema.contracts
         async with self._tx() as conn:
             current = await self._latest_contract(conn, key)
-            if current is None or current.state not in LIVE:
+            if current is None or current.state not in LIVE or current.owner_uid not in ("", owner_uid):
                 return current
             await self._bill_partial(conn, current.id, now)
             await conn.execute(c.update().where(c.c.id == current.id, c.c.state.in_(LIVE)).values(
@@ -247,7 +336,9 @@ class ContractsLedger(BillingLedger):
             await conn.execute(c.insert().values(
                 key=key, account_id=billed.account_id, node_id=node_id, public_ips=request.public_ips,
                 dedicated=request.dedicated, state=billed.state, grace_since=billed.grace_since, created_at=now,
-                overdraft=billed.overdraft, **request.resources.as_dict()))
+                overdraft=billed.overdraft, owner_uid=current.owner_uid, proof=current.proof,
+                proof_until=current.proof_until, proof_signature=current.proof_signature,
+                **request.resources.as_dict()))
             moved = await self._latest_contract(conn, key)
             assert moved is not None
             return dataclasses.replace(moved, created=True)

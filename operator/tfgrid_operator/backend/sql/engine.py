@@ -77,7 +77,8 @@ class Open:
     """A queued open_contract call."""
 
     key: str
-    payer: str
+    owner_uid: str
+    proof: records.PayerProof
     request: scheduling.Request
     now: int
 
@@ -143,10 +144,12 @@ class LedgerBase:
             else:
                 if int(current) < 2:
                     await self._migrate_to_2(conn)
+                if int(current) < 3:
+                    await self._migrate_to_3(conn)
                 if int(current) < 4:
                     await self._migrate_to_4(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
-                await self._ensure_account(conn, name, "")
+                await self._ensure_account(conn, name, "", role="grid")
 
     async def _migrate_to_2(self, conn: AsyncConnection) -> None:
         """Version 2: each contract carries its billing totals, computed once here from its bills."""
@@ -160,21 +163,56 @@ class LedgerBase:
             "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
         await self._set_meta(conn, "schema_version", "2")
 
+    async def _add_missing_columns(self, conn: AsyncConnection, tables: tuple[str, ...]) -> None:
+        """Add the columns of ``tables`` that the stored ledger lacks, as this schema declares them (type and server
+        default). Each migration step uses it, so steps stay independent of the order their columns arrived in."""
+        def missing(sync_conn: Any, table: str) -> set[str]:
+            have = {col["name"] for col in sa.inspect(sync_conn).get_columns(table)}
+            return {col.name for col in getattr(schema, table).columns} - have
+        for table in tables:
+            absent = await conn.run_sync(missing, table)
+            for col in getattr(schema, table).columns:
+                if col.name not in absent:
+                    continue
+                kind = col.type.compile(dialect=conn.dialect)
+                default = ""
+                if col.server_default is not None:
+                    arg = str(col.server_default.arg)  # type: ignore[attr-defined]
+                    value = arg if isinstance(col.type, sa.Integer | sa.BigInteger) else "'" + arg.replace("'", "''") + "'"
+                    default = f" NOT NULL DEFAULT {value}"
+                await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {kind}{default}"))
+
+    async def _migrate_to_3(self, conn: AsyncConnection) -> None:
+        """Version 3: ownership and roles. Records made before it name no owner (''): the first object to reconcile
+        one adopts it, which is the object that made it when the operator is upgraded in place. Grid accounts and
+        payout accounts get their roles; a twin key shared by two accounts stops the upgrade (it cannot be
+        guessed which account the key's owner meant)."""
+        await self._add_missing_columns(conn, ("accounts", "farms", "nodes", "contracts"))
+        a = schema.accounts
+        shared = (await conn.execute(sa.select(a.c.public_key).where(a.c.public_key != "").group_by(a.c.public_key)
+                                     .having(sa.func.count() > 1))).scalars().first()
+        if shared is not None:
+            raise errors.InvalidRequest(f"two accounts share the twin key {shared!r}; give one a new key before upgrading")
+        await conn.execute(a.update().where(a.c.id.in_(sa.select(schema.farms.c.account_id))).values(role="payout"))
+        await conn.execute(a.update().where(a.c.name.in_(
+            (self.config.foundation_account, self.config.staking_pool_account))).values(role="grid"))
+        for index in schema.accounts.indexes:
+            await conn.run_sync(lambda sync, index=index: index.create(sync, checkfirst=True))
+        if not self.is_sqlite:  # SQLite cannot add a CHECK to a table; new SQLite ledgers have them
+            for table in (schema.accounts, schema.contracts):
+                for check in table.constraints:
+                    if isinstance(check, sa.CheckConstraint) and check.name != "balance_never_negative":
+                        await conn.execute(sa.text(
+                            f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {check.name}, "
+                            f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext})"))
+        await self._set_meta(conn, "schema_version", "3")
+
     async def _migrate_to_4(self, conn: AsyncConnection) -> None:
         """Version 4 (billing version B and receipts): contracts get their reserve, cycles, billing error and last
         bill's amount; bills get their receipt columns (NULL for bills made before); bill_rates and payouts are new
         tables (create_all made them). Money already paid out by earlier versions stays paid: reserves start at 0.
         Independent of the other steps: it adds only the columns that are missing."""
-        def missing(sync_conn: Any, table: str) -> set[str]:
-            have = {col["name"] for col in sa.inspect(sync_conn).get_columns(table)}
-            return {col.name for col in getattr(schema, table).columns} - have
-        for table in ("contracts", "bills"):
-            absent = await conn.run_sync(missing, table)
-            for col in getattr(schema, table).columns:
-                if col.name in absent:
-                    kind = col.type.compile(dialect=conn.dialect)
-                    default = f" NOT NULL DEFAULT {col.server_default.arg}" if col.server_default is not None else ""
-                    await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {kind}{default}"))
+        await self._add_missing_columns(conn, ("contracts", "bills"))
         await conn.execute(sa.text(
             "UPDATE contracts SET last_bill_amount = (SELECT amount FROM bills WHERE contract_id = contracts.id "
             "ORDER BY until DESC LIMIT 1)"))

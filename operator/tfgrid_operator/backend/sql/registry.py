@@ -14,44 +14,97 @@ from tfgrid_operator.backend.sql.engine import (
     _res,
     _uptime_state,
 )
-from tfgrid_operator.domain import identity, minting, units
+from tfgrid_operator.domain import identity, minting, money, names, units
 from tfgrid_operator.domain import uptime as uptime_mod
 from tfgrid_operator.domain.units import Resources
 
 
+def _account(row: Any) -> records.Account:
+    return records.Account(row.id, row.name, row.balance, row.role)
+
+
+def _owner(row: Any) -> records.Owner:
+    return records.Owner(row.owner_ns, row.owner_uid)
+
+
+def _claim(kind: str, name: str, row: Any, owner: records.Owner) -> bool:
+    """Whether ``owner`` may change this record: it made it, or the record predates ownership (schema 3) and is
+    adopted now (True: write the owner). Any other object, of another namespace or a later one of the same name in
+    the same namespace, is refused: first come, first served, and nothing on the ledger changes."""
+    if row.owner_uid == owner.uid and row.owner_ns == owner.namespace:
+        return False
+    if row.owner_uid == "" and row.owner_ns in ("", owner.namespace):
+        return True
+    whose = "an earlier object of that name" if row.owner_ns == owner.namespace else "another namespace"
+    raise errors.NameTaken(f"{kind} name {name!r} is registered on the ledger by {whose}; grid-wide names are "
+                           f"first come, first served: choose another name")
+
+
+def _owned(row: Any, owner: records.Owner) -> bool:
+    """Whether the record is ``owner``'s to close: it made it, or it predates ownership and nobody claimed it."""
+    if row.owner_uid == "":
+        return row.owner_ns in ("", owner.namespace)
+    return row.owner_uid == owner.uid and row.owner_ns == owner.namespace
+
+
 class RegistryLedger(LedgerBase):
     # ------------------------------------------------------------------ accounts
-    async def _ensure_account(self, conn: AsyncConnection, name: str, public_key: str) -> records.Account:
+    async def _ensure_account(self, conn: AsyncConnection, name: str, public_key: str,
+                              role: str = "twin") -> records.Account:
         a = schema.accounts
         row = (await conn.execute(sa.select(a).where(a.c.name == name))).first()
         if row is None:
-            new_id = (await conn.execute(a.insert().values(name=name, public_key=public_key, balance=0))).inserted_primary_key[0]
-            return records.Account(new_id, name, 0)
-        return records.Account(row.id, row.name, row.balance)
+            new_id = (await conn.execute(a.insert().values(name=name, public_key=public_key, balance=0,
+                                                           role=role))).inserted_primary_key[0]
+            return records.Account(new_id, name, 0, role)
+        if row.role != role:
+            raise errors.Conflict(f"account {name!r} is a {row.role} account and cannot be used as a {role} account")
+        if public_key and row.public_key != public_key:
+            if row.public_key:
+                raise errors.Conflict(f"account {name!r} already has another twin key")
+            await conn.execute(a.update().where(a.c.id == row.id).values(public_key=public_key))
+        return _account(row)
 
     async def ensure_account(self, *, name: str, public_key: str = "") -> records.Account:
-        if not name:
-            raise errors.InvalidRequest("an account needs a name")
+        """A twin account, created once; a key is set once (§1.1: one twin per key, one key per twin)."""
+        if not names.is_account_name(name):
+            raise errors.InvalidRequest(f"account name {name!r} must match {names.ACCOUNT_PATTERN} "
+                                        f"(at most {names.ACCOUNT_MAX_LEN} characters)")
+        if public_key and not identity.is_public_key(public_key):
+            raise errors.InvalidRequest(f"account {name!r}: the twin key is not a base64 ed25519 public key")
+        a = schema.accounts
         async with self._tx() as conn:
+            if public_key:
+                other = (await conn.execute(sa.select(a.c.name).where(a.c.public_key == public_key,
+                                                                      a.c.name != name))).scalar()
+                if other is not None:
+                    raise errors.Conflict("the twin key is already the key of another account; one key, one twin (§1.1)")
             return await self._ensure_account(conn, name, public_key)
 
     async def fund(self, *, name: str, amount: int) -> records.Account:
         if amount <= 0:
             raise errors.InvalidRequest(f"a funding amount must be positive, got {amount}")
+        if amount > money.MAX_UNITS:
+            raise errors.InvalidRequest(f"a funding amount is at most {money.MAX_TFT} TFT ({money.MAX_UNITS} units)")
         async with self._tx() as conn:
             a = schema.accounts
-            done = await conn.execute(a.update().where(a.c.name == name).values(balance=a.c.balance + amount))
-            if done.rowcount == 0:
+            row = (await conn.execute(sa.select(a).where(a.c.name == name))).first()
+            if row is None:
                 raise errors.NotFound(f"account {name!r} does not exist")
-            row = (await conn.execute(sa.select(a).where(a.c.name == name))).one()
-            return records.Account(row.id, row.name, row.balance)
+            total = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(a.c.balance), 0)))).scalar_one())
+            if total + amount > money.MAX_UNITS:
+                raise errors.InvalidRequest(
+                    f"funding {amount} units would bring the ledger's total past its bound of {money.MAX_TFT} TFT")
+            await conn.execute(a.update().where(a.c.id == row.id).values(balance=a.c.balance + amount))
+            row = (await conn.execute(sa.select(a).where(a.c.id == row.id))).one()
+            return _account(row)
 
     async def get_account(self, *, name: str) -> records.Account:
         async with self._read() as conn:
             row = (await conn.execute(sa.select(schema.accounts).where(schema.accounts.c.name == name))).first()
         if row is None:
             raise errors.NotFound(f"account {name!r} does not exist")
-        return records.Account(row.id, row.name, row.balance)
+        return _account(row)
 
     async def account_by_key(self, *, public_key: str) -> records.Account:
         """The twin whose key signs for it: how a Deployment's Secret-held twin key finds its account."""
@@ -60,41 +113,54 @@ class RegistryLedger(LedgerBase):
             row = (await conn.execute(sa.select(a).where(a.c.public_key == public_key).order_by(a.c.id))).first()
         if row is None or not public_key:
             raise errors.NotFound(f"no twin account has the public key {public_key!r}")
-        return records.Account(row.id, row.name, row.balance)
+        return _account(row)
 
     async def list_accounts(self) -> list[records.Account]:
         async with self._read() as conn:
             rows = (await conn.execute(sa.select(schema.accounts).order_by(schema.accounts.c.name))).all()
-        return [records.Account(r.id, r.name, r.balance) for r in rows]
+        return [_account(r) for r in rows]
 
     # ------------------------------------------------------------------ farms
     def _farm(self, row: Any, created: bool = False) -> records.Farm:
         return records.Farm(row.id, row.name, row.owner_key, row.payout, row.certified, row.dedicated,
-                            row.public_ips, row.state, created)
+                            row.public_ips, row.state, created, _owner(row))
 
     def _farm_query(self) -> sa.Select[Any]:
         f, a = schema.farms, schema.accounts
         return sa.select(f, a.c.name.label("payout")).join(a, a.c.id == f.c.account_id)
 
     async def ensure_farm(
-        self, *, name: str, owner_key: str, payout_account: str, certified: bool, dedicated: bool, public_ips: int,
+        self, *, name: str, owner: records.Owner, owner_key: str, payout_account: str, certified: bool,
+        dedicated: bool, public_ips: int,
     ) -> records.Farm:
         if not identity.is_public_key(owner_key):
             raise errors.InvalidRequest(f"farm {name!r}: owner key is not a base64 ed25519 public key")
         if public_ips < 0:
             raise errors.InvalidRequest(f"farm {name!r}: public IPs cannot be negative")
+        if not names.is_account_name(payout_account):
+            raise errors.InvalidRequest(f"farm {name!r}: payout account {payout_account!r} must match "
+                                        f"{names.ACCOUNT_PATTERN}")
         f = schema.farms
         async with self._tx() as conn:
-            account = await self._ensure_account(conn, payout_account, "")
+            row = (await conn.execute(self._farm_query().where(f.c.name == name))).first()
+            adopt = row is not None and _claim("farm", name, row, owner)
+            a = schema.accounts
+            role = (await conn.execute(sa.select(a.c.role).where(a.c.name == payout_account))).scalar()
+            if role not in (None, "payout"):  # a payout account only receives: a twin named here would stop paying
+                raise errors.InvalidRequest(f"farm {name!r}: account {payout_account!r} is a {role} account and cannot "
+                                            f"be a payout account; name another")
+            account = await self._ensure_account(conn, payout_account, "", role="payout")
             values = dict(owner_key=owner_key, account_id=account.id, certified=certified, dedicated=dedicated,
                           public_ips=public_ips)
-            row = (await conn.execute(self._farm_query().where(f.c.name == name))).first()
             created = row is None
             if created:
-                await conn.execute(f.insert().values(name=name, state="Active", **values))
+                await conn.execute(f.insert().values(name=name, state="Active", owner_ns=owner.namespace,
+                                                     owner_uid=owner.uid, **values))
             elif row.state == "Closed":
                 raise errors.Conflict(f"farm {name!r} was closed on the ledger; use a new name")
             else:
+                if adopt:
+                    values.update(owner_ns=owner.namespace, owner_uid=owner.uid)
                 await conn.execute(f.update().where(f.c.name == name).values(**values))
             row = (await conn.execute(self._farm_query().where(f.c.name == name))).one()
             return self._farm(row, created)
@@ -109,12 +175,13 @@ class RegistryLedger(LedgerBase):
             rows = (await conn.execute(self._farm_query().order_by(schema.farms.c.name))).all()
         return [self._farm(r) for r in rows]
 
-    async def close_farm(self, *, name: str) -> None:
+    async def close_farm(self, *, name: str, owner: records.Owner) -> None:
+        """Close the farm ``owner`` made; deleting an object that never owned the name changes nothing."""
         f, n = schema.farms, schema.nodes
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(f).where(f.c.name == name))).first()
-            if row is None or row.state == "Closed":
-                return  # already gone: deletion is idempotent
+            if row is None or row.state == "Closed" or not _owned(row, owner):
+                return  # already gone, or another object's record: deletion is idempotent and touches nothing
             active = (await conn.execute(
                 sa.select(sa.func.count()).select_from(n).where(n.c.farm_id == row.id, n.c.state == "Active"))).scalar()
             if active:
@@ -128,12 +195,15 @@ class RegistryLedger(LedgerBase):
 
     def _node(self, row: Any, created: bool = False) -> records.Node:
         return records.Node(row.id, row.name, row.farm, _res(row), row.country, row.city, row.certified,
-                            row.public_key, row.state, created)
+                            row.public_key, row.state, created, _owner(row))
 
     async def ensure_node(
-        self, *, name: str, farm: str, resources: Resources, country: str, city: str, certified: bool,
-        public_key: str, now: int,
+        self, *, name: str, owner: records.Owner, farm: str, resources: Resources, country: str, city: str,
+        certified: bool, public_key: str, now: int, farm_consent: str = "",
     ) -> records.Node:
+        """Register or update the node ``owner`` made. It joins ``farm`` only if the farm's owner agreed: the farm
+        is of the node's namespace, or ``farm_consent`` is the farm owner key's signature over (farm, namespace,
+        node, node key)."""
         problems = units.node_minimum_violations(resources)
         if problems:
             raise errors.InvalidRequest(f"node {name!r}: " + "; ".join(problems))
@@ -141,17 +211,24 @@ class RegistryLedger(LedgerBase):
             raise errors.InvalidRequest(f"node {name!r}: public key is not a base64 ed25519 public key")
         n, f = schema.nodes, schema.farms
         async with self._tx() as conn:
+            row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
+            adopt = row is not None and _claim("node", name, row, owner)
             farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
             if farm_row is None or farm_row.state != "Active":
                 raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
+            if farm_row.owner_ns != owner.namespace and not names.consent_holds(
+                    owner_key=farm_row.owner_key, farm=farm, namespace=owner.namespace, node=name, node_key=public_key,
+                    signature=farm_consent):
+                raise errors.NotAuthorized(
+                    f"farm {farm!r} is of another namespace and its owner has not signed consent for node {name!r} "
+                    f"of this namespace (tfgrid-operator farm-consent)")
             values = dict(farm_id=farm_row.id, country=country, city=city, certified=certified,
                           public_key=public_key, **resources.as_dict())
-            row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
             created = row is None
             if created:
                 await conn.execute(n.insert().values(
                     name=name, state="Active", created_at=now, connection_price=self.config.connection_price_musd,
-                    **values))
+                    owner_ns=owner.namespace, owner_uid=owner.uid, **values))
             elif row.state == "Closed":
                 raise errors.Conflict(f"node {name!r} was closed on the ledger; use a new name")
             else:
@@ -159,6 +236,8 @@ class RegistryLedger(LedgerBase):
                 if not used.fits_in(resources):
                     raise errors.Conflict(
                         f"node {name!r} cannot shrink below what its deployments reserve ({used.as_dict()})")
+                if adopt:
+                    values.update(owner_ns=owner.namespace, owner_uid=owner.uid)
                 await conn.execute(n.update().where(n.c.id == row.id).values(**values))
             row = (await conn.execute(self._node_query().where(n.c.name == name))).one()
             return self._node(row, created)
@@ -176,11 +255,11 @@ class RegistryLedger(LedgerBase):
         ).where(c.c.node_id == node_id, c.c.state.in_(LIVE)))).one()
         return Resources(int(row.cru), int(row.mru), int(row.sru), int(row.hru))
 
-    async def close_node(self, *, name: str, now: int) -> None:
+    async def close_node(self, *, name: str, owner: records.Owner, now: int) -> None:
         n, c = schema.nodes, schema.contracts
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
-            if row is None or row.state == "Closed":
+            if row is None or row.state == "Closed" or not _owned(row, owner):
                 return
             keys = (await conn.execute(
                 sa.select(c.c.key).where(c.c.node_id == row.id, c.c.state.in_(LIVE)).order_by(c.c.key))).scalars().all()
@@ -262,6 +341,7 @@ class RegistryLedger(LedgerBase):
                 uptime_permille=uptime_mod.uptime_permille(total, max(1, min(now, period.end) - period.start)),
                 last_report_ts=r.last_report_ts, violation=up.violation if up else None,
                 minted_total=minted.get(r.id, 0), last_mint=lm.amount if lm else None,
-                last_mint_period=lm.period if lm else None, last_mint_reason=lm.reason if lm else None)
+                last_mint_period=lm.period if lm else None, last_mint_reason=lm.reason if lm else None,
+                owner=_owner(r), node_id=r.id)
         return out
 

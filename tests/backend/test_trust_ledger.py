@@ -1,0 +1,274 @@
+"""The ledger's side of the trust model (design.md "Trust model"), on SQLite and PostgreSQL: records are owned by
+the object that made them, payers prove they agreed, grid accounts never pay, amounts are bounded. Each attack
+leaves the ledger as it was, and money is conserved (funding + minted = all balances, to the unit)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from ledger_audit import conserved
+from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.domain import identity, money, names, scheduling
+from tfgrid_operator.domain.units import Resources
+
+H = 3600
+NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
+SMALL = Resources(cru=2, mru=4, sru=50)
+FARMER, NODE_KEY, ALICE, BOB, MALLORY = (identity.KeyPair.generate() for _ in range(5))
+VICTIM = records.Owner("team-a", "uid-farm-a")
+ATTACKER = records.Owner("team-b", "uid-farm-b")
+NOW = 600
+
+
+async def victim_grid(ledger) -> dict[str, int]:
+    """team-a's farm and node, alice and bob funded (twins), mallory funded in team-b. Returns the funding."""
+    await ledger.ensure_farm(name="freefarm", owner=VICTIM, owner_key=FARMER.public_key, payout_account="farmer",
+                             certified=False, dedicated=False, public_ips=2)
+    await ledger.ensure_node(name="node1", owner=VICTIM, farm="freefarm", resources=NODE, country="BE", city="Ghent",
+                             certified=False, public_key=NODE_KEY.public_key, now=0)
+    funding = {}
+    for name, key in (("alice", ALICE), ("bob", BOB), ("mallory", MALLORY)):
+        await ledger.ensure_account(name=name, public_key=key.public_key)
+        await ledger.fund(name=name, amount=1000 * money.UNITS_PER_TFT)
+        funding[name] = 1000 * money.UNITS_PER_TFT
+    return funding
+
+
+
+def grant(account: str, key: identity.KeyPair, namespace: str, expires: int = NOW + 30 * 86400) -> records.PayerProof:
+    g = names.Grant(account, namespace, expires).signed(key)
+    return records.PayerProof(kind="grant", namespace=namespace, account=account, expires=expires, signature=g.signature)
+
+
+def key_proof(key: identity.KeyPair, namespace: str) -> records.PayerProof:
+    return records.PayerProof(kind="key", namespace=namespace, public_key=key.public_key)
+
+
+REQ = scheduling.Request(resources=SMALL)
+
+
+# ---------------------------------------------------------------- tenancy: farms and nodes
+async def test_a_farm_name_is_first_come_first_served_and_the_second_claimant_changes_nothing(ledger):
+    funded = sum((await victim_grid(ledger)).values())
+    before = await ledger.observe_farm(name="freefarm")
+    for claimant in (ATTACKER, records.Owner("team-a", "uid-later-object")):  # another namespace; a later object
+        with pytest.raises(errors.NameTaken) as err:
+            await ledger.ensure_farm(name="freefarm", owner=claimant, owner_key=MALLORY.public_key,
+                                     payout_account="mallory-payout", certified=True, dedicated=False, public_ips=9)
+        assert err.value.reason == "NameTaken" and "team-a" not in err.value.message  # no other tenant's name leaks
+        await ledger.close_farm(name="freefarm", owner=claimant)  # deleting the loser touches nothing
+    after = await ledger.observe_farm(name="freefarm")
+    assert after == before and after.state == "Active" and after.owner == VICTIM
+    assert "mallory-payout" not in {a.name for a in await ledger.list_accounts()}
+    again = await ledger.ensure_farm(name="freefarm", owner=VICTIM, owner_key=FARMER.public_key, payout_account="farmer",
+                                     certified=False, dedicated=False, public_ips=2)
+    assert not again.created and again.id == before.id  # the owner itself adopts its record
+    await conserved(ledger, funded)
+
+
+async def test_a_node_name_is_first_come_first_served_and_deleting_the_namesake_closes_nothing(ledger):
+    funded = sum((await victim_grid(ledger)).values())
+    await ledger.ensure_farm(name="evilfarm", owner=ATTACKER, owner_key=MALLORY.public_key, payout_account="evil",
+                             certified=False, dedicated=False, public_ips=0)
+    before = await ledger.observe_node(name="node1")
+    with pytest.raises(errors.NameTaken):
+        await ledger.ensure_node(name="node1", owner=ATTACKER, farm="evilfarm", resources=NODE, country="", city="",
+                                 certified=True, public_key=MALLORY.public_key, now=1)
+    await ledger.close_node(name="node1", owner=ATTACKER, now=2)
+    assert await ledger.observe_node(name="node1") == before and before.farm == "freefarm"
+    await conserved(ledger, funded)
+
+
+async def test_a_node_joins_a_farm_of_another_namespace_only_with_the_farm_owners_signed_consent(ledger):
+    await victim_grid(ledger)
+    key = identity.KeyPair.generate()
+    args = dict(name="intruder", owner=ATTACKER, farm="freefarm", resources=NODE, country="", city="",
+                certified=False, public_key=key.public_key, now=1)
+    payload = names.consent_payload(farm="freefarm", namespace="team-b", node="intruder", node_key=key.public_key)
+    wrong = [
+        "",  # none
+        MALLORY.sign(names.FARM_CONSENT, payload),  # signed by someone else
+        FARMER.sign(names.FARM_CONSENT, {**payload, "node": "other"}),  # for another node
+        FARMER.sign(names.FARM_CONSENT, {**payload, "nodeKey": MALLORY.public_key}),  # for another node key
+        FARMER.sign(names.FARM_CONSENT, {**payload, "namespace": "team-c"}),  # for another namespace
+        FARMER.sign(identity.VOTE, payload),  # a signature made for another purpose
+    ]
+    for consent in wrong:
+        with pytest.raises(errors.NotAuthorized):
+            await ledger.ensure_node(**args, farm_consent=consent)
+        assert await ledger.observe_node(name="intruder") is None
+    node = await ledger.ensure_node(**args, farm_consent=FARMER.sign(names.FARM_CONSENT, payload))
+    assert node.created and node.farm == "freefarm" and node.owner == ATTACKER
+
+
+# ---------------------------------------------------------------- payers
+async def test_only_a_proven_twin_pays(ledger):
+    funded = sum((await victim_grid(ledger)).values())
+    ns = "team-b"
+    attacks = {
+        "bare account": records.PayerProof(kind="grant", namespace=ns, account="alice"),
+        "grant for another namespace": grant("alice", ALICE, "team-a"),
+        "another namespace's grant replayed here": records.PayerProof(
+            kind="grant", namespace=ns, account="alice", expires=NOW + 86400,
+            signature=names.Grant("alice", "team-a", NOW + 86400).signed(ALICE).signature),
+        "grant signed by another key": grant("alice", MALLORY, ns),
+        "expired grant": grant("alice", ALICE, ns, expires=NOW),
+        "grant beyond a year": grant("alice", ALICE, ns, expires=NOW + names.MAX_GRANT_S + 1),
+        "proof made for another namespace": key_proof(ALICE, "team-a"),
+        "the foundation": records.PayerProof(kind="grant", namespace=ns, account="foundation"),
+        "the staking pool": grant("staking-pool", MALLORY, ns),
+        "a farm's payout account": grant("farmer", MALLORY, ns),
+    }
+    for i, (what, proof) in enumerate(attacks.items()):
+        with pytest.raises(errors.NotAuthorized):
+            await ledger.open_contract(key=f"{ns}/d{i}", owner_uid=f"u{i}", proof=proof, request=REQ, now=NOW)
+        assert await ledger.observe_contract(key=f"{ns}/d{i}") is None, what
+    with pytest.raises(errors.NotFound):  # a key no twin registered
+        await ledger.open_contract(key=f"{ns}/x", owner_uid="ux", proof=key_proof(identity.KeyPair.generate(), ns),
+                                   request=REQ, now=NOW)
+    ok = await ledger.open_contract(key=f"{ns}/ok", owner_uid="uok", proof=grant("mallory", MALLORY, ns), request=REQ,
+                                    now=NOW)
+    assert ok.payer == "mallory" and ok.proof == "grant" and ok.proof_until == NOW + 30 * 86400 and ok.proof_signature
+    by_key = await ledger.open_contract(key="team-a/k", owner_uid="uk", proof=key_proof(ALICE, "team-a"), request=REQ,
+                                        now=NOW)
+    assert by_key.payer == "alice" and by_key.proof == "key" and by_key.proof_until is None
+    await conserved(ledger, funded)
+
+
+async def test_grid_and_payout_accounts_can_never_get_a_twin_key(ledger):
+    await victim_grid(ledger)
+    for name in ("foundation", "staking-pool", "farmer"):
+        with pytest.raises(errors.Conflict):
+            await ledger.ensure_account(name=name, public_key=identity.KeyPair.generate().public_key)
+    with pytest.raises(errors.InvalidRequest):  # nor can a twin become a farm's payout (it would stop paying)
+        await ledger.ensure_farm(name="f2", owner=ATTACKER, owner_key=MALLORY.public_key, payout_account="alice",
+                                 certified=False, dedicated=False, public_ips=0)
+    assert await ledger.observe_farm(name="f2") is None
+
+
+async def test_accounts_are_named_as_the_crd_names_them_and_a_twin_key_is_one_accounts(ledger):
+    for bad in ("", "Alice", "a" * 65, "-a", "a b", "bob/../x", "ZbJLcI6ozuzaMiu3y+OAsNZOprSGYJ0FMcx4zoyrygw="):
+        with pytest.raises(errors.InvalidRequest):
+            await ledger.ensure_account(name=bad)
+    with pytest.raises(errors.InvalidRequest):
+        await ledger.ensure_account(name="carol", public_key="not-a-key")
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
+    with pytest.raises(errors.Conflict):  # §1.1: one twin per key
+        await ledger.ensure_account(name="mallory", public_key=ALICE.public_key)
+    with pytest.raises(errors.Conflict):  # and a twin's key is set once
+        await ledger.ensure_account(name="alice", public_key=BOB.public_key)
+    assert {a.name for a in await ledger.list_accounts()} == {"alice", "foundation", "staking-pool"}
+    assert (await ledger.account_by_key(public_key=ALICE.public_key)).name == "alice"
+
+
+async def test_a_changed_payer_is_billed_up_to_the_change_and_the_new_one_from_then_on(ledger):
+    funded = sum((await victim_grid(ledger)).values())
+    ns, key = "team-a", "team-a/web"
+    opened = await ledger.open_contract(key=key, owner_uid="u1", proof=key_proof(ALICE, ns), request=REQ, now=0)
+    await ledger.bill_period(period=0, now=H)
+    alice_after_one_hour = (await ledger.get_account(name="alice")).balance
+    with pytest.raises(errors.NotAuthorized):  # re-binding needs a proof too
+        await ledger.authorize_contract(key=key, owner_uid="u1", proof=grant("bob", MALLORY, ns), now=H + H // 2)
+    with pytest.raises(errors.NotFound):  # and the object that owns the contract
+        await ledger.authorize_contract(key=key, owner_uid="u-other", proof=key_proof(BOB, ns), now=H + H // 2)
+    moved = await ledger.authorize_contract(key=key, owner_uid="u1", proof=key_proof(BOB, ns), now=H + H // 2)
+    assert moved.id == opened.id and moved.payer == "bob"
+    await ledger.bill_period(period=1, now=2 * H)
+    alice, bob = (await ledger.get_account(name="alice")).balance, (await ledger.get_account(name="bob")).balance
+    half = alice_after_one_hour - alice  # alice paid the half hour before the change
+    assert half > 0 and 1000 * money.UNITS_PER_TFT - bob > 0
+    assert abs((1000 * money.UNITS_PER_TFT - bob) - half) <= 1  # bob the half hour after (rounding: one unit)
+    await conserved(ledger, funded)
+
+
+async def test_a_payer_in_grace_is_not_replaced_before_it_pays(ledger):
+    await victim_grid(ledger)
+    poor = identity.KeyPair.generate()
+    await ledger.ensure_account(name="poor", public_key=poor.public_key)
+    await ledger.fund(name="poor", amount=1)
+    await ledger.open_contract(key="team-a/d", owner_uid="u1", proof=key_proof(poor, "team-a"), request=REQ, now=0)
+    await ledger.bill_period(period=0, now=H)
+    assert (await ledger.observe_contract(key="team-a/d")).state == "GracePeriod"
+    with pytest.raises(errors.Conflict):
+        await ledger.authorize_contract(key="team-a/d", owner_uid="u1", proof=key_proof(ALICE, "team-a"), now=H + 1)
+    assert (await ledger.observe_contract(key="team-a/d")).payer == "poor"
+
+
+async def test_a_new_object_of_the_same_name_never_inherits_a_contract(ledger):
+    funded = sum((await victim_grid(ledger)).values())
+    key = "team-a/web"
+    old = await ledger.open_contract(key=key, owner_uid="old-uid", proof=key_proof(ALICE, "team-a"), request=REQ, now=0)
+    with pytest.raises(errors.NotFound):
+        await ledger.resize_contract(key=key, owner_uid="new-uid", resources=SMALL, public_ips=0, now=H // 2)
+    untouched = await ledger.close_contract(key=key, owner_uid="new-uid", now=H // 2, reason="CanceledByUser")
+    assert (untouched.id, untouched.state) == (old.id, "Created")
+    new = await ledger.open_contract(key=key, owner_uid="new-uid", proof=key_proof(BOB, "team-a"), request=REQ,
+                                     now=H // 2)
+    assert new.created and new.id != old.id and new.payer == "bob" and new.owner_uid == "new-uid"
+    async with ledger.engine.connect() as conn:
+        c = schema.contracts
+        row = (await conn.execute(sa.select(c).where(c.c.id == old.id))).one()
+    assert (row.state, row.deleted_reason, row.deleted_at) == ("Deleted", "Orphaned", H // 2)
+    assert row.billed_total > 0  # its final bill, paid by alice
+    assert (await ledger.get_account(name="alice")).balance == 1000 * money.UNITS_PER_TFT - row.billed_total
+    await conserved(ledger, funded)
+
+
+# ---------------------------------------------------------------- bounds
+async def test_funding_is_bounded_and_a_refused_funding_changes_nothing(ledger):
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
+    await ledger.ensure_account(name="bob", public_key=BOB.public_key)
+    for amount in (money.MAX_UNITS + 1, 2**63, 2**70):
+        with pytest.raises(errors.InvalidRequest):
+            await ledger.fund(name="alice", amount=amount)
+    assert (await ledger.fund(name="alice", amount=money.MAX_UNITS - 5)).balance == money.MAX_UNITS - 5
+    with pytest.raises(errors.InvalidRequest):  # the ledger's total is bounded, not only each account
+        await ledger.fund(name="bob", amount=6)
+    assert (await ledger.fund(name="bob", amount=5)).balance == 5
+    await conserved(ledger, money.MAX_UNITS)
+
+
+async def test_the_database_itself_refuses_a_balance_or_overdraft_past_the_bound(ledger):
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
+    a = schema.accounts
+    for value in (money.MAX_UNITS + 1, -1):
+        with pytest.raises(sa.exc.IntegrityError):
+            async with ledger.engine.begin() as conn:
+                await conn.execute(a.update().where(a.c.name == "alice").values(balance=value))
+    assert (await ledger.get_account(name="alice")).balance == 0
+
+
+async def test_a_version_2_ledger_gets_owners_roles_and_unique_twin_keys(ledger_url):
+    from backend.test_ledger_contract import drop_version_3
+    from tfgrid_operator import backend
+    from tfgrid_operator.backend import config
+
+    cfg = config.LedgerConfig(billing_period_s=H)
+    lg = await backend.open_backend(ledger_url, cfg)
+    await victim_grid(lg)
+    await lg.open_contract(key="team-a/web", owner_uid="u1", proof=key_proof(ALICE, "team-a"), request=REQ, now=0)
+    async with lg.engine.begin() as conn:
+        await drop_version_3(conn)
+        await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="2"))
+    await lg.close()
+    lg = await backend.open_backend(ledger_url, cfg)
+    try:
+        roles = {a.name: a.role for a in await lg.list_accounts()}
+        assert roles == {"alice": "twin", "bob": "twin", "mallory": "twin", "farmer": "payout", "foundation": "grid",
+                         "staking-pool": "grid"}
+        farm = await lg.observe_farm(name="freefarm")
+        assert farm.owner == records.Owner("", "")  # made before ownership: adopted by the first object to claim it
+        adopted = await lg.ensure_farm(name="freefarm", owner=VICTIM, owner_key=FARMER.public_key,
+                                       payout_account="farmer", certified=False, dedicated=False, public_ips=2)
+        assert adopted.owner == VICTIM
+        with pytest.raises(errors.NameTaken):
+            await lg.ensure_farm(name="freefarm", owner=ATTACKER, owner_key=MALLORY.public_key, payout_account="farmer",
+                                 certified=False, dedicated=False, public_ips=2)
+        with pytest.raises(errors.Conflict):
+            await lg.ensure_account(name="carol", public_key=ALICE.public_key)
+        async with lg.engine.connect() as conn:
+            version = (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")))
+            assert version.scalar() == str(schema.SCHEMA_VERSION)
+    finally:
+        await lg.close()

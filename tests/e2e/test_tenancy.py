@@ -1,0 +1,225 @@
+"""Tenants cannot touch each other (design.md "Trust model"), end to end: the real operator against the strict
+API emulator, a victim in namespace team-a and an attacker in team-b with only namespace rights. After every
+scenario the ledger conserves money (funding + minted = all balances, to the unit)."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.conftest import START, OperatorThread, condition, eventually
+from e2e.objects import events, twin_account
+from e2e.tenants import conserved, create, deployment, farm, get, gone_by_hand, node, patch, reason
+from tfgrid_operator.domain import identity, money, names
+from tfgrid_operator.handlers import tenancy
+from tfgrid_operator.handlers.tenancy import CONSENT_ANNOTATION
+
+pytestmark = pytest.mark.e2e
+
+A, B = "team-a", "team-b"
+FARMER, MALLORY = identity.KeyPair.generate(), identity.KeyPair.generate()
+H = 3600
+TFT = money.UNITS_PER_TFT
+
+
+async def victim(apiserver, ledger, nodes=("node1",)) -> dict[str, identity.KeyPair]:
+    keys = {n: identity.KeyPair.generate() for n in nodes}
+    await create(apiserver, A, farm("freefarm", FARMER, "farmer"), *(node(n, "freefarm", k) for n, k in keys.items()))
+    for n in nodes:
+        await reason(apiserver, A, "nodes", n, "Available")
+    return keys
+
+
+async def test_a_second_claimant_of_a_farm_or_node_name_gets_name_taken_and_changes_nothing(apiserver, operator,
+                                                                                           ledger):
+    await victim(apiserver, ledger)
+    farm_before, node_before = await ledger.observe_farm(name="freefarm"), await ledger.observe_node(name="node1")
+    # the attacker's own farm is fine; its namesakes of the victim's farm and node are not
+    await create(apiserver, B, farm("evilfarm", MALLORY, "evil-payout"))
+    await reason(apiserver, B, "farms", "evilfarm", "Available")
+    await create(apiserver, B, farm("freefarm", MALLORY, "mallory-payout", public_ips=64),
+                 node("node1", "evilfarm", identity.KeyPair.generate(), cru=1024))
+    for plural, name in (("farms", "freefarm"), ("nodes", "node1")):
+        taken = await reason(apiserver, B, plural, name, "NameTaken")
+        assert condition(taken)["status"] == "False" and "first come, first served" in condition(taken)["message"]
+        assert "farmId" not in taken["status"] and "nodeId" not in taken["status"]  # nothing of the victim's shows
+        assert A not in str(taken["status"])  # nor the victim's namespace
+    assert events(apiserver, "NameTaken")
+    # the attacker deletes its namesakes: the victim's records stay, untouched
+    for plural, name in (("nodes", "node1"), ("farms", "freefarm")):
+        resp = await apiserver.delete(f"/apis/grid.threefold.io/v1alpha1/namespaces/{B}/{plural}/{name}")
+        assert resp.status in (200, 202)
+        await eventually(lambda p=plural, n=name: get(apiserver, B, p, n) is None, what=f"{B}/{name} deleted")
+    assert await ledger.observe_farm(name="freefarm") == farm_before and farm_before.payout_account == "farmer"
+    assert await ledger.observe_node(name="node1") == node_before and node_before.state == "Active"
+    assert condition(get(apiserver, A, "nodes", "node1"))["reason"] == "Available"
+    assert get(apiserver, A, "farms", "freefarm")["status"]["farmId"] == farm_before.id
+    await conserved(ledger, 0)
+
+
+async def test_a_node_joins_another_namespaces_farm_only_with_the_farm_owners_signed_consent(apiserver, operator,
+                                                                                            ledger):
+    await victim(apiserver, ledger)
+    key = identity.KeyPair.generate()
+    await create(apiserver, B, node("sneaky", "freefarm", key))
+    waiting = await reason(apiserver, B, "nodes", "sneaky", "FarmConsentMissing")
+    assert "has not signed consent" in condition(waiting)["message"]
+    forged = MALLORY.sign(names.FARM_CONSENT, names.consent_payload(farm="freefarm", namespace=B, node="sneaky",
+                                                                   node_key=key.public_key))
+    await patch(apiserver, B, "nodes", "sneaky", {"metadata": {"annotations": {CONSENT_ANNOTATION: forged}}})
+    assert await ledger.observe_node(name="sneaky") is None
+    # the farm's owner agrees (tfgrid-operator farm-consent): the loop retries and the node joins
+    consent = FARMER.sign(names.FARM_CONSENT, names.consent_payload(farm="freefarm", namespace=B, node="sneaky",
+                                                                    node_key=key.public_key))
+    await patch(apiserver, B, "nodes", "sneaky", {"metadata": {"annotations": {CONSENT_ANNOTATION: consent}}})
+    await reason(apiserver, B, "nodes", "sneaky", "Available")
+    joined = await ledger.observe_node(name="sneaky")
+    assert joined.farm == "freefarm" and joined.owner.namespace == B
+
+
+async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger, grid_clock):
+    await victim(apiserver, ledger, nodes=("node1", "node2"))
+    funded = 0
+    for account, ns in (("alice", A), ("mallory", B), ("mallory2", B)):
+        await twin_account(ledger, apiserver, account, namespace=ns)
+        await ledger.fund(name=account, amount=100 * TFT)
+        funded += 100 * TFT
+    await create(apiserver, A, deployment("web", "alice"))
+    await reason(apiserver, A, "deployments", "web", "Available")
+    # the attacker names alice, the foundation, the staking pool, the farm's payout: nothing is opened
+    alices_grant = apiserver.read("secrets", A, "alice-grant")
+    resp = await apiserver.post(f"/api/v1/namespaces/{B}/secrets", json={  # a copy of alice's grant, leaked
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-grant"}, "data": alices_grant["data"]})
+    assert resp.status == 201
+    forged = names.Grant("alice", B, START + 86400).signed(MALLORY)  # a grant for team-b, signed by the wrong key
+    resp = await apiserver.post(f"/api/v1/namespaces/{B}/secrets", json=tenancy.grant_secret(forged, "forged"))
+    assert resp.status == 201
+    attacks = {
+        "bare": {"account": "alice"},
+        "copied": {"account": "alice", "secretRef": {"name": "alice-grant", "key": "grant"}},
+        "forged": {"account": "alice", "secretRef": {"name": "forged", "key": "grant"}},
+        "foundation": {"account": "foundation"},
+        "staking": {"account": "staking-pool", "secretRef": {"name": "forged", "key": "grant"}},
+        "payout": {"account": "farmer"},
+    }
+    for name, payer in attacks.items():
+        await create(apiserver, B, deployment(name, payer))
+    for name in attacks:
+        d = await reason(apiserver, B, "deployments", name, "PayerNotAuthorized")
+        assert "contractId" not in d["status"]
+        assert await ledger.observe_contract(key=f"{B}/{name}") is None
+    # the attacker's own, proven deployment; then it writes its status as it likes: the operator writes it back
+    await create(apiserver, B, deployment("mine", "mallory"))
+    mine = await reason(apiserver, B, "deployments", "mine", "Available")
+    victim_contract = get(apiserver, A, "deployments", "web")["status"]["contractId"]
+    forged_ready = dict(condition(mine), reason="InvalidSpec", status="False")
+    await patch(apiserver, B, "deployments", "mine", {"status": {
+        "contractId": victim_contract, "billedTotal": 0, "node": "elsewhere", "conditions": [forged_ready]}}, "/status")
+    contract = await ledger.observe_contract(key=f"{B}/mine")
+    await eventually(lambda: get(apiserver, B, "deployments", "mine")["status"]["contractId"] == contract.id
+                     and condition(get(apiserver, B, "deployments", "mine"))["reason"] == "Available"
+                     and get(apiserver, B, "deployments", "mine")["status"]["node"] == contract.node,
+                     what="user-written status overwritten")
+    # changing the payer re-proves and re-binds from that second on; an unproven change is refused, visibly
+    grid_clock.set(START + H // 2)
+    await patch(apiserver, B, "deployments", "mine", {"spec": {"payer": {"account": "mallory2", "secretRef": {
+        "name": "mallory2-grant", "key": "grant"}}}})
+    await eventually(lambda: ledger.observe_contract(key=f"{B}/mine"), what="contract readable")
+    await eventually(lambda: _payer_is(ledger, f"{B}/mine", "mallory2"), what="re-bound to mallory2")
+    await patch(apiserver, B, "deployments", "mine", {"spec": {"payer": {"account": "alice"}}})
+    await reason(apiserver, B, "deployments", "mine", "PayerNotAuthorized")
+    assert (await ledger.observe_contract(key=f"{B}/mine")).payer == "mallory2"
+    grid_clock.set(START + 2 * H)
+    await eventually(lambda: ledger.watermark(name="bill", default=0), what="ledger")
+    await eventually(lambda: _billed_to(ledger, "mallory", "mallory2"), what="both payers billed")
+    assert sum(c.reserve for c in (await ledger.contract_summaries()).values()) > 0  # §2.7: held for the payouts
+    assert (await ledger.get_account(name="alice")).balance < 100 * TFT  # alice paid for web, and only web
+    web = await ledger.observe_contract(key=f"{A}/web")
+    assert (await ledger.get_account(name="alice")).balance == 100 * TFT - web.billed_total
+    await conserved(ledger, funded)
+
+
+async def _payer_is(ledger, key: str, payer: str) -> bool:
+    c = await ledger.observe_contract(key=key)
+    return c is not None and c.payer == payer
+
+
+async def _billed_to(ledger, *accounts: str) -> bool:
+    balances = [(await ledger.get_account(name=a)).balance for a in accounts]
+    return all(b < 100 * TFT for b in balances)
+
+
+async def test_contracts_whose_object_is_gone_are_closed_with_a_final_bill_and_never_inherited(
+        apiserver, operator, ledger, grid_clock):
+    await victim(apiserver, ledger, nodes=("node1", "node2"))
+    await twin_account(ledger, apiserver, "alice", namespace=A)
+    await ledger.fund(name="alice", amount=100 * TFT)
+    await create(apiserver, A, deployment("web", "alice"), deployment("db", "alice"))
+    for name in ("web", "db"):
+        await reason(apiserver, A, "deployments", name, "Available")
+    first_web = await ledger.observe_contract(key=f"{A}/web")
+    # a finalizer removed by hand while the operator runs: the object vanishes without our delete handler
+    grid_clock.set(START + H // 4)
+    await gone_by_hand(apiserver, A, "deployments", "web")
+    closed = await eventually(lambda: _closed(ledger, f"{A}/web"), what="web's orphan closed")
+    assert closed.deleted_reason == "Orphaned" and closed.deleted_at == START + H // 4 and closed.billed_total > 0
+    # deleted while the operator was down: closed when it resumes
+    await operator.stop()
+    grid_clock.set(START + H // 2)
+    await gone_by_hand(apiserver, A, "deployments", "db")
+    restarted = OperatorThread(operator.ledger_url, grid_clock)
+    restarted.start()
+    try:
+        closed = await eventually(lambda: _closed(ledger, f"{A}/db"), what="db's orphan closed on resume")
+        assert closed.deleted_reason == "Orphaned" and closed.deleted_at == START + H // 2
+        # a new object of the same name gets a contract of its own
+        await create(apiserver, A, deployment("web", "alice"))
+        await reason(apiserver, A, "deployments", "web", "Available")
+        second_web = await ledger.observe_contract(key=f"{A}/web")
+        assert second_web.id != first_web.id and second_web.created_at == START + H // 2
+        assert get(apiserver, A, "deployments", "web")["status"]["contractId"] == second_web.id
+        assert get(apiserver, A, "deployments", "web")["status"]["billedTotal"] == 0
+    finally:
+        await restarted.stop()
+    await conserved(ledger, 100 * TFT)
+
+
+async def _closed(ledger, key: str):
+    c = await ledger.observe_contract(key=key)
+    return c if c is not None and c.state == "Deleted" else None
+
+
+async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, operator, ledger, grid_clock):
+    """A grant is bounded: when it ends, its contracts are closed with a final bill (GrantExpired). A tenant who
+    applies a renewed grant in its last day keeps them: the operator reads the grant again then."""
+    await victim(apiserver, ledger, nodes=("node1", "node2"))
+    carol = identity.KeyPair.generate()
+    await ledger.ensure_account(name="carol", public_key=carol.public_key)
+    await ledger.fund(name="carol", amount=100 * TFT)
+    for secret in ("short-grant", "renewed-grant"):
+        grant = names.Grant("carol", A, START + 3 * H).signed(carol)
+        assert (await apiserver.post(f"/api/v1/namespaces/{A}/secrets",
+                                     json=tenancy.grant_secret(grant, secret))).status == 201
+    payer = {"account": "carol", "secretRef": {"name": "short-grant", "key": "grant"}}
+    await create(apiserver, A, deployment("short", payer), deployment("kept", {**payer, "secretRef": {
+        "name": "renewed-grant", "key": "grant"}}))
+    for name in ("short", "kept"):
+        await reason(apiserver, A, "deployments", name, "Available")
+    assert (await ledger.observe_contract(key=f"{A}/short")).proof_until == START + 3 * H
+    renewed = tenancy.grant_secret(names.Grant("carol", A, START + 60 * 86400).signed(carol), "renewed-grant")
+    resp = await apiserver.patch(f"/api/v1/namespaces/{A}/secrets/renewed-grant", json={"data": renewed["data"]},
+                                 headers={"Content-Type": "application/merge-patch+json"})
+    assert resp.status == 200, await resp.text()
+    grid_clock.set(START + 2 * H)  # within the grant's last day, an hour after the last look at it
+    await eventually(lambda: _until(ledger, f"{A}/kept", START + 60 * 86400), what="the renewed grant read")
+    grid_clock.set(START + 3 * H)
+    closed = await eventually(lambda: _closed(ledger, f"{A}/short"), what="the unrenewed contract closed")
+    assert closed.deleted_reason == "GrantExpired" and closed.deleted_at >= START + 3 * H and closed.billed_total > 0
+    assert (await ledger.observe_contract(key=f"{A}/kept")).state == "Created"
+    await eventually(lambda: condition(get(apiserver, A, "deployments", "short"))["status"] == "False",
+                     what="short's status says it ended")
+    await conserved(ledger, 100 * TFT)
+
+
+async def _until(ledger, key: str, until: int) -> bool:
+    c = await ledger.observe_contract(key=key)
+    return c is not None and c.proof_until == until

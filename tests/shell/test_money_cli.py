@@ -40,7 +40,7 @@ async def _first_full_bill(url: str, spec: dict) -> int:
         r = spec["resources"]
         await lg.open_contract(key="ns1/web", owner_uid="web-uid", proof=PROOF, now=0, request=scheduling.Request(
             resources=Resources(cru=r["cru"], mru=r["mru"], sru=r.get("sru", 0)), public_ips=spec.get("publicIPs", 0),
-            node=spec["placement"]["node"]))
+            node=spec["placement"]["node"], dedicated=spec["placement"].get("dedicated", False)))
         return (await lg.bill_period(period=0, now=H)).amount
     finally:
         await lg.close()
@@ -64,6 +64,18 @@ def test_the_quote_equals_the_first_full_bill(tmp_path, certified, balance_tft):
         assert (quoted["discount"], quoted["hourly"], quoted["grossHourly"]) == ("Bronze", 5_337_500, 7_625_000)
     text = CliRunner().invoke(cli.main, ["quote", "-", "--ledger-url", url], input=manifest)
     assert text.exit_code == 0 and f"hourly:  {money.tft(quoted['hourly'])} TFT" in text.output
+
+
+def test_the_quote_of_a_rented_node_equals_its_first_full_bill(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    asyncio.run(_grid(url, certified=False, balance=100 * money.UNITS_PER_TFT))
+    spec = {"resources": {"cru": 1, "mru": 2}, "publicIPs": 1, "payer": {"account": "alice"},
+            "placement": {"node": "n1", "dedicated": True}}
+    out = CliRunner().invoke(cli.main, ["quote", "-", "--ledger-url", url, "--json"], input=yaml.safe_dump(spec))
+    assert out.exit_code == 0, out.output
+    quoted = json.loads(out.output)
+    assert quoted["dedicated"] and [x["resource"] for x in quoted["breakdown"]] == ["Rent", "IPv4"]
+    assert quoted["hourly"] == asyncio.run(_first_full_bill(url, spec))
 
 
 def test_ledger_bills_shows_each_bill_and_the_payout(tmp_path):

@@ -130,6 +130,8 @@ async def close_due(rt: runtime.Runtime, now: int, proposals: dict[str, records.
 
 def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
     """The Event for a contract whose state billing changed (§2.4 state machine)."""
+    if c.billing_error:  # invariant 6: this contract alone was not billed; the others were
+        return ("Warning", Reason.BILLED, f"Contract {c.id} was not billed: {c.billing_error}")
     if c.state == "GracePeriod":
         return ("Warning", Reason.GRACE_PERIOD, f"Contract {c.id}: the payer {c.payer!r} could not pay billing period "
                 f"{period} (owes {c.overdraft} units); the workload is kept during the grace period")
@@ -375,7 +377,8 @@ async def _orphans(rt: runtime.Runtime, live: dict[str, records.Contract]) -> di
 
 
 # fields that move with every uptime report or billing period; a change of anything else writes at once
-COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount"})
+COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount",
+                      "reserve", "lastBill"})
 
 
 def _only_counters(rt: runtime.Runtime, key: tuple[str, str, str], change: dict[str, Any], now: int) -> bool:
@@ -520,6 +523,11 @@ def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price:
     }
     if c.last_billed_at is not None:
         fields["lastBilledAt"] = conditions.timestamp(c.last_billed_at)
+        fields["reserve"] = c.reserve  # the receipts: `tfgrid-operator ledger bills --deployment NS/NAME`
+        fields["lastBill"] = {"amount": c.last_bill_amount or 0, "discount": c.last_discount or "None",
+                              "billedAt": conditions.timestamp(c.last_billed_at)}
+    if c.billing_error:
+        fields["billingError"] = c.billing_error
     if c.state == "Deleted":
         fields["deletedReason"] = c.deleted_reason or ""
     return fields

@@ -241,12 +241,15 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         status = body.get("status") or {}
         uid = body["metadata"].get("uid", "")
         held = REPORTED.get((plural, ns, name))  # what its handler reported, never what its status claims
-        if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid or held[1] in HANDLER_OWNED:
+        if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid:
             continue
         generation = body["metadata"].get("generation", 1)
         desired: dict[str, Any] | None = None
         owner = records.Owner(ns, uid)
-        if plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
+        if held[1] in HANDLER_OWNED:  # the handler's report stands, whatever was written over it since
+            claimed = {k: None for k in IDENTITY if k in status} if held[1] == Reason.NAME_TAKEN else {}
+            desired = {**claimed, **held[2]}  # a NameTaken object is no ledger record: no identity on it
+        elif plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
             desired = _node_status(summaries[name], status, generation, stamp, now, cfg)
         elif plural == "farms" and name in farm_records and _mine(farm_records[name].owner, owner):
             desired = _farm_status(farm_records[name], farms.get(name, []), status, generation, stamp)
@@ -411,9 +414,12 @@ WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_N
 # conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
 HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
                            Reason.NAME_TAKEN}
-# (plural, namespace, name) → (uid, the Ready reason its handler last reported in this process): the loop decides
-# from this whether a handler holds an object, never from the object's status (its user can write that)
-REPORTED: dict[tuple[str, str, str], tuple[str, str]] = {}
+# (plural, namespace, name) → (uid, the Ready reason its handler last reported in this process, that report): the
+# loop decides from this whether a handler holds an object, never from the object's status (its user can write
+# that), and writes a held object's report back over whatever was written since
+REPORTED: dict[tuple[str, str, str], tuple[str, str, dict[str, Any]]] = {}
+# status fields that say which ledger record an object is: removed when written on an object whose name is taken
+IDENTITY = ("farmId", "nodeId", "contractId", "proposalId", "node", "farm", "contractState")
 REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
 
 

@@ -80,6 +80,7 @@ async def test_a_node_joins_another_namespaces_farm_only_with_the_farm_owners_si
     await reason(apiserver, B, "nodes", "sneaky", "Available")
     joined = await ledger.observe_node(name="sneaky")
     assert joined.farm == "freefarm" and joined.owner.namespace == B
+    await conserved(ledger, 0)
 
 
 async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger, grid_clock):

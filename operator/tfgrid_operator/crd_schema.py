@@ -36,6 +36,11 @@ def string(**kw: Any) -> S:
     return {"type": "string", **kw}
 
 
+def immutable(schema: S, message: str) -> S:
+    """A field that cannot change once created: a CEL transition rule, enforced by the API server (422)."""
+    return {**schema, "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
+
+
 BOOL: S = {"type": "boolean"}
 ED25519 = string(pattern=r"^[A-Za-z0-9+/]{43}=$", description="base64 ed25519 public key (32 bytes)")
 NAME = string(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63)
@@ -116,7 +121,7 @@ FARM = crd(
 NODE = crd(
     "Node", "nodes", ["gnode", "gn"],
     obj({
-        "farm": NAME,
+        "farm": immutable(NAME, "a Node's farm cannot change: delete the Node and create it under the other farm"),
         "publicKey": ED25519,
         "resources": obj({
             "cru": integer(1, 1024, description="logical cores (§1.3: at least 1)"),
@@ -152,7 +157,11 @@ DEPLOYMENT = crd(
         "publicIPs": integer(0, 64),
         "payer": obj({"account": ACCOUNT,
                       "secretRef": obj({"name": NAME, "key": string(minLength=1, maxLength=253, default="twinKey")},
-                                       ["name"])}),
+                                       ["name"])},
+                     **{"x-kubernetes-validations": [{
+                         "rule": "has(self.account) || has(self.secretRef)",
+                         "message": "payer needs secretRef: a Secret with the twin's key, or with a grant the twin "
+                                    "signed for this namespace (then payer.account names the twin)"}]}),
         "placement": obj({"node": NAME, "farm": NAME, "country": string(maxLength=64), "city": string(maxLength=64),
                           "certifiedOnly": BOOL, "dedicated": BOOL}),
         "selfHealing": {**BOOL, "default": True},
@@ -174,13 +183,15 @@ DEPLOYMENT = crd(
 
 U32 = 1 << 32
 PRICE = money.MAX_POLICY_PRICE  # a pricing policy field's bound, derived from the ledger's (money.py)
+# what the council signed and the farms vote on (§5): changing it would change the question under the votes
+FIXED_ONCE_PROPOSED = "the action, threshold and duration are fixed once proposed; create a new Proposal to change them"
 SIGNATURE = string(minLength=1, maxLength=128, description="base64 ed25519 signature")
 PROPOSAL = crd(
     "Proposal", "proposals", ["gprop"],
     obj({
         "title": string(minLength=1, maxLength=128),
         "description": string(maxLength=4096),
-        "action": obj({
+        "action": immutable(obj({
             "type": string(enum=["SetPricingPolicy", "SetFarmingPolicy"]),
             "pricing": obj({
                 "cu": integer(0, PRICE), "su": integer(0, PRICE), "nu": integer(0, PRICE), "ipu": integer(0, PRICE),
@@ -192,9 +203,11 @@ PROPOSAL = crd(
                 "minimalUptime": integer(0, 100),
             }, description="§1.5 farming policy fields to change, mUSD"),
             "policyId": integer(1, U32, description="the farming policy to change"),
-        }, ["type"]),
-        "durationHours": integer(24, 720, default=168, description="§5: voting lasts 1 to 30 days, 7 by default"),
-        "threshold": integer(5, 100_000, default=5, description="§5: the minimum number of farms that must vote"),
+        }, ["type"]), FIXED_ONCE_PROPOSED),
+        "durationHours": immutable(integer(24, 720, default=168, description="§5: voting lasts 1 to 30 days, 7 by default"),
+                                   FIXED_ONCE_PROPOSED),
+        "threshold": immutable(integer(5, 100_000, default=5, description="§5: the minimum number of farms that must vote"),
+                               FIXED_ONCE_PROPOSED),
         "councilKey": {**ED25519, "description": "the proposing council member's public key"},
         "councilSignature": SIGNATURE,
         "votes": {"type": "array", "maxItems": 10_000, "items": obj({

@@ -202,6 +202,8 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
             await event(rt, _ref(rt, "deployments", name, ns) or body, "Warning", Reason.NODE_DOWN,
                         f"node {c.node} is down and no other node fits: {err.message}")
             continue
+        if not new.created:  # its final bill ended the grace period unpaid: deleted (OutOfFunds), not moved
+            continue
         moved += 1
         try:  # the move is on the ledger; status.movedFrom says where it came from (refresh keeps it)
             await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, "deployments", ns, name, {"movedFrom": c.node})

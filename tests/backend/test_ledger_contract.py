@@ -125,8 +125,9 @@ async def test_billing_exact_idempotent_and_split(ledger):
     assert (rerun.rows_written, rerun.skipped_existing) == (0, 1)
     alice = await ledger.get_account(name="alice")
     assert alice.balance == 2000 * money.UNITS_PER_TFT - expected.amount
-    farmer = await ledger.get_account(name="farmer")
-    assert farmer.balance == pricing.split(expected.amount).farmer
+    # §2.7 version B: the payment is reserved on the contract, paid out after 24 cycles or on deletion
+    assert (await ledger.get_account(name="farmer")).balance == 0
+    assert (await ledger.observe_contract(key="ns/d")).reserve == expected.amount
     with pytest.raises(errors.InvalidRequest):
         await ledger.bill_period(period=5, now=H)
 
@@ -177,14 +178,14 @@ async def test_funded_in_the_window_where_grace_would_expire_pays_the_whole_peri
     await grid(ledger)
     await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.bill_period(period=0, now=H)  # unpaid → GracePeriod from H
-    grace_end_period = (H + ledger.config.grace_period_s) // H
-    for k in range(1, grace_end_period):
+    expiring = (H + ledger.config.grace_period_s) // H - 1  # the period that ends exactly at the grace's end (§2.4)
+    for k in range(1, expiring):
         await ledger.bill_period(period=k, now=(k + 1) * H)
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # funded before the expiring window is billed
-    await ledger.bill_period(period=grace_end_period, now=(grace_end_period + 1) * H)
+    await ledger.bill_period(period=expiring, now=(expiring + 1) * H)
     c = await ledger.observe_contract(key="ns/d")
     assert (c.state, c.overdraft) == ("Created", 0)
-    assert c.billed_total == (grace_end_period + 1) * 5_625_000  # every whole hour at 0.5625 TFT, none cut short
+    assert c.billed_total == (expiring + 1) * 5_625_000  # every whole hour at 0.5625 TFT, none cut short
 
 
 async def test_close_contract_final_bill_no_double_charge(ledger):
@@ -390,7 +391,8 @@ async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bill
         assert after == unowned and after["ns/a"].billed_total > after["ns/b"].billed_total > 0
         assert after["ns/a"].id == first.id
         async with lg.engine.connect() as conn:
-            assert (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar() == "3"
+            version = sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+            assert (await conn.execute(version)).scalar() == str(schema.SCHEMA_VERSION)
         await lg.bill_period(period=3, now=4 * H)  # and billing keeps adding to the migrated totals
         async with lg.engine.connect() as conn:
             b = schema.bills

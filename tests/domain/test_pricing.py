@@ -92,3 +92,38 @@ def test_money_parse_and_format_roundtrip():
 @given(st.integers(0, 10**15))
 def test_money_roundtrip_property(units_):
     assert money.parse_tft(money.tft(units_)) == units_
+
+
+def test_the_conversion_is_rounded_before_the_discount_section_2_6():
+    """4 s of the worked example's contract at 20 mUSD: 152,500 × 4/3600 = 169.44 units USD → ×50 =
+    8,472.22 TFT units, rounded first to 8,472. Bronze (2000 TFT is 3.6 months) ×0.7 = 5,930.4 → 5,930.
+    Rounding once at the end would give 8,472.22 × 0.7 = 5,930.56 → 5,931: the two orders differ."""
+    b = pricing.bill(resources=Resources(cru=2, mru=4, sru=50), public_ips=1, seconds=4, certified=False,
+                     dedicated_node=None, balance=2000 * money.UNITS_PER_TFT, policy=POLICY, price=pricing.TftPrice())
+    assert (b.gross, b.discount, b.discount_percent, b.discounted, b.amount) == (
+        8_472, pricing.DiscountLevel.BRONZE, 70, 5_930, 5_930)
+    certified = pricing.bill(resources=Resources(cru=2, mru=4, sru=50), public_ips=1, seconds=4, certified=True,
+                             dedicated_node=None, balance=2000 * money.UNITS_PER_TFT, policy=POLICY,
+                             price=pricing.TftPrice())
+    assert (certified.discounted, certified.certified_percent, certified.amount) == (5_930, 125, 7_413)  # 7,412.5 ↑
+
+
+@given(st.integers(1, 64), st.integers(1, 256), st.integers(0, 4000), st.integers(0, 3), st.integers(1, 7200),
+       st.integers(0, 10**13), st.booleans())
+def test_each_step_rounds_the_one_before(cru, mru, sru, ips, seconds, balance, certified):
+    b = pricing.bill(resources=Resources(cru, mru, sru), public_ips=ips, seconds=seconds, certified=certified,
+                     dedicated_node=None, balance=balance, policy=POLICY, price=pricing.TftPrice())
+    usd = pricing.contract_cost_units_usd(resources=Resources(cru, mru, sru), public_ips=ips, seconds=seconds,
+                                          policy=POLICY)
+    assert b.gross == money.round_half_up(pricing.usd_to_tft_units(usd, pricing.TftPrice()))
+    assert b.discounted == money.round_half_up(Fraction(b.gross * b.discount_percent, 100))
+    assert b.amount == money.round_half_up(Fraction(b.discounted * b.certified_percent, 100))
+
+
+def test_prices_at_the_schema_maximum_are_exact_integers():
+    top = pricing.PricingPolicy(cu=2**32, su=2**32, ipu=2**32)
+    b = pricing.bill(resources=Resources(cru=1024, mru=4096, sru=10**6, hru=10**7), public_ips=64, seconds=3600,
+                     certified=True, dedicated_node=None, balance=0, policy=top,
+                     price=pricing.TftPrice(average_musd=1, min_musd=1, max_musd=1))
+    # exact, and a month of one such contract passes int64: the ledger bounds every sum per contract (invariant 6)
+    assert isinstance(b.amount, int) and b.amount * 720 > 2**63

@@ -1,4 +1,6 @@
-"""The real kopf operator, in its own thread, against the strict API emulator over HTTP."""
+"""The real kopf operator, in its own thread, against the strict API emulator as a cluster serves: HTTPS with a
+test CA, every request authenticated, the operator logging in through a kubeconfig written as kind writes it
+(embedded CA, client certificate and key data)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 import yaml
 
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
+from kube_emulator import Cluster
 from tfgrid_operator import backend, clock, metrics, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
@@ -24,6 +27,8 @@ START = 100 * PERIOD  # the clock starts at the beginning of minting period 100
 
 # §5: three vetoes close a proposal. Fixed seeds: pytest may import this file under two module names.
 COUNCIL = [identity.KeyPair(bytes([i + 1]) * 32) for i in range(3)]
+
+OPERATOR = "tfgrid-operator"  # the client certificate's CN: the user the emulator records
 
 CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_period_s=PERIOD, mint_settle_s=2460,
                               grace_period_s=3 * 3600)
@@ -76,19 +81,25 @@ def crd_docs() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def apiserver(kmock, tmp_path, monkeypatch):
-    for crd in crd_docs():
-        resp = await kmock.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
-        assert resp.status == 201, await resp.text()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
-        "clusters": [{"name": "emu", "cluster": {"server": str(kmock.url).rstrip("/")}}],
-        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-    }))
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    return kmock
+async def cluster(tmp_path, monkeypatch):
+    """The emulated cluster (CA, TLS listener, users); $KUBECONFIG is a kind-style kubeconfig with a client
+    certificate, as `kind get kubeconfig` writes."""
+    c = Cluster(tmp_path)
+    emu = await c.start()
+    try:
+        for crd in crd_docs():
+            resp = await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+            assert resp.status == 201, await resp.text()
+        monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig(c.cert_user(OPERATOR))))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield c
+    finally:
+        await c.stop()
+
+
+@pytest.fixture
+async def apiserver(cluster):
+    return cluster.emulator
 
 
 @pytest.fixture

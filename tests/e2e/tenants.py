@@ -69,7 +69,9 @@ async def gone_by_hand(apiserver: Any, ns: str, plural: str, name: str) -> None:
 
 
 async def conserved(ledger: Any, funded: int) -> None:
-    """Funding + minted = the sum of every balance on the ledger, to the unit."""
+    """Funding + minted = the sum of every balance and every reserve not yet paid out (§2.7), to the unit."""
+    c = schema.contracts
     async with ledger.engine.connect() as conn:
         minted = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(schema.mints.c.amount), 0)))).scalar_one()
-    assert sum(a.balance for a in await ledger.list_accounts()) == funded + int(minted)
+        reserved = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(c.c.reserve), 0)))).scalar_one()
+    assert sum(a.balance for a in await ledger.list_accounts()) + int(reserved) == funded + int(minted)

@@ -1,6 +1,6 @@
 """Proof-of-Utilization end to end: every discount level, grace and expiry, top-up, resize, restart.
 
-Every amount is hand-computed from threefold-domain.md §2.6 at the clamped TFT price of 20 mUSD (§4.3).
+Every amount is hand-computed from docs/grid-rules.md §2.6 at the clamped TFT price of 20 mUSD (§4.3).
 The test deployment (2 cores, 4 GiB, 50 GiB SSD, one IPv4) is CU 1, SU 0.25: 100,000 + 12,500 + 40,000
 = 152,500 units USD an hour = 0.7625 TFT gross = 7,625,000 units. Its monthly due is 0.7625 × 720 = 549 TFT,
 so the discount thresholds (1.5/3/6/18 months) sit at 823.5 / 1,647 / 3,294 / 9,882 TFT of balance.
@@ -59,8 +59,10 @@ async def test_each_discount_level_over_three_periods(apiserver, operator, ledge
         assert (status["discount"], status["costPerHour"]) == (level, 7_625_000), payer
         assert status["lastBilledAt"] == conditions.timestamp(START + 3 * H)
         assert (await ledger.get_account(name=payer)).balance == tft * TFT - 3 * hourly
-    # §2.7 version B: the farmer gets 50 % of every payment (every amount here is even)
-    assert (await ledger.get_account(name="farm1-payout")).balance == 3 * sum(h for _, _, h in LEVELS.values()) // 2
+    # §2.7 version B: the payments are reserved on each contract until 24 cycles or deletion; nothing paid out yet
+    assert (await ledger.get_account(name="farm1-payout")).balance == 0
+    for payer, (_, _, hourly) in LEVELS.items():
+        assert (await ledger.observe_contract(key=f"default/d-{payer}")).reserve == 3 * hourly
 
 
 async def test_grace_period_top_up_recovers_and_expiry_deletes(apiserver, operator, ledger, grid_clock):

@@ -77,8 +77,11 @@ def dep(apiserver, name):
 
 async def test_invalid_spec_gets_condition_and_event_and_touches_no_ledger(apiserver, operator, ledger):
     bad = deployment("nopayer")
-    bad["spec"]["payer"] = {}  # the schema allows it; the operator needs a secretRef (a twin key or a grant)
+    bad["spec"]["payer"] = {}  # the operator needs a secretRef (a twin key or a grant)
+    assert (await apiserver.post(f"{NS}/deployments", json=bad)).status == 422  # the CRD's CEL rule says so too
+    apiserver.cel = False  # a cluster whose CRDs predate the rule (or a hostile writer): the operator checks itself
     assert (await apiserver.post(f"{NS}/deployments", json=bad)).status == 201
+    apiserver.cel = True
     d = await eventually(lambda: condition(dep(apiserver, "nopayer"))["reason"] == "InvalidSpec" and dep(apiserver, "nopayer"),
                          what="InvalidSpec")
     assert "payer needs secretRef" in condition(d)["message"]

@@ -109,9 +109,12 @@ async def test_rejected_on_weight_and_on_threshold_vetoed_unauthorized_and_close
     assert p["status"]["ayes"] == 3 and "threshold 5" in condition(p)["message"]
     assert (await ledger.policies())[0].cu == 100_000  # nothing executed
     # a late vote on a closed proposal does not count; editing a closed proposal neither reopens nor executes it
-    await apiserver.patch(f"{NS}/proposals/too-few", headers=MERGE, json={"spec": {
-        "votes": [vote("too-few", f, True) for f in ("f1", "f2", "f3", "f4", "f5")],
-        "action": {"pricing": {"cu": 1}}}})
+    late = {"votes": [vote("too-few", f, True) for f in ("f1", "f2", "f3", "f4", "f5")], "action": {"pricing": {"cu": 1}}}
+    refused = await apiserver.patch(f"{NS}/proposals/too-few", headers=MERGE, json={"spec": late})
+    assert refused.status == 422 and "fixed once proposed" in await refused.text()  # the CRD's CEL rule
+    apiserver.cel = False  # a cluster whose CRDs predate the rule: the operator still never applies the edit
+    await apiserver.patch(f"{NS}/proposals/too-few", headers=MERGE, json={"spec": late})
+    apiserver.cel = True
     p = await eventually(lambda: condition(prop(apiserver, "too-few"), "Synced").get("reason") == "SpecLocked"
                          and prop(apiserver, "too-few"), what="SpecLocked")
     assert "do not reopen or re-execute" in condition(p, "Synced")["message"]

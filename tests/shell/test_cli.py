@@ -91,17 +91,6 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
     assert json.loads(out.output)["memberKey"] == pub
 
 
-def test_no_cluster_reachable_is_detected(tmp_path, monkeypatch):
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert cli.cluster_reachable() is False
-    (tmp_path / "refused").write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {}}]\n")
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "refused"))
-    assert cli.cluster_reachable() is False
-
-
 def test_json_log_format_configures_kopf():
     import logging
 

@@ -1,4 +1,5 @@
-"""The emulator behaves like a real API server where kmock alone is lenient."""
+"""The emulator behaves like a real API server where kmock alone is lenient. Plain HTTP here (the kmock fixture):
+these tests are about API semantics; transport and authentication over TLS are tests/shell/test_kube_client_config.py."""
 
 import pathlib
 
@@ -74,3 +75,82 @@ async def test_generate_name_and_selectors(api):
     listed = await (await api.get("/api/v1/namespaces/default/events?labelSelector=i%20in%20(0,2)")).json()
     assert len(listed["items"]) == 2
     assert ("create", "", "events", "") in [c[:4] for c in api.calls]
+
+
+# ---------------------------------------------------------------- CEL rules, namespaces, authentication
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+@pytest.fixture
+async def grid_api(kmock):
+    for plural in ("deployments", "nodes", "proposals"):
+        crd = yaml.safe_load((ROOT / "crds" / f"grid.threefold.io_{plural}.yaml").read_text())
+        assert (await kmock.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status == 201
+    return kmock
+
+
+def deployment(payer):
+    return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"resources": {"cru": 1, "mru": 1}, "payer": payer}}
+
+
+async def test_cel_refuses_a_payer_with_neither_account_nor_secret_at_admission(grid_api):
+    url = "/apis/grid.threefold.io/v1alpha1/namespaces/a/deployments"
+    resp = await grid_api.post(url, json=deployment({}))
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["reason"] == "Invalid" and body["message"].startswith(
+        'Deployment.grid.threefold.io "d" is invalid: spec.payer: Invalid value: "object": payer needs secretRef')
+    assert grid_api.read("deployments", "a", "d") is None
+    # an account with a Secret holding the grant it signed for this namespace is the other proof (the trust model)
+    assert (await grid_api.post(url, json=deployment({"account": "alice", "secretRef": {"name": "s"}}))).status == 201
+
+
+async def test_cel_transition_rule_makes_a_nodes_farm_immutable(grid_api):
+    node = {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Node", "metadata": {"name": "n"},
+            "spec": {"farm": "f1", "publicKey": KEY, "resources": {"cru": 1, "mru": 2, "sru": 0}}}
+    url = "/apis/grid.threefold.io/v1alpha1/namespaces/a/nodes"
+    assert (await grid_api.post(url, json=node)).status == 201  # no oldSelf on create
+    moved = await grid_api.patch(f"{url}/n", json={"spec": {"farm": "f2"}}, headers=MERGE)
+    assert moved.status == 422 and "a Node's farm cannot change" in (await moved.json())["message"]
+    assert (await grid_api.patch(f"{url}/n", json={"spec": {"resources": {"cru": 2}}}, headers=MERGE)).status == 200
+    assert grid_api.read("nodes", "a", "n")["spec"]["farm"] == "f1"
+
+
+async def test_cel_ratchets_an_object_stored_before_the_rule(grid_api):
+    url = "/apis/grid.threefold.io/v1alpha1/namespaces/a/deployments"
+    grid_api.cel = False
+    assert (await grid_api.post(url, json=deployment({}))).status == 201
+    grid_api.cel = True
+    # an update that leaves the offending part alone is admitted (Kubernetes ≥1.30 ratcheting) …
+    assert (await grid_api.patch(f"{url}/d", json={"metadata": {"finalizers": ["x/y"]}}, headers=MERGE)).status == 200
+    # … and a new object like it is judged
+    assert (await grid_api.post(url, json={**deployment({}), "metadata": {"name": "d2"}})).status == 422
+
+
+async def test_deleting_a_namespace_deletes_its_objects_and_refuses_new_content(api):
+    await api.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}})
+    url = "/apis/grid.threefold.io/v1alpha1/namespaces/a/farms"
+    await api.post(url, json={**farm(), "metadata": {"name": "held", "finalizers": ["x/y"]}})
+    await api.post(url, json={**farm(), "metadata": {"name": "free"}})
+    await api.post("/apis/grid.threefold.io/v1alpha1/namespaces/b/farms", json=farm())
+    assert (await api.delete("/api/v1/namespaces/a")).status == 200
+    assert api.read("namespaces", None, "a")["status"]["phase"] == "Terminating"
+    assert api.read("farms", "a", "free") is None
+    assert api.read("farms", "a", "held")["metadata"]["deletionTimestamp"]
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "held."}, "reason": "R"}
+    refused = await api.post("/api/v1/namespaces/a/events", json=event)
+    assert refused.status == 403 and "because it is being terminated" in (await refused.json())["message"]
+    await api.patch(f"{url}/held", json={"metadata": {"finalizers": []}}, headers=MERGE)
+    assert api.read("farms", "a", "held") is None and api.read("namespaces", None, "a") is None  # gone with its last
+    assert api.read("farms", "b", "f") is not None  # another namespace is untouched
+
+
+async def test_authentication_is_required_when_configured(api):
+    from tfgrid_operator.kube.emulator import Authn
+
+    api.authn = Authn(tokens={"good": "alice"})
+    assert (await api.get(G)).status == 401
+    assert (await api.get(G, headers={"Authorization": "Bearer bad"})).status == 401
+    resp = await api.get(G, headers={"Authorization": "Bearer good"})
+    assert resp.status == 200 and api.users[-1] == "alice"

@@ -13,6 +13,9 @@ class LedgerConfig:
     minting_epoch: int = minting.EPOCH  # §3.1
     minting_period_s: int = minting.PERIOD_SECONDS  # §3.1
     grace_period_s: int = 14 * 24 * 3600  # §2.4: 14 days = 201,600 blocks
+    # §2.7 version B: a contract's reserve is paid out every this many billing cycles (and on deletion);
+    # 1 pays every bill out at once (a policy choice, not the chain's rule)
+    distribution_frequency: int = 24
     mint_settle_s: int = 27 * 3600  # §3.1: minting reads ~27 h past the end to credit uptime up to it
     node_down_after_s: int = 80 * 60  # §1.3: the indexer calls a node up if it reported within 80 min
     tft_price: pricing.TftPrice = pricing.TftPrice()

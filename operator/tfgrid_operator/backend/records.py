@@ -109,10 +109,46 @@ class Contract:
     last_discount: str | None
     certified: bool = False  # the node's certification: version B bills its capacity ×1.25 (§2.6)
     created: bool = False
+    reserve: int = 0  # §2.7: taken from the payer, not yet paid out
+    cycles: int = 0  # billing cycles since the last payout (§2.7: paid out at 24)
+    last_bill_amount: int | None = None
+    billing_error: str | None = None  # why its last bill or payout could not be made (invariant 6)
     owner_uid: str = ""  # the Deployment object it was opened for
     proof: str = "key"  # key | grant: how the payer's agreement was verified
     proof_until: int | None = None  # a grant's expiry: the contract is closed then unless a new grant was shown
     proof_signature: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bill:
+    """One bill with its receipt (§2.6): the inputs and each step of the amount. ``rates`` holds the prices
+    used: the TFT price (average, bounds and the clamped value used) and the pricing policy's fields."""
+
+    contract_id: int
+    key: str
+    period: int
+    start: int
+    until: int
+    seconds: int
+    amount: int
+    paid: int
+    discount: str
+    billed_at: int
+    receipt: dict[str, object]  # empty for bills made before receipts were kept (schema version 4)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Payout:
+    """A contract's reserve paid out (§2.7): every 24 billing cycles (Cycles) and on deletion (Deleted)."""
+
+    contract_id: int
+    at: int
+    reason: str
+    amount: int
+    farmer_account: str
+    farmer: int
+    foundation: int
+    staking_pool: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,10 +14,13 @@ from tfgrid_operator.domain.money import MAX_UNITS
 # 3: ownership: farms, nodes and contracts name the object (namespace, uid) that made them; accounts have a
 #    role (only twins pay), a twin key is unique, contracts keep the payer proof they were verified with;
 #    balances and overdrafts are CHECKed within [0, MAX_UNITS]
-SCHEMA_VERSION = 3
+# 4: billing version B reserves (contracts.reserve, .cycles, payouts), receipts (bills' inputs, bill_rates),
+#    a contract's billing error (isolation) and its last bill's amount
+SCHEMA_VERSION = 4
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
+MONEY_MAX = MAX_UNITS  # every amount, balance, reserve and total stays within this (invariant 6), far below int64
 
 meta = sa.Table(
     "meta", metadata,
@@ -111,6 +114,11 @@ contracts = sa.Table(
     sa.Column("billed_total", Money, nullable=False, server_default="0"),  # sum of its bills' amounts
     sa.Column("last_billed_at", sa.BigInteger),  # its latest bill's billed_at
     sa.Column("last_discount", sa.String(16)),  # its latest bill's discount level
+    sa.Column("last_bill_amount", Money),  # its latest bill's amount
+    # §2.7 version B: what its bills took from the payer and not yet paid out, and the cycles since the last payout
+    sa.Column("reserve", Money, nullable=False, server_default="0"),
+    sa.Column("cycles", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("billing_error", sa.String(512)),  # why its last bill or payout could not be made (invariant 6)
     # the Deployment object (uid; the key holds its namespace/name) it was opened for: a new object never inherits it
     sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
     # what the ledger verified the payer's agreement with: 'key' (the twin key, from a Secret) or 'grant'
@@ -138,6 +146,53 @@ bills = sa.Table(
     sa.Column("paid", Money, nullable=False),  # taken from the balance now (incl. settled overdraft)
     sa.Column("discount", sa.String(16), nullable=False),
     sa.Column("billed_at", sa.BigInteger, nullable=False),
+    # the receipt: every input and step of the amount (§2.6); NULL on bills made before schema version 4
+    sa.Column("rates_id", sa.Integer, sa.ForeignKey("bill_rates.id")),
+    sa.Column("cru", sa.Integer), sa.Column("mru", sa.Integer), sa.Column("sru", sa.Integer), sa.Column("hru", sa.Integer),
+    sa.Column("public_ips", sa.Integer),
+    sa.Column("rented", sa.Boolean),  # priced as a rent contract over the node's full resources
+    sa.Column("cu_milli", sa.BigInteger), sa.Column("su_milli", sa.BigInteger),  # rounded, for reading
+    sa.Column("cost_usd", Money),  # units USD, rounded for reading (the conversion uses it exact)
+    sa.Column("gross", Money),  # TFT units before discount, rounded to the unit
+    sa.Column("balance", Money),  # the payer's balance the discount level was computed from
+    sa.Column("discount_percent", sa.Integer),  # percent of gross paid at that level
+    sa.Column("discounted", Money),  # gross × discount, rounded
+    sa.Column("certified_percent", sa.Integer),  # 125 on a certified node, else 100
+    sa.Column("overdraft_before", Money),  # debt carried into this bill (paid counts it)
+    sa.Column("cycle", sa.Integer),  # the contract's billing cycle this bill counted as (§2.7), NULL for a partial bill
+)
+
+# the prices a bill used, stored once per distinct set (a grid bills 100,000 contracts at the same rates)
+bill_rates = sa.Table(
+    "bill_rates", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tft_average_musd", sa.BigInteger, nullable=False),
+    sa.Column("tft_min_musd", sa.BigInteger, nullable=False),
+    sa.Column("tft_max_musd", sa.BigInteger, nullable=False),
+    sa.Column("tft_musd", sa.BigInteger, nullable=False),  # the clamped price used (§2.6)
+    sa.Column("cu", sa.BigInteger, nullable=False),
+    sa.Column("su", sa.BigInteger, nullable=False),
+    sa.Column("nu", sa.BigInteger, nullable=False),
+    sa.Column("ipu", sa.BigInteger, nullable=False),
+    sa.Column("unique_name", sa.BigInteger, nullable=False),
+    sa.Column("dedicated_percent", sa.Integer, nullable=False),
+    sa.Column("certified_percent", sa.Integer, nullable=False),
+    sa.UniqueConstraint("tft_average_musd", "tft_min_musd", "tft_max_musd", "cu", "su", "nu", "ipu", "unique_name",
+                        "dedicated_percent", "certified_percent", name="one_row_per_rates"),
+)
+
+# §2.7 version B: a contract's reserve paid out to farmer / foundation / staking pool
+payouts = sa.Table(
+    "payouts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("contract_id", sa.Integer, sa.ForeignKey("contracts.id"), nullable=False, index=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # Cycles (every 24) | Deleted
+    sa.Column("amount", Money, nullable=False),
+    sa.Column("farmer_account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("farmer", Money, nullable=False),
+    sa.Column("foundation", Money, nullable=False),
+    sa.Column("staking_pool", Money, nullable=False),
 )
 
 mints = sa.Table(

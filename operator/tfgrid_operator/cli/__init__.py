@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tfgrid_operator.cli import grants, grid_cmds, keys, ledger_cmds, operate, sandbox_cmd
 from tfgrid_operator.cli.app import main
-from tfgrid_operator.cli.operate import cluster_reachable, configure_logging, peering_priority
+from tfgrid_operator.cli.operate import configure_logging, peering_priority, wait_for_cluster
 
-__all__ = ["cluster_reachable", "configure_logging", "grants", "grid_cmds", "keys", "ledger_cmds", "main", "operate",
-           "peering_priority", "sandbox_cmd"]
+__all__ = ["configure_logging", "grants", "grid_cmds", "keys", "ledger_cmds", "main", "operate", "peering_priority",
+           "sandbox_cmd", "wait_for_cluster"]

@@ -35,17 +35,26 @@ def _load_key(path: pathlib.Path) -> identity.KeyPair:
 
 
 
-def _with_cluster(user_agent: str, fn: Callable[[Any], Awaitable[Any]]) -> None:
-    """Run ``fn`` with a client of the cluster in the kubeconfig; a missing cluster or an API error is a
-    one-line message, never a traceback."""
-    from tfgrid_operator.kube.client import ApiError, ConfigError, KubeClient
+def _with_cluster(user_agent: str, fn: Callable[[Any], Awaitable[Any]], context: str | None = None) -> None:
+    """Run ``fn`` with a client of the cluster in the kubeconfig (``context``, else its current one); a missing
+    or unusable cluster (TLS, 401/403, refused, DNS) or an API error is one line, never a traceback."""
+    import ssl
+
+    import aiohttp
+
+    from tfgrid_operator.kube.client import ApiError, ClusterUnusable, ConfigError, KubeClient, explain
 
     async def go() -> None:
-        async with KubeClient(user_agent=user_agent) as kube:
-            await fn(kube)
+        async with KubeClient(user_agent=user_agent, context=context) as kube:
+            try:
+                await fn(kube)
+            except (ApiError, aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError) as exc:
+                if isinstance(exc, ApiError) and exc.status not in (401, 403):
+                    raise
+                raise ClusterUnusable(kube.login, exc) from exc
     try:
         asyncio.run(go())
-    except (ConfigError, ApiError) as exc:
+    except (ConfigError, ClusterUnusable) as exc:
         raise click.ClickException(str(exc)) from exc
-
-
+    except ApiError as exc:
+        raise click.ClickException(explain(exc)) from exc

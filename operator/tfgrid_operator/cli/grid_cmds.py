@@ -18,20 +18,22 @@ from tfgrid_operator.domain import identity
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.option("--interval", default=2400.0, show_default=True, help="seconds between reports (Zero-OS: 40 min)")
 @click.option("--count", type=int, default=None, help="stop after this many reports")
-def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: float, count: int | None) -> None:
+@click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: float, count: int | None,
+               context: str | None) -> None:
     from tfgrid_operator import agent, clock
 
     key = _load_key(key_file)
     _with_cluster("tfgrid-node-agent", lambda kube: agent.run(
-        kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval, count=count))
+        kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval, count=count), context)
 
 
 
-def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], same: str) -> None:
+def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], same: str, context: str | None) -> None:
     from tfgrid_operator import ballot
 
     _with_cluster("tfgrid-cli", lambda kube: ballot.add_entry(kube, namespace=namespace, name=name, field=field,
-                                                              entry=entry, same=same))
+                                                              entry=entry, same=same), context)
     click.echo(f"added to proposal {namespace}/{name} spec.{field}: {json.dumps(entry)}")
 
 
@@ -44,14 +46,16 @@ def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], s
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
               help="the farm owner's key (its public key is the Farm's spec.ownerKey)")
 @click.option("--print", "print_only", is_flag=True, help="print the signed vote instead of patching the object")
-def vote(proposal: str, namespace: str, farm: str, approve: bool, key_file: pathlib.Path, print_only: bool) -> None:
+@click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+def vote(proposal: str, namespace: str, farm: str, approve: bool, key_file: pathlib.Path, print_only: bool,
+         context: str | None) -> None:
     from tfgrid_operator import ballot
 
     entry = ballot.signed_vote(_load_key(key_file), proposal=f"{namespace}/{proposal}", farm=farm, approve=approve)
     if print_only:
         click.echo(json.dumps(entry))
         return
-    _to_proposal(namespace, proposal, "votes", entry, "farm")
+    _to_proposal(namespace, proposal, "votes", entry, "farm", context)
 
 
 @main.group(help="What a council member signs: proposals and vetoes (§5).")
@@ -88,11 +92,12 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.option("--print", "print_only", is_flag=True)
-def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool) -> None:
+@click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool, context: str | None) -> None:
     from tfgrid_operator import ballot
 
     entry = ballot.signed_veto(_load_key(key_file), proposal=f"{namespace}/{proposal}")
     if print_only:
         click.echo(json.dumps(entry))
         return
-    _to_proposal(namespace, proposal, "vetoes", entry, "memberKey")
+    _to_proposal(namespace, proposal, "vetoes", entry, "memberKey", context)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import click
 
@@ -36,22 +39,43 @@ def peering_priority(explicit: int | None) -> int:
     return 1 + zlib.crc32((os.environ.get("POD_NAME") or socket.gethostname()).encode()) % 1_000_000
 
 
-def cluster_reachable() -> bool:
-    from tfgrid_operator.kube.client import KubeClient
+def in_a_pod() -> bool:
+    from tfgrid_operator.kube import client
 
-    async def probe() -> bool:
-        try:
-            async with KubeClient() as kube:
-                await kube.request("GET", "/version")
-            return True
-        except Exception:  # no kubeconfig (ConfigError), refused, DNS, TLS, 401 …: not usable
-            return False
-    return asyncio.run(probe())
+    return client.in_cluster()
 
 
-@main.command(help="Run the operator against the cluster in the kubeconfig (or in-cluster). With no cluster "
-                   "reachable it runs the local sandbox instead (see `sandbox --help`).")
+async def wait_for_cluster(context: str | None, budget_s: float, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                           echo: Callable[[str], None] = lambda line: click.echo(line, err=True)) -> None:
+    """Probe the cluster until it answers, for at most ``budget_s`` seconds of waiting: only failures a starting
+    API server gives (refused, DNS, timeout, 5xx) are waited for, each wait twice the last (1 s … 30 s) and one
+    log line each. TLS and 401/403 fail at once. Raises ClusterUnusable (or ConfigError) with the cause."""
+    from tfgrid_operator.kube.client import ClusterUnusable, KubeClient, transient
+
+    delay, waited = 1.0, 0.0
+    while True:
+        async with KubeClient(context=context) as kube:  # a fresh login each time: a token may have appeared
+            try:
+                await kube.probe()
+                return
+            except ClusterUnusable as err:
+                if not transient(err.cause) or waited + delay > budget_s:
+                    raise
+                echo(f"waiting for the cluster: {err} (retrying in {delay:g} s; "
+                     f"{budget_s - waited:g} s of --wait-for-cluster left)")
+        await sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 30.0)
+
+
+@main.command(help="Run the operator against the cluster in the kubeconfig (or in-cluster). It never runs anything "
+                   "else: with no usable cluster it exits non-zero with one line saying why (the sandbox is its own "
+                   "command, see `sandbox --help`).")
 @click.option("--namespace", "-n", default="", help="watch one namespace; default: all namespaces")
+@click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+@click.option("--wait-for-cluster", "wait_s", type=click.FloatRange(min=0), envvar="TFGRID_WAIT_FOR_CLUSTER_S",
+              default=None, help="seconds to keep retrying (with backoff) an API server that is not up yet; default: "
+                                 "300 in a pod, 0 elsewhere. TLS and 401/403 errors are never retried.")
 @click.option("--ledger-url", envvar="TFGRID_LEDGER_URL", default=None, help="sqlite:///file.db or postgresql://…")
 @click.option("--liveness", default="http://0.0.0.0:8080/healthz", show_default=True, help="kopf liveness endpoint")
 @click.option("--peering/--standalone", envvar="TFGRID_PEERING", default=False, show_default=True,
@@ -62,20 +86,22 @@ def cluster_reachable() -> bool:
 @click.option("--log-format", type=click.Choice(["text", "json"]), envvar="TFGRID_LOG_FORMAT", default="text",
               show_default=True)
 @click.option("--verbose", is_flag=True)
-def run(namespace: str, ledger_url: str | None, liveness: str, peering: bool, priority: int | None,
-        log_format: str, verbose: bool) -> None:
+def run(namespace: str, context: str | None, wait_s: float | None, ledger_url: str | None, liveness: str,
+        peering: bool, priority: int | None, log_format: str, verbose: bool) -> None:
     import os
 
     import kopf
 
     import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
+    from tfgrid_operator.kube import client
 
-    if not cluster_reachable():
-        click.echo("no cluster reachable in the kubeconfig: running the local sandbox instead", err=True)
-        from tfgrid_operator import sandbox as sandbox_mod
-
-        sandbox_mod.main(ledger_url=ledger_url)
-        return
+    client.use_context(context)  # our clients and kopf's login (handlers/startup.py) resolve the same context
+    budget = wait_s if wait_s is not None else (300.0 if in_a_pod() else 0.0)
+    try:  # before anything opens the ledger: a cluster we cannot use leaves every ledger untouched
+        asyncio.run(wait_for_cluster(context, budget))
+    except (client.ConfigError, client.ClusterUnusable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     configure_logging(log_format, verbose)
     if ledger_url:
         os.environ["TFGRID_LEDGER_URL"] = ledger_url

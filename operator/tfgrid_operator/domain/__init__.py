@@ -1,5 +1,5 @@
 """The pure domain core: grid arithmetic and decisions, no I/O.
 
-Every number cites the section of ``shared/docs/threefold-domain.md`` it comes from.
+Every number cites the section of ``docs/grid-rules.md`` it comes from.
 Money is always an ``int`` of smallest units; intermediate maths uses exact fractions.
 """

@@ -1,6 +1,6 @@
 """Proof-of-Utilization pricing: a contract's cost for a billing window (billing version B).
 
-Version B is the current mainnet rule set (design.md, threefold-domain.md §2.6, §2.7): certified
+Version B is the current mainnet rule set (docs/grid-rules.md §2.6, §2.7): certified
 capacity ×1.25, discount thresholds 1.5/3/6/18 months, payout 50 % farmer / 40 % foundation /
 10 % staking pool, nothing burned.
 """
@@ -97,13 +97,21 @@ def usd_to_tft_units(units_usd: Fraction, price: TftPrice) -> Fraction:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Bill:
-    """One contract's charge for one window. ``amount`` is TFT units, after discount and adjustments."""
+    """One contract's charge for one window, with every step that made it (the bill's receipt).
+
+    ``gross`` is the TFT conversion rounded to the unit (§2.6, rounded first); ``discounted`` is
+    ``gross`` × the discount factor, rounded; ``amount`` is ``discounted`` × the certified factor,
+    rounded. Each rounding is to the nearest unit, ties away from zero (money.round_half_up).
+    """
 
     seconds: int
-    cost_units_usd: int
-    gross: int  # TFT units before discount
+    cost_units_usd: int  # the window's cost in units USD, rounded (for reading; the TFT step uses it exact)
+    gross: int  # TFT units before discount, rounded to the unit
     discount: DiscountLevel
-    amount: int
+    amount: int  # due for the window
+    discount_percent: int = 100  # percent of ``gross`` paid at this level (80 = −20 %)
+    discounted: int = 0  # gross × discount, rounded
+    certified_percent: int = 100  # 125 on a certified node (version B), else 100
 
 
 def bill(
@@ -119,9 +127,10 @@ def bill(
 ) -> Bill:
     """Price one billing window for one contract.
 
-    Order as on chain (§2.6): cost in units USD → TFT at the clamped price → discount level from the
-    payer's balance → ×1.25 when the node is certified (version B). A dedicated (rented) node is priced
-    as a rent contract over the node's full resources.
+    Order as on chain (§2.6): cost in units USD → TFT at the clamped price, rounded to the unit →
+    discount level from the payer's balance against that rounded amount → × the level's factor,
+    rounded → ×1.25 when the node is certified (version B), rounded. A dedicated (rented) node is
+    priced as a rent contract over the node's full resources.
     """
     if seconds < 0 or public_ips < 0 or resources.is_negative():
         raise ValueError("seconds, public IPs and resources must not be negative")
@@ -137,7 +146,6 @@ class Quote:
 
     seconds: int
     cost_units_usd: int
-    gross_exact: Fraction
     gross: int
     certified: bool
     certified_percent: int
@@ -148,13 +156,15 @@ class Quote:
         dedicated_node: units.Resources | None, policy: PricingPolicy, price: TftPrice,
     ) -> Quote:
         usd, gross = _gross(resources, public_ips, seconds, dedicated_node, policy, price)
-        return cls(seconds, money.round_half_up(usd), gross, money.round_half_up(gross), certified,
-                   policy.certified_factor_percent)
+        return cls(seconds, money.round_half_up(usd), money.round_half_up(gross), certified,
+                   policy.certified_factor_percent if certified else 100)
 
     def bill(self, *, balance: int) -> Bill:
-        level, factor = discount_level(balance=balance, amount_due=self.gross_exact, seconds=self.seconds)
+        level, factor = discount_level(balance=balance, amount_due=self.gross, seconds=self.seconds)
+        discounted, amount = _final(self.gross, factor, self.certified_percent)
         return Bill(seconds=self.seconds, cost_units_usd=self.cost_units_usd, gross=self.gross, discount=level,
-                    amount=_final(self.gross_exact, factor, self.certified, self.certified_percent))
+                    amount=amount, discount_percent=int(factor * 100), discounted=discounted,
+                    certified_percent=self.certified_percent)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -162,7 +172,7 @@ def _gross(
     resources: units.Resources, public_ips: int, seconds: int, dedicated_node: units.Resources | None,
     policy: PricingPolicy, price: TftPrice,
 ) -> tuple[Fraction, Fraction]:
-    """Cost in units USD and in TFT units, before discount. Pure, so it is cached: a grid has few shapes."""
+    """Cost in units USD and in TFT units, before discount, exact. Pure, so it is cached: a grid has few shapes."""
     if dedicated_node is not None:
         usd = rent_cost_units_usd(node_resources=dedicated_node, seconds=seconds, policy=policy)
         usd += public_ips * policy.ipu * Fraction(seconds, SECONDS_PER_HOUR)
@@ -172,11 +182,12 @@ def _gross(
 
 
 @functools.lru_cache(maxsize=4096)
-def _final(gross: Fraction, factor: Fraction, certified: bool, certified_percent: int) -> int:
-    amount = gross * factor
-    if certified:
-        amount = amount * Fraction(certified_percent, 100)
-    return money.round_half_up(amount)
+def _final(gross: int, factor: Fraction, certified_percent: int) -> tuple[int, int]:
+    """§2.6 after the conversion: the discount on the rounded gross, rounded; then the certified factor on
+    that, rounded. Choice (the chain's code leaves it implicit): each step rounds on its own, as the chain's
+    discount function returns a whole amount before the certified step multiplies it."""
+    discounted = money.round_half_up(gross * factor)
+    return discounted, money.round_half_up(Fraction(discounted * certified_percent, 100))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -189,8 +200,9 @@ class Split:
 def split(amount: int) -> Split:
     """§2.7 version B payout of node and rent contracts: 50 % farmer, 40 % foundation, 10 % staking.
 
-    Integer shares: the farmer and the staking pool get the floor of their share and the foundation
-    the remainder, so the parts always add up to the amount.
+    Integer shares (a choice the chain leaves open): the farmer and the staking pool get the floor of
+    their share and the foundation the remainder (at most 1 unit), so the parts always add up to the
+    amount. Applied to a contract's reserve when it is paid out (every 24 cycles and on deletion).
     """
     if amount < 0:
         raise ValueError("a bill is never negative")

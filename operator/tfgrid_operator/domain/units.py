@@ -1,7 +1,7 @@
 """Resource units: CU, SU, NU and IPv4 from cru/mru/sru/hru.
 
 Capacity is given in whole cores (cru) and whole GiB (mru, sru, hru): the chain counts bytes
-and converts with base 1024 (threefold-domain.md §0), so GiB is exact for our inputs.
+and converts with base 1024 (docs/grid-rules.md §0), so GiB is exact for our inputs.
 
 There are three CU formulas on the grid, on purpose (§7):
 - billing (§2.6), used to price contracts;

@@ -11,6 +11,7 @@ import prometheus_client
 
 from tfgrid_operator import backend, clock, metrics, periodic, runtime
 from tfgrid_operator.domain import pricing
+from tfgrid_operator.kube import client
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
@@ -116,6 +117,18 @@ async def stop(**_: Any) -> None:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own pure-Python logins: the in-cluster service account, else $KUBECONFIG."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf logs in with the credentials our own client uses (kube.client.load(): the `kubernetes` package's
+    resolution, the same context), so the two can never talk to different clusters or as different users. kopf
+    calls this again on a 401: a rotated token or an expired exec credential is resolved anew."""
+    try:
+        login = client.load()
+    except client.ConfigError as exc:
+        raise kopf.LoginError(str(exc)) from exc
+    cfg = login.config
+    header = login.authorization()
+    scheme, _, token = header.partition(" ") if header else (None, "", None)
+    return kopf.ConnectionInfo(
+        server=login.server, ca_path=cfg.ssl_ca_cert or None, insecure=not cfg.verify_ssl,
+        scheme=scheme or None, token=token or None,
+        certificate_path=cfg.cert_file or None, private_key_path=cfg.key_file or None)

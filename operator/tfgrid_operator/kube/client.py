@@ -1,21 +1,36 @@
 """A small async Kubernetes client for what kopf's handlers do not cover: the batched status loop
-patching many objects, Events outside handlers, and the node agent renewing its Lease.
+patching many objects, Events outside handlers, the node agent renewing its Lease, votes and vetoes.
 
-Credentials: in-cluster service account, else the current context of $KUBECONFIG (token or none).
+Credentials are never parsed here: the ``kubernetes`` package resolves them, exactly as for kopf's own
+login (handlers/startup.py builds kopf's ConnectionInfo from the same ``load()``). In a pod: the service
+account (its token file re-read when it rotates). Else ``$KUBECONFIG`` (several files merged, as kubectl
+does) or ``~/.kube/config``, the current context or the one ``use_context()`` names: embedded or file CA,
+client certificates (data or files), bearer tokens and ``tokenFile``, exec plugins, auth providers,
+``insecure-skip-tls-verify``. A 401 re-resolves the credentials once (a rotated token file, an expired exec
+token) before it is an error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
-import pathlib
 import ssl
 from typing import Any
 
 import aiohttp
-import yaml
+import kubernetes.client
+import kubernetes.config
+from kubernetes.config import incluster_config, kube_config
 
-SA_DIR = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount")
+_context: str | None = None  # the context `--context` names; None: the kubeconfig's current context
+
+
+def use_context(name: str | None) -> None:
+    """The kubeconfig context every client of this process (and kopf's login) uses from now on."""
+    global _context
+    _context = name or None
 
 
 class ConfigError(Exception):
@@ -28,33 +43,139 @@ class ApiError(Exception):
         self.status = status
 
 
-def _config() -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and (SA_DIR / "token").exists():
-        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-        return f"https://{host}:{port}", {"Authorization": f"Bearer {(SA_DIR / 'token').read_text().strip()}"}, ctx
-    path = pathlib.Path(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0]).expanduser()
+def in_cluster() -> bool:
+    return bool(os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME)) and \
+        os.path.isfile(incluster_config.SERVICE_TOKEN_FILENAME)
+
+
+def kubeconfig_paths() -> str:
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+@dataclasses.dataclass
+class Login:
+    """Where the credentials came from (for one-line errors) and the Configuration they resolved to."""
+
+    source: str  # e.g. 'context "kind-tfgrid" in kubeconfig /home/me/.kube/config' or 'the in-cluster service account'
+    config: kubernetes.client.Configuration
+    context: str | None = None
+
+    @property
+    def server(self) -> str:
+        return str(self.config.host).rstrip("/")
+
+    def authorization(self) -> str | None:
+        """The Authorization header's value; the package's refresh hook runs first (in-cluster token rotation,
+        exec plugin and auth-provider expiry)."""
+        header = self.config.get_api_key_with_prefix("BearerToken") or self.config.get_api_key_with_prefix("authorization")
+        return header.strip() if header else None
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        cfg = self.config
+        if not self.server.startswith("https"):
+            return False
+        ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+        if not cfg.verify_ssl:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def load(context: str | None = None) -> Login:
+    """The credentials the ``kubernetes`` package resolves: in-cluster unless a context is named, else the
+    kubeconfig. Every failure is a ConfigError naming where it looked."""
+    context = context if context is not None else _context
+    cfg = kubernetes.client.Configuration()
+    if context is None and in_cluster():
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=cfg, try_refresh_token=True)
+        except (kubernetes.config.ConfigException, OSError) as exc:
+            raise ConfigError(f"the in-cluster service account is not usable: {exc}") from exc
+        return Login("the in-cluster service account", cfg)
+    paths = kubeconfig_paths()
+    where = f"kubeconfig {paths}" + (f' (context "{context}")' if context else "")
+    if not any(os.path.isfile(p) for p in paths.split(os.pathsep) if p):
+        raise ConfigError(f"no usable cluster in {where} (and not running in a cluster): no such file")
     try:
-        cfg = yaml.safe_load(path.read_text())
-        current = cfg.get("current-context") or cfg["contexts"][0]["name"]
-        context = next(c["context"] for c in cfg["contexts"] if c["name"] == current)
-        cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == context["cluster"])
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, IndexError, StopIteration, TypeError) as exc:
-        raise ConfigError(f"no usable cluster in kubeconfig {path} (and not running in a cluster): "
+        context = context or _first_current_context(paths)
+        loader = kube_config._get_kube_config_loader(filename=paths, active_context=context, persist_config=False)
+        loader.load_and_set(cfg)
+        name = loader.current_context["name"]
+    except Exception as exc:  # the package raises ConfigException, but also KeyError/TypeError/YAML errors on junk
+        raise ConfigError(f"no usable cluster in {where} (and not running in a cluster): "
                           f"{type(exc).__name__}: {exc}") from exc
-    user = next((u["user"] for u in cfg.get("users", []) if u["name"] == context.get("user")), {})
-    headers = {"Authorization": f"Bearer {user['token']}"} if user.get("token") else {}
-    verify: ssl.SSLContext | bool = not cluster.get("insecure-skip-tls-verify")
-    if cluster.get("certificate-authority"):
-        verify = ssl.create_default_context(cafile=cluster["certificate-authority"])
-    return cluster["server"].rstrip("/"), headers, verify
+    if not cfg.host or cfg.host == kubernetes.client.Configuration().host:
+        raise ConfigError(f"no usable cluster in {where}: the context names no server")
+    return Login(f'context "{name}" in kubeconfig {paths}', cfg, name)
+
+
+def _first_current_context(paths: str) -> str | None:
+    """kubectl's rule for several files: the first file that sets current-context decides (the package's merger
+    lets the last one win). Only that key is read here; everything else is the package's."""
+    import yaml
+
+    for path in filter(None, paths.split(os.pathsep)):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                doc = yaml.safe_load(f)
+        except OSError:
+            continue
+        if isinstance(doc, dict) and doc.get("current-context"):
+            return str(doc["current-context"])
+    return None
+
+
+def explain(exc: BaseException) -> str:
+    """The cause of a failed call in a few words: TLS, 401/403, refused, DNS, timeout."""
+    if isinstance(exc, ApiError):
+        return {401: "unauthorised (401): the server rejected the credentials",
+                403: "forbidden (403): the credentials may not do this"}.get(exc.status, str(exc))
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS: the server's certificate is not trusted: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError | ssl.SSLError):
+        return f"TLS: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS: cannot resolve the server's host name ({exc.os_error})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "connection refused"
+        return f"cannot connect: {exc.os_error}"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def transient(exc: BaseException) -> bool:
+    """Failures a server that is starting (or restarting) gives: worth waiting for. TLS and 401/403 are not."""
+    if isinstance(exc, ApiError):
+        return exc.status >= 500 or exc.status == 429
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError):
+        return False
+    return isinstance(exc, aiohttp.ClientConnectionError | asyncio.TimeoutError | TimeoutError)
+
+
+class ClusterUnusable(Exception):
+    """The one line a person reads when the cluster cannot be used: where the credentials came from, the
+    server, and the cause."""
+
+    def __init__(self, login: Login, cause: BaseException) -> None:
+        super().__init__(f"cannot use the cluster at {login.server} ({login.source}): {explain(cause)}")
+        self.cause = cause
 
 
 class KubeClient:
-    def __init__(self, user_agent: str = "tfgrid-operator") -> None:
-        self.server, self.headers, self.ssl = _config()
-        self.headers = {**self.headers, "User-Agent": user_agent}  # the API server's audit log tells us apart
+    def __init__(self, user_agent: str = "tfgrid-operator", context: str | None = None) -> None:
+        self.context = context
+        self.login = load(context)
+        self.user_agent = user_agent  # the API server's audit log tells us apart
+        self._ssl: ssl.SSLContext | bool = self.login.ssl_context()
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def server(self) -> str:
+        return self.login.server
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -69,17 +190,52 @@ class KubeClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self.headers)
+            self._session = aiohttp.ClientSession(headers={"User-Agent": self.user_agent})
         return self._session
+
+    def relogin(self) -> None:
+        """Resolve the credentials again (a rotated token file, a new exec plugin token or client certificate)."""
+        login = load(self.context)
+        self.login, self._ssl = login, login.ssl_context()
+
+    async def _send(self, method: str, path: str, data: str | None, content_type: str) -> tuple[int, str]:
+        headers = {"Content-Type": content_type}
+        auth = self.login.authorization()
+        if auth:
+            headers["Authorization"] = auth
+        extra: dict[str, Any] = {}
+        if self.login.config.tls_server_name:
+            extra["server_hostname"] = self.login.config.tls_server_name
+        async with self._http().request(method, self.server + path, data=data, ssl=self._ssl, headers=headers,
+                                        **extra) as resp:
+            return resp.status, await resp.text()
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         data = None if body is None else json.dumps(body)
-        async with self._http().request(method, self.server + path, data=data, ssl=self.ssl,
-                                        headers={"Content-Type": content_type}) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                raise ApiError(resp.status, text)
-            return json.loads(text) if text else None
+        status, text = await self._send(method, path, data, content_type)
+        if status == 401:  # credentials rotate (token files, exec plugins): resolve them again, once
+            try:
+                self.relogin()
+            except ConfigError:
+                pass
+            else:
+                status, text = await self._send(method, path, data, content_type)
+        if status >= 400:
+            raise ApiError(status, text)
+        return json.loads(text) if text else None
+
+    async def probe(self, path: str = "/apis/grid.threefold.io/v1alpha1") -> None:
+        """One authenticated call (discovery of our API group: it needs credentials, unlike /version, and
+        says whether the CRDs are installed). Raises ClusterUnusable with the cause."""
+        try:
+            await self.request("GET", path)
+        except ApiError as err:
+            if err.status == 404:
+                raise ClusterUnusable(self.login, ApiError(404, "the grid.threefold.io CRDs are not installed "
+                                                                "(kubectl apply -f crds/)")) from err
+            raise ClusterUnusable(self.login, err) from err
+        except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError) as exc:
+            raise ClusterUnusable(self.login, exc) from exc
 
     @staticmethod
     def path(group: str, version: str, plural: str, namespace: str | None, name: str | None = None) -> str:

@@ -12,7 +12,14 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
 * list/watch with label and field selectors, watch resumption from a resourceVersion (410 when too
   old), bookmarks with ``sendInitialEvents`` so kubectl ≥1.35 works;
 * every call is recorded as (verb, group, resource, subresource) so tests can derive RBAC from it;
-* optional fault injection (HTTP errors, dropped watches) for reliability tests.
+* optional fault injection (HTTP errors, dropped watches) for reliability tests;
+* optional **authentication** (``Authn``): client certificates the TLS layer verified against the CA (the
+  user is the certificate's CN), bearer tokens, and token files read on every request (so a test can
+  rotate one); anything else is 401, as on a cluster. ``serve()`` serves it over HTTPS;
+* namespaces terminate as on a cluster: deleting one deletes what is in it (finalizers hold those objects and
+  the namespace, which shows ``status.phase: Terminating``); creating anything in it is refused with 403;
+* ``x-kubernetes-validations`` (CEL) rules of a CRD are evaluated on every write (kube/cel.py): 422 with the
+  rule's message, transition rules (``oldSelf``) on updates.
 
 ``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
 """
@@ -30,12 +37,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import aiohttp
+import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import jsonschema
 import kmock
 import yaml
 from kmock._internal import rendering
+from kmock._internal.apps import Server
+
+from tfgrid_operator.kube import cel
 
 JSON = dict[str, Any]
 Key = tuple[str, str | None, str]  # (resource key, namespace, name)
@@ -256,6 +268,8 @@ def matches_fields(obj: JSON, selector: str) -> bool:
 
 
 # ---------------------------------------------------------------- the server
+NAMESPACES = "/v1/namespaces"  # the resource key of core/v1 namespaces
+CLUSTER_SCOPE = "-"  # the placeholder namespace of namespace requests (see StrictApiServer.__call__)
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
 
@@ -270,6 +284,54 @@ class Call(NamedTuple):
     agent: str
 
 
+@attrs.define
+class Authn:
+    """Who may call: a request authenticates with a client certificate (verified by the TLS layer against the
+    server's client CA; the user is its CN) or a bearer token (a fixed one, or the current content of a file,
+    read on every request so that a test can rotate it). Anything else is 401 Unauthorized."""
+
+    tokens: dict[str, str] = attrs.field(factory=dict)  # token → user
+    token_files: dict[str, str] = attrs.field(factory=dict)  # path of a file holding a token → user
+    client_certificates: bool = True
+
+    def user(self, raw: aiohttp.web.BaseRequest | None, headers: Any) -> str | None:
+        auth = headers.get("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+            if token in self.tokens:
+                return self.tokens[token]
+            for path, user in self.token_files.items():
+                try:
+                    with open(path) as f:
+                        if f.read().strip() == token:
+                            return user
+                except OSError:
+                    continue
+            return None  # a wrong token is 401 even with a valid certificate, as on kube-apiserver
+        if self.client_certificates and raw is not None and raw.transport is not None:
+            cert = raw.transport.get_extra_info("peercert")
+            for rdn in (cert or {}).get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        return str(value)
+        return None
+
+
+def serve(handler: StrictApiServer, *, ssl_context: Any = None, client: Any = None, port: int | None = None) -> Server:
+    """A kmock Server for ``handler``: HTTPS when ``ssl_context`` (a server-side ssl.SSLContext) is given.
+    ``client`` is the ssl.SSLContext of the handler's own client (``handler.post(…)``, for tests and the sandbox);
+    ``port`` rebinds a port, e.g. to restart the API server under a running operator."""
+
+    class TlsTestServer(aiohttp.test_utils.RawTestServer):
+        async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
+            await super().start_server(loop=loop, ssl=ssl_context, **kwargs)
+
+    def session(url: Any) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=client if client is not None else True))
+
+    return Server(handler, port=port, server_cls=TlsTestServer, client_fct=session)  # type: ignore[call-arg]
+
+
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0+tfgrid-emulator", "platform": "linux/amd64"}
 
 
@@ -282,6 +344,9 @@ class StrictApiServer(kmock.KubernetesEmulator):
     history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
+    cel: bool = True  # evaluate the CRDs' x-kubernetes-validations (off: a cluster whose CRDs predate the rules)
+    authn: Authn | None = None  # None: every request is served (plain kmock use, the strictness unit tests)
+    users: list[str] = attrs.field(factory=list)  # who made each authenticated request
     _rv: int = 0
     _events: dict[str, collections.deque[tuple[int, str, JSON]]] = attrs.field(factory=dict)
     _watchers: dict[str, set[asyncio.Queue[tuple[int, str, JSON] | None]]] = attrs.field(
@@ -326,11 +391,28 @@ class StrictApiServer(kmock.KubernetesEmulator):
         raise KeyError(resource)
 
     # -- dispatch
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """kmock parses /api/v1/namespaces[/NAME] as a namespace with no resource (and fails on the collection):
+        those are served as the cluster-scoped resource they are, under a placeholder namespace kmock can parse."""
+        path = raw_request.rel_url.path.rstrip("/")
+        parts = path.split("/")[4:]  # after /api/v1/namespaces: [], [NAME] or [NAME, status|finalize]
+        if path == "/api/v1/namespaces" or (path.startswith("/api/v1/namespaces/") and (
+                len(parts) == 1 or (len(parts) == 2 and parts[1] in ("status", "finalize")))):
+            rest = path[len("/api/v1/namespaces"):]
+            url = raw_request.rel_url.with_path(f"/api/v1/namespaces/{CLUSTER_SCOPE}/namespaces{rest}")
+            raw_request = raw_request.clone(rel_url=url)  # the same connection and body, another path
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if not self.record_requests and self._requests:
             self._requests.clear()
         path = request.url.path.rstrip("/")
         try:
+            if self.authn is not None:
+                user = self.authn.user(request._raw_request, request.headers)
+                if user is None:
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
+                self.users.append(user)
             if request.method.value == "GET" and path == "/version":  # what `kubectl version` and our probe read
                 return aiohttp.web.json_response(VERSION)
             if request.method.value == "GET" and (path in ("/api", "/apis", "/api/v1") or path.startswith("/apis/")):
@@ -467,12 +549,19 @@ class StrictApiServer(kmock.KubernetesEmulator):
         for q in list(self._watchers[d.key]):
             q.put_nowait(event)
 
-    def _finalize(self, d: ResourceDef, obj: JSON, name: str) -> JSON:
-        """Prune and validate against the CRD schema, as the API server does on every write."""
+    def _finalize(self, d: ResourceDef, obj: JSON, name: str, old: JSON | None = None, sub: str = "") -> JSON:
+        """Prune and validate against the CRD schema, as the API server does on every write; then its CEL rules
+        (not on the status subresource: rules here are on spec, which a status write cannot change)."""
         if d.schema is not None:
             pruned = prune(obj, d.schema)
             pruned["metadata"] = obj.get("metadata", {})
             validate(pruned, d.schema, d.kind, name)
+            if self.cel and sub != "status":
+                body = {k: v for k, v in pruned.items() if k != "metadata"}
+                before = {k: v for k, v in old.items() if k != "metadata"} if old is not None else None
+                problems = cel.violations(d.schema, body, before)
+                if problems:
+                    raise ApiError(422, "Invalid", f'{d.kind}.{d.group} "{name}" is invalid: ' + "; ".join(problems[:10]))
             return pruned
         return obj
 
@@ -496,6 +585,9 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
+        if d.namespaced and self._terminating(namespace):
+            raise ApiError(403, "Forbidden", f'{d.plural} "{name}" is forbidden: unable to create new content in '
+                                             f"namespace {namespace} because it is being terminated")
         if (d.key, namespace, name) in self.store:
             raise ApiError(409, "AlreadyExists", f'{d.plural} "{name}" already exists')
         obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
@@ -544,7 +636,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
             meta = copy.deepcopy(old["metadata"])
         new["metadata"] = meta
         new["apiVersion"], new["kind"] = d.group_version, d.kind
-        new = self._finalize(d, new, name or "")
+        new = self._finalize(d, new, name or "", old, sub)
         spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
         if spec_of(new) != spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
@@ -558,6 +650,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             del self.store[key]
             self._emit(d, "DELETED", new)
+            self._reap(namespace)
         else:
             self.store[key] = new
             self._emit(d, "MODIFIED", new)
@@ -583,7 +676,36 @@ class StrictApiServer(kmock.KubernetesEmulator):
             patched["metadata"]["resourceVersion"] = rv or current["metadata"]["resourceVersion"]
         return self._update(d, namespace, name, patched, sub, replace=False, current=current)
 
+    def _terminating(self, namespace: str | None) -> bool:
+        ns = self.store.get((NAMESPACES, None, namespace or ""))
+        return ns is not None and bool(ns["metadata"].get("deletionTimestamp"))
+
+    def _delete_namespace(self, name: str) -> JSON:
+        """As the namespace controller does: the namespace shows Terminating, everything in it is deleted
+        (finalizers hold what has them), and the namespace goes when nothing is left."""
+        ns = copy.deepcopy(self._fetch(self.defs[NAMESPACES], None, name))
+        if not ns["metadata"].get("deletionTimestamp"):
+            ns["metadata"]["deletionTimestamp"] = _now()
+            ns["status"] = {**(ns.get("status") or {}), "phase": "Terminating"}
+            ns["metadata"]["resourceVersion"] = self._next_rv()
+            self.store[(NAMESPACES, None, name)] = ns
+            self._emit(self.defs[NAMESPACES], "MODIFIED", ns)
+        for key, obj_ns, obj_name in [k for k in self.store if k[1] == name]:
+            self._delete(self.defs[key], obj_ns, obj_name)
+        self._reap(name)
+        return ns
+
+    def _reap(self, namespace: str | None) -> None:
+        """A terminating namespace with nothing left in it is gone."""
+        if namespace is None or not self._terminating(namespace) or any(k[1] == namespace for k in self.store):
+            return
+        ns = self.store.pop((NAMESPACES, None, namespace))
+        self._next_rv()
+        self._emit(self.defs[NAMESPACES], "DELETED", ns)
+
     def _delete(self, d: ResourceDef, namespace: str | None, name: str | None) -> JSON:
+        if d.key == NAMESPACES:
+            return self._delete_namespace(name or "")
         obj = self._fetch(d, namespace, name)
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
@@ -598,6 +720,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         del self.store[(d.key, namespace, name or "")]
         self._next_rv()
         self._emit(d, "DELETED", obj)
+        self._reap(namespace)
         return {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name, "kind": d.plural}}
 
     # -- watches

@@ -1,19 +1,60 @@
-"""Billing (Proof-of-Utilization): one bill per contract and period, the grace state machine, the payout split."""
+"""Billing (Proof-of-Utilization, version B): one bill per contract and window with its receipt, the grace
+state machine (§2.4), reserves paid out every 24 cycles and on deletion (§2.7), each contract on its own.
+
+Money moves in one direction per step, and every unit is somewhere at every moment (invariant 7):
+a bill moves ``paid`` from the payer's balance into the contract's reserve; a payout moves the whole
+reserve to the farmer, the foundation and the staking pool (pricing.split). What the payer could not
+pay is the contract's overdraft, carried into its next bill (and into the new contract of a move).
+
+Isolation (invariant 6): each contract is priced, checked against MONEY_MAX and applied on its own; one
+whose amounts would leave int64 is not billed, keeps its money where it was, and carries the reason in
+``billing_error`` (its Deployment reports it); the others are billed as usual.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tfgrid_operator.backend import errors, records, schema
-from tfgrid_operator.backend.sql.engine import (
-    LIVE,
-)
+from tfgrid_operator.backend.schema import MONEY_MAX
+from tfgrid_operator.backend.sql.engine import LIVE
 from tfgrid_operator.backend.sql.registry import RegistryLedger
-from tfgrid_operator.domain import pricing
+from tfgrid_operator.domain import money, pricing, units
 from tfgrid_operator.domain.units import Resources
+
+
+class _Overflow(Exception):
+    """One contract's amounts would leave the ledger's bounds: it is not billed (invariant 6)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Accounts:
+    """Balances as the run moves them; written back as one delta per account at the end."""
+
+    balances: dict[int, int]
+    before: dict[int, int]
+
+    def check(self, gains: dict[int, int]) -> None:
+        for aid, amount in gains.items():
+            if self.balances[aid] + amount > MONEY_MAX:
+                raise _Overflow(f"paying {money.tft(amount)} TFT out would take account {aid} past the ledger's "
+                                f"bound of {money.tft(MONEY_MAX)} TFT")
+
+    def move(self, deltas: dict[int, int]) -> None:
+        for aid, amount in deltas.items():
+            self.balances[aid] += amount
+
+
+def _payout(reserve: int, farmer: int, foundation: int, staking: int) -> tuple[pricing.Split, dict[int, int]]:
+    shares = pricing.split(reserve)
+    gains: dict[int, int] = {}
+    for aid, share in ((farmer, shares.farmer), (foundation, shares.foundation), (staking, shares.staking_pool)):
+        gains[aid] = gains.get(aid, 0) + share
+    return shares, gains
 
 
 class BillingLedger(RegistryLedger):
@@ -22,9 +63,16 @@ class BillingLedger(RegistryLedger):
         return period * length, (period + 1) * length
 
     async def _bill_partial(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
-        """Bill [max(period start, created), now) of the current period once, keyed (contract, period)."""
-        period = now // self.config.billing_period_s
-        await self._bill(conn, period=period, now=now, only=contract_id, until=now)
+        """Bill the contract up to ``now``: first every ended period the billing loop has not billed yet (so a
+        close or move just after an hour's end never skips that hour), then [max(period start, created), now)
+        of the current period, each once, keyed (contract, period, until). Only a window that ends at its
+        period's end counts as a billing cycle (§2.7)."""
+        length = self.config.billing_period_s
+        current = now // length
+        loop_at = await self._meta(conn, "watermark:bill")
+        for period in range(int(loop_at) if loop_at is not None else current, current):
+            await self._bill(conn, period=period, now=now, only=contract_id, until=(period + 1) * length)
+        await self._bill(conn, period=current, now=now, only=contract_id, until=now)
 
     async def bill_period(self, *, period: int, now: int) -> records.PeriodReport:
         _start, end = self._billing_window(period)
@@ -34,6 +82,24 @@ class BillingLedger(RegistryLedger):
             report = await self._bill(conn, period=period, now=now, only=None, until=end)
             await self._advance(conn, "bill", period)
             return report
+
+    async def _rates_id(self, conn: AsyncConnection, policy: pricing.PricingPolicy, price: pricing.TftPrice) -> int:
+        """The id of the bill_rates row of these prices, made on first use."""
+        r = schema.bill_rates
+        values = dict(tft_average_musd=price.average_musd, tft_min_musd=price.min_musd, tft_max_musd=price.max_musd,
+                      cu=policy.cu, su=policy.su, nu=policy.nu, ipu=policy.ipu, unique_name=policy.unique_name,
+                      dedicated_percent=policy.discount_for_dedication_nodes,
+                      certified_percent=policy.certified_factor_percent)
+        found = (await conn.execute(sa.select(r.c.id).where(*(getattr(r.c, k) == v for k, v in values.items())))).scalar()
+        if found is not None:
+            return int(found)
+        return int((await conn.execute(r.insert().values(tft_musd=price.effective(), **values))).inserted_primary_key[0])
+
+    async def _grid_accounts(self, conn: AsyncConnection) -> tuple[int, int]:
+        a = schema.accounts
+        ids = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
+            a.c.name.in_((self.config.foundation_account, self.config.staking_pool_account))))).all())
+        return ids[self.config.foundation_account], ids[self.config.staking_pool_account]
 
     async def _bill(self, conn: AsyncConnection, *, period: int, now: int, only: int | None, until: int) -> records.PeriodReport:
         c, b, a, n, f = schema.contracts, schema.bills, schema.accounts, schema.nodes, schema.farms
@@ -49,15 +115,23 @@ class BillingLedger(RegistryLedger):
             sa.select(b.c.contract_id, sa.func.max(b.c.until)).where(b.c.period == period).group_by(b.c.contract_id))).all())
         rows = (await conn.execute(
             sa.select(c.c.id, c.c.key, c.c.account_id, c.c.cru, c.c.mru, c.c.sru, c.c.hru, c.c.public_ips, c.c.dedicated,
-                      c.c.state, c.c.created_at, c.c.grace_since, c.c.overdraft, n.c.certified,
+                      c.c.state, c.c.created_at, c.c.grace_since, c.c.overdraft, c.c.reserve, c.c.cycles,
+                      c.c.billed_total, c.c.billing_error, n.c.certified,
                       n.c.cru.label("ncru"), n.c.mru.label("nmru"), n.c.sru.label("nsru"), n.c.hru.label("nhru"),
                       f.c.account_id.label("farmer"))
             .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id).where(*where).order_by(c.c.id))).all()
-        balances = {r.id: r.balance for r in (await conn.execute(sa.select(a.c.id, a.c.balance))).all()}
-        start_balances = dict(balances)
-        foundation = (await conn.execute(sa.select(a.c.id).where(a.c.name == self.config.foundation_account))).scalar_one()
-        staking = (await conn.execute(sa.select(a.c.id).where(a.c.name == self.config.staking_pool_account))).scalar_one()
+        if not rows:
+            return records.PeriodReport(period, 0, 0, 0, ())
+        if only is None:
+            balances = {r.id: r.balance for r in (await conn.execute(sa.select(a.c.id, a.c.balance))).all()}
+        else:
+            balances = {r.id: r.balance for r in (await conn.execute(sa.select(a.c.id, a.c.balance).where(
+                a.c.id.in_({rows[0].account_id, rows[0].farmer, *await self._grid_accounts(conn)})))).all()}
+        accounts = _Accounts(balances, dict(balances))
+        foundation, staking = await self._grid_accounts(conn)
+        rates_id = await self._rates_id(conn, policy, price)
         new_bills: list[dict[str, Any]] = []
+        payouts: list[dict[str, Any]] = []
         quotes: dict[tuple[Any, ...], pricing.Quote] = {}
         contract_updates: list[dict[str, Any]] = []
         changed: list[str] = []
@@ -74,65 +148,165 @@ class BillingLedger(RegistryLedger):
                     resources=Resources(r.cru, r.mru, r.sru, r.hru), public_ips=r.public_ips, seconds=seconds,
                     certified=r.certified, dedicated_node=Resources(*shape[8]) if shape[8] else None,
                     policy=policy, price=price)
-            return quote.bill(balance=balances[r.account_id])
+            return quote.bill(balance=accounts.balances[r.account_id])
 
         for r in rows:
             window_start = max(start, r.created_at, billed_until.get(r.id, start))
-            window_end = until
-            if r.id in billed_until and window_start >= window_end:
+            if r.id in billed_until and window_start >= until:
                 skipped += 1
                 continue
-            deleted_at = None
-            seconds = max(0, window_end - window_start)
-            priced = priced_for(r, seconds)
-            owed = priced.amount + r.overdraft
-            if r.state == "GracePeriod" and r.grace_since is not None and owed > balances[r.account_id]:
-                expiry = r.grace_since + self.config.grace_period_s
-                if expiry < window_end:  # §2.4: the grace period ran out unpaid: bill up to its end, then Deleted
-                    window_end = deleted_at = max(window_start, expiry)
-                    seconds = window_end - window_start
-                    priced = priced_for(r, seconds)
-                    owed = priced.amount + r.overdraft
-            paid = min(owed, balances[r.account_id])
-            balances[r.account_id] -= paid
-            shares = pricing.split(paid)
-            balances[r.farmer] += shares.farmer
-            balances[foundation] += shares.foundation
-            balances[staking] += shares.staking_pool
-            total += priced.amount
-            new_bills.append(dict(contract_id=r.id, period=period, until=window_end, seconds=seconds,
-                                  amount=priced.amount, paid=paid, discount=str(priced.discount), billed_at=now))
-            overdraft = owed - paid
-            state, grace_since = r.state, r.grace_since
-            if overdraft > 0 and state == "Created":
-                state, grace_since = "GracePeriod", window_end  # §2.4: Created → GracePeriod
-            elif overdraft == 0 and state == "GracePeriod":
-                state, grace_since = "Created", None  # §2.4: funded in time
-            update = dict(cid=r.id, overdraft=overdraft, state=state, grace_since=grace_since,
-                          deleted_at=None, deleted_reason=None)
-            if deleted_at is not None:
-                update.update(state="Deleted", deleted_at=deleted_at, deleted_reason="OutOfFunds")
-            if (update["overdraft"], update["state"], update["grace_since"]) != (r.overdraft, r.state, r.grace_since):
+            try:
+                bill_row, update, payout, deltas = self._bill_one(
+                    r, accounts, priced_for, window_start=window_start, window_end=until, period=period, now=now,
+                    cycle=until == end, foundation=foundation, staking=staking)
+            except _Overflow as exc:
+                message = f"billing period {period}: {exc}"
+                if r.billing_error != message:
+                    contract_updates.append(dict(cid=r.id, overdraft=r.overdraft, state=r.state,
+                                                 grace_since=r.grace_since, deleted_at=None, deleted_reason=None,
+                                                 reserve=r.reserve, cycles=r.cycles, billing_error=message))
+                    changed.append(r.key)
+                continue
+            accounts.move(deltas)
+            total += bill_row["amount"]
+            new_bills.append({**bill_row, "rates_id": rates_id})
+            if payout is not None:
+                payouts.append(payout)
+            if (update["overdraft"], update["state"], update["grace_since"], update["reserve"], update["cycles"],
+                    update["billing_error"]) != (r.overdraft, r.state, r.grace_since, r.reserve, r.cycles,
+                                                 r.billing_error):
                 contract_updates.append(update)
-                if update["state"] != r.state:
+                if update["state"] != r.state or r.billing_error is not None:
                     changed.append(r.key)
         if new_bills:
             await conn.execute(b.insert(), new_bills)
             await conn.execute(
                 c.update().where(c.c.id == sa.bindparam("cid")).values(
                     billed_total=c.c.billed_total + sa.bindparam("amount_"), last_billed_at=sa.bindparam("billed_at_"),
-                    last_discount=sa.bindparam("discount_")),
+                    last_discount=sa.bindparam("discount_"), last_bill_amount=sa.bindparam("amount_")),
                 [{"cid": x["contract_id"], "amount_": x["amount"], "billed_at_": x["billed_at"], "discount_": x["discount"]}
                  for x in new_bills])
+        if payouts:
+            await conn.execute(schema.payouts.insert(), payouts)
         if contract_updates:
             await conn.execute(
                 c.update().where(c.c.id == sa.bindparam("cid")).values(
                     overdraft=sa.bindparam("overdraft"), state=sa.bindparam("state"),
                     grace_since=sa.bindparam("grace_since"), deleted_at=sa.bindparam("deleted_at"),
-                    deleted_reason=sa.bindparam("deleted_reason")),
+                    deleted_reason=sa.bindparam("deleted_reason"), reserve=sa.bindparam("reserve"),
+                    cycles=sa.bindparam("cycles"), billing_error=sa.bindparam("billing_error")),
                 contract_updates)
-        await self._write_balances(conn, start_balances, balances)
+        await self._write_balances(conn, accounts.before, accounts.balances)
         return records.PeriodReport(period, len(new_bills), total, skipped, tuple(changed))
+
+    def _bill_one(self, r: Any, accounts: _Accounts, priced_for: Any, *, window_start: int, window_end: int,
+                  period: int, now: int, cycle: bool, foundation: int,
+                  staking: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, dict[int, int]]:
+        """One contract's bill, its state change and its payout, computed without touching anything; raises
+        _Overflow when any amount would leave int64. The caller applies the returned balance deltas."""
+        balance = accounts.balances[r.account_id]
+        deleted_at = None
+        seconds = max(0, window_end - window_start)
+        priced = priced_for(r, seconds)
+        owed = priced.amount + r.overdraft
+        if r.state == "GracePeriod" and r.grace_since is not None and owed > balance:
+            expiry = r.grace_since + self.config.grace_period_s
+            if expiry <= window_end:  # §2.4: now − grace_start ≥ 14 days, unpaid: bill up to the expiry, then Deleted
+                window_end = deleted_at = max(window_start, expiry)
+                seconds = window_end - window_start
+                priced = priced_for(r, seconds)
+                owed = priced.amount + r.overdraft
+        if owed > MONEY_MAX or r.billed_total + priced.amount > MONEY_MAX:
+            raise _Overflow(f"the amount due, {money.tft(owed)} TFT, is beyond the ledger's bound of "
+                            f"{money.tft(MONEY_MAX)} TFT")
+        paid = min(owed, balance)
+        reserve = r.reserve + paid
+        if reserve > MONEY_MAX:
+            raise _Overflow(f"the contract's reserve would pass the ledger's bound of {money.tft(MONEY_MAX)} TFT")
+        cycles = r.cycles + 1 if cycle else r.cycles
+        deltas = {r.account_id: -paid}
+        payout = None
+        if deleted_at is not None or cycles >= self.config.distribution_frequency:
+            shares, gains = _payout(reserve, r.farmer, foundation, staking)
+            accounts.check({aid: amount + deltas.get(aid, 0) for aid, amount in gains.items()})
+            for aid, amount in gains.items():
+                deltas[aid] = deltas.get(aid, 0) + amount
+            if reserve:
+                payout = dict(contract_id=r.id, at=window_end, reason="Deleted" if deleted_at is not None else "Cycles",
+                              amount=reserve, farmer_account_id=r.farmer, farmer=shares.farmer,
+                              foundation=shares.foundation, staking_pool=shares.staking_pool)
+            reserve, cycles = 0, 0
+        res = Resources(r.cru, r.mru, r.sru, r.hru)
+        bill_row = dict(
+            contract_id=r.id, period=period, until=window_end, seconds=seconds, amount=priced.amount, paid=paid,
+            discount=str(priced.discount), billed_at=now, cru=r.cru, mru=r.mru, sru=r.sru, hru=r.hru,
+            public_ips=r.public_ips, rented=bool(r.dedicated),
+            cu_milli=money.round_half_up(units.billing_cu(res) * 1000),
+            su_milli=money.round_half_up(units.billing_su(res) * 1000), cost_usd=priced.cost_units_usd,
+            gross=priced.gross, balance=balance, discount_percent=priced.discount_percent,
+            discounted=priced.discounted, certified_percent=priced.certified_percent, overdraft_before=r.overdraft,
+            cycle=r.cycles + 1 if cycle else None)
+        overdraft = owed - paid
+        state, grace_since = r.state, r.grace_since
+        if overdraft > 0 and state == "Created":
+            state, grace_since = "GracePeriod", window_end  # §2.4: Created → GracePeriod
+        elif overdraft == 0 and state == "GracePeriod":
+            state, grace_since = "Created", None  # §2.4: funded in time
+        update = dict(cid=r.id, overdraft=overdraft, state=state, grace_since=grace_since, deleted_at=None,
+                      deleted_reason=None, reserve=reserve, cycles=cycles, billing_error=None)
+        if deleted_at is not None:
+            update.update(state="Deleted", deleted_at=deleted_at, deleted_reason="OutOfFunds")
+        return bill_row, update, payout, deltas
+
+    async def _pay_out(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
+        """§2.7: a deleted contract's reserve is paid out at once (its final bill came first). A payout that
+        would leave int64 stays in the reserve, with the reason on the contract (invariant 6)."""
+        c, n, f, a = schema.contracts, schema.nodes, schema.farms, schema.accounts
+        row = (await conn.execute(sa.select(c.c.reserve, f.c.account_id.label("farmer"))
+                                  .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)
+                                  .where(c.c.id == contract_id))).one()
+        if row.reserve == 0:
+            await conn.execute(c.update().where(c.c.id == contract_id).values(cycles=0))
+            return
+        foundation, staking = await self._grid_accounts(conn)
+        shares, gains = _payout(row.reserve, row.farmer, foundation, staking)
+        balances = dict((await conn.execute(sa.select(a.c.id, a.c.balance).where(a.c.id.in_(set(gains))))).all())
+        accounts = _Accounts(balances, dict(balances))
+        try:
+            accounts.check(gains)
+        except _Overflow as exc:
+            await conn.execute(c.update().where(c.c.id == contract_id).values(billing_error=f"payout: {exc}"))
+            return
+        await conn.execute(schema.payouts.insert().values(
+            contract_id=contract_id, at=now, reason="Deleted", amount=row.reserve, farmer_account_id=row.farmer,
+            farmer=shares.farmer, foundation=shares.foundation, staking_pool=shares.staking_pool))
+        await conn.execute(c.update().where(c.c.id == contract_id).values(reserve=0, cycles=0))
+        accounts.move(gains)
+        await self._write_balances(conn, accounts.before, accounts.balances)
+
+    async def bills(self, *, key: str, period: int | None = None) -> list[records.Bill]:
+        """The bills of a Deployment's contracts (all of them, across moves), oldest first, with receipts."""
+        c, b, r = schema.contracts, schema.bills, schema.bill_rates
+        query = (sa.select(b, c.c.key, *(col.label(f"rate_{col.name}") for col in r.columns))
+                 .join(c, c.c.id == b.c.contract_id).outerjoin(r, r.c.id == b.c.rates_id).where(c.c.key == key))
+        if period is not None:
+            query = query.where(b.c.period == period)
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(b.c.until, b.c.contract_id))).all()
+        return [records.Bill(contract_id=x.contract_id, key=x.key, period=x.period, start=x.until - x.seconds,
+                             until=x.until, seconds=x.seconds, amount=x.amount, paid=x.paid, discount=x.discount,
+                             billed_at=x.billed_at, receipt=_receipt(x)) for x in rows]
+
+    async def payouts(self, *, key: str) -> list[records.Payout]:
+        """§2.7: the reserve payouts of a Deployment's contracts, oldest first."""
+        c, p, a = schema.contracts, schema.payouts, schema.accounts
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(p, a.c.name.label("farmer_name")).join(c, c.c.id == p.c.contract_id)
+                                       .join(a, a.c.id == p.c.farmer_account_id).where(c.c.key == key)
+                                       .order_by(p.c.at, p.c.id))).all()
+        return [records.Payout(contract_id=x.contract_id, at=x.at, reason=x.reason, amount=x.amount,
+                               farmer_account=x.farmer_name, farmer=x.farmer, foundation=x.foundation,
+                               staking_pool=x.staking_pool) for x in rows]
 
     async def _write_balances(self, conn: AsyncConnection, before: dict[int, int], after: dict[int, int]) -> None:
         a = schema.accounts
@@ -141,3 +315,28 @@ class BillingLedger(RegistryLedger):
             await conn.execute(a.update().where(a.c.id == sa.bindparam("aid"))
                                .values(balance=a.c.balance + sa.bindparam("delta")), deltas)
 
+
+def _receipt(x: Any) -> dict[str, object]:
+    """A bill's receipt from its row: every input and each rounding step of §2.6, the debt it carried and what
+    the payer's balance paid. Empty for bills made before receipts were kept."""
+    if x.gross is None:
+        return {}
+    owed = x.amount + x.overdraft_before
+    return {
+        "resources": {"cru": x.cru, "mru": x.mru, "sru": x.sru, "hru": x.hru}, "publicIPs": x.public_ips,
+        "rented": x.rented, "cu": _milli(x.cu_milli), "su": _milli(x.su_milli),
+        "prices": {"cu": x.rate_cu, "su": x.rate_su, "nu": x.rate_nu, "ipu": x.rate_ipu,
+                   "uniqueName": x.rate_unique_name, "dedicatedPercent": x.rate_dedicated_percent},
+        "tftPrice": {"averageMusd": x.rate_tft_average_musd, "minMusd": x.rate_tft_min_musd,
+                     "maxMusd": x.rate_tft_max_musd, "usedMusd": x.rate_tft_musd,
+                     "clamped": x.rate_tft_musd != x.rate_tft_average_musd},
+        "costUnitsUsd": x.cost_usd, "gross": x.gross, "balance": x.balance, "discount": x.discount,
+        "discountPercent": x.discount_percent, "discounted": x.discounted, "certifiedPercent": x.certified_percent,
+        "amount": x.amount, "overdraftBefore": x.overdraft_before, "owed": owed, "paid": x.paid,
+        "overdraftAfter": owed - x.paid, "cycle": x.cycle,
+    }
+
+
+def _milli(value: int) -> str:
+    whole, frac = divmod(value, 1000)
+    return f"{whole}.{frac:03d}".rstrip("0").rstrip(".")

@@ -35,8 +35,9 @@ class ContractsLedger(BillingLedger):
             dedicated=r.dedicated, state=r.state, created_at=r.created_at, grace_since=r.grace_since,
             deleted_at=r.deleted_at, deleted_reason=r.deleted_reason, overdraft=r.overdraft,
             billed_total=int(r.billed_total), last_billed_at=r.last_billed_at, last_discount=r.last_discount,
-            certified=bool(r.certified), created=created, owner_uid=r.owner_uid, proof=r.proof,
-            proof_until=r.proof_until, proof_signature=r.proof_signature)
+            certified=bool(r.certified), created=created, reserve=int(r.reserve), cycles=r.cycles,
+            last_bill_amount=r.last_bill_amount, billing_error=r.billing_error, owner_uid=r.owner_uid,
+            proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature)
 
     async def _payer(self, conn: AsyncConnection, key: str, proof: records.PayerProof,
                      now: int) -> tuple[int, dict[str, Any]]:
@@ -291,21 +292,27 @@ class ContractsLedger(BillingLedger):
             return out
 
     async def close_contract(self, *, key: str, owner_uid: str, now: int, reason: str) -> records.Contract | None:
-        """Final bill for the used part of the current period, then Deleted. Idempotent. Only the object that opened
-        the contract (``owner_uid``) closes it: deleting a later object of the same name leaves it alone."""
+        """Final bill for the used part of the current period, then Deleted and its reserve paid out (§2.7).
+        Idempotent. What the final bill could not take stays the deleted contract's overdraft: recorded, never
+        forgiven silently nor charged twice. Only the object that opened the contract (``owner_uid``) closes it:
+        deleting a later object of the same name leaves it alone."""
         c = schema.contracts
         async with self._tx() as conn:
             current = await self._latest_contract(conn, key)
             if current is None or current.state not in LIVE or current.owner_uid not in ("", owner_uid):
                 return current
             await self._bill_partial(conn, current.id, now)
-            await conn.execute(c.update().where(c.c.id == current.id).values(
+            await conn.execute(c.update().where(c.c.id == current.id, c.c.state.in_(LIVE)).values(
                 state="Deleted", deleted_at=now, deleted_reason=reason))
+            await self._pay_out(conn, current.id, now)
             return await self._latest_contract(conn, key)
 
     async def move_contract(self, *, key: str, request: scheduling.Request, now: int) -> records.Contract:
-        """Self-healing in one transaction: final bill and close (reason Moved), then a new contract on
-        another node from ``now``. If no node fits, nothing changes (NoCapacity)."""
+        """Self-healing in one transaction: final bill and close (reason Moved), its reserve paid out to the old
+        node's farmer, then a new contract on another node from ``now`` that carries the debt as the final bill
+        left it: the overdraft, the grace state and its start (§2.4). If no node fits, nothing changes
+        (NoCapacity). If the final bill ends the grace period unpaid, the contract is deleted (OutOfFunds)
+        instead of moved and returned as it is (``created`` False)."""
         c = schema.contracts
         async with self._tx() as conn:
             current = await self._latest_contract(conn, key)
@@ -315,17 +322,23 @@ class ContractsLedger(BillingLedger):
             if isinstance(decision, scheduling.Unschedulable):
                 raise errors.NoCapacity(decision.constraint, decision.message)
             await self._bill_partial(conn, current.id, now)
+            billed = (await conn.execute(sa.select(c.c.state, c.c.overdraft, c.c.grace_since, c.c.account_id)
+                                         .where(c.c.id == current.id))).one()
+            if billed.state not in LIVE:
+                await self._pay_out(conn, current.id, now)
+                gone = await self._latest_contract(conn, key)
+                assert gone is not None
+                return gone
             await conn.execute(c.update().where(c.c.id == current.id).values(
-                state="Deleted", deleted_at=now, deleted_reason="Moved"))
+                state="Deleted", deleted_at=now, deleted_reason="Moved", overdraft=0))
+            await self._pay_out(conn, current.id, now)
             node_id = (await conn.execute(sa.select(schema.nodes.c.id).where(schema.nodes.c.name == decision.node))).scalar_one()
-            account_id = (await conn.execute(sa.select(c.c.account_id).where(c.c.id == current.id))).scalar_one()
             await conn.execute(c.insert().values(
-                key=key, account_id=account_id, node_id=node_id, public_ips=request.public_ips,
-                dedicated=request.dedicated, state=current.state, grace_since=current.grace_since, created_at=now,
-                overdraft=current.overdraft, owner_uid=current.owner_uid, proof=current.proof,
+                key=key, account_id=billed.account_id, node_id=node_id, public_ips=request.public_ips,
+                dedicated=request.dedicated, state=billed.state, grace_since=billed.grace_since, created_at=now,
+                overdraft=billed.overdraft, owner_uid=current.owner_uid, proof=current.proof,
                 proof_until=current.proof_until, proof_signature=current.proof_signature,
                 **request.resources.as_dict()))
-            await conn.execute(c.update().where(c.c.id == current.id).values(overdraft=0))
             moved = await self._latest_contract(conn, key)
             assert moved is not None
             return dataclasses.replace(moved, created=True)

@@ -146,6 +146,8 @@ class LedgerBase:
                     await self._migrate_to_2(conn)
                 if int(current) < 3:
                     await self._migrate_to_3(conn)
+                if int(current) < 4:
+                    await self._migrate_to_4(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -161,20 +163,31 @@ class LedgerBase:
             "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
         await self._set_meta(conn, "schema_version", "2")
 
+    async def _add_missing_columns(self, conn: AsyncConnection, tables: tuple[str, ...]) -> None:
+        """Add the columns of ``tables`` that the stored ledger lacks, as this schema declares them (type and server
+        default). Each migration step uses it, so steps stay independent of the order their columns arrived in."""
+        def missing(sync_conn: Any, table: str) -> set[str]:
+            have = {col["name"] for col in sa.inspect(sync_conn).get_columns(table)}
+            return {col.name for col in getattr(schema, table).columns} - have
+        for table in tables:
+            absent = await conn.run_sync(missing, table)
+            for col in getattr(schema, table).columns:
+                if col.name not in absent:
+                    continue
+                kind = col.type.compile(dialect=conn.dialect)
+                default = ""
+                if col.server_default is not None:
+                    arg = str(col.server_default.arg)  # type: ignore[attr-defined]
+                    value = arg if isinstance(col.type, sa.Integer | sa.BigInteger) else "'" + arg.replace("'", "''") + "'"
+                    default = f" NOT NULL DEFAULT {value}"
+                await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {kind}{default}"))
+
     async def _migrate_to_3(self, conn: AsyncConnection) -> None:
         """Version 3: ownership and roles. Records made before it name no owner (''): the first object to reconcile
         one adopts it, which is the object that made it when the operator is upgraded in place. Grid accounts and
         payout accounts get their roles; a twin key shared by two accounts stops the upgrade (it cannot be
         guessed which account the key's owner meant)."""
-        text = "VARCHAR(253) NOT NULL DEFAULT ''"
-        for table, column, kind in (
-                ("accounts", "role", "VARCHAR(16) NOT NULL DEFAULT 'twin'"),
-                ("farms", "owner_ns", text), ("farms", "owner_uid", "VARCHAR(64) NOT NULL DEFAULT ''"),
-                ("nodes", "owner_ns", text), ("nodes", "owner_uid", "VARCHAR(64) NOT NULL DEFAULT ''"),
-                ("contracts", "owner_uid", "VARCHAR(64) NOT NULL DEFAULT ''"),
-                ("contracts", "proof", "VARCHAR(16) NOT NULL DEFAULT 'key'"), ("contracts", "proof_until", "BIGINT"),
-                ("contracts", "proof_signature", "VARCHAR(128) NOT NULL DEFAULT ''")):
-            await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+        await self._add_missing_columns(conn, ("accounts", "farms", "nodes", "contracts"))
         a = schema.accounts
         shared = (await conn.execute(sa.select(a.c.public_key).where(a.c.public_key != "").group_by(a.c.public_key)
                                      .having(sa.func.count() > 1))).scalars().first()
@@ -193,6 +206,17 @@ class LedgerBase:
                             f"ALTER TABLE {table.name} DROP CONSTRAINT IF EXISTS {check.name}, "
                             f"ADD CONSTRAINT {check.name} CHECK ({check.sqltext})"))
         await self._set_meta(conn, "schema_version", "3")
+
+    async def _migrate_to_4(self, conn: AsyncConnection) -> None:
+        """Version 4 (billing version B and receipts): contracts get their reserve, cycles, billing error and last
+        bill's amount; bills get their receipt columns (NULL for bills made before); bill_rates and payouts are new
+        tables (create_all made them). Money already paid out by earlier versions stays paid: reserves start at 0.
+        Independent of the other steps: it adds only the columns that are missing."""
+        await self._add_missing_columns(conn, ("contracts", "bills"))
+        await conn.execute(sa.text(
+            "UPDATE contracts SET last_bill_amount = (SELECT amount FROM bills WHERE contract_id = contracts.id "
+            "ORDER BY until DESC LIMIT 1)"))
+        await self._set_meta(conn, "schema_version", "4")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

@@ -346,7 +346,11 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
         _next_sweep[id(rt)] = time.monotonic() + SWEEP_EVERY_S
         closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, live)).items() if k not in closing})
     for key, (c, reason) in sorted(closing.items()):
-        closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
+        try:  # one contract that cannot be closed never stops the others (nor the rest of the tick)
+            closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
+        except errors.LedgerError as err:
+            log.warning("Contract %s of %s could not be closed (%s): %s", c.id, key, reason, err.message)
+            continue
         log.info("Contract %s of %s closed (%s) with a final bill; billed total %s units", c.id, key, reason,
                  closed.billed_total if closed else "?")
     for held in [k for k in _renewals if k[0] in closing or k[0] not in live or live[k[0]].proof_until != k[1]]:

@@ -50,3 +50,31 @@ async def test_orphans_are_judged_by_uid_and_only_in_namespaces_that_could_be_li
     assert sorted(found) == ["team-b/gone", "team-b/legacy", "team-b/renamed"]
     assert [p for _, p in kube.calls] == ["/apis/grid.threefold.io/v1alpha1/namespaces/team-a/deployments",
                                           "/apis/grid.threefold.io/v1alpha1/namespaces/team-b/deployments"]
+
+
+class Ledger:
+    """A ledger on which one contract cannot be closed (say its final bill is refused)."""
+
+    def __init__(self, live: dict[str, records.Contract], broken: str) -> None:
+        self.live, self.broken, self.closed = live, broken, []
+
+    async def contract_summaries(self) -> dict[str, records.Contract]:
+        return dict(self.live)
+
+    async def close_contract(self, *, key: str, owner_uid: str, now: int, reason: str) -> records.Contract:
+        from tfgrid_operator.backend import errors
+
+        if key == self.broken:
+            raise errors.InvalidRequest("the ledger refused an amount outside its bound")
+        self.closed.append((key, reason))
+        return dataclasses.replace(self.live[key], state="Deleted")
+
+
+async def test_a_contract_that_cannot_be_closed_never_stops_the_others():
+    live = {k: dataclasses.replace(contract(k, "u"), proof="grant", proof_until=10) for k in ("ns/a", "ns/b", "ns/c")}
+    ledger = Ledger(live, broken="ns/b")
+    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(100), ledger=ledger,  # type: ignore[arg-type]
+                         kube=Listing({"ns": [(k.split("/")[1], "u") for k in live]}),  # type: ignore[arg-type]
+                         metrics=metrics.Metrics())
+    assert await periodic.sweep(rt, 100) == 3  # three were due (their grants ended at 10)
+    assert ledger.closed == [("ns/a", "GrantExpired"), ("ns/c", "GrantExpired")]

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -313,13 +314,14 @@ async def nudge(rt: runtime.Runtime, plural: str, ns: str, name: str) -> None:
 SWEEP_EVERY_S = 60.0  # monotonic seconds between two orphan sweeps (one LIST per namespace that has live contracts)
 RENEW_BEFORE_S = 24 * 3600  # in a grant's last day, its Deployment is reconciled (reads its grant again) …
 RENEW_EVERY_S = 3600  # … once an hour of grid time, so a grant renewed in its last day is seen before it ends
-_next_sweep: dict[int, float] = {}  # id(runtime) → when (monotonic) it sweeps for orphans next; absent: next tick
+# id(runtime) → (the runtime, when (monotonic) it sweeps for orphans next); absent, or another runtime: next tick
+_next_sweep: dict[int, tuple[weakref.ref[runtime.Runtime], float]] = {}
 _renewals: dict[tuple[str, int], int] = {}  # (contract key, grant expiry) → grid time its Deployment was last nudged
 
 
 def request_sweep(rt: runtime.Runtime) -> None:
     """An object vanished (a finalizer removed by hand skips our delete handler): sweep on the next tick."""
-    _next_sweep[id(rt)] = 0.0
+    _next_sweep.pop(id(rt), None)
 
 
 async def sweep(rt: runtime.Runtime, now: int) -> int:
@@ -342,8 +344,9 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
                 RENEW_EVERY_S:
             _renewals[(key, c.proof_until)] = now
             renew.append(key)
-    if time.monotonic() >= _next_sweep.get(id(rt), 0.0):
-        _next_sweep[id(rt)] = time.monotonic() + SWEEP_EVERY_S
+    mine, at = _next_sweep.get(id(rt), (None, 0.0))
+    if mine is None or mine() is not rt or time.monotonic() >= at:
+        _next_sweep[id(rt)] = (weakref.ref(rt), time.monotonic() + SWEEP_EVERY_S)
         closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, live)).items() if k not in closing})
     for key, (c, reason) in sorted(closing.items()):
         try:  # one contract that cannot be closed never stops the others (nor the rest of the tick)

@@ -41,7 +41,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tfgrid_operator import agent, backend, local
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import identity, names
+from tfgrid_operator.handlers import tenancy
 from tfgrid_operator.kube.client import KubeClient
 
 PG = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -68,7 +69,8 @@ def bodies(farms: int, nodes: int, deployments: int, keys: dict[str, str]) -> di
                             "resources": {"cru": 64, "mru": 256, "sru": 4000}, "location": {"country": "BE"}}}
                   for i in range(nodes)],
         "deployments": [{"apiVersion": api, "kind": "Deployment", "metadata": {"name": f"d{i}"},
-                         "spec": {"resources": {"cru": 1, "mru": 2, "sru": 20}, "payer": {"account": f"payer{i % 100}"}}}
+                         "spec": {"resources": {"cru": 1, "mru": 2, "sru": 20}, "payer": {
+                             "account": f"payer{i % 100}", "secretRef": {"name": f"payer{i % 100}-grant", "key": "grant"}}}}
                         for i in range(deployments)],
     }
 
@@ -273,9 +275,13 @@ async def bench(scale: float, ledger_kind: str) -> dict:
         async with local.local_api(record_requests=False) as emu, KubeClient(user_agent="bench") as kube:
             result["raw_api_per_s"] = round(await raw_api(scale), 1)
             ledger = await backend.open_backend(url, CONFIG)
-            for i in range(100):
-                await ledger.ensure_account(name=f"payer{i}")
+            for i in range(100):  # twins that granted the namespace their payment (tfgrid-operator grant)
+                twin = identity.KeyPair.generate()
+                await ledger.ensure_account(name=f"payer{i}", public_key=twin.public_key)
                 await ledger.fund(name=f"payer{i}", amount=10**15)
+                grant = names.Grant(f"payer{i}", "default", START + names.MAX_GRANT_S).signed(twin)
+                await kube.request("POST", "/api/v1/namespaces/default/secrets",
+                                   tenancy.grant_secret(grant, f"payer{i}-grant"))
             created: dict = {}
             ready: dict = {}
             async with OperatorProcess(url, clock_file, log) as op:

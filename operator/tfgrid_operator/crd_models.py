@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tfgrid_operator.domain import identity, names, scheduling, voting
+from tfgrid_operator.domain import identity, money, names, scheduling, voting
 from tfgrid_operator.domain.units import Resources
 
 __all__ = ["DeploymentSpec", "FarmSpec", "InvalidSpec", "NodeSpec", "ProposalSpec", "parse"]
@@ -132,11 +132,11 @@ U32 = 1 << 32
 class PricingChange(_Model):
     """The pricing policy fields a proposal may change (§1.4), units USD per hour; omitted ones stay."""
 
-    cu: int | None = Field(None, ge=0, le=U32)
-    su: int | None = Field(None, ge=0, le=U32)
-    nu: int | None = Field(None, ge=0, le=U32)
-    ipu: int | None = Field(None, ge=0, le=U32)
-    unique_name: int | None = Field(None, alias="uniqueName", ge=0, le=U32)
+    cu: int | None = Field(None, ge=0, le=money.MAX_POLICY_PRICE)  # bounded so no bill can overflow (money.py)
+    su: int | None = Field(None, ge=0, le=money.MAX_POLICY_PRICE)
+    nu: int | None = Field(None, ge=0, le=money.MAX_POLICY_PRICE)
+    ipu: int | None = Field(None, ge=0, le=money.MAX_POLICY_PRICE)
+    unique_name: int | None = Field(None, alias="uniqueName", ge=0, le=money.MAX_POLICY_PRICE)
     discount_for_dedication_nodes: int | None = Field(None, alias="discountForDedicationNodes", ge=0, le=100)
     certified_factor_percent: int | None = Field(None, alias="certifiedFactorPercent", ge=100, le=1000)
 

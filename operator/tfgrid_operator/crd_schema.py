@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from tfgrid_operator.domain import money
+
 GROUP = "grid.threefold.io"
 
 S = dict[str, Any]
@@ -183,6 +185,7 @@ DEPLOYMENT = crd(
 )
 
 U32 = 1 << 32
+PRICE = money.MAX_POLICY_PRICE  # a pricing policy field's bound, derived from the ledger's (money.py)
 # what the council signed and the farms vote on (§5): changing it would change the question under the votes
 FIXED_ONCE_PROPOSED = "the action, threshold and duration are fixed once proposed; create a new Proposal to change them"
 SIGNATURE = string(minLength=1, maxLength=128, description="base64 ed25519 signature")
@@ -194,8 +197,8 @@ PROPOSAL = crd(
         "action": immutable(obj({
             "type": string(enum=["SetPricingPolicy", "SetFarmingPolicy"]),
             "pricing": obj({
-                "cu": integer(0, U32), "su": integer(0, U32), "nu": integer(0, U32), "ipu": integer(0, U32),
-                "uniqueName": integer(0, U32), "discountForDedicationNodes": integer(0, 100),
+                "cu": integer(0, PRICE), "su": integer(0, PRICE), "nu": integer(0, PRICE), "ipu": integer(0, PRICE),
+                "uniqueName": integer(0, PRICE), "discountForDedicationNodes": integer(0, 100),
                 "certifiedFactorPercent": integer(100, 1000),
             }, description="§1.4 pricing policy fields to change, units USD per hour"),
             "farming": obj({

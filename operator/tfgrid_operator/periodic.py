@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -246,7 +247,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         status = body.get("status") or {}
         uid = body["metadata"].get("uid", "")
         held = REPORTED.get((plural, ns, name))  # what its handler reported, never what its status claims
-        if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid or held[1] in HANDLER_OWNED:
+        if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid:
             continue
         # the generation whose reconcile finished, as the handler reported it: the loop refreshes what the ledger
         # says but never claims a generation no handler has applied yet (a spec edit waiting in kopf's queue)
@@ -255,7 +256,10 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
             continue
         desired: dict[str, Any] | None = None
         owner = records.Owner(ns, uid)
-        if plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
+        if held[1] in HANDLER_OWNED:  # the handler's report stands, whatever was written over it since
+            claimed = {k: None for k in IDENTITY if k in status} if held[1] == Reason.NAME_TAKEN else {}
+            desired = {**claimed, **held[2]}  # a NameTaken object is no ledger record: no identity on it
+        elif plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
             desired = _node_status(summaries[name], status, generation, stamp, now, cfg)
         elif plural == "farms" and name in farm_records and _mine(farm_records[name].owner, owner):
             desired = _farm_status(farm_records[name], farms.get(name, []), status, generation, stamp)
@@ -317,13 +321,14 @@ async def nudge(rt: runtime.Runtime, plural: str, ns: str, name: str) -> None:
 SWEEP_EVERY_S = 60.0  # monotonic seconds between two orphan sweeps (one LIST per namespace that has live contracts)
 RENEW_BEFORE_S = 24 * 3600  # in a grant's last day, its Deployment is reconciled (reads its grant again) …
 RENEW_EVERY_S = 3600  # … once an hour of grid time, so a grant renewed in its last day is seen before it ends
-_next_sweep: dict[int, float] = {}  # id(runtime) → when (monotonic) it sweeps for orphans next; absent: next tick
+# id(runtime) → (the runtime, when (monotonic) it sweeps for orphans next); absent, or another runtime: next tick
+_next_sweep: dict[int, tuple[weakref.ref[runtime.Runtime], float]] = {}
 _renewals: dict[tuple[str, int], int] = {}  # (contract key, grant expiry) → grid time its Deployment was last nudged
 
 
 def request_sweep(rt: runtime.Runtime) -> None:
     """An object vanished (a finalizer removed by hand skips our delete handler): sweep on the next tick."""
-    _next_sweep[id(rt)] = 0.0
+    _next_sweep.pop(id(rt), None)
 
 
 async def sweep(rt: runtime.Runtime, now: int) -> int:
@@ -346,11 +351,16 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
                 RENEW_EVERY_S:
             _renewals[(key, c.proof_until)] = now
             renew.append(key)
-    if time.monotonic() >= _next_sweep.get(id(rt), 0.0):
-        _next_sweep[id(rt)] = time.monotonic() + SWEEP_EVERY_S
+    mine, at = _next_sweep.get(id(rt), (None, 0.0))
+    if mine is None or mine() is not rt or time.monotonic() >= at:
+        _next_sweep[id(rt)] = (weakref.ref(rt), time.monotonic() + SWEEP_EVERY_S)
         closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, live)).items() if k not in closing})
     for key, (c, reason) in sorted(closing.items()):
-        closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
+        try:  # one contract that cannot be closed never stops the others (nor the rest of the tick)
+            closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)
+        except errors.LedgerError as err:
+            log.warning("Contract %s of %s could not be closed (%s): %s", c.id, key, reason, err.message)
+            continue
         log.info("Contract %s of %s closed (%s) with a final bill; billed total %s units", c.id, key, reason,
                  closed.billed_total if closed else "?")
     for held in [k for k in _renewals if k[0] in closing or k[0] not in live or live[k[0]].proof_until != k[1]]:
@@ -423,9 +433,12 @@ WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_N
 # conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
 HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
                            Reason.NAME_TAKEN}
-# (plural, namespace, name) → (uid, the Ready reason its handler last reported in this process): the loop decides
-# from this whether a handler holds an object, never from the object's status (its user can write that)
-REPORTED: dict[tuple[str, str, str], tuple[str, str]] = {}
+# (plural, namespace, name) → (uid, the Ready reason its handler last reported in this process, that report): the
+# loop decides from this whether a handler holds an object, never from the object's status (its user can write
+# that), and writes a held object's report back over whatever was written since
+REPORTED: dict[tuple[str, str, str], tuple[str, str, dict[str, Any]]] = {}
+# status fields that say which ledger record an object is: removed when written on an object whose name is taken
+IDENTITY = ("farmId", "nodeId", "contractId", "proposalId", "node", "farm", "contractState")
 REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
 
 

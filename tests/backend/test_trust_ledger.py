@@ -272,3 +272,18 @@ async def test_a_version_2_ledger_gets_owners_roles_and_unique_twin_keys(ledger_
             assert version.scalar() == str(schema.SCHEMA_VERSION)
     finally:
         await lg.close()
+
+
+async def test_an_amount_past_the_bound_inside_a_ledger_call_is_refused_and_rolled_back(ledger):
+    """A bill that would push a balance past the bound fails its transaction with a clear InvalidRequest (the
+    database CHECK), never a wrapped int64 or a stored float; the transaction changes nothing."""
+    await victim_grid(ledger)
+    a = schema.accounts
+    async with ledger.engine.begin() as conn:  # the farmer at the bound (as if paid there over the years)
+        await conn.execute(a.update().where(a.c.name != "farmer").values(balance=0))
+        await conn.execute(a.update().where(a.c.name == "farmer").values(balance=money.MAX_UNITS))
+    with pytest.raises(errors.InvalidRequest) as err:  # one more unit credited, inside a ledger transaction
+        async with ledger._tx() as conn:
+            await conn.execute(a.update().where(a.c.name == "farmer").values(balance=a.c.balance + 1))
+    assert "outside [0, " in err.value.message
+    assert (await ledger.get_account(name="farmer")).balance == money.MAX_UNITS

@@ -44,6 +44,12 @@ async def test_a_second_claimant_of_a_farm_or_node_name_gets_name_taken_and_chan
         assert "farmId" not in taken["status"] and "nodeId" not in taken["status"]  # nothing of the victim's shows
         assert A not in str(taken["status"])  # nor the victim's namespace
     assert events(apiserver, "NameTaken")
+    # the attacker writes its loser's status as the victim's record: the operator writes its own report back
+    await patch(apiserver, B, "farms", "freefarm", {"status": {"farmId": farm_before.id, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Available", "message": "registered",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}, "/status")
+    await eventually(lambda: condition(get(apiserver, B, "farms", "freefarm"))["reason"] == "NameTaken"
+                     and "farmId" not in get(apiserver, B, "farms", "freefarm")["status"], what="status written back")
     # the attacker deletes its namesakes: the victim's records stay, untouched
     for plural, name in (("nodes", "node1"), ("farms", "freefarm")):
         resp = await apiserver.delete(f"/apis/grid.threefold.io/v1alpha1/namespaces/{B}/{plural}/{name}")
@@ -74,6 +80,7 @@ async def test_a_node_joins_another_namespaces_farm_only_with_the_farm_owners_si
     await reason(apiserver, B, "nodes", "sneaky", "Available")
     joined = await ledger.observe_node(name="sneaky")
     assert joined.farm == "freefarm" and joined.owner.namespace == B
+    await conserved(ledger, 0)
 
 
 async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger, grid_clock):

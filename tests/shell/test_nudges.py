@@ -52,7 +52,7 @@ def test_when_kopf_is_quiet_an_object_no_reconcile_reached_is_nudged():
 def waiting_body(reason: str, key: tuple[str, str, str] | None = None) -> dict:
     """An object whose status says ``reason``; with ``key``, its handler reported that reason too."""
     if key is not None:
-        periodic.REPORTED[key] = ("u", reason)
+        periodic.REPORTED[key] = ("u", reason, {})
     return {"metadata": {"generation": 1, "uid": "u"}, "spec": {},
             "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
 
@@ -79,7 +79,7 @@ def test_a_reason_only_the_status_claims_is_not_the_handlers():
     the name, another uid) never makes the loop treat the object as waiting."""
     written, earlier = ("deployments", "ns", "written"), ("deployments", "ns", "earlier")
     periodic.REPORTED.pop(written, None)
-    periodic.REPORTED[earlier] = ("old-uid", "Unschedulable")
+    periodic.REPORTED[earlier] = ("old-uid", "Unschedulable", {})
     rt = rt_with({written: waiting_body("Unschedulable"), earlier: waiting_body("Unschedulable")})
     rt.retry_delay_s = 0.0
     assert periodic.requeues(rt) == [] and rt.requeue_at == {}

@@ -12,7 +12,7 @@ import yaml
 
 from tfgrid_operator.cli.app import _load_key, main
 from tfgrid_operator.domain import names
-from tfgrid_operator.handlers.tenancy import CONSENT_ANNOTATION, grant_secret
+from tfgrid_operator.handlers import tenancy
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -38,7 +38,7 @@ def grant(account: str, namespace: str, key_file: pathlib.Path, days: int, secre
     signed = names.Grant(account, namespace, int(time.time()) + days * 86400).signed(_load_key(key_file))
     click.echo(f"# account {account} pays for Deployments of namespace {namespace} for {days} days; "
                f"kubectl apply -f this, then payer: {{account: {account}, secretRef: {{name: {secret}, key: grant}}}}")
-    click.echo(yaml.safe_dump(grant_secret(signed, secret), sort_keys=False), nl=False)
+    click.echo(yaml.safe_dump(tenancy.grant_secret(signed, secret), sort_keys=False), nl=False)
 
 
 @main.command("farm-consent", help="As a farm's owner, let a Node of another namespace join the farm: print the "
@@ -52,4 +52,4 @@ def grant(account: str, namespace: str, key_file: pathlib.Path, days: int, secre
 def farm_consent(farm: str, namespace: str, node: str, node_key: str, key_file: pathlib.Path) -> None:
     signature = _load_key(key_file).sign(names.FARM_CONSENT, names.consent_payload(
         farm=farm, namespace=namespace, node=node, node_key=node_key))
-    click.echo(yaml.safe_dump({"metadata": {"annotations": {CONSENT_ANNOTATION: signature}}}, sort_keys=False), nl=False)
+    click.echo(yaml.safe_dump({"metadata": {"annotations": {tenancy.CONSENT_ANNOTATION: signature}}}, sort_keys=False), nl=False)

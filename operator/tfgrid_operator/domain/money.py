@@ -16,6 +16,12 @@ UNITS_USD_PER_MUSD = 10_000  # §0
 # an overdraft and a payout share) never overflows on SQLite or PostgreSQL.
 MAX_UNITS = 10**18
 MAX_TFT = MAX_UNITS // UNITS_PER_TFT
+# Derived: the most a pricing policy field (§1.4, units USD per hour) may be set to, by a DAO proposal or otherwise.
+# At it, the largest contract the CRDs allow (a whole 1024-core node, 64 IPs, certified at the 1000 % factor, no
+# discount) billed for a 30-day month (SECS_PER_MONTH, §0: longer than any grace period) at the §4.3 TFT price floor
+# (20 mUSD) costs less than MAX_UNITS: no bill, overdraft or balance can pass the bound. 10^7 = $1 per unit-hour,
+# 100x today's CU price (§4.1). tests/domain/test_bounds.py checks the derivation.
+MAX_POLICY_PRICE = 10**7
 
 
 def round_half_up(value: Fraction) -> int:

@@ -18,8 +18,7 @@ from tfgrid_operator import conditions, crd_models, periodic, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
-from tfgrid_operator.handlers import reporting, tracking
-from tfgrid_operator.handlers.tenancy import owner
+from tfgrid_operator.handlers import reporting, tenancy, tracking
 from tfgrid_operator.kube.client import ApiError
 
 G, V = runtime.GROUP, runtime.VERSION
@@ -94,7 +93,7 @@ async def _same_proof(c: records.Contract, proof: records.PayerProof) -> bool:
 @reporting.reconciler("deployments", "deployment")
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    key, uid = f"{namespace}/{name}", owner(body).uid
+    key, uid = f"{namespace}/{name}", tenancy.owner(body).uid
     s = reporting.parse_spec(crd_models.DeploymentSpec, body, spec, patch)
     if s is None:
         return
@@ -152,7 +151,7 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
 async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"
-    uid = owner(body).uid
+    uid = tenancy.owner(body).uid
     await reporting.close_on_ledger(
         body, patch, rt.ledger.close_contract(key=key, owner_uid=uid, now=rt.clock.now(), reason="CanceledByUser"),
         message=lambda closed: closed and closed.owner_uid in ("", uid)

@@ -9,8 +9,7 @@ import kopf
 from tfgrid_operator import crd_models, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.handlers import reporting, tracking
-from tfgrid_operator.handlers.tenancy import name_taken, owner
+from tfgrid_operator.handlers import reporting, tenancy, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -22,11 +21,11 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
     if s is None:
         return
     try:
-        farm = await rt.ledger.ensure_farm(name=name, owner=owner(body), owner_key=s.owner_key,
+        farm = await rt.ledger.ensure_farm(name=name, owner=tenancy.owner(body), owner_key=s.owner_key,
                                            payout_account=s.payout_account, certified=s.certified,
                                            dedicated=s.dedicated, public_ips=s.public_ips)
     except errors.NameTaken as err:
-        return name_taken(body, patch, err)
+        return tenancy.name_taken(body, patch, err)
     except errors.InvalidRequest as err:
         return reporting.invalid_spec(body, patch, err.message)
     except errors.LedgerError as err:
@@ -41,7 +40,7 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 @kopf.on.delete(G, V, "farms")
 @reporting.metered("farm")
 async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name, owner=owner(body)),
+    await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name, owner=tenancy.owner(body)),
                                     message=lambda _: f"Farm {name} closed on the ledger")
 
 

@@ -9,8 +9,7 @@ import kopf
 from tfgrid_operator import crd_models, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.handlers import reporting, tracking
-from tfgrid_operator.handlers.tenancy import CONSENT_ANNOTATION, name_taken, owner
+from tfgrid_operator.handlers import reporting, tenancy, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -27,12 +26,12 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
                                  message=f"farm {s.farm!r} is not registered yet; retrying")
     try:
         node = await rt.ledger.ensure_node(
-            name=name, owner=owner(body),
-            farm_consent=(body["metadata"].get("annotations") or {}).get(CONSENT_ANNOTATION, ""),
+            name=name, owner=tenancy.owner(body),
+            farm_consent=(body["metadata"].get("annotations") or {}).get(tenancy.CONSENT_ANNOTATION, ""),
             farm=s.farm, resources=s.capacity, country=s.location.country, city=s.location.city,
             certified=s.certified, public_key=s.public_key, now=rt.clock.now())
     except errors.NameTaken as err:
-        return name_taken(body, patch, err)
+        return tenancy.name_taken(body, patch, err)
     except errors.NotAuthorized as err:  # retried: the farm owner may sign consent later
         return reporting.waiting(body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
     except errors.InvalidRequest as err:
@@ -50,7 +49,7 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 @reporting.metered("node")
 async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, owner=owner(body), now=rt.clock.now()),
+    await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
                                     message=lambda _: f"Node {name} closed on the ledger")
 
 

@@ -41,7 +41,8 @@ def note(body: Any, desired: dict[str, Any]) -> None:
     key = key_of(body)
     ready = conditions.get(desired.get("conditions") or [], "Ready")
     if key is not None and ready is not None:
-        periodic.REPORTED[key] = ((body.get("metadata") or {}).get("uid", ""), str(ready.get("reason", "")))
+        periodic.REPORTED[key] = ((body.get("metadata") or {}).get("uid", ""), str(ready.get("reason", "")),
+                                  dict(desired))
 
 
 def name_taken(body: Any, patch: kopf.Patch, err: errors.LedgerError) -> None:

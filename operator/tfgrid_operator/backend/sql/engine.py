@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.backend.batching import Batcher
 from tfgrid_operator.backend.config import LedgerConfig
-from tfgrid_operator.domain import minting, pricing, scheduling
+from tfgrid_operator.domain import minting, money, pricing, scheduling
 from tfgrid_operator.domain import uptime as uptime_mod
 from tfgrid_operator.domain.units import Resources
 
@@ -232,6 +232,9 @@ class LedgerBase:
                         await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
                     yield conn
             except IntegrityError as exc:
+                if any(check in str(exc.orig) for check in ("_bounded", "never_negative")):  # schema CHECKs
+                    raise errors.InvalidRequest(f"the ledger refused an amount outside [0, {money.MAX_UNITS}] units: "
+                                                f"{_first_line(exc.orig)}") from exc
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
             except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
                 raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc

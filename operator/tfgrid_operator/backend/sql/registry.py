@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
@@ -216,15 +217,19 @@ class RegistryLedger(LedgerBase):
                 minted = (await conn.execute(sa.select(schema.mints.c.node_id).where(
                     schema.mints.c.node_id == row.id, schema.mints.c.period == before.index))).first()
                 if minted is None and last >= before.start:
-                    await self._fold(conn, row.id, before, boundary, uptime - (ts - boundary))
-            total = await self._fold(conn, row.id, period, ts, uptime)
+                    await self._fold(conn, row.id, before, boundary, uptime - (ts - boundary), row.created_at)
+            total = await self._fold(conn, row.id, period, ts, uptime, row.created_at)
             await conn.execute(n.update().where(n.c.id == row.id).values(last_report_ts=ts))
             return total
 
-    async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int) -> int:
+    async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int,
+                    registered_at: int) -> int:
+        """Fold one report into the node's period; the first credit never reaches back before the node was
+        registered on the ledger (wall time on the grid bounds the credit, issue 13 invariant 4)."""
         u = schema.uptime
         prev = (await conn.execute(sa.select(u).where(u.c.node_id == node_id, u.c.period == period.index))).first()
-        new = uptime_mod.credit(_uptime_state(prev, period), ts=ts, uptime=up)
+        state = dataclasses.replace(_uptime_state(prev, period), period_start=max(period.start, registered_at))
+        new = uptime_mod.credit(state, ts=ts, uptime=up)
         values = dict(total=new.total, last_ts=new.last_ts, last_uptime=new.last_uptime, boot_ts=new.boot_ts,
                       violation=str(new.violation) if new.violation else None, reports=new.reports)
         if prev is None:

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from tfgrid_operator import agent, backend, ballot, clock, local, metrics, runtime
 from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.kube.emulator import StrictApiServer
 from tfgrid_operator.settings import Settings
@@ -73,7 +74,7 @@ def load_examples(folder: pathlib.Path) -> list[dict[str, Any]]:
 
 def rekey(docs: list[dict[str, Any]], council: identity.KeyPair) -> dict[str, identity.KeyPair]:
     """Fresh keys for every farm owner and node, proposals re-signed by the sandbox council."""
-    keys: dict[str, identity.KeyPair] = {}
+    keys: dict[str, identity.KeyPair] = {"council": council}
     for d in docs:
         name, spec = d["metadata"]["name"], d["spec"]
         if d["kind"] == "Farm":
@@ -184,8 +185,10 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
         await ledger.ensure_account(name=payer)
         await ledger.fund(name=payer, amount=FUNDING_TFT * money.UNITS_PER_TFT)
     nodes = [d["metadata"]["name"] for d in docs if d["kind"] == "Node"]
+    # a simulation: each agent states its node's spec as the capacity it measured (agent --capacity)
+    capacity = {d["metadata"]["name"]: Resources(**d["spec"]["resources"]) for d in docs if d["kind"] == "Node"}
     async with KubeClient(user_agent="tfgrid-sandbox") as kube:
-        await _apply(emu, kube, docs, keys)
+        await _apply(emu, kube, docs, keys, ledger)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             TextColumn("day {task.completed:.0f}/{task.total:.0f}"), TimeRemainingColumn())
         task = progress.add_task(f"{days} days on the grid", total=days)
@@ -195,8 +198,8 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
                 ts = START + step * STEP_S
                 clk.set(ts)
                 await asyncio.gather(*(agent.send_report(kube, keys[f"node/{n}"], namespace="default", node=n, ts=ts,
-                                                         uptime=ts - START + 600) for n in nodes))
-                handled = step * len(nodes)  # the operator counts every lease event it handled
+                                                         uptime=ts - START + 600, capacity=capacity[n]) for n in nodes))
+                handled = (step + 1) * len(nodes)  # the operator counts every lease event it handled (+ the attestations)
                 if not await _until(lambda handled=handled: _leases_handled(rt, handled), timeout=2, max_pause=0.002):
                     await _until(lambda ts=ts: _reported(ledger, nodes, ts))  # events were coalesced
                 rt.wake.set()
@@ -212,7 +215,8 @@ async def _simulate(emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.G
     return summary
 
 
-async def _apply(emu: StrictApiServer, kube: KubeClient, docs: list[dict[str, Any]], keys: dict[str, identity.KeyPair]) -> None:
+async def _apply(emu: StrictApiServer, kube: KubeClient, docs: list[dict[str, Any]], keys: dict[str, identity.KeyPair],
+                 ledger: backend.GridBackend) -> None:
     """Create the objects in sync-wave order, each deployment after the one before it is placed (so the
     least-loaded placement is the same on every run), then the farms' votes on every proposal."""
     for d in docs:
@@ -221,13 +225,41 @@ async def _apply(emu: StrictApiServer, kube: KubeClient, docs: list[dict[str, An
         if d["kind"] in ("Node", "Deployment"):
             name = d["metadata"]["name"]
             await _until(lambda p=plural, n=name: _has_ready(emu, p, n))
+        if d["kind"] == "Node":  # its agent attests the capacity; the council certifies what the farmer expects
+            await _attest(emu, kube, d, keys, ledger)
     for d in docs:
         if d["kind"] != "Proposal":
             continue
+        name = d["metadata"]["name"]
+        path = f"{runtime.GROUP}/{runtime.VERSION}/proposals"
+        await _until(lambda path=path, name=name: _opened(emu, path, name))  # a vote signs the proposal as the operator opened it
         for farm in (x["metadata"]["name"] for x in docs if x["kind"] == "Farm"):
-            await ballot.add_entry(kube, namespace="default", name=d["metadata"]["name"], field="votes", same="farm",
-                                   entry=ballot.signed_vote(keys[f"farm/{farm}"], proposal=f"default/{d['metadata']['name']}",
-                                                            farm=farm, approve=True))
+            await ballot.add_entry(kube, namespace="default", name=name, field="votes", same="farm",
+                                   entry=ballot.vote_on(emu.read(path, "default", name), keys[f"farm/{farm}"],
+                                                        farm=farm, approve=True))
+
+
+async def _attest(emu: StrictApiServer, kube: KubeClient, d: dict[str, Any], keys: dict[str, identity.KeyPair],
+                  ledger: backend.GridBackend) -> None:
+    name, ts = d["metadata"]["name"], START
+    await _until(lambda: ledger.observe_node(name=name))
+    await agent.send_report(kube, keys[f"node/{name}"], namespace="default", node=name, ts=ts, uptime=600,
+                            capacity=Resources(**d["spec"]["resources"]))
+    await _until(lambda: _attested(ledger, name))
+    if d["spec"].get("certified"):
+        node_id = _status(emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", "default", name))["nodeId"]
+        await ballot.certify(kube, namespace="default", node=name, entry=ballot.signed_certification(
+            keys["council"], node=name, node_id=node_id, certified=True, ts=ts))
+        await _until(lambda: _attested(ledger, name, certified=True))
+
+
+async def _attested(ledger: backend.GridBackend, name: str, certified: bool = False) -> bool:
+    a = (await ledger.attestations()).get(name)  # type: ignore[attr-defined]
+    return a is not None and (a.certified or not certified)
+
+
+async def _opened(emu: StrictApiServer, path: str, name: str) -> bool:
+    return "proposalId" in _status(emu.read(path, "default", name))
 
 
 async def _has_ready(emu: StrictApiServer, plural: str, name: str) -> bool:

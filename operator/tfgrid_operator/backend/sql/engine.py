@@ -142,6 +142,8 @@ class LedgerBase:
                 )
             elif int(current) < 2:
                 await self._migrate_to_2(conn)
+            if current is not None and int(current) < 5:
+                await self._migrate_to_5(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "")
 
@@ -156,6 +158,17 @@ class LedgerBase:
             "last_billed_at = (SELECT MAX(billed_at) FROM bills WHERE contract_id = contracts.id), "
             "last_discount = (SELECT discount FROM bills WHERE contract_id = contracts.id ORDER BY until DESC LIMIT 1)"))
         await self._set_meta(conn, "schema_version", "2")
+
+    async def _migrate_to_5(self, conn: AsyncConnection) -> None:
+        """Version 5: mint receipts and vote sequence numbers (the capacity table is new: create_all made it).
+        Independent of versions 3 and 4: it only adds columns of its own, and only those not there yet."""
+        have = await conn.run_sync(lambda c: {t: {col["name"] for col in sa.inspect(c).get_columns(t)}
+                                              for t in ("mints", "votes")})
+        if "receipt" not in have["mints"]:
+            await conn.execute(sa.text("ALTER TABLE mints ADD COLUMN receipt TEXT"))
+        if "seq" not in have["votes"]:
+            await conn.execute(sa.text("ALTER TABLE votes ADD COLUMN seq BIGINT NOT NULL DEFAULT 0"))
+        await self._set_meta(conn, "schema_version", "5")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

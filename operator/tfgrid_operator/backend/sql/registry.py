@@ -145,14 +145,15 @@ class RegistryLedger(LedgerBase):
             farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
             if farm_row is None or farm_row.state != "Active":
                 raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
-            values = dict(farm_id=farm_row.id, country=country, city=city, certified=certified,
-                          public_key=public_key, **resources.as_dict())
+            # spec.certified is only what the farmer expects: the council certifies (backend/sql/capacity.py)
+            values = dict(farm_id=farm_row.id, country=country, city=city, public_key=public_key,
+                          **resources.as_dict())
             row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
             created = row is None
             if created:
                 await conn.execute(n.insert().values(
                     name=name, state="Active", created_at=now, connection_price=self.config.connection_price_musd,
-                    **values))
+                    certified=False, **values))
             elif row.state == "Closed":
                 raise errors.Conflict(f"node {name!r} was closed on the ledger; use a new name")
             else:

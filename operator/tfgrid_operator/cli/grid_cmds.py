@@ -165,3 +165,49 @@ def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool
         click.echo(json.dumps(entry))
         return
     _to_proposal(namespace, proposal, "vetoes", entry, "memberKey")
+
+
+@council.command(help="Certify a node (or with --revoke make it DIY again), §1.2 set_node_certification: signs the "
+                      "node's ledger id (its status.nodeId) and puts the signature on the Node as an annotation; the "
+                      "operator applies it on the capacity the node's agent attested (--print only prints it).")
+@click.option("--node", required=True, help="the Node object's name")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@click.option("--revoke", is_flag=True, help="decertify: the node is DIY from now on")
+@click.option("--node-id", type=int, default=None, help="with --print: the node's ledger id, without reaching the cluster")
+@click.option("--print", "print_only", is_flag=True)
+def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, node_id: int | None,
+            print_only: bool) -> None:
+    import time
+
+    from tfgrid_operator import ballot, runtime
+    from tfgrid_operator.kube.client import ApiError
+
+    key = _load_key(key_file)
+
+    def entry(nid: int) -> dict[str, Any]:
+        return ballot.signed_certification(key, node=node, node_id=nid, certified=not revoke, ts=int(time.time()))
+
+    if print_only and node_id is not None:
+        click.echo(json.dumps(entry(node_id)))
+        return
+
+    async def go(kube: Any) -> None:
+        try:
+            body = await kube.request("GET", kube.path(runtime.GROUP, runtime.VERSION, "nodes", namespace, node))
+        except ApiError as err:
+            if err.status == 404:
+                raise click.ClickException(f"node {namespace}/{node} does not exist") from None
+            raise
+        nid = (body.get("status") or {}).get("nodeId")
+        if not isinstance(nid, int):
+            raise click.ClickException(f"node {namespace}/{node} is not registered on the ledger yet")
+        signed = entry(nid)
+        if print_only:
+            click.echo(json.dumps(signed))
+            return
+        await ballot.certify(kube, namespace=namespace, node=node, entry=signed)
+        click.echo(f"node {namespace}/{node}: {'decertification' if revoke else 'certification'} signed for ledger "
+                   f"node {nid}; the operator applies it (status.attested.certified)")
+
+    _with_cluster("tfgrid-cli", go)

@@ -152,3 +152,34 @@ async def test_a_deleted_nodes_lease_is_ignored_quietly_after_a_restart(apiserve
 
 async def _one_attested(ledger):
     return "a1" in await ledger.attestations()
+
+
+def _proposal(ns, name):
+    from tfgrid_operator import crd_models
+
+    spec = {"title": "cheaper", "action": {"type": "SetPricingPolicy", "pricing": {"cu": 1}}, "durationHours": 24,
+            "threshold": 5, "councilKey": COUNCIL[0].public_key, "councilSignature": "-"}
+    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
+    spec["councilSignature"] = COUNCIL[0].sign(identity.PROPOSAL, parsed.signed_payload(f"{ns}/{name}"))
+    return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Proposal", "metadata": {"name": name}, "spec": spec}
+
+
+async def test_a_vote_counts_only_on_the_proposal_of_its_namespace(apiserver, operator, ledger):
+    await grid(apiserver)
+    async with KubeClient() as kube:
+        await agent.send_report(kube, KEYS["a1"], namespace="alpha", node="a1", ts=START, uptime=100,
+                                capacity=Resources(**SPEC))
+        await eventually(lambda: _one_attested(ledger), what="attested")
+    for ns in ("alpha", "beta"):
+        await apiserver.post(f"{API}/{ns}/proposals", json=_proposal(ns, "p"))
+    bodies = {ns: await eventually(lambda ns=ns: "proposalId" in obj(apiserver, ns, "proposals", "p")["status"]
+                                   and obj(apiserver, ns, "proposals", "p"), what=f"{ns}/p open")
+              for ns in ("alpha", "beta")}
+    entry = ballot.vote_on(bodies["alpha"], OWNERS["alpha"], farm="farm-alpha", approve=True)
+    for ns in ("alpha", "beta"):  # beta's tenant copies alpha's vote onto its own proposal of the same name
+        await apiserver.patch(f"{API}/{ns}/proposals/p", headers={"Content-Type": "application/merge-patch+json"},
+                              json={"spec": {"votes": [entry]}})
+    await eventually(lambda: obj(apiserver, "alpha", "proposals", "p")["status"].get("ayes") == 1, what="counted")
+    b = await eventually(lambda: obj(apiserver, "beta", "proposals", "p")["status"].get("rejectedVotes")
+                         and obj(apiserver, "beta", "proposals", "p"), what="refused in beta")
+    assert [r["reason"] for r in b["status"]["rejectedVotes"]] == ["BadSignature"] and b["status"]["ayes"] == 0

@@ -223,3 +223,20 @@ async def test_a_version_2_ledger_migrates_to_5_and_keeps_its_mints(ledger_url):
         assert version == "5"
     finally:
         await lg.close()
+
+
+async def test_placement_never_promises_more_than_the_node_attested(ledger):
+    from tfgrid_operator.domain import scheduling
+
+    await node(ledger, resources=BIG)  # the spec says 8 cores, 32 GiB
+    await ledger.ensure_account(name="alice")
+    await attest(ledger, Resources(cru=2, mru=8, sru=1000, hru=4000), 0)  # the machine has 2 cores, 8 GiB
+    with pytest.raises(errors.NoCapacity):
+        await ledger.open_contract(key="ns/big", payer="alice",
+                                   request=scheduling.Request(resources=Resources(cru=3, mru=4)), now=10)
+    c = await ledger.open_contract(key="ns/fits", payer="alice",
+                                   request=scheduling.Request(resources=Resources(cru=2, mru=4)), now=10)
+    assert c.node == "n0"
+    with pytest.raises(errors.NoCapacity):  # nor does a resize
+        await ledger.resize_contract(key="ns/fits", resources=Resources(cru=2, mru=9), public_ips=0, now=20)
+    await conserved(ledger)

@@ -68,6 +68,25 @@ async def latest(conn: AsyncConnection, node_ids: Iterable[int] | None = None) -
     return {r.node_id: r for r in rows}
 
 
+def placeable(n: sa.Table, is_sqlite: bool) -> tuple[Any, dict[str, Any]]:
+    """Placement's capacity per resource, as SQL: the node's spec capped by its latest attested capacity, so a
+    deployment is never promised more than the node's key attested (a node not attested yet: its spec). Returns
+    the latest-attestation subquery (outer-join it on ``node_id``) and the column expressions."""
+    k = schema.capacity
+    newest = sa.select(k.c.node_id, sa.func.max(k.c.id).label("id")).group_by(k.c.node_id).subquery()
+    att = sa.select(k).join(newest, newest.c.id == k.c.id).subquery()
+    least = sa.func.min if is_sqlite else sa.func.least  # SQLite's two-argument min() is scalar
+    return att, {f: least(getattr(n.c, f), sa.func.coalesce(getattr(att.c, f), getattr(n.c, f)))
+                 for f in RESOURCE_FIELDS}
+
+
+def capped(spec: Resources, attested: Any | None) -> Resources:
+    """The same cap in Python, for one node row and its latest capacity row."""
+    if attested is None:
+        return spec
+    return Resources(*(min(getattr(spec, f), getattr(attested, f)) for f in RESOURCE_FIELDS))
+
+
 class CapacityLedger(LedgerBase):
     async def _active_node(self, conn: AsyncConnection, node: str) -> Any:
         n = schema.nodes

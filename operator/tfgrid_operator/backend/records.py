@@ -119,6 +119,7 @@ class Attestation:
     certified: bool
     since: int  # when this capacity/certification began to hold
     source: str  # agent | council | decertified (a certified node whose capacity changed > 1 %, §1.3)
+    changed: bool = False  # certify_node: this call applied a new certification (not one seen before)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

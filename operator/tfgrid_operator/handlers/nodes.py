@@ -81,6 +81,8 @@ async def certification(body: Any, name: str, **_: Any) -> None:
     except errors.Unavailable as err:
         raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s) from err
     else:
+        if not att.changed:
+            return  # seen before (a restart re-lists the Node): said once already
         kopf.info(body, reason=str(Reason.CERTIFIED),
                   message=f"node {name} is {'certified' if att.certified else 'DIY'} by the council")
 

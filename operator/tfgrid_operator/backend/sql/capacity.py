@@ -10,6 +10,7 @@ more than 1 % drops back to DIY (§1.3, ``Resources::has_changed(…, 1)``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -115,12 +116,14 @@ class CapacityLedger(LedgerBase):
                                 capacity_payload(node=node, ts=ts, resources=resources), signature)
             except identity.BadSignature as exc:
                 raise errors.BadSignature(f"capacity report for node {node!r} is not signed by its key") from exc
+            current = (await latest(conn, [row.id])).get(row.id)
+            if current is not None and _res(current) == resources and ts >= current.signed_ts:
+                return (await self._attestations(conn, [row.id]))[node]  # restated (or re-listed): nothing changes
             if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
                 raise errors.Replayed(f"capacity report for node {node!r} is {ts - now:+d} s off the ledger's clock")
             if problems:
                 raise errors.InvalidRequest(f"node {node!r} attested a capacity below the minimums: "
                                             + "; ".join(problems))
-            current = (await latest(conn, [row.id])).get(row.id)
             if current is not None and ts < current.signed_ts:
                 raise errors.Replayed(f"capacity report for node {node!r} at {ts} is older than the one kept")
             if current is None or _res(current) != resources:
@@ -149,15 +152,15 @@ class CapacityLedger(LedgerBase):
             last = (await conn.execute(sa.select(sa.func.max(k.c.signed_ts)).where(
                 k.c.node_id == row.id, k.c.source == "council"))).scalar()
             if last is not None and ts <= last:
-                if ts == last:
-                    return (await self._attestations(conn, [row.id]))[node]  # the same certification seen again
+                if ts == last:  # the same certification seen again (a restart re-lists the Node): no change
+                    return dataclasses.replace((await self._attestations(conn, [row.id]))[node], changed=False)
                 raise errors.Replayed(f"certification of node {node!r} at {ts} is older than the one applied")
             current = (await latest(conn, [row.id])).get(row.id)
             if current is None:
                 raise errors.NotFound(f"node {node!r} has no attested capacity to certify yet")
             await self._append(conn, row.id, ts=max(now, current.from_ts), resources=_res(current),
                                certified=certified, source="council", signed_ts=ts, signer=member_key)
-            return (await self._attestations(conn, [row.id]))[node]
+            return dataclasses.replace((await self._attestations(conn, [row.id]))[node], changed=True)
 
     async def _attestations(self, conn: AsyncConnection, node_ids: Iterable[int] | None) -> dict[str, records.Attestation]:
         n = schema.nodes

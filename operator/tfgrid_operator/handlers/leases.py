@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from typing import Any
 
 import kopf
@@ -69,22 +70,23 @@ async def _uptime(rt: runtime.Runtime, node: str, report: dict[str, Any]) -> Non
     await rt.ledger.record_uptime(node=node, ts=ts, uptime=up, signature=sig, now=rt.clock.now())
 
 
-_ATTESTED: dict[tuple[str, str], Resources] = {}  # (ledger, node) → the capacity the ledger last accepted
+# per ledger (a new ledger object never sees another's entries): node → the capacity that ledger last accepted
+_ATTESTED: weakref.WeakKeyDictionary[Any, dict[str, Resources]] = weakref.WeakKeyDictionary()
 
 
 def forget(node: str) -> None:
     """A deleted node's cache entry goes with it (a new node of the same name must attest afresh)."""
-    for key in [k for k in _ATTESTED if k[1] == node]:
-        del _ATTESTED[key]
+    for held in _ATTESTED.values():
+        held.pop(node, None)
 
 
 async def _attest(rt: runtime.Runtime, node: str, report: dict[str, Any]) -> None:
     """Issue 13, invariant 3: the capacity the node's key attests is what mints and weighs. The same capacity
     restated (every report) is not a ledger write: it changes nothing there."""
     resources = Resources(*(int(report[f]) for f in ("cru", "mru", "sru", "hru")))
-    key = (str(id(rt.ledger)), node)
-    if _ATTESTED.get(key) == resources:
+    held = _ATTESTED.setdefault(rt.ledger, {})
+    if held.get(node) == resources:
         return
     att = await rt.ledger.attest_capacity(node=node, ts=int(report["ts"]), resources=resources,
                                           signature=str(report["signature"]), now=rt.clock.now())
-    _ATTESTED[key] = att.resources
+    held[node] = att.resources

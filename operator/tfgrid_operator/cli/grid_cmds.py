@@ -41,10 +41,10 @@ def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: floa
                     if capacity_file else agent.measure(ssd=ssd, hdd=hdd))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"node {node}: reporting capacity {capacity.as_dict()}", err=True)
 
     async def report(kube: Any) -> None:
         await _registered(kube, namespace, node, wait)
+        click.echo(f"node {node}: reporting capacity {capacity.as_dict()}", err=True)
         await agent.run(kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval,
                         count=count, capacity=capacity)
     _with_cluster("tfgrid-node-agent", report, context)

@@ -129,7 +129,7 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
                     async with local.operator(make_runtime) as rt:
                         reinstall()
                         month = Month(emu, rt, ledger, engine, clk, manifests, keys, twins, timeline, days, console,
-                                      quiet)
+                                      quiet, councils[0])
                         summary = await month.run()
                         summary.picture = _draw(month.points, days, picture_path)
                         if not quiet:

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tfgrid_operator import agent, backend, ballot, clock, metrics, runtime
 from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError, KubeClient
 from tfgrid_operator.kube.emulator import StrictApiServer
 from tfgrid_operator.sandbox import audit as audit_mod
@@ -61,6 +62,10 @@ def _in_loop() -> bool:
         return False
 
 
+async def _true_async(found: Awaitable[dict[str, Any]], key: str) -> bool:
+    return key in await found
+
+
 def loop_passes(m: metrics.Metrics) -> int:
     return int(next(s.value for s in m.loop_tick.collect()[0].samples if s.name.endswith("_count")))
 
@@ -82,7 +87,8 @@ class Month:
 
     def __init__(self, emu: StrictApiServer, rt: runtime.Runtime, ledger: backend.GridBackend, engine: Any,
                  clk: LoopClock, manifests: list[Manifest], keys: dict[str, identity.KeyPair], twins: dict[str, str],
-                 timeline: scenario.Scenario, days: int, console: Console, quiet: bool) -> None:
+                 timeline: scenario.Scenario, days: int, console: Console, quiet: bool,
+                 council: identity.KeyPair) -> None:
         self.emu, self.rt, self.ledger, self.engine, self.clk = emu, rt, ledger, engine, clk
         self.manifests, self.keys, self.twins, self.timeline = manifests, keys, twins, timeline
         self.days, self.console, self.quiet = days, console, quiet
@@ -90,6 +96,9 @@ class Month:
         self.events: list[str] = []
         self.points: list[picture.Point] = []
         self.nodes = [(m.namespace, m.name) for m in manifests if m.kind == "Node"]
+        # a simulation: each agent states its node's spec as the capacity it measured (node-agent --capacity)
+        self.capacity = {m.name: Resources(**m.doc["spec"]["resources"]) for m in manifests if m.kind == "Node"}
+        self.council = council
         self.farms = [m.name for m in manifests if m.kind == "Farm"]
         self.proposals = [m for m in manifests if m.kind == "Proposal"]
         self.down: str | None = None  # the node of the scenario's outage, once it began
@@ -150,7 +159,8 @@ class Month:
         changed = await self.scripted(kube, step)
         reporting = [(ns, n) for ns, n in self.nodes if self.timeline.reports(n, step, self.down)]
         await asyncio.gather(*(agent.send_report(kube, self.keys[f"node/{n}"], namespace=ns, node=n, ts=ts,
-                                                 uptime=ts - START + 600) for ns, n in reporting))
+                                                 uptime=ts - START + 600, capacity=self.capacity[n])
+                               for ns, n in reporting))
         self.sent += len(reporting)
         # the operator counts every lease event it handled: a cheap wait first, then the ledger's word
         await _until(lambda: _true(self.rt.metrics.reconciled("lease") >= self.sent), timeout=2, max_pause=0.002)
@@ -191,9 +201,9 @@ class Month:
             self.note(step, f"node {self.down} reports again")
             changed = True
         for farm, approve in self.timeline.votes_at(step, self.farms):
-            for p in self.proposals:  # the same code as `tfgrid-operator vote`
-                entry = ballot.signed_vote(self.keys[f"farm/{farm}"], proposal=f"{p.namespace}/{p.name}", farm=farm,
-                                           approve=approve)
+            for p in self.proposals:  # the same code as `tfgrid-operator vote`: signed on the opened proposal
+                body = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/proposals", p.namespace, p.name)
+                entry = ballot.vote_on(body, self.keys[f"farm/{farm}"], farm=farm, approve=approve)
                 await ballot.add_entry(kube, namespace=p.namespace, name=p.name, field="votes", entry=entry,
                                        same="farm")
                 self.note(step, f"farm {farm} votes {'yes' if approve else 'no'} on {p.name}")
@@ -243,11 +253,35 @@ class Month:
                 raise SandboxError(f"{m.file}: {m.kind} {m.namespace}/{m.name} was refused: {api_message(err)}") from None
             if m.kind in GRID_KINDS:
                 got = await _until(lambda m=m: _true(self._ready(m)))
+                if got and m.kind == "Node":
+                    await self.attest(kube, m)
                 if not got:
                     obj = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/{m.kind.lower()}s", m.namespace, m.name)
                     cond = next((c for c in view.status(obj).get("conditions") or [] if c["type"] == "Ready"), {})
                     raise SandboxError(f"{m.file}: {m.kind} {m.namespace}/{m.name} did not become Ready within "
                                        f"{WAIT_S:.0f} s: {cond.get('reason', 'no status')}: {cond.get('message', '')}")
+
+    async def attest(self, kube: KubeClient, m: Manifest) -> None:
+        """The node's agent attests its capacity (with a first uptime report at the start) and, where the farmer
+        expects a certified node, the council certifies it (`tfgrid-operator council certify`)."""
+        await agent.send_report(kube, self.keys[f"node/{m.name}"], namespace=m.namespace, node=m.name, ts=START,
+                                uptime=600, capacity=self.capacity[m.name])
+        self.sent += 1
+        if not await _until(lambda: _true_async(self.ledger.attestations(), m.name)):
+            raise SandboxError(f"{m.file}: the operator did not record node {m.name}'s capacity within {WAIT_S:.0f} s")
+        if not (m.doc.get("spec") or {}).get("certified"):
+            return
+        node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)
+        entry = ballot.signed_certification(self.council, node=m.name, node_id=view.status(node)["nodeId"],
+                                            certified=True, ts=START)
+        await ballot.certify(kube, namespace=m.namespace, node=m.name, entry=entry)
+
+        async def certified() -> bool:
+            a = (await self.ledger.attestations()).get(m.name)
+            return a is not None and a.certified
+        if not await _until(certified):
+            raise SandboxError(f"{m.file}: the council's certification of node {m.name} was not applied within "
+                               f"{WAIT_S:.0f} s")
 
     def _ready(self, m: Manifest) -> bool:
         obj = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/{m.kind.lower()}s", m.namespace, m.name)

@@ -1,7 +1,8 @@
 """Ledger benchmark: bill one period for 100,000 contracts and mint one period for 10,000 nodes.
 
-Prints one JSON object: per engine, bill_100k_contracts_s, mint_10k_nodes_s and rerun_rows_changed
-(rows written by running both periods again, which must be 0). Not a pass/fail test.
+Prints one JSON object: per engine, bill_<N>_contracts_s and mint_<M>_nodes_s named for the counts run
+(bill_100000_contracts_s and mint_10000_nodes_s at scale 1) and rerun_rows_changed (rows written by running
+both periods again, which must be 0). Temporary ledgers are removed. Not a pass/fail test.
 
     python benchmarks/ledger.py [--scale 0.1] [--engines sqlite,postgresql]
 """
@@ -54,8 +55,11 @@ async def run_engine(engine: str, scale: float) -> dict[str, float | int]:
     config = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0)
     cleanup = None
     if engine == "sqlite":
-        tmp = tempfile.mkdtemp()
-        url = f"sqlite:///{tmp}/bench.db"
+        tmp = tempfile.TemporaryDirectory(prefix="tfgrid-bench-")
+        url = f"sqlite:///{tmp.name}/bench.db"
+
+        async def cleanup() -> None:
+            tmp.cleanup()
     else:
         name = f"tfgrid_bench_{uuid.uuid4().hex[:8]}"
         admin = create_async_engine(PG.replace("postgresql://", "postgresql+asyncpg://"), isolation_level="AUTOCOMMIT")
@@ -79,7 +83,7 @@ async def run_engine(engine: str, scale: float) -> dict[str, float | int]:
         remint = await ledger.mint_period(period=0, now=config.minting_period_s + 1)
         assert bill.rows_written == contracts and mint.rows_written == nodes
         assert config.minting_period_s == minting.PERIOD_SECONDS
-        return {"bill_100k_contracts_s": round(t1 - t0, 3), "mint_10k_nodes_s": round(t2 - t1, 3),
+        return {f"bill_{contracts}_contracts_s": round(t1 - t0, 3), f"mint_{nodes}_nodes_s": round(t2 - t1, 3),
                 "rerun_rows_changed": rebill.rows_written + remint.rows_written,
                 "contracts": contracts, "nodes": nodes}
     finally:

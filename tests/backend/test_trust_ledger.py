@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from ledger_audit import conserved
 from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.domain import identity, money, names, scheduling
 from tfgrid_operator.domain.units import Resources
@@ -33,14 +34,6 @@ async def victim_grid(ledger) -> dict[str, int]:
         funding[name] = 1000 * money.UNITS_PER_TFT
     return funding
 
-
-async def conserved(ledger, funded: int) -> None:
-    """Funding + minted = the sum of every balance and every reserve not yet paid out (§2.7), to the unit."""
-    async with ledger.engine.connect() as conn:
-        minted = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(schema.mints.c.amount), 0)))).scalar_one()
-        reserved = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(schema.contracts.c.reserve), 0)))).scalar_one()
-    total = sum(a.balance for a in await ledger.list_accounts())
-    assert total + int(reserved) == funded + int(minted)
 
 
 def grant(account: str, key: identity.KeyPair, namespace: str, expires: int = NOW + 30 * 86400) -> records.PayerProof:

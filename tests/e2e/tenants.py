@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
 from e2e.conftest import condition, eventually
 from e2e.objects import API, paid_by
-from tfgrid_operator.backend import schema
+from ledger_audit import conserved  # noqa: F401
 from tfgrid_operator.domain import identity
 
 MERGE = {"headers": {"Content-Type": "application/merge-patch+json"}}
@@ -67,11 +65,3 @@ async def gone_by_hand(apiserver: Any, ns: str, plural: str, name: str) -> None:
     assert resp.status in (200, 202, 404), await resp.text()
     assert get(apiserver, ns, plural, name) is None
 
-
-async def conserved(ledger: Any, funded: int) -> None:
-    """Funding + minted = the sum of every balance and every reserve not yet paid out (§2.7), to the unit."""
-    c = schema.contracts
-    async with ledger.engine.connect() as conn:
-        minted = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(schema.mints.c.amount), 0)))).scalar_one()
-        reserved = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(c.c.reserve), 0)))).scalar_one()
-    assert sum(a.balance for a in await ledger.list_accounts()) + int(reserved) == funded + int(minted)

@@ -138,6 +138,7 @@ async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger,
     grid_clock.set(START + 2 * H)
     await eventually(lambda: ledger.watermark(name="bill", default=0), what="ledger")
     await eventually(lambda: _billed_to(ledger, "mallory", "mallory2"), what="both payers billed")
+    assert sum(c.reserve for c in (await ledger.contract_summaries()).values()) > 0  # §2.7: held for the payouts
     assert (await ledger.get_account(name="alice")).balance < 100 * TFT  # alice paid for web, and only web
     web = await ledger.observe_contract(key=f"{A}/web")
     assert (await ledger.get_account(name="alice")).balance == 100 * TFT - web.billed_total

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,15 +13,43 @@ from tfgrid_operator.backend import errors
 from tfgrid_operator.domain import identity
 
 
+class LedgerFailure(click.ClickException):
+    """A ledger error as one line; exit code 2 (the ledger refused, or is unreachable)."""
+
+    exit_code = 2
+
+
 def _run(coro: Awaitable[Any]) -> Any:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except errors.LedgerError as err:
-        click.echo(f"error: {err.reason}: {err.message}", err=True)
-        sys.exit(2)
+        raise LedgerFailure(err.message) from None
 
 
-@click.group(help="tfgrid-operator: run a ThreeFold-style grid declaratively on Kubernetes.")
+class Cli(click.Group):
+    """The command group: a file that cannot be read or written, or is not UTF-8 text, is one line
+    `Error: …`, never a traceback (every command reads or writes files)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            raise click.ClickException(f"{exc.filename or 'a file'}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"a file is not UTF-8 text (byte {exc.start})") from None
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tfgrid-operator")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=Cli, help="tfgrid-operator: run a ThreeFold-style grid declaratively on Kubernetes.")
+@click.version_option(_version(), "--version", prog_name="tfgrid-operator", message="%(prog)s %(version)s")
 def main() -> None:
     pass
 

@@ -19,13 +19,46 @@ from tfgrid_operator.domain import identity
 @click.option("--interval", default=2400.0, show_default=True, help="seconds between reports (Zero-OS: 40 min)")
 @click.option("--count", type=int, default=None, help="stop after this many reports")
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+@click.option("--wait", default=60.0, show_default=True, help="seconds to wait for the operator to register the Node")
 def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: float, count: int | None,
-               context: str | None) -> None:
+               context: str | None, wait: float) -> None:
     from tfgrid_operator import agent, clock
 
     key = _load_key(key_file)
-    _with_cluster("tfgrid-node-agent", lambda kube: agent.run(
-        kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval, count=count), context)
+
+    async def report(kube: Any) -> None:
+        await _registered(kube, namespace, node, wait)
+        await agent.run(kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval,
+                        count=count)
+    _with_cluster("tfgrid-node-agent", report, context)
+
+
+async def _registered(kube: Any, namespace: str, node: str, wait: float) -> None:
+    """Wait (bounded) until the Node exists and the operator registered it: reports before that are refused."""
+    import asyncio
+
+    from tfgrid_operator import runtime
+    from tfgrid_operator.kube.client import ApiError
+
+    path = kube.path(runtime.GROUP, runtime.VERSION, "nodes", namespace, node)
+    loop = asyncio.get_running_loop()
+    deadline, seen = loop.time() + wait, False
+    while True:
+        try:
+            status = (await kube.request("GET", path)).get("status") or {}
+            seen = True
+            if status.get("nodeId") is not None:
+                return
+        except ApiError as err:
+            if err.status == 403:
+                return  # an agent may only renew its own Lease (the chart's node agents): it cannot look
+            if err.status != 404:
+                raise
+        if loop.time() >= deadline:
+            raise click.ClickException(
+                f"node {namespace}/{node} " + ("is not registered by the operator" if seen else "does not exist")
+                + f" after {wait:g} s: create the Node (kubectl get gnode -n {namespace}) and check its status")
+        await asyncio.sleep(min(2.0, max(0.1, deadline - loop.time())))
 
 
 
@@ -73,10 +106,19 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
     from tfgrid_operator import crd_models
 
     key = _load_key(key_file)
-    doc = yaml.safe_load(manifest.read_text())
-    if not isinstance(doc, dict) or doc.get("kind") != "Proposal":
+    try:
+        docs = [d for d in yaml.safe_load_all(manifest.read_bytes().decode("utf-8")) if d is not None]
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{manifest} is not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{manifest} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if len(docs) != 1:
+        raise click.ClickException(f"{manifest} holds {len(docs)} YAML documents; sign one Proposal at a time")
+    doc = docs[0]
+    if not isinstance(doc, dict) or doc.get("kind") != "Proposal" or not isinstance(doc.get("metadata"), dict) \
+            or not doc["metadata"].get("name"):
         raise click.ClickException(f"{manifest} is not a Proposal manifest")
-    ns = namespace or doc.get("metadata", {}).get("namespace") or "default"
+    ns = namespace or doc["metadata"].get("namespace") or "default"
     spec = {**doc.get("spec", {}), "councilKey": key.public_key, "councilSignature": "-"}
     try:
         parsed = crd_models.parse(crd_models.ProposalSpec, spec)

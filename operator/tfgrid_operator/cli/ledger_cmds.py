@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
-from tfgrid_operator import backend
+from tfgrid_operator import backend, crd_models
+from tfgrid_operator.backend import errors
 from tfgrid_operator.cli.app import _load_key, _run, main
 from tfgrid_operator.domain import money
 from tfgrid_operator.settings import Settings
@@ -33,27 +35,62 @@ def _with_ledger(ctx: click.Context, fn: Callable[[backend.GridBackend], Awaitab
     return _run(go())
 
 
+ACCOUNT_NAME = re.compile(crd_models.ACCOUNT)  # what a Deployment's payer.account and a Farm's payoutAccount accept
+# Every amount is bounded (design.md, trust model): no balance may come near the ledger's 64-bit integers, or a
+# sum of them; 10^18 units = 100 billion TFT, 25 times the TFT ever minted.
+MAX_BALANCE = 10**18
+
+
 @ledger.command("create-account", help="Create a twin account (idempotent: an existing one is shown). With "
                 "--key-file, the twin's key (from `keygen`) identifies it: a Deployment's payer.secretRef holds that key.")
 @click.argument("name")
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="the twin's ed25519 key file")
 @click.pass_context
 def create_account(ctx: click.Context, name: str, key_file: str | None) -> None:
+    if len(name) > 64 or not ACCOUNT_NAME.match(name):
+        raise click.ClickException(f"{name!r} is not an account name: lower-case letters, digits, '-', '_' and '.', "
+                                   "starting and ending with a letter or digit, at most 64 (as a Deployment's "
+                                   "payer.account must be)")
     public_key = _load_key(pathlib.Path(key_file)).public_key if key_file else ""
-    acc = _with_ledger(ctx, lambda lg: lg.ensure_account(name=name, public_key=public_key))
+
+    async def create(lg: backend.GridBackend) -> backend.records.Account:
+        existing = {a.name for a in await lg.list_accounts()}
+        if public_key:
+            try:
+                holder = (await lg.account_by_key(public_key=public_key)).name
+            except errors.NotFound:
+                holder = None
+            if holder is not None and holder != name:
+                raise click.ClickException(f"that key already identifies account {holder!r}: one key, one twin")
+            if name in existing and holder != name:
+                raise click.ClickException(f"account {name!r} exists with another key (or none); a twin's key "
+                                           "cannot be replaced here")
+        return await lg.ensure_account(name=name, public_key=public_key)
+    acc = _with_ledger(ctx, create)
     click.echo(f"{acc.name}\t{money.tft(acc.balance)} TFT")
 
 
-@ledger.command(help="Add TFT to an account, e.g. `fund alice 1000` or `fund alice 0.5`.")
+@ledger.command(help="Add TFT to an account, e.g. `fund alice 1000` or `fund alice 0.5`.",
+                context_settings={"ignore_unknown_options": True})  # so `fund alice -5` reaches the amount check
 @click.argument("name")
 @click.argument("amount")
 @click.pass_context
 def fund(ctx: click.Context, name: str, amount: str) -> None:
     try:
         units = money.parse_tft(amount)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="AMOUNT") from exc
-    acc = _with_ledger(ctx, lambda lg: lg.fund(name=name, amount=units))
+    except ValueError:
+        units = -1
+    if units <= 0:
+        raise click.ClickException(f"{amount!r} is not a positive TFT amount (digits with at most 7 decimals, "
+                                   "e.g. 1000 or 0.5)")
+
+    async def add(lg: backend.GridBackend) -> backend.records.Account:
+        balance = (await lg.get_account(name=name)).balance
+        if balance + units > MAX_BALANCE:
+            raise click.ClickException(f"{name} would hold {money.tft(balance + units)} TFT: a balance is at most "
+                                       f"{money.tft(MAX_BALANCE)} TFT")
+        return await lg.fund(name=name, amount=units)
+    acc = _with_ledger(ctx, add)
     click.echo(f"{acc.name}\t{money.tft(acc.balance)} TFT")
 
 

@@ -21,6 +21,7 @@ from tfgrid_operator.kube.emulator import Authn, StrictApiServer, serve
 __all__ = ["Cluster", "StrictApiServer"]
 
 OPERATOR_USER = "system:serviceaccount:tfgrid-system:tfgrid-operator"
+NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def _b64(data: bytes) -> str:
@@ -39,7 +40,7 @@ class Cluster:
         self.token_file = folder / "token"  # rotatable: the server reads it on every request
         self.token_file.write_text("rotating-token-1")
         self.authn = Authn(tokens={self.token: OPERATOR_USER}, token_files={str(self.token_file): "rotating"})
-        self.emulator = StrictApiServer(authn=self.authn)
+        self.emulator = StrictApiServer(authn=self.authn, require_namespaces=True)
         self.server: Server | None = None
         self.port: int | None = None
 
@@ -59,7 +60,14 @@ class Cluster:
     async def start(self) -> StrictApiServer:
         await self.emulator.__aenter__()
         await self._listen()
+        for ns in NAMESPACES:  # what every cluster has; others are created, or creating in them is a 404
+            await self.namespace(ns)
         return self.emulator
+
+    async def namespace(self, name: str) -> None:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        resp = await self.emulator.post("/api/v1/namespaces", json=body)
+        assert resp.status in (201, 409), await resp.text()
 
     async def _listen(self) -> None:
         self.server = serve(self.emulator, ssl_context=self.server_ssl(), client=self.admin_ssl(), port=self.port)
@@ -70,11 +78,13 @@ class Cluster:
         """Stop listening (every connection and watch drops) and listen again on the same port; the store, like
         etcd, survives."""
         assert self.server is not None
+        self.emulator.drop_watches()  # end the open watch streams, or aiohttp waits a minute for them to finish
         await self.server.__aexit__(None, None, None)
         await self._listen()
 
     async def stop(self) -> None:
         if self.server is not None:
+            self.emulator.drop_watches()
             await self.server.__aexit__(None, None, None)
             self.server = None
         await self.emulator.__aexit__(None, None, None)

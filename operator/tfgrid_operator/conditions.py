@@ -59,18 +59,22 @@ def timestamp(ts: int) -> str:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], *, type: str, status: bool, reason: Reason, message: str, generation: int, now: str
+    conditions: list[dict[str, Any]], *, type: str, status: bool, reason: Reason, message: str, generation: int | None,
+    now: str,
 ) -> list[dict[str, Any]]:
-    """Return a new list with the condition set; lastTransitionTime kept unless the status flips."""
+    """Return a new list with the condition set; lastTransitionTime kept unless the status flips. ``generation``
+    is the one whose reconcile finished (None: none has yet, and the condition carries no observedGeneration)."""
     value = "True" if status else "False"
     out = [dict(c) for c in conditions if c.get("type") != type]
     old = next((c for c in conditions if c.get("type") == type), None)
     changed = old is None or old.get("status") != value
-    out.append({
+    cond: dict[str, Any] = {
         "type": type, "status": value, "reason": str(reason), "message": message[:32768],
         "lastTransitionTime": now if changed or old is None else old.get("lastTransitionTime", now),
-        "observedGeneration": generation,
-    })
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    out.append(cond)
     order = {"Ready": 0, "Synced": 1}
     return sorted(out, key=lambda c: (order.get(c["type"], 2), c["type"]))
 
@@ -80,18 +84,23 @@ def get(conditions: list[dict[str, Any]], type: str) -> dict[str, Any] | None:
 
 
 def desired_status(
-    current: dict[str, Any], *, generation: int, now: str, ready: bool, reason: Reason, message: str,
+    current: dict[str, Any], *, generation: int | None, now: str, ready: bool, reason: Reason, message: str,
     synced: bool = True, synced_message: str = "", fields: dict[str, Any] | None = None,
     synced_reason: Reason | None = None,
 ) -> dict[str, Any]:
-    """The full status the object should have: fields + Ready + Synced + observedGeneration."""
+    """The full status the object should have: fields + Ready + Synced + observedGeneration. observedGeneration
+    (top-level and each condition's) is the generation whose reconcile *finished* — kubectl wait, kstatus and
+    Argo CD read it so — and is left out while none has (``generation`` None)."""
     conds = list(current.get("conditions") or [])
     conds = set_condition(conds, type="Ready", status=ready, reason=reason, message=message,
                           generation=generation, now=now)
     conds = set_condition(conds, type="Synced", status=synced,
                           reason=synced_reason or (Reason.RECONCILE_SUCCESS if synced else Reason.RECONCILE_ERROR),
                           message=synced_message, generation=generation, now=now)
-    return {**(fields or {}), "conditions": conds, "observedGeneration": generation}
+    out = {**(fields or {}), "conditions": conds}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
 
 
 def diff(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:

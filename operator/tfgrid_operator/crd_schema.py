@@ -172,6 +172,9 @@ DEPLOYMENT = crd(
         "costPerHour": TFT, "billedTotal": TFT, "lastBilledAt": string(format="date-time"),
         "overdraft": TFT, "discount": string(), "reserved": CAPACITY, "publicIPs": integer(),
         "movedFrom": string(), "deletedReason": string(),
+        "reserve": TFT,  # §2.7: paid by the payer, held for the farmer / foundation / staking pool payout
+        "lastBill": obj({"amount": TFT, "discount": string(), "billedAt": string(format="date-time")}),
+        "billingError": string(maxLength=512),
     }),
     [{"name": "Node", "type": "string", "jsonPath": ".status.node"},
      {"name": "Contract", "type": "integer", "jsonPath": ".status.contractId"},

@@ -54,7 +54,14 @@ async def operator(factory: Callable[[], Awaitable[runtime.Runtime]]) -> AsyncIt
     task = asyncio.create_task(kopf.operator(registry=kopf.get_default_registry(), standalone=True,
                                              clusterwide=True, stop_flag=stop, ready_flag=ready))
     try:
-        await asyncio.wait_for(ready.wait(), 30)
+        waiting = asyncio.create_task(ready.wait())
+        try:
+            await asyncio.wait({waiting, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not ready.is_set():
+            raise RuntimeError("the operator stopped while starting" if task.done() else
+                               "the operator did not start within 30 s")
         yield runtime.get()
     finally:
         stop.set()

@@ -131,6 +131,8 @@ async def close_due(rt: runtime.Runtime, now: int, proposals: dict[str, records.
 
 def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
     """The Event for a contract whose state billing changed (§2.4 state machine)."""
+    if c.billing_error:  # invariant 6: this contract alone was not billed; the others were
+        return ("Warning", Reason.BILLED, f"Contract {c.id} was not billed: {c.billing_error}")
     if c.state == "GracePeriod":
         return ("Warning", Reason.GRACE_PERIOD, f"Contract {c.id}: the payer {c.payer!r} could not pay billing period "
                 f"{period} (owes {c.overdraft} units); the workload is kept during the grace period")
@@ -157,8 +159,9 @@ async def event(rt: runtime.Runtime, ref: dict[str, Any], type: str, reason: Rea
     try:
         await rt.kube.post_event(ref, type=type, reason=str(reason), message=message,
                                  now=conditions.timestamp(rt.clock.now()))
-    except ApiError as err:
-        log.warning("Could not post event %s: %s", reason, err)
+    except ApiError as err:  # a namespace being deleted refuses new Events (403): nobody is left to tell
+        terminating = err.status == 403 and "being terminated" in str(err)
+        log.log(logging.DEBUG if terminating else logging.WARNING, "Could not post event %s: %s", reason, err)
 
 
 KINDS = {"nodes": "Node", "farms": "Farm", "deployments": "Deployment", "proposals": "Proposal"}
@@ -246,7 +249,11 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         held = REPORTED.get((plural, ns, name))  # what its handler reported, never what its status claims
         if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid:
             continue
-        generation = body["metadata"].get("generation", 1)
+        # the generation whose reconcile finished, as the handler reported it: the loop refreshes what the ledger
+        # says but never claims a generation no handler has applied yet (a spec edit waiting in kopf's queue)
+        generation = status.get("observedGeneration")
+        if generation is None:
+            continue
         desired: dict[str, Any] | None = None
         owner = records.Owner(ns, uid)
         if held[1] in HANDLER_OWNED:  # the handler's report stands, whatever was written over it since
@@ -380,7 +387,8 @@ async def _orphans(rt: runtime.Runtime, live: dict[str, records.Contract]) -> di
 
 
 # fields that move with every uptime report or billing period; a change of anything else writes at once
-COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount"})
+COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount",
+                      "reserve", "lastBill"})
 
 
 def _only_counters(rt: runtime.Runtime, key: tuple[str, str, str], change: dict[str, Any], now: int) -> bool:
@@ -406,8 +414,10 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
         meta = body["metadata"]
         generation = meta.get("generation", 1)
         seen = (body.get("status") or {}).get("observedGeneration")
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        # a wait on the world keeps observedGeneration behind on purpose; requeues() retries those, not nudges
         if meta.get("deletionTimestamp") or (seen is not None and seen >= generation) or \
-                (rt.handled.get(key, -1) < generation and not quiet):
+                ready.get("reason") in WAITING or (rt.handled.get(key, -1) < generation and not quiet):
             rt.unobserved_since.pop(key, None)
             continue
         since = rt.unobserved_since.setdefault(key, now)
@@ -526,6 +536,11 @@ def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price:
     }
     if c.last_billed_at is not None:
         fields["lastBilledAt"] = conditions.timestamp(c.last_billed_at)
+        fields["reserve"] = c.reserve  # the receipts: `tfgrid-operator ledger bills --deployment NS/NAME`
+        fields["lastBill"] = {"amount": c.last_bill_amount or 0, "discount": c.last_discount or "None",
+                              "billedAt": conditions.timestamp(c.last_billed_at)}
+    if c.billing_error:
+        fields["billingError"] = c.billing_error
     if c.state == "Deleted":
         fields["deletedReason"] = c.deleted_reason or ""
     return fields

@@ -133,7 +133,6 @@ async def test_payer_from_a_secret_held_twin_key_never_leaks(apiserver, operator
 async def test_steady_state_writes_nothing(apiserver, operator, ledger, grid_clock):
     """Once every status is current, ticks of the batched loop and the watch send zero PATCHes (no churn for
     Argo CD, no load on the API server)."""
-    import asyncio
 
     await grid(apiserver)
     await twin_account(ledger, apiserver, "alice")
@@ -142,8 +141,8 @@ async def test_steady_state_writes_nothing(apiserver, operator, ledger, grid_clo
     await eventually(lambda: condition(dep(apiserver, "calm"))["status"] == "True")
     grid_clock.set(START + 3600)
     await eventually(lambda: dep(apiserver, "calm")["status"].get("billedTotal"), what="billed")
-    await asyncio.sleep(1.0)  # let every status settle
+    await operator.ticks(10)  # let every status settle
     before = len(apiserver.calls)
-    await asyncio.sleep(1.5)  # about 15 ticks of the loop
+    await operator.ticks(15)
     writes = [c for c in apiserver.calls[before:] if c.verb in ("patch", "update", "create")]
     assert writes == [], writes

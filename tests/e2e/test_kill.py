@@ -57,6 +57,7 @@ def set_clock(path: pathlib.Path, ts: int) -> None:
     os.replace(tmp, path)
 
 
+@pytest.mark.timeout(360)  # seven restarts of a process on a loaded machine; each step waits for the last
 async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_path):
     rng = random.Random(20261125)
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -106,6 +107,10 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
                     await maybe_kill()
                 else:
                     await asyncio.sleep(0.15)
+                # a Lease holds only the latest report: a real agent reports every 40 minutes, so no restart misses
+                # one; here 40 minutes pass in a moment, so the next report waits until this one is on the ledger
+                # (or a loaded machine's slow restart would overwrite reports unseen and mint nothing)
+                await eventually(lambda t=ts: reports_recorded(lg, t), timeout=30, what=f"the reports of {ts}")
             # the deadline counts from when the operator registered the proposal (it may have been down then)
             registered = await eventually(lambda: lg.observe_proposal(key="default/kp"), what="proposal registered")
             end = max(START + 37 * 2400, registered.end_ts + 60)
@@ -128,6 +133,11 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
     await check_ledger(lg, end)
     await lg.close()
     assert await_no_double_contracts(apiserver)
+
+
+async def reports_recorded(lg, ts: int) -> bool:
+    summaries = await lg.node_summaries(now=ts)
+    return all(n in summaries and summaries[n].last_report_ts == ts for n in NODES)
 
 
 def await_no_double_contracts(apiserver) -> bool:

@@ -35,7 +35,7 @@ def test_keys_are_private_the_payer_is_funded_and_nothing_is_overwritten(tmp_pat
     secret = next(yaml.safe_load_all((qs / "secrets.yaml").read_text()))
     assert identity.KeyPair.from_text(base64.b64decode(secret["data"]["twinKey"]).decode()).public_key == twin.public_key
     farm = yaml.safe_load((qs / "farm.yaml").read_text())
-    farmer = identity.KeyPair.from_text((qs / "keys" / "farmer.key").read_text())
+    farmer = identity.KeyPair.from_text((qs / "keys" / "farm-freefarm.key").read_text())
     assert farm["spec"]["ownerKey"] == farmer.public_key and farm["metadata"]["namespace"] == NS
     shown = json.loads(CliRunner().invoke(cli.main, ["ledger", "--ledger-url", f"sqlite:///{tmp_path / 'l.db'}",
                                                      "show", "--json"]).output)
@@ -49,33 +49,49 @@ def test_keys_are_private_the_payer_is_funded_and_nothing_is_overwritten(tmp_pat
     bad = CliRunner().invoke(cli.main, ["quickstart", "-n", "Bad_NS", "--out", str(tmp_path / "x"),
                                         "--ledger-url", f"sqlite:///{tmp_path / 'l.db'}"])
     assert bad.exit_code == 1 and "is not a namespace name" in bad.output
+    few = CliRunner().invoke(cli.main, ["quickstart", "-n", NS, "--out", str(tmp_path / "y"), "--farms", "5",
+                                        "--nodes", "3", "--ledger-url", f"sqlite:///{tmp_path / 'l.db'}"])
+    assert few.exit_code == 1 and "every farm needs a node" in few.output
 
 
-async def _ready(kube: KubeClient, plural: str, name: str, also: str = "") -> dict:
-    """The object once its Ready condition is True (and status carries ``also``); bounded, never a fixed sleep."""
+class ShiftedClock:
+    """Wall time (the node agents' reports carry it) that the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def now(self) -> int:
+        return clock.SystemClock().now() + self.offset
+
+
+async def _ready(kube: KubeClient, plural: str, name: str, also: str = "", state: str = "", ayes: int = 0) -> dict:
+    """The object once its Ready condition is True (and its status carries ``also``, is in ``state``, counts
+    ``ayes``); bounded polling."""
     path = kube.path(runtime.GROUP, runtime.VERSION, plural, NS, name)
     for _ in range(600):
         obj = await kube.request("GET", path)
         conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-        if conds.get("Ready", {}).get("status") == "True" and (not also or also in obj["status"]):
+        if conds.get("Ready", {}).get("status") == "True" and (not also or also in obj["status"]) \
+                and (not state or obj["status"].get("state") == state) and obj["status"].get("ayes", 0) >= ayes:
             return obj
         await asyncio.sleep(0.05)
     raise AssertionError(f"{plural}/{name} not Ready: {obj.get('status')}")
 
 
-async def test_quickstart_output_applied_makes_every_object_ready(tmp_path):
-    out = await asyncio.to_thread(_quickstart, tmp_path, "--nodes", "2")
+async def test_quickstart_output_applied_makes_every_object_ready_and_its_proposal_executes(tmp_path):
+    out = await asyncio.to_thread(_quickstart, tmp_path, "--farms", "5", "--nodes", "5")
     assert out.exit_code == 0, out.output
     qs = tmp_path / "qs"
     values = yaml.safe_load((qs / "values-quickstart.yaml").read_text())
-    assert values["nodeAgents"] == {"enabled": True, "namespace": NS, "nodes": ["node1", "node2"],
-                                    "keysSecret": "tfgrid-node-keys"}
+    nodes = [f"node{i}" for i in range(1, 6)]
+    assert values["nodeAgents"] == {"enabled": True, "namespace": NS, "nodes": nodes, "keysSecret": "tfgrid-node-keys"}
+    grid_clock = ShiftedClock()
     url = f"sqlite:///{tmp_path / 'l.db'}"
 
     async def make_runtime() -> runtime.Runtime:
         settings = Settings(tick_s=0.2, batch_window_s=0.001, metrics_port=0,
                             council_keys=",".join(values["operator"]["councilKeys"]))
-        return runtime.Runtime(settings=settings, clock=clock.SystemClock(), ledger=await backend.open_backend(url),
+        return runtime.Runtime(settings=settings, clock=grid_clock, ledger=await backend.open_backend(url),
                                kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.05)
 
     async with local.local_api(record_requests=False), local.operator(make_runtime), KubeClient() as kube:
@@ -95,10 +111,21 @@ async def test_quickstart_output_applied_makes_every_object_ready(tmp_path):
         for f, plural in (("deployment.yaml", "deployments"), ("proposal.yaml", "proposals")):
             for d in docs[f]:
                 await kube.request("POST", kube.path(runtime.GROUP, runtime.VERSION, plural, NS), d)
-        await _ready(kube, "farms", "freefarm")
+        for d in docs["farm.yaml"]:
+            await _ready(kube, "farms", d["metadata"]["name"])
         for d in docs["nodes.yaml"]:
             await _ready(kube, "nodes", d["metadata"]["name"], also="lastReportAt")  # the agent's report was accepted
         web = await _ready(kube, "deployments", "web")
         assert web["status"]["contractState"] == "Created"
         proposal = await _ready(kube, "proposals", "cheaper-compute")  # the council signature is valid for NS
         assert proposal["status"]["state"] == "Open"
+        for d in docs["farm.yaml"]:  # every farm votes yes with its owner key, through the vote command
+            farm = d["metadata"]["name"]
+            voted = await asyncio.to_thread(CliRunner().invoke, cli.main, [
+                "vote", "--proposal", "cheaper-compute", "--namespace", NS, "--farm", farm, "--yes",
+                "--key-file", str(qs / "keys" / f"farm-{farm}.key")])
+            assert voted.exit_code == 0, voted.output
+        await _ready(kube, "proposals", "cheaper-compute", ayes=5)  # every vote counted before the deadline
+        grid_clock.offset = 169 * 3600  # past the 168-hour deadline
+        executed = await _ready(kube, "proposals", "cheaper-compute", state="Executed")
+        assert executed["status"]["ayes"] == 5 and executed["status"]["nays"] == 0

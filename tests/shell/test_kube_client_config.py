@@ -3,6 +3,7 @@ HTTPS with authentication (tests/kube_emulator.py), and the one-line causes when
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -198,3 +199,40 @@ def test_no_hand_written_kubeconfig_parser_remains():
     source = inspect.getsource(client)
     for key in ("certificate-authority", "client-certificate", "client-key", "tokenFile", "insecure-skip-tls-verify"):
         assert f'"{key}"' not in source and f"'{key}'" not in source  # credentials are the kubernetes package's
+
+
+async def test_wait_for_cluster_retries_a_server_that_is_not_up_yet_with_backoff(tmp_path, monkeypatch):
+    """In a pod the API server may still be starting: refused is retried (each wait twice the last, one line
+    each), within the budget; the injected sleep brings the server up on the port that refused."""
+    from tfgrid_operator.cli.operate import wait_for_cluster
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    c = Cluster(tmp_path)
+    reserved = closed_port()
+    c.port = reserved.getsockname()[1]
+    monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig(c.token_user())))
+    waits: list[float] = []
+    lines: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:  # the server comes up during the third wait
+            reserved.close()
+            emu = await c.start()
+            for crd in crd_schema.ALL.values():
+                await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+
+    try:
+        await wait_for_cluster(None, 60, sleep=sleep, echo=lines.append)
+    finally:
+        reserved.close()
+        if c.server is not None:
+            await c.stop()
+    assert waits == [1, 2, 4] and len(lines) == 3 and all("connection refused" in line for line in lines)
+    # the budget bounds it, and what waiting cannot fix (401) is not waited for
+    with closed_port() as s:
+        monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig({}, server=f"https://127.0.0.1:{s.getsockname()[1]}")))
+        waits.clear()
+        with pytest.raises(client.ClusterUnusable, match="connection refused"):
+            await wait_for_cluster(None, 3, sleep=lambda s: asyncio.sleep(0, waits.append(s)), echo=lines.append)
+        assert waits == [1, 2]

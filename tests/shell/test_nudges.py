@@ -83,3 +83,13 @@ def test_a_reason_only_the_status_claims_is_not_the_handlers():
     rt = rt_with({written: waiting_body("Unschedulable"), earlier: waiting_body("Unschedulable")})
     rt.retry_delay_s = 0.0
     assert periodic.requeues(rt) == [] and rt.requeue_at == {}
+
+
+def test_a_wait_that_keeps_observed_generation_behind_is_requeued_not_nudged():
+    """A resize with no room reports ResizeBlocked with observedGeneration still at the applied generation: its
+    report did land, so it is not a lost write; requeues() retries it with a backoff."""
+    blocked = ("deployments", "ns", "grow")
+    b = {"metadata": {"generation": 2}, "spec": {}, "status": {"observedGeneration": 1, "conditions": [
+        {"type": "Ready", "status": "False", "reason": "ResizeBlocked", "observedGeneration": 1}]}}
+    rt = rt_with({blocked: b}, handled={blocked: 2}, last_reconcile=time.monotonic() - 60)
+    assert due_after(rt, 11) == []

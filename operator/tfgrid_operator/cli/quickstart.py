@@ -43,17 +43,19 @@ def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
-def manifests(namespace: str, payer: str, farm: str, keys: dict[str, identity.KeyPair], nodes: list[str],
+def manifests(namespace: str, payer: str, farms: list[str], keys: dict[str, identity.KeyPair], nodes: list[str],
               council: identity.KeyPair) -> dict[str, list[dict[str, Any]]]:
-    """file name → its documents. Pure: the same keys give the same manifests."""
+    """file name → its documents. Pure: the same keys give the same manifests. Node i belongs to farm i mod len(farms)."""
     from tfgrid_operator import crd_models
 
     secrets = [_secret(f"{payer}-twin", namespace, {"twinKey": keys["twin"].to_text()}),
                _secret("tfgrid-node-keys", namespace, {f"{n}.key": keys[f"node/{n}"].to_text() for n in nodes})]
-    farm_doc = {"apiVersion": GROUP, "kind": "Farm", "metadata": _meta(farm, namespace, 1),
-                "spec": {"ownerKey": keys["farm"].public_key, "payoutAccount": f"{farm}-payout", "publicIPs": 4}}
+    farm_docs = [{"apiVersion": GROUP, "kind": "Farm", "metadata": _meta(f, namespace, 1),
+                  "spec": {"ownerKey": keys[f"farm/{f}"].public_key, "payoutAccount": f"{f}-payout", "publicIPs": 4}}
+                 for f in farms]
     node_docs = [{"apiVersion": GROUP, "kind": "Node", "metadata": _meta(n, namespace, 2),
-                  "spec": {"farm": farm, "publicKey": keys[f"node/{n}"].public_key, **NODE_SHAPES[i % len(NODE_SHAPES)]}}
+                  "spec": {"farm": farms[i % len(farms)], "publicKey": keys[f"node/{n}"].public_key,
+                           **NODE_SHAPES[i % len(NODE_SHAPES)]}}
                  for i, n in enumerate(nodes)]
     deployment = {"apiVersion": GROUP, "kind": "Deployment", "metadata": _meta("web", namespace, 3),
                   "spec": {"resources": {"cru": 2, "mru": 4, "sru": 50}, "publicIPs": 1,
@@ -66,7 +68,7 @@ def manifests(namespace: str, payer: str, farm: str, keys: dict[str, identity.Ke
     parsed = crd_models.parse(crd_models.ProposalSpec, spec)
     spec["councilSignature"] = council.sign(identity.PROPOSAL, parsed.signed_payload(f"{namespace}/cheaper-compute"))
     proposal = {"apiVersion": GROUP, "kind": "Proposal", "metadata": _meta("cheaper-compute", namespace, 4), "spec": spec}
-    return {"secrets.yaml": secrets, "farm.yaml": [farm_doc], "nodes.yaml": node_docs,
+    return {"secrets.yaml": secrets, "farm.yaml": farm_docs, "nodes.yaml": node_docs,
             "deployment.yaml": [deployment], "proposal.yaml": [proposal]}
 
 
@@ -90,10 +92,13 @@ def _write(path: pathlib.Path, text: str, private: bool) -> None:
 @click.option("--ledger-url", required=True, help="the operator's ledger: sqlite:///file.db or postgresql://…")
 @click.option("--payer", default="alice", show_default=True, help="the twin account that pays")
 @click.option("--fund", "amount", default="1000", show_default=True, help="TFT to fund the payer with")
-@click.option("--farm", default="freefarm", show_default=True)
-@click.option("--nodes", "count", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option("--farm", default="freefarm", show_default=True, help="the farm's name (with --farms N: NAME1 … NAMEN)")
+@click.option("--farms", "farm_count", default=1, show_default=True, type=click.IntRange(1, 20),
+              help="how many farms; a proposal passes only when at least 5 farms vote (§5)")
+@click.option("--nodes", "count", default=3, show_default=True, type=click.IntRange(1, 50),
+              help="how many nodes (at least one per farm)")
 def quickstart(namespace: str, out: pathlib.Path, ledger_url: str, payer: str, amount: str, farm: str,
-               count: int) -> None:
+               farm_count: int, count: int) -> None:
     from tfgrid_operator import backend
 
     if len(namespace) > 63 or not NAME.match(namespace):
@@ -108,8 +113,11 @@ def quickstart(namespace: str, out: pathlib.Path, ledger_url: str, payer: str, a
         raise click.ClickException(f"{amount!r} is not a TFT amount to fund with (positive, at most 7 decimals)")
     if out.exists() and any(out.iterdir()):
         raise click.ClickException(f"{out} is not empty: quickstart never overwrites keys")
+    if count < farm_count:
+        raise click.ClickException(f"--nodes {count} < --farms {farm_count}: every farm needs a node to vote with")
+    farms = [farm] if farm_count == 1 else [f"{farm}{i}" for i in range(1, farm_count + 1)]
     nodes = [f"node{i}" for i in range(1, count + 1)]
-    keys = {"twin": identity.KeyPair.generate(), "farm": identity.KeyPair.generate(),
+    keys = {"twin": identity.KeyPair.generate(), **{f"farm/{f}": identity.KeyPair.generate() for f in farms},
             **{f"node/{n}": identity.KeyPair.generate() for n in nodes}}
     council = identity.KeyPair.generate()
 
@@ -135,19 +143,19 @@ def quickstart(namespace: str, out: pathlib.Path, ledger_url: str, payer: str, a
 
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     (out / "keys").mkdir(mode=0o700)
-    for ref, key in [("twin", keys["twin"]), ("farmer", keys["farm"]), ("council", council),
+    for ref, key in [("twin", keys["twin"]), ("council", council), *((f"farm-{f}", keys[f"farm/{f}"]) for f in farms),
                      *((n, keys[f"node/{n}"]) for n in nodes)]:
         _write(out / "keys" / f"{ref}.key", key.to_text() + "\n", private=True)
-    for name, docs in manifests(namespace, payer, farm, keys, nodes, council).items():
+    for name, docs in manifests(namespace, payer, farms, keys, nodes, council).items():
         _write(out / name, yaml.safe_dump_all(docs, sort_keys=False), private=name == "secrets.yaml")
     _write(out / "values-quickstart.yaml", yaml.safe_dump(helm_values(namespace, nodes, council), sort_keys=False),
            private=False)
     click.echo(f"{payer} funded with {money.tft(units)} TFT on the ledger; keys and manifests in {out}. Next:")
-    for line in next_steps(namespace, out, farm):
+    for line in next_steps(namespace, out, farms):
         click.echo(f"  {line}")
 
 
-def next_steps(namespace: str, out: pathlib.Path, farm: str) -> list[str]:
+def next_steps(namespace: str, out: pathlib.Path, farms: list[str]) -> list[str]:
     """The commands after quickstart, in the order that works: the namespace and its Secrets before the chart's
     node agents (which mount the node keys), the grid's objects after."""
     return [
@@ -157,7 +165,7 @@ def next_steps(namespace: str, out: pathlib.Path, farm: str) -> list[str]:
         f"-f {out / 'values-quickstart.yaml'}",
         f"kubectl apply -f {out / 'farm.yaml'} -f {out / 'nodes.yaml'} -f {out / 'deployment.yaml'} "
         f"-f {out / 'proposal.yaml'}",
-        f"kubectl wait -n {namespace} --for=condition=Ready gfarm/{farm} gnode --all gdeploy/web gprop/cheaper-compute",
-        f"tfgrid-operator vote --proposal cheaper-compute --namespace {namespace} --farm {farm} --yes "
-        f"--key-file {out / 'keys' / 'farmer.key'}",
+        f"kubectl wait -n {namespace} --for=condition=Ready gfarm --all gnode --all gdeploy/web gprop/cheaper-compute",
+        *(f"tfgrid-operator vote --proposal cheaper-compute --namespace {namespace} --farm {f} --yes "
+          f"--key-file {out / 'keys' / f'farm-{f}.key'}" for f in farms),
     ]

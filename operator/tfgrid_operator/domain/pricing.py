@@ -209,3 +209,32 @@ def split(amount: int) -> Split:
     farmer = amount * 50 // 100
     staking = amount * 10 // 100
     return Split(farmer=farmer, foundation=amount - farmer - staking, staking_pool=staking)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Line:
+    """One resource's share of a window's gross cost (a quote's breakdown)."""
+
+    name: str  # CU | SU | IPv4 | Rent (a dedicated node: its full CU and SU at the rent percent)
+    units: Fraction  # how many CU, SU or IPs
+    price: int  # units USD per unit and hour (§1.4)
+    units_usd: Fraction  # for the window, exact
+    tft: int  # for the window in TFT units, rounded: for reading (the bill converts the sum, then rounds)
+
+
+def breakdown(
+    *, resources: units.Resources, public_ips: int, seconds: int, dedicated_node: units.Resources | None,
+    policy: PricingPolicy, price: TftPrice,
+) -> tuple[Line, ...]:
+    """§2.6 per resource: CU and SU (or the rent of a dedicated node) and IPv4, in units USD and TFT."""
+    hours = Fraction(seconds, SECONDS_PER_HOUR)
+    lines: list[tuple[str, Fraction, int, Fraction]] = []
+    if dedicated_node is not None:
+        rent = rent_cost_units_usd(node_resources=dedicated_node, seconds=seconds, policy=policy)
+        lines.append(("Rent", Fraction(1), money.round_half_up(rent / hours) if hours else 0, rent))
+    else:
+        cu, su = units.billing_cu(resources), units.billing_su(resources)
+        lines += [("CU", cu, policy.cu, cu * policy.cu * hours), ("SU", su, policy.su, su * policy.su * hours)]
+    if public_ips:
+        lines.append(("IPv4", Fraction(public_ips), policy.ipu, public_ips * policy.ipu * hours))
+    return tuple(Line(name, n, p, usd, money.round_half_up(usd_to_tft_units(usd, price))) for name, n, p, usd in lines)

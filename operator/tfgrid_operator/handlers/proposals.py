@@ -137,8 +137,8 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
                                                           conditions.timestamp(now)))
     waiting = sorted(r["farm"] for r in bad_votes if r["reason"] in NOT_YET)
     if waiting and prop.state == "Open":  # a farm (or its nodes) may register later in the same sync: try again
-        raise kopf.TemporaryError(f"votes of {', '.join(waiting)} wait for their farm on the ledger",
-                                  delay=rt.retry_delay_s * 10)
+        raise reporting.Blocked(f"votes of {', '.join(waiting)} wait for their farm on the ledger",  # expected
+                                delay=rt.retry_delay_s * 10)
 
 
 tracking.track("proposals")

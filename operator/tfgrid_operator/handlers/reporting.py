@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -20,12 +21,18 @@ from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import tenancy
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
-def desired_status(body: Any, **kwargs: Any) -> dict[str, Any]:
-    return conditions.desired_status(
-        dict(body.get("status") or {}), generation=body.get("metadata", {}).get("generation", 1),
-        now=conditions.timestamp(runtime.get().clock.now()), **kwargs)
+def desired_status(body: Any, *, finished: bool = True, **kwargs: Any) -> dict[str, Any]:
+    """The status a reconcile reports. ``finished``: this generation's reconcile is done (applied, or judged
+    invalid), so observedGeneration becomes it; a wait on the world (no room for a resize) is not, and keeps the
+    generation that last finished (none yet: no observedGeneration), so that `kubectl wait` and kstatus are not
+    told an edit was applied while the ledger still holds the old one."""
+    status = dict(body.get("status") or {})
+    generation = body.get("metadata", {}).get("generation", 1) if finished else status.get("observedGeneration")
+    return conditions.desired_status(status, generation=generation, now=conditions.timestamp(runtime.get().clock.now()),
+                                     **kwargs)
 
 
 def apply(body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
@@ -52,7 +59,7 @@ def waiting(body: Any, patch: kopf.Patch, *, reason: Reason, message: str, field
     waiting objects with a backoff; a kopf retry would hold one of its workers (settings.worker_limit) asleep for
     as long as the wait lasts."""
     if report(body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
-              synced_message=message if not synced else ""):
+              synced_message=message if not synced else "", finished=False):
         kopf.warn(body, reason=str(reason), message=message)
     raise Requeued(message)
 
@@ -67,7 +74,44 @@ def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, rea
     if changed:  # one Event per new failure, not one per retry; named for the condition when it is specific
         generic = ready_reason in (Reason.CREATING, Reason.DELETING)
         kopf.warn(body, reason=err.reason if generic else str(ready_reason), message=err.message)
+    if ready_reason == Reason.DELETE_BLOCKED:  # a wait on the world (a farm that still has nodes), not a failure
+        if changed:
+            log.info("%s/%s waits: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
+                     err.message)
+        raise Blocked(err.message, delay=runtime.get().retry_delay_s)
     raise kopf.TemporaryError(err.message, delay=runtime.get().retry_delay_s)
+
+
+class Blocked(kopf.TemporaryError):
+    """A delete that waits on the world (a farm that still has nodes, a node that still carries deployments):
+    retried like any temporary error, but it is expected, so kopf's per-retry "failed temporarily" line is
+    DEBUG, not ERROR (ExpectedWaits); the condition, one Warning Event and one INFO line say it once."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message, delay=delay)
+        _blocked.add(message)
+        if len(_blocked) > 10_000:  # bounded: messages name objects
+            _blocked.clear()
+            _blocked.add(message)
+
+
+_blocked: set[str] = set()
+
+
+class ExpectedWaits(logging.Filter):
+    """Log records that are not errors although kopf logs them at ERROR: its per-retry line of a Blocked delete,
+    and its attempts to post an Event into a namespace being deleted (a cluster refuses them with 403; the
+    namespace and the object go, so there is nobody to tell). Those become DEBUG; everything else passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        blocked = " failed temporarily: " in text and text.partition(" failed temporarily: ")[2] in _blocked
+        if blocked or "because it is being terminated" in text:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
 
 
 def invalid_spec(body: Any, patch: kopf.Patch, message: str) -> None:

@@ -11,6 +11,7 @@ import prometheus_client
 
 from tfgrid_operator import backend, clock, metrics, periodic, runtime
 from tfgrid_operator.domain import pricing
+from tfgrid_operator.handlers import reporting
 from tfgrid_operator.kube import client
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
@@ -68,6 +69,15 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]  # capped backoff for framework errors
+    # kopf posts Events one at a time and retries a refused one 8 times over a minute (403 included: it is retried
+    # for API server upgrades), holding every Event behind it; a cluster refuses Events into a namespace being
+    # deleted for good. Two quick retries, then the Event is dropped (Events are auxiliary).
+    settings.posting.default_backoffs = (0.5, 1.0)
+    quiet = reporting.ExpectedWaits()
+    for name in ("kopf.objects", "kopf._core.engines.posting", "kopf._core.actions.execution"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, reporting.ExpectedWaits) for f in logger.filters):
+            logger.addFilter(quiet)
 
 
 async def default_runtime() -> runtime.Runtime:

@@ -100,7 +100,11 @@ def load(context: str | None = None) -> Login:
         raise ConfigError(f"no usable cluster in {where} (and not running in a cluster): no such file")
     try:
         context = context or _first_current_context(paths)
-        loader = kube_config._get_kube_config_loader(filename=paths, active_context=context, persist_config=False)
+        merged = kube_config.KubeConfigMerger(paths).config  # several files, as kubectl merges them
+        if merged is None:
+            raise kubernetes.config.ConfigException("no configuration found")
+        # no base path: relative file names resolve against the kubeconfig file that names them, as in kubectl
+        loader = kube_config.KubeConfigLoader(config_dict=merged, config_base_path=None, active_context=context)
         loader.load_and_set(cfg)
         name = loader.current_context["name"]
     except Exception as exc:  # the package raises ConfigException, but also KeyError/TypeError/YAML errors on junk

@@ -326,6 +326,12 @@ def serve(handler: StrictApiServer, *, ssl_context: Any = None, client: Any = No
         async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
             await super().start_server(loop=loop, ssl=ssl_context, **kwargs)
 
+        async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
+            # stopping cuts the open requests (watches) at once, as a restarting API server does: aiohttp would
+            # otherwise wait up to a minute for them to end
+            srv = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, **kwargs)
+            return aiohttp.web.ServerRunner(srv, debug=debug, shutdown_timeout=0.1, **kwargs)
+
     def session(url: Any) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=client if client is not None else True))
 
@@ -344,6 +350,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
     history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
+    require_namespaces: bool = False  # True: as on a cluster, creating in a namespace that does not exist is 404
     cel: bool = True  # evaluate the CRDs' x-kubernetes-validations (off: a cluster whose CRDs predate the rules)
     authn: Authn | None = None  # None: every request is served (plain kmock use, the strictness unit tests)
     users: list[str] = attrs.field(factory=list)  # who made each authenticated request
@@ -585,6 +592,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
+        if d.namespaced and self.require_namespaces and (NAMESPACES, None, namespace) not in self.store:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
         if d.namespaced and self._terminating(namespace):
             raise ApiError(403, "Forbidden", f'{d.plural} "{name}" is forbidden: unable to create new content in '
                                              f"namespace {namespace} because it is being terminated")

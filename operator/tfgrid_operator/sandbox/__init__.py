@@ -38,6 +38,8 @@ from tfgrid_operator.sandbox.month import CONFIG, HOUR, START, LoopClock, Month,
 from tfgrid_operator.sandbox.summary import Summary, print_summary
 from tfgrid_operator.settings import Settings
 
+PICTURE = pathlib.Path("tfgrid-sandbox.svg")  # the month's picture, in the current folder unless told
+
 __all__ = ["CONFIG", "START", "Interrupted", "Manifest", "SandboxError", "Summary", "load_examples", "main", "payers",
            "print_summary", "rekey", "run"]
 
@@ -90,7 +92,7 @@ async def _empty_ledger(url: str) -> None:
 
 
 async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathlib.Path = scenario.FOLDER,
-              console: Console | None = None, picture_path: pathlib.Path | None = None, keep: bool = False,
+              console: Console | None = None, picture_path: pathlib.Path = PICTURE, keep: bool = False,
               quiet: bool = False) -> Summary:
     """The month. SIGINT/SIGTERM stop it cleanly (Interrupted); with ``keep`` the emulator and the operator
     stay up after the month until one of them arrives."""
@@ -110,6 +112,7 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
             clk = LoopClock(START)
 
             async def make_runtime() -> runtime.Runtime:
+                reinstall()  # kopf's startup calls this just after taking over the signals: take them back
                 # the loop runs when the sandbox wakes it (the month) and every 5 s once the month is over (--keep)
                 settings = Settings(tick_s=3600.0, batch_window_s=0.001, metrics_port=0,
                                     council_keys=",".join(c.public_key for c in councils),
@@ -128,7 +131,7 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
                         month = Month(emu, rt, ledger, engine, clk, manifests, keys, twins, timeline, days, console,
                                       quiet)
                         summary = await month.run()
-                        summary.picture = _draw(month.points, days, picture_path or pathlib.Path(tmp) / "month.svg")
+                        summary.picture = _draw(month.points, days, picture_path)
                         if not quiet:
                             print_summary(console, summary)
                         if keep:
@@ -179,7 +182,7 @@ async def _keep(console: Console, tmp: str, url: str, keys: dict[str, identity.K
 
 
 def main(*, days: int = 30, ledger_url: str | None = None, examples: pathlib.Path = scenario.FOLDER,
-         picture_path: pathlib.Path | None = None, keep: bool = False, as_json: bool = False) -> Summary:
+         picture_path: pathlib.Path = PICTURE, keep: bool = False, as_json: bool = False) -> Summary:
     """The sandbox from a synchronous caller (the CLI). Raises SandboxError or Interrupted."""
     console = Console(stderr=True) if as_json else Console()
     summary = asyncio.run(run(days=days, ledger_url=ledger_url, examples=examples, console=console,

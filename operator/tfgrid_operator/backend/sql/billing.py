@@ -14,6 +14,7 @@ whose amounts would leave int64 is not billed, keeps its money where it was, and
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,6 +135,7 @@ class BillingLedger(RegistryLedger):
         payouts: list[dict[str, Any]] = []
         quotes: dict[tuple[Any, ...], pricing.Quote] = {}
         contract_updates: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []  # contracts not billed (invariant 6), with the reason
         changed: list[str] = []
         skipped = 0
         total = 0
@@ -162,9 +164,7 @@ class BillingLedger(RegistryLedger):
             except _Overflow as exc:
                 message = f"billing period {period}: {exc}"
                 if r.billing_error != message:
-                    contract_updates.append(dict(cid=r.id, overdraft=r.overdraft, state=r.state,
-                                                 grace_since=r.grace_since, deleted_at=None, deleted_reason=None,
-                                                 reserve=r.reserve, cycles=r.cycles, billing_error=message))
+                    refused.append(dict(cid=r.id, billing_error=message))
                     changed.append(r.key)
                 continue
             accounts.move(deltas)
@@ -172,30 +172,27 @@ class BillingLedger(RegistryLedger):
             new_bills.append({**bill_row, "rates_id": rates_id})
             if payout is not None:
                 payouts.append(payout)
-            if (update["overdraft"], update["state"], update["grace_since"], update["reserve"], update["cycles"],
-                    update["billing_error"]) != (r.overdraft, r.state, r.grace_since, r.reserve, r.cycles,
-                                                 r.billing_error):
-                contract_updates.append(update)
-                if update["state"] != r.state or r.billing_error is not None:
-                    changed.append(r.key)
+            # one UPDATE per billed contract: its totals and its state, reserve and cycles together
+            contract_updates.append({**update, "amount_": bill_row["amount"], "billed_at_": now,
+                                     "discount_": bill_row["discount"]})
+            if update["state"] != r.state or r.billing_error is not None:
+                changed.append(r.key)
         if new_bills:
             await conn.execute(b.insert(), new_bills)
             await conn.execute(
                 c.update().where(c.c.id == sa.bindparam("cid")).values(
                     billed_total=c.c.billed_total + sa.bindparam("amount_"), last_billed_at=sa.bindparam("billed_at_"),
-                    last_discount=sa.bindparam("discount_"), last_bill_amount=sa.bindparam("amount_")),
-                [{"cid": x["contract_id"], "amount_": x["amount"], "billed_at_": x["billed_at"], "discount_": x["discount"]}
-                 for x in new_bills])
-        if payouts:
-            await conn.execute(schema.payouts.insert(), payouts)
-        if contract_updates:
-            await conn.execute(
-                c.update().where(c.c.id == sa.bindparam("cid")).values(
+                    last_discount=sa.bindparam("discount_"), last_bill_amount=sa.bindparam("amount_"),
                     overdraft=sa.bindparam("overdraft"), state=sa.bindparam("state"),
                     grace_since=sa.bindparam("grace_since"), deleted_at=sa.bindparam("deleted_at"),
                     deleted_reason=sa.bindparam("deleted_reason"), reserve=sa.bindparam("reserve"),
                     cycles=sa.bindparam("cycles"), billing_error=sa.bindparam("billing_error")),
                 contract_updates)
+        if payouts:
+            await conn.execute(schema.payouts.insert(), payouts)
+        if refused:
+            await conn.execute(c.update().where(c.c.id == sa.bindparam("cid"))
+                               .values(billing_error=sa.bindparam("billing_error")), refused)
         await self._write_balances(conn, accounts.before, accounts.balances)
         return records.PeriodReport(period, len(new_bills), total, skipped, tuple(changed))
 
@@ -236,13 +233,12 @@ class BillingLedger(RegistryLedger):
                               amount=reserve, farmer_account_id=r.farmer, farmer=shares.farmer,
                               foundation=shares.foundation, staking_pool=shares.staking_pool)
             reserve, cycles = 0, 0
-        res = Resources(r.cru, r.mru, r.sru, r.hru)
+        cu_milli, su_milli = _units_milli(r.cru, r.mru, r.sru, r.hru)
         bill_row = dict(
             contract_id=r.id, period=period, until=window_end, seconds=seconds, amount=priced.amount, paid=paid,
             discount=str(priced.discount), billed_at=now, cru=r.cru, mru=r.mru, sru=r.sru, hru=r.hru,
             public_ips=r.public_ips, rented=bool(r.dedicated),
-            cu_milli=money.round_half_up(units.billing_cu(res) * 1000),
-            su_milli=money.round_half_up(units.billing_su(res) * 1000), cost_usd=priced.cost_units_usd,
+            cu_milli=cu_milli, su_milli=su_milli, cost_usd=priced.cost_units_usd,
             gross=priced.gross, balance=balance, discount_percent=priced.discount_percent,
             discounted=priced.discounted, certified_percent=priced.certified_percent, overdraft_before=r.overdraft,
             cycle=r.cycles + 1 if cycle else None)
@@ -314,6 +310,13 @@ class BillingLedger(RegistryLedger):
         if deltas:
             await conn.execute(a.update().where(a.c.id == sa.bindparam("aid"))
                                .values(balance=a.c.balance + sa.bindparam("delta")), deltas)
+
+
+@functools.lru_cache(maxsize=4096)
+def _units_milli(cru: int, mru: int, sru: int, hru: int) -> tuple[int, int]:
+    """A contract's billing CU and SU in thousandths, for its receipts (a grid has few shapes: cached)."""
+    res = Resources(cru, mru, sru, hru)
+    return money.round_half_up(units.billing_cu(res) * 1000), money.round_half_up(units.billing_su(res) * 1000)
 
 
 def _receipt(x: Any) -> dict[str, object]:

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# tfgrid-operator on a real cluster: a kind cluster, the image, the Helm chart with its ServiceAccount, the
+# examples in two namespaces, and a node agent per Node — then waits until every example object is Ready.
+#
+# Needs only kind, docker, kubectl and helm (the node agents and key generation run in the operator's image).
+# NOT run by CI: where this project's CI runs there is no Docker engine, so CI tests the chart, the image's
+# wheel and the manifests offline, and the operator against the strict API emulator over TLS instead.
+#
+#   bash scripts/kind-demo.sh            # create (or reuse) cluster "tfgrid" and run the demo
+#   bash scripts/kind-demo.sh --delete   # delete the cluster and the node agents
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER=tfgrid
+IMAGE=tfgrid-operator:0.1.0
+RELEASE=tfgrid
+SYSTEM_NS=tfgrid-system
+NAMESPACES=(grid-a grid-b)  # the examples go into grid-a; a second tenant deployment into grid-b
+COUNCIL_KEY=uNiTFSm02TLHl5OcYx4hJ21PAvX1VevqD00NEeuPq2o=  # the example proposal's signer (examples/proposal.yaml)
+# node keys and the agents' kubeconfig outlive this script (the agents keep running): removed by --delete
+WORK="${XDG_CACHE_HOME:-$HOME/.cache}/tfgrid-kind-demo"
+
+for tool in kind docker kubectl helm; do
+  command -v "$tool" >/dev/null || { echo "kind-demo: '$tool' is not installed (needs kind, docker, kubectl, helm)" >&2; exit 1; }
+done
+
+agents() { docker ps -aq --filter "label=tfgrid-demo=node-agent"; }
+
+if [[ "${1:-}" == "--delete" ]]; then
+  ids=$(agents); [[ -n "$ids" ]] && docker rm -f $ids >/dev/null
+  kind delete cluster --name "$CLUSTER"
+  # the key files belong to the image's user (uid 10001): remove them from a container as that user
+  [[ -d "$WORK" ]] && docker run --rm -v "$WORK:/keys" --entrypoint sh "$IMAGE" -c 'rm -f /keys/*' 2>/dev/null || true
+  rm -rf "$WORK"
+  exit 0
+fi
+
+step() { echo; echo "== $*"; }
+
+step "cluster $CLUSTER"
+kind get clusters | grep -qx "$CLUSTER" || kind create cluster --config kind-config.yaml
+kubectl config use-context "kind-$CLUSTER" >/dev/null
+
+step "image $IMAGE"
+docker build -t "$IMAGE" .
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+step "chart (CRDs, least-privilege RBAC, the operator with its ServiceAccount)"
+helm upgrade --install "$RELEASE" charts/tfgrid-operator -n "$SYSTEM_NS" --create-namespace \
+  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE#*:}" --set image.pullPolicy=Never \
+  --set "operator.councilKeys={$COUNCIL_KEY}" --wait
+kubectl -n "$SYSTEM_NS" rollout status "deployment/$RELEASE-tfgrid-operator" --timeout=180s
+OP="kubectl -n $SYSTEM_NS exec deploy/$RELEASE-tfgrid-operator --"
+
+step "ledger accounts"
+$OP tfgrid-operator ledger create-account alice >/dev/null || true
+$OP tfgrid-operator ledger fund alice 5000
+
+step "node keys (in the image) and the examples in ${NAMESPACES[*]}"
+for ns in "${NAMESPACES[@]}"; do kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -; done
+mkdir -p "$WORK" && chmod 0777 "$WORK"  # the image runs as uid 10001
+for n in node1 node2 node3; do
+  [[ -s "$WORK/$n.pub" ]] || docker run --rm -v "$WORK:/keys" "$IMAGE" keygen "/keys/$n.key" >"$WORK/$n.pub"
+done
+kubectl -n grid-a apply -f examples/
+for n in node1 node2 node3; do
+  kubectl -n grid-a patch gnode "$n" --type merge -p "{\"spec\":{\"publicKey\":\"$(tail -n1 "$WORK/$n.pub")\"}}"
+done
+kubectl -n grid-b apply -f - <<'EOF'
+apiVersion: grid.threefold.io/v1alpha1
+kind: Deployment
+metadata: {name: tenant-b-web}
+spec:
+  resources: {cru: 1, mru: 2, sru: 20}
+  payer: {account: alice}
+EOF
+
+step "a node agent per Node (containers on kind's network, logging in with kind's kubeconfig)"
+kind get kubeconfig --name "$CLUSTER" --internal >"$WORK/kubeconfig"
+chmod 0644 "$WORK/kubeconfig"  # readable by the agents' uid; the keys are theirs already (0600)
+ids=$(agents); [[ -n "$ids" ]] && docker rm -f $ids >/dev/null
+for n in node1 node2 node3; do
+  docker run -d --name "tfgrid-agent-$n" --label tfgrid-demo=node-agent --network kind \
+    -v "$WORK/kubeconfig:/kube/config:ro" -v "$WORK/$n.key:/keys/$n.key:ro" -e KUBECONFIG=/kube/config \
+    "$IMAGE" node-agent --node "$n" --namespace grid-a --key-file "/keys/$n.key" --interval 60 >/dev/null
+done
+
+step "waiting for every example to be Ready"
+kubectl get grid -A
+kubectl -n grid-a wait --for=condition=Ready farm/freefarm gnode/node1 gnode/node2 gnode/node3 --timeout=300s
+kubectl -n grid-a wait --for=condition=Ready gdeploy --all --timeout=300s
+kubectl -n grid-b wait --for=condition=Ready gdeploy/tenant-b-web --timeout=300s
+kubectl -n grid-a wait --for=condition=Ready gprop --all --timeout=120s
+kubectl get grid -A
+echo
+echo "kind-demo: every example is Ready. The node agents run as docker containers labelled tfgrid-demo=node-agent;"
+echo "           'bash scripts/kind-demo.sh --delete' removes them and the cluster."

@@ -210,6 +210,7 @@ async def test_a_new_object_of_the_same_name_never_inherits_a_contract(ledger):
         c = schema.contracts
         row = (await conn.execute(sa.select(c).where(c.c.id == old.id))).one()
     assert (row.state, row.deleted_reason, row.deleted_at) == ("Deleted", "Orphaned", H // 2)
+    assert row.reserve == 0  # paid out as at any close (§2.7), not left on a contract no one closes again
     assert row.billed_total > 0  # its final bill, paid by alice
     assert (await ledger.get_account(name="alice")).balance == 1000 * money.UNITS_PER_TFT - row.billed_total
     await conserved(ledger, funded)
@@ -287,3 +288,23 @@ async def test_an_amount_past_the_bound_inside_a_ledger_call_is_refused_and_roll
             await conn.execute(a.update().where(a.c.name == "farmer").values(balance=a.c.balance + 1))
     assert "outside [0, " in err.value.message
     assert (await ledger.get_account(name="farmer")).balance == money.MAX_UNITS
+
+
+async def test_a_revoked_grant_closes_its_contracts_now_and_is_never_accepted_again(ledger):
+    funded = sum((await victim_grid(ledger)).values())
+    ns = "team-b"
+    revoked, kept = grant("alice", ALICE, ns), grant("alice", ALICE, ns, expires=NOW + 60 * 86400)
+    for name, proof in (("d1", revoked), ("d2", revoked), ("d3", kept)):
+        await ledger.open_contract(key=f"{ns}/{name}", owner_uid=f"u-{name}", proof=proof, request=REQ, now=NOW)
+    with pytest.raises(errors.NotFound):
+        await ledger.revoke_grant(account="nobody", signature=revoked.signature, now=NOW + 60)
+    closed = await ledger.revoke_grant(account="alice", signature=revoked.signature, now=NOW + 60)
+    assert [(c.key, c.state, c.deleted_reason, c.deleted_at) for c in closed] == [
+        (f"{ns}/d1", "Deleted", "GrantRevoked", NOW + 60), (f"{ns}/d2", "Deleted", "GrantRevoked", NOW + 60)]
+    assert all(c.billed_total > 0 for c in closed)  # their final bills
+    assert (await ledger.observe_contract(key=f"{ns}/d3")).state == "Created"  # another grant of the same twin
+    assert await ledger.revoke_grant(account="alice", signature=revoked.signature, now=NOW + 90) == []  # idempotent
+    with pytest.raises(errors.NotAuthorized, match="revoked"):  # the same grant opens nothing again
+        await ledger.open_contract(key=f"{ns}/d4", owner_uid="u-d4", proof=revoked, request=REQ, now=NOW + 120)
+    assert await ledger.observe_contract(key=f"{ns}/d4") is None
+    await conserved(ledger, funded)

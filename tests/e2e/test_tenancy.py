@@ -224,6 +224,14 @@ async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, oper
     assert (await ledger.observe_contract(key=f"{A}/kept")).state == "Created"
     await eventually(lambda: condition(get(apiserver, A, "deployments", "short"))["status"] == "False",
                      what="short's status says it ended")
+    # carol withdraws the renewed grant (ledger revoke-grant): kept closes now, the tenant cannot bring it back
+    grid_clock.set(START + 4 * H)
+    closed = await ledger.revoke_grant(account="carol", signature=names.Grant(
+        "carol", A, START + 60 * 86400).signed(carol).signature, now=START + 4 * H)
+    assert [(c.key, c.deleted_reason) for c in closed] == [(f"{A}/kept", "GrantRevoked")]
+    await eventually(lambda: get(apiserver, A, "deployments", "kept")["status"].get("contractState") == "Deleted"
+                     and condition(get(apiserver, A, "deployments", "kept"))["status"] == "False",
+                     what="kept's status says it was revoked")
     await conserved(ledger, 100 * TFT)
 
 

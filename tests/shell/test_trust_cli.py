@@ -132,3 +132,42 @@ def test_create_account_with_a_key_another_account_has_is_a_one_line_error(tmp_p
     bad = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "alice", str(10**12)])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     assert "a balance is at most" in bad.output and bad.output.startswith("Error: ")
+
+
+def test_revoke_grant_withdraws_what_grant_printed(tmp_path):
+    import asyncio
+
+    from tfgrid_operator import backend
+    from tfgrid_operator.backend import errors, records
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    key_file = tmp_path / "alice.key"
+    assert keygen(key_file)[0] == 0
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["ledger", "--ledger-url", url, "create-account", "alice", "--key-file",
+                                    str(key_file)]).exit_code == 0
+    printed = runner.invoke(cli.main, ["grant", "--account", "alice", "--namespace", "team-a", "--key-file",
+                                       str(key_file)]).output
+    (tmp_path / "grant.yaml").write_text(printed)
+    out = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "revoke-grant", str(tmp_path / "grant.yaml")])
+    assert out.exit_code == 0 and "revoked; 0 contract(s) closed" in out.output, out.output
+    again = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "revoke-grant", "-"], input=printed)
+    assert again.exit_code == 0, again.output  # idempotent, and from stdin
+    junk = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "revoke-grant", "-"], input="kind: Secret\n")
+    assert junk.exit_code != 0 and "not a grant" in junk.output and "Traceback" not in junk.output
+    g = json.loads(base64.b64decode(yaml.safe_load(printed)["data"]["grant"]))
+    proof = records.PayerProof(kind="grant", namespace="team-a", account="alice", expires=g["expires"],
+                               signature=g["signature"])
+
+    async def open_with_it() -> None:
+        lg = await backend.open_backend(url)
+        try:
+            with pytest.raises(errors.NotAuthorized, match="revoked"):
+                from tfgrid_operator.domain import scheduling
+                from tfgrid_operator.domain.units import Resources
+
+                await lg.open_contract(key="team-a/d", owner_uid="u", proof=proof,
+                                       request=scheduling.Request(resources=Resources(1, 1)), now=int(time.time()))
+        finally:
+            await lg.close()
+    asyncio.run(open_with_it())

@@ -136,6 +136,14 @@ contracts = sa.Table(
     sa.Index("contracts_by_key", "key", "id"),  # the latest contract of a Deployment
 )
 
+# grants the ledger's keeper revoked at the twin's request: never accepted again, their contracts closed at once
+revoked_grants = sa.Table(
+    "revoked_grants", metadata,
+    sa.Column("signature", sa.String(128), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("revoked_at", sa.BigInteger, nullable=False),
+)
+
 bills = sa.Table(
     "bills", metadata,
     sa.Column("contract_id", sa.Integer, sa.ForeignKey("contracts.id"), primary_key=True),

@@ -1,16 +1,22 @@
 """`grant` and `farm-consent`: the signed statements that let another namespace spend or join (design.md "Trust
-model"). Both are signed with a key file locally; nothing is sent anywhere, the output is applied by the tenant."""
+model"). Both are signed with a key file locally; nothing is sent anywhere, the output is applied by the tenant.
+`ledger revoke-grant`: the ledger's keeper withdraws a grant at its twin's request."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import pathlib
 import re
 import time
+from typing import IO
 
 import click
 import yaml
 
 from tfgrid_operator.cli.app import _load_key, main
+from tfgrid_operator.cli.ledger_cmds import _with_ledger, ledger
 from tfgrid_operator.domain import names
 from tfgrid_operator.handlers import tenancy
 
@@ -53,3 +59,29 @@ def farm_consent(farm: str, namespace: str, node: str, node_key: str, key_file: 
     signature = _load_key(key_file).sign(names.FARM_CONSENT, names.consent_payload(
         farm=farm, namespace=namespace, node=node, node_key=node_key))
     click.echo(yaml.safe_dump({"metadata": {"annotations": {tenancy.CONSENT_ANNOTATION: signature}}}, sort_keys=False), nl=False)
+
+
+def _grant_in(text: str) -> dict[str, object]:
+    """The grant in what `grant` printed (its Secret), or in the grant's JSON itself."""
+    try:
+        doc = yaml.safe_load(text)
+        if isinstance(doc, dict) and doc.get("kind") == "Secret":
+            doc = json.loads(base64.b64decode(doc["data"]["grant"], validate=True))
+        if isinstance(doc, dict) and isinstance(doc.get("account"), str) and isinstance(doc.get("signature"), str):
+            return doc
+    except (yaml.YAMLError, ValueError, binascii.Error, KeyError, TypeError):
+        pass
+    raise click.ClickException("that is not a grant: give the Secret `tfgrid-operator grant` printed, or its JSON")
+
+
+@ledger.command("revoke-grant", help="Withdraw a grant (the Secret `tfgrid-operator grant` printed, or - for stdin): "
+                                     "it is never accepted again, and the contracts resting on it are closed now "
+                                     "with their final bill.")
+@click.argument("grant_file", type=click.File("r"))
+@click.pass_context
+def revoke_grant(ctx: click.Context, grant_file: IO[str]) -> None:
+    grant = _grant_in(grant_file.read())
+    closed = _with_ledger(ctx, lambda lg: lg.revoke_grant(account=str(grant["account"]), signature=str(grant["signature"]),
+                                                          now=int(time.time())))
+    click.echo(f"grant of account {grant['account']} for namespace {grant.get('namespace')} revoked; "
+               f"{len(closed)} contract(s) closed with a final bill" + "".join(f"\n  {c.key}" for c in closed))

@@ -67,6 +67,9 @@ class ContractsLedger(BillingLedger):
             problem = grant.problem(public_key=row.public_key, namespace=namespace, now=now)
             if problem:
                 raise errors.NotAuthorized(problem)
+            r = schema.revoked_grants
+            if (await conn.execute(sa.select(r.c.revoked_at).where(r.c.signature == proof.signature))).first():
+                raise errors.NotAuthorized(f"the grant of account {proof.account!r} was revoked")
             kept = dict(proof="grant", proof_until=proof.expires, proof_signature=proof.signature)
         else:
             raise errors.InvalidRequest(f"unknown payer proof {proof.kind!r}")
@@ -75,12 +78,14 @@ class ContractsLedger(BillingLedger):
                                        f"never pay for deployments")
         return row.id, kept
 
-    async def _close_orphan(self, conn: AsyncConnection, current: records.Contract, now: int) -> None:
-        """A live contract of an object that is gone (another uid now has its name): final bill, then Deleted."""
+    async def _close_unproven(self, conn: AsyncConnection, current: records.Contract, now: int, reason: str) -> None:
+        """A live contract nothing proves any more (its object is gone and another uid has its name: Orphaned; its
+        grant was revoked: GrantRevoked): final bill, then Deleted and its reserve paid out (§2.7), as a close."""
         c = schema.contracts
         await self._bill_partial(conn, current.id, now)
         await conn.execute(c.update().where(c.c.id == current.id, c.c.state.in_(LIVE)).values(
-            state="Deleted", deleted_at=now, deleted_reason="Orphaned"))
+            state="Deleted", deleted_at=now, deleted_reason=reason))
+        await self._pay_out(conn, current.id, now)
 
     async def _owned_contract(self, conn: AsyncConnection, key: str, owner_uid: str) -> records.Contract | None:
         """The live contract of ``key`` if the object ``owner_uid`` opened it (or it predates ownership)."""
@@ -182,7 +187,7 @@ class ContractsLedger(BillingLedger):
             for o in batch:  # a live contract of an earlier object of the name never passes to a new one
                 live = existing.get(o.key)
                 if live is not None and live.state in LIVE and live.owner_uid not in ("", o.owner_uid):
-                    await self._close_orphan(conn, live, o.now)
+                    await self._close_unproven(conn, live, o.now, "Orphaned")
                     existing.pop(o.key)
             pool: dict[str, scheduling.Candidate] | None = None
             for o in batch:
@@ -294,6 +299,28 @@ class ContractsLedger(BillingLedger):
             out = await self._latest_contract(conn, key)
             assert out is not None
             return out
+
+    async def revoke_grant(self, *, account: str, signature: str, now: int) -> list[records.Contract]:
+        """The twin withdraws a grant (its keeper runs this at the twin's request): the grant is never accepted
+        again, and every live contract resting on it is closed now with its final bill (GrantRevoked). Idempotent."""
+        a, c, r = schema.accounts, schema.contracts, schema.revoked_grants
+        if not signature:
+            raise errors.InvalidRequest("a grant to revoke needs its signature")
+        async with self._tx() as conn:
+            account_id = (await conn.execute(sa.select(a.c.id).where(a.c.name == account))).scalar()
+            if account_id is None:
+                raise errors.NotFound(f"account {account!r} does not exist")
+            seen = (await conn.execute(sa.select(r.c.account_id).where(r.c.signature == signature))).first()
+            if seen is None:
+                await conn.execute(r.insert().values(signature=signature[:128], account_id=account_id, revoked_at=now))
+            keys = (await conn.execute(sa.select(c.c.key).where(
+                c.c.proof == "grant", c.c.proof_signature == signature, c.c.account_id == account_id,
+                c.c.state.in_(LIVE)).order_by(c.c.key))).scalars().all()
+            found = await self._latest_contracts(conn, set(keys))
+            for key in keys:
+                await self._close_unproven(conn, found[key], now, "GrantRevoked")
+            closed = await self._latest_contracts(conn, set(keys))
+        return [closed[k] for k in keys]
 
     async def close_contract(self, *, key: str, owner_uid: str, now: int, reason: str) -> records.Contract | None:
         """Final bill for the used part of the current period, then Deleted and its reserve paid out (§2.7).

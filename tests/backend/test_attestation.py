@@ -7,13 +7,14 @@ from fractions import Fraction
 
 import pytest
 
+import ledger_setup
 from backend.test_ledger_contract import signed_vote
 from tfgrid_operator.backend import errors
-from tfgrid_operator.backend.sql.capacity import capacity_payload, certification_payload
 from tfgrid_operator.domain import identity, minting, units
 from tfgrid_operator.domain.units import Resources
 
 OWNER, NODE_KEY, COUNCIL = identity.KeyPair.generate(), identity.KeyPair.generate(), identity.KeyPair.generate()
+ALICE = identity.KeyPair.generate()  # the twin key of the account that pays
 COUNCIL_KEYS = frozenset({COUNCIL.public_key})
 SMALL = Resources(cru=2, mru=4, sru=100)
 BIG = Resources(cru=8, mru=32, sru=1000, hru=4000)
@@ -21,30 +22,22 @@ HUGE = Resources(cru=1024, mru=1 << 20, sru=1 << 24, hru=1 << 24)
 
 
 async def node(ledger, name="n0", resources=SMALL, now=0):
-    if await ledger.observe_farm(name="farm1") is None:
-        await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
-                                 dedicated=False, public_ips=0)
-    return await ledger.ensure_node(name=name, farm="farm1", resources=resources, country="", city="", certified=True,
-                                    public_key=NODE_KEY.public_key, now=now)
+    return await ledger_setup.farm_and_node(ledger, owner_key=OWNER, node_key=NODE_KEY, node=name, resources=resources,
+                                            certified=True, now=now)
 
 
 async def attest(ledger, resources, ts, name="n0", key=NODE_KEY, now=None):
-    sig = key.sign(identity.CAPACITY, capacity_payload(node=name, ts=ts, resources=resources))
-    return await ledger.attest_capacity(node=name, ts=ts, resources=resources, signature=sig,
-                                        now=ts if now is None else now)
+    return await ledger_setup.attest(ledger, node=name, resources=resources, ts=ts, key=key, now=now)
 
 
 async def certify(ledger, certified, ts, name="n0", key=COUNCIL, now=None):
-    node_id = (await ledger.observe_node(name=name)).id
-    sig = key.sign(identity.CERTIFICATION, certification_payload(node=name, node_id=node_id, certified=certified, ts=ts))
-    return await ledger.certify_node(node=name, certified=certified, ts=ts, member_key=key.public_key, signature=sig,
-                                     council=COUNCIL_KEYS, now=ts if now is None else now)
+    return await ledger_setup.certify(ledger, node=name, certified=certified, ts=ts, key=key, council=COUNCIL_KEYS,
+                                      now=now)
 
 
 async def report_all(ledger, start, end, name="n0"):
     for ts in range(start + 2400, end + 1, 2400):
-        sig = NODE_KEY.sign(identity.UPTIME, {"node": name, "ts": ts, "uptime": ts - start + 100})
-        await ledger.record_uptime(node=name, ts=ts, uptime=ts - start + 100, signature=sig, now=ts)
+        await ledger_setup.report_uptime(ledger, node=name, ts=ts, uptime=ts - start + 100, key=NODE_KEY)
 
 
 async def conserved(ledger, funded=0):
@@ -229,14 +222,15 @@ async def test_placement_never_promises_more_than_the_node_attested(ledger):
     from tfgrid_operator.domain import scheduling
 
     await node(ledger, resources=BIG)  # the spec says 8 cores, 32 GiB
-    await ledger.ensure_account(name="alice")
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
     await attest(ledger, Resources(cru=2, mru=8, sru=1000, hru=4000), 0)  # the machine has 2 cores, 8 GiB
     with pytest.raises(errors.NoCapacity):
-        await ledger.open_contract(key="ns/big", payer="alice",
+        await ledger.open_contract(key="ns/big", **ledger_setup.paid_by(ALICE),
                                    request=scheduling.Request(resources=Resources(cru=3, mru=4)), now=10)
-    c = await ledger.open_contract(key="ns/fits", payer="alice",
+    c = await ledger.open_contract(key="ns/fits", **ledger_setup.paid_by(ALICE),
                                    request=scheduling.Request(resources=Resources(cru=2, mru=4)), now=10)
     assert c.node == "n0"
     with pytest.raises(errors.NoCapacity):  # nor does a resize
-        await ledger.resize_contract(key="ns/fits", resources=Resources(cru=2, mru=9), public_ips=0, now=20)
+        await ledger.resize_contract(key="ns/fits", owner_uid=ledger_setup.OWN.uid, resources=Resources(cru=2, mru=9),
+                                     public_ips=0, now=20)
     await conserved(ledger)

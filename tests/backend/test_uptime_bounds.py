@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ledger_setup
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources
 
@@ -9,15 +10,12 @@ OWNER, NODE_KEY = identity.KeyPair.generate(), identity.KeyPair.generate()
 
 
 async def report(ledger, ts, up, node="n0"):
-    sig = NODE_KEY.sign(identity.UPTIME, {"node": node, "ts": ts, "uptime": up})
-    return await ledger.record_uptime(node=node, ts=ts, uptime=up, signature=sig, now=ts)
+    return await ledger_setup.report_uptime(ledger, node=node, ts=ts, uptime=up, key=NODE_KEY)
 
 
 async def test_first_report_credits_no_time_before_the_node_registered(ledger):
-    await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
-                             dedicated=False, public_ips=0)
-    await ledger.ensure_node(name="n0", farm="farm1", resources=Resources(8, 32, 1000, 0), country="", city="",
-                             certified=False, public_key=NODE_KEY.public_key, now=10_000)
+    await ledger_setup.farm_and_node(ledger, owner_key=OWNER, node_key=NODE_KEY, resources=Resources(8, 32, 1000, 0),
+                                     now=10_000)
     assert await report(ledger, 10_044, 1_815) == 44  # claims 1,815 s up; registered 44 s ago
     # flooding reports, alternating "reboots", earns at most the wall time since
     ts, up = 10_044, 1_815
@@ -31,10 +29,8 @@ async def test_first_report_credits_no_time_before_the_node_registered(ledger):
 
 async def test_the_last_report_listed_again_long_after_is_quiet(ledger):
     """A restarted operator re-lists every Lease: the report it already counted says nothing, however old."""
-    await ledger.ensure_farm(name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
-                             dedicated=False, public_ips=0)
-    await ledger.ensure_node(name="n0", farm="farm1", resources=Resources(8, 32, 1000, 0), country="", city="",
-                             certified=False, public_key=NODE_KEY.public_key, now=0)
+    await ledger_setup.farm_and_node(ledger, owner_key=OWNER, node_key=NODE_KEY, resources=Resources(8, 32, 1000, 0),
+                                     now=0)
     total = await report(ledger, 2400, 2400)
     sig = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 2400, "uptime": 2400})
     assert await ledger.record_uptime(node="n0", ts=2400, uptime=2400, signature=sig, now=2400 + 2000) == total

@@ -7,8 +7,8 @@ import json
 
 from click.testing import CliRunner
 
+import ledger_setup
 from tfgrid_operator import backend, cli
-from tfgrid_operator.backend.sql.capacity import capacity_payload
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources
 
@@ -19,15 +19,11 @@ CONFIG = backend.LedgerConfig(minting_epoch=0, minting_period_s=P)
 async def _grid(url: str) -> None:
     lg = await backend.open_backend(url, CONFIG)
     owner, key, r = identity.KeyPair.generate(), identity.KeyPair.generate(), Resources(8, 32, 1000, 4000)
-    await lg.ensure_farm(name="f", owner_key=owner.public_key, payout_account="p", certified=False, dedicated=False,
-                         public_ips=0)
-    await lg.ensure_node(name="n0", farm="f", resources=r, country="", city="", certified=False,
-                         public_key=key.public_key, now=0)
-    sig = key.sign(identity.CAPACITY, capacity_payload(node="n0", ts=0, resources=r))
-    await lg.attest_capacity(node="n0", ts=0, resources=r, signature=sig, now=0)
+    await ledger_setup.farm_and_node(lg, farm="f", node="n0", payout_account="p", owner_key=owner, node_key=key,
+                                     resources=r)
+    await ledger_setup.attest(lg, node="n0", resources=r, ts=0, key=key)
     for ts in range(2400, 2 * P + 1, 2400):
-        up = {"node": "n0", "ts": ts, "uptime": ts + 5}
-        await lg.record_uptime(node="n0", ts=ts, uptime=ts + 5, signature=key.sign(identity.UPTIME, up), now=ts)
+        await ledger_setup.report_uptime(lg, node="n0", ts=ts, uptime=ts + 5, key=key)
         if ts == P + 2400:
             await lg.mint_period(period=0, now=ts)
     await lg.mint_period(period=1, now=2 * P)
@@ -52,5 +48,5 @@ def test_ledger_mints_table_json_period_and_errors(tmp_path):
     missing = runner.invoke(cli.main, [*base, "--node", "n0", "--period", "9"])
     assert missing.exit_code == 1 and "no mint for period 9" in missing.output
     unknown = runner.invoke(cli.main, [*base, "--node", "ghost"])
-    assert unknown.exit_code == 2 and unknown.output.strip() == "error: NotFound: node 'ghost' is not on the ledger"
+    assert unknown.exit_code == 2 and unknown.output.strip() == "Error: node 'ghost' is not on the ledger"
     assert "attested capacity" in " ".join(runner.invoke(cli.main, [*base, "--help"]).output.split())

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import ledger_setup
 from tfgrid_operator import backend, cli
 from tfgrid_operator.backend import records
 from tfgrid_operator.domain import identity, money, scheduling
@@ -23,11 +24,13 @@ PROOF = records.PayerProof(kind="key", namespace="ns1", public_key=ALICE.public_
 async def _grid(url: str, *, certified: bool, balance: int) -> None:
     lg = await backend.open_backend(url)
     try:
-        await lg.ensure_farm(owner=OWN, name="farm1", owner_key=identity.KeyPair.generate().public_key, payout_account="farmer",
-                             certified=False, dedicated=False, public_ips=2)
-        await lg.ensure_node(owner=OWN, name="n1", farm="farm1", resources=Resources(cru=8, mru=32, sru=1000, hru=4000),
-                             country="BE", city="Ghent", certified=certified,
-                             public_key=identity.KeyPair.generate().public_key, now=0)
+        node, capacity = identity.KeyPair.generate(), Resources(cru=8, mru=32, sru=1000, hru=4000)
+        await ledger_setup.farm_and_node(lg, owner=OWN, owner_key=identity.KeyPair.generate(), node_key=node, node="n1",
+                                         resources=capacity, public_ips=2, country="BE", city="Ghent",
+                                         certified=certified)
+        await ledger_setup.attest(lg, node="n1", resources=capacity, ts=0, key=node)  # the agent measured the spec
+        if certified:  # spec.certified is only what the farmer expects: a council member certifies
+            await ledger_setup.certify(lg, node="n1", certified=True, ts=0, key=identity.KeyPair.generate())
         await lg.ensure_account(name="alice", public_key=ALICE.public_key)
         await lg.fund(name="alice", amount=balance)
     finally:

@@ -96,8 +96,9 @@ class Month:
         self.events: list[str] = []
         self.points: list[picture.Point] = []
         self.nodes = [(m.namespace, m.name) for m in manifests if m.kind == "Node"]
-        # a simulation: each agent states its node's spec as the capacity it measured (node-agent --capacity)
-        self.capacity = {m.name: Resources(**m.doc["spec"]["resources"]) for m in manifests if m.kind == "Node"}
+        # a simulation: each agent states its node's spec as the capacity it measured (node-agent --capacity), read
+        # once the API server accepted the Node (attest)
+        self.capacity: dict[str, Resources] = {}
         self.council = council
         self.farms = [m.name for m in manifests if m.kind == "Farm"]
         self.proposals = [m for m in manifests if m.kind == "Proposal"]
@@ -264,6 +265,8 @@ class Month:
     async def attest(self, kube: KubeClient, m: Manifest) -> None:
         """The node's agent attests its capacity (with a first uptime report at the start) and, where the farmer
         expects a certified node, the council certifies it (`tfgrid-operator council certify`)."""
+        node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)
+        self.capacity[m.name] = Resources(**node["spec"]["resources"])
         await agent.send_report(kube, self.keys[f"node/{m.name}"], namespace=m.namespace, node=m.name, ts=START,
                                 uptime=600, capacity=self.capacity[m.name])
         self.sent += 1
@@ -271,7 +274,7 @@ class Month:
             raise SandboxError(f"{m.file}: the operator did not record node {m.name}'s capacity within {WAIT_S:.0f} s")
         if not (m.doc.get("spec") or {}).get("certified"):
             return
-        node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)
+        node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)  # now registered
         entry = ballot.signed_certification(self.council, node=m.name, node_id=view.status(node)["nodeId"],
                                             certified=True, ts=START)
         await ballot.certify(kube, namespace=m.namespace, node=m.name, entry=entry)

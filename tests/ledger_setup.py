@@ -1,0 +1,56 @@
+"""Ledger setup the backend and CLI tests share: a farm and node made by an owning object, what a node's agent
+signs (capacity, uptime), what a council member signs (certification), and a twin key shown as payer proof."""
+
+from __future__ import annotations
+
+from tfgrid_operator.backend import records
+from tfgrid_operator.backend.sql.capacity import capacity_payload, certification_payload
+from tfgrid_operator.domain import identity
+from tfgrid_operator.domain.units import Resources
+
+OWN = records.Owner("ns", "uid-1")  # the objects (farms, nodes, deployments) these tests act as
+
+
+async def farm_and_node(ledger, *, owner_key: identity.KeyPair, node_key: identity.KeyPair, resources: Resources,
+                        farm: str = "farm1", node: str = "n0", owner: records.Owner = OWN, payout_account: str = "farmer",
+                        public_ips: int = 0, certified: bool = False, country: str = "", city: str = "",
+                        now: int = 0) -> records.Node:
+    """The farm (once) and the node on it, both made by ``owner``. ``certified`` is only the spec's expectation:
+    the council certifies (``certify``)."""
+    if await ledger.observe_farm(name=farm) is None:
+        await ledger.ensure_farm(owner=owner, name=farm, owner_key=owner_key.public_key, payout_account=payout_account,
+                                 certified=False, dedicated=False, public_ips=public_ips)
+    return await ledger.ensure_node(owner=owner, name=node, farm=farm, resources=resources, country=country, city=city,
+                                    certified=certified, public_key=node_key.public_key, now=now)
+
+
+async def attest(ledger, *, node: str, resources: Resources, ts: int, key: identity.KeyPair,
+                 now: int | None = None) -> records.Attestation:
+    """The node's agent signs the capacity it measured (issue 13, invariant 3)."""
+    sig = key.sign(identity.CAPACITY, capacity_payload(node=node, ts=ts, resources=resources))
+    return await ledger.attest_capacity(node=node, ts=ts, resources=resources, signature=sig,
+                                        now=ts if now is None else now)
+
+
+async def certify(ledger, *, node: str, certified: bool, ts: int, key: identity.KeyPair,
+                  council: frozenset[str] | None = None, now: int | None = None) -> records.Attestation:
+    """A council member signs the node's (de)certification over its ledger id (§1.2); ``council`` defaults to
+    the signer alone."""
+    node_id = (await ledger.observe_node(name=node)).id
+    sig = key.sign(identity.CERTIFICATION, certification_payload(node=node, node_id=node_id, certified=certified, ts=ts))
+    return await ledger.certify_node(node=node, certified=certified, ts=ts, member_key=key.public_key, signature=sig,
+                                     council=frozenset({key.public_key}) if council is None else council,
+                                     now=ts if now is None else now)
+
+
+async def report_uptime(ledger, *, node: str, ts: int, uptime: int, key: identity.KeyPair,
+                        now: int | None = None) -> int:
+    """The node's agent signs one uptime report; returns the uptime the ledger credits."""
+    sig = key.sign(identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime})
+    return await ledger.record_uptime(node=node, ts=ts, uptime=uptime, signature=sig, now=ts if now is None else now)
+
+
+def paid_by(key: identity.KeyPair, owner: records.Owner = OWN) -> dict:
+    """open_contract's owner and payer proof: the twin key shown (as a Secret of the owner's namespace holds it)."""
+    return dict(owner_uid=owner.uid,
+                proof=records.PayerProof(kind="key", namespace=owner.namespace, public_key=key.public_key))

@@ -70,7 +70,7 @@ def bodies(farms: int, nodes: int, deployments: int, keys: dict[str, str]) -> di
                   for i in range(nodes)],
         "deployments": [{"apiVersion": api, "kind": "Deployment", "metadata": {"name": f"d{i}"},
                          "spec": {"resources": {"cru": 1, "mru": 2, "sru": 20}, "payer": {
-                             "account": f"payer{i % 100}", "secretRef": {"name": f"payer{i % 100}-grant", "key": "grant"}}}}
+                             "account": f"payer{i % 100}", "grantRef": {"name": f"payer{i % 100}-grant"}}}}
                         for i in range(deployments)],
     }
 

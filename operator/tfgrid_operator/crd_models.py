@@ -82,16 +82,23 @@ class RequestResources(_Capacity):
 
 
 class SecretRef(_Model):
-    """A Secret holding the paying twin's ed25519 key (base64 seed; the operator derives the public key), or with
-    ``payer.account`` the grant that twin signed for this namespace (`tfgrid-operator grant`)."""
+    """A Secret holding the paying twin's ed25519 key (base64 seed; the operator derives the public key)."""
 
     name: str = Field(min_length=1, max_length=253)
     key: str = Field("twinKey", min_length=1, max_length=253)
 
 
+class GrantRef(_Model):
+    """A Secret holding the grant the twin ``payer.account`` signed for this namespace (`tfgrid-operator grant`)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field("grant", min_length=1, max_length=253)
+
+
 class Payer(_Model):
     account: str | None = Field(None, pattern=ACCOUNT, max_length=64)
     secret_ref: SecretRef | None = Field(None, alias="secretRef")
+    grant_ref: GrantRef | None = Field(None, alias="grantRef")
 
 
 class Placement(_Model):
@@ -111,9 +118,15 @@ class DeploymentSpec(_Model):
     self_healing: bool = Field(True, alias="selfHealing")
 
     def model_post_init(self, _: Any) -> None:
-        if self.payer.account is None and self.payer.secret_ref is None:
-            raise ValueError("payer needs secretRef (a Secret with the twin's key), or account with secretRef naming "
-                             "a Secret with the grant the twin signed for this namespace")
+        payer = self.payer
+        if payer.account is not None and payer.secret_ref is not None:
+            raise ValueError("exactly one of payer.account and payer.secretRef: a Secret with the twin's key names its "
+                             "account itself; a named account proves itself with payer.grantRef")
+        if payer.account is None and payer.secret_ref is None:
+            raise ValueError("payer needs secretRef (a Secret with the twin's key) or account with grantRef (a Secret "
+                             "with the grant the twin signed for this namespace)")
+        if payer.grant_ref is not None and payer.account is None:
+            raise ValueError("payer.grantRef needs payer.account, the twin that signed the grant")
 
     @property
     def capacity(self) -> Resources:

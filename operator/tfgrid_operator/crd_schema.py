@@ -162,11 +162,18 @@ DEPLOYMENT = crd(
         "publicIPs": integer(0, 64),
         "payer": obj({"account": ACCOUNT,
                       "secretRef": obj({"name": NAME, "key": string(minLength=1, maxLength=253, default="twinKey")},
-                                       ["name"])},
-                     **{"x-kubernetes-validations": [{
-                         "rule": "has(self.account) || has(self.secretRef)",
-                         "message": "payer needs secretRef: a Secret with the twin's key, or with a grant the twin "
-                                    "signed for this namespace (then payer.account names the twin)"}]}),
+                                       ["name"]),
+                      "grantRef": obj({"name": NAME, "key": string(minLength=1, maxLength=253, default="grant")},
+                                      ["name"])},
+                     **{"x-kubernetes-validations": [
+                         {"rule": "!(has(self.account) && has(self.secretRef))",
+                          "message": "exactly one of payer.account and payer.secretRef: a Secret with the twin's key "
+                                     "names its account itself; a named account proves itself with payer.grantRef"},
+                         {"rule": "has(self.account) || has(self.secretRef)",
+                          "message": "payer needs secretRef (a Secret with the twin's key) or account with grantRef "
+                                     "(a Secret with the grant the twin signed for this namespace)"},
+                         {"rule": "!has(self.grantRef) || has(self.account)",
+                          "message": "payer.grantRef needs payer.account, the twin that signed the grant"}]}),
         "placement": obj({"node": NAME, "farm": NAME, "country": string(maxLength=64), "city": string(maxLength=64),
                           "certifiedOnly": BOOL, "dedicated": BOOL}),
         "selfHealing": {**BOOL, "default": True},

@@ -55,7 +55,7 @@ def twin(account: str) -> identity.KeyPair:
 
 
 def paid_by(account: str) -> dict[str, Any]:
-    return {"account": account, "secretRef": {"name": f"{account.replace('_', '-')}-grant", "key": "grant"}}
+    return {"account": account, "grantRef": {"name": f"{account.replace('_', '-')}-grant"}}
 
 
 async def twin_account(ledger: Any, apiserver: Any, account: str, namespace: str = "default") -> None:
@@ -71,7 +71,7 @@ async def twin_account(ledger: Any, apiserver: Any, account: str, namespace: str
     assert made.status in (201, 409), await made.text()  # the API server requires the namespace, as a cluster does
     grant = names.Grant(account, namespace, START + names.MAX_GRANT_S).signed(twin(account))
     resp = await apiserver.post(f"/api/v1/namespaces/{namespace}/secrets",
-                                json=tenancy.grant_secret(grant, paid_by(account)["secretRef"]["name"]))
+                                json=tenancy.grant_secret(grant, paid_by(account)["grantRef"]["name"]))
     assert resp.status in (201, 409), await resp.text()
 
 

@@ -102,10 +102,10 @@ async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger,
     assert resp.status == 201
     attacks = {
         "bare": {"account": "alice"},
-        "copied": {"account": "alice", "secretRef": {"name": "alice-grant", "key": "grant"}},
-        "forged": {"account": "alice", "secretRef": {"name": "forged", "key": "grant"}},
+        "copied": {"account": "alice", "grantRef": {"name": "alice-grant"}},
+        "forged": {"account": "alice", "grantRef": {"name": "forged"}},
         "foundation": {"account": "foundation"},
-        "staking": {"account": "staking-pool", "secretRef": {"name": "forged", "key": "grant"}},
+        "staking": {"account": "staking-pool", "grantRef": {"name": "forged"}},
         "payout": {"account": "farmer"},
     }
     for name, payer in attacks.items():
@@ -128,7 +128,7 @@ async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger,
                      what="user-written status overwritten")
     # changing the payer re-proves and re-binds from that second on; an unproven change is refused, visibly
     grid_clock.set(START + H // 2)
-    await patch(apiserver, B, "deployments", "mine", {"spec": {"payer": {"account": "mallory2", "secretRef": {
+    await patch(apiserver, B, "deployments", "mine", {"spec": {"payer": {"account": "mallory2", "grantRef": {
         "name": "mallory2-grant", "key": "grant"}}}})
     await eventually(lambda: ledger.observe_contract(key=f"{B}/mine"), what="contract readable")
     await eventually(lambda: _payer_is(ledger, f"{B}/mine", "mallory2"), what="re-bound to mallory2")
@@ -206,8 +206,8 @@ async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, oper
         grant = names.Grant("carol", A, START + 3 * H).signed(carol)
         assert (await apiserver.post(f"/api/v1/namespaces/{A}/secrets",
                                      json=tenancy.grant_secret(grant, secret))).status == 201
-    payer = {"account": "carol", "secretRef": {"name": "short-grant", "key": "grant"}}
-    await create(apiserver, A, deployment("short", payer), deployment("kept", {**payer, "secretRef": {
+    payer = {"account": "carol", "grantRef": {"name": "short-grant"}}
+    await create(apiserver, A, deployment("short", payer), deployment("kept", {**payer, "grantRef": {
         "name": "renewed-grant", "key": "grant"}}))
     for name in ("short", "kept"):
         await reason(apiserver, A, "deployments", name, "Available")

@@ -94,16 +94,26 @@ def deployment(payer):
             "spec": {"resources": {"cru": 1, "mru": 1}, "payer": payer}}
 
 
-async def test_cel_refuses_a_payer_with_neither_account_nor_secret_at_admission(grid_api):
+@pytest.mark.parametrize("payer, says", [
+    ({}, "payer needs secretRef"),
+    ({"account": "alice", "secretRef": {"name": "s"}}, "exactly one of payer.account and payer.secretRef"),
+    ({"grantRef": {"name": "g"}, "secretRef": {"name": "s"}}, "payer.grantRef needs payer.account"),
+])
+async def test_cel_refuses_both_payers_and_none_at_admission(grid_api, payer, says):
     url = "/apis/grid.threefold.io/v1alpha1/namespaces/a/deployments"
-    resp = await grid_api.post(url, json=deployment({}))
+    resp = await grid_api.post(url, json=deployment(payer))
     assert resp.status == 422
     body = await resp.json()
     assert body["reason"] == "Invalid" and body["message"].startswith(
-        'Deployment.grid.threefold.io "d" is invalid: spec.payer: Invalid value: "object": payer needs secretRef')
+        f'Deployment.grid.threefold.io "d" is invalid: spec.payer: Invalid value: "object": {says}')
     assert grid_api.read("deployments", "a", "d") is None
-    # an account with a Secret holding the grant it signed for this namespace is the other proof (the trust model)
-    assert (await grid_api.post(url, json=deployment({"account": "alice", "secretRef": {"name": "s"}}))).status == 201
+
+
+@pytest.mark.parametrize("payer", [{"secretRef": {"name": "s"}}, {"account": "alice", "grantRef": {"name": "g"}},
+                                   {"account": "alice"}])  # the last is admitted, and refused by the operator
+async def test_cel_admits_each_payer_proof(grid_api, payer):
+    url = "/apis/grid.threefold.io/v1alpha1/namespaces/a/deployments"
+    assert (await grid_api.post(url, json=deployment(payer))).status == 201
 
 
 async def test_cel_transition_rule_makes_a_nodes_farm_immutable(grid_api):

@@ -25,7 +25,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 @main.command(help="Let the Deployments of one namespace bill a twin account: sign a grant with the twin's key "
                    "and print it as a Secret to apply in that namespace. Deployments then name "
-                   "`payer: {account: ACCOUNT, secretRef: {name: SECRET, key: grant}}`.")
+                   "`payer: {account: ACCOUNT, grantRef: {name: SECRET}}`.")
 @click.option("--account", required=True, help="the twin account that pays")
 @click.option("--namespace", required=True, help="the namespace whose Deployments may bill it")
 @click.option("--key-file", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
@@ -43,7 +43,7 @@ def grant(account: str, namespace: str, key_file: pathlib.Path, days: int, secre
         raise click.BadParameter(f"{secret!r} is not a Secret name", param_hint="--secret")
     signed = names.Grant(account, namespace, int(time.time()) + days * 86400).signed(_load_key(key_file))
     click.echo(f"# account {account} pays for Deployments of namespace {namespace} for {days} days; "
-               f"kubectl apply -f this, then payer: {{account: {account}, secretRef: {{name: {secret}, key: grant}}}}")
+               f"kubectl apply -f this, then payer: {{account: {account}, grantRef: {{name: {secret}}}}}")
     click.echo(yaml.safe_dump(tenancy.grant_secret(signed, secret), sort_keys=False), nl=False)
 
 

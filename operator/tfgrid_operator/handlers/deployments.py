@@ -3,7 +3,7 @@
 The contract belongs to this object (its uid): a later Deployment of the same name never inherits it. The payer
 is proven on every reconcile (design.md "Trust model"): the twin's key in a Secret of this namespace
 (``payer.secretRef``), or ``payer.account`` with a grant the twin signed for this namespace, held in a Secret
-(``payer.secretRef`` then names the grant). A changed payer re-binds the contract from that second on.
+that ``payer.grantRef`` names. A changed payer re-binds the contract from that second on.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ G, V = runtime.GROUP, runtime.VERSION
 LIVE = ("Created", "GracePeriod")
 
 
-async def _secret_value(namespace: str, ref: crd_models.SecretRef) -> str:
+async def _secret_value(namespace: str, ref: crd_models.SecretRef | crd_models.GrantRef) -> str:
     rt = runtime.get()
     try:
         secret = await rt.kube.request("GET", rt.kube.path("", "v1", "secrets", namespace, ref.name))
@@ -64,13 +64,19 @@ def parse_grant(text: str, *, account: str, namespace: str, where: str) -> recor
 async def payer_proof(spec: crd_models.DeploymentSpec, namespace: str) -> records.PayerProof:
     """What shows that the payer agreed. The key is read only here, only to derive its public key; no message
     ever carries it. A bare ``payer.account`` proves nothing (the ledger refuses it: PayerNotAuthorized)."""
-    ref, account = spec.payer.secret_ref, spec.payer.account
+    account = spec.payer.account
+    if account:  # a named twin proves itself with the grant it signed for this namespace
+        grant_ref = spec.payer.grant_ref
+        if grant_ref is None:
+            return records.PayerProof(kind="grant", namespace=namespace, account=account)  # only named: refused
+        text = await _secret_value(namespace, grant_ref)
+        return parse_grant(text, account=account, namespace=namespace,
+                           where=f"secret {grant_ref.name!r} key {grant_ref.key!r}")
+    ref = spec.payer.secret_ref
     if ref is None:
-        return records.PayerProof(kind="grant", namespace=namespace, account=account or "")
+        return records.PayerProof(kind="grant", namespace=namespace, account="")
     text = await _secret_value(namespace, ref)
     where = f"secret {ref.name!r} key {ref.key!r}"
-    if account:
-        return parse_grant(text, account=account, namespace=namespace, where=where)
     try:
         key = identity.KeyPair.from_text(text)
     except (ValueError, identity.BadSignature):

@@ -7,7 +7,7 @@ reserve to the farmer, the foundation and the staking pool (pricing.split). What
 pay is the contract's overdraft, carried into its next bill (and into the new contract of a move).
 
 Isolation (invariant 6): each contract is priced, checked against MONEY_MAX and applied on its own; one
-whose amounts would leave int64 is not billed, keeps its money where it was, and carries the reason in
+whose amounts would pass MONEY_MAX (money.MAX_UNITS) is not billed, keeps its money where it was, and carries the reason in
 ``billing_error`` (its Deployment reports it); the others are billed as usual.
 """
 
@@ -200,7 +200,7 @@ class BillingLedger(RegistryLedger):
                   period: int, now: int, cycle: bool, foundation: int,
                   staking: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, dict[int, int]]:
         """One contract's bill, its state change and its payout, computed without touching anything; raises
-        _Overflow when any amount would leave int64. The caller applies the returned balance deltas."""
+        _Overflow when any amount would pass MONEY_MAX. The caller applies the returned balance deltas."""
         balance = accounts.balances[r.account_id]
         deleted_at = None
         seconds = max(0, window_end - window_start)
@@ -256,7 +256,7 @@ class BillingLedger(RegistryLedger):
 
     async def _pay_out(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
         """§2.7: a deleted contract's reserve is paid out at once (its final bill came first). A payout that
-        would leave int64 stays in the reserve, with the reason on the contract (invariant 6)."""
+        would pass MONEY_MAX stays in the reserve, with the reason on the contract (invariant 6)."""
         c, n, f, a = schema.contracts, schema.nodes, schema.farms, schema.accounts
         row = (await conn.execute(sa.select(c.c.reserve, f.c.account_id.label("farmer"))
                                   .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)

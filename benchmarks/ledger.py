@@ -41,6 +41,9 @@ async def seed(ledger: backend.SqlLedger, nodes: int, contracts: int) -> None:
             dict(name=f"node{i}", farm_id=1 + i % 50, cru=64, mru=512, sru=10000, hru=20000, country="BE", city="",
                  certified=i % 3 == 0, public_key=key, connection_price=80, state="Active", created_at=0)
             for i in range(nodes)])
+        await conn.execute(schema.capacity.insert(), [  # what each node's agent attested, from the period's start
+            dict(node_id=1 + i, from_ts=0, cru=64, mru=512, sru=10000, hru=20000, certified=i % 3 == 0,
+                 source="council" if i % 3 == 0 else "agent", signed_ts=0, signer=key) for i in range(nodes)])
         await conn.execute(schema.contracts.insert(), [
             dict(key=f"ns/d{i}", account_id=ids[f"payer{i % 100}"], node_id=1 + i % nodes, cru=1 + i % 4,
                  mru=2 + i % 8, sru=25 + i % 100, hru=0, public_ips=i % 2, dedicated=False, state="Created",

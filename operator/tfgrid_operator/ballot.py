@@ -1,21 +1,70 @@
-"""Signed votes and vetoes, added to a Proposal's spec through the API (what `tfgrid-operator vote` does).
+"""Signed votes and vetoes, added to a Proposal's spec through the API (what `tfgrid-operator vote` does),
+and council-signed node certifications, put on the Node as an annotation (`tfgrid-operator council certify`).
 
 The same entries can arrive by a Git pull request instead; the operator verifies both the same way.
 """
 
 from __future__ import annotations
 
+import datetime
+import time
 from typing import Any
 
 from tfgrid_operator import runtime
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import identity, voting
 from tfgrid_operator.kube.client import ApiError, KubeClient
 
 
-def signed_vote(key: identity.KeyPair, *, proposal: str, farm: str, approve: bool) -> dict[str, Any]:
-    """§5: the farm owner's signature over (proposal, farm, choice); ``proposal`` is "namespace/name"."""
-    sig = key.sign(identity.VOTE, {"proposal": proposal, "farm": farm, "approve": approve})
-    return {"farm": farm, "approve": approve, "signature": sig}
+def signed_vote(key: identity.KeyPair, *, proposal: str, proposal_id: int, action: dict[str, Any], threshold: int,
+                end_ts: int, farm: str, approve: bool, seq: int | None = None) -> dict[str, Any]:
+    """§5: the farm owner's vote, bound to the proposal (issue 13, invariant 5): its namespace/name and ledger id,
+    the action, threshold and deadline it opened with, and a sequence number (default: the time in ms), so a
+    vote counts only on this proposal and only while it is the farm's newest."""
+    seq = int(time.time() * 1000) if seq is None else seq
+    digest = voting.proposal_digest(proposal=proposal, proposal_id=proposal_id, action=action, threshold=threshold,
+                                    end_ts=end_ts)
+    sig = key.sign(identity.VOTE_V2, voting.vote_payload(proposal=proposal, digest=digest, farm=farm, approve=approve,
+                                                         seq=seq))
+    return {"farm": farm, "approve": approve, "seq": seq, "signature": sig}
+
+
+def vote_on(body: dict[str, Any], key: identity.KeyPair, *, farm: str, approve: bool,
+            seq: int | None = None) -> dict[str, Any]:
+    """A signed vote on the Proposal object ``body`` as the operator opened it (status.proposalId and deadline,
+    the spec's action and threshold). A status someone else wrote only makes the vote fail to verify."""
+    from tfgrid_operator import crd_models
+
+    meta, status = body["metadata"], body.get("status") or {}
+    if "proposalId" not in status or "deadline" not in status:
+        raise ValueError(f"proposal {meta['namespace']}/{meta['name']} is not open for votes yet")
+    spec = crd_models.parse(crd_models.ProposalSpec, body["spec"])
+    end_ts = int(datetime.datetime.strptime(status["deadline"], "%Y-%m-%dT%H:%M:%SZ")
+                 .replace(tzinfo=datetime.UTC).timestamp())
+    return signed_vote(key, proposal=f"{meta['namespace']}/{meta['name']}", proposal_id=int(status["proposalId"]),
+                       action=spec.action.ledger_action(), threshold=spec.threshold, end_ts=end_ts, farm=farm,
+                       approve=approve, seq=seq)
+
+
+async def verdict(kube: KubeClient, *, namespace: str, name: str, farm: str, seq: int, timeout_s: float,
+                  poll_s: float = 0.25) -> dict[str, str]:
+    """The operator's verdict on a farm's vote: counted (status.counted has it, with its sequence number) or
+    rejected (status.rejectedVotes names the farm). No verdict within ``timeout_s`` is an error too."""
+    import asyncio
+
+    path = kube.path(runtime.GROUP, runtime.VERSION, "proposals", namespace, name)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        status = (await kube.request("GET", path)).get("status") or {}
+        if any(c.get("farm") == farm and c.get("seq") == seq for c in status.get("counted") or []):
+            return {"reason": "", "message": f"counted: proposal {namespace}/{name} is {status.get('state')}, ayes "
+                                             f"{status.get('ayesWeight')} vs nays {status.get('naysWeight')}"}
+        for r in status.get("rejectedVotes") or []:
+            if r.get("farm") == farm and r.get("seq") == seq:
+                return {"reason": str(r.get("reason"))}
+        if loop.time() >= deadline:
+            return {"reason": f"no verdict from the operator within {timeout_s:g} s (is it running?)"}
+        await asyncio.sleep(poll_s)
 
 
 def signed_veto(key: identity.KeyPair, *, proposal: str) -> dict[str, Any]:
@@ -39,3 +88,23 @@ async def add_entry(kube: KubeClient, *, namespace: str, name: str, field: str, 
             if err.status != 409:
                 raise
     raise ApiError(409, f"proposal {namespace}/{name} kept changing; gave up after {attempts} attempts")
+
+
+CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not under kopf's own prefix, which its diffs ignore
+
+
+def signed_certification(key: identity.KeyPair, *, node: str, node_id: int, certified: bool, ts: int) -> dict[str, Any]:
+    """A council member's (de)certification of one ledger node (§1.2): bound to its ledger id and a time."""
+    payload = {"node": node, "nodeId": node_id, "certified": certified, "ts": ts}
+    return {**payload, "memberKey": key.public_key, "signature": key.sign(identity.CERTIFICATION, payload)}
+
+
+async def certify(kube: KubeClient, *, namespace: str, node: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Put the signed certification on the Node (an annotation: the operator never writes it, the spec stays the
+    farmer's); the operator verifies it against the council's keys."""
+    import json
+
+    path = kube.path(runtime.GROUP, runtime.VERSION, "nodes", namespace, node)
+    body = {"metadata": {"annotations": {CERTIFICATION_ANNOTATION: json.dumps(entry, sort_keys=True)}}}
+    result: dict[str, Any] = await kube.request("PATCH", path, body, "application/merge-patch+json")
+    return result

@@ -32,6 +32,11 @@ class Reason(enum.StrEnum):
     VOTING = "Voting"
     REJECTED = "Rejected"
     VETOED = "Vetoed"
+    # Attested (Node: what its key attested and the council certified, against what the spec expects)
+    CAPACITY_ATTESTED = "CapacityAttested"
+    CAPACITY_MISMATCH = "CapacityMismatch"
+    NOT_ATTESTED = "NotAttested"
+    NOT_CERTIFIED = "NotCertified"
     # Synced
     RECONCILE_SUCCESS = "ReconcileSuccess"
     RECONCILE_ERROR = "ReconcileError"
@@ -50,6 +55,8 @@ class Reason(enum.StrEnum):
     VOTE_REJECTED = "VoteRejected"
     VOTE_COUNTED = "VoteCounted"
     VETO_REJECTED = "VetoRejected"
+    CERTIFIED = "Certified"
+    CERTIFICATION_REJECTED = "CertificationRejected"
     PROPOSED = "Proposed"
     EXECUTED = "Executed"
 

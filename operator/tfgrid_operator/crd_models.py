@@ -178,6 +178,7 @@ class ProposalAction(_Model):
 class SignedVote(_Model):
     farm: str = Field(min_length=1, max_length=63)
     approve: bool
+    seq: int | None = Field(None, ge=0, le=1 << 53)  # the vote's sequence number (issue 13, invariant 5)
     signature: str = Field(min_length=1, max_length=128)
 
 

@@ -236,6 +236,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     stamp = conditions.timestamp(now)
     contracts = await rt.ledger.contract_summaries()
     policy, _ = await rt.ledger.policies()
+    attested, receipts = await rt.ledger.attestations(), await rt.ledger.last_receipts()
     farms: dict[str, list[records.NodeSummary]] = defaultdict(list)
     for s in summaries.values():
         farms[s.farm].append(s)
@@ -261,6 +262,8 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
             desired = {**claimed, **held[2]}  # a NameTaken object is no ledger record: no identity on it
         elif plural == "nodes" and name in summaries and _mine(summaries[name].owner, owner):
             desired = _node_status(summaries[name], status, generation, stamp, now, cfg)
+            desired = node_attestation(desired, body.get("spec") or {}, summaries[name], attested.get(name),
+                                       receipts.get(name), generation, stamp)
         elif plural == "farms" and name in farm_records and _mine(farm_records[name].owner, owner):
             desired = _farm_status(farm_records[name], farms.get(name, []), status, generation, stamp)
         elif plural == "deployments" and f"{ns}/{name}" in contracts and \
@@ -500,6 +503,39 @@ def _mine(record: records.Owner, obj: records.Owner) -> bool:
     return record == obj
 
 
+def node_attestation(desired: dict[str, Any], spec: dict[str, Any], s: records.NodeSummary,
+                     a: records.Attestation | None, r: records.MintReceipt | None, generation: int,
+                     stamp: str) -> dict[str, Any]:
+    """What the node's key attested and the council certified, against what the spec expects (issue 13,
+    invariant 3), as status.attested and the Attested condition; status.minting points at the last receipt."""
+    expects_certified = bool(spec.get("certified", False))
+    if a is None:
+        ok, reason, message = False, Reason.NOT_ATTESTED, "no signed capacity report from the node's agent yet: " \
+            "it mints nothing and weighs nothing in votes"
+    else:
+        desired["attested"] = {**a.resources.as_dict(), "certified": a.certified,
+                               "since": conditions.timestamp(a.since)}
+        short = [f"{f} {getattr(s.resources, f)} > attested {getattr(a.resources, f)}"
+                 for f in ("cru", "mru", "sru", "hru") if getattr(s.resources, f) > getattr(a.resources, f)]
+        if short:
+            ok, reason, message = False, Reason.CAPACITY_MISMATCH, "the spec expects more than the node attested: " \
+                + ", ".join(short) + "; minting and DAO weight use the attested capacity"
+        elif expects_certified and not a.certified:
+            ok, reason, message = False, Reason.NOT_CERTIFIED, "spec.certified is true but the council has not " \
+                "certified this node (or its capacity changed by more than 1 %, §1.3): minted as DIY"
+        else:
+            ok, reason, message = True, Reason.CAPACITY_ATTESTED, "the attested capacity covers the spec" + (
+                "; certified by the council" if a.certified else "")
+    desired["conditions"] = conditions.set_condition(desired["conditions"], type="Attested", status=ok, reason=reason,
+                                                     message=message, generation=generation, now=stamp)
+    if r is not None and r.inputs:
+        desired["minting"] = {**desired["minting"], "uptimePermille": r.uptime_permille,
+                              "cu": str(r.inputs.get("cu")), "su": str(r.inputs.get("su")),
+                              "certified": bool(r.inputs.get("certified")),
+                              "receipt": f"tfgrid-operator ledger mints --node {s.name} --period {r.period}"}
+    return desired
+
+
 def _farm_status(farm: records.Farm, nodes: list[records.NodeSummary], status: dict[str, Any], generation: int,
                  stamp: str) -> dict[str, Any]:
     cap, used = Resources(), Resources()
@@ -575,6 +611,7 @@ def proposal_status(p: records.Proposal, spec: crd_models.ProposalSpec, status: 
     fields: dict[str, Any] = {
         "proposalId": p.id, "state": p.state, "deadline": deadline, "threshold": p.threshold,
         "ayesWeight": t.ayes_weight, "naysWeight": t.nays_weight, "ayes": t.ayes, "nays": t.nays, "vetoes": p.vetoes,
+        "counted": [{"farm": v.farm, "approve": v.approve, "weight": v.weight, "seq": v.seq} for v in p.votes],
     }
     if p.executed_at is not None:
         fields["executedAt"] = conditions.timestamp(p.executed_at)

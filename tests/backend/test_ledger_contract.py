@@ -22,12 +22,21 @@ def paid_by(key: identity.KeyPair = ALICE) -> dict:
     return dict(owner_uid=OWN.uid, proof=records.PayerProof(kind="key", namespace="ns", public_key=key.public_key))
 
 
+async def attest(ledger, node, resources=NODE, ts=0, key=NODE_KEY):
+    """The node's agent signs what it measured (issue 13, invariant 3)."""
+    from tfgrid_operator.backend.sql.capacity import capacity_payload
+
+    sig = key.sign(identity.CAPACITY, capacity_payload(node=node, ts=ts, resources=resources))
+    return await ledger.attest_capacity(node=node, ts=ts, resources=resources, signature=sig, now=ts)
+
+
 async def grid(ledger, nodes=1, ips=2):
     await ledger.ensure_farm(owner=OWN, name="farm1", owner_key=OWNER.public_key, payout_account="farmer", certified=False,
                              dedicated=False, public_ips=ips)
     for i in range(nodes):
         await ledger.ensure_node(owner=OWN, name=f"n{i}", farm="farm1", resources=NODE, country="BE", city="Ghent",
                                  certified=False, public_key=NODE_KEY.public_key, now=0)
+        await attest(ledger, f"n{i}")
     await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
 
 
@@ -227,17 +236,27 @@ async def test_node_with_deployments_cannot_close(ledger):
         await ledger.close_farm(name="farm1", owner=OWN)
 
 
+def signed_vote(prop, farm, approve, seq, key=OWNER):
+    """The farm owner's vote bound to the proposal as the ledger opened it (issue 13, invariant 5)."""
+    from tfgrid_operator.domain import voting
+
+    digest = voting.proposal_digest(proposal=prop.key, proposal_id=prop.id, action=prop.action,
+                                    threshold=prop.threshold, end_ts=prop.end_ts)
+    return key.sign(identity.VOTE_V2, voting.vote_payload(proposal=prop.key, digest=digest, farm=farm,
+                                                          approve=approve, seq=seq))
+
+
 async def test_dao_vote_close_execute_once(ledger):
     await grid(ledger)
-    await ledger.ensure_proposal(key="p1", action={"type": "SetPricingPolicy", "pricing": {"cu": 200_000}},
-                                 threshold=1, end_ts=100)
-    sig = OWNER.sign(identity.VOTE, {"proposal": "p1", "farm": "farm1", "approve": True})
-    prop = await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, signature=sig, now=5)
+    p1 = await ledger.ensure_proposal(key="p1", action={"type": "SetPricingPolicy", "pricing": {"cu": 200_000}},
+                                      threshold=1, end_ts=100)
+    sig = signed_vote(p1, "farm1", True, 1)
+    prop = await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, seq=1, signature=sig, now=5)
     assert prop.votes[0].weight > 0
     with pytest.raises(errors.Replayed):
-        await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, signature=sig, now=6)
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, seq=1, signature=sig, now=6)
     with pytest.raises(errors.BadSignature):
-        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, signature=sig, now=6)
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, seq=1, signature=sig, now=6)
     assert (await ledger.close_proposal(proposal="p1", now=50)).state == "Open"
     assert (await ledger.close_proposal(proposal="p1", now=100)).state == "Executed"
     assert (await ledger.policies())[0].cu == 200_000
@@ -245,9 +264,36 @@ async def test_dao_vote_close_execute_once(ledger):
     summary = (await ledger.proposal_summaries())["p1"]
     assert (summary.state, summary.vetoes, [v.farm for v in summary.votes]) == ("Executed", 0, ["farm1"])
     with pytest.raises(errors.Replayed):  # a vote for a closed proposal
-        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False,
-                               signature=OWNER.sign(identity.VOTE, {"proposal": "p1", "farm": "farm1", "approve": False}),
-                               now=201)
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, seq=2,
+                               signature=signed_vote(p1, "farm1", False, 2), now=201)
+
+
+async def test_only_the_newest_vote_counts_and_a_vote_binds_to_its_proposal(ledger):
+    await grid(ledger)
+    action = {"type": "SetPricingPolicy", "pricing": {"cu": 1}}
+    p1 = await ledger.ensure_proposal(key="ns/p1", action=action, threshold=5, end_ts=1000)
+    await ledger.ensure_proposal(key="ns/p2", action=action, threshold=5, end_ts=1000)
+    yes = signed_vote(p1, "farm1", True, 10)
+    await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=10, signature=yes, now=5)
+    no = signed_vote(p1, "farm1", False, 11)
+    assert not (await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=False, seq=11, signature=no,
+                                       now=6)).votes[0].approve
+    with pytest.raises(errors.Superseded):  # the superseded "yes", validly signed, replayed
+        await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=10, signature=yes, now=7)
+    assert [(v.approve, v.seq) for v in (await ledger.observe_proposal(key="ns/p1")).votes] == [(False, 11)]
+    with pytest.raises(errors.BadSignature):  # the same vote on another proposal of the same action
+        await ledger.cast_vote(proposal="ns/p2", farm="farm1", approve=False, seq=11, signature=no, now=7)
+    import dataclasses
+
+    for field, value in (("threshold", 6), ("end_ts", 1001), ("id", p1.id + 100)):
+        other = dataclasses.replace(p1, **{field: value})  # what the vote signed differs from what opened
+        with pytest.raises(errors.BadSignature):
+            await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=12,
+                                   signature=signed_vote(other, "farm1", True, 12), now=8)
+    withdrawn = await ledger.withdraw_proposal(proposal="ns/p1")
+    assert withdrawn.state == "Withdrawn" and await ledger.observe_proposal(key="ns/p1") is None
+    assert (await ledger.close_proposal(proposal=withdrawn.key, now=2000)).state == "Withdrawn"  # never executes
+    assert await ledger.withdraw_proposal(proposal="ns/none") is None
 
 
 async def test_unsupported_url_is_a_clear_error():

@@ -66,6 +66,9 @@ async def twin_account(ledger: Any, apiserver: Any, account: str, namespace: str
     from tfgrid_operator.handlers import tenancy
 
     await ledger.ensure_account(name=account, public_key=twin(account).public_key)
+    made = await apiserver.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                             "metadata": {"name": namespace}})
+    assert made.status in (201, 409), await made.text()  # the API server requires the namespace, as a cluster does
     grant = names.Grant(account, namespace, START + names.MAX_GRANT_S).signed(twin(account))
     resp = await apiserver.post(f"/api/v1/namespaces/{namespace}/secrets",
                                 json=tenancy.grant_secret(grant, paid_by(account)["secretRef"]["name"]))

@@ -22,6 +22,11 @@ def get(apiserver: Any, ns: str, plural: str, name: str) -> dict[str, Any] | Non
 
 
 async def create(apiserver: Any, ns: str, *bodies: dict[str, Any]) -> None:
+    """Create ``bodies`` in namespace ``ns``, creating the namespace first (the API server requires it, as a
+    cluster does)."""
+    made = await apiserver.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                             "metadata": {"name": ns}})
+    assert made.status in (201, 409), await made.text()
     for body in bodies:
         resp = await apiserver.post(path(ns, f"{body['kind'].lower()}s"), json=body)
         assert resp.status == 201, await resp.text()

@@ -69,7 +69,15 @@ def _forged_council(name="forged"):
 
 
 def _vote(name: str, farm_name: str, key: identity.KeyPair, proposal_name: str | None = None) -> dict[str, Any]:
-    return ballot.signed_vote(key, proposal=f"default/{proposal_name or name}", farm=farm_name, approve=True)
+    """Signed before the proposal opened: its ledger id and deadline are guesses, so it binds to nothing real."""
+    return ballot.signed_vote(key, proposal=f"default/{proposal_name or name}", proposal_id=1, action=PRICING,
+                              threshold=5, end_ts=0, farm=farm_name, approve=True, seq=1)
+
+
+def _unbound_vote(name: str) -> dict[str, Any]:
+    """The old form: signs neither the proposal's digest nor a sequence number."""
+    sig = OWNER.sign(identity.VOTE, {"proposal": f"default/{name}", "farm": "good-farm", "approve": True})
+    return {"farm": "good-farm", "approve": True, "signature": sig}
 
 
 CASES = [
@@ -150,6 +158,8 @@ CASES = [
          event="VoteRejected", message="BadSignature"),
     Case("vote-unknown-farm", lambda: P("open-c", votes=[_vote("open-c", "ghost-farm", OWNER)]),
          event="VoteRejected", message="UnknownFarm"),
+    Case("vote-unbound", lambda: P("open-d", votes=[_unbound_vote("open-d")]), event="VoteRejected",
+         message="Unbound"),
 ]
 
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from e2e.conftest import condition, eventually
-from e2e.objects import deployment, farm, node
+from e2e.objects import deployment, farm, node, twin_account
 from kube_emulator import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -28,6 +28,14 @@ async def create(api, *bodies, namespace: str) -> None:
         body = {**body, "metadata": {**body["metadata"], "namespace": namespace}}
         resp = await api.post(f"/apis/{API}/namespaces/{namespace}/{body['kind'].lower()}s", json=body)
         assert resp.status == 201, await resp.text()
+
+
+async def payer_in(ledger, api, *namespaces: str) -> None:
+    """The twin account "payer", funded, with its grant for each of ``namespaces`` (created first)."""
+    for ns in namespaces:
+        await api.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        await twin_account(ledger, api, "payer", namespace=ns)
+    await ledger.fund(name="payer", amount=10**10)
 
 
 def read(api, plural: str, name: str, namespace: str):
@@ -128,8 +136,7 @@ async def test_deleting_a_namespace_with_objects_in_it(apiserver, operator, ledg
     """Two namespaces with farms, nodes and deployments; one namespace is deleted with everything in it. Its
     objects are closed on the ledger (the farm waits for its node), the namespace goes, the other one is untouched;
     Events refused into the terminating namespace (403) are not errors, nor is the farm's wait for its node."""
-    await ledger.ensure_account(name="payer")
-    await ledger.fund(name="payer", amount=10**10)
+    await payer_in(ledger, apiserver, "team-a", "team-b")
     for ns in ("team-a", "team-b"):
         # farms and nodes are grid-wide names on the ledger; deployments are per namespace
         await create(apiserver, farm(f"f-{ns}"), node(f"n-{ns}", f"f-{ns}"),
@@ -151,8 +158,7 @@ async def test_deleting_a_namespace_with_objects_in_it(apiserver, operator, ledg
 
 async def test_the_api_server_restarts_under_a_running_operator(cluster, operator, ledger):
     api = cluster.emulator
-    await ledger.ensure_account(name="payer")
-    await ledger.fund(name="payer", amount=10**10)
+    await payer_in(ledger, api, "team-b")
     await create(api, farm("f"), node("n", "f"), namespace="team-a")
     await ready(api, "nodes", "n", namespace="team-a")
     await cluster.restart()  # every connection and watch drops; the store (etcd) stays
@@ -165,8 +171,7 @@ async def test_observed_generation_stays_behind_until_the_edit_is_applied(apiser
     """observedGeneration (top-level and each condition's) means "a reconcile of this generation finished": an
     edit that needs capacity that is not there keeps it at the generation the ledger holds, through any number
     of loop ticks, until room appears and the resize is applied."""
-    await ledger.ensure_account(name="payer")
-    await ledger.fund(name="payer", amount=10**10)
+    await payer_in(ledger, apiserver, "team-a")
     await create(apiserver, farm("fa"), node("na", "fa"), namespace="team-a")  # 8 cores
     await create(apiserver, deployment("grow", payer="payer", public_ips=0, node="na"),
                  deployment("other", payer="payer", public_ips=0, node="na", cru=4), namespace="team-a")

@@ -7,6 +7,7 @@ import pytest
 from e2e.conftest import PERIOD, START, condition, eventually
 from tfgrid_operator import agent
 from tfgrid_operator.domain import identity
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +64,10 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
         await apiserver.post(f"{G}/nodes", json=node(name))
     await eventually(lambda: all(condition(obj(apiserver, "nodes", n))["status"] == "True" for n in ("n1", "n2")))
     async with KubeClient() as kube:
+        for name in ("n1", "n2"):  # each agent attests what it measured from the period's start (issue 13)
+            await agent.send_report(kube, KEYS[name], namespace="default", node=name, ts=START, uptime=10_000,
+                                    capacity=Resources(cru=8, mru=32, sru=1000, hru=4000))
+        await eventually(lambda: _attested(ledger, ("n1", "n2")), what="capacity attested")
         steps = PERIOD // 2400
         for i in range(1, steps + 1):
             ts = START + i * 2400
@@ -87,7 +92,9 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
     # §3.5 by hand: CU = min(16, 31/4, 20) = 7.75; SU = 4000/1200 + 1000/250 = 7.3333…;
     # 7.75·2400 + 7.3333…·1000 = 25,933.33 mUSD at 100 % uptime; ÷ 80 mUSD/TFT × 10^7 = 3,241,666,666 units
     assert n1["status"]["minting"] == {"period": 100, "reward": 3_241_666_666, "reason": "Rewarded",
-                                       "total": 3_241_666_666}
+                                       "total": 3_241_666_666, "uptimePermille": 1000, "cu": "7.75", "su": "22/3",
+                                       "certified": False,
+                                       "receipt": "tfgrid-operator ledger mints --node n1 --period 100"}
     n2 = await eventually(lambda: obj(apiserver, "nodes", "n2")["status"]["minting"].get("period") == 100
                           and obj(apiserver, "nodes", "n2"), what="n2's period settled")  # patched in the same tick
     assert n2["status"]["minting"]["reward"] == 0 and n2["status"]["minting"]["reason"] == "BelowSla"
@@ -96,6 +103,10 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
     assert farm_status["mintedTotal"] == 3_241_666_666 and farm_status["nodes"] == 2
     assert (await ledger.get_account(name="farmer1")).balance == 3_241_666_666
     assert any(e.get("reason") == "Minted" for e in apiserver.read_all("events"))
+
+
+async def _attested(ledger, names):
+    return set(names) <= set(await ledger.attestations())
 
 
 async def _reported(ledger, name, ts):

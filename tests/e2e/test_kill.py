@@ -22,6 +22,7 @@ from e2e.objects import create, deployment, farm, node, obj, proposal, twin_acco
 from tfgrid_operator import agent, backend, ballot
 from tfgrid_operator.backend import schema
 from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +30,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 H = 3600
 FARMS = {f"k{i}": identity.KeyPair.generate() for i in range(5)}
 NODES = {f"kn{i}": (f"k{i % 5}", identity.KeyPair.generate()) for i in range(10)}
+CAPACITY = Resources(cru=8, mru=32, sru=1000)  # what each node's agent attests: its spec (e2e.objects.node)
 FUNDING = 1_000 * money.UNITS_PER_TFT
 
 
@@ -87,9 +89,25 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
             await create(apiserver, deployment(f"w{i}", payer=f"payer{i % 4}", cru=4, public_ips=0))
             if i % 6 == 5:
                 await maybe_kill()
-        await create(apiserver, proposal("kp", COUNCIL[0], {"type": "SetPricingPolicy", "pricing": {"su": 60_000}},
-                                         votes=[ballot.signed_vote(k, proposal="default/kp", farm=f, approve=True)
-                                                for f, k in FARMS.items()]))
+        async def registered():
+            return all([await lg.observe_node(name=n) for n in NODES])
+        await eventually(registered, timeout=30, what="the ten nodes registered")
+        async with KubeClient(user_agent="test-driver") as kube:  # the agents attest their capacity (issue 13)
+            for n, (_, k) in NODES.items():
+                await agent.send_report(kube, k, namespace="default", node=n, ts=START, uptime=100, capacity=CAPACITY)
+
+        async def attested():
+            return set(NODES) <= set(await lg.attestations())
+        await eventually(attested, timeout=30, what="the ten nodes attested")
+        await create(apiserver, proposal("kp", COUNCIL[0], {"type": "SetPricingPolicy", "pricing": {"su": 60_000}}))
+        kp = await eventually(lambda: lg.observe_proposal(key="default/kp"), timeout=30, what="proposal open")
+        votes = [ballot.signed_vote(k, proposal="default/kp", proposal_id=kp.id, action=kp.action,
+                                    threshold=kp.threshold, end_ts=kp.end_ts, farm=f, approve=True, seq=1)
+                 for f, k in FARMS.items()]
+        resp = await apiserver.patch("/apis/grid.threefold.io/v1alpha1/namespaces/default/proposals/kp",
+                                     headers={"Content-Type": "application/merge-patch+json"},
+                                     json={"spec": {"votes": votes}})
+        assert resp.status == 200, await resp.text()
 
         async def votes_counted():
             p = await lg.observe_proposal(key="default/kp")
@@ -102,7 +120,8 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
                 ts = START + step * 2400
                 set_clock(clock_file, ts)
                 for n, (_, k) in NODES.items():
-                    await agent.send_report(kube, k, namespace="default", node=n, ts=ts, uptime=ts - START + 100)
+                    await agent.send_report(kube, k, namespace="default", node=n, ts=ts, uptime=ts - START + 100,
+                                            capacity=CAPACITY)
                 if step % 4 == 0:
                     await maybe_kill()
                 else:

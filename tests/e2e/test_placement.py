@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import START, condition, eventually
+from e2e.conftest import COUNCIL, START, condition, eventually
 from e2e.objects import create, deployment, events, farm, node, obj, ready, twin_account, with_reason
-from tfgrid_operator import agent
+from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
 pytestmark = pytest.mark.e2e
 H = 3600
 
 
+async def certify(apiserver, ledger, name, key):
+    """spec.certified is only what the farmer expects: the node's agent attests, a council member certifies."""
+    async with KubeClient() as kube:
+        await agent.send_report(kube, key, namespace="default", node=name, ts=START, uptime=100,
+                                capacity=Resources(cru=8, mru=32, sru=1000))
+        await eventually(lambda: _has(ledger, name), what=f"{name} attested")
+        node_id = obj(apiserver, "nodes", name)["status"]["nodeId"]
+        await ballot.certify(kube, namespace="default", node=name, entry=ballot.signed_certification(
+            COUNCIL[0], node=name, node_id=node_id, certified=True, ts=START))
+    await eventually(lambda: _certified(ledger, name), what=f"{name} certified")
+
+
+async def _has(ledger, name):
+    return name in await ledger.attestations()
+
+
+async def _certified(ledger, name):
+    return (await ledger.observe_node(name=name)).certified
+
+
 async def test_each_placement_constraint(apiserver, operator, ledger):
+    n3 = identity.KeyPair.generate()
     await create(apiserver, farm("farm1"), farm("farm2", certified=True), node("n1"), node("n2"),
-                 node("n3", "farm2", country="NL", city="Amsterdam", certified=True))
+                 node("n3", "farm2", country="NL", city="Amsterdam", certified=True, key=n3))
     await ready(apiserver, "nodes", "n1", "n2", "n3")
+    await certify(apiserver, ledger, "n3", n3)
     await twin_account(ledger, apiserver, "alice")
     expected = [("by-node", {"node": "n2"}, "n2"), ("by-farm", {"farm": "farm2"}, "n3"),
                 ("by-city", {"city": "amsterdam"}, "n3"), ("by-country", {"country": "BE"}, "n1"),

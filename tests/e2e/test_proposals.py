@@ -10,25 +10,46 @@ import pytest
 
 from e2e.conftest import COUNCIL, START, condition, eventually
 from e2e.objects import NS, create, deployment, events, farm, node, obj, proposal, ready, twin_account, with_reason
-from tfgrid_operator import ballot
+from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
 pytestmark = pytest.mark.e2e
 H = 3600
 OWNERS = {f"f{i}": identity.KeyPair.generate() for i in range(1, 7)}
+NODE_KEYS = {f"n{f}": identity.KeyPair.generate() for f in OWNERS}
 CHEAPER_CU = {"type": "SetPricingPolicy", "pricing": {"cu": 50_000}}  # halves §4.1's 100,000 units USD per CU-hour
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-async def six_farms(apiserver):
+async def six_farms(apiserver, ledger):
     await create(apiserver, *(farm(f, owner=k.public_key) for f, k in OWNERS.items()),
-                 *(node(f"n{f}", f) for f in OWNERS))
+                 *(node(f"n{f}", f, key=NODE_KEYS[f"n{f}"]) for f in OWNERS))
     await ready(apiserver, "nodes", *(f"n{f}" for f in OWNERS))
+    async with KubeClient() as kube:  # DAO weight is the capacity each node's agent attested (issue 13)
+        for n, key in NODE_KEYS.items():
+            await agent.send_report(kube, key, namespace="default", node=n, ts=START, uptime=100,
+                                    capacity=Resources(cru=8, mru=32, sru=1000))
+    await eventually(lambda: _attested(ledger), what="capacity attested")
 
 
-def vote(name, farm_name, approve, key=None):
-    return ballot.signed_vote(key or OWNERS[farm_name], proposal=f"default/{name}", farm=farm_name, approve=approve)
+async def _attested(ledger):
+    return set(NODE_KEYS) <= set(await ledger.attestations())
+
+
+def vote(body, farm_name, approve, key=None, seq=None):
+    return ballot.vote_on(body, key or OWNERS[farm_name], farm=farm_name, approve=approve, seq=seq)
+
+
+async def opened(apiserver, name):
+    return await eventually(lambda: "proposalId" in prop(apiserver, name)["status"] and prop(apiserver, name),
+                            what=f"{name} open")
+
+
+async def put_votes(apiserver, name, votes):
+    resp = await apiserver.patch(f"{NS}/proposals/{name}", headers=MERGE, json={"spec": {"votes": votes}})
+    assert resp.status == 200, await resp.text()
 
 
 def prop(apiserver, name):
@@ -36,16 +57,18 @@ def prop(apiserver, name):
 
 
 async def test_approved_pricing_change_executes_once_and_bills_the_next_period(apiserver, operator, ledger, grid_clock):
-    await six_farms(apiserver)
+    await six_farms(apiserver, ledger)
     await twin_account(ledger, apiserver, "alice")
     await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # < 1.5 months of cost: no discount
     await create(apiserver, deployment("web"))
     await ready(apiserver, "deployments", "web")
-    votes = [vote("cheap", f, True) for f in ("f1", "f2", "f3", "f4")] + [vote("cheap", "f5", False)]
-    votes += [vote("cheap", "f6", True, key=OWNERS["f1"]),  # forged: f1's key signing for f6
-              vote("cheap", "f1", False),  # a second entry for f1: DuplicateVote
-              vote("cheap", "f9", True, key=identity.KeyPair.generate())]  # no such farm
-    await create(apiserver, proposal("cheap", COUNCIL[0], CHEAPER_CU, votes=votes))
+    await create(apiserver, proposal("cheap", COUNCIL[0], CHEAPER_CU))
+    body = await opened(apiserver, "cheap")
+    votes = [vote(body, f, True) for f in ("f1", "f2", "f3", "f4")] + [vote(body, "f5", False)]
+    votes += [vote(body, "f6", True, key=OWNERS["f1"]),  # forged: f1's key signing for f6
+              vote(body, "f1", False),  # a second entry for f1: DuplicateVote
+              vote(body, "f9", True, key=identity.KeyPair.generate())]  # no such farm
+    await put_votes(apiserver, "cheap", votes)
     p = await eventually(lambda: prop(apiserver, "cheap")["status"].get("ayes") == 4 and prop(apiserver, "cheap"),
                          what="votes tallied")
     assert (p["status"]["ayesWeight"], p["status"]["naysWeight"], p["status"]["nays"]) == (4 * 68, 68, 1)
@@ -78,13 +101,17 @@ async def test_approved_pricing_change_executes_once_and_bills_the_next_period(a
 
 async def test_rejected_on_weight_and_on_threshold_vetoed_unauthorized_and_closed(apiserver, operator, ledger,
                                                                                      grid_clock):
-    await six_farms(apiserver)
+    await six_farms(apiserver, ledger)
     # 5 farms vote but the nays weigh more (3·68 > 2·68); only 3 farms vote (threshold 5)
     await create(apiserver,
-                 proposal("heavy-nays", COUNCIL[0], CHEAPER_CU,
-                          votes=[vote("heavy-nays", f, f in ("f1", "f2")) for f in ("f1", "f2", "f3", "f4", "f5")]),
-                 proposal("too-few", COUNCIL[1], CHEAPER_CU, votes=[vote("too-few", f, True) for f in ("f1", "f2", "f3")]),
+                 proposal("heavy-nays", COUNCIL[0], CHEAPER_CU), proposal("too-few", COUNCIL[1], CHEAPER_CU),
                  proposal("vetoed", COUNCIL[2], {"type": "SetFarmingPolicy", "policyId": 1, "farming": {"cu": 1}}))
+    body = await opened(apiserver, "heavy-nays")
+    await put_votes(apiserver, "heavy-nays", [vote(body, f, f in ("f1", "f2")) for f in ("f1", "f2", "f3", "f4", "f5")])
+    too_few = await opened(apiserver, "too-few")
+    await put_votes(apiserver, "too-few", [vote(too_few, f, True) for f in ("f1", "f2", "f3")])
+    await eventually(lambda: prop(apiserver, "too-few")["status"].get("ayes") == 3, what="too-few votes counted")
+    await eventually(lambda: prop(apiserver, "heavy-nays")["status"].get("nays") == 3, what="heavy-nays counted")
     # not signed by a council member: never reaches the ledger
     await create(apiserver, proposal("rogue", identity.KeyPair.generate(), CHEAPER_CU))
     p = await with_reason(apiserver, "proposals", "rogue", "Unauthorized")
@@ -109,7 +136,8 @@ async def test_rejected_on_weight_and_on_threshold_vetoed_unauthorized_and_close
     assert p["status"]["ayes"] == 3 and "threshold 5" in condition(p)["message"]
     assert (await ledger.policies())[0].cu == 100_000  # nothing executed
     # a late vote on a closed proposal does not count; editing a closed proposal neither reopens nor executes it
-    late = {"votes": [vote("too-few", f, True) for f in ("f1", "f2", "f3", "f4", "f5")], "action": {"pricing": {"cu": 1}}}
+    late_votes = [v for v in prop(apiserver, "too-few")["spec"]["votes"]] + [vote(too_few, f, True) for f in ("f4", "f5")]
+    late = {"votes": late_votes, "action": {"pricing": {"cu": 1}}}
     refused = await apiserver.patch(f"{NS}/proposals/too-few", headers=MERGE, json={"spec": late})
     assert refused.status == 422 and "fixed once proposed" in await refused.text()  # the CRD's CEL rule
     apiserver.cel = False  # a cluster whose CRDs predate the rule: the operator still never applies the edit
@@ -125,28 +153,66 @@ async def test_rejected_on_weight_and_on_threshold_vetoed_unauthorized_and_close
     assert (await ledger.observe_proposal(key="default/too-few")).state == "Rejected"
 
 
-async def test_cli_vote_signs_and_patches_the_proposal(apiserver, operator, tmp_path):
+async def test_cli_vote_signs_and_patches_the_proposal(apiserver, operator, ledger, tmp_path):
     from click.testing import CliRunner
 
     from tfgrid_operator import cli
 
-    await six_farms(apiserver)
+    await six_farms(apiserver, ledger)
     await create(apiserver, proposal("via-cli", COUNCIL[0], CHEAPER_CU))
-    key_file = tmp_path / "f1.key"
+    await opened(apiserver, "via-cli")
+    key_file, wrong = tmp_path / "f1.key", tmp_path / "wrong.key"
     key_file.write_text(OWNERS["f1"].to_text())
+    wrong.write_text(OWNERS["f2"].to_text())
     runner = CliRunner()
     args = ["vote", "--proposal", "via-cli", "--farm", "f1", "--key-file", str(key_file)]
     out = await _in_thread(runner.invoke, cli.main, [*args, "--yes"])
     assert out.exit_code == 0, out.output
-    await eventually(lambda: prop(apiserver, "via-cli")["status"].get("ayesWeight") == 68, what="CLI vote counted")
+    assert "counted" in out.output and "ayes 68 vs nays 0" in out.output  # it waited for the operator's verdict
+    first = prop(apiserver, "via-cli")["spec"]["votes"][0]
     out = await _in_thread(runner.invoke, cli.main, [*args, "--no"])  # §5: a farm may switch its vote
     assert out.exit_code == 0, out.output
     p = await eventually(lambda: prop(apiserver, "via-cli")["status"].get("naysWeight") == 68 and prop(apiserver, "via-cli"),
                          what="switched vote counted")
     assert p["status"]["ayesWeight"] == 0 and len(p["spec"]["votes"]) == 1
+    # the superseded "yes", validly signed, replayed by anyone who may edit the object: refused, "no" still counts
+    await put_votes(apiserver, "via-cli", [first])
+    p = await eventually(lambda: prop(apiserver, "via-cli")["status"].get("rejectedVotes") and prop(apiserver, "via-cli"),
+                         what="replay refused")
+    assert p["status"]["rejectedVotes"] == [{"farm": "f1", "reason": "Superseded", "seq": first["seq"]}]
+    assert (p["status"]["ayesWeight"], p["status"]["naysWeight"]) == (0, 68)
+    # the wrong key: a non-zero exit with the operator's reason
+    bad = await _in_thread(runner.invoke, cli.main, ["vote", "--proposal", "via-cli", "--farm", "f1", "--yes",
+                                                     "--key-file", str(wrong)])
+    assert bad.exit_code == 1 and "does not count: BadSignature" in bad.output, bad.output
     missing = await _in_thread(runner.invoke, cli.main, ["vote", "--proposal", "nope", "--farm", "f1", "--yes",
                                                          "--key-file", str(key_file)])
-    assert missing.exit_code == 1 and "404" in missing.output
+    assert missing.exit_code == 1 and missing.output.strip() == "Error: proposal default/nope does not exist"
+
+
+async def test_a_vote_binds_to_its_proposal_and_deleting_an_open_one_withdraws_it(apiserver, operator, ledger):
+    await six_farms(apiserver, ledger)
+    await create(apiserver, proposal("one", COUNCIL[0], CHEAPER_CU), proposal("two", COUNCIL[1], CHEAPER_CU))
+    one, two = await opened(apiserver, "one"), await opened(apiserver, "two")
+    # a vote signed for "one" copied onto "two" (same action and threshold) does not count there
+    await put_votes(apiserver, "two", [vote(one, "f1", True)])
+    p = await eventually(lambda: prop(apiserver, "two")["status"].get("rejectedVotes") and prop(apiserver, "two"),
+                         what="foreign vote refused")
+    assert [(r["farm"], r["reason"]) for r in p["status"]["rejectedVotes"]] == [("f1", "BadSignature")]
+    await put_votes(apiserver, "one", [vote(one, "f1", True)])
+    await eventually(lambda: prop(apiserver, "one")["status"].get("ayes") == 1, what="vote counted")
+    old_id = one["status"]["proposalId"]
+    await apiserver.delete(f"{NS}/proposals/one")
+    await eventually(lambda: prop(apiserver, "one") is None, what="proposal gone")
+    assert await ledger.observe_proposal(key="default/one") is None  # withdrawn: its name is free
+    withdrawn = await ledger.observe_proposal(key=f"default/one#withdrawn-{old_id}")
+    assert withdrawn.state == "Withdrawn" and len(withdrawn.votes) == 1
+    # the same council signature re-creates it as a new proposal: the old vote, replayed, does not count there
+    await create(apiserver, proposal("one", COUNCIL[0], CHEAPER_CU, votes=[vote(one, "f1", True)]))
+    again = await eventually(lambda: prop(apiserver, "one")["status"].get("rejectedVotes") and prop(apiserver, "one"),
+                             what="re-created")
+    assert again["status"]["proposalId"] != old_id and again["status"]["ayes"] == 0
+    assert two["status"]["proposalId"] not in (old_id, again["status"]["proposalId"])
 
 
 async def _in_thread(fn, *args):

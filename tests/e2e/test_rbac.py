@@ -17,6 +17,7 @@ from e2e.conftest import CONFIG, COUNCIL, START, OperatorThread, eventually
 from e2e.objects import NS, PatchFaults, create, deployment, farm, node, obj, proposal, ready
 from tfgrid_operator import agent, backend, ballot, runtime
 from tfgrid_operator.domain import identity
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
 pytestmark = pytest.mark.e2e
@@ -55,12 +56,14 @@ async def exercise(apiserver, grid_clock, ledger_url: str) -> None:
     await ready(apiserver, "proposals", "p", timeout=30)
     apiserver.fault = None
     async with KubeClient(user_agent="test-driver") as kube:
+        body = await kube.request("GET", kube.path("grid.threefold.io", "v1alpha1", "proposals", "default", "p"))
         await ballot.add_entry(kube, namespace="default", name="p", field="votes", same="farm",
-                               entry=ballot.signed_vote(owner, proposal="default/p", farm="farm1", approve=True))
+                               entry=ballot.vote_on(body, owner, farm="farm1", approve=True))
         for i, ts in enumerate(range(START + 2400, START + 6 * 3600 + 2460, 2400)):
             grid_clock.set(ts)
             for n in ("n1", "n2") if i < 2 else ("n2",):  # n1 falls silent: its deployment moves
-                await agent.send_report(kube, keys[n], namespace="default", node=n, ts=ts, uptime=ts - START)
+                await agent.send_report(kube, keys[n], namespace="default", node=n, ts=ts, uptime=ts - START,
+                                        capacity=Resources(cru=8, mru=32, sru=1000))
             await asyncio.sleep(0.05)
     await eventually(lambda: obj(apiserver, "deployments", "web")["status"].get("movedFrom"), what="moved")
     await apiserver.patch(f"{NS}/deployments/web", json={"spec": {"resources": {"cru": 3}}},

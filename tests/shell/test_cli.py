@@ -82,11 +82,26 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
     draft.write_text("kind: Deployment\n")
     out = runner.invoke(cli.main, ["council", "sign", str(draft), "--key-file", str(key)])
     assert out.exit_code == 1 and "is not a Proposal manifest" in out.output
+    # offline (a Git pull request): the vote signs the proposal as its status shows the operator opened it
+    opened = tmp_path / "opened.yaml"
+    opened.write_text(yaml.safe_dump({"kind": "Proposal", "metadata": {"name": "p", "namespace": "gov"},
+                                      "spec": spec.model_dump(by_alias=True, exclude_none=True),
+                                      "status": {"proposalId": 7, "deadline": "2026-01-02T00:00:00Z"}}))
     out = runner.invoke(cli.main, ["vote", "--proposal", "p", "--namespace", "gov", "--farm", "f1", "--no",
-                                   "--key-file", str(key), "--print"])
+                                   "--key-file", str(key), "--print", "--manifest", str(opened)])
+    assert out.exit_code == 0, out.output
     signed = json.loads(out.output)
     pub = identity.KeyPair.from_text(key.read_text()).public_key
-    identity.verify(pub, identity.VOTE, {"proposal": "gov/p", "farm": "f1", "approve": False}, signed["signature"])
+    from tfgrid_operator.domain import voting
+
+    digest = voting.proposal_digest(proposal="gov/p", proposal_id=7, action=spec.action.ledger_action(),
+                                    threshold=spec.threshold, end_ts=1_767_312_000)
+    identity.verify(pub, identity.VOTE_V2, voting.vote_payload(proposal="gov/p", digest=digest, farm="f1",
+                                                               approve=False, seq=signed["seq"]), signed["signature"])
+    draft.write_text(yaml.safe_dump({"kind": "Proposal", "metadata": {"name": "p"}, "spec": {"title": "t"}}))
+    out = runner.invoke(cli.main, ["vote", "--proposal", "p", "--farm", "f1", "--no", "--key-file", str(key),
+                                   "--print", "--manifest", str(draft)])
+    assert out.exit_code == 1 and "not an open Proposal" in out.output
     out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--key-file", str(key), "--print"])
     assert json.loads(out.output)["memberKey"] == pub
 

@@ -59,5 +59,11 @@ class Replayed(LedgerError):
     reason = "Replayed"
 
 
+class Superseded(Replayed):
+    """A vote older than the farm's counted vote: only the newest counts (a superseded vote replayed)."""
+
+    reason = "Superseded"
+
+
 class Unavailable(LedgerError):
     reason = "LedgerUnavailable"

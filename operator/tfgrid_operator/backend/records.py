@@ -172,8 +172,32 @@ class Proposal:
     action: dict[str, object]
     threshold: int
     end_ts: int
-    state: str  # Open | Approved | Rejected | Executed | Vetoed
+    state: str  # Open | Approved | Rejected | Executed | Vetoed | Withdrawn
     votes: tuple[Vote, ...]
     vetoes: int
     executed_at: int | None
     created: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attestation:
+    """A node's latest attested capacity (signed by its key) and certification (signed by the council)."""
+
+    node: str
+    resources: Resources
+    certified: bool
+    since: int  # when this capacity/certification began to hold
+    source: str  # agent | council | decertified (a certified node whose capacity changed > 1 %, §1.3)
+    changed: bool = False  # certify_node: this call applied a new certification (not one seen before)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MintReceipt:
+    """One mint of one node and period, with what it was computed from (issue 14)."""
+
+    node: str
+    period: int
+    amount: int
+    reason: str
+    uptime_permille: int
+    inputs: dict[str, object]  # period, uptime, CU/SU held, policy, SLA, connection price, certified factor

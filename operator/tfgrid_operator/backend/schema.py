@@ -16,7 +16,8 @@ from tfgrid_operator.domain.money import MAX_UNITS
 #    balances and overdrafts are CHECKed within [0, MAX_UNITS]
 # 4: billing version B reserves (contracts.reserve, .cycles, payouts), receipts (bills' inputs, bill_rates),
 #    a contract's billing error (isolation) and its last bill's amount
-SCHEMA_VERSION = 4
+# 5: attested capacity history, mint receipts, vote sequence numbers (issue 13 invariants 3 and 5, issue 14)
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
@@ -202,6 +203,7 @@ mints = sa.Table(
     sa.Column("uptime_permille", sa.Integer, nullable=False),
     sa.Column("amount", Money, nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("receipt", sa.Text),  # 5: the mint's inputs as JSON (issue 14); NULL for mints made before
 )
 
 proposals = sa.Table(
@@ -221,10 +223,29 @@ votes = sa.Table(
     sa.Column("farm_id", sa.Integer, sa.ForeignKey("farms.id"), primary_key=True),
     sa.Column("approve", sa.Boolean, nullable=False),
     sa.Column("weight", sa.Integer, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),  # 5: the counted vote's sequence number
 )
 
 vetoes = sa.Table(
     "vetoes", metadata,
     sa.Column("proposal_id", sa.Integer, sa.ForeignKey("proposals.id"), primary_key=True),
     sa.Column("member_key", sa.String(64), primary_key=True),
+)
+
+# 5: what a node's key attested (its agent's measured capacity) and what the council certified, as a history:
+# minting weighs each entry by the seconds it was held, DAO weight reads the latest (issue 13, invariant 3)
+capacity = sa.Table(
+    "capacity", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id"), nullable=False),
+    sa.Column("from_ts", sa.BigInteger, nullable=False),
+    sa.Column("cru", sa.Integer, nullable=False),
+    sa.Column("mru", sa.Integer, nullable=False),
+    sa.Column("sru", sa.Integer, nullable=False),
+    sa.Column("hru", sa.Integer, nullable=False),
+    sa.Column("certified", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # agent | council | decertified
+    sa.Column("signed_ts", sa.BigInteger, nullable=False),  # the signed statement's own time (replay guard)
+    sa.Column("signer", sa.String(64), nullable=False),  # the key that signed it
+    sa.Index("capacity_by_node", "node_id", "id"),
 )

@@ -12,7 +12,10 @@ from tfgrid_operator.cli.app import _load_key, _with_cluster, main
 from tfgrid_operator.domain import identity
 
 
-@main.command("node-agent", help="Renew the node's Lease with a signed uptime report every --interval seconds.")
+@main.command("node-agent", help="Renew the node's Lease with a signed uptime report and a signed capacity report "
+                                  "every --interval seconds. The capacity is measured on this machine (cores, "
+                                  "/proc/meminfo, the --ssd/--hdd filesystems) unless --capacity or --capacity-file "
+                                  "states it (simulations).")
 @click.option("--node", required=True, help="the Node object's name")
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
@@ -20,16 +23,30 @@ from tfgrid_operator.domain import identity
 @click.option("--count", type=int, default=None, help="stop after this many reports")
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
 @click.option("--wait", default=60.0, show_default=True, help="seconds to wait for the operator to register the Node")
+@click.option("--ssd", multiple=True, default=("/",), show_default=True, help="a path on an SSD filesystem (repeatable)")
+@click.option("--hdd", multiple=True, help="a path on an HDD filesystem (repeatable)")
+@click.option("--capacity", "capacity_text", default=None, help="state the capacity instead: cru=8,mru=32,sru=1000,hru=0")
+@click.option("--capacity-file", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path), default=None,
+              help="state the capacity from a JSON/YAML mapping of cru, mru, sru, hru")
 def node_agent(node: str, namespace: str, key_file: pathlib.Path, interval: float, count: int | None,
-               context: str | None, wait: float) -> None:
+               context: str | None, wait: float, ssd: tuple[str, ...], hdd: tuple[str, ...],
+               capacity_text: str | None, capacity_file: pathlib.Path | None) -> None:
     from tfgrid_operator import agent, clock
 
     key = _load_key(key_file)
+    if capacity_text and capacity_file:
+        raise click.UsageError("give --capacity or --capacity-file, not both")
+    try:
+        capacity = (agent.parse_capacity(capacity_text) if capacity_text else agent.load_capacity(capacity_file)
+                    if capacity_file else agent.measure(ssd=ssd, hdd=hdd))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"node {node}: reporting capacity {capacity.as_dict()}", err=True)
 
     async def report(kube: Any) -> None:
         await _registered(kube, namespace, node, wait)
         await agent.run(kube, key, namespace=namespace, node=node, clock=clock.SystemClock(), interval_s=interval,
-                        count=count)
+                        count=count, capacity=capacity)
     _with_cluster("tfgrid-node-agent", report, context)
 
 
@@ -70,7 +87,8 @@ def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], s
     click.echo(f"added to proposal {namespace}/{name} spec.{field}: {json.dumps(entry)}")
 
 
-@main.command(help="Sign a farm's vote on a Proposal and add it to the object's spec.votes "
+@main.command(help="Sign a farm's vote on a Proposal (bound to the proposal as the operator opened it, with a "
+                   "sequence number), add it to the object's spec.votes and wait for the operator's verdict "
                    "(--print only prints it, e.g. for a Git pull request).")
 @click.option("--proposal", required=True, help="the Proposal object's name")
 @click.option("--namespace", default="default", show_default=True)
@@ -80,15 +98,64 @@ def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], s
               help="the farm owner's key (its public key is the Farm's spec.ownerKey)")
 @click.option("--print", "print_only", is_flag=True, help="print the signed vote instead of patching the object")
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path), default=None,
+              help="with --print: sign for this Proposal (YAML as `kubectl get -o yaml` shows it, with its status) "
+                   "without reaching the cluster")
+@click.option("--wait", "wait_s", default=30.0, show_default=True, help="seconds to wait for the verdict (0: none)")
 def vote(proposal: str, namespace: str, farm: str, approve: bool, key_file: pathlib.Path, print_only: bool,
-         context: str | None) -> None:
+         context: str | None, manifest: pathlib.Path | None, wait_s: float) -> None:
     from tfgrid_operator import ballot
 
-    entry = ballot.signed_vote(_load_key(key_file), proposal=f"{namespace}/{proposal}", farm=farm, approve=approve)
-    if print_only:
-        click.echo(json.dumps(entry))
+    key = _load_key(key_file)
+    verdict: dict[str, str] = {}
+    if manifest is not None:
+        import yaml
+
+        if not print_only:
+            raise click.UsageError("--manifest signs offline: use it with --print")
+        try:
+            body = yaml.safe_load(manifest.read_text())
+            body.setdefault("metadata", {}).setdefault("namespace", namespace)
+            click.echo(json.dumps(ballot.vote_on(body, key, farm=farm, approve=approve)))
+        except (ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+            raise click.ClickException(f"{manifest}: not an open Proposal ({exc})") from exc
         return
-    _to_proposal(namespace, proposal, "votes", entry, "farm", context)
+
+    async def go(kube: Any) -> None:
+        body = await _read_proposal(kube, namespace, proposal)
+        try:
+            entry = ballot.vote_on(body, key, farm=farm, approve=approve)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if print_only:
+            click.echo(json.dumps(entry))
+            return
+        await ballot.add_entry(kube, namespace=namespace, name=proposal, field="votes", entry=entry, same="farm")
+        click.echo(f"added to proposal {namespace}/{proposal} spec.votes: farm {farm} "
+                   f"{'yes' if approve else 'no'} (sequence {entry['seq']})")
+        if wait_s > 0:
+            verdict.update(await ballot.verdict(kube, namespace=namespace, name=proposal, farm=farm, seq=entry["seq"],
+                                                timeout_s=wait_s))
+
+    _with_cluster("tfgrid-cli", go, context)
+    if verdict.get("reason"):
+        raise click.ClickException(f"the vote of farm {farm} does not count: {verdict['reason']}")
+    if verdict:
+        click.echo(verdict["message"])
+
+
+async def _read_proposal(kube: Any, namespace: str, name: str) -> dict[str, Any]:
+    from tfgrid_operator import runtime
+    from tfgrid_operator.kube.client import ApiError
+
+    try:
+        body: dict[str, Any] = await kube.request("GET", kube.path(runtime.GROUP, runtime.VERSION, "proposals",
+                                                                  namespace, name))
+    except ApiError as err:
+        if err.status == 404:
+            raise click.ClickException(f"proposal {namespace}/{name} does not exist") from None
+        raise
+    return body
 
 
 @main.group(help="What a council member signs: proposals and vetoes (§5).")
@@ -143,3 +210,50 @@ def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool
         click.echo(json.dumps(entry))
         return
     _to_proposal(namespace, proposal, "vetoes", entry, "memberKey", context)
+
+
+@council.command(help="Certify a node (or with --revoke make it DIY again), §1.2 set_node_certification: signs the "
+                      "node's ledger id (its status.nodeId) and puts the signature on the Node as an annotation; the "
+                      "operator applies it on the capacity the node's agent attested (--print only prints it).")
+@click.option("--node", required=True, help="the Node object's name")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@click.option("--revoke", is_flag=True, help="decertify: the node is DIY from now on")
+@click.option("--node-id", type=int, default=None, help="with --print: the node's ledger id, without reaching the cluster")
+@click.option("--print", "print_only", is_flag=True)
+@click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
+def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, node_id: int | None,
+            print_only: bool, context: str | None) -> None:
+    import time
+
+    from tfgrid_operator import ballot, runtime
+    from tfgrid_operator.kube.client import ApiError
+
+    key = _load_key(key_file)
+
+    def entry(nid: int) -> dict[str, Any]:
+        return ballot.signed_certification(key, node=node, node_id=nid, certified=not revoke, ts=int(time.time()))
+
+    if print_only and node_id is not None:
+        click.echo(json.dumps(entry(node_id)))
+        return
+
+    async def go(kube: Any) -> None:
+        try:
+            body = await kube.request("GET", kube.path(runtime.GROUP, runtime.VERSION, "nodes", namespace, node))
+        except ApiError as err:
+            if err.status == 404:
+                raise click.ClickException(f"node {namespace}/{node} does not exist") from None
+            raise
+        nid = (body.get("status") or {}).get("nodeId")
+        if not isinstance(nid, int):
+            raise click.ClickException(f"node {namespace}/{node} is not registered on the ledger yet")
+        signed = entry(nid)
+        if print_only:
+            click.echo(json.dumps(signed))
+            return
+        await ballot.certify(kube, namespace=namespace, node=node, entry=signed)
+        click.echo(f"node {namespace}/{node}: {'decertification' if revoke else 'certification'} signed for ledger "
+                   f"node {nid}; the operator applies it (status.attested.certified)")
+
+    _with_cluster("tfgrid-cli", go, context)

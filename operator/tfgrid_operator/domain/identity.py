@@ -18,6 +18,9 @@ UPTIME = "tfgrid-uptime-v1"
 VOTE = "tfgrid-vote-v1"
 VETO = "tfgrid-veto-v1"
 PROPOSAL = "tfgrid-proposal-v1"
+CAPACITY = "tfgrid-capacity-v1"  # a node agent's measured resources, signed by the node key (as Zero-OS reports them)
+CERTIFICATION = "tfgrid-certification-v1"  # a council member certifying (or not) one ledger node (§1.3)
+VOTE_V2 = "tfgrid-vote-v2"  # a vote bound to the proposal's ledger id and council-signed payload, with a sequence
 
 
 class BadSignature(ValueError):

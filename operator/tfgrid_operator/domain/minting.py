@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from fractions import Fraction
 
 from tfgrid_operator.domain import money, units, uptime
@@ -55,6 +56,45 @@ def period_by_index(k: int, *, epoch: int = EPOCH, length: int = PERIOD_SECONDS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Held:
+    """Capacity a node's key attested, held from ``since`` until the next entry of its history."""
+
+    since: int
+    resources: units.Resources
+    certified: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FarmingUnits:
+    """Farming CU and SU (§3.2) a node held over a period, and whether it was certified all of it."""
+
+    cu: Fraction
+    su: Fraction
+    certified: bool
+
+    @classmethod
+    def of(cls, resources: units.Resources, certified: bool = False) -> FarmingUnits:
+        return cls(units.farming_cu(resources), units.farming_su(resources), certified)
+
+
+def held_over(history: Sequence[Held], period: Period) -> FarmingUnits:
+    """Time-weighted farming units over the period: each attested capacity counts for the seconds it was held
+    (none before the first attestation), so a capacity raised just before the mint earns only those seconds.
+    CU and SU are averaged per segment (the average of min() never exceeds min() of the averages). The node
+    counts as certified only when it was certified for the whole period."""
+    cu, su, certified_s = Fraction(0), Fraction(0), 0
+    ordered = sorted(history, key=lambda h: h.since)
+    for i, h in enumerate(ordered):
+        until = ordered[i + 1].since if i + 1 < len(ordered) else period.end
+        seconds = max(0, min(until, period.end) - max(h.since, period.start))
+        if seconds:
+            cu += units.farming_cu(h.resources) * seconds
+            su += units.farming_su(h.resources) * seconds
+            certified_s += seconds if h.certified else 0
+    return FarmingUnits(cu / period.seconds, su / period.seconds, certified_s == period.seconds)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Reward:
     uptime_permille: int
     full_musd: Fraction  # before the SLA and uptime scaling
@@ -65,7 +105,7 @@ class Reward:
 
 def reward(
     *,
-    resources: units.Resources,
+    resources: units.Resources | FarmingUnits,
     certified: bool,
     state: uptime.UptimeState,
     period_seconds: int,
@@ -74,10 +114,12 @@ def reward(
     nu_gb: int = 0,
     ip_seconds: int = 0,
 ) -> Reward:
-    """§3.5 reward; §3.4 SLA scaling; any violation zeroes the period (§3.3)."""
+    """§3.5 reward; §3.4 SLA scaling; any violation zeroes the period (§3.3). ``resources`` is a node's
+    capacity, or the farming units it held over the period (``held_over``)."""
+    held = resources if isinstance(resources, FarmingUnits) else FarmingUnits.of(resources)
     full = (
-        units.farming_cu(resources) * policy.cu
-        + units.farming_su(resources) * policy.su
+        held.cu * policy.cu
+        + held.su * policy.su
         + nu_gb * policy.nu
         + Fraction(ip_seconds * policy.ipv4, 3600)
     )

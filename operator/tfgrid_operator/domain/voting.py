@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 from collections.abc import Iterable, Mapping
 
-from tfgrid_operator.domain import units
+from tfgrid_operator.domain import identity, units
 
 DEFAULT_DURATION_S = 7 * 24 * 3600  # §5: default 7 days (DaoMotionDuration, §4.4)
 MIN_DURATION_S = 24 * 3600  # §5, ADR 0020/0021: between 1 day ...
@@ -32,6 +33,7 @@ class Vote:
     farm: str
     approve: bool
     weight: int  # captured when the vote was cast (§5)
+    seq: int = 0  # the counted vote's sequence number: an older one is refused (issue 13, invariant 5)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,3 +74,19 @@ def validate_window(*, duration_s: int, threshold: int) -> list[str]:
     if not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
         problems.append("voting must last between 1 and 30 days")
     return problems
+
+
+def proposal_digest(*, proposal: str, proposal_id: int, action: Mapping[str, object], threshold: int,
+                    end_ts: int) -> str:
+    """What a vote binds to (issue 13, invariant 5): the proposal's identity (its namespace/name and its ledger
+    id, so a re-created proposal of the same name is another one) and what the council's proposal fixed —
+    the action, the threshold and the deadline. Hex SHA-256 of the canonical document."""
+    doc = {"proposal": proposal, "proposalId": proposal_id, "action": dict(action), "threshold": threshold,
+           "endTs": end_ts}
+    return hashlib.sha256(identity.canonical("tfgrid-proposal-digest-v1", doc)).hexdigest()
+
+
+def vote_payload(*, proposal: str, digest: str, farm: str, approve: bool, seq: int) -> dict[str, object]:
+    """What the farm owner signs (identity.VOTE_V2): the proposal and its digest, the choice, and a sequence
+    number. Only a farm's newest vote counts: one with a lower sequence than the counted one is refused."""
+    return {"proposal": proposal, "digest": digest, "farm": farm, "approve": approve, "seq": seq}

@@ -1,7 +1,12 @@
-"""Node: register under its farm (waiting for the farm), report, close on delete unless it carries deployments."""
+"""Node: register under its farm (waiting for the farm), report, close on delete unless it carries deployments.
+
+Certification is the council's, not the spec's (issue 13, invariant 3; §1.2 set_node_certification): a council
+member signs it (`tfgrid-operator council certify`), and it arrives as the Node's certification annotation.
+``spec.certified`` only says what the farmer expects; the status shows what holds."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kopf
@@ -9,7 +14,7 @@ import kopf
 from tfgrid_operator import crd_models, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.handlers import reporting, tenancy, tracking
+from tfgrid_operator.handlers import leases, reporting, tenancy, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -49,8 +54,43 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
 @reporting.metered("node")
 async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
+    leases.forget(name)
     await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
                                     message=lambda _: f"Node {name} closed on the ledger")
+
+
+CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not under kopf's own prefix, which its diffs ignore
+
+
+@kopf.on.resume(G, V, "nodes", annotations={CERTIFICATION_ANNOTATION: kopf.PRESENT})
+@kopf.on.update(G, V, "nodes", field=("metadata", "annotations", CERTIFICATION_ANNOTATION))
+@reporting.metered("node")
+async def certification(body: Any, name: str, **_: Any) -> None:
+    """Apply a council-signed (de)certification once; a bad, foreign or replayed one is an Event, not a change."""
+    rt = runtime.get()
+    raw = (body["metadata"].get("annotations") or {}).get(CERTIFICATION_ANNOTATION)
+    if not raw or body["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        c = json.loads(raw)
+        certified, ts, member, sig = bool(c["certified"]), int(c["ts"]), str(c["memberKey"]), str(c["signature"])
+        if c.get("node") != name:
+            raise ValueError(f"it names node {c.get('node')!r}")
+        att = await rt.ledger.certify_node(node=name, certified=certified, ts=ts, member_key=member, signature=sig,
+                                           council=rt.settings.council, now=rt.clock.now())
+    except (ValueError, KeyError, TypeError) as exc:
+        kopf.warn(body, reason=str(Reason.CERTIFICATION_REJECTED), message=f"malformed certification: {exc}")
+    except errors.NotFound as err:  # not registered, or no attested capacity yet: its agent will report
+        raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s * 10) from err
+    except (errors.BadSignature, errors.Replayed) as err:
+        kopf.warn(body, reason=str(Reason.CERTIFICATION_REJECTED), message=err.message)
+    except errors.Unavailable as err:
+        raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s) from err
+    else:
+        if not att.changed:
+            return  # seen before (a restart re-lists the Node): said once already
+        kopf.info(body, reason=str(Reason.CERTIFIED),
+                  message=f"node {name} is {'certified' if att.certified else 'DIY'} by the council")
 
 
 tracking.track("nodes")

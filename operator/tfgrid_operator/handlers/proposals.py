@@ -8,6 +8,7 @@ naming it once. Closing at the deadline and executing the action happen in the b
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import kopf
@@ -19,11 +20,12 @@ from tfgrid_operator.domain import identity
 from tfgrid_operator.handlers import reporting, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
+log = logging.getLogger("tfgrid_operator.proposals")
 
 NOT_YET = frozenset({"UnknownFarm", "FarmHasNoNodes"})  # a vote that may count once its farm registers
 _VOTE_ERRORS: tuple[tuple[type[errors.LedgerError], str], ...] = (
-    (errors.BadSignature, "BadSignature"), (errors.NotFound, "UnknownFarm"), (errors.Replayed, "ProposalClosed"),
-    (errors.InvalidRequest, "FarmHasNoNodes"),
+    (errors.BadSignature, "BadSignature"), (errors.NotFound, "UnknownFarm"), (errors.Superseded, "Superseded"),
+    (errors.Replayed, "ProposalClosed"), (errors.InvalidRequest, "FarmHasNoNodes"),
 )
 
 
@@ -48,26 +50,31 @@ def veto_problem(v: crd_models.SignedVeto, key: str, council: frozenset[str]) ->
 
 
 async def cast_votes(body: Any, key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
-                     now: int) -> tuple[records.Proposal, list[dict[str, str]]]:
-    """Count each new or switched vote once; return the proposal and the rejected votes with reasons."""
+                     now: int) -> tuple[records.Proposal, list[dict[str, Any]]]:
+    """Count each new or switched vote once; return the proposal and the rejected votes with reasons (and the
+    sequence number of the entry rejected, so `vote` can tell its own verdict from an earlier one's)."""
     ledger = runtime.get().ledger
-    counted = {v.farm: v.approve for v in prop.votes}
-    rejected: list[dict[str, str]] = []
+    counted = {v.farm: (v.approve, v.seq) for v in prop.votes}
+    rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
     for v in s.votes:
         if v.farm in seen:
             rejected.append({"farm": v.farm, "reason": "DuplicateVote"})
             continue
         seen.add(v.farm)
-        if counted.get(v.farm) == v.approve:
+        if v.seq is None:  # signs neither this proposal's digest nor a sequence: it could be replayed anywhere
+            rejected.append({"farm": v.farm, "reason": "Unbound"})
+            continue
+        if counted.get(v.farm) == (v.approve, v.seq):
             continue  # counted already: re-reconciling is not a second vote
         try:
-            prop = await ledger.cast_vote(proposal=key, farm=v.farm, approve=v.approve, signature=v.signature, now=now)
+            prop = await ledger.cast_vote(proposal=key, farm=v.farm, approve=v.approve, seq=v.seq,
+                                          signature=v.signature, now=now)
         except errors.Unavailable:
             raise
         except errors.LedgerError as err:
-            rejected.append({"farm": v.farm, "reason": next((r for cls, r in _VOTE_ERRORS if isinstance(err, cls)),
-                                                            err.reason)})
+            rejected.append({"farm": v.farm, "seq": v.seq,
+                             "reason": next((r for cls, r in _VOTE_ERRORS if isinstance(err, cls)), err.reason)})
             continue
         weight = next(x.weight for x in prop.votes if x.farm == v.farm)
         kopf.info(body, reason=str(Reason.VOTE_COUNTED),
@@ -87,7 +94,7 @@ async def apply_vetoes(key: str, s: crd_models.ProposalSpec, prop: records.Propo
     return prop, rejected
 
 
-def warn_new(body: Any, before: list[dict[str, str]] | None, now: list[dict[str, str]], reason: Reason, what: str) -> None:
+def warn_new(body: Any, before: list[dict[str, Any]] | None, now: list[dict[str, Any]], reason: Reason, what: str) -> None:
     """An Event for each rejection not already in status: one Event per rejected vote, not one per reconcile."""
     for r in now:
         if r not in (before or []):
@@ -139,6 +146,15 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
     if waiting and prop.state == "Open":  # a farm (or its nodes) may register later in the same sync: try again
         raise reporting.Blocked(f"votes of {', '.join(waiting)} wait for their farm on the ledger",  # expected
                                 delay=rt.retry_delay_s * 10)
+
+
+@kopf.on.delete(G, V, "proposals")
+@reporting.metered("proposal")
+async def withdraw_proposal(name: str, namespace: str, **_: Any) -> None:
+    """Deleting an open Proposal withdraws it (issue 13, invariant 5): it never closes, executes or takes votes."""
+    prop = await runtime.get().ledger.withdraw_proposal(proposal=f"{namespace}/{name}")
+    if prop is not None and prop.state == "Withdrawn":
+        log.info("Proposal %s/%s (ledger id %s) withdrawn", namespace, name, prop.id)
 
 
 tracking.track("proposals")

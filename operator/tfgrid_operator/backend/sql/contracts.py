@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql import capacity
 from tfgrid_operator.backend.sql.billing import BillingLedger
 from tfgrid_operator.backend.sql.engine import (
     LIVE,
@@ -115,16 +116,19 @@ class ContractsLedger(BillingLedger):
         used = {k: sa.func.coalesce(getattr(usage.c, k), 0) for k in RESOURCE_FIELDS}
         contracts, rented = sa.func.coalesce(usage.c.n, 0), sa.func.coalesce(usage.c.rented, 0)
         farm_free_ips = f.c.public_ips - sa.func.coalesce(ips.c.ips, 0)
+        att, cap = capacity.placeable(n, self.is_sqlite)  # never more than the node attested (issue 13)
         query = (sa.select(n, f.c.name.label("farm"), *(u.label(f"used_{k}") for k, u in used.items()),
+                           *(c.label(f"cap_{k}") for k, c in cap.items()),
                            contracts.label("contracts"), rented.label("rented"), farm_free_ips.label("farm_free_ips"))
                  .join(f, f.c.id == n.c.farm_id).outerjoin(usage, usage.c.node_id == n.c.id)
+                 .outerjoin(att, att.c.node_id == n.c.id)
                  .outerjoin(ips, ips.c.farm_id == f.c.id).where(n.c.state == "Active"))
         if request is not None:
-            query = self._narrowed(query, request, now, limit, used=used, contracts=contracts, rented=rented,
+            query = self._narrowed(query, request, now, limit, used=used, cap=cap, contracts=contracts, rented=rented,
                                    farm_free_ips=farm_free_ips)
         down_after = self.config.node_down_after_s
         return [scheduling.Candidate(
-            name=r.name, farm=r.farm, total=_res(r),
+            name=r.name, farm=r.farm, total=Resources(*(int(getattr(r, f"cap_{k}")) for k in RESOURCE_FIELDS)),
             used=Resources(int(r.used_cru), int(r.used_mru), int(r.used_sru), int(r.used_hru)),
             country=r.country, city=r.city, certified=r.certified,
             up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,
@@ -132,12 +136,12 @@ class ContractsLedger(BillingLedger):
         ) for r in (await conn.execute(query)).all()]
 
     def _narrowed(self, query: sa.Select[Any], r: scheduling.Request, now: int, limit: int, *, used: dict[str, Any],
-                  contracts: Any, rented: Any, farm_free_ips: Any) -> sa.Select[Any]:
+                  cap: dict[str, Any], contracts: Any, rented: Any, farm_free_ips: Any) -> sa.Select[Any]:
         """``query`` kept to the nodes that match ``r``'s constraints and have room, least loaded first."""
         n, f = schema.nodes, schema.farms
         want = r.resources.as_dict()
         seen = sa.func.coalesce(n.c.last_report_ts, n.c.created_at)
-        query = query.where(*(getattr(n.c, k) - used[k] >= want[k] for k in RESOURCE_FIELDS),
+        query = query.where(*(cap[k] - used[k] >= want[k] for k in RESOURCE_FIELDS),
                             farm_free_ips >= r.public_ips, rented == 0,
                             sa.literal(now) - seen <= self.config.node_down_after_s)
         if r.node is not None:
@@ -154,8 +158,7 @@ class ContractsLedger(BillingLedger):
             query = query.where(n.c.name.not_in(sorted(r.exclude)))
         if r.dedicated:
             query = query.where(contracts == 0)
-        ratios = [sa.case((getattr(n.c, k) > 0, (used[k] + want[k]) * 1.0 / getattr(n.c, k)), else_=0.0)
-                  for k in RESOURCE_FIELDS]
+        ratios = [sa.case((cap[k] > 0, (used[k] + want[k]) * 1.0 / cap[k]), else_=0.0) for k in RESOURCE_FIELDS]
         load = sa.func.max(*ratios) if self.is_sqlite else sa.func.greatest(*ratios)
         return query.order_by(load, n.c.name).limit(limit)
 
@@ -252,7 +255,8 @@ class ContractsLedger(BillingLedger):
             if current.dedicated:
                 raise errors.Conflict(f"deployment {key!r} rents its whole node; there is nothing to resize")
             node = (await conn.execute(sa.select(n).where(n.c.name == current.node))).one()
-            free = _res(node) - (await self._used_on_node(conn, node.id)) + current.resources
+            total = capacity.capped(_res(node), (await capacity.latest(conn, [node.id])).get(node.id))
+            free = total - (await self._used_on_node(conn, node.id)) + current.resources
             short = resources.shortfall(free)
             if short:
                 raise errors.NoCapacity("Capacity", f"node {current.node!r} has no room to resize: short of {', '.join(short)}")

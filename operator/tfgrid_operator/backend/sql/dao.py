@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql import capacity
 from tfgrid_operator.backend.sql.engine import (
     _res,
 )
@@ -37,7 +38,7 @@ class DaoLedger(MintingLedger):
             raise errors.NotFound(f"proposal {key!r} does not exist on the ledger")
         vs = (await conn.execute(self._votes_query().where(v.c.proposal_id == row.id))).all()
         nveto = (await conn.execute(sa.select(sa.func.count()).select_from(vt).where(vt.c.proposal_id == row.id))).scalar()
-        return self._proposal_record(row, [records.Vote(x.name, x.approve, x.weight) for x in vs], int(nveto or 0),
+        return self._proposal_record(row, [records.Vote(x.name, x.approve, x.weight, x.seq) for x in vs], int(nveto or 0),
                                      created)
 
     async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int) -> records.Proposal:
@@ -63,11 +64,15 @@ class DaoLedger(MintingLedger):
             rows = (await conn.execute(sa.select(p).order_by(p.c.id))).all()
             votes: dict[int, list[records.Vote]] = defaultdict(list)
             for x in (await conn.execute(self._votes_query())).all():
-                votes[x.proposal_id].append(records.Vote(x.name, x.approve, x.weight))
+                votes[x.proposal_id].append(records.Vote(x.name, x.approve, x.weight, x.seq))
             nveto = dict((await conn.execute(sa.select(vt.c.proposal_id, sa.func.count()).group_by(vt.c.proposal_id))).all())
         return {r.key: self._proposal_record(r, votes[r.id], int(nveto.get(r.id, 0))) for r in rows}
 
-    async def cast_vote(self, *, proposal: str, farm: str, approve: bool, signature: str, now: int) -> records.Proposal:
+    async def cast_vote(self, *, proposal: str, farm: str, approve: bool, seq: int, signature: str,
+                        now: int) -> records.Proposal:
+        """Count a farm's signed vote (§5) bound to this proposal (issue 13, invariant 5): the signature covers
+        the proposal's digest (identity, action, threshold, deadline) and a sequence number; only the newest vote
+        of a farm counts, so a superseded vote replayed is refused."""
         v, f, n = schema.votes, schema.farms, schema.nodes
         async with self._tx() as conn:
             prop = await self._proposal(conn, proposal)
@@ -76,24 +81,52 @@ class DaoLedger(MintingLedger):
             farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm, f.c.state == "Active"))).first()
             if farm_row is None:
                 raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
+            digest = voting.proposal_digest(proposal=proposal, proposal_id=prop.id, action=prop.action,
+                                            threshold=prop.threshold, end_ts=prop.end_ts)
             try:
-                identity.verify(farm_row.owner_key, identity.VOTE,
-                                {"proposal": proposal, "farm": farm, "approve": approve}, signature)
+                identity.verify(farm_row.owner_key, identity.VOTE_V2, voting.vote_payload(
+                    proposal=proposal, digest=digest, farm=farm, approve=approve, seq=seq), signature)
             except identity.BadSignature as exc:
-                raise errors.BadSignature(f"the vote of farm {farm!r} is not signed by the farm owner's key") from exc
-            node_rows = (await conn.execute(sa.select(n).where(n.c.farm_id == farm_row.id, n.c.state == "Active"))).all()
-            weight = voting.farm_weight(_res(r) for r in node_rows)  # §5: captured when the vote is cast
-            if weight <= 0:
-                raise errors.InvalidRequest(f"farm {farm!r} has no capacity and so no vote weight (FarmHasNoNodes)")
+                raise errors.BadSignature(f"the vote of farm {farm!r} is not the farm owner's signature over this "
+                                          f"proposal (id {prop.id}, its action, threshold and deadline)") from exc
             prev = (await conn.execute(sa.select(v).where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id))).first()
-            if prev is not None and prev.approve == approve:
-                raise errors.Replayed(f"farm {farm!r} already voted {'yes' if approve else 'no'} (DuplicateVote)")
+            if prev is not None and seq <= prev.seq:
+                if seq == prev.seq and approve == prev.approve:
+                    raise errors.Replayed(f"farm {farm!r} already voted {'yes' if approve else 'no'} (DuplicateVote)")
+                raise errors.Superseded(f"the vote of farm {farm!r} (sequence {seq}) is older than its counted vote "
+                                 f"(sequence {prev.seq}): only the newest vote counts")
+            if prev is not None and prev.approve == approve:  # the same choice signed again: nothing to recount
+                await conn.execute(v.update().where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id)
+                                   .values(seq=seq))
+                return await self._proposal(conn, proposal)
+            node_ids = (await conn.execute(sa.select(n.c.id).where(n.c.farm_id == farm_row.id, n.c.state == "Active"))).scalars()
+            attested = await capacity.latest(conn, list(node_ids))
+            # §5: captured when the vote is cast, from the capacity the farm's nodes attested (never their spec)
+            weight = voting.farm_weight(_res(r) for r in attested.values())
+            if weight <= 0:
+                raise errors.InvalidRequest(f"farm {farm!r} has no attested capacity and so no vote weight (FarmHasNoNodes)")
             if prev is None:
-                await conn.execute(v.insert().values(proposal_id=prop.id, farm_id=farm_row.id, approve=approve, weight=weight))
+                await conn.execute(v.insert().values(proposal_id=prop.id, farm_id=farm_row.id, approve=approve,
+                                                     weight=weight, seq=seq))
             else:
                 await conn.execute(v.update().where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id)
-                                   .values(approve=approve, weight=weight))
+                                   .values(approve=approve, weight=weight, seq=seq))
             return await self._proposal(conn, proposal)
+
+    async def withdraw_proposal(self, *, proposal: str) -> records.Proposal | None:
+        """Deleting an open Proposal withdraws it: it never closes or executes, and its name is free for a new
+        proposal (a new ledger id, so no vote of this one counts there). A closed one is kept as it is."""
+        p = schema.proposals
+        async with self._tx() as conn:
+            try:
+                prop = await self._proposal(conn, proposal)
+            except errors.NotFound:
+                return None
+            if prop.state == "Open":
+                await conn.execute(p.update().where(p.c.id == prop.id).values(
+                    state="Withdrawn", key=f"{proposal}#withdrawn-{prop.id}"))
+                return await self._proposal(conn, f"{proposal}#withdrawn-{prop.id}")
+            return prop
 
     async def veto(self, *, proposal: str, member_key: str) -> records.Proposal:
         vt, p = schema.vetoes, schema.proposals

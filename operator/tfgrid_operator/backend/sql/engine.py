@@ -148,6 +148,8 @@ class LedgerBase:
                     await self._migrate_to_3(conn)
                 if int(current) < 4:
                     await self._migrate_to_4(conn)
+                if int(current) < 5:
+                    await self._migrate_to_5(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -217,6 +219,11 @@ class LedgerBase:
             "UPDATE contracts SET last_bill_amount = (SELECT amount FROM bills WHERE contract_id = contracts.id "
             "ORDER BY until DESC LIMIT 1)"))
         await self._set_meta(conn, "schema_version", "4")
+    async def _migrate_to_5(self, conn: AsyncConnection) -> None:
+        """Version 5: mint receipts and vote sequence numbers (the capacity table is new: create_all made it).
+        Independent of versions 3 and 4: it only adds columns of its own, and only those not there yet."""
+        await self._add_missing_columns(conn, ("mints", "votes"))
+        await self._set_meta(conn, "schema_version", "5")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

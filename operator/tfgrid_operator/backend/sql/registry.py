@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
@@ -222,13 +223,14 @@ class RegistryLedger(LedgerBase):
                 raise errors.NotAuthorized(
                     f"farm {farm!r} is of another namespace and its owner has not signed consent for node {name!r} "
                     f"of this namespace (tfgrid-operator farm-consent)")
-            values = dict(farm_id=farm_row.id, country=country, city=city, certified=certified,
-                          public_key=public_key, **resources.as_dict())
+            # spec.certified is only what the farmer expects: the council certifies (backend/sql/capacity.py)
+            values = dict(farm_id=farm_row.id, country=country, city=city, public_key=public_key,
+                          **resources.as_dict())
             created = row is None
             if created:
                 await conn.execute(n.insert().values(
                     name=name, state="Active", created_at=now, connection_price=self.config.connection_price_musd,
-                    owner_ns=owner.namespace, owner_uid=owner.uid, **values))
+                    owner_ns=owner.namespace, owner_uid=owner.uid, certified=False, **values))
             elif row.state == "Closed":
                 raise errors.Conflict(f"node {name!r} was closed on the ledger; use a new name")
             else:
@@ -278,14 +280,14 @@ class RegistryLedger(LedgerBase):
                 identity.verify(row.public_key, identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime}, signature)
             except identity.BadSignature as exc:
                 raise errors.BadSignature(f"uptime report for node {node!r} is not signed by its key") from exc
-            if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
-                raise errors.Replayed(f"uptime report for node {node!r} is {ts - now:+d} s off the ledger's clock")
             period = self._minting_period_at(ts)
             last = row.last_report_ts
-            if last is not None and ts == last:
+            if last is not None and ts == last:  # before the clock check: a restart re-lists every Lease
                 u = schema.uptime
                 seen = (await conn.execute(sa.select(u.c.total).where(u.c.node_id == row.id, u.c.period == period.index))).scalar()
-                return int(seen or 0)  # the same report delivered again (a watch restart): counted once
+                return int(seen or 0)  # the same report delivered again (a watch restart): counted once, quietly
+            if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
+                raise errors.Replayed(f"uptime report for node {node!r} is {ts - now:+d} s off the ledger's clock")
             if last is not None and ts < last:
                 raise errors.Replayed(f"uptime report for node {node!r} at {ts} is not newer than the last one")
             if last is not None and last < period.start and ts - period.start < uptime:
@@ -295,15 +297,19 @@ class RegistryLedger(LedgerBase):
                 minted = (await conn.execute(sa.select(schema.mints.c.node_id).where(
                     schema.mints.c.node_id == row.id, schema.mints.c.period == before.index))).first()
                 if minted is None and last >= before.start:
-                    await self._fold(conn, row.id, before, boundary, uptime - (ts - boundary))
-            total = await self._fold(conn, row.id, period, ts, uptime)
+                    await self._fold(conn, row.id, before, boundary, uptime - (ts - boundary), row.created_at)
+            total = await self._fold(conn, row.id, period, ts, uptime, row.created_at)
             await conn.execute(n.update().where(n.c.id == row.id).values(last_report_ts=ts))
             return total
 
-    async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int) -> int:
+    async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int,
+                    registered_at: int) -> int:
+        """Fold one report into the node's period; the first credit never reaches back before the node was
+        registered on the ledger (wall time on the grid bounds the credit, issue 13 invariant 4)."""
         u = schema.uptime
         prev = (await conn.execute(sa.select(u).where(u.c.node_id == node_id, u.c.period == period.index))).first()
-        new = uptime_mod.credit(_uptime_state(prev, period), ts=ts, uptime=up)
+        state = dataclasses.replace(_uptime_state(prev, period), period_start=max(period.start, registered_at))
+        new = uptime_mod.credit(state, ts=ts, uptime=up)
         values = dict(total=new.total, last_ts=new.last_ts, last_uptime=new.last_uptime, boot_ts=new.boot_ts,
                       violation=str(new.violation) if new.violation else None, reports=new.reports)
         if prev is None:

@@ -1,0 +1,38 @@
+"""Time-weighted attested capacity (issue 13, invariant 3): a capacity counts for the seconds it was held."""
+
+from fractions import Fraction
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tfgrid_operator.domain import minting, units
+from tfgrid_operator.domain.units import Resources
+
+P = minting.Period(index=0, start=1000, end=1000 + 21_600)
+RES = st.builds(Resources, st.integers(1, 1024), st.integers(2, 1 << 20), st.integers(0, 1 << 24),
+                st.integers(0, 1 << 24))
+HELD = st.lists(st.builds(minting.Held, st.integers(0, 30_000), RES, st.booleans()), max_size=8)
+
+
+@given(HELD)
+def test_held_units_are_bounded_by_the_largest_capacity_held(history):
+    held = minting.held_over(history, P)
+    assert 0 <= held.cu <= max((units.farming_cu(h.resources) for h in history), default=Fraction(0))
+    assert 0 <= held.su <= max((units.farming_su(h.resources) for h in history), default=Fraction(0))
+
+
+@given(RES, RES, st.integers(1, P.seconds - 1))
+def test_a_raise_counts_only_for_the_seconds_after_it(before, after, at):
+    held = minting.held_over([minting.Held(0, before, False), minting.Held(P.start + at, after, False)], P)
+    share = Fraction(P.seconds - at, P.seconds)
+    assert held.cu == units.farming_cu(before) * (1 - share) + units.farming_cu(after) * share
+    assert not held.certified
+
+
+def test_certified_only_for_a_whole_period_and_nothing_before_the_first_attestation():
+    r = Resources(8, 32, 1000, 4000)
+    assert minting.held_over([minting.Held(P.start, r, True)], P) == minting.FarmingUnits.of(r, True)
+    late = minting.held_over([minting.Held(P.start + P.seconds // 2, r, True)], P)
+    assert (late.cu, late.certified) == (units.farming_cu(r) / 2, False)
+    assert minting.held_over([], P) == minting.FarmingUnits(Fraction(0), Fraction(0), False)
+    assert minting.held_over([minting.Held(P.end, r, True)], P).cu == 0  # from the next period on

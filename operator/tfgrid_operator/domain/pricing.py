@@ -60,17 +60,20 @@ DISCOUNT_LEVELS: tuple[tuple[Fraction, DiscountLevel, Fraction], ...] = (
 )
 
 
+_LEVELS_AS_INTS = tuple((t.numerator, t.denominator, level, factor) for t, level, factor in DISCOUNT_LEVELS)
+
+
 def discount_level(*, balance: int, amount_due: Fraction | int, seconds: int) -> tuple[DiscountLevel, Fraction]:
     """§2.6 calculate_discount_tft: months = balance / monthly_due, with monthly_due = due/t × 30 days;
     levels at 1.5/3/6/18 months. Compared in integers (months ≥ n/d ⇔ balance·t·d·q ≥ p·month·n for
     due = p/q), so billing 100,000 contracts stays cheap."""
     if seconds <= 0 or amount_due <= 0:
         return DiscountLevel.NONE, Fraction(1)
-    due = Fraction(amount_due)
-    left = balance * seconds * due.denominator
-    right = due.numerator * SECONDS_PER_MONTH
-    for threshold, level, factor in DISCOUNT_LEVELS:
-        if left * threshold.denominator >= right * threshold.numerator:
+    p, q = (amount_due, 1) if isinstance(amount_due, int) else (amount_due.numerator, amount_due.denominator)
+    left = balance * seconds * q
+    right = p * SECONDS_PER_MONTH
+    for n, d, level, factor in _LEVELS_AS_INTS:
+        if left * d >= right * n:
             return level, factor
     return DiscountLevel.NONE, Fraction(1)
 
@@ -149,6 +152,7 @@ class Quote:
     gross: int
     certified: bool
     certified_percent: int
+    _by_level: dict[DiscountLevel, Bill] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(
@@ -161,10 +165,14 @@ class Quote:
 
     def bill(self, *, balance: int) -> Bill:
         level, factor = discount_level(balance=balance, amount_due=self.gross, seconds=self.seconds)
-        discounted, amount = _final(self.gross, factor, self.certified_percent)
-        return Bill(seconds=self.seconds, cost_units_usd=self.cost_units_usd, gross=self.gross, discount=level,
-                    amount=amount, discount_percent=int(factor * 100), discounted=discounted,
-                    certified_percent=self.certified_percent)
+        made = self._by_level.get(level)  # a shape's bill depends on the balance only through its level
+        if made is None:
+            discounted, amount = _final(self.gross, factor, self.certified_percent)
+            made = self._by_level[level] = Bill(
+                seconds=self.seconds, cost_units_usd=self.cost_units_usd, gross=self.gross, discount=level,
+                amount=amount, discount_percent=int(factor * 100), discounted=discounted,
+                certified_percent=self.certified_percent)
+        return made
 
 
 @functools.lru_cache(maxsize=4096)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from tfgrid_operator import backend, cli
 from tfgrid_operator.backend import records
+from tfgrid_operator.backend.sql.capacity import capacity_payload, certification_payload
 from tfgrid_operator.domain import identity, money, scheduling
 from tfgrid_operator.domain.units import Resources
 
@@ -21,13 +22,23 @@ PROOF = records.PayerProof(kind="key", namespace="ns1", public_key=ALICE.public_
 
 
 async def _grid(url: str, *, certified: bool, balance: int) -> None:
+    """A farm with node n1 (capacity attested by its key; certified by a council member's signature when asked:
+    a Node's spec cannot make it certified, §1.2), and the payer alice."""
+    node_key, council = identity.KeyPair.generate(), identity.KeyPair.generate()
+    node = Resources(cru=8, mru=32, sru=1000, hru=4000)
     lg = await backend.open_backend(url)
     try:
-        await lg.ensure_farm(owner=OWN, name="farm1", owner_key=identity.KeyPair.generate().public_key, payout_account="farmer",
-                             certified=False, dedicated=False, public_ips=2)
-        await lg.ensure_node(owner=OWN, name="n1", farm="farm1", resources=Resources(cru=8, mru=32, sru=1000, hru=4000),
-                             country="BE", city="Ghent", certified=certified,
-                             public_key=identity.KeyPair.generate().public_key, now=0)
+        await lg.ensure_farm(owner=OWN, name="farm1", owner_key=identity.KeyPair.generate().public_key,
+                             payout_account="farmer", certified=False, dedicated=False, public_ips=2)
+        registered = await lg.ensure_node(owner=OWN, name="n1", farm="farm1", resources=node, country="BE",
+                                          city="Ghent", certified=certified, public_key=node_key.public_key, now=0)
+        await lg.attest_capacity(node="n1", ts=0, resources=node, now=0, signature=node_key.sign(
+            identity.CAPACITY, capacity_payload(node="n1", ts=0, resources=node)))
+        if certified:
+            await lg.certify_node(node="n1", certified=True, ts=0, member_key=council.public_key,
+                                  council=frozenset({council.public_key}), now=0, signature=council.sign(
+                                      identity.CERTIFICATION,
+                                      certification_payload(node="n1", node_id=registered.id, certified=True, ts=0)))
         await lg.ensure_account(name="alice", public_key=ALICE.public_key)
         await lg.fund(name="alice", amount=balance)
     finally:

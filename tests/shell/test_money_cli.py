@@ -22,6 +22,8 @@ PROOF = records.PayerProof(kind="key", namespace="ns1", public_key=ALICE.public_
 
 
 async def _grid(url: str, *, certified: bool, balance: int) -> None:
+    """A farm with node n1 (capacity attested by its key; certified by a council member's signature when asked:
+    a Node's spec cannot make it certified, §1.2), and the payer alice."""
     lg = await backend.open_backend(url)
     try:
         node, capacity = identity.KeyPair.generate(), Resources(cru=8, mru=32, sru=1000, hru=4000)

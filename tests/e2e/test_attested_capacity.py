@@ -36,7 +36,8 @@ def obj(apiserver, ns, plural, name):
 
 
 async def grid(apiserver):
-    for ns, name in (("alpha", "a1"), ("beta", "b1")):
+    for ns, name in (("alpha", "a1"), ("beta", "b1")):  # the API server requires the namespace, as a cluster does
+        await apiserver.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         await apiserver.post(f"{API}/{ns}/farms", json=farm(ns))
         await apiserver.post(f"{API}/{ns}/nodes", json=node(name, ns, certified=True))
     for ns, name in (("alpha", "a1"), ("beta", "b1")):

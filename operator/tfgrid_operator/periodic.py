@@ -50,8 +50,8 @@ async def run_forever(rt: runtime.Runtime) -> None:
 async def tick(rt: runtime.Runtime) -> dict[str, int]:
     now = rt.clock.now()
     cfg = rt.ledger.config  # type: ignore[attr-defined]
-    minted = await mint_due(rt, now, cfg)
-    billed = await bill_due(rt, now, cfg)
+    minted = await _isolated("minting", mint_due(rt, now, cfg))
+    billed = await _isolated("billing", bill_due(rt, now, cfg))
     proposals = await rt.ledger.proposal_summaries()
     closed = await close_due(rt, now, proposals)
     if closed:
@@ -64,6 +64,19 @@ async def tick(rt: runtime.Runtime) -> dict[str, int]:
     patched = await refresh(rt, now, summaries, proposals)
     return {"minted_periods": minted, "billed_periods": billed, "closed_proposals": closed, "moved": moved,
             "patched": patched, "swept": swept}
+
+
+async def _isolated(stage: str, job: Coroutine[Any, Any, int]) -> int:
+    """Invariant 6: a period the ledger refuses (a bound, a conflict) stops that stage only, never the rest of the
+    tick (closing proposals, sweeps, healing, status); an unavailable ledger still ends the tick (every stage needs it)."""
+    try:
+        return await job
+    except errors.Unavailable:
+        raise
+    except errors.LedgerError as err:
+        log.error("The %s stage was refused by the ledger (%s); the rest of the tick goes on: %s", stage,
+                  err.reason, err.message)
+        return 0
 
 
 async def mint_due(rt: runtime.Runtime, now: int, cfg: Any) -> int:

@@ -66,17 +66,27 @@ class KeyPair:
         return f"KeyPair(public_key={self.public_key!r})"
 
 
+def _canonical_b64(text: str) -> bytes:
+    """Decode base64 only in its one canonical spelling: loose decoding lets 2-3 texts (the unused bits of the last
+    character) mean the same bytes, so a revoked or counted signature could come back under another spelling."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("not canonical base64")
+    return raw
+
+
 def verify(public_key: str, purpose: str, payload: dict[str, Any], signature: str) -> None:
-    """Raise BadSignature unless ``signature`` is ``public_key``'s signature over the payload."""
+    """Raise BadSignature unless ``signature`` is ``public_key``'s signature over the payload (both canonical
+    base64, so one signature has exactly one text)."""
     try:
-        key = nacl.signing.VerifyKey(base64.b64decode(public_key, validate=True))
-        key.verify(canonical(purpose, payload), base64.b64decode(signature, validate=True))
+        key = nacl.signing.VerifyKey(_canonical_b64(public_key))
+        key.verify(canonical(purpose, payload), _canonical_b64(signature))
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
         raise BadSignature(f"signature does not verify for key {public_key[:12]}…") from exc
 
 
 def is_public_key(text: str) -> bool:
     try:
-        return len(base64.b64decode(text, validate=True)) == 32
-    except ValueError:
+        return len(_canonical_b64(text)) == 32
+    except (ValueError, TypeError):
         return False

@@ -62,6 +62,17 @@ NODE_MIN_MRU_GIB = 2
 NODE_MIN_STORAGE_GIB = 100
 
 
+# the most one node may have (the Node CRD's bounds): an attested capacity past them is refused, so no node's reward
+# or vote weight is unbounded (issue 13, invariant 6)
+NODE_MAXIMUM = Resources(cru=1024, mru=1 << 20, sru=1 << 24, hru=1 << 24)
+
+
+def node_maximum_violations(r: Resources) -> list[str]:
+    """The fields of ``r`` past NODE_MAXIMUM, as human-readable phrases; empty when fine."""
+    return [f"{k} must be at most {getattr(NODE_MAXIMUM, k)}" for k in ("cru", "mru", "sru", "hru")
+            if getattr(r, k) > getattr(NODE_MAXIMUM, k)]
+
+
 def node_minimum_violations(r: Resources) -> list[str]:
     """What keeps a node from registering (§1.3), as human-readable phrases; empty when fine."""
     problems = []

@@ -142,8 +142,10 @@ class BillingLedger(RegistryLedger):
 
         def priced_for(r: Any, seconds: int) -> pricing.Bill:
             """A few contract shapes are priced once (Quote); each bill only picks its discount."""
+            # a rent is priced on what its contract reserved at placement (the whole node as it was then, capped by
+            # what the node attested), never on the node's spec now: a farmer raising the spec cannot raise the rent
             shape = (r.cru, r.mru, r.sru, r.hru, r.public_ips, seconds, r.certified, r.dedicated,
-                     (r.ncru, r.nmru, r.nsru, r.nhru) if r.dedicated else None)
+                     (r.cru, r.mru, r.sru, r.hru) if r.dedicated else None)
             quote = quotes.get(shape)
             if quote is None:
                 quote = quotes[shape] = pricing.Quote.of(

@@ -108,7 +108,8 @@ class CapacityLedger(LedgerBase):
         """Record what the node's agent measured, signed by the node key. Idempotent for the same capacity;
         a changed capacity holds from ``ts``. Refused: a bad signature, a stale or future time (±60 s, §1.3),
         a statement older than the last one kept, a capacity under the node minimums (§1.3)."""
-        problems = units.node_minimum_violations(resources) if not resources.is_negative() else ["negative resources"]
+        problems = (units.node_minimum_violations(resources) + units.node_maximum_violations(resources)
+                    if not resources.is_negative() else ["negative resources"])
         async with self._tx() as conn:
             row = await self._active_node(conn, node)
             try:
@@ -122,7 +123,7 @@ class CapacityLedger(LedgerBase):
             if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
                 raise errors.Replayed(f"capacity report for node {node!r} is {ts - now:+d} s off the ledger's clock")
             if problems:
-                raise errors.InvalidRequest(f"node {node!r} attested a capacity below the minimums: "
+                raise errors.InvalidRequest(f"node {node!r} attested a capacity outside the bounds: "
                                             + "; ".join(problems))
             if current is not None and ts < current.signed_ts:
                 raise errors.Replayed(f"capacity report for node {node!r} at {ts} is older than the one kept")

@@ -294,6 +294,10 @@ class ContractsLedger(BillingLedger):
                     raise errors.Conflict(f"deployment {key!r} is in its grace period: its payer {current.payer!r} "
                                           f"pays what it owes before another payer takes over (§2.4)")
                 await self._bill_partial(conn, current.id, now)  # the old payer's part, up to now
+                owed = (await conn.execute(sa.select(c.c.overdraft).where(c.c.id == current.id))).scalar_one()
+                if owed > 0:  # its last bill left a debt: it stays the old payer's, never the new one's (invariant 7)
+                    raise errors.Conflict(f"deployment {key!r}: its payer {current.payer!r} cannot pay its bill up to "
+                                          f"now ({owed} units owed); another payer takes over once that is paid (§2.4)")
                 kept["account_id"] = account_id
             await conn.execute(c.update().where(c.c.id == current.id).values(**kept))
             out = await self._latest_contract(conn, key)

@@ -18,7 +18,7 @@ from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.backend.sql import capacity
 from tfgrid_operator.backend.sql.contracts import ContractsLedger
 from tfgrid_operator.backend.sql.engine import _uptime_state
-from tfgrid_operator.domain import minting, uptime
+from tfgrid_operator.domain import minting, money, uptime
 
 
 def _exact(x: Fraction) -> str:
@@ -63,6 +63,7 @@ class MintingLedger(ContractsLedger):
                 .order_by(n.c.id))).all()
             ups = {r.node_id: r for r in (await conn.execute(sa.select(u).where(u.c.period == period))).all()}
             held_by = await capacity.histories(conn, (r.id for r in nodes if r.id not in already))
+            balances = dict((await conn.execute(sa.select(a.c.id, a.c.balance))).all())
             receipts, payouts, changed, skipped, total = [], defaultdict(int), [], 0, 0
             for r in nodes:
                 if r.id in already:
@@ -75,6 +76,9 @@ class MintingLedger(ContractsLedger):
                                     policy=policy, connection_price_musd=r.connection_price)
                 if rw.reason == "Rewarded" and held.cu == held.su == 0:
                     rw = minting.Reward(rw.uptime_permille, rw.full_musd, rw.musd, 0, "NotAttested")
+                if balances.get(r.payout, 0) + payouts[r.payout] + rw.tft_units > money.MAX_UNITS:
+                    # invariant 6: a reward past the ledger's bound is this node's problem, never every node's
+                    rw = minting.Reward(rw.uptime_permille, rw.full_musd, rw.musd, 0, "Bounded")
                 receipts.append(dict(node_id=r.id, period=period, uptime_permille=rw.uptime_permille,
                                      amount=rw.tft_units, reason=rw.reason, receipt=json.dumps(receipt(
                                          p=p, state=state, held=held, policy=policy, rw=rw,

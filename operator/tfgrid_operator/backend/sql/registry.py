@@ -234,6 +234,8 @@ class RegistryLedger(LedgerBase):
             elif row.state == "Closed":
                 raise errors.Conflict(f"node {name!r} was closed on the ledger; use a new name")
             else:
+                if row.farm_id != farm_row.id:  # its capacity and weight would count for a second farm (§5)
+                    raise errors.Conflict(f"node {name!r} is registered in another farm; a node's farm cannot change")
                 used = await self._used_on_node(conn, row.id)
                 if not used.fits_in(resources):
                     raise errors.Conflict(

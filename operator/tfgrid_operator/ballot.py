@@ -67,8 +67,15 @@ async def verdict(kube: KubeClient, *, namespace: str, name: str, farm: str, seq
         await asyncio.sleep(poll_s)
 
 
-def signed_veto(key: identity.KeyPair, *, proposal: str) -> dict[str, Any]:
-    return {"memberKey": key.public_key, "signature": key.sign(identity.VETO, {"proposal": proposal})}
+def veto_payload(*, proposal: str, proposal_id: int) -> dict[str, Any]:
+    """What a veto signs: the proposal's name and its ledger id, so a veto of a withdrawn proposal never counts on
+    a later one of the same name (§5)."""
+    return {"proposal": proposal, "proposalId": proposal_id}
+
+
+def signed_veto(key: identity.KeyPair, *, proposal: str, proposal_id: int) -> dict[str, Any]:
+    payload = veto_payload(proposal=proposal, proposal_id=proposal_id)
+    return {"memberKey": key.public_key, "signature": key.sign(identity.VETO, payload)}
 
 
 async def add_entry(kube: KubeClient, *, namespace: str, name: str, field: str, entry: dict[str, Any],

@@ -103,3 +103,19 @@ async def test_a_registered_node_never_moves_to_a_second_farm(ledger):
     assert (await ledger.observe_node(name="n0")).farm == "farm1"
     async with ledger.engine.connect() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(schema.nodes))).scalar_one() == 1
+
+
+async def test_a_certified_node_growing_one_percent_at_a_time_drops_to_diy(ledger):
+    """§1.3: a change is measured against the capacity the council certified, not the previous report."""
+    council = identity.KeyPair.generate()
+    base = Resources(cru=8, mru=32, sru=1000, hru=4000)
+    await ledger_setup.farm_and_node(ledger, owner_key=FARMER, node_key=NODE_KEY, resources=Resources(
+        cru=8, mru=64, sru=2000, hru=8000), certified=True)
+    await ledger_setup.attest(ledger, node="n0", resources=base, ts=10, key=NODE_KEY)
+    await ledger_setup.certify(ledger, node="n0", certified=True, ts=20, key=council)
+    held, ts = base, 30
+    for _ in range(5):  # each step +0.8 %: never more than 1 % over the report before it
+        held = Resources(cru=8, mru=32, sru=held.sru * 1008 // 1000, hru=held.hru * 1008 // 1000)
+        last = await ledger_setup.attest(ledger, node="n0", resources=held, ts=ts, key=NODE_KEY)
+        ts += 10
+    assert last.certified is False  # 4 % over what was certified: DIY again

@@ -102,7 +102,8 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
     out = runner.invoke(cli.main, ["vote", "--proposal", "p", "--farm", "f1", "--no", "--key-file", str(key),
                                    "--print", "--manifest", str(draft)])
     assert out.exit_code == 1 and "not an open Proposal" in out.output
-    out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--key-file", str(key), "--print"])
+    out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--key-file", str(key), "--print",
+                                   "--proposal-id", "7"])
     assert json.loads(out.output)["memberKey"] == pub
 
 

@@ -79,14 +79,6 @@ async def _registered(kube: Any, namespace: str, node: str, wait: float) -> None
 
 
 
-def _to_proposal(namespace: str, name: str, field: str, entry: dict[str, Any], same: str, context: str | None) -> None:
-    from tfgrid_operator import ballot
-
-    _with_cluster("tfgrid-cli", lambda kube: ballot.add_entry(kube, namespace=namespace, name=name, field=field,
-                                                              entry=entry, same=same), context)
-    click.echo(f"added to proposal {namespace}/{name} spec.{field}: {json.dumps(entry)}")
-
-
 @main.command(help="Sign a farm's vote on a Proposal (bound to the proposal as the operator opened it, with a "
                    "sequence number), add it to the object's spec.votes and wait for the operator's verdict "
                    "(--print only prints it, e.g. for a Git pull request).")
@@ -201,15 +193,30 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.option("--print", "print_only", is_flag=True)
+@click.option("--proposal-id", type=int, default=None,
+              help="with --print: the proposal's ledger id (its status.proposalId), without reaching the cluster")
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
-def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool, context: str | None) -> None:
+def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool, proposal_id: int | None,
+         context: str | None) -> None:
     from tfgrid_operator import ballot
 
-    entry = ballot.signed_veto(_load_key(key_file), proposal=f"{namespace}/{proposal}")
-    if print_only:
-        click.echo(json.dumps(entry))
+    key, name = _load_key(key_file), f"{namespace}/{proposal}"
+    if print_only and proposal_id is not None:
+        click.echo(json.dumps(ballot.signed_veto(key, proposal=name, proposal_id=proposal_id)))
         return
-    _to_proposal(namespace, proposal, "vetoes", entry, "memberKey", context)
+
+    async def go(kube: Any) -> None:
+        body = await _read_proposal(kube, namespace, proposal)
+        pid = (body.get("status") or {}).get("proposalId")
+        if not isinstance(pid, int):
+            raise click.ClickException(f"proposal {name} is not open on the ledger yet (no status.proposalId)")
+        entry = ballot.signed_veto(key, proposal=name, proposal_id=pid)  # bound to this proposal, not its name
+        if print_only:
+            click.echo(json.dumps(entry))
+            return
+        await ballot.add_entry(kube, namespace=namespace, name=proposal, field="vetoes", entry=entry, same="memberKey")
+        click.echo(f"added to proposal {name} spec.vetoes: the veto of {key.public_key[:12]}… (proposal {pid})")
+    _with_cluster("tfgrid-cli", go, context)
 
 
 @council.command(help="Certify a node (or with --revoke make it DIY again), §1.2 set_node_certification: signs the "

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import conditions, crd_models, periodic, runtime
+from tfgrid_operator import ballot, conditions, crd_models, periodic, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
@@ -39,11 +39,12 @@ def council_problem(s: crd_models.ProposalSpec, key: str, council: frozenset[str
     return None
 
 
-def veto_problem(v: crd_models.SignedVeto, key: str, council: frozenset[str]) -> str | None:
+def veto_problem(v: crd_models.SignedVeto, key: str, proposal_id: int, council: frozenset[str]) -> str | None:
     if v.member_key not in council:
         return "NotCouncil"
     try:
-        identity.verify(v.member_key, identity.VETO, {"proposal": key}, v.signature)
+        identity.verify(v.member_key, identity.VETO, ballot.veto_payload(proposal=key, proposal_id=proposal_id),
+                        v.signature)
     except identity.BadSignature:
         return "BadSignature"
     return None
@@ -86,7 +87,7 @@ async def apply_vetoes(key: str, s: crd_models.ProposalSpec, prop: records.Propo
                        council: frozenset[str]) -> tuple[records.Proposal, list[dict[str, str]]]:
     rejected: list[dict[str, str]] = []
     for v in s.vetoes:
-        problem = veto_problem(v, key, council)
+        problem = veto_problem(v, key, prop.id, council)
         if problem is None:
             prop = await runtime.get().ledger.veto(proposal=key, member_key=v.member_key)
         else:

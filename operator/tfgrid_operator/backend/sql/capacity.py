@@ -89,6 +89,14 @@ def capped(spec: Resources, attested: Any | None) -> Resources:
 
 
 class CapacityLedger(LedgerBase):
+    async def _certified_capacity(self, conn: AsyncConnection, node_id: int) -> Resources:
+        """The capacity the council last certified (§1.3 compares a change with it, not with the previous report:
+        1 % steps must not add up to a bigger certified node)."""
+        k = schema.capacity
+        row = (await conn.execute(sa.select(k).where(k.c.node_id == node_id, k.c.source == "council")
+                                  .order_by(k.c.id.desc()).limit(1))).first()
+        return _res(row) if row is not None else Resources()
+
     async def _active_node(self, conn: AsyncConnection, node: str) -> Any:
         n = schema.nodes
         row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()
@@ -129,7 +137,7 @@ class CapacityLedger(LedgerBase):
                 raise errors.Replayed(f"capacity report for node {node!r} at {ts} is older than the one kept")
             if current is None or _res(current) != resources:
                 certified = bool(current is not None and current.certified
-                                 and not has_changed(_res(current), resources))
+                                 and not has_changed(await self._certified_capacity(conn, row.id), resources))
                 await self._append(conn, row.id, ts=ts, resources=resources, certified=certified,
                                    source="agent" if certified or current is None or not current.certified
                                    else "decertified", signed_ts=ts, signer=row.public_key)

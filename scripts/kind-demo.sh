@@ -16,7 +16,6 @@ IMAGE=tfgrid-operator:0.1.0
 RELEASE=tfgrid
 SYSTEM_NS=tfgrid-system
 NAMESPACES=(grid-a grid-b)  # the examples go into grid-a; a second tenant deployment into grid-b
-COUNCIL_KEY=uNiTFSm02TLHl5OcYx4hJ21PAvX1VevqD00NEeuPq2o=  # the example proposal's signer (examples/proposal.yaml)
 # node keys and the agents' kubeconfig outlive this script (the agents keep running): removed by --delete
 WORK="${XDG_CACHE_HOME:-$HOME/.cache}/tfgrid-kind-demo"
 
@@ -45,6 +44,13 @@ step "image $IMAGE"
 docker build -t "$IMAGE" .
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
+step "keys: a council key, the twin alice's key, one key per node (generated in the image, kept in $WORK)"
+mkdir -p "$WORK" && chmod 0777 "$WORK"  # the image runs as uid 10001
+KEYGEN() { [[ -s "$WORK/$1.pub" ]] || docker run --rm -v "$WORK:/keys" "$IMAGE" keygen "/keys/$1.key" >"$WORK/$1.pub"; }
+IN_IMAGE() { docker run --rm -v "$WORK:/keys" -v "$PWD/examples:/examples:ro" "$IMAGE" "$@"; }
+for k in council alice node1 node2 node3; do KEYGEN "$k"; done
+COUNCIL_KEY=$(tail -n1 "$WORK/council.pub")
+
 step "chart (CRDs, least-privilege RBAC, the operator with its ServiceAccount)"
 helm upgrade --install "$RELEASE" charts/tfgrid-operator -n "$SYSTEM_NS" --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE#*:}" --set image.pullPolicy=Never \
@@ -52,17 +58,19 @@ helm upgrade --install "$RELEASE" charts/tfgrid-operator -n "$SYSTEM_NS" --creat
 kubectl -n "$SYSTEM_NS" rollout status "deployment/$RELEASE-tfgrid-operator" --timeout=180s
 OP="kubectl -n $SYSTEM_NS exec deploy/$RELEASE-tfgrid-operator --"
 
-step "ledger accounts"
-$OP tfgrid-operator ledger create-account alice >/dev/null || true
+step "ledger accounts: the twin alice, known by its key (the key itself stays in $WORK)"
+OPI="kubectl -n $SYSTEM_NS exec -i deploy/$RELEASE-tfgrid-operator --"  # with the key on its standard input
+docker run --rm -v "$WORK:/keys" --entrypoint cat "$IMAGE" /keys/alice.key | $OPI tfgrid-operator ledger create-account alice --key-file /dev/stdin >/dev/null || true
 $OP tfgrid-operator ledger fund alice 5000
 
 step "node keys (in the image) and the examples in ${NAMESPACES[*]}"
 for ns in "${NAMESPACES[@]}"; do kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -; done
-mkdir -p "$WORK" && chmod 0777 "$WORK"  # the image runs as uid 10001
-for n in node1 node2 node3; do
-  [[ -s "$WORK/$n.pub" ]] || docker run --rm -v "$WORK:/keys" "$IMAGE" keygen "/keys/$n.key" >"$WORK/$n.pub"
+for ns in "${NAMESPACES[@]}"; do  # alice's grant: Deployments of this namespace may bill alice (payer.grantRef)
+  IN_IMAGE grant --account alice --namespace "$ns" --key-file /keys/alice.key | kubectl -n "$ns" apply -f -
 done
-kubectl -n grid-a apply -f examples/
+kubectl -n grid-a apply -f examples/farm.yaml -f examples/nodes.yaml -f examples/deployment.yaml
+# the example proposal, signed by this demo's council key for the namespace it lives in
+IN_IMAGE council sign /examples/proposal.yaml --namespace grid-a --key-file /keys/council.key | kubectl -n grid-a apply -f -
 for n in node1 node2 node3; do
   kubectl -n grid-a patch gnode "$n" --type merge -p "{\"spec\":{\"publicKey\":\"$(tail -n1 "$WORK/$n.pub")\"}}"
 done
@@ -72,7 +80,7 @@ kind: Deployment
 metadata: {name: tenant-b-web}
 spec:
   resources: {cru: 1, mru: 2, sru: 20}
-  payer: {account: alice}
+  payer: {account: alice, grantRef: {name: alice-grant}}
 EOF
 
 step "a node agent per Node (containers on kind's network, logging in with kind's kubeconfig)"
@@ -84,6 +92,11 @@ for n in node1 node2 node3; do
     -v "$WORK/kubeconfig:/kube/config:ro" -v "$WORK/$n.key:/keys/$n.key:ro" -e KUBECONFIG=/kube/config \
     "$IMAGE" node-agent --node "$n" --namespace grid-a --key-file "/keys/$n.key" --interval 60 >/dev/null
 done
+
+step "the council certifies node2 (the farmer expects it certified; a Node's spec cannot certify itself)"
+kubectl -n grid-a wait --for=jsonpath='{.status.nodeId}' gnode/node2 --timeout=300s
+docker run --rm --network kind -v "$WORK/kubeconfig:/kube/config:ro" -v "$WORK/council.key:/keys/council.key:ro" \
+  -e KUBECONFIG=/kube/config "$IMAGE" council certify --node node2 --namespace grid-a --key-file /keys/council.key
 
 step "waiting for every example to be Ready"
 kubectl get grid -A

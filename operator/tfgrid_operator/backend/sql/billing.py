@@ -118,7 +118,6 @@ class BillingLedger(RegistryLedger):
             sa.select(c.c.id, c.c.key, c.c.account_id, c.c.cru, c.c.mru, c.c.sru, c.c.hru, c.c.public_ips, c.c.dedicated,
                       c.c.state, c.c.created_at, c.c.grace_since, c.c.overdraft, c.c.reserve, c.c.cycles,
                       c.c.billed_total, c.c.billing_error, n.c.certified,
-                      n.c.cru.label("ncru"), n.c.mru.label("nmru"), n.c.sru.label("nsru"), n.c.hru.label("nhru"),
                       f.c.account_id.label("farmer"))
             .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id).where(*where).order_by(c.c.id))).all()
         if not rows:
@@ -142,16 +141,15 @@ class BillingLedger(RegistryLedger):
 
         def priced_for(r: Any, seconds: int) -> pricing.Bill:
             """A few contract shapes are priced once (Quote); each bill only picks its discount."""
-            # a rent is priced on what its contract reserved at placement (the whole node as it was then, capped by
-            # what the node attested), never on the node's spec now: a farmer raising the spec cannot raise the rent
-            shape = (r.cru, r.mru, r.sru, r.hru, r.public_ips, seconds, r.certified, r.dedicated,
-                     (r.cru, r.mru, r.sru, r.hru) if r.dedicated else None)
+            shape = (r.cru, r.mru, r.sru, r.hru, r.public_ips, seconds, r.certified, r.dedicated)
             quote = quotes.get(shape)
             if quote is None:
+                reserved = Resources(r.cru, r.mru, r.sru, r.hru)
+                # a rent is priced on what its contract reserved at placement (the whole node as it was then, capped
+                # by what the node attested), never on the node's spec now: a farmer raising the spec cannot raise it
                 quote = quotes[shape] = pricing.Quote.of(
-                    resources=Resources(r.cru, r.mru, r.sru, r.hru), public_ips=r.public_ips, seconds=seconds,
-                    certified=r.certified, dedicated_node=Resources(*shape[8]) if shape[8] else None,
-                    policy=policy, price=price)
+                    resources=reserved, public_ips=r.public_ips, seconds=seconds, certified=r.certified,
+                    dedicated_node=reserved if r.dedicated else None, policy=policy, price=price)
             return quote.bill(balance=accounts.balances[r.account_id])
 
         for r in rows:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tfgrid_operator.domain import money
+from tfgrid_operator.domain import money, names
 
 GROUP = "grid.threefold.io"
 
@@ -53,9 +53,9 @@ def boolean(description: str, **kw: Any) -> S:
 RULES = "docs/grid-rules.md"
 BOOL: S = {"type": "boolean"}
 ED25519 = string(pattern=r"^[A-Za-z0-9+/]{43}=$", description="base64 ed25519 public key (32 bytes)")
-NAME = string(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=63)
+NAME = string(pattern=names.DNS_LABEL_PATTERN, maxLength=63)
 # a ledger account name: lower case, so a base64 key pasted by mistake is refused, never stored or echoed
-ACCOUNT = string(pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", minLength=1, maxLength=64)
+ACCOUNT = string(pattern=names.ACCOUNT_PATTERN, minLength=1, maxLength=names.ACCOUNT_MAX_LEN)
 TFT = integer(description="TFT smallest units (1 TFT = 10^7 units)")
 
 

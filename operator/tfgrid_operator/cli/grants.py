@@ -8,7 +8,6 @@ import base64
 import binascii
 import json
 import pathlib
-import re
 import time
 from typing import IO
 
@@ -19,8 +18,6 @@ from tfgrid_operator.cli.app import _load_key, main
 from tfgrid_operator.cli.ledger_cmds import _with_ledger, ledger
 from tfgrid_operator.domain import names
 from tfgrid_operator.handlers import tenancy
-
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @main.command(help="Let the Deployments of one namespace bill a twin account: sign a grant with the twin's key "
@@ -36,10 +33,10 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 def grant(account: str, namespace: str, key_file: pathlib.Path, days: int, secret_name: str | None) -> None:
     if not names.is_account_name(account):
         raise click.BadParameter(f"{account!r} is not an account name ({names.ACCOUNT_PATTERN})", param_hint="--account")
-    if not DNS_LABEL.match(namespace) or len(namespace) > 63:
+    if not names.DNS_LABEL.match(namespace) or len(namespace) > 63:
         raise click.BadParameter(f"{namespace!r} is not a namespace name", param_hint="--namespace")
     secret = secret_name or f"{account.replace('_', '-').replace('.', '-')}-grant"
-    if not DNS_LABEL.match(secret) or len(secret) > 253:
+    if not names.DNS_LABEL.match(secret) or len(secret) > 253:
         raise click.BadParameter(f"{secret!r} is not a Secret name", param_hint="--secret")
     signed = names.Grant(account, namespace, int(time.time()) + days * 86400).signed(_load_key(key_file))
     click.echo(f"# account {account} pays for Deployments of namespace {namespace} for {days} days; "

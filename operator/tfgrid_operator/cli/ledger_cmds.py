@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 
-from tfgrid_operator import backend, crd_models
+from tfgrid_operator import backend
 from tfgrid_operator.backend import errors
 from tfgrid_operator.cli.app import _load_key, _run, main
-from tfgrid_operator.domain import money
+from tfgrid_operator.domain import money, names
 from tfgrid_operator.settings import Settings
 
 
@@ -35,10 +34,6 @@ def _with_ledger(ctx: click.Context, fn: Callable[[backend.GridBackend], Awaitab
     return _run(go())
 
 
-ACCOUNT_NAME = re.compile(crd_models.ACCOUNT)  # what a Deployment's payer.account and a Farm's payoutAccount accept
-# Every amount is bounded (design.md, trust model): no balance may come near the ledger's 64-bit integers, or a
-# sum of them; 10^18 units = 100 billion TFT, 25 times the TFT ever minted.
-MAX_BALANCE = 10**18
 
 
 @ledger.command("create-account", help="Create a twin account (idempotent: an existing one is shown). With "
@@ -47,7 +42,7 @@ MAX_BALANCE = 10**18
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="the twin's ed25519 key file")
 @click.pass_context
 def create_account(ctx: click.Context, name: str, key_file: str | None) -> None:
-    if len(name) > 64 or not ACCOUNT_NAME.match(name):
+    if not names.is_account_name(name):  # what a Deployment's payer.account and a Farm's payoutAccount accept
         raise click.ClickException(f"{name!r} is not an account name: lower-case letters, digits, '-', '_' and '.', "
                                    "starting and ending with a letter or digit, at most 64 (as a Deployment's "
                                    "payer.account must be)")
@@ -86,9 +81,9 @@ def fund(ctx: click.Context, name: str, amount: str) -> None:
 
     async def add(lg: backend.GridBackend) -> backend.records.Account:
         balance = (await lg.get_account(name=name)).balance
-        if balance + units > MAX_BALANCE:
+        if balance + units > money.MAX_UNITS:  # the ledger's bound (domain/money.py)
             raise click.ClickException(f"{name} would hold {money.tft(balance + units)} TFT: a balance is at most "
-                                       f"{money.tft(MAX_BALANCE)} TFT")
+                                       f"{money.tft(money.MAX_UNITS)} TFT")
         return await lg.fund(name=name, amount=units)
     acc = _with_ledger(ctx, add)
     click.echo(f"{acc.name}\t{money.tft(acc.balance)} TFT")

@@ -12,18 +12,16 @@ from __future__ import annotations
 import base64
 import os
 import pathlib
-import re
 from typing import Any
 
 import click
 import yaml
 
 from tfgrid_operator.cli.app import _run, main
-from tfgrid_operator.cli.ledger_cmds import ACCOUNT_NAME, MAX_BALANCE
-from tfgrid_operator.domain import identity, money
+from tfgrid_operator.domain import identity, money, names
 
 GROUP = "grid.threefold.io/v1alpha1"
-NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a Kubernetes name (DNS label), as the CRDs' farm names
+
 NODE_SHAPES = [  # as examples/nodes.yaml: one Ghent node, one certified Cairo node, a small Antwerp node
     {"resources": {"cru": 8, "mru": 32, "sru": 1000, "hru": 4000}, "location": {"country": "BE", "city": "Ghent"}},
     {"resources": {"cru": 16, "mru": 64, "sru": 2000}, "location": {"country": "EG", "city": "Cairo"}, "certified": True},
@@ -101,15 +99,15 @@ def quickstart(namespace: str, out: pathlib.Path, ledger_url: str, payer: str, a
                farm_count: int, count: int) -> None:
     from tfgrid_operator import backend
 
-    if len(namespace) > 63 or not NAME.match(namespace):
+    if len(namespace) > 63 or not names.DNS_LABEL.match(namespace):
         raise click.ClickException(f"{namespace!r} is not a namespace name (lower-case letters, digits and '-')")
-    if not ACCOUNT_NAME.match(payer) or len(farm) > 40 or not NAME.match(farm):
+    if not names.is_account_name(payer) or len(farm) > 40 or not names.DNS_LABEL.match(farm):
         raise click.ClickException(f"{payer!r} or {farm!r} is not a valid account or farm name")
     try:
         units = money.parse_tft(amount)
     except ValueError:
         units = 0
-    if not 0 < units <= MAX_BALANCE:
+    if not 0 < units <= money.MAX_UNITS:
         raise click.ClickException(f"{amount!r} is not a TFT amount to fund with (positive, at most 7 decimals)")
     if out.exists() and any(out.iterdir()):
         raise click.ClickException(f"{out} is not empty: quickstart never overwrites keys")

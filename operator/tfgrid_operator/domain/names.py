@@ -19,6 +19,8 @@ from tfgrid_operator.domain import identity
 
 ACCOUNT_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"  # lower case: a pasted base64 key never passes
 ACCOUNT_MAX_LEN = 64
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a Kubernetes object or namespace name (RFC 1123 label)
+DNS_LABEL = re.compile(DNS_LABEL_PATTERN)
 GRANT = "tfgrid-payer-grant-v1"
 FARM_CONSENT = "tfgrid-farm-consent-v1"
 MAX_GRANT_S = 366 * 24 * 3600  # a grant lives a year at most: it always ends, even if no one revokes it

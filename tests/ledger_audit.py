@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from tfgrid_operator.backend import schema
 
 
-async def conserved(ledger: Any, funded: int) -> None:
+async def conserved(ledger: Any, funded: int = 0) -> None:
     """Funding + minted = the sum of every balance and every reserve not yet paid out (§2.7), to the unit."""
     async with ledger.engine.connect() as conn:
         minted = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(schema.mints.c.amount), 0)))).scalar_one()

@@ -9,6 +9,7 @@ import pytest
 
 import ledger_setup
 from backend.test_ledger_contract import signed_vote
+from ledger_audit import conserved
 from tfgrid_operator.backend import errors
 from tfgrid_operator.domain import identity, minting, units
 from tfgrid_operator.domain.units import Resources
@@ -38,12 +39,6 @@ async def certify(ledger, certified, ts, name="n0", key=COUNCIL, now=None):
 async def report_all(ledger, start, end, name="n0"):
     for ts in range(start + 2400, end + 1, 2400):
         await ledger_setup.report_uptime(ledger, node=name, ts=ts, uptime=ts - start + 100, key=NODE_KEY)
-
-
-async def conserved(ledger, funded=0):
-    """Funding + minted = all balances, to the unit."""
-    minted = sum(s.minted_total for s in (await ledger.node_summaries(now=0)).values())
-    assert sum(a.balance for a in await ledger.list_accounts()) == funded + minted
 
 
 async def test_capacity_raised_just_before_the_mint_earns_only_the_seconds_it_was_held(ledger):

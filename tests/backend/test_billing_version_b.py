@@ -11,15 +11,15 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+import ledger_setup
 from tfgrid_operator import backend
-from tfgrid_operator.backend import records, schema
+from tfgrid_operator.backend import schema
 from tfgrid_operator.domain import identity, money, scheduling
 from tfgrid_operator.domain.units import Resources
 
 OWNER = identity.KeyPair.generate()
 ALICE = identity.KeyPair.generate()  # the twin key of the account that pays
-OWN = records.Owner("ns", "uid-1")  # the objects these tests act as
-PROOF = records.PayerProof(kind="key", namespace="ns", public_key=ALICE.public_key)  # as a Secret of ns holds it
+OWN = ledger_setup.OWN  # the objects these tests act as
 NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
 SMALL = Resources(cru=2, mru=4, sru=50)
 HOURLY = 5_625_000
@@ -42,7 +42,7 @@ async def balance(ledger, name):
 
 
 async def open_small(ledger, key="ns/d", now=0, **request):
-    return await ledger.open_contract(key=key, owner_uid=OWN.uid, proof=PROOF,
+    return await ledger.open_contract(key=key, **ledger_setup.paid_by(ALICE),
                                       request=scheduling.Request(resources=SMALL, **request), now=now)
 
 

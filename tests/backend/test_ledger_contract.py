@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tfgrid_operator.backend import errors, records
+import ledger_setup
+from tfgrid_operator.backend import errors
 from tfgrid_operator.domain import identity, money, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
 
@@ -14,20 +15,15 @@ NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
 SMALL = Resources(cru=2, mru=4, sru=50)
 H = 3600
 ALICE = identity.KeyPair.generate()  # the twin key of the account that pays
-OWN = records.Owner("ns", "uid-1")  # the objects (farms, nodes, deployments) these tests act as
+OWN = ledger_setup.OWN  # the objects (farms, nodes, deployments) these tests act as
 
 
 def paid_by(key: identity.KeyPair = ALICE) -> dict:
-    """open_contract's owner and payer proof: the twin key shown (as a Secret of namespace ns holds it)."""
-    return dict(owner_uid=OWN.uid, proof=records.PayerProof(kind="key", namespace="ns", public_key=key.public_key))
+    return ledger_setup.paid_by(key)
 
 
 async def attest(ledger, node, resources=NODE, ts=0, key=NODE_KEY):
-    """The node's agent signs what it measured (issue 13, invariant 3)."""
-    from tfgrid_operator.backend.sql.capacity import capacity_payload
-
-    sig = key.sign(identity.CAPACITY, capacity_payload(node=node, ts=ts, resources=resources))
-    return await ledger.attest_capacity(node=node, ts=ts, resources=resources, signature=sig, now=ts)
+    return await ledger_setup.attest(ledger, node=node, resources=resources, ts=ts, key=key)
 
 
 async def grid(ledger, nodes=1, ips=2):

@@ -32,12 +32,12 @@ def vote_on(body: dict[str, Any], key: identity.KeyPair, *, farm: str, approve: 
             seq: int | None = None) -> dict[str, Any]:
     """A signed vote on the Proposal object ``body`` as the operator opened it (status.proposalId and deadline,
     the spec's action and threshold). A status someone else wrote only makes the vote fail to verify."""
-    from tfgrid_operator import crd_models
+    from tfgrid_operator import api
 
     meta, status = body["metadata"], body.get("status") or {}
     if "proposalId" not in status or "deadline" not in status:
         raise ValueError(f"proposal {meta['namespace']}/{meta['name']} is not open for votes yet")
-    spec = crd_models.parse(crd_models.ProposalSpec, body["spec"])
+    spec = api.parse(api.ProposalSpec, body["spec"])
     end_ts = int(datetime.datetime.strptime(status["deadline"], "%Y-%m-%dT%H:%M:%SZ")
                  .replace(tzinfo=datetime.UTC).timestamp())
     return signed_vote(key, proposal=f"{meta['namespace']}/{meta['name']}", proposal_id=int(status["proposalId"]),

@@ -15,7 +15,8 @@ import yaml
 from kmock._internal.apps import Server
 
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
-from tfgrid_operator import crd_schema, runtime
+from tfgrid_operator import runtime
+from tfgrid_operator.api import crds
 from tfgrid_operator.kube.emulator import StrictApiServer
 
 
@@ -24,7 +25,7 @@ async def local_api(**emulator: object) -> AsyncIterator[StrictApiServer]:
     """The emulator with our CRDs registered, served on 127.0.0.1; $KUBECONFIG points at it meanwhile."""
     with tempfile.TemporaryDirectory(prefix="tfgrid-local-") as tmp:
         async with StrictApiServer(**emulator) as emu, Server(emu) as server:  # type: ignore[arg-type]
-            for crd in crd_schema.ALL.values():
+            for crd in crds.ALL.values():
                 resp = await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
                 if resp.status != 201:
                     raise RuntimeError(f"the emulator refused a CRD: {await resp.text()}")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from tfgrid_operator import conditions, crd_models, runtime
+from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import minting, pricing, units, voting
@@ -208,8 +208,8 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
                 c.owner_uid not in ("", body["metadata"].get("uid", "")):  # a namesake's spec never moves it
             continue
         try:
-            spec = crd_models.parse(crd_models.DeploymentSpec, body["spec"])
-        except crd_models.InvalidSpec:
+            spec = api.parse(api.DeploymentSpec, body["spec"])
+        except api.InvalidSpec:
             continue
         if not spec.self_healing:
             continue
@@ -289,15 +289,15 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
             desired = deployment_status(c, status, generation, stamp, policy, cfg.tft_price)
         elif plural == "proposals" and f"{ns}/{name}" in proposals and "proposalId" in status:
             try:
-                spec = crd_models.parse(crd_models.ProposalSpec, body.get("spec"))
-            except crd_models.InvalidSpec:
+                spec = api.parse(api.ProposalSpec, body.get("spec"))
+            except api.InvalidSpec:
                 continue
             desired = proposal_status(proposals[f"{ns}/{name}"], spec, status, generation, stamp)
         if desired is None:
             continue
         change = conditions.diff(status, desired)
         if change and not _only_counters(rt, (plural, ns, name), change, now):
-            patches.append((plural, ns, name, change))
+            patches.append((plural, ns, name, api.check_status(plural, change)))  # its Status model's, or a bug
         elif change:
             rt.refreshed.pop((plural, ns, name), None)  # a deferred counter: compare again next tick
 
@@ -615,7 +615,7 @@ def deployment_status(c: records.Contract, status: dict[str, Any], generation: i
 _CLOSED_NOTE = "closed: edits to the spec do not reopen or re-execute it"
 
 
-def proposal_status(p: records.Proposal, spec: crd_models.ProposalSpec, status: dict[str, Any], generation: int,
+def proposal_status(p: records.Proposal, spec: api.ProposalSpec, status: dict[str, Any], generation: int,
                     stamp: str) -> dict[str, Any]:
     """A Proposal's status from the ledger (§5): the tally with weights captured at vote time, the state.
     A spec whose action or threshold differs from what opened on the ledger is reported, never applied."""

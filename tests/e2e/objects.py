@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from e2e.conftest import condition, eventually
-from tfgrid_operator import crd_models
+from tfgrid_operator import api
 from tfgrid_operator.domain import identity
 
 API = "grid.threefold.io/v1alpha1"
@@ -107,8 +107,8 @@ def proposal(name: str, signer: identity.KeyPair, action: dict[str, Any], *, hou
     spec = {"title": f"proposal {name}", "action": action, "durationHours": hours, "threshold": threshold,
             "councilKey": signer.public_key, "councilSignature": "-", "votes": votes or []}
     try:
-        parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-    except crd_models.InvalidSpec:
+        parsed = api.parse(api.ProposalSpec, spec)
+    except api.InvalidSpec:
         return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}  # unsignable
     spec["councilSignature"] = signer.sign(identity.PROPOSAL, parsed.signed_payload(f"default/{name}"))
     return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}

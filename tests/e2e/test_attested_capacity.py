@@ -156,11 +156,11 @@ async def _one_attested(ledger):
 
 
 def _proposal(ns, name):
-    from tfgrid_operator import crd_models
+    from tfgrid_operator import api
 
     spec = {"title": "cheaper", "action": {"type": "SetPricingPolicy", "pricing": {"cu": 1}}, "durationHours": 24,
             "threshold": 5, "councilKey": COUNCIL[0].public_key, "councilSignature": "-"}
-    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
+    parsed = api.parse(api.ProposalSpec, spec)
     spec["councilSignature"] = COUNCIL[0].sign(identity.PROPOSAL, parsed.signed_payload(f"{ns}/{name}"))
     return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Proposal", "metadata": {"name": name}, "spec": spec}
 

@@ -60,7 +60,7 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
 
     import yaml
 
-    from tfgrid_operator import crd_models
+    from tfgrid_operator import api
     from tfgrid_operator.domain import identity
 
     runner = CliRunner()
@@ -72,7 +72,7 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
                                      "spec": {"title": "t", "action": {"type": "SetPricingPolicy", "pricing": {"su": 1}}}}))
     out = runner.invoke(cli.main, ["council", "sign", str(draft), "--key-file", str(key)])
     assert out.exit_code == 0, out.output
-    spec = crd_models.parse(crd_models.ProposalSpec, yaml.safe_load(out.output)["spec"])
+    spec = api.parse(api.ProposalSpec, yaml.safe_load(out.output)["spec"])
     identity.verify(spec.council_key, identity.PROPOSAL, spec.signed_payload("gov/p"), spec.council_signature)
     # a draft the schema would refuse is refused here, with the field named
     draft.write_text(yaml.safe_dump({"kind": "Proposal", "metadata": {"name": "p"},

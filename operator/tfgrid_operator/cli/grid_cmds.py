@@ -162,7 +162,7 @@ def council() -> None:
 def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) -> None:
     import yaml
 
-    from tfgrid_operator import crd_models
+    from tfgrid_operator import api
 
     key = _load_key(key_file)
     try:
@@ -180,8 +180,8 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
     ns = namespace or doc["metadata"].get("namespace") or "default"
     spec = {**doc.get("spec", {}), "councilKey": key.public_key, "councilSignature": "-"}
     try:
-        parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-    except crd_models.InvalidSpec as exc:
+        parsed = api.parse(api.ProposalSpec, spec)
+    except api.InvalidSpec as exc:
         raise click.ClickException(f"{manifest}: {exc}") from exc
     spec["councilSignature"] = key.sign(identity.PROPOSAL, parsed.signed_payload(f"{ns}/{doc['metadata']['name']}"))
     doc["spec"] = spec

@@ -44,7 +44,7 @@ def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
 def manifests(namespace: str, payer: str, farms: list[str], keys: dict[str, identity.KeyPair], nodes: list[str],
               council: identity.KeyPair) -> dict[str, list[dict[str, Any]]]:
     """file name → its documents. Pure: the same keys give the same manifests. Node i belongs to farm i mod len(farms)."""
-    from tfgrid_operator import crd_models
+    from tfgrid_operator import api
 
     secrets = [_secret(f"{payer}-twin", namespace, {"twinKey": keys["twin"].to_text()}),
                _secret("tfgrid-node-keys", namespace, {f"{n}.key": keys[f"node/{n}"].to_text() for n in nodes})]
@@ -63,7 +63,7 @@ def manifests(namespace: str, payer: str, farms: list[str], keys: dict[str, iden
         "description": "Compute is under-used; a lower CU price (§1.4) should attract workloads.",
         "action": {"type": "SetPricingPolicy", "pricing": {"cu": 80000}}, "durationHours": 168, "threshold": 5,
         "councilKey": council.public_key, "councilSignature": "-"}
-    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
+    parsed = api.parse(api.ProposalSpec, spec)
     spec["councilSignature"] = council.sign(identity.PROPOSAL, parsed.signed_payload(f"{namespace}/cheaper-compute"))
     proposal = {"apiVersion": GROUP, "kind": "Proposal", "metadata": _meta("cheaper-compute", namespace, 4), "spec": spec}
     return {"secrets.yaml": secrets, "farm.yaml": farm_docs, "nodes.yaml": node_docs,

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import conditions, crd_models, periodic, runtime
+from tfgrid_operator import api, conditions, periodic, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
@@ -25,7 +25,7 @@ G, V = runtime.GROUP, runtime.VERSION
 LIVE = ("Created", "GracePeriod")
 
 
-async def _secret_value(namespace: str, ref: crd_models.SecretRef | crd_models.GrantRef) -> str:
+async def _secret_value(namespace: str, ref: api.SecretRef | api.GrantRef) -> str:
     rt = runtime.get()
     try:
         secret = await rt.kube.request("GET", rt.kube.path("", "v1", "secrets", namespace, ref.name))
@@ -61,7 +61,7 @@ def parse_grant(text: str, *, account: str, namespace: str, where: str) -> recor
                               signature=fields[3][:128])
 
 
-async def payer_proof(spec: crd_models.DeploymentSpec, namespace: str) -> records.PayerProof:
+async def payer_proof(spec: api.DeploymentSpec, namespace: str) -> records.PayerProof:
     """What shows that the payer agreed. The key is read only here, only to derive its public key; no message
     ever carries it. A bare ``payer.account`` proves nothing (the ledger refuses it: PayerNotAuthorized)."""
     account = spec.payer.account
@@ -100,7 +100,7 @@ async def _same_proof(c: records.Contract, proof: records.PayerProof) -> bool:
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key, uid = f"{namespace}/{name}", tenancy.owner(body).uid
-    s = reporting.parse_spec(crd_models.DeploymentSpec, body, spec, patch)
+    s = reporting.parse_spec(api.DeploymentSpec, body, spec, patch)
     if s is None:
         return
     now = rt.clock.now()

@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import crd_models, runtime
+from tfgrid_operator import api, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import reporting, tenancy, tracking
@@ -17,7 +17,7 @@ G, V = runtime.GROUP, runtime.VERSION
 @reporting.reconciler("farms", "farm")
 async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    s = reporting.parse_spec(crd_models.FarmSpec, body, spec, patch)
+    s = reporting.parse_spec(api.FarmSpec, body, spec, patch)
     if s is None:
         return
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import crd_models, runtime
+from tfgrid_operator import api, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import leases, reporting, tenancy, tracking
@@ -22,7 +22,7 @@ G, V = runtime.GROUP, runtime.VERSION
 @reporting.reconciler("nodes", "node")
 async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
-    s = reporting.parse_spec(crd_models.NodeSpec, body, spec, patch)
+    s = reporting.parse_spec(api.NodeSpec, body, spec, patch)
     if s is None:
         return
     farm = await rt.ledger.observe_farm(name=s.farm)

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import ballot, conditions, crd_models, periodic, runtime
+from tfgrid_operator import api, ballot, conditions, periodic, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
@@ -29,7 +29,7 @@ _VOTE_ERRORS: tuple[tuple[type[errors.LedgerError], str], ...] = (
 )
 
 
-def council_problem(s: crd_models.ProposalSpec, key: str, council: frozenset[str]) -> str | None:
+def council_problem(s: api.ProposalSpec, key: str, council: frozenset[str]) -> str | None:
     if s.council_key not in council:
         return f"councilKey {s.council_key!r} is not a council member's key"
     try:
@@ -39,7 +39,7 @@ def council_problem(s: crd_models.ProposalSpec, key: str, council: frozenset[str
     return None
 
 
-def veto_problem(v: crd_models.SignedVeto, key: str, proposal_id: int, council: frozenset[str]) -> str | None:
+def veto_problem(v: api.SignedVeto, key: str, proposal_id: int, council: frozenset[str]) -> str | None:
     if v.member_key not in council:
         return "NotCouncil"
     try:
@@ -50,7 +50,7 @@ def veto_problem(v: crd_models.SignedVeto, key: str, proposal_id: int, council: 
     return None
 
 
-async def cast_votes(body: Any, key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
+async def cast_votes(body: Any, key: str, s: api.ProposalSpec, prop: records.Proposal,
                      now: int) -> tuple[records.Proposal, list[dict[str, Any]]]:
     """Count each new or switched vote once; return the proposal and the rejected votes with reasons (and the
     sequence number of the entry rejected, so `vote` can tell its own verdict from an earlier one's)."""
@@ -83,7 +83,7 @@ async def cast_votes(body: Any, key: str, s: crd_models.ProposalSpec, prop: reco
     return prop, rejected
 
 
-async def apply_vetoes(key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
+async def apply_vetoes(key: str, s: api.ProposalSpec, prop: records.Proposal,
                        council: frozenset[str]) -> tuple[records.Proposal, list[dict[str, str]]]:
     rejected: list[dict[str, str]] = []
     for v in s.vetoes:
@@ -102,7 +102,7 @@ def warn_new(body: Any, before: list[dict[str, Any]] | None, now: list[dict[str,
             kopf.warn(body, reason=str(reason), message=f"{what.format(**r)} does not count: {r['reason']}")
 
 
-async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: crd_models.ProposalSpec,
+async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: api.ProposalSpec,
                         now: int) -> records.Proposal | None:
     """The ledger's proposal; opened now if the council signature holds, else None after saying why."""
     rt = runtime.get()
@@ -125,7 +125,7 @@ async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: crd_models.Pr
 async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
     key = f"{namespace}/{name}"
-    s = reporting.parse_spec(crd_models.ProposalSpec, body, spec, patch)
+    s = reporting.parse_spec(api.ProposalSpec, body, spec, patch)
     if s is None:
         return
     now = rt.clock.now()

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tfgrid_operator import crd_models, runtime
+from tfgrid_operator import api, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import ApiError
 
@@ -80,8 +80,8 @@ def rekey(manifests: list[Manifest], council: identity.KeyPair) -> dict[str, ide
         elif m.kind == "Proposal":
             spec.update(councilKey=council.public_key, councilSignature="-", votes=[], vetoes=[])
             try:
-                parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-            except crd_models.InvalidSpec as exc:
+                parsed = api.parse(api.ProposalSpec, spec)
+            except api.InvalidSpec as exc:
                 raise SandboxError(f"{m.file}: Proposal {m.name}: {exc}") from None
             spec["councilSignature"] = council.sign(identity.PROPOSAL, parsed.signed_payload(f"{m.namespace}/{m.name}"))
     return keys

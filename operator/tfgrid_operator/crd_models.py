@@ -211,13 +211,17 @@ class ProposalSpec(_Model):
     threshold: int = Field(voting.MIN_THRESHOLD, ge=voting.MIN_THRESHOLD, le=100_000)
     council_key: str = Field(alias="councilKey")
     council_signature: str = Field(alias="councilSignature", min_length=1, max_length=128)
+    # the council signature's nonce (`council sign` makes one): the ledger opens one proposal per nonce, ever
+    nonce: str | None = Field(None, pattern=voting.NONCE_PATTERN)
     votes: list[SignedVote] = Field(default_factory=list, max_length=10_000)
     vetoes: list[SignedVeto] = Field(default_factory=list, max_length=100)
 
     def signed_payload(self, proposal: str) -> dict[str, Any]:
-        """What the council member signs: everything but the signatures, votes and vetoes (which come later)."""
-        return {"proposal": proposal, "title": self.title, "description": self.description,
-                "action": self.action.ledger_action(), "durationHours": self.duration_hours, "threshold": self.threshold}
+        """What the council member signs (voting.PROPOSAL_V2): everything but the signatures, votes and vetoes (which
+        come later), with the nonce ('' when none: such a signature never opens a proposal)."""
+        return voting.proposal_payload(proposal=proposal, title=self.title, description=self.description,
+                                       action=self.action.ledger_action(), duration_hours=self.duration_hours,
+                                       threshold=self.threshold, nonce=self.nonce or "")
 
 
 def parse(model: type[M], spec: Any) -> M:

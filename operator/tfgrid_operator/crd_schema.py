@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tfgrid_operator.domain import money, names
+from tfgrid_operator.domain import money, names, voting
 
 GROUP = "grid.threefold.io"
 
@@ -363,6 +363,12 @@ PROPOSAL = crd(
         "councilKey": described(ED25519, "the proposing council member's public key"),
         "councilSignature": described(SIGNATURE, "the council member's base64 ed25519 signature over the proposal "
                                                  "(all but the signatures, votes and vetoes)"),
+        "nonce": immutable(string(pattern=voting.NONCE_PATTERN,
+                                  description=f"the council signature's nonce, made by `tfgrid-operator council sign`: "
+                                              f"the ledger opens one proposal per nonce, ever, so a deleted "
+                                              f"(withdrawn) proposal is not opened again by the same signature "
+                                              f"({RULES} §5); set by the council member"),
+                           "the nonce is the council signature's; have the proposal signed again to change it"),
         "votes": {"type": "array", "maxItems": 10_000, "items": obj({
             "farm": described(NAME, "the voting Farm's name"),
             "approve": boolean("aye (true) or nay (false)"),

@@ -250,17 +250,17 @@ class LedgerBase:
             if index.name == "one_node_per_key" and shared is not None:
                 continue
             await conn.run_sync(lambda sync, index=index: index.create(sync, checkfirst=True))
-        users = (await conn.execute(sa.select(a.c.id, a.c.name, f.c.owner_ns).join(f, f.c.account_id == a.c.id)
-                                    .where(a.c.role == "payout"))).all()
-        spaces: dict[int, set[str]] = {}
-        for row in users:
-            spaces.setdefault(row.id, set()).add(row.owner_ns)
+        used_by: dict[tuple[int, str], set[str]] = {}  # (payout account id, name) → its farms' namespaces
+        for row in (await conn.execute(sa.select(a.c.id, a.c.name, f.c.owner_ns).join(f, f.c.account_id == a.c.id)
+                                       .where(a.c.role == "payout"))).all():
+            used_by.setdefault((row.id, row.name), set()).add(row.owner_ns)
         taken = set((await conn.execute(sa.select(a.c.name))).scalars())
-        for row in {r.id: r for r in users}.values():
-            (space,) = spaces[row.id] if len(spaces[row.id]) == 1 else ("",)
-            target = payout_account_name(space, row.name) if space and "/" not in row.name else None
-            if target is not None and target not in taken:
-                await conn.execute(a.update().where(a.c.id == row.id).values(name=target))
+        for (account_id, name), spaces in used_by.items():
+            if len(spaces) != 1 or "" in spaces or "/" in name:
+                continue  # several namespaces, or a farm nobody adopted yet: renamed when its farm is registered
+            target = payout_account_name(spaces.pop(), name)
+            if target not in taken:
+                await conn.execute(a.update().where(a.c.id == account_id).values(name=target))
                 taken.add(target)
         await self._set_meta(conn, "schema_version", "6")
 

@@ -221,12 +221,7 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
             continue
         if not new.created:  # its final bill ended the grace period unpaid: deleted (OutOfFunds), not moved
             continue
-        moved += 1
-        try:  # the move is on the ledger; status.movedFrom says where it came from (refresh keeps it)
-            await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, "deployments", ns, name, {"movedFrom": c.node})
-            body.setdefault("status", {})["movedFrom"] = c.node
-        except ApiError as err:
-            log.warning("Could not record movedFrom on %s: %s", key, err)
+        moved += 1  # the move is on the ledger: refresh writes status.movedFrom from it (Contract.moved_from)
         await event(rt, _ref(rt, "deployments", name, ns) or body, "Normal", Reason.MOVED,
                     f"Node {c.node} is down; moved to node {new.node} as contract {new.id} "
                     f"(contract {c.id} closed with a final bill)")
@@ -292,7 +287,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
                 spec = api.parse(api.ProposalSpec, body.get("spec"))
             except api.InvalidSpec:
                 continue
-            desired = proposal_status(proposals[f"{ns}/{name}"], spec, status, generation, stamp)
+            desired = proposal_status(proposals[f"{ns}/{name}"], spec, status, generation, stamp, held[2])
         if desired is None:
             continue
         change = conditions.diff(status, desired)
@@ -445,7 +440,7 @@ def unobserved(rt: runtime.Runtime) -> list[tuple[str, str, str]]:
 
 # conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
 WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY,
-                     Reason.PAYER_NOT_AUTHORIZED, Reason.FARM_CONSENT_MISSING})
+                     Reason.PAYER_NOT_AUTHORIZED, Reason.FARM_CONSENT_MISSING, Reason.PAYER_IN_DEBT})
 # conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
 HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
                            Reason.NAME_TAKEN}
@@ -592,14 +587,14 @@ def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price:
         fields["billingError"] = c.billing_error
     if c.state == "Deleted":
         fields["deletedReason"] = c.deleted_reason or ""
+    # where self-healing last moved it from, as the ledger's contracts say (None removes a value someone else wrote)
+    fields["movedFrom"] = c.moved_from
     return fields
 
 
 def deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,
                       policy: pricing.PricingPolicy, price: pricing.TftPrice) -> dict[str, Any]:
     fields = deployment_fields(c, policy, price)
-    if status.get("movedFrom"):
-        fields["movedFrom"] = status["movedFrom"]
     if c.state == "Deleted":
         return conditions.desired_status(status, generation=generation, now=stamp, ready=False,
                                          reason=Reason.OUT_OF_FUNDS,
@@ -616,9 +611,11 @@ _CLOSED_NOTE = "closed: edits to the spec do not reopen or re-execute it"
 
 
 def proposal_status(p: records.Proposal, spec: api.ProposalSpec, status: dict[str, Any], generation: int,
-                    stamp: str) -> dict[str, Any]:
-    """A Proposal's status from the ledger (§5): the tally with weights captured at vote time, the state.
-    A spec whose action or threshold differs from what opened on the ledger is reported, never applied."""
+                    stamp: str, rejected: dict[str, Any]) -> dict[str, Any]:
+    """A Proposal's status from the ledger (§5): the tally with weights captured at vote time, the state; the
+    votes and vetoes its handler rejected (``rejected``: what the handler found, never what the status says, which
+    its user can write, and which `vote` reads as its verdict). A spec whose action or threshold differs from what
+    opened on the ledger is reported, never applied."""
     t = voting.tally({v.farm: v for v in p.votes})
     deadline = conditions.timestamp(p.end_ts)
     fields: dict[str, Any] = {
@@ -629,8 +626,8 @@ def proposal_status(p: records.Proposal, spec: api.ProposalSpec, status: dict[st
     if p.executed_at is not None:
         fields["executedAt"] = conditions.timestamp(p.executed_at)
     for key in ("rejectedVotes", "rejectedVetoes"):
-        if key in status:
-            fields[key] = status[key]
+        if key in rejected:
+            fields[key] = rejected[key]
     reason, message = {
         "Open": (Reason.VOTING, f"voting until {deadline}: {t.voters} of at least {p.threshold} farms voted"),
         "Executed": (Reason.EXECUTED, f"approved ({t.ayes_weight} > {t.nays_weight}) and executed at "
@@ -639,9 +636,11 @@ def proposal_status(p: records.Proposal, spec: api.ProposalSpec, status: dict[st
                                       f"ayes {t.ayes_weight} vs nays {t.nays_weight}; {_CLOSED_NOTE}"),
         "Vetoed": (Reason.VETOED, f"vetoed by {p.vetoes} council members; {_CLOSED_NOTE}"),
     }.get(p.state, (Reason.VOTING, p.state))
-    locked = (p.action != spec.action.ledger_action() or p.threshold != spec.threshold) and (
+    changed = p.action != spec.action.ledger_action() or p.threshold != spec.threshold or (
+        p.nonce and p.nonce != spec.nonce)  # votes bind the nonce it opened with: a changed one fails them
+    locked = changed and (
         f"the proposal is {_CLOSED_NOTE}" if p.state != "Open"
-        else "the action and threshold are fixed once voting opens; create a new Proposal to change them")
+        else "the action, threshold and nonce are fixed once voting opens; create a new Proposal to change them")
     return conditions.desired_status(status, generation=generation, now=stamp, ready=True, reason=reason,
                                      message=message, fields=fields, synced=not locked,
                                      synced_reason=Reason.SPEC_LOCKED if locked else None,

@@ -287,9 +287,9 @@ def test_the_statuses_the_operator_builds_pass_their_models():
         assert {"lastBill", "movedFrom", "billingError"} <= set(api.check_status("deployments", status))
     prop = records.Proposal(id=9, key="ns/p", action={"type": "SetPricingPolicy", "pricing": {"cu": 1}}, threshold=5,
                             end_ts=1_700_100_000, state="Executed", votes=(), vetoes=1, executed_at=1_700_000_000)
-    status = p.proposal_status(prop, api.parse(api.ProposalSpec, PROPOSAL_SPEC),
-                               {"rejectedVotes": [{"farm": "f", "seq": 1, "reason": "BadSignature"}],
-                                "rejectedVetoes": [{"memberKey": "k", "reason": "NotCouncil"}]}, 2, STAMP)
+    rejected = {"rejectedVotes": [{"farm": "f", "seq": 1, "reason": "BadSignature"}],
+                "rejectedVetoes": [{"memberKey": "k", "reason": "NotCouncil"}]}
+    status = p.proposal_status(prop, api.parse(api.ProposalSpec, PROPOSAL_SPEC), {}, 2, STAMP, rejected)
     assert api.check_status("proposals", status)["state"] == "Executed"
 
 

@@ -26,9 +26,10 @@ def test_examples_validate_against_crds_and_models():
 
 
 def test_example_proposal_is_signed_by_its_council_key():
-    from tfgrid_operator.domain import identity
+    from tfgrid_operator.domain import identity, voting
 
     doc = yaml.safe_load((ROOT / "examples" / "proposal.yaml").read_text())
     spec = api.parse(api.ProposalSpec, doc["spec"])
-    identity.verify(spec.council_key, identity.PROPOSAL, spec.signed_payload(f"default/{doc['metadata']['name']}"),
+    assert spec.nonce and voting.is_nonce(spec.nonce)  # a signature opens one proposal, once (issue 13)
+    identity.verify(spec.council_key, voting.PROPOSAL_V2, spec.signed_payload(f"default/{doc['metadata']['name']}"),
                     spec.council_signature)

@@ -128,6 +128,13 @@ class ProposalSpec(SpecModel):
     council_signature: Signature = Field(alias="councilSignature",
                                          description="the council member's base64 ed25519 signature over the proposal "
                                                      "(all but the signatures, votes and vetoes)")
+    nonce: str | None = Field(None, pattern=voting.NONCE_PATTERN,
+                              description=f"the council signature's nonce, made by `tfgrid-operator council sign`: the "
+                                          f"ledger opens one proposal per nonce, ever, so a deleted (withdrawn) proposal "
+                                          f"is not opened again by the same signature ({RULES} §5); set by the council "
+                                          f"member",
+                              json_schema_extra=crd(immutable="the nonce is the council signature's; have the proposal "
+                                                              "signed again to change it"))
     votes: list[SignedVote] = Field(default_factory=list, max_length=10_000,
                                     description=f"the farms' signed votes, weighed by their nodes' capacity ({RULES} "
                                                 f"§5); added by the farmers")
@@ -136,9 +143,11 @@ class ProposalSpec(SpecModel):
                                                  f"§5)")
 
     def signed_payload(self, proposal: str) -> dict[str, Any]:
-        """What the council member signs: everything but the signatures, votes and vetoes (which come later)."""
-        return {"proposal": proposal, "title": self.title, "description": self.description,
-                "action": self.action.ledger_action(), "durationHours": self.duration_hours, "threshold": self.threshold}
+        """What the council member signs (voting.PROPOSAL_V2): everything but the signatures, votes and vetoes (which
+        come later), with the nonce ('' when none: such a signature never opens a proposal)."""
+        return voting.proposal_payload(proposal=proposal, title=self.title, description=self.description,
+                                       action=self.action.ledger_action(), duration_hours=self.duration_hours,
+                                       threshold=self.threshold, nonce=self.nonce or "")
 
 
 class RejectedVote(StatusModel):

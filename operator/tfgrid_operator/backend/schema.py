@@ -17,7 +17,10 @@ from tfgrid_operator.domain.money import MAX_UNITS
 # 4: billing version B reserves (contracts.reserve, .cycles, payouts), receipts (bills' inputs, bill_rates),
 #    a contract's billing error (isolation) and its last bill's amount
 # 5: attested capacity history, mint receipts, vote sequence numbers (issue 13 invariants 3 and 5, issue 14)
-SCHEMA_VERSION = 5
+# 6: debt follows the payer (a closed contract's overdraft is its payer's, collected from the next funding, with
+#    payouts of reason Debt), proposals keep the council signature's nonce (opened once), one node per node key,
+#    payout accounts named within their farm's namespace (issue 13: the last gaps)
+SCHEMA_VERSION = 6
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
@@ -79,6 +82,8 @@ nodes = sa.Table(
     sa.Column("last_report_ts", sa.BigInteger),
     sa.Column("owner_ns", sa.String(253), nullable=False, server_default=""),
     sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
+    # 6: a node key is one node's (a ledger migrated with two nodes sharing a key keeps them, without this index)
+    sa.Index("one_node_per_key", "public_key", unique=True),
 )
 
 uptime = sa.Table(
@@ -134,6 +139,9 @@ contracts = sa.Table(
     ),
     sa.Index("contracts_by_state", "state"),
     sa.Index("contracts_by_key", "key", "id"),  # the latest contract of a Deployment
+    # 6: what a payer owes (a contract in grace, or closed with its debt unpaid): one look-up per payer
+    sa.Index("debts_by_account", "account_id",
+             sqlite_where=sa.text("overdraft > 0"), postgresql_where=sa.text("overdraft > 0")),
 )
 
 # grants the ledger's keeper revoked at the twin's request: never accepted again, their contracts closed at once
@@ -196,7 +204,7 @@ payouts = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("contract_id", sa.Integer, sa.ForeignKey("contracts.id"), nullable=False, index=True),
     sa.Column("at", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.String(16), nullable=False),  # Cycles (every 24) | Deleted
+    sa.Column("reason", sa.String(16), nullable=False),  # Cycles (every 24) | Deleted | Debt (collected at funding)
     sa.Column("amount", Money, nullable=False),
     sa.Column("farmer_account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("farmer", Money, nullable=False),
@@ -223,6 +231,13 @@ proposals = sa.Table(
     sa.Column("end_ts", sa.BigInteger, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("executed_at", sa.BigInteger),
+    # 6: the council signature that opened it: its nonce (one signature opens one proposal, ever), its signer and
+    # the digest of the signed payload; '' on proposals opened before
+    sa.Column("nonce", sa.String(64), nullable=False, server_default=""),
+    sa.Column("council_key", sa.String(64), nullable=False, server_default=""),
+    sa.Column("signed_digest", sa.String(64), nullable=False, server_default=""),
+    sa.Index("one_proposal_per_nonce", "nonce", unique=True,
+             sqlite_where=sa.text("nonce != ''"), postgresql_where=sa.text("nonce != ''")),
 )
 
 votes = sa.Table(
@@ -241,7 +256,7 @@ vetoes = sa.Table(
 )
 
 # 5: what a node's key attested (its agent's measured capacity) and what the council certified, as a history:
-# minting weighs each entry by the seconds it was held, DAO weight reads the latest (issue 13, invariant 3)
+# minting and DAO weight weigh each entry by the seconds it was held (issue 13, invariant 3; §3.2, §5)
 capacity = sa.Table(
     "capacity", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

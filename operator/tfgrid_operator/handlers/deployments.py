@@ -96,6 +96,14 @@ async def _same_proof(c: records.Contract, proof: records.PayerProof) -> bool:
         return False
 
 
+def _held(current: records.Contract | None) -> dict[str, Any]:
+    """The status fields of the live contract a Deployment keeps while it waits (a resize without room, a payer
+    that owes): what it still reserves, where."""
+    if current is None or current.state not in LIVE:
+        return {}
+    return {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node}
+
+
 @reporting.reconciler("deployments", "deployment")
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
     rt = runtime.get()
@@ -134,11 +142,11 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
                 kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
     except errors.NoCapacity as err:
         message = f"{err.constraint}: {err.message}"
-        held = current is not None and current.state in LIVE
-        reason = Reason.RESIZE_BLOCKED if held else Reason.UNSCHEDULABLE
-        fields = {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node} \
-            if current is not None and held else {}
-        return reporting.waiting(body, patch, reason=reason, message=message, fields=fields)
+        reason = Reason.RESIZE_BLOCKED if current is not None and current.state in LIVE else Reason.UNSCHEDULABLE
+        return reporting.waiting(body, patch, reason=reason, message=message, fields=_held(current))
+    except errors.PayerInDebt as err:  # invariant 7: it opens (or grows) once a funding paid what its payer owes
+        return reporting.waiting(body, patch, reason=Reason.PAYER_IN_DEBT, message=err.message, fields=_held(current),
+                                 synced=False)
     except errors.NotAuthorized as err:
         return reporting.waiting(body, patch, reason=Reason.PAYER_NOT_AUTHORIZED, message=err.message, synced=False)
     except errors.NotFound as err:

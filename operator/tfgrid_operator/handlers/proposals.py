@@ -16,7 +16,7 @@ import kopf
 from tfgrid_operator import api, ballot, conditions, periodic, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import identity, voting
 from tfgrid_operator.handlers import reporting, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
@@ -32,8 +32,11 @@ _VOTE_ERRORS: tuple[tuple[type[errors.LedgerError], str], ...] = (
 def council_problem(s: api.ProposalSpec, key: str, council: frozenset[str]) -> str | None:
     if s.council_key not in council:
         return f"councilKey {s.council_key!r} is not a council member's key"
+    if not s.nonce:
+        return ("the proposal carries no nonce: a council signature opens one proposal, once, and says which by its "
+                "nonce; have it signed again (tfgrid-operator council sign)")
     try:
-        identity.verify(s.council_key, identity.PROPOSAL, s.signed_payload(key), s.council_signature)
+        identity.verify(s.council_key, voting.PROPOSAL_V2, s.signed_payload(key), s.council_signature)
     except identity.BadSignature:
         return "councilSignature does not verify: the proposal was not signed (as it stands) by councilKey"
     return None
@@ -110,12 +113,17 @@ async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: api.ProposalS
     if prop is not None:
         return prop
     problem = council_problem(s, key, rt.settings.council)
+    if problem is None:
+        try:
+            prop = await rt.ledger.ensure_proposal(
+                key=key, action=s.action.ledger_action(), threshold=s.threshold, end_ts=now + s.duration_hours * 3600,
+                nonce=s.nonce or "", council_key=s.council_key, signed_digest=voting.payload_digest(s.signed_payload(key)))
+        except errors.Replayed as err:  # a withdrawn proposal's signature, used again
+            problem = err.message
     if problem is not None:
         if reporting.report(body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
             kopf.warn(body, reason=str(Reason.UNAUTHORIZED), message=problem)
         return None
-    prop = await rt.ledger.ensure_proposal(key=key, action=s.action.ledger_action(), threshold=s.threshold,
-                                           end_ts=now + s.duration_hours * 3600)
     kopf.info(body, reason=str(Reason.PROPOSED),
               message=f"Proposal {prop.id} open for votes until {conditions.timestamp(prop.end_ts)}")
     return prop
@@ -140,9 +148,9 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
     status = dict(body.get("status") or {})
     warn_new(body, status.get("rejectedVotes"), bad_votes, Reason.VOTE_REJECTED, "Vote of farm {farm}")
     warn_new(body, status.get("rejectedVetoes"), bad_vetoes, Reason.VETO_REJECTED, "Veto by {memberKey}")
-    status.update(rejectedVotes=bad_votes, rejectedVetoes=bad_vetoes)
     reporting.apply(body, patch, periodic.proposal_status(prop, s, status, body["metadata"].get("generation", 1),
-                                                          conditions.timestamp(now)))
+                                                          conditions.timestamp(now),
+                                                          {"rejectedVotes": bad_votes, "rejectedVetoes": bad_vetoes}))
     waiting = sorted(r["farm"] for r in bad_votes if r["reason"] in NOT_YET)
     if waiting and prop.state == "Open":  # a farm (or its nodes) may register later in the same sync: try again
         raise reporting.Blocked(f"votes of {', '.join(waiting)} wait for their farm on the ledger",  # expected

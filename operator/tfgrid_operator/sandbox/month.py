@@ -110,7 +110,7 @@ class Month:
         self.events.append(f"day {step / scenario.STEPS_PER_DAY:5.2f}  {text}")
 
     async def fund(self, step: int, account: str, amount: int) -> None:
-        await self.ledger.fund(name=account, amount=amount)  # what `tfgrid-operator ledger fund` does
+        await self.ledger.fund(name=account, amount=amount, now=self.clk.now())  # what `ledger fund` does
         self.funded[account] = self.funded.get(account, 0) + amount
         if step:
             self.note(step, f"{account} is topped up with {money.tft(amount)} TFT (ledger fund)")

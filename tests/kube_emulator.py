@@ -16,7 +16,7 @@ import trustme
 import yaml
 from kmock._internal.apps import Server
 
-from tfgrid_operator.kube.emulator import Authn, StrictApiServer, serve
+from tfgrid_operator.sandbox.emulator import Authn, StrictApiServer, serve
 
 __all__ = ["Cluster", "StrictApiServer"]
 

@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import START, OperatorThread, eventually
 from e2e.objects import create, deployment, farm, node, ready, twin_account
-from tfgrid_operator import runtime
 from tfgrid_operator.domain import money
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +36,6 @@ async def metered_operator(apiserver, grid_clock, ledger_path):
     op.start()
     yield op, port
     await op.stop()
-    runtime.set_factory(None)
     assert not op.errors, op.errors
 
 

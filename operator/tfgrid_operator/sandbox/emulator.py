@@ -18,7 +18,7 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
   rotate one); anything else is 401, as on a cluster. ``serve()`` serves it over HTTPS;
 * namespaces terminate as on a cluster: deleting one deletes what is in it (finalizers hold those objects and
   the namespace, which shows ``status.phase: Terminating``); creating anything in it is refused with 403;
-* ``x-kubernetes-validations`` (CEL) rules of a CRD are evaluated on every write (kube/cel.py): 422 with the
+* ``x-kubernetes-validations`` (CEL) rules of a CRD are evaluated on every write (sandbox/cel.py): 422 with the
   rule's message, transition rules (``oldSelf``) on updates.
 
 ``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
@@ -47,7 +47,7 @@ import yaml
 from kmock._internal import rendering
 from kmock._internal.apps import Server
 
-from tfgrid_operator.kube import cel
+from tfgrid_operator.sandbox import cel
 
 JSON = dict[str, Any]
 Key = tuple[str, str | None, str]  # (resource key, namespace, name)
@@ -145,7 +145,7 @@ def _jsonschema(schema: JSON) -> JSON:
             out["properties"] = {k: _jsonschema(v) for k, v in schema["properties"].items()}
         return out
     if isinstance(schema, list):
-        return [_jsonschema(v) for v in schema]  # type: ignore[return-value]
+        return [_jsonschema(v) for v in schema]
     return schema
 
 
@@ -335,7 +335,7 @@ def serve(handler: StrictApiServer, *, ssl_context: Any = None, client: Any = No
     def session(url: Any) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=client if client is not None else True))
 
-    return Server(handler, port=port, server_cls=TlsTestServer, client_fct=session)  # type: ignore[call-arg]
+    return Server(handler, port=port, server_cls=TlsTestServer, client_fct=session)
 
 
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0+tfgrid-emulator", "platform": "linux/amd64"}

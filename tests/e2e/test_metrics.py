@@ -49,6 +49,7 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
     await ledger.close()
     await create(apiserver, farm(), node("n1"), node("n2"), deployment("web"), deployment("huge", cru=64))
     await ready(apiserver, "deployments", "web")
+    await ready(apiserver, "nodes", "n1", "n2")  # both on the ledger before the period is billed (capacity total)
     grid_clock.set(START + 3600)
 
     def billed():

@@ -62,8 +62,8 @@ def cpu_s(pid: int) -> float:
 
 
 async def ceiling(objects: int) -> dict:
-    from tfgrid_operator import local
     from tfgrid_operator.kube.client import KubeClient
+    from tfgrid_operator.sandbox import local
 
     scale = objects / 10_000
     docs = bench.bodies(1, 1, objects, {"node0": "unused"})["deployments"]

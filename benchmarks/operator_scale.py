@@ -40,10 +40,11 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tfgrid_operator import agent, backend, local
+from tfgrid_operator import agent, backend
 from tfgrid_operator.domain import identity, names
 from tfgrid_operator.handlers import tenancy
 from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.sandbox import local
 
 PG = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 API = "/apis/grid.threefold.io/v1alpha1/namespaces"

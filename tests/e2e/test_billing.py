@@ -167,7 +167,7 @@ async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_
     write the API refused is written again on a later tick."""
 
     from e2e.conftest import CONFIG, OperatorThread
-    from tfgrid_operator import backend, runtime
+    from tfgrid_operator import backend
 
     op = OperatorThread(ledger_path, grid_clock, counter_refresh_s=2 * H)
     op.start()
@@ -191,4 +191,3 @@ async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_
         apiserver.fault = None
         await lg.close()
         await op.stop()
-        runtime.set_factory(None)

@@ -27,7 +27,8 @@ from tfgrid_operator.api import common, crds
 from tfgrid_operator.backend import records
 from tfgrid_operator.domain import identity, pricing
 from tfgrid_operator.domain.units import Resources
-from tfgrid_operator.kube import cel, emulator
+from tfgrid_operator.sandbox import apimachinery as emulator
+from tfgrid_operator.sandbox import cel
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KINDS = {k.plural: k for k in api.KINDS}
@@ -247,11 +248,9 @@ def test_a_status_field_the_model_lacks_fails_at_the_choke_point():
 
 
 def _projections():
-    """The status projections the handlers and the loop share (periodic.py today, loop/status.py after issue 16)."""
-    try:
-        from tfgrid_operator.loop import status as projections  # type: ignore[import-not-found]
-    except ImportError:
-        from tfgrid_operator import periodic as projections
+    """The status projections the handlers and the loop share (loop/status.py)."""
+    from tfgrid_operator.loop import status as projections
+
     return projections
 
 
@@ -271,7 +270,7 @@ PROPOSAL_SPEC = {"title": "t", "action": {"type": "SetPricingPolicy", "pricing":
 
 def test_the_statuses_the_operator_builds_pass_their_models():
     p = _projections()
-    node = p._node_status(SUMMARY, {}, 2, STAMP, 1_700_000_100, type("Cfg", (), {"node_down_after_s": 4800}))
+    node = p.node_status(SUMMARY, {}, 2, STAMP, 1_700_000_100, type("Cfg", (), {"node_down_after_s": 4800}))
     node = p.node_attestation(
         node, {"certified": True}, SUMMARY,
         records.Attestation(node="n1", resources=R, certified=False, since=1_600_000_000, source="agent"),
@@ -280,7 +279,7 @@ def test_the_statuses_the_operator_builds_pass_their_models():
     assert {"attested", "minting", "lastReportAt", "violation"} <= set(api.check_status("nodes", node))
     farm = records.Farm(id=1, name="f1", owner_key="k", payout_account="p", certified=False, dedicated=False,
                         public_ips=0, state="Active")
-    api.check_status("farms", p._farm_status(farm, [SUMMARY], {}, 2, STAMP))
+    api.check_status("farms", p.farm_status(farm, [SUMMARY], {}, 2, STAMP))
     policy, price = pricing.PricingPolicy(), pricing.TftPrice()
     for c in (CONTRACT, dataclasses.replace(CONTRACT, state="Deleted", deleted_reason="OutOfFunds")):
         status = p.deployment_status(c, {"movedFrom": "n0"}, 2, STAMP, policy, price)

@@ -12,9 +12,10 @@ import yaml
 from click.testing import CliRunner
 
 import ledger_setup
-from tfgrid_operator import backend, cli, clock, local, metrics, runtime
+from tfgrid_operator import backend, cli, clock, metrics, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.sandbox import local
 from tfgrid_operator.settings import Settings
 
 NS = "grid-demo"
@@ -94,7 +95,7 @@ async def test_quickstart_output_applied_makes_every_object_ready_and_its_propos
     cfg = backend.LedgerConfig(minting_epoch=grid_clock.now() + 600 - period_s, minting_period_s=period_s)
 
     async def make_runtime() -> runtime.Runtime:
-        settings = Settings(tick_s=0.2, batch_window_s=0.001, metrics_port=0,
+        settings = Settings(tick_s=0.2, metrics_port=0,
                             council_keys=",".join(values["operator"]["councilKeys"]))
         return runtime.Runtime(settings=settings, clock=grid_clock, ledger=await backend.open_backend(url, cfg),
                                kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.05)

@@ -27,11 +27,16 @@ from __future__ import annotations
 from typing import Protocol
 
 from tfgrid_operator.backend import records
+from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.domain import minting, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
 
 
 class GridBackend(Protocol):
+    # the lengths, epochs and prices the ledger runs with: the loop paces its periods and the handlers price
+    # contracts by the same ones the ledger bills and mints with
+    config: LedgerConfig
+
     # -- accounts (twins) --
     async def ensure_account(self, *, name: str, public_key: str = "") -> records.Account: ...
     async def fund(self, *, name: str, amount: int, now: int | None = None) -> records.Account: ...

@@ -20,14 +20,14 @@ G, V = runtime.GROUP, runtime.VERSION
 
 
 @reporting.reconciler("nodes", "node")
-async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
-    s = reporting.parse_spec(api.NodeSpec, body, spec, patch)
+async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime.get(memo)
+    s = reporting.parse_spec(rt, api.NodeSpec, body, spec, patch)
     if s is None:
         return
     farm = await rt.ledger.observe_farm(name=s.farm)
     if farm is None or farm.state != "Active":
-        return reporting.waiting(body, patch, reason=Reason.FARM_NOT_READY,
+        return reporting.waiting(rt, body, patch, reason=Reason.FARM_NOT_READY,
                                  message=f"farm {s.farm!r} is not registered yet; retrying")
     try:
         node = await rt.ledger.ensure_node(
@@ -36,26 +36,27 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
             farm=s.farm, resources=s.capacity, country=s.location.country, city=s.location.city,
             certified=s.certified, public_key=s.public_key, now=rt.clock.now())
     except errors.NameTaken as err:
-        return tenancy.name_taken(body, patch, err)
+        return tenancy.name_taken(rt, body, patch, err)
     except errors.NotAuthorized as err:  # retried: the farm owner may sign consent later
-        return reporting.waiting(body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
+        return reporting.waiting(rt, body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
     except errors.InvalidRequest as err:
-        return reporting.invalid_spec(body, patch, err.message)
+        return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     if "nodeId" not in (body.get("status") or {}):
         reason = Reason.REGISTERED if node.created else Reason.ADOPTED
         kopf.info(body, reason=str(reason), message=f"Node {name} is node {node.id} of farm {s.farm}")
-    reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",
+    reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",
                      fields={"nodeId": node.id, "farm": s.farm})
 
 
 @kopf.on.delete(G, V, "nodes")
 @reporting.metered("node")
-async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
+async def delete_node(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime.get(memo)
     leases.forget(name)
-    await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
+    await reporting.close_on_ledger(rt, body, patch,
+                                    rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
                                     message=lambda _: f"Node {name} closed on the ledger")
 
 
@@ -65,9 +66,9 @@ CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not unde
 @kopf.on.resume(G, V, "nodes", annotations={CERTIFICATION_ANNOTATION: kopf.PRESENT})
 @kopf.on.update(G, V, "nodes", field=("metadata", "annotations", CERTIFICATION_ANNOTATION))
 @reporting.metered("node")
-async def certification(body: Any, name: str, **_: Any) -> None:
+async def certification(body: Any, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Apply a council-signed (de)certification once; a bad, foreign or replayed one is an Event, not a change."""
-    rt = runtime.get()
+    rt = runtime.get(memo)
     raw = (body["metadata"].get("annotations") or {}).get(CERTIFICATION_ANNOTATION)
     if not raw or body["metadata"].get("deletionTimestamp"):
         return

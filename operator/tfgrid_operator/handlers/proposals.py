@@ -13,11 +13,12 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import api, ballot, conditions, periodic, runtime
+from tfgrid_operator import api, ballot, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity, voting
 from tfgrid_operator.handlers import reporting, tracking
+from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
 log = logging.getLogger("tfgrid_operator.proposals")
@@ -53,11 +54,11 @@ def veto_problem(v: api.SignedVeto, key: str, proposal_id: int, council: frozens
     return None
 
 
-async def cast_votes(body: Any, key: str, s: api.ProposalSpec, prop: records.Proposal,
+async def cast_votes(rt: runtime.Runtime, body: Any, key: str, s: api.ProposalSpec, prop: records.Proposal,
                      now: int) -> tuple[records.Proposal, list[dict[str, Any]]]:
     """Count each new or switched vote once; return the proposal and the rejected votes with reasons (and the
     sequence number of the entry rejected, so `vote` can tell its own verdict from an earlier one's)."""
-    ledger = runtime.get().ledger
+    ledger = rt.ledger
     counted = {v.farm: (v.approve, v.seq) for v in prop.votes}
     rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -86,13 +87,13 @@ async def cast_votes(body: Any, key: str, s: api.ProposalSpec, prop: records.Pro
     return prop, rejected
 
 
-async def apply_vetoes(key: str, s: api.ProposalSpec, prop: records.Proposal,
-                       council: frozenset[str]) -> tuple[records.Proposal, list[dict[str, str]]]:
+async def apply_vetoes(rt: runtime.Runtime, key: str, s: api.ProposalSpec,
+                       prop: records.Proposal) -> tuple[records.Proposal, list[dict[str, str]]]:
     rejected: list[dict[str, str]] = []
     for v in s.vetoes:
-        problem = veto_problem(v, key, prop.id, council)
+        problem = veto_problem(v, key, prop.id, rt.settings.council)
         if problem is None:
-            prop = await runtime.get().ledger.veto(proposal=key, member_key=v.member_key)
+            prop = await rt.ledger.veto(proposal=key, member_key=v.member_key)
         else:
             rejected.append({"memberKey": v.member_key, "reason": problem})
     return prop, rejected
@@ -105,10 +106,9 @@ def warn_new(body: Any, before: list[dict[str, Any]] | None, now: list[dict[str,
             kopf.warn(body, reason=str(reason), message=f"{what.format(**r)} does not count: {r['reason']}")
 
 
-async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: api.ProposalSpec,
+async def open_proposal(rt: runtime.Runtime, body: Any, patch: kopf.Patch, key: str, s: api.ProposalSpec,
                         now: int) -> records.Proposal | None:
     """The ledger's proposal; opened now if the council signature holds, else None after saying why."""
-    rt = runtime.get()
     prop = await rt.ledger.observe_proposal(key=key)
     if prop is not None:
         return prop
@@ -121,7 +121,7 @@ async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: api.ProposalS
         except errors.Replayed as err:  # a withdrawn proposal's signature, used again
             problem = err.message
     if problem is not None:
-        if reporting.report(body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
+        if reporting.report(rt, body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
             kopf.warn(body, reason=str(Reason.UNAUTHORIZED), message=problem)
         return None
     kopf.info(body, reason=str(Reason.PROPOSED),
@@ -130,27 +130,28 @@ async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: api.ProposalS
 
 
 @reporting.reconciler("proposals", "proposal")
-async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
+async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo,
+                             **_: Any) -> None:
+    rt = runtime.get(memo)
     key = f"{namespace}/{name}"
-    s = reporting.parse_spec(api.ProposalSpec, body, spec, patch)
+    s = reporting.parse_spec(rt, api.ProposalSpec, body, spec, patch)
     if s is None:
         return
     now = rt.clock.now()
     try:
-        prop = await open_proposal(body, patch, key, s, now)
+        prop = await open_proposal(rt, body, patch, key, s, now)
         if prop is None:
             return
-        prop, bad_votes = await cast_votes(body, key, s, prop, now)
-        prop, bad_vetoes = await apply_vetoes(key, s, prop, rt.settings.council)
+        prop, bad_votes = await cast_votes(rt, body, key, s, prop, now)
+        prop, bad_vetoes = await apply_vetoes(rt, key, s, prop)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     status = dict(body.get("status") or {})
     warn_new(body, status.get("rejectedVotes"), bad_votes, Reason.VOTE_REJECTED, "Vote of farm {farm}")
     warn_new(body, status.get("rejectedVetoes"), bad_vetoes, Reason.VETO_REJECTED, "Veto by {memberKey}")
-    reporting.apply(body, patch, periodic.proposal_status(prop, s, status, body["metadata"].get("generation", 1),
-                                                          conditions.timestamp(now),
-                                                          {"rejectedVotes": bad_votes, "rejectedVetoes": bad_vetoes}))
+    reporting.apply(rt, body, patch, projections.proposal_status(
+        prop, s, status, body["metadata"].get("generation", 1), conditions.timestamp(now),
+        {"rejectedVotes": bad_votes, "rejectedVetoes": bad_vetoes}))
     waiting = sorted(r["farm"] for r in bad_votes if r["reason"] in NOT_YET)
     if waiting and prop.state == "Open":  # a farm (or its nodes) may register later in the same sync: try again
         raise reporting.Blocked(f"votes of {', '.join(waiting)} wait for their farm on the ledger",  # expected
@@ -159,9 +160,9 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
 
 @kopf.on.delete(G, V, "proposals")
 @reporting.metered("proposal")
-async def withdraw_proposal(name: str, namespace: str, **_: Any) -> None:
+async def withdraw_proposal(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Deleting an open Proposal withdraws it (issue 13, invariant 5): it never closes, executes or takes votes."""
-    prop = await runtime.get().ledger.withdraw_proposal(proposal=f"{namespace}/{name}")
+    prop = await runtime.get(memo).ledger.withdraw_proposal(proposal=f"{namespace}/{name}")
     if prop is not None and prop.state == "Withdrawn":
         log.info("Proposal %s/%s (ledger id %s) withdrawn", namespace, name, prop.id)
 

@@ -24,28 +24,27 @@ M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
-def desired_status(body: Any, *, finished: bool = True, **kwargs: Any) -> dict[str, Any]:
+def desired_status(rt: runtime.Runtime, body: Any, *, finished: bool = True, **kwargs: Any) -> dict[str, Any]:
     """The status a reconcile reports. ``finished``: this generation's reconcile is done (applied, or judged
     invalid), so observedGeneration becomes it; a wait on the world (no room for a resize) is not, and keeps the
     generation that last finished (none yet: no observedGeneration), so that `kubectl wait` and kstatus are not
     told an edit was applied while the ledger still holds the old one."""
     status = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation", 1) if finished else status.get("observedGeneration")
-    return conditions.desired_status(status, generation=generation, now=conditions.timestamp(runtime.get().clock.now()),
-                                     **kwargs)
+    return conditions.desired_status(status, generation=generation, now=conditions.timestamp(rt.clock.now()), **kwargs)
 
 
-def apply(body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
+def apply(rt: runtime.Runtime, body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
     api.check_status(body["kind"], desired)  # a field its Status model lacks is a bug: said here, not pruned silently
-    tenancy.note(body, desired)  # the loop asks this, not the status, whether a handler holds the object
+    tenancy.note(rt, body, desired)  # the loop asks this, not the status, whether a handler holds the object
     changes = conditions.diff(dict(body.get("status") or {}), desired)
     for k, v in changes.items():
         patch.status[k] = v
     return bool(changes)
 
 
-def report(body: Any, patch: kopf.Patch, **kwargs: Any) -> bool:
-    return apply(body, patch, desired_status(body, **kwargs))
+def report(rt: runtime.Runtime, body: Any, patch: kopf.Patch, **kwargs: Any) -> bool:
+    return apply(rt, body, patch, desired_status(rt, body, **kwargs))
 
 
 class Requeued(Exception):
@@ -53,24 +52,24 @@ class Requeued(Exception):
     a success so that its status patch is written and no kopf retry holds a worker."""
 
 
-def waiting(body: Any, patch: kopf.Patch, *, reason: Reason, message: str, fields: dict[str, Any] | None = None,
-            synced: bool = True) -> NoReturn:
+def waiting(rt: runtime.Runtime, body: Any, patch: kopf.Patch, *, reason: Reason, message: str,
+            fields: dict[str, Any] | None = None, synced: bool = True) -> NoReturn:
     """Report a wait on the world (no node has room, the payer or the farm does not exist yet): Ready=False with
     the reason, one Warning Event per new reason, and end the reconcile (Requeued). The batched loop requeues
     waiting objects with a backoff; a kopf retry would hold one of its workers (settings.worker_limit) asleep for
     as long as the wait lasts."""
-    if report(body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
+    if report(rt, body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
               synced_message=message if not synced else "", finished=False):
         kopf.warn(body, reason=str(reason), message=message)
     raise Requeued(message)
 
 
-def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, ready_reason: Reason,
-                   fields: dict[str, Any] | None = None) -> None:
+def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: errors.LedgerError, *,
+                   ready_reason: Reason, fields: dict[str, Any] | None = None) -> None:
     """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff."""
     current = dict(body.get("status") or {})
     ready = (conditions.get(current.get("conditions") or [], "Ready") or {}).get("status") == "True"
-    changed = report(body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
+    changed = report(rt, body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
                      message=err.message, synced=False, synced_message=err.message, fields=fields)
     if changed:  # one Event per new failure, not one per retry; named for the condition when it is specific
         generic = ready_reason in (Reason.CREATING, Reason.DELETING)
@@ -79,8 +78,8 @@ def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, rea
         if changed:
             log.info("%s/%s waits: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                      err.message)
-        raise Blocked(err.message, delay=runtime.get().retry_delay_s)
-    raise kopf.TemporaryError(err.message, delay=runtime.get().retry_delay_s)
+        raise Blocked(err.message, delay=rt.retry_delay_s)
+    raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s)
 
 
 class Blocked(kopf.TemporaryError):
@@ -115,31 +114,31 @@ class ExpectedWaits(logging.Filter):
         return True
 
 
-def invalid_spec(body: Any, patch: kopf.Patch, message: str) -> None:
-    if report(body, patch, ready=False, reason=Reason.INVALID_SPEC, message=message, synced=False,
+def invalid_spec(rt: runtime.Runtime, body: Any, patch: kopf.Patch, message: str) -> None:
+    if report(rt, body, patch, ready=False, reason=Reason.INVALID_SPEC, message=message, synced=False,
               synced_message=message):
         kopf.warn(body, reason=str(Reason.INVALID_SPEC), message=message)
 
 
-def parse_spec(model: type[M], body: Any, spec: Any, patch: kopf.Patch) -> M | None:
+def parse_spec(rt: runtime.Runtime, model: type[M], body: Any, spec: Any, patch: kopf.Patch) -> M | None:
     """The parse step: the spec as a model, or None after reporting InvalidSpec (condition + Event)."""
     try:
         return api.parse(model, spec)
     except api.InvalidSpec as exc:
-        invalid_spec(body, patch, str(exc))
+        invalid_spec(rt, body, patch, str(exc))
         return None
 
 
-async def close_on_ledger(body: Any, patch: kopf.Patch, closing: Awaitable[Any], *,
+async def close_on_ledger(rt: runtime.Runtime, body: Any, patch: kopf.Patch, closing: Awaitable[Any], *,
                           message: Callable[[Any], str | None]) -> Any:
     """The delete step: close the ledger record, or keep the finalizer and say what blocks it.
     ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event)."""
     try:
         closed = await closing
     except errors.Conflict as err:
-        return ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
+        return ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
     except errors.LedgerError as err:
-        return ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
+        return ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETING)
     text = message(closed)
     if text:
         kopf.info(body, reason=str(Reason.CLOSED), message=text)
@@ -155,7 +154,7 @@ def metered(controller: str) -> Callable[[H], H]:
     def wrap(fn: H) -> H:
         @functools.wraps(fn)
         async def handler(**kwargs: Any) -> Any:
-            rt = runtime._current
+            rt = runtime.of(kwargs.get("memo"))
             if rt is None:  # an event before startup finished: nothing to count into yet
                 with contextlib.suppress(Requeued):
                     return await fn(**kwargs)
@@ -178,7 +177,7 @@ def metered(controller: str) -> Callable[[H], H]:
             finally:
                 m.reconcile_total.labels(controller, result).inc()
                 m.reconcile_time.labels(controller).observe(time.perf_counter() - started)
-        return handler  # type: ignore[return-value]
+        return handler  # type: ignore[return-value]  # fn wrapped (functools.wraps): mypy cannot see it is an H
     return wrap
 
 
@@ -191,12 +190,12 @@ def ran_for_generation(plural: str) -> Callable[[H], H]:
             try:
                 return await fn(**kwargs)
             finally:
-                rt = runtime._current
+                rt = runtime.of(kwargs.get("memo"))
                 if rt is not None:
                     key = (plural, kwargs.get("namespace") or "", kwargs["name"])
                     rt.handled[key] = kwargs["body"].get("metadata", {}).get("generation", 1)
                     rt.last_reconcile = time.monotonic()
-        return handler  # type: ignore[return-value]
+        return handler  # type: ignore[return-value]  # fn wrapped (functools.wraps): mypy cannot see it is an H
     return wrap
 
 

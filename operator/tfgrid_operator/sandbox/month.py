@@ -16,9 +16,9 @@ from tfgrid_operator import agent, backend, ballot, clock, metrics, runtime
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError, KubeClient
-from tfgrid_operator.kube.emulator import StrictApiServer
 from tfgrid_operator.sandbox import audit as audit_mod
 from tfgrid_operator.sandbox import picture, scenario, view
+from tfgrid_operator.sandbox.emulator import StrictApiServer
 from tfgrid_operator.sandbox.manifests import GRID_KINDS, Manifest, SandboxError, api_message, collection_path
 from tfgrid_operator.sandbox.summary import Summary
 

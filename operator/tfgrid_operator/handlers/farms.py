@@ -30,18 +30,17 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
         return reporting.invalid_spec(body, patch, err.message)
     except errors.LedgerError as err:
         return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
-    if "farmId" not in (body.get("status") or {}):  # only an Event's wording: identity comes from the ledger
-        reason = Reason.REGISTERED if farm.created else Reason.ADOPTED
-        kopf.info(body, reason=str(reason), message=f"Farm {name} is farm {farm.id} on the ledger")
+    if not farm.created and "farmId" not in (body.get("status") or {}):  # a record made before: say it is adopted
+        kopf.info(body, reason=str(Reason.ADOPTED), message=f"Farm {name} is farm {farm.id} on the ledger")
     reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",
                      fields={"farmId": farm.id})
 
 
 @kopf.on.delete(G, V, "farms")
 @reporting.metered("farm")
-async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
+async def delete_farm(body: Any, name: str, patch: kopf.Patch, retry: int = 0, **_: Any) -> None:
     await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name, owner=tenancy.owner(body)),
-                                    message=lambda _: f"Farm {name} closed on the ledger")
+                                    message=lambda _: None, retry=retry)  # routine: no Event
 
 
 tracking.track("farms")

@@ -87,8 +87,9 @@ def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, rea
                      err.message)
         # each retry costs two writes (kopf's progress in status, then its touch to wake the object when the delay
         # ends): a delete that waits for others (a node's deployments, a farm's nodes, a namespace deleted whole)
-        # backs off instead of polling every retry_delay_s (issue 17: ~8 writes per node deleting a namespace)
-        delay = runtime.get().retry_delay_s * min(2 ** min(retry, 8), BLOCKED_BACKOFF_CAP)
+        # backs off after three tries instead of polling every retry_delay_s (issue 17: ~8 writes per node deleting
+        # a namespace); the first three stay quick, as most waits are short (a farm whose nodes are going too)
+        delay = runtime.get().retry_delay_s * min(2 ** min(max(0, retry - 2), 8), BLOCKED_BACKOFF_CAP)
         raise Blocked(err.message, delay=delay)
     raise kopf.TemporaryError(err.message, delay=runtime.get().retry_delay_s)
 

@@ -121,10 +121,9 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
         live = current is not None and current.state in LIVE
         if current is None:
             proof = await payer_proof(rt, s, namespace)
+            # placed: routine, and said by status (node, contractId) in the same write; no Event (issue 17: a write
+            # per object that no person needs)
             current = await rt.ledger.open_contract(key=key, owner_uid=uid, proof=proof, request=s.request(), now=now)
-            if current.created:
-                kopf.info(body, reason=str(Reason.PLACED),
-                          message=f"Deployment {key} placed on node {current.node}, contract {current.id}")
         elif live:
             proof = await payer_proof(rt, s, namespace)
             if not await _same_proof(rt, current, proof):

@@ -30,19 +30,18 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
         return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
         return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
-    if "farmId" not in (body.get("status") or {}):  # only an Event's wording: identity comes from the ledger
-        reason = Reason.REGISTERED if farm.created else Reason.ADOPTED
-        kopf.info(body, reason=str(reason), message=f"Farm {name} is farm {farm.id} on the ledger")
+    if not farm.created and "farmId" not in (body.get("status") or {}):  # a record made before: say it is adopted
+        kopf.info(body, reason=str(Reason.ADOPTED), message=f"Farm {name} is farm {farm.id} on the ledger")
     reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",
                      fields={"farmId": farm.id})
 
 
 @kopf.on.delete(G, V, "farms")
 @reporting.metered("farm")
-async def delete_farm(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def delete_farm(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     rt = runtime.get(memo)
     await reporting.close_on_ledger(rt, body, patch, rt.ledger.close_farm(name=name, owner=tenancy.owner(body)),
-                                    message=lambda _: f"Farm {name} closed on the ledger")
+                                    message=lambda _: None, retry=retry)  # routine: no Event
 
 
 tracking.track("farms")

@@ -11,10 +11,12 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import api, runtime
-from tfgrid_operator.backend import errors
+from tfgrid_operator import api, conditions, runtime
+from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.handlers import leases, reporting, tenancy, tracking
+from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -43,21 +45,37 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
         return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
         return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
-    if "nodeId" not in (body.get("status") or {}):
-        reason = Reason.REGISTERED if node.created else Reason.ADOPTED
-        kopf.info(body, reason=str(reason), message=f"Node {name} is node {node.id} of farm {s.farm}")
+    if node.created:  # a new record: its whole status is known now, written once (the loop's next pass finds it current)
+        return reporting.apply(rt, body, patch, registered_status(rt, body, node))
+    if "nodeId" not in (body.get("status") or {}):  # a record made before: say it is adopted
+        kopf.info(body, reason=str(Reason.ADOPTED), message=f"Node {name} is node {node.id} of farm {s.farm}")
     reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",
                      fields={"nodeId": node.id, "farm": s.farm})
 
 
+def registered_status(rt: runtime.Runtime, body: Any, node: records.Node) -> dict[str, Any]:
+    """The status of a node the ledger registered just now, as the batched loop would write it (nothing used, no
+    uptime, nothing minted or attested yet): one status write at registration instead of the handler's and then
+    the loop's (issue 17). Anything that moves later (a placement, an uptime report) is the loop's change to write."""
+    now = rt.clock.now()
+    stamp, generation = conditions.timestamp(now), body["metadata"].get("generation", 1)
+    summary = records.NodeSummary(
+        name=node.name, farm=node.farm, resources=node.resources, used=Resources(), contracts=0, uptime_s=0,
+        uptime_permille=0, last_report_ts=None, violation=None, minted_total=0, last_mint=None, last_mint_period=None,
+        last_mint_reason=None, owner=node.owner, node_id=node.id)
+    status = dict(body.get("status") or {})
+    desired = projections.node_status(summary, status, generation, stamp, now, rt.ledger.config)
+    return projections.node_attestation(desired, body.get("spec") or {}, summary, None, None, generation, stamp)
+
+
 @kopf.on.delete(G, V, "nodes")
 @reporting.metered("node")
-async def delete_node(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def delete_node(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     rt = runtime.get(memo)
     leases.forget(name)
     await reporting.close_on_ledger(rt, body, patch,
                                     rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
-                                    message=lambda _: f"Node {name} closed on the ledger")
+                                    message=lambda _: None, retry=retry)  # routine: no Event
 
 
 CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not under kopf's own prefix, which its diffs ignore

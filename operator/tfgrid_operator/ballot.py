@@ -83,15 +83,32 @@ async def verdict(kube: KubeClient, *, namespace: str, name: str, farm: str, seq
         await asyncio.sleep(poll_s)
 
 
-def veto_payload(*, proposal: str, proposal_id: int) -> dict[str, Any]:
-    """What a veto signs: the proposal's name and its ledger id, so a veto of a withdrawn proposal never counts on
-    a later one of the same name (§5)."""
-    return {"proposal": proposal, "proposalId": proposal_id}
+def veto_payload(*, proposal: str, proposal_id: int, nonce: str = "") -> dict[str, Any]:
+    """What a veto signs: the proposal's name and its ledger identity — its id and the nonce of the council signature
+    that opened it (the ledger opens one proposal per nonce, ever) — so a veto never counts on another proposal of
+    the same name: not a withdrawn one's on a later one, nor one signed against a forged status.proposalId on the
+    proposal that later gets that id (§5). A proposal opened before nonces (none recorded) signs as it did then."""
+    payload: dict[str, Any] = {"proposal": proposal, "proposalId": proposal_id}
+    if nonce:
+        payload["nonce"] = nonce
+    return payload
 
 
-def signed_veto(key: identity.KeyPair, *, proposal: str, proposal_id: int) -> dict[str, Any]:
-    payload = veto_payload(proposal=proposal, proposal_id=proposal_id)
+def signed_veto(key: identity.KeyPair, *, proposal: str, proposal_id: int, nonce: str = "") -> dict[str, Any]:
+    payload = veto_payload(proposal=proposal, proposal_id=proposal_id, nonce=nonce)
     return {"memberKey": key.public_key, "signature": key.sign(identity.VETO, payload)}
+
+
+def veto_on(body: dict[str, Any], key: identity.KeyPair) -> dict[str, Any]:
+    """A signed veto of the Proposal object ``body`` as the operator opened it: status.proposalId and spec.nonce
+    (fixed once proposed). A status or nonce someone else wrote only makes the veto fail to verify on this
+    proposal; it never makes it count on another, whose nonce is another council signature's."""
+    meta, status = body["metadata"], body.get("status") or {}
+    pid = status.get("proposalId")
+    if not isinstance(pid, int):
+        raise ValueError(f"proposal {meta['namespace']}/{meta['name']} is not open on the ledger yet")
+    nonce = (body.get("spec") or {}).get("nonce") or ""
+    return signed_veto(key, proposal=f"{meta['namespace']}/{meta['name']}", proposal_id=pid, nonce=str(nonce))
 
 
 async def add_entry(kube: KubeClient, *, namespace: str, name: str, field: str, entry: dict[str, Any],

@@ -193,22 +193,24 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
 @click.option("--print", "print_only", is_flag=True)
 @click.option("--proposal-id", type=int, default=None,
               help="with --print: the proposal's ledger id (its status.proposalId), without reaching the cluster")
+@click.option("--nonce", default="", help="with --proposal-id: the proposal's spec.nonce (the council signature's)")
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
 def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool, proposal_id: int | None,
-         context: str | None) -> None:
+         nonce: str, context: str | None) -> None:
     from tfgrid_operator import ballot
 
     key, name = _load_key(key_file), f"{namespace}/{proposal}"
     if print_only and proposal_id is not None:
-        click.echo(json.dumps(ballot.signed_veto(key, proposal=name, proposal_id=proposal_id)))
+        click.echo(json.dumps(ballot.signed_veto(key, proposal=name, proposal_id=proposal_id, nonce=nonce)))
         return
 
     async def go(kube: Any) -> None:
         body = await _read_proposal(kube, namespace, proposal)
-        pid = (body.get("status") or {}).get("proposalId")
-        if not isinstance(pid, int):
-            raise click.ClickException(f"proposal {name} is not open on the ledger yet (no status.proposalId)")
-        entry = ballot.signed_veto(key, proposal=name, proposal_id=pid)  # bound to this proposal, not its name
+        try:  # bound to this proposal's ledger id and council nonce, not its name: never counts on another one
+            entry = ballot.veto_on(body, key)
+        except ValueError as exc:
+            raise click.ClickException(f"{exc} (no status.proposalId)") from exc
+        pid = body["status"]["proposalId"]
         if print_only:
             click.echo(json.dumps(entry))
             return

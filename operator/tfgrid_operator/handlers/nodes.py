@@ -78,7 +78,7 @@ async def certification(body: Any, name: str, **_: Any) -> None:
             raise ValueError(f"it names node {c.get('node')!r}")
         att = await rt.ledger.certify_node(node=name, certified=certified, ts=ts, member_key=member, signature=sig,
                                            council=rt.settings.council, now=rt.clock.now())
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         kopf.warn(body, reason=str(Reason.CERTIFICATION_REJECTED), message=f"malformed certification: {exc}")
     except errors.NotFound as err:  # not registered, or no attested capacity yet: its agent will report
         raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s * 10) from err

@@ -4,6 +4,8 @@ Leases of its own namespace; write its own objects' status). Each scenario faile
 
 * A council veto binds to the proposal's ledger identity — its id and the nonce of the council signature that opened
   it — so a veto signed against a forged ``status.proposalId`` never counts on a later proposal of the same name.
+* A council certification names the capacity the council saw: a farmer who holds the signed annotation back and has
+  its agent attest a bigger machine first gets CertificationRejected, and its node stays DIY.
 * A malformed uptime report (a time past any integer) on a Lease of the attacker's namespace naming another tenant's
   node is refused as malformed, never an operator error.
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import COUNCIL, eventually
+from e2e.conftest import COUNCIL, START, eventually
 from e2e.objects import events, proposal
-from e2e.tenants import conserved, create, get, patch, reason
-from tfgrid_operator import ballot
+from e2e.tenants import conserved, create, farm, get, node, patch, reason
+from tfgrid_operator import agent, ballot
+from tfgrid_operator.domain import identity
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.handlers import leases
 from tfgrid_operator.kube.client import KubeClient
 
@@ -83,3 +87,41 @@ async def test_a_report_with_a_time_past_any_integer_is_malformed_not_an_operato
     await eventually(lambda: events(apiserver, "UptimeRejected", "node1"), what="the report refused as malformed")
     assert any("malformed" in e.get("message", "") for e in events(apiserver, "UptimeRejected", "node1"))
     assert operator.rt.metrics.reconcile_errors.labels("lease")._value.get() == 0  # refused, not a handler crash
+
+
+async def test_a_certification_held_back_never_certifies_the_bigger_machine_attested_since(apiserver, operator,
+                                                                                          ledger, grid_clock):
+    """team-b's farmer: its node's agent attests the real machine, a council member certifies what the status shows;
+    the farmer removes the annotation before the operator sees it (here: keeps the printed entry), has the agent
+    attest 8 times the machine, then puts the certification on. Before the fix the ledger certified the big one."""
+    owner, node_key = identity.KeyPair.generate(), identity.KeyPair.generate()
+    real, fake = Resources(cru=8, mru=32, sru=1000), Resources(cru=64, mru=256, sru=8000)
+    await create(apiserver, B, farm("bfarm", owner, "farmer"), node("bnode", "bfarm", node_key))
+    await reason(apiserver, B, "nodes", "bnode", "Available")
+    async with KubeClient() as kube:
+        await agent.send_report(kube, node_key, namespace=B, node="bnode", ts=START, uptime=100, capacity=real)
+        seen = await eventually(lambda: (get(apiserver, B, "nodes", "bnode")["status"].get("attested") or {})
+                                .get("cru") == 8 and get(apiserver, B, "nodes", "bnode"), what="real capacity attested")
+        entry = ballot.certification_on(seen, COUNCIL[0], certified=True, ts=START + 1)  # `council certify --print`
+        grid_clock.set(START + 120)
+        await agent.send_report(kube, node_key, namespace=B, node="bnode", ts=START + 120, uptime=220, capacity=fake)
+        await eventually(lambda: (get(apiserver, B, "nodes", "bnode")["status"].get("attested") or {}).get("cru") == 64,
+                         what="the bigger machine attested")
+        await ballot.certify(kube, namespace=B, node="bnode", entry=entry)
+        rejected = await eventually(lambda: events(apiserver, "CertificationRejected", "bnode"),
+                                    what="the held-back certification rejected")
+        assert "the council certifies the capacity it saw" in rejected[0]["message"]
+        assert (await ledger.attestations())["bnode"].certified is False
+        # back on the machine the council saw, the same certification applies
+        grid_clock.set(START + 240)
+        await agent.send_report(kube, node_key, namespace=B, node="bnode", ts=START + 240, uptime=340, capacity=real)
+        await eventually(lambda: (get(apiserver, B, "nodes", "bnode")["status"].get("attested") or {}).get("cru") == 8,
+                         what="the real machine attested again")
+        await patch(apiserver, B, "nodes", "bnode", {"metadata": {"annotations": {
+            ballot.CERTIFICATION_ANNOTATION: None}}})  # taken off and put on again: the operator sees it anew
+        await ballot.certify(kube, namespace=B, node="bnode", entry=entry)
+    await eventually(lambda: _certified(ledger, "bnode"), what="certified on the capacity the council saw")
+
+
+async def _certified(ledger, name):
+    return (await ledger.attestations())[name].certified

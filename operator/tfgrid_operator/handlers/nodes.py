@@ -14,6 +14,7 @@ import kopf
 from tfgrid_operator import api, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.handlers import leases, reporting, tenancy, tracking
 
 G, V = runtime.GROUP, runtime.VERSION
@@ -76,8 +77,10 @@ async def certification(body: Any, name: str, **_: Any) -> None:
         certified, ts, member, sig = bool(c["certified"]), int(c["ts"]), str(c["memberKey"]), str(c["signature"])
         if c.get("node") != name:
             raise ValueError(f"it names node {c.get('node')!r}")
+        # a certification names the capacity the council certified: applied only while the node attests it
+        resources = Resources(*(int(c[f]) for f in ("cru", "mru", "sru", "hru"))) if certified else None
         att = await rt.ledger.certify_node(node=name, certified=certified, ts=ts, member_key=member, signature=sig,
-                                           council=rt.settings.council, now=rt.clock.now())
+                                           council=rt.settings.council, now=rt.clock.now(), resources=resources)
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         kopf.warn(body, reason=str(Reason.CERTIFICATION_REJECTED), message=f"malformed certification: {exc}")
     except errors.NotFound as err:  # not registered, or no attested capacity yet: its agent will report

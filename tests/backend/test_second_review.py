@@ -8,6 +8,8 @@ tests did not try. Each one failed before its fix. Every money scenario ends wit
   through a move, nor adds public IPs to it.
 * A council certification certifies the capacity the council saw: held back and applied after the node's agent
   attested a bigger machine, it certifies nothing.
+* The payout account NAMESPACE/NAME is injective: namespace "a" naming "b-c" and namespace "a-b" naming "c" (or
+  any other pair) never share an account, and none is a name a twin may hold.
 * An uptime report past int64 (signed by the farmer's own node key) is refused as a bad request, never a database
   error.
 """
@@ -15,12 +17,15 @@ tests did not try. Each one failed before its fix. Every money scenario ends wit
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ledger_setup
 from ledger_audit import conserved
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records
-from tfgrid_operator.domain import identity, money, pricing, scheduling
+from tfgrid_operator.backend.sql.engine import payout_account_name
+from tfgrid_operator.domain import identity, money, names, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
 
 H = 3600
@@ -106,15 +111,16 @@ async def test_a_move_never_grows_a_contract_its_payer_could_not_grow(ledger):
 
 
 async def test_a_move_of_a_healthy_contract_keeps_its_size_too(ledger):
-    """A move is no resize: the payer agreed to what the contract holds; the handler resizes afterwards (and the
+    """A move is no resize (nor a rent): the payer agreed to what the contract holds; the handler resizes afterwards (and the
     ledger checks that resize as any other: room, debt, grace)."""
     await grid(ledger)
     await ledger.fund(name="alice", amount=1000 * TFT, now=0)
     await ledger.open_contract(key=f"{A}/web", owner_uid="uid-1", proof=by_key(ALICE, A), now=0,
                                request=scheduling.Request(resources=SMALL, node="n0"))
+    # the spec now also asks to rent a whole node: before the fix the move made it a rent priced on 2 cores
     moved = await ledger.move_contract(key=f"{A}/web", now=H // 2, request=scheduling.Request(
-        resources=BIGGER, exclude=frozenset({"n0"})))
-    assert (moved.node, moved.resources) == ("n1", SMALL)
+        resources=BIGGER, dedicated=True, exclude=frozenset({"n0"})))
+    assert (moved.node, moved.resources, moved.dedicated) == ("n1", SMALL, False)
     grown = await ledger.resize_contract(key=f"{A}/web", owner_uid="uid-1", resources=BIGGER, public_ips=0, now=H)
     assert grown.resources == BIGGER and grown.id == moved.id
     await ledger.bill_period(period=0, now=H)
@@ -155,3 +161,25 @@ async def test_an_uptime_report_past_int64_is_a_bad_request(ledger, uptime):
     with pytest.raises(errors.InvalidRequest, match="uptime"):
         await ledger_setup.report_uptime(ledger, node="n0", ts=1000, uptime=uptime, key=node_key)
     assert await ledger_setup.report_uptime(ledger, node="n0", ts=1000, uptime=900, key=node_key) == 900
+
+
+# ---------------------------------------------------------------- payout accounts are injective
+LABEL = st.from_regex(names.DNS_LABEL_PATTERN, fullmatch=True).filter(lambda x: len(x) <= 63)
+ACCOUNT = st.from_regex(names.ACCOUNT_PATTERN, fullmatch=True).filter(names.is_account_name)
+
+
+@given(a=st.tuples(LABEL, ACCOUNT), b=st.tuples(LABEL, ACCOUNT))
+def test_the_payout_account_of_a_namespace_and_name_is_theirs_alone(a, b):
+    assert (payout_account_name(*a) == payout_account_name(*b)) == (a == b)
+    assert not names.is_account_name(payout_account_name(*a))  # never a twin's name
+
+
+async def test_namespaces_whose_names_run_into_each_other_get_payout_accounts_of_their_own(ledger):
+    """namespace "a" naming "b-c" and namespace "a-b" naming "c": joined with a '-' they would meet; with the '/'
+    (which neither a namespace nor an account name holds) they never do."""
+    for ns, farm, payout in (("a", "fa", "b-c"), ("a-b", "fab", "c"), ("a", "fa2", "b.c")):
+        await ledger.ensure_farm(name=farm, owner=records.Owner(ns, f"uid-{farm}"), owner_key=FARMER.public_key,
+                                 payout_account=payout, certified=False, dedicated=False, public_ips=0)
+    payouts = {f.name: f.payout_account for f in await ledger.list_farms()}
+    assert payouts == {"fa": "a/b-c", "fab": "a-b/c", "fa2": "a/b.c"}
+    assert len({(await ledger.get_account(name=p)).id for p in payouts.values()}) == 3

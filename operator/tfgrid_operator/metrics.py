@@ -34,4 +34,4 @@ class Metrics:
 
     def reconciled(self, controller: str, result: str = "success") -> float:
         """One reconcile counter's value, cheaply (the sandbox polls it to know the operator caught up)."""
-        return self.reconcile_total.labels(controller, result)._value.get()  # prometheus_client's child value
+        return float(self.reconcile_total.labels(controller, result)._value.get())  # prometheus_client's child value

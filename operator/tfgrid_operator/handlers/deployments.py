@@ -143,17 +143,17 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
     except errors.NoCapacity as err:
         message = f"{err.constraint}: {err.message}"
         reason = Reason.RESIZE_BLOCKED if current is not None and current.state in LIVE else Reason.UNSCHEDULABLE
-        return reporting.waiting(rt, body, patch, reason=reason, message=message, fields=_held(current))
+        reporting.waiting(rt, body, patch, reason=reason, message=message, fields=_held(current))
     except errors.PayerInDebt as err:  # invariant 7: it opens (or grows) once a funding paid what its payer owes
-        return reporting.waiting(rt, body, patch, reason=Reason.PAYER_IN_DEBT, message=err.message,
-                                 fields=_held(current), synced=False)
+        reporting.waiting(rt, body, patch, reason=Reason.PAYER_IN_DEBT, message=err.message,
+                          fields=_held(current), synced=False)
     except errors.NotAuthorized as err:
-        return reporting.waiting(rt, body, patch, reason=Reason.PAYER_NOT_AUTHORIZED, message=err.message, synced=False)
+        reporting.waiting(rt, body, patch, reason=Reason.PAYER_NOT_AUTHORIZED, message=err.message, synced=False)
     except errors.NotFound as err:
-        return reporting.waiting(rt, body, patch, reason=Reason.PAYER_NOT_FOUND, message=err.message, synced=False)
+        reporting.waiting(rt, body, patch, reason=Reason.PAYER_NOT_FOUND, message=err.message, synced=False)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
-    policy, _ = await rt.ledger.policies()
+        reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
+    policy = (await rt.ledger.policies())[0]
     status = dict(body.get("status") or {})
     reporting.apply(rt, body, patch, projections.deployment_status(
         current, status, body["metadata"].get("generation", 1), conditions.timestamp(now), policy,
@@ -166,10 +166,15 @@ async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Pa
     rt = runtime.get(memo)
     key = f"{namespace}/{name}"
     uid = tenancy.owner(body).uid
+
+    def closed_event(closed: records.Contract | None) -> str | None:
+        if closed is None or closed.owner_uid not in ("", uid):
+            return None
+        return f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units"
+
     await reporting.close_on_ledger(
         rt, body, patch, rt.ledger.close_contract(key=key, owner_uid=uid, now=rt.clock.now(), reason="CanceledByUser"),
-        message=lambda closed: closed and closed.owner_uid in ("", uid)
-        and f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units")
+        message=closed_event)
 
 
 tracking.track("deployments")

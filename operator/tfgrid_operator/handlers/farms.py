@@ -29,7 +29,7 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
     except errors.InvalidRequest as err:
         return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
+        reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     if not farm.created and "farmId" not in (body.get("status") or {}):  # a record made before: say it is adopted
         kopf.info(body, reason=str(Reason.ADOPTED), message=f"Farm {name} is farm {farm.id} on the ledger")
     reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",

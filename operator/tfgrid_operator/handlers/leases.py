@@ -23,10 +23,11 @@ CAPACITY_ANNOTATION = f"{runtime.PREFIX}/capacity-report"
 log = logging.getLogger("tfgrid_operator.leases")
 
 
-def node_ref(rt: runtime.Runtime, namespace: str, node: str) -> dict[str, Any]:
+def node_ref(rt: runtime.Runtime, namespace: str, node: str) -> kopf.Body:
+    """The Node a Lease reports for, as an Event's subject."""
     tracked = rt.objects.get(("nodes", namespace, node))
     meta = (tracked or {}).get("metadata", {"name": node, "namespace": namespace})
-    return {"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": "Node", "metadata": meta}
+    return kopf.Body({"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": "Node", "metadata": meta})
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={NODE_LABEL: kopf.PRESENT})

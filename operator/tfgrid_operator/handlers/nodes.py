@@ -29,8 +29,8 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
         return
     farm = await rt.ledger.observe_farm(name=s.farm)
     if farm is None or farm.state != "Active":
-        return reporting.waiting(rt, body, patch, reason=Reason.FARM_NOT_READY,
-                                 message=f"farm {s.farm!r} is not registered yet; retrying")
+        reporting.waiting(rt, body, patch, reason=Reason.FARM_NOT_READY,
+                          message=f"farm {s.farm!r} is not registered yet; retrying")
     try:
         node = await rt.ledger.ensure_node(
             name=name, owner=tenancy.owner(body),
@@ -40,13 +40,14 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
     except errors.NameTaken as err:
         return tenancy.name_taken(rt, body, patch, err)
     except errors.NotAuthorized as err:  # retried: the farm owner may sign consent later
-        return reporting.waiting(rt, body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
+        reporting.waiting(rt, body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
     except errors.InvalidRequest as err:
         return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
+        reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     if node.created:  # a new record: its whole status is known now, written once (the loop's next pass finds it current)
-        return reporting.apply(rt, body, patch, registered_status(rt, body, node))
+        reporting.apply(rt, body, patch, registered_status(rt, body, node))
+        return
     if "nodeId" not in (body.get("status") or {}):  # a record made before: say it is adopted
         kopf.info(body, reason=str(Reason.ADOPTED), message=f"Node {name} is node {node.id} of farm {s.farm}")
     reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",

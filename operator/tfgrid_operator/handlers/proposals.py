@@ -117,18 +117,18 @@ async def open_proposal(rt: runtime.Runtime, body: Any, patch: kopf.Patch, key: 
     problem = council_problem(s, key, rt.settings.council)
     if problem is None:
         try:
-            prop = await rt.ledger.ensure_proposal(
+            opened = await rt.ledger.ensure_proposal(
                 key=key, action=s.action.ledger_action(), threshold=s.threshold, end_ts=now + s.duration_hours * 3600,
                 nonce=s.nonce or "", council_key=s.council_key, signed_digest=voting.payload_digest(s.signed_payload(key)))
         except errors.Replayed as err:  # a withdrawn proposal's signature, used again
             problem = err.message
-    if problem is not None:
-        if reporting.report(rt, body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
-            kopf.warn(body, reason=str(Reason.UNAUTHORIZED), message=problem)
-        return None
-    kopf.info(body, reason=str(Reason.PROPOSED),
-              message=f"Proposal {prop.id} open for votes until {conditions.timestamp(prop.end_ts)}")
-    return prop
+        else:
+            kopf.info(body, reason=str(Reason.PROPOSED),
+                      message=f"Proposal {opened.id} open for votes until {conditions.timestamp(opened.end_ts)}")
+            return opened
+    if reporting.report(rt, body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
+        kopf.warn(body, reason=str(Reason.UNAUTHORIZED), message=problem)
+    return None
 
 
 @reporting.reconciler("proposals", "proposal")
@@ -147,7 +147,7 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
         prop, bad_votes = await cast_votes(rt, body, key, s, prop, now)
         prop, bad_vetoes = await apply_vetoes(rt, key, s, prop)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
+        reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     status = dict(body.get("status") or {})
     warn_new(body, status.get("rejectedVotes"), bad_votes, Reason.VOTE_REJECTED, "Vote of farm {farm}")
     warn_new(body, status.get("rejectedVetoes"), bad_vetoes, Reason.VETO_REJECTED, "Veto by {memberKey}")

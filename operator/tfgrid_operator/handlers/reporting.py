@@ -68,7 +68,7 @@ def waiting(rt: runtime.Runtime, body: Any, patch: kopf.Patch, *, reason: Reason
 
 
 def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: errors.LedgerError, *,
-                   ready_reason: Reason, fields: dict[str, Any] | None = None, retry: int = 0) -> None:
+                   ready_reason: Reason, fields: dict[str, Any] | None = None, retry: int = 0) -> NoReturn:
     """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff. ``retry``: kopf's
     count of this handler's retries so far (a blocked delete waits twice as long each time, see BLOCKED_BACKOFF_CAP)."""
     current = dict(body.get("status") or {})
@@ -151,9 +151,9 @@ async def close_on_ledger(rt: runtime.Runtime, body: Any, patch: kopf.Patch, clo
     try:
         closed = await closing
     except errors.Conflict as err:
-        return ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETE_BLOCKED, retry=retry)
+        ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETE_BLOCKED, retry=retry)
     except errors.LedgerError as err:
-        return ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETING)
+        ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETING)
     text = message(closed)
     if text:
         closing_event(rt, body, "Normal", str(Reason.CLOSED), text)
@@ -205,13 +205,15 @@ def closing_event(rt: runtime.Runtime, body: Any, type: str, reason: str, messag
     task.add_done_callback(_posting.discard)
 
 
-H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+# a kopf handler as kopf calls it: keyword arguments only (those it names, the rest in **kwargs); what the
+# wrappers below return is exactly that, whatever the handler they wrap declares
+Handler = Callable[..., Awaitable[Any]]
 
 
-def metered(controller: str) -> Callable[[H], H]:
+def metered(controller: str) -> Callable[[Handler], Handler]:
     """controller-runtime's reconcile metrics for a handler: count by result (success / requeue / error)
     and duration. The controller label is a kind, never an object name (bounded cardinality)."""
-    def wrap(fn: H) -> H:
+    def wrap(fn: Handler) -> Handler:
         @functools.wraps(fn)
         async def handler(**kwargs: Any) -> Any:
             rt = runtime.of(kwargs.get("memo"))
@@ -237,14 +239,14 @@ def metered(controller: str) -> Callable[[H], H]:
             finally:
                 m.reconcile_total.labels(controller, result).inc()
                 m.reconcile_time.labels(controller).observe(time.perf_counter() - started)
-        return handler  # type: ignore[return-value]  # fn wrapped (functools.wraps): mypy cannot see it is an H
+        return handler
     return wrap
 
 
-def ran_for_generation(plural: str) -> Callable[[H], H]:
+def ran_for_generation(plural: str) -> Callable[[Handler], Handler]:
     """Remember which generation a reconcile ran for: the loop nudges an object only when a reconcile ran but
     its report never landed (kopf's own write failed), never one that is merely still queued."""
-    def wrap(fn: H) -> H:
+    def wrap(fn: Handler) -> Handler:
         @functools.wraps(fn)
         async def handler(**kwargs: Any) -> Any:
             try:
@@ -255,20 +257,20 @@ def ran_for_generation(plural: str) -> Callable[[H], H]:
                     key = (plural, kwargs.get("namespace") or "", kwargs["name"])
                     rt.handled[key] = kwargs["body"].get("metadata", {}).get("generation", 1)
                     rt.last_reconcile = time.monotonic()
-        return handler  # type: ignore[return-value]  # fn wrapped (functools.wraps): mypy cannot see it is an H
+        return handler
     return wrap
 
 
-def reconciler(plural: str, controller: str) -> Callable[[H], H]:
+def reconciler(plural: str, controller: str) -> Callable[[Handler], Handler]:
     """The one decorator stack of every kind's reconcile handler: run on resume, create, spec updates and the
     loop's requeue annotation (never on our own status writes), with the controller's reconcile metrics."""
-    def wrap(fn: H) -> H:
-        fn = ran_for_generation(plural)(metered(controller)(fn))
+    def wrap(fn: Handler) -> Handler:
+        handler = ran_for_generation(plural)(metered(controller)(fn))
         for on in (kopf.on.update(runtime.GROUP, runtime.VERSION, plural, field="spec"),
                    kopf.on.update(runtime.GROUP, runtime.VERSION, plural,
                                   field=("metadata", "annotations", runtime.REQUEUE_ANNOTATION)),
                    kopf.on.create(runtime.GROUP, runtime.VERSION, plural),
                    kopf.on.resume(runtime.GROUP, runtime.VERSION, plural)):
-            fn = on(fn)
-        return fn
+            on(handler)  # registers it (kopf's decorators return the function they are given)
+        return handler
     return wrap

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import prometheus_client
@@ -36,7 +36,8 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
         """The essence once (kopf's multi-storage builds it once per storage, each a deep copy of the whole
         object); status is never part of it, so it is not copied either unless a handler asks for a field of it."""
         if not extra_fields:
-            body = kopf.Body({k: v for k, v in body.items() if k != "status"})
+            # the object less its status is a RawBody (kopf's TypedDict), which a comprehension cannot be typed as
+            body = kopf.Body(cast(kopf.RawBody, {k: v for k, v in body.items() if k != "status"}))
         essence = self.in_status.build(body=body, extra_fields=extra_fields)
         self.legacy.remove_annotations(essence, set(self.legacy.make_keys(self.legacy.key, body=body)))
         self.legacy.remove_empty_stanzas(essence)
@@ -107,8 +108,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.queueing.idle_timeout = 0.5
     memo[runtime.RUNTIME] = rt
     if rt.settings.metrics_port:  # Prometheus exposition of this runtime's registry
-        memo[METRICS_SERVER], _ = prometheus_client.start_http_server(rt.settings.metrics_port,
-                                                                      registry=rt.metrics.registry)
+        memo[METRICS_SERVER], _thread = prometheus_client.start_http_server(rt.settings.metrics_port,
+                                                                            registry=rt.metrics.registry)
     memo[LOOP_TASK] = asyncio.create_task(loop.run_forever(rt))
 
 
@@ -139,7 +140,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         raise kopf.LoginError(str(exc)) from exc
     cfg = login.config
     header = login.authorization()
-    scheme, _, token = header.partition(" ") if header else (None, "", None)
+    scheme, _sep, token = header.partition(" ") if header else (None, "", None)
     return kopf.ConnectionInfo(
         server=login.server, ca_path=cfg.ssl_ca_cert or None, insecure=not cfg.verify_ssl,
         scheme=scheme or None, token=token or None,

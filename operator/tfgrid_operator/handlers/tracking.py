@@ -11,11 +11,12 @@ from tfgrid_operator import runtime
 
 def track(plural: str) -> None:
     @kopf.on.event(runtime.GROUP, runtime.VERSION, plural, id=f"track-{plural}")
-    async def _track(event: dict[str, Any], body: Any, name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    async def _track(event: kopf.RawEvent, body: Any, name: str, namespace: str | None, memo: kopf.Memo,
+                     **_: Any) -> None:
         rt = runtime.of(memo)
         if rt is None:
             return
-        key = (plural, namespace, name)
+        key = (plural, namespace or "", name)  # our kinds are namespaced: kopf always names one
         if event.get("type") == "DELETED":
             rt.objects.pop(key, None)
             if plural == "deployments":  # gone: through our finalizer, or past it (the sweep closes what is left)

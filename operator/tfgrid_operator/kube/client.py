@@ -254,7 +254,7 @@ class KubeClient:
     async def apply_lease(self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str],
                           holder: str, renew_time: str) -> Any:
         path = self.path("coordination.k8s.io", "v1", "leases", namespace, name)
-        body = {"metadata": {"labels": labels, "annotations": annotations},
+        body: dict[str, Any] = {"metadata": {"labels": labels, "annotations": annotations},
                 "spec": {"holderIdentity": holder, "leaseDurationSeconds": 2460, "renewTime": renew_time}}
         try:
             return await self.request("PATCH", path, body, "application/merge-patch+json")

@@ -176,5 +176,5 @@ def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], cont
     for (plural, _, _), body in rt.objects.items():
         ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
         by_kind[(plural[:-1], ready.get("status", "Unknown"))] += 1
-    for (kind, ready), n in by_kind.items():
-        rt.metrics.objects.labels(kind, ready).set(n)
+    for (kind, readiness), n in by_kind.items():
+        rt.metrics.objects.labels(kind, readiness).set(n)

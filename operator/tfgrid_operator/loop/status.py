@@ -35,7 +35,7 @@ def _dec(x: Fraction) -> str:
 def node_status(s: records.NodeSummary, status: dict[str, Any], generation: int, stamp: str, now: int,
                 cfg: LedgerConfig) -> dict[str, Any]:
     free = s.resources - s.used
-    fields = {
+    fields: dict[str, Any] = {
         "nodeId": s.node_id, "farm": s.farm,
         "cu": _dec(units.farming_cu(s.resources)), "su": _dec(units.farming_su(s.resources)),
         "used": s.used.as_dict(), "free": free.as_dict(), "usedPercent": _percent(s.used, s.resources),

@@ -101,16 +101,21 @@ def prune(obj: Any, schema: JSON | None) -> Any:
 
 def _jsonschema(schema: JSON) -> JSON:
     """OpenAPI v3 → JSON Schema: drop x-kubernetes-* and turn ``nullable`` into a null type."""
-    if isinstance(schema, dict):
-        out = {k: _jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
-        if schema.get("nullable") and "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "properties" in schema:
-            out["properties"] = {k: _jsonschema(v) for k, v in schema["properties"].items()}
-        return out
-    if isinstance(schema, list):
-        return [_jsonschema(v) for v in schema]
-    return schema
+    out: JSON = {k: _jsonschema_value(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if "properties" in schema:
+        out["properties"] = {k: _jsonschema(v) for k, v in schema["properties"].items()}
+    return out
+
+
+def _jsonschema_value(value: Any) -> Any:
+    """A schema's member (a JSON value: a sub-schema, a list such as ``required`` or ``allOf``, a scalar)."""
+    if isinstance(value, dict):
+        return _jsonschema(value)
+    if isinstance(value, list):
+        return [_jsonschema_value(v) for v in value]
+    return value
 
 
 _validators: dict[int, tuple[JSON, jsonschema.Draft7Validator]] = {}

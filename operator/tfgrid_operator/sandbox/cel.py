@@ -14,13 +14,16 @@ import functools
 from typing import Any
 
 import celpy
+from celpy.adapter import json_to_cel
+from celpy.celtypes import Value
+from celpy.evaluation import Result
 
 JSON = dict[str, Any]
 _env = celpy.Environment()
 
 
 @functools.lru_cache(maxsize=512)
-def _program(rule: str) -> Any:
+def _program(rule: str) -> celpy.Runner:
     return _env.program(_env.compile(rule))
 
 
@@ -31,11 +34,11 @@ def _type_name(value: Any) -> str:
 
 def _holds(rule: str, new: Any, old: Any) -> bool | str:
     """True when the rule holds; False when it does not; an error text when it cannot be evaluated."""
-    activation = {"self": celpy.json_to_cel(new)}
+    activation: dict[str, Value] = {"self": json_to_cel(new)}
     if old is not None:
-        activation["oldSelf"] = celpy.json_to_cel(old)
+        activation["oldSelf"] = json_to_cel(old)
     try:
-        result = _program(rule).evaluate(activation)
+        result: Result = _program(rule).evaluate(activation)  # declared Value; may be a CELEvalError (below)
     except Exception as exc:  # celpy raises CELEvalError (and lark errors for a rule that does not compile)
         return f"rule {rule!r} could not be evaluated: {exc}"
     if isinstance(result, Exception):  # celpy may return its error value instead of raising it

@@ -84,6 +84,11 @@ class Call(NamedTuple):
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0+tfgrid-emulator", "platform": "linux/amd64"}
 
 
+def _spec_of(obj: JSON) -> JSON:
+    """What a write's generation bump compares: everything but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
 @attrs.define(kw_only=True)
 class StrictApiServer(kmock.KubernetesEmulator):
     defs: dict[str, ResourceDef] = attrs.field(factory=dict)
@@ -303,7 +308,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         """Prune and validate against the CRD schema, as the API server does on every write; then its CEL rules
         (not on the status subresource: rules here are on spec, which a status write cannot change)."""
         if d.schema is not None:
-            pruned = prune(obj, d.schema)
+            pruned: JSON = prune(obj, d.schema)  # an object pruned by an object's schema
             pruned["metadata"] = obj.get("metadata", {})
             validate(pruned, d.schema, d.kind, name)
             if self.cel and sub != "status":
@@ -389,8 +394,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         new["metadata"] = meta
         new["apiVersion"], new["kind"] = d.group_version, d.kind
         new = self._finalize(d, new, name or "", old, sub)
-        spec_of = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
-        if spec_of(new) != spec_of(old):
+        if _spec_of(new) != _spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         if new == old:
             self.noop_writes.append((d.plural, sub, new["metadata"]["name"]))
@@ -484,8 +488,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         initial: list[tuple[int, str, JSON]] = []
         async with self._lock:
             since = params.get("resourceVersion")
-            send_initial = params.get("sendInitialEvents") == "true" or not since or since == "0"
-            if send_initial:
+            if params.get("sendInitialEvents") == "true" or not since or since == "0":
                 initial = [(self._rv, "ADDED", o) for (k, ns, _), o in self.store.items()
                            if k == d.key and (namespace is None or ns == namespace)]
             else:

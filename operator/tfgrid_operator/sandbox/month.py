@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.live import Live
@@ -28,6 +29,7 @@ STEP_S = DAY // scenario.STEPS_PER_DAY  # §1.3: a node reports every 40 minutes
 CONFIG = backend.LedgerConfig(billing_period_s=HOUR, minting_epoch=START, minting_period_s=3 * DAY,
                               mint_settle_s=HOUR)
 WAIT_S = 30.0  # how long an object may take to become Ready (real seconds) before the sandbox gives up
+T = TypeVar("T")
 
 
 class LoopClock(clock.ManualClock):
@@ -67,10 +69,11 @@ async def _true_async(found: Awaitable[dict[str, Any]], key: str) -> bool:
 
 
 def loop_passes(m: metrics.Metrics) -> int:
-    return int(next(s.value for s in m.loop_tick.collect()[0].samples if s.name.endswith("_count")))
+    tick = next(iter(m.loop_tick.collect()))  # the histogram has no labels: one metric
+    return int(next(s.value for s in tick.samples if s.name.endswith("_count")))
 
 
-async def _until(check: Callable[[], Awaitable[Any]], timeout: float = WAIT_S, max_pause: float = 0.02) -> Any:
+async def _until(check: Callable[[], Awaitable[T]], timeout: float = WAIT_S, max_pause: float = 0.02) -> T:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pause = 0.001
@@ -138,7 +141,7 @@ class Month:
                         live.update(await self.frame(step, progress), refresh=True)
                 self.rt.counters_written.clear()  # the last counters are written now, for the summary
                 await self.loop_pass(self.clk.now())
-                summary = await _until(lambda: self.summary(final=False), timeout=10) or await self.summary(final=True)
+                summary = await _until(self.matching_summary, timeout=10) or await self.summary()
                 if isinstance(live, Live):
                     live.update(await self.frame(self.days * scenario.STEPS_PER_DAY, progress), refresh=True)
         summary.audit = await audit_mod.audit(self.engine, self.funded)
@@ -203,7 +206,7 @@ class Month:
             changed = True
         for farm, approve in self.timeline.votes_at(step, self.farms):
             for p in self.proposals:  # the same code as `tfgrid-operator vote`: signed on the opened proposal
-                body = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/proposals", p.namespace, p.name)
+                body = self.read("proposals", p.namespace, p.name)
                 entry = ballot.vote_on(body, self.keys[f"farm/{farm}"], farm=farm, approve=approve)
                 await ballot.add_entry(kube, namespace=p.namespace, name=p.name, field="votes", entry=entry,
                                        same="farm")
@@ -253,19 +256,19 @@ class Month:
             except ApiError as err:
                 raise SandboxError(f"{m.file}: {m.kind} {m.namespace}/{m.name} was refused: {api_message(err)}") from None
             if m.kind in GRID_KINDS:
-                got = await _until(lambda m=m: _true(self._ready(m)))
+                got = await _until(functools.partial(self._ready, m))
                 if got and m.kind == "Node":
                     await self.attest(kube, m)
                 if not got:
                     obj = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/{m.kind.lower()}s", m.namespace, m.name)
-                    cond = next((c for c in view.status(obj).get("conditions") or [] if c["type"] == "Ready"), {})
+                    cond: dict[str, Any] = next((c for c in view.status(obj).get("conditions") or [] if c["type"] == "Ready"), {})
                     raise SandboxError(f"{m.file}: {m.kind} {m.namespace}/{m.name} did not become Ready within "
                                        f"{WAIT_S:.0f} s: {cond.get('reason', 'no status')}: {cond.get('message', '')}")
 
     async def attest(self, kube: KubeClient, m: Manifest) -> None:
         """The node's agent attests its capacity (with a first uptime report at the start) and, where the farmer
         expects a certified node, the council certifies it (`tfgrid-operator council certify`)."""
-        node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)
+        node = self.read("nodes", m.namespace, m.name)
         self.capacity[m.name] = Resources(**node["spec"]["resources"])
         await agent.send_report(kube, self.keys[f"node/{m.name}"], namespace=m.namespace, node=m.name, ts=START,
                                 uptime=600, capacity=self.capacity[m.name])
@@ -274,7 +277,7 @@ class Month:
             raise SandboxError(f"{m.file}: the operator did not record node {m.name}'s capacity within {WAIT_S:.0f} s")
         if not (m.doc.get("spec") or {}).get("certified"):
             return
-        node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)  # now registered
+        node = self.read("nodes", m.namespace, m.name)  # now registered
         entry = ballot.signed_certification(self.council, node=m.name, node_id=view.status(node)["nodeId"],
                                             certified=True, ts=START, resources=self.capacity[m.name])
         await ballot.certify(kube, namespace=m.namespace, node=m.name, entry=entry)
@@ -286,11 +289,24 @@ class Month:
             raise SandboxError(f"{m.file}: the council's certification of node {m.name} was not applied within "
                                f"{WAIT_S:.0f} s")
 
-    def _ready(self, m: Manifest) -> bool:
+    def read(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """An object the sandbox applied, as the API server holds it now."""
+        obj = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/{plural}", namespace, name)
+        if obj is None:
+            raise SandboxError(f"{plural[:-1]} {namespace}/{name} is not on the API server")
+        return obj
+
+    async def _ready(self, m: Manifest) -> bool:
+        """Whether the applied object reports Ready=True (a coroutine function: ``_until`` polls it)."""
         obj = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/{m.kind.lower()}s", m.namespace, m.name)
         return any(c["type"] == "Ready" and c["status"] == "True" for c in view.status(obj).get("conditions") or [])
 
-    async def summary(self, final: bool) -> Summary | None:
+    async def matching_summary(self) -> Summary | None:
+        """The summary once the objects' status says what the ledger says (the loop wrote its last pass)."""
+        s = await self.summary()
+        return s if s.matches else None
+
+    async def summary(self) -> Summary:
         deployments, nodes = view.objects(self.emu, "deployments"), view.objects(self.emu, "nodes")
         contracts = await self.ledger.contract_summaries()
         summaries = await self.ledger.node_summaries(now=self.clk.now())
@@ -304,7 +320,7 @@ class Month:
             proposals={view.name(p): str(view.status(p).get("state", view.ready(p)))
                        for p in view.objects(self.emu, "proposals")},
         )
-        return s if s.matches or final else None
+        return s
 
 
 async def _true(value: bool) -> bool:

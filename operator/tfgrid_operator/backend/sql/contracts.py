@@ -307,7 +307,7 @@ class ContractsLedger(BillingLedger):
             farm = (await conn.execute(sa.select(f).where(f.c.id == node.farm_id))).one()
             ips_used = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(c.c.public_ips), 0))
                                            .join(n, n.c.id == c.c.node_id)
-                                           .where(n.c.farm_id == farm.id, c.c.state.in_(LIVE)))).scalar()
+                                           .where(n.c.farm_id == farm.id, c.c.state.in_(LIVE)))).scalar_one()
             if public_ips - current.public_ips > farm.public_ips - int(ips_used):
                 raise errors.NoCapacity("PublicIPs", f"farm {farm.name!r} has no free public IPv4 for the resize")
             await self._bill_partial(conn, current.id, now)  # the old size is billed up to now

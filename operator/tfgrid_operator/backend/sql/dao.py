@@ -78,7 +78,8 @@ class DaoLedger(MintingLedger):
             votes: dict[int, list[records.Vote]] = defaultdict(list)
             for x in (await conn.execute(self._votes_query())).all():
                 votes[x.proposal_id].append(records.Vote(x.name, x.approve, x.weight, x.seq))
-            nveto = dict((await conn.execute(sa.select(vt.c.proposal_id, sa.func.count()).group_by(vt.c.proposal_id))).all())
+            nveto: dict[int, int] = dict((await conn.execute(
+                sa.select(vt.c.proposal_id, sa.func.count()).group_by(vt.c.proposal_id))).all())
         return {r.key: self._proposal_record(r, votes[r.id], int(nveto.get(r.id, 0))) for r in rows}
 
     async def cast_vote(self, *, proposal: str, farm: str, approve: bool, seq: int, signature: str,

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -57,6 +57,14 @@ def payout_account_name(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key a single-row INSERT made (SQLAlchemy gives None only for a statement that made none)."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the INSERT returned no primary key")
+    return int(key[0])
+
+
 def _res(row: Any) -> Resources:
     return Resources(row.cru, row.mru, row.sru, row.hru)
 
@@ -96,13 +104,25 @@ class LedgerBase:
         self.config = config
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
-        self._placements: Batcher[Open, records.Contract] = Batcher(self._open_batch)  # type: ignore[attr-defined]
-        self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)  # type: ignore[attr-defined]
+        self._placements: Batcher[Open, records.Contract] = Batcher(self._open_batch)
+        self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
+
+    # ------------------------------------- what the areas stacked on this base provide (see sql/__init__.py)
+    # The batchers above and the migrations call them; declared here so that this base says what it needs.
+    async def _ensure_account(self, conn: AsyncConnection, name: str, public_key: str,
+                              role: str = "twin") -> records.Account:
+        raise NotImplementedError  # registry.py: RegistryLedger
+
+    async def _open_batch(self, batch: Sequence[Open]) -> list[records.Contract | errors.LedgerError]:
+        raise NotImplementedError  # contracts.py: ContractsLedger
+
+    async def _observe_batch(self, keys: Sequence[str]) -> list[records.Contract | None]:
+        raise NotImplementedError  # contracts.py: ContractsLedger
 
     # ------------------------------------------------------------------ setup
     @classmethod
-    async def open(cls, url: str, config: LedgerConfig) -> Any:
+    async def open(cls, url: str, config: LedgerConfig) -> Self:
         engine_url = _engine_url(url)
         if engine_url.startswith("sqlite"):
             # how long a writer waits for another process's lock; ?timeout=S in the URL overrides the 30 s
@@ -188,7 +208,7 @@ class LedgerBase:
                 kind = col.type.compile(dialect=conn.dialect)
                 default = ""
                 if col.server_default is not None:
-                    arg = str(col.server_default.arg)  # type: ignore[attr-defined]
+                    arg = str(col.server_default.arg)
                     value = arg if isinstance(col.type, sa.Integer | sa.BigInteger) else "'" + arg.replace("'", "''") + "'"
                     default = f" NOT NULL DEFAULT {value}"
                 await conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {col.name} {kind}{default}"))
@@ -208,7 +228,7 @@ class LedgerBase:
         await conn.execute(a.update().where(a.c.name.in_(
             (self.config.foundation_account, self.config.staking_pool_account))).values(role="grid"))
         for index in schema.accounts.indexes:
-            await conn.run_sync(lambda sync, index=index: index.create(sync, checkfirst=True))
+            await conn.run_sync(index.create, checkfirst=True)
         if not self.is_sqlite:  # SQLite cannot add a CHECK to a table; new SQLite ledgers have them
             for table in (schema.accounts, schema.contracts):
                 for check in table.constraints:
@@ -249,7 +269,7 @@ class LedgerBase:
         for index in (*schema.proposals.indexes, *schema.contracts.indexes, *schema.nodes.indexes):
             if index.name == "one_node_per_key" and shared is not None:
                 continue
-            await conn.run_sync(lambda sync, index=index: index.create(sync, checkfirst=True))
+            await conn.run_sync(index.create, checkfirst=True)
         used_by: dict[tuple[int, str], set[str]] = {}  # (payout account id, name) → its farms' namespaces
         for row in (await conn.execute(sa.select(a.c.id, a.c.name, f.c.owner_ns).join(f, f.c.account_id == a.c.id)
                                        .where(a.c.role == "payout"))).all():
@@ -280,7 +300,7 @@ class LedgerBase:
             except IntegrityError as exc:
                 if any(check in str(exc.orig) for check in ("_bounded", "never_negative")):  # schema CHECKs
                     raise errors.InvalidRequest(f"the ledger refused an amount outside [0, {money.MAX_UNITS}] units: "
-                                                f"{_first_line(exc.orig)}") from exc
+                                                f"{_first_line(exc.orig or exc)}") from exc
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
             except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
                 raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc

@@ -16,6 +16,7 @@ from tfgrid_operator.backend.sql.engine import (
     LedgerBase,
     _res,
     _uptime_state,
+    inserted_id,
     payout_account_name,
 )
 from tfgrid_operator.domain import identity, minting, money, names, pricing, units
@@ -48,7 +49,7 @@ def _owned(row: Any, owner: records.Owner) -> bool:
     """Whether the record is ``owner``'s to close: it made it, or it predates ownership and nobody claimed it."""
     if row.owner_uid == "":
         return row.owner_ns in ("", owner.namespace)
-    return row.owner_uid == owner.uid and row.owner_ns == owner.namespace
+    return (row.owner_uid, row.owner_ns) == (owner.uid, owner.namespace)
 
 
 class RegistryLedger(LedgerBase):
@@ -58,8 +59,8 @@ class RegistryLedger(LedgerBase):
         a = schema.accounts
         row = (await conn.execute(sa.select(a).where(a.c.name == name))).first()
         if row is None:
-            new_id = (await conn.execute(a.insert().values(name=name, public_key=public_key, balance=0,
-                                                           role=role))).inserted_primary_key[0]
+            new_id = inserted_id(await conn.execute(a.insert().values(name=name, public_key=public_key, balance=0,
+                                                                      role=role)))
             return records.Account(new_id, name, 0, role)
         if row.role != role:
             raise errors.Conflict(f"account {name!r} is a {row.role} account and cannot be used as a {role} account")
@@ -211,7 +212,7 @@ class RegistryLedger(LedgerBase):
             values = dict(owner_key=owner_key, account_id=account.id, certified=certified, dedicated=dedicated,
                           public_ips=public_ips)
             created = row is None
-            if created:
+            if row is None:
                 await conn.execute(f.insert().values(name=name, state="Active", owner_ns=owner.namespace,
                                                      owner_uid=owner.uid, **values))
             elif row.state == "Closed":
@@ -305,7 +306,7 @@ class RegistryLedger(LedgerBase):
             values = dict(farm_id=farm_row.id, country=country, city=city, public_key=public_key,
                           **resources.as_dict())
             created = row is None
-            if created:
+            if row is None:
                 await conn.execute(n.insert().values(
                     name=name, state="Active", created_at=now, connection_price=self.config.connection_price_musd,
                     owner_ns=owner.namespace, owner_uid=owner.uid, certified=False, **values))

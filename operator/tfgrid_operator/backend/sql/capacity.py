@@ -181,7 +181,8 @@ class CapacityLedger(LedgerBase):
                 raise errors.NotFound(f"node {node!r} has no attested capacity to certify yet")
             if certified and _res(current) != resources:  # held back while the agent attested another machine
                 raise errors.BadSignature(
-                    f"certification of node {node!r} certifies the capacity {resources.as_dict()} but the node "
+                    f"certification of node {node!r} certifies the capacity {resources and resources.as_dict()} but "
+                    f"the node "
                     f"attests {_res(current).as_dict()} now: the council certifies the capacity it saw")
             await self._append(conn, row.id, ts=max(now, current.from_ts), resources=_res(current),
                                certified=certified, source="council", signed_ts=ts, signer=member_key)

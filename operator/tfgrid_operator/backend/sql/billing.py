@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tfgrid_operator.backend import errors, records, schema
-from tfgrid_operator.backend.sql.engine import fetch_rows, insert_rows, update_rows
+from tfgrid_operator.backend.sql.bulk import fetch_rows, insert_rows, update_rows
 from tfgrid_operator.backend.sql.registry import RegistryLedger
 from tfgrid_operator.domain import billing, pricing
 

@@ -12,11 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -319,88 +317,3 @@ class LedgerBase:
         return price_policy, farming
 
 
-
-# ---------------------------------------------------------------- many rows at once, straight to the driver
-# The billing and minting runs write 100,000 rows an hour: these skip SQLAlchemy's statement compilation and
-# per-row parameter processing, and use each engine's bulk path (COPY and arrays on PostgreSQL, executemany on
-# SQLite) behind one call. They run inside the caller's transaction (``_tx``); driver errors come out as
-# SQLAlchemy's, so ``_tx`` reports them as it does every other (a CHECK stays a refused amount).
-
-async def _driver(conn: AsyncConnection) -> Any:
-    return (await conn.get_raw_connection()).driver_connection
-
-
-def _dollars(sql: str) -> str:
-    """``?`` placeholders as PostgreSQL's ``$1, $2, …``."""
-    parts = sql.split("?")
-    return "".join(f"{part}${i + 1}" if i < len(parts) - 1 else part for i, part in enumerate(parts))
-
-
-@contextlib.contextmanager
-def _as_sqlalchemy_errors(sql: str) -> Any:
-    try:
-        yield
-    except (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError) as exc:
-        raise IntegrityError(sql, None, exc) from exc
-    except (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DBAPIError(sql, None, exc) from exc
-
-
-async def fetch_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-    """Rows of a query as plain sequences (tuples on SQLite, records on PostgreSQL), by position. ``sql`` uses
-    ``?`` placeholders."""
-    driver = await _driver(conn)
-    with _as_sqlalchemy_errors(sql):
-        if conn.dialect.name == "sqlite":
-            return list(await driver.execute_fetchall(sql, tuple(params)))
-        return list(await driver.fetch(_dollars(sql), *params))
-
-
-async def insert_rows(conn: AsyncConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """INSERT many rows: COPY on PostgreSQL, one executemany on SQLite. Values as the columns' Python types."""
-    if not rows:
-        return
-    driver = await _driver(conn)
-    names = ", ".join(f'"{c}"' for c in columns)  # quoted: "until" and friends are words in some SQL dialects
-    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
-    with _as_sqlalchemy_errors(sql):
-        if conn.dialect.name == "sqlite":
-            await driver.executemany(sql, rows)
-        else:
-            await driver.copy_records_to_table(table, records=rows, columns=list(columns))
-
-
-async def update_rows(conn: AsyncConnection, table: str, assignments: str, columns: Sequence[tuple[str, str]],
-                      rows: Sequence[Sequence[Any]]) -> None:
-    """UPDATE many rows of ``table`` by id, each to its own values: one executemany on SQLite; on PostgreSQL one
-    UPDATE joined to the rows (a few: sent as arrays; many: COPied into a temporary table first, which PostgreSQL
-    joins faster than a large unnest). ``columns`` names each row's values and their SQL types, the row's id
-    last; ``assignments`` is the SET list, with ``{name}`` for a row's value and bare column names for the
-    table's current ones (``total = total + {amount}``)."""
-    if not rows:
-        return
-    names = [name for name, _type in columns]
-    driver = await _driver(conn)
-    if conn.dialect.name == "sqlite":
-        sets = assignments.format(**{name: f"?{i + 1}" for i, name in enumerate(names)})
-        sql = f"UPDATE {table} SET {sets} WHERE id = ?{len(names)}"
-        with _as_sqlalchemy_errors(sql):
-            await driver.executemany(sql, rows)
-        return
-    sets = assignments.format(**{name: f"v.{name}" for name in names})
-    if len(rows) < _COPY_FROM:
-        arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_name, kind) in enumerate(columns))
-        sql = f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) WHERE {table}.id = v.{names[-1]}"
-        with _as_sqlalchemy_errors(sql):
-            await driver.execute(sql, *(list(values) for values in zip(*rows, strict=True)))
-        return
-    temp = f"_update_{table}"
-    sql = f"UPDATE {table} SET {sets} FROM {temp} AS v WHERE {table}.id = v.{names[-1]}"
-    with _as_sqlalchemy_errors(sql):
-        await driver.execute(f"CREATE TEMPORARY TABLE {temp} ({', '.join(f'{n} {k}' for n, k in columns)}) ON COMMIT DROP")
-        await driver.copy_records_to_table(temp, records=rows)
-        await driver.execute(sql)
-        await driver.execute(f"DROP TABLE {temp}")
-
-
-_COPY_FROM = 1000  # rows: from here on update_rows COPies them on PostgreSQL

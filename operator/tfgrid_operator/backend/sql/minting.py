@@ -17,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql.bulk import fetch_rows, insert_rows
 from tfgrid_operator.backend.sql.contracts import ContractsLedger
-from tfgrid_operator.backend.sql.engine import fetch_rows, insert_rows
 from tfgrid_operator.domain import minting, money, uptime
 from tfgrid_operator.domain.units import Resources
 

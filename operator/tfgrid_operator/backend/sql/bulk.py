@@ -13,12 +13,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
+import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 async def _driver(conn: AsyncConnection) -> Any:
-    return (await conn.get_raw_connection()).driver_connection
+    """The driver's connection, inside the caller's transaction: SQLAlchemy starts asyncpg's lazily, at the first
+    statement it runs, so one is run here when none has been yet."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.name != "sqlite" and conn.in_transaction() and not driver.is_in_transaction():
+        await conn.execute(sa.text("SELECT 1"))
+    return driver
 
 
 def _dollars(sql: str) -> str:
@@ -64,10 +70,10 @@ async def insert_rows(conn: AsyncConnection, table: str, columns: Sequence[str],
 async def update_rows(conn: AsyncConnection, table: str, assignments: str, columns: Sequence[tuple[str, str]],
                       rows: Sequence[Sequence[Any]]) -> None:
     """UPDATE many rows of ``table`` by id, each to its own values: one executemany on SQLite; on PostgreSQL one
-    UPDATE joined to the rows (a few: sent as arrays; many: COPied into a temporary table first, which PostgreSQL
-    joins faster than a large unnest). ``columns`` names each row's values and their SQL types, the row's id
-    last; ``assignments`` is the SET list, with ``{name}`` for a row's value and bare column names for the
-    table's current ones (``total = total + {amount}``)."""
+    UPDATE joined to the rows (a few: sent as arrays; many: COPied into a temporary table first, which costs
+    PostgreSQL less than a large unnest and the client ten times less than building the arrays). ``columns``
+    names each row's values and their SQL types, the row's id last; ``assignments`` is the SET list, with
+    ``{name}`` for a row's value and bare column names for the table's current ones (``total = total + {amount}``)."""
     if not rows:
         return
     names = [name for name, _type in columns]
@@ -79,19 +85,32 @@ async def update_rows(conn: AsyncConnection, table: str, assignments: str, colum
             await driver.executemany(sql, rows)
         return
     sets = assignments.format(**{name: f"v.{name}" for name in names})
-    if len(rows) < _COPY_FROM:
-        arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_name, kind) in enumerate(columns))
-        sql = f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) WHERE {table}.id = v.{names[-1]}"
+    if len(rows) >= _COPY_FROM and await _copied_to_temporary(driver, table, columns, rows):
+        sql = f"UPDATE {table} SET {sets} FROM _update_{table} AS v WHERE {table}.id = v.{names[-1]}"
         with _as_sqlalchemy_errors(sql):
-            await driver.execute(sql, *(list(values) for values in zip(*rows, strict=True)))
+            await driver.execute(sql)
+            await driver.execute(f"DROP TABLE _update_{table}")
         return
-    temp = f"_update_{table}"
-    sql = f"UPDATE {table} SET {sets} FROM {temp} AS v WHERE {table}.id = v.{names[-1]}"
+    arrays = ", ".join(f"${i + 1}::{kind}[]" for i, (_name, kind) in enumerate(columns))
+    sql = f"UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) WHERE {table}.id = v.{names[-1]}"
     with _as_sqlalchemy_errors(sql):
-        await driver.execute(f"CREATE TEMPORARY TABLE {temp} ({', '.join(f'{n} {k}' for n, k in columns)}) ON COMMIT DROP")
-        await driver.copy_records_to_table(temp, records=rows)
-        await driver.execute(sql)
-        await driver.execute(f"DROP TABLE {temp}")
+        await driver.execute(sql, *(list(values) for values in zip(*rows, strict=True)))
+
+
+async def _copied_to_temporary(driver: Any, table: str, columns: Sequence[tuple[str, str]],
+                               rows: Sequence[Sequence[Any]]) -> bool:
+    """COPY the rows into a temporary table ``_update_<table>`` (dropped at commit at the latest). False when
+    the ledger's role may not make temporary tables (PUBLIC may by default; a database can revoke it): the
+    caller then sends the rows as arrays, which costs ~0.3 s more CPU per 100,000 rows."""
+    sql = f"CREATE TEMPORARY TABLE _update_{table} ({', '.join(f'{n} {k}' for n, k in columns)}) ON COMMIT DROP"
+    try:
+        async with driver.transaction():  # a savepoint: a refusal leaves the caller's transaction usable
+            await driver.execute(sql)
+    except asyncpg.InsufficientPrivilegeError:
+        return False
+    with _as_sqlalchemy_errors(sql):
+        await driver.copy_records_to_table(f"_update_{table}", records=rows)
+    return True
 
 
 _COPY_FROM = 1000  # rows: from here on update_rows COPies them on PostgreSQL

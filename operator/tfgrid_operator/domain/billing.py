@@ -15,7 +15,7 @@ not billed, moves no money, and gets the reason; the others are billed as usual.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tfgrid_operator.domain import money, pricing, units
@@ -203,6 +203,9 @@ class _Overflow(Exception):
     """One contract's amounts would leave the ledger's bounds: it is not billed (invariant 6)."""
 
 
+_Picked = tuple[int, str, int]  # a bill's amount, discount level and receipt id
+
+
 class _Prices:
     """Each contract shape and window length priced once (pricing.Quote) with its discount levels' floors; a
     bill then only compares the payer's balance with them, and each level's receipt row is made on first use
@@ -212,9 +215,9 @@ class _Prices:
 
     def __init__(self, run: Run, quotes: list[QuoteRow], first_id: int) -> None:
         self._run, self._quotes, self._first_id = run, quotes, first_id
-        self._levels: dict[tuple[Any, ...], tuple[tuple[int, ...], list[Any], tuple[Any, ...]]] = {}
+        self._levels: dict[tuple[Any, ...], tuple[tuple[int, ...], list[_Picked | None], tuple[Any, ...]]] = {}
 
-    def pick(self, key: tuple[Any, ...], balance: int) -> tuple[int, str, int]:
+    def pick(self, key: tuple[Any, ...], balance: int) -> _Picked:
         """(amount, discount level, receipt id) of a bill of a shape for some seconds (``key``: ContractRow's
         cru … certified, then the seconds) at ``balance`` (§2.6)."""
         found = self._levels.get(key)
@@ -228,7 +231,8 @@ class _Prices:
             i += 1
         return made[i] or self._make(key, i)
 
-    def _price(self, shape: tuple[Any, ...], seconds: int) -> tuple[tuple[int, ...], list[Any], tuple[Any, ...]]:
+    def _price(self, shape: tuple[Any, ...],
+               seconds: int) -> tuple[tuple[int, ...], list[_Picked | None], tuple[Any, ...]]:
         cru, mru, sru, hru, ips, dedicated, certified = shape
         reserved = units.Resources(cru, mru, sru, hru)
         # a rent is priced on what its contract reserved at placement (the whole node as it was then, capped
@@ -240,7 +244,7 @@ class _Prices:
         # a balance at a level's floor has that level; 0 is below every floor: no discount
         return floors, [None] * (len(floors) + 1), (quote, shape, (*floors, 0))
 
-    def _make(self, key: tuple[Any, ...], i: int) -> tuple[int, str, int]:
+    def _make(self, key: tuple[Any, ...], i: int) -> _Picked:
         _floors, made, (quote, shape, at) = self._levels[key]
         b = quote.bill(balance=at[i])
         cru, mru, sru, hru, ips, dedicated, _certified = shape
@@ -251,11 +255,11 @@ class _Prices:
                        b.certified_percent, str(b.discount), cu, su, b.cost_units_usd, b.gross, b.discount_percent,
                        b.discounted, b.amount)
         self._quotes.append(row)
-        made[i] = (b.amount, row.discount, row.id)
-        return made[i]  # type: ignore[no-any-return]
+        picked = made[i] = (b.amount, row.discount, row.id)
+        return picked
 
 
-def bill_batch(rows: Iterable[ContractRow | tuple[Any, ...]], balances: Mapping[int, int], run: Run, *,
+def bill_batch(rows: Iterable[Sequence[Any]], balances: Mapping[int, int], run: Run, *,
                first_quote_id: int = 1) -> Batch:
     """Bill each contract (rows in ContractRow's order) for [max(start, created, billed_until), until), by id:
     each bill's discount reads the payer's balance as the bills before it left it (§2.6). A contract already
@@ -281,8 +285,8 @@ def bill_batch(rows: Iterable[ContractRow | tuple[Any, ...]], balances: Mapping[
     return out
 
 
-def _by_id(row: Any) -> int:
-    return row[0]  # type: ignore[no-any-return]
+def _by_id(row: Any) -> Any:
+    return row[0]
 
 
 def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int], None]:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 async def _driver(conn: AsyncConnection) -> Any:
     """The driver's connection, inside the caller's transaction: SQLAlchemy starts asyncpg's lazily, at the first
     statement it runs, so one is run here when none has been yet."""
-    driver = (await conn.get_raw_connection()).driver_connection
+    driver: Any = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.name != "sqlite" and conn.in_transaction() and not driver.is_in_transaction():
         await conn.execute(sa.text("SELECT 1"))
     return driver

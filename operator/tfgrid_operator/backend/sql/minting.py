@@ -110,7 +110,9 @@ class MintingLedger(ContractsLedger):
             for node_id, from_ts, cru, mru, sru, hru, certified in await fetch_rows(conn, _CAPACITY, [p.end]):
                 held_by[node_id].append(minting.Held(from_ts, Resources(cru, mru, sru, hru), bool(certified)))
             balances = dict((await conn.execute(sa.select(a.c.id, a.c.balance))).all())
-            rows, payouts, changed, skipped, total = [], defaultdict(int), [], 0, 0
+            rows: list[tuple[Any, ...]] = []
+            payouts: defaultdict[int, int] = defaultdict(int)
+            changed, skipped, total = [], 0, 0
             receipts = _Receipts(p)
             for node_id, name, connection_price, payout in nodes:
                 if node_id in already:

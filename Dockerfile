@@ -1,5 +1,7 @@
 # tfgrid-operator image: the package installed from its wheel into a venv, run as a non-root user.
 # Build: docker build -t tfgrid-operator:0.1.0 .
+# The wheel is installed with no extra: the operator only (the sandbox's emulator, kmock, jsonschema, cel-python
+# and rich are `pip install 'tfgrid-operator[sandbox]'`, never in the image).
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -35,6 +35,7 @@ PG = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:543
 async def seed(ledger: backend.SqlLedger, nodes: int, contracts: int) -> None:
     """Bulk-load farms, nodes, accounts, contracts and uptime rows directly (setup is not measured)."""
     key = identity.KeyPair.generate().public_key
+    node_keys = [identity.KeyPair.generate().public_key for _ in range(nodes)]  # a node key is one node's (schema 6)
     async with ledger.engine.begin() as conn:
         await conn.execute(schema.accounts.insert(), [dict(name=f"payer{i}", balance=10**15) for i in range(100)])
         await conn.execute(schema.accounts.insert(), [dict(name=f"farmer{i}", balance=0) for i in range(50)])
@@ -44,7 +45,7 @@ async def seed(ledger: backend.SqlLedger, nodes: int, contracts: int) -> None:
                  public_ips=1000, state="Active") for i in range(50)])
         await conn.execute(schema.nodes.insert(), [
             dict(name=f"node{i}", farm_id=1 + i % 50, cru=64, mru=512, sru=10000, hru=20000, country="BE", city="",
-                 certified=i % 3 == 0, public_key=key, connection_price=80, state="Active", created_at=0)
+                 certified=i % 3 == 0, public_key=node_keys[i], connection_price=80, state="Active", created_at=0)
             for i in range(nodes)])
         await conn.execute(schema.capacity.insert(), [  # what each node's agent attested, from the period's start
             dict(node_id=1 + i, from_ts=0, cru=64, mru=512, sru=10000, hru=20000, certified=i % 3 == 0,

@@ -1,21 +1,48 @@
-"""Operator scale benchmark: the real operator against the local API emulator at grid size.
+"""Operator scale benchmark: the real operator against the local API emulator at grid size, beside kopf's own ceiling.
 
 The emulator (the "cluster") runs in this process; the operator runs as `tfgrid-operator run` in a process of its
-own, as in its pod, with its time read from a file this benchmark moves. Creates 50 farms, 1,000 nodes and 10,000
-deployments through the API (--scale 0.1: a tenth), runs one billing and one minting period over everything, then
-restarts the operator. Prints one JSON object:
+own, as in its pod, with its time read from a file this benchmark moves. One run, in order:
+  1. the raw API rate: a client in a process of its own creates the objects and patches their status;
+  2. kopf's ceiling: benchmarks/kopf_ceiling.py's do-nothing kopf operator over the same objects (its namespace,
+     deleted before ours starts);
+  3. ours: creates 50 farms, 1,000 nodes and 10,000 deployments (--scale 0.1: a tenth) in namespace `grid`, kind by
+     kind, each Ready before the next; a batch of deployments while idle; one billing + minting period; another
+     period with the same batch size created while its status write-back runs; a restart; the namespace deleted.
+Prints one JSON object:
 
-  objects, all_ready_s, reconciled_per_s, p50_ready_s, p99_ready_s   creation through Ready
+  objects, all_ready_s, reconciled_per_s, p50_ready_s, p99_ready_s   the burst: creation through Ready
   raw_api_per_s, ratio         the same emulator's create+status-patch rate for the same objects, driven by a client
                                in a process of its own (as the operator is), and operator / raw throughput
-  period_s                     the loop's ticks that minted and billed the period and wrote every status
+  kopf_ceiling_per_s, kopf_cpu_ms_per_object, ratio_to_kopf   the do-nothing kopf operator over the same objects
+                               in the same run: its objects/s and CPU per object; ours / its objects per second
+  cpu_ms_per_object            the operator's CPU from the burst's first create until its handlers are quiet, per
+                               object (operator_cpu_ms_per_object: the same, the key of earlier runs)
+  writes_per_object            the operator's API writes (POST, PUT, PATCH: kopf's and the loop's, counted at the
+                               emulator) during the burst, per object; writes_by_call: by verb and resource, per
+                               object; writes_by_client: the same for kopf's client and ours apart
+  delete_writes_per_object     the same while the namespace is deleted (everything in it at once, as a tenant's
+                               `kubectl delete namespace`), per object; delete_writes_by_call,
+                               delete_writes_by_client, delete_s, delete_cpu_ms_per_object
+  p99_ready_idle_s             p99 create→Ready of a batch of deployments (5 % of the burst, at least 50) created
+                               with nothing else running
+  p99_ready_during_period_s    the same batch size created as the second period's status write-back starts;
+                               during_period_overlap: the share of that write-back sent while the batch was in flight
+  period_s                     the loop's ticks that minted and billed the first period and wrote every status
+  period_ledger_s              of which the ledger's mint_period + bill_period (timed in the operator's process,
+                               written to its log); period_ledger_by_call
   period_api_calls, noop_patches, steady_tick_s, steady_tick_patches
-  peak_rss_mb, rss_per_object_kb     of the operator's process (VmHWM; per object: RSS growth / objects)
+  peak_rss_mb, rss_per_object_kb     of the operator's process (VmHWM; per object: RSS growth over the burst / objects)
   restart_idle_s, rebilled_on_restart
-  calls_per_object             the operator's API calls during creation, by verb and resource, per object
+  calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
+  per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
+                               `--scales 0.3,1` runs each scale in turn and prints the last one's keys with all of
+                               them; per_object_growth: the last scale's per-object cost / the first's)
 
-Not a pass/fail test: the machines are noisy.
-    python benchmarks/operator_scale.py [--scale 0.1] [--ledger postgresql]
+Not a pass/fail test: the machines are noisy (counts of writes are not: tests/e2e/test_write_budget.py holds them).
+    python benchmarks/operator_scale.py [--scale 0.1 | --scales 0.3,1] [--ledger postgresql] [--profile DIR]
+--profile DIR: py-spy samples the operator during the burst, the first period and the deletion (DIR/burst.txt,
+period.txt, delete.txt as collapsed stacks; *.top.txt: the top costs). `pip install py-spy` into the .venv first.
+--scale 0.1 takes about two minutes on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -40,59 +67,33 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tfgrid_operator import agent, backend, local
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import harness
+import kopf_ceiling
+import timed_operator
+from tfgrid_operator import agent, backend
 from tfgrid_operator.domain import identity, names
 from tfgrid_operator.handlers import tenancy
 from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.sandbox import local
 
 PG = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-API = "/apis/grid.threefold.io/v1alpha1/namespaces"
+NS = "grid"  # our objects' namespace (deleted at the end)
 START = 1_767_225_600
 H = 3600
 CONFIG = backend.LedgerConfig(billing_period_s=H, minting_epoch=START, minting_period_s=H, mint_settle_s=0)
 TICK_S = 5.0  # the operator's default (settings.tick_s)
-CONCURRENCY = 16
 OWNER = identity.KeyPair.generate()
-
-
-def sizes(scale: float) -> tuple[int, int, int]:
-    return max(1, round(50 * scale)), max(1, round(1000 * scale)), round(10_000 * scale)
-
-
-def bodies(farms: int, nodes: int, deployments: int, keys: dict[str, str]) -> dict[str, list[dict]]:
-    api = "grid.threefold.io/v1alpha1"
-    return {
-        "farms": [{"apiVersion": api, "kind": "Farm", "metadata": {"name": f"farm{i}"},
-                   "spec": {"ownerKey": OWNER.public_key, "payoutAccount": f"farmer{i}"}} for i in range(farms)],
-        "nodes": [{"apiVersion": api, "kind": "Node", "metadata": {"name": f"node{i}"},
-                   "spec": {"farm": f"farm{i % farms}", "publicKey": keys[f"node{i}"],
-                            "resources": {"cru": 64, "mru": 256, "sru": 4000}, "location": {"country": "BE"}}}
-                  for i in range(nodes)],
-        "deployments": [{"apiVersion": api, "kind": "Deployment", "metadata": {"name": f"d{i}"},
-                         "spec": {"resources": {"cru": 1, "mru": 2, "sru": 20}, "payer": {
-                             "account": f"payer{i % 100}", "grantRef": {"name": f"payer{i % 100}-grant"}}}}
-                        for i in range(deployments)],
-    }
-
-
-async def fan_out(items: list, fn) -> None:
-    sem = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(x):
-        async with sem:
-            await fn(x)
-    await asyncio.gather(*(one(x) for x in items))
-
-
-def is_ready(obj: dict | None) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in ((obj or {}).get("status") or {}).get("conditions") or [])
+LEDGER_TIMED = timed_operator.TIMED  # the period's ledger work, timed in the operator's process
 
 
 async def raw_client(scale: float) -> float:
     """In its own process: the emulator's rate for the calls the operator's work needs at least, create then
     patch status, for as many objects as the benchmark creates."""
-    farms, nodes, deployments = sizes(scale)
-    docs = bodies(farms, nodes, deployments, {f"node{i}": identity.KeyPair.generate().public_key for i in range(nodes)})
+    farms, nodes, deployments = harness.sizes(scale)
+    docs = harness.bodies(farms, nodes, deployments,
+                          {f"node{i}": identity.KeyPair.generate().public_key for i in range(nodes)}, OWNER.public_key)
     items = [(plural, b) for plural, group in docs.items() for b in group]
     status = {"conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "",
                               "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
@@ -101,12 +102,13 @@ async def raw_client(scale: float) -> float:
 
         async def create_and_patch(item):
             plural, body = item
-            await kube.request("POST", f"{API}/raw/{plural}", body)
-            await kube.request("PATCH", f"{API}/raw/{plural}/{body['metadata']['name']}/status", {"status": status},
-                               "application/merge-patch+json")
-        await fan_out(items, create_and_patch)
+            await kube.request("POST", harness.api("raw", plural), body)
+            await kube.request("PATCH", harness.api("raw", plural, body["metadata"]["name"]) + "/status",
+                               {"status": status}, "application/merge-patch+json")
+        await harness.fan_out(items, create_and_patch)
         rate = len(items) / (time.perf_counter() - started)
-        await fan_out(items, lambda item: kube.request("DELETE", f"{API}/raw/{item[0]}/{item[1]['metadata']['name']}"))
+        await harness.fan_out(items, lambda item: kube.request("DELETE", harness.api("raw", item[0],
+                                                                                     item[1]["metadata"]["name"])))
     return rate
 
 
@@ -130,17 +132,19 @@ class OperatorProcess:
 
     def __init__(self, ledger_url: str, clock_file: pathlib.Path, log: pathlib.Path) -> None:
         self.port, self.log = free_port(), log
+        self.ledger_log = log.with_suffix(".ledger")
         self.env = dict(os.environ, TFGRID_LEDGER_URL=ledger_url, TFGRID_CLOCK_FILE=str(clock_file),
                         TFGRID_METRICS_PORT=str(self.port), TFGRID_TICK_S=str(TICK_S),
                         TFGRID_BILLING_PERIOD_S=str(H), TFGRID_MINTING_EPOCH=str(START),
-                        TFGRID_MINTING_PERIOD_S=str(H), TFGRID_MINT_SETTLE_S="0")
+                        TFGRID_MINTING_PERIOD_S=str(H), TFGRID_MINT_SETTLE_S="0",
+                        BENCH_LEDGER_LOG=str(self.ledger_log))
         self.proc: subprocess.Popen | None = None
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> OperatorProcess:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tfgrid_operator", "run", "--standalone",
+                [sys.executable, str(pathlib.Path(__file__).with_name("timed_operator.py")), "run", "--standalone",
                  "--liveness", f"http://127.0.0.1:{free_port()}/healthz"], env=self.env, stdout=log, stderr=log)
         self.http = aiohttp.ClientSession()
         deadline = time.monotonic() + 60
@@ -159,6 +163,11 @@ class OperatorProcess:
         self.proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(self.proc.wait, 60)
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     async def scrape(self) -> dict[tuple[str, tuple], float]:
         assert self.http is not None
         async with self.http.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
@@ -167,18 +176,16 @@ class OperatorProcess:
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds the operator's process used so far."""
-        assert self.proc is not None
-        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return harness.cpu_s(self.pid)
 
     def memory_mb(self, field: str) -> float:
-        """VmRSS (now) or VmHWM (peak) of the operator's process."""
-        assert self.proc is not None
-        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {field} in /proc")
+        return harness.memory_mb(self.pid, field)
+
+    def ledger_lines(self) -> list[tuple[str, float]]:
+        """(call, seconds) of every timed ledger call so far."""
+        if not self.ledger_log.exists():
+            return []
+        return [(line.split()[0], float(line.split()[2])) for line in self.ledger_log.read_text().splitlines() if line]
 
     async def reconciled(self) -> float:
         m = await self.scrape()
@@ -194,7 +201,7 @@ class OperatorProcess:
         the work that the state as of now needed)."""
         count, total = await self.ticks()
         while True:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)  # a scrape costs the operator CPU (prometheus' exposition): keep it rare
             c, t = await self.ticks()
             if c >= count + 2:
                 return t - total
@@ -217,25 +224,6 @@ def set_clock(path: pathlib.Path, ts: int) -> None:
     tmp.replace(path)
 
 
-async def create_until_ready(emu, kube: KubeClient, plural: str, items: list[dict], created: dict, ready: dict) -> None:
-    async def create(body):
-        await kube.request("POST", f"{API}/default/{plural}", body)
-        created[(plural, body["metadata"]["name"])] = time.perf_counter()
-    pending = {b["metadata"]["name"] for b in items}
-
-    async def watch() -> None:
-        while pending:
-            now = time.perf_counter()
-            for name in list(pending):
-                if is_ready(emu.store.get((f"grid.threefold.io/v1alpha1/{plural}", "default", name))):
-                    ready[(plural, name)] = now
-                    pending.discard(name)
-            await asyncio.sleep(0.25)  # the scan is the driver's cost, not the operator's: keep it rare
-    watcher = asyncio.create_task(watch())
-    await fan_out(items, create)
-    await asyncio.wait_for(watcher, 3600)
-
-
 async def fresh_ledger(kind: str, tmp: pathlib.Path) -> tuple[str, object]:
     if kind == "sqlite":
         return f"sqlite:///{tmp}/ledger.db", None
@@ -256,14 +244,33 @@ async def drop_ledger(handle) -> None:
 
 
 def operator_calls(calls: list) -> list:
-    return [c for c in calls if c.agent.startswith(("kopf", "tfgrid-operator"))]
+    return [c for c in calls if c.agent.startswith(harness.OPERATOR_AGENTS)]
 
 
-async def bench(scale: float, ledger_kind: str) -> dict:
-    farms, nodes, deployments = sizes(scale)
+def loop_status_patches(calls: list) -> int:
+    return sum(1 for c in calls if c.agent.startswith("tfgrid-operator") and c.verb == "patch" and c.subresource == "status")
+
+
+async def batch_p99(emu, kube, prefix: str, count: int, first: int) -> float:
+    """p99 create→Ready of ``count`` deployments named PREFIX0… (polled every 20 ms: these are small)."""
+    items = [harness.deployment(f"{prefix}{i}", first + i) for i in range(count)]
+    created: dict = {}
+    ready: dict = {}
+    await harness.create_until_ready(emu, kube, NS, "deployments", items, created, ready, poll_s=0.02)
+    return round(harness.percentile([ready[k] - created[k] for k in ready], 0.99), 3)
+
+
+async def uptime_reports(kube, keys: dict, ts: int, uptime: int) -> None:
+    await harness.fan_out(list(keys), lambda n: agent.send_report(kube, keys[n], namespace=NS, node=n, ts=ts,
+                                                                  uptime=uptime))
+
+
+async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = None) -> dict:
+    farms, nodes, deployments = harness.sizes(scale)
     keys = {f"node{i}": identity.KeyPair.generate() for i in range(nodes)}
-    docs = bodies(farms, nodes, deployments, {n: k.public_key for n, k in keys.items()})
+    docs = harness.bodies(farms, nodes, deployments, {n: k.public_key for n, k in keys.items()}, OWNER.public_key)
     objects = farms + nodes + deployments
+    batch = max(50, round(deployments * 0.05))
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="tfgrid-bench-"))
     url, handle = await fresh_ledger(ledger_kind, tmp)
     clock_file = tmp / "now"
@@ -271,78 +278,164 @@ async def bench(scale: float, ledger_kind: str) -> dict:
     result: dict = {"ledger": ledger_kind, "scale": scale, "objects": objects, "farms": farms, "nodes": nodes,
                     "deployments": deployments}
     log = tmp / "operator.log"
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+    spy = (lambda phase: profile / f"{phase}.txt") if profile is not None else (lambda phase: None)
     try:
         async with local.local_api(record_requests=False) as emu, KubeClient(user_agent="bench") as kube:
             result["raw_api_per_s"] = round(await raw_api(scale), 1)
+            ceiling = await kopf_ceiling.run(emu, kube, docs)
+            result.update(kopf_ceiling_per_s=ceiling["trivial_per_s"], kopf_cpu_ms_per_object=ceiling["cpu_ms_per_object"],
+                          kopf_writes_per_object=ceiling["writes_per_object"],
+                          kopf_delete_writes_per_object=ceiling["delete_writes_per_object"])
+            await harness.create_namespace(kube, NS)
             ledger = await backend.open_backend(url, CONFIG)
             for i in range(100):  # twins that granted the namespace their payment (tfgrid-operator grant)
                 twin = identity.KeyPair.generate()
                 await ledger.ensure_account(name=f"payer{i}", public_key=twin.public_key)
                 await ledger.fund(name=f"payer{i}", amount=10**15)
-                grant = names.Grant(f"payer{i}", "default", START + names.MAX_GRANT_S).signed(twin)
-                await kube.request("POST", "/api/v1/namespaces/default/secrets",
-                                   tenancy.grant_secret(grant, f"payer{i}-grant"))
+                grant = names.Grant(f"payer{i}", NS, START + names.MAX_GRANT_S).signed(twin)
+                await kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", tenancy.grant_secret(grant, f"payer{i}-grant"))
             created: dict = {}
             ready: dict = {}
             async with OperatorProcess(url, clock_file, log) as op:
                 base_rss = op.memory_mb("VmRSS")
                 calls0, cpu0 = len(emu.calls), op.cpu_s()
                 started = time.perf_counter()
-                for plural in ("farms", "nodes", "deployments"):
-                    await create_until_ready(emu, kube, plural, docs[plural], created, ready)
-                all_ready = time.perf_counter() - started
+                async with harness.profiled(op.pid, spy("burst")):
+                    for plural in harness.PLURALS:
+                        await harness.create_until_ready(emu, kube, NS, plural, docs[plural], created, ready)
+                    all_ready = time.perf_counter() - started
+                    await op.wait_idle(at_least=objects)
                 latencies = sorted(ready[k] - created[k] for k in ready)
                 result.update(
                     all_ready_s=round(all_ready, 2), reconciled_per_s=round(objects / all_ready, 1),
                     p50_ready_s=round(statistics.median(latencies), 3),
-                    p99_ready_s=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3))
+                    p99_ready_s=round(harness.percentile(latencies, 0.99), 3))
                 result["ratio"] = round(result["reconciled_per_s"] / result["raw_api_per_s"], 3)
-                await op.wait_idle(at_least=objects)
-                result["operator_cpu_ms_per_object"] = round((op.cpu_s() - cpu0) * 1000 / objects, 2)
-                by_call = collections.Counter(f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}"
-                                              for c in operator_calls(emu.calls[calls0:]))
-                result["calls_per_object"] = {k: round(v / objects, 2) for k, v in sorted(by_call.items())}
+                result["ratio_to_kopf"] = round(result["reconciled_per_s"] / result["kopf_ceiling_per_s"], 3)
+                cpu_ms = round((op.cpu_s() - cpu0) * 1000 / objects, 2)
+                result.update(cpu_ms_per_object=cpu_ms, operator_cpu_ms_per_object=cpu_ms)
+                burst = emu.calls[calls0:]
+                wrote = harness.writes(burst)
+                result["writes_per_object"] = round(sum(wrote.values()) / objects, 3)
+                result["writes_by_call"] = harness.per_object(wrote, objects)
+                result["writes_by_client"] = by_client(burst, objects)
+                result["calls_per_object"] = harness.per_object(collections.Counter(
+                    f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in operator_calls(burst)),
+                    objects)
+
+                # a batch created with nothing else running
+                result["p99_ready_idle_s"] = await batch_p99(emu, kube, "idle", batch, 0)
+                await op.wait_idle(at_least=objects + batch)
+
                 # one uptime report per node inside the period, then the period ends
                 set_clock(clock_file, START + 3000)
-                await fan_out(list(keys), lambda n: agent.send_report(kube, keys[n], namespace="default", node=n,
-                                                                      ts=START + 3000, uptime=3600))
-                await op.wait_idle(at_least=objects + nodes)
+                base = await op.reconciled()
+                await uptime_reports(kube, keys, START + 3000, 3600)
+                await op.wait_idle(at_least=base + nodes)
                 await op.settle()  # statuses caught up before the period: what follows is the period's work only
-                calls0, noop0 = len(emu.calls), len(emu.noop_writes)
+                calls0, noop0, timed0 = len(emu.calls), len(emu.noop_writes), len(op.ledger_lines())
                 set_clock(clock_file, START + H)
-                result["period_s"] = round(await op.settle(), 2)
+                async with harness.profiled(op.pid, spy("period")):
+                    result["period_s"] = round(await op.settle(), 2)
                 result["period_api_calls"] = len(operator_calls(emu.calls[calls0:]))
                 result["noop_patches"] = sum(1 for w in emu.noop_writes[noop0:] if w[1] == "status")
+                timed = op.ledger_lines()[timed0:]
+                result["period_ledger_s"] = round(sum(s for _, s in timed), 3)
+                result["period_ledger_by_call"] = {n: round(sum(s for m, s in timed if m == n), 3) for n in LEDGER_TIMED}
                 patched_before = len(emu.calls)
                 result["steady_tick_s"] = round(await op.settle() / 2, 2)  # nothing changed: a steady tick writes nothing
                 result["steady_tick_patches"] = sum(1 for c in emu.calls[patched_before:] if c.verb == "patch")
+
+                # the second period (no uptime reports in it: minted as such, every node's status changes again; none
+                # is down yet), the same batch created as its status write-back starts
+                calls0 = len(emu.calls)
+                set_clock(clock_file, START + 2 * H)
+                deadline = time.monotonic() + 300
+                while not loop_status_patches(emu.calls[calls0:]):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the second period wrote no status")
+                    await asyncio.sleep(0.01)
+                in_flight = len(emu.calls)
+                result["p99_ready_during_period_s"] = await batch_p99(emu, kube, "busy", batch, batch)
+                landed = len(emu.calls)
+                await op.settle()
+                period_patches = loop_status_patches(emu.calls[calls0:])
+                result["during_period_overlap"] = round(
+                    loop_status_patches(emu.calls[in_flight:landed]) / max(1, period_patches), 2)
+                await op.wait_idle(at_least=objects + 2 * batch)
+
                 billed_before = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
-                peak = op.memory_mb("VmHWM")
-                result["peak_rss_mb"] = round(peak, 1)
+                result["peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)
                 result["rss_per_object_kb"] = round((op.memory_mb("VmRSS") - base_rss) * 1024 / objects, 2)
             restarted = time.perf_counter()
+            grid_objects = objects + 2 * batch
             async with OperatorProcess(url, clock_file, log) as op:
-                await op.wait_idle(at_least=objects)
+                await op.wait_idle(at_least=grid_objects)
                 result["restart_idle_s"] = round(time.perf_counter() - restarted, 2)
                 await op.settle()
-            billed_after = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
-            result["rebilled_on_restart"] = billed_after - billed_before
+                billed_after = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
+                result["rebilled_on_restart"] = billed_after - billed_before
+
+                # the tenant deletes the namespace: everything in it at once
+                calls0, cpu0 = len(emu.calls), op.cpu_s()
+                async with harness.profiled(op.pid, spy("delete")):
+                    result["delete_s"] = round(await harness.delete_namespace(emu, kube, NS), 2)
+                    await harness.cpu_quiet(op.pid)
+                deleted = harness.writes(emu.calls[calls0:])
+                result["delete_writes_per_object"] = round(sum(deleted.values()) / grid_objects, 3)
+                result["delete_writes_by_call"] = harness.per_object(deleted, grid_objects)
+                result["delete_writes_by_client"] = by_client(emu.calls[calls0:], grid_objects)
+                result["delete_cpu_ms_per_object"] = round((op.cpu_s() - cpu0) * 1000 / grid_objects, 2)
             await ledger.close()
     finally:
         await drop_ledger(handle)
+    result["per_object_cost_by_scale"] = {str(scale): per_object_cost(result)}
+    return result
+
+
+def by_client(calls: list, objects: int) -> dict:
+    """Writes per object by the operator's two clients, by verb and resource: kopf's (the handlers' reports, the
+    finalizer, kopf's progress) and ours (the loop's status refreshes and requeue touches, Events we post)."""
+    return {agent: harness.per_object(harness.writes(calls, (agent,)), objects) for agent in harness.OPERATOR_AGENTS}
+
+
+def per_object_cost(r: dict) -> dict:
+    return {"cpu_ms": r["cpu_ms_per_object"], "rss_kb": r["rss_per_object_kb"], "peak_rss_mb": r["peak_rss_mb"],
+            "writes": r["writes_per_object"], "delete_writes": r["delete_writes_per_object"],
+            "delete_cpu_ms": r["delete_cpu_ms_per_object"]}
+
+
+async def scales(values: list[float], ledger_kind: str, profile: pathlib.Path | None) -> dict:
+    """Each scale in turn (a fresh emulator, ledger and operator each); the last one's keys, with every scale's
+    per-object cost and how the last one's compares with the first one's (≈ 1: linear growth)."""
+    costs: dict = {}
+    result: dict = {}
+    for scale in values:
+        result = await bench(scale, ledger_kind, profile / f"scale-{scale}" if profile is not None else None)
+        costs.update(result["per_object_cost_by_scale"])
+        print(json.dumps({"scale": scale, **per_object_cost(result)}), file=sys.stderr)
+    result["per_object_cost_by_scale"] = costs
+    if len(costs) > 1:
+        first, last = costs[str(values[0])], costs[str(values[-1])]
+        result["per_object_growth"] = {k: round(last[k] / first[k], 2) if first[k] else None for k in first}
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--scales", help="comma-separated scales run in turn, e.g. 0.3,1 (overrides --scale)")
     parser.add_argument("--ledger", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--profile", type=pathlib.Path, help="a folder for py-spy profiles of the operator's phases")
     parser.add_argument("--raw-client", action="store_true", help=argparse.SUPPRESS)  # the raw_api() child
     args = parser.parse_args()
     if args.raw_client:
         print(asyncio.run(raw_client(args.scale)))
         return
-    print(json.dumps(asyncio.run(bench(args.scale, args.ledger))))
+    values = [float(v) for v in args.scales.split(",")] if args.scales else [args.scale]
+    print(json.dumps(asyncio.run(scales(values, args.ledger, args.profile))))
     sys.stdout.flush()
 
 

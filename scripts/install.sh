@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One command sets up everything: a virtual environment, the package with its test tools, and helm.
+# One command sets up everything: a virtual environment, the package with its test tools (the test extra
+# includes the sandbox extra: the emulator the e2e tests run against), and helm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"

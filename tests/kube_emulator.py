@@ -16,7 +16,8 @@ import trustme
 import yaml
 from kmock._internal.apps import Server
 
-from tfgrid_operator.kube.emulator import Authn, StrictApiServer, serve
+from tfgrid_operator.sandbox.emulator import StrictApiServer
+from tfgrid_operator.sandbox.transport import Authn, serve
 
 __all__ = ["Cluster", "StrictApiServer"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tfgrid_operator.backend import records
 from tfgrid_operator.backend.sql.capacity import capacity_payload, certification_payload
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import identity, minting
 from tfgrid_operator.domain.units import Resources
 
 OWN = records.Owner("ns", "uid-1")  # the objects (farms, nodes, deployments) these tests act as
@@ -54,3 +54,18 @@ def paid_by(key: identity.KeyPair, owner: records.Owner = OWN) -> dict:
     """open_contract's owner and payer proof: the twin key shown (as a Secret of the owner's namespace holds it)."""
     return dict(owner_uid=owner.uid,
                 proof=records.PayerProof(kind="key", namespace=owner.namespace, public_key=key.public_key))
+
+
+async def held_a_period(ledger, nodes: dict[str, identity.KeyPair], period: int = 0, *,
+                        skip: frozenset[str] = frozenset()) -> minting.Period:
+    """The nodes' agents report every 40 minutes through minting period ``period`` (the nodes in ``skip`` miss
+    one report in two: below the SLA), and the period is minted: from then on, a farm weighs in votes the capacity
+    its nodes attested and held over it (§5). Returns the period."""
+    cfg = ledger.config
+    p = minting.period_by_index(period, epoch=cfg.minting_epoch, length=cfg.minting_period_s)
+    for i, ts in enumerate(range(p.start + 2400, p.end + 1, 2400)):
+        for name, key in nodes.items():
+            if name not in skip or i % 2:
+                await report_uptime(ledger, node=name, ts=ts, uptime=ts - p.start + 100, key=key)
+    await ledger.mint_period(period=p.index, now=p.end)
+    return p

@@ -7,6 +7,7 @@ The same entries can arrive by a Git pull request instead; the operator verifies
 from __future__ import annotations
 
 import datetime
+import secrets
 import time
 from typing import Any
 
@@ -15,14 +16,28 @@ from tfgrid_operator.domain import identity, voting
 from tfgrid_operator.kube.client import ApiError, KubeClient
 
 
+def sign_proposal(key: identity.KeyPair, spec: dict[str, Any], proposal: str,
+                  nonce: str | None = None) -> dict[str, Any]:
+    """The Proposal spec signed by a council member for ``proposal`` (namespace/name), as `council sign` does: its
+    key, a fresh nonce (128 random bits, unless given) and the signature over the spec (voting.PROPOSAL_V2).
+    Raises api.InvalidSpec for a spec that is no proposal."""
+    from tfgrid_operator import api
+
+    signed = {**spec, "councilKey": key.public_key, "councilSignature": "-",
+              "nonce": nonce if nonce is not None else secrets.token_hex(16)}
+    parsed = api.parse(api.ProposalSpec, signed)
+    signed["councilSignature"] = key.sign(voting.PROPOSAL_V2, parsed.signed_payload(proposal))
+    return signed
+
+
 def signed_vote(key: identity.KeyPair, *, proposal: str, proposal_id: int, action: dict[str, Any], threshold: int,
-                end_ts: int, farm: str, approve: bool, seq: int | None = None) -> dict[str, Any]:
-    """§5: the farm owner's vote, bound to the proposal (issue 13, invariant 5): its namespace/name and ledger id,
-    the action, threshold and deadline it opened with, and a sequence number (default: the time in ms), so a
-    vote counts only on this proposal and only while it is the farm's newest."""
+                end_ts: int, farm: str, approve: bool, seq: int | None = None, nonce: str = "") -> dict[str, Any]:
+    """§5: the farm owner's vote, bound to the proposal (issue 13, invariant 5): its namespace/name, ledger id and
+    council nonce, the action, threshold and deadline it opened with, and a sequence number (default: the time in
+    ms), so a vote counts only on this proposal and only while it is the farm's newest."""
     seq = int(time.time() * 1000) if seq is None else seq
     digest = voting.proposal_digest(proposal=proposal, proposal_id=proposal_id, action=action, threshold=threshold,
-                                    end_ts=end_ts)
+                                    end_ts=end_ts, nonce=nonce)
     sig = key.sign(identity.VOTE_V2, voting.vote_payload(proposal=proposal, digest=digest, farm=farm, approve=approve,
                                                          seq=seq))
     return {"farm": farm, "approve": approve, "seq": seq, "signature": sig}
@@ -31,18 +46,19 @@ def signed_vote(key: identity.KeyPair, *, proposal: str, proposal_id: int, actio
 def vote_on(body: dict[str, Any], key: identity.KeyPair, *, farm: str, approve: bool,
             seq: int | None = None) -> dict[str, Any]:
     """A signed vote on the Proposal object ``body`` as the operator opened it (status.proposalId and deadline,
-    the spec's action and threshold). A status someone else wrote only makes the vote fail to verify."""
-    from tfgrid_operator import crd_models
+    the spec's action, threshold and nonce). A status or nonce someone else wrote only makes the vote fail to
+    verify: the ledger checks it against what it opened."""
+    from tfgrid_operator import api
 
     meta, status = body["metadata"], body.get("status") or {}
     if "proposalId" not in status or "deadline" not in status:
         raise ValueError(f"proposal {meta['namespace']}/{meta['name']} is not open for votes yet")
-    spec = crd_models.parse(crd_models.ProposalSpec, body["spec"])
+    spec = api.parse(api.ProposalSpec, body["spec"])
     end_ts = int(datetime.datetime.strptime(status["deadline"], "%Y-%m-%dT%H:%M:%SZ")
                  .replace(tzinfo=datetime.UTC).timestamp())
     return signed_vote(key, proposal=f"{meta['namespace']}/{meta['name']}", proposal_id=int(status["proposalId"]),
                        action=spec.action.ledger_action(), threshold=spec.threshold, end_ts=end_ts, farm=farm,
-                       approve=approve, seq=seq)
+                       approve=approve, seq=seq, nonce=spec.nonce or "")
 
 
 async def verdict(kube: KubeClient, *, namespace: str, name: str, farm: str, seq: int, timeout_s: float,

@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     UNAUTHORIZED = "Unauthorized"
     NAME_TAKEN = "NameTaken"  # a grid-wide name another object claimed first
     PAYER_NOT_AUTHORIZED = "PayerNotAuthorized"  # no proof that the payer agreed (key Secret or signed grant)
+    PAYER_IN_DEBT = "PayerInDebt"  # the payer owes on a contract (in grace, or closed unpaid): paid first (§2.7)
     FARM_CONSENT_MISSING = "FarmConsentMissing"  # a farm of another namespace whose owner did not sign consent
     VOTING = "Voting"
     REJECTED = "Rejected"

@@ -1,9 +1,12 @@
-"""What the handlers share: the ledger, the clock, settings, the object registry. Set up at startup."""
+"""What the handlers and the loop share: the ledger, the clock, settings, the object registry, the loop's
+bookkeeping. One Runtime per operator: its startup handler builds it and keeps it in kopf's memo, where every
+handler finds it (``of(memo)``); nothing holds it in a module global."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from typing import Any
 
 from tfgrid_operator import metrics as metrics_mod
@@ -44,23 +47,37 @@ class Runtime:
     refreshed: dict[tuple[str, str, str], tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
     objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # (plural, namespace, name) → (uid, the Ready reason its handler last reported, that report): the loop decides
+    # from this whether a handler holds an object, never from the object's status (its user can write that), and
+    # writes a held object's report back over whatever was written since
+    reported: dict[tuple[str, str, str], tuple[str, str, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    # when (monotonic) the loop next LISTs the Deployments for orphaned contracts; -inf: on its next tick
+    sweep_at: float = -math.inf
+    # (contract key, grant expiry) → grid time its Deployment was last nudged to read a renewed grant
+    renewals: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+
+    def request_sweep(self) -> None:
+        """An object vanished (a finalizer removed by hand skips our delete handler): sweep on the next tick."""
+        self.sweep_at = -math.inf
 
 
-_current: Runtime | None = None
-_factory: Any = None  # tests and the sandbox set this to build the Runtime their own way
+# the keys of kopf's operator memo (kopf.operator(memo=...), the ``memo`` of startup and cleanup; each object's
+# memo is a shallow copy of it made after startup, so every handler sees the same Runtime)
+MAKE_RUNTIME = "make_runtime"  # optional: an async callable that builds the Runtime (tests, sandbox, benchmarks)
+RUNTIME = "runtime"  # set by the startup handler
 
 
-def set_factory(factory: Any) -> None:
-    global _factory
-    _factory = factory
+def of(memo: Any) -> Runtime | None:
+    """The operator's Runtime from a handler's ``memo``; None before startup has built it."""
+    rt = memo.get(RUNTIME) if isinstance(memo, dict) else None
+    return rt if isinstance(rt, Runtime) else None
 
 
-def get() -> Runtime:
-    if _current is None:
+def get(memo: Any) -> Runtime:
+    """The operator's Runtime from a handler's ``memo``, for handlers that cannot run without it."""
+    rt = of(memo)
+    if rt is None:
         raise RuntimeError("the operator runtime is not started")
-    return _current
+    return rt
 
 
-def set_current(rt: Runtime | None) -> None:
-    global _current
-    _current = rt

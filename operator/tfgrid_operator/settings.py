@@ -12,8 +12,6 @@ class Settings(BaseSettings):
     ledger_url: str = Field("sqlite:///tfgrid-ledger.db", description="sqlite:///file.db (default) or postgresql://…")
     metrics_port: int = Field(9090, description="Prometheus /metrics port; 0 disables it")
     tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
-    batch_window_s: float = Field(0.1, description="kopf's batching window: how long to wait for more events on "
-                                                   "an object before handling it (kopf's default)")
     worker_limit: int = Field(256, description="objects kopf reconciles at once (0: no limit); the rest wait in "
                                                "its queue, which bounds memory in a burst of creations")
     nudge_after_s: float = Field(30.0, description="an object whose status has not shown its generation this long "

@@ -81,7 +81,7 @@ async def test_a_node_that_never_attested_mints_nothing_and_weighs_nothing(ledge
     assert (await ledger.mint_receipts(node="n0"))[0].reason == "NotAttested"
     prop = await ledger.ensure_proposal(key="ns/p", action={"type": "SetPricingPolicy", "pricing": {"cu": 1}},
                                         threshold=5, end_ts=p.end + 10**6)
-    with pytest.raises(errors.InvalidRequest, match="FarmHasNoNodes"):
+    with pytest.raises(errors.InvalidRequest, match="FarmHasNoNodes"):  # minted, but nothing attested to weigh
         await ledger.cast_vote(proposal="ns/p", farm="farm1", approve=True, seq=1,
                                signature=signed_vote(prop, "farm1", True, 1, key=OWNER), now=p.end)
     await conserved(ledger)
@@ -90,10 +90,11 @@ async def test_a_node_that_never_attested_mints_nothing_and_weighs_nothing(ledge
 async def test_dao_weight_is_the_attested_capacity_not_the_spec(ledger):
     await node(ledger, resources=HUGE)
     await attest(ledger, BIG, 0)
+    p = await ledger_setup.held_a_period(ledger, {"n0": NODE_KEY})
     opened = await ledger.ensure_proposal(key="ns/p", action={"type": "SetPricingPolicy", "pricing": {"cu": 1}},
-                                          threshold=5, end_ts=10**6)
+                                          threshold=5, end_ts=p.end + 10**6)
     prop = await ledger.cast_vote(proposal="ns/p", farm="farm1", approve=True, seq=1,
-                                  signature=signed_vote(opened, "farm1", True, 1, key=OWNER), now=5)
+                                  signature=signed_vote(opened, "farm1", True, 1, key=OWNER), now=p.end + 5)
     assert prop.votes[0].weight == units.dao_weight(BIG) < units.dao_weight(HUGE)
 
 
@@ -192,7 +193,7 @@ async def test_mint_receipt_explains_the_amount(ledger):
         await ledger.mint_receipts(node="ghost")
 
 
-async def test_a_version_2_ledger_migrates_to_the_current_schema_and_keeps_its_mints(ledger_url):
+async def test_a_version_2_ledger_migrates_to_the_current_version_and_keeps_its_mints(ledger_url):
     import sqlalchemy as sa
 
     from tfgrid_operator import backend

@@ -74,17 +74,17 @@ async def test_reserve_is_paid_out_after_24_cycles_50_40_10(ledger):
         await ledger.bill_period(period=k, now=(k + 1) * H)
     c = await ledger.observe_contract(key="ns/d")
     assert (c.reserve, c.cycles) == (23 * HOURLY, 23)
-    assert [await balance(ledger, n) for n in ("farm1-payout", "foundation", "staking-pool")] == [0, 0, 0]
+    assert [await balance(ledger, n) for n in ("ns/farm1-payout", "foundation", "staking-pool")] == [0, 0, 0]
     await ledger.bill_period(period=23, now=24 * H)
     # 24 × 5,625,000 = 135,000,000: farmer 50 % = 67,500,000, foundation 40 % = 54,000,000, staking 10 % = 13,500,000
-    assert [await balance(ledger, n) for n in ("farm1-payout", "foundation", "staking-pool")] == [
+    assert [await balance(ledger, n) for n in ("ns/farm1-payout", "foundation", "staking-pool")] == [
         67_500_000, 54_000_000, 13_500_000]
     c = await ledger.observe_contract(key="ns/d")
     assert (c.reserve, c.cycles) == (0, 0)
     assert await balance(ledger, "alice") == 100 * TFT - 135_000_000
     [payout] = await ledger.payouts(key="ns/d")
     assert (payout.reason, payout.amount, payout.at, payout.farmer_account) == ("Cycles", 135_000_000, 24 * H,
-                                                                                "farm1-payout")
+                                                                                "ns/farm1-payout")
 
 
 async def test_reserve_is_paid_out_on_deletion(ledger):
@@ -96,7 +96,7 @@ async def test_reserve_is_paid_out_on_deletion(ledger):
     closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=3 * H + H // 2, reason="CanceledByUser")
     # 3 h + 30 min: 3 × 5,625,000 + 2,812,500 = 19,687,500 → farmer floor 50 % = 9,843,750,
     # staking floor 10 % = 1,968,750, foundation the rest = 7,875,000
-    assert [await balance(ledger, n) for n in ("farm1-payout", "foundation", "staking-pool")] == [
+    assert [await balance(ledger, n) for n in ("ns/farm1-payout", "foundation", "staking-pool")] == [
         9_843_750, 7_875_000, 1_968_750]
     assert (closed.state, closed.reserve, closed.billed_total) == ("Deleted", 0, 19_687_500)
     [payout] = await ledger.payouts(key="ns/d")
@@ -134,7 +134,7 @@ async def test_a_move_in_grace_charges_the_overdraft_once(ledger):
     assert (moved.state, moved.overdraft, moved.node) == ("Created", 0, "n1")
     assert await balance(ledger, "alice") == 4 * HOURLY - HOURLY // 2 - HOURLY // 2
     # the old contract's reserve (everything it took) went to farm1's farmer at the move
-    assert await balance(ledger, "farm1-payout") == (HOURLY // 2 + HOURLY) // 2
+    assert await balance(ledger, "ns/farm1-payout") == (HOURLY // 2 + HOURLY) // 2
     await ledger.bill_period(period=1, now=2 * H)  # the new contract: [1.5 H, 2 H) only
     assert await balance(ledger, "alice") == 4 * HOURLY - HOURLY // 2 - HOURLY // 2 - HOURLY // 2
 
@@ -174,7 +174,7 @@ async def test_a_contract_whose_payout_would_overflow_is_isolated(ledger_url):
         await open_small(lg, key="ns/a", node="n0")
         await open_small(lg, key="ns/b", node="n1")
         async with lg.engine.begin() as conn:  # farm1's payout account holds nearly the most int64 can
-            await conn.execute(schema.accounts.update().where(schema.accounts.c.name == "farm1-payout")
+            await conn.execute(schema.accounts.update().where(schema.accounts.c.name == "ns/farm1-payout")
                                .values(balance=schema.MONEY_MAX - 10))
         report = await lg.bill_period(period=0, now=H)
         assert report.rows_written == 1 and "ns/a" in report.changed
@@ -182,8 +182,8 @@ async def test_a_contract_whose_payout_would_overflow_is_isolated(ledger_url):
         assert "bound" in a.billing_error and (a.billed_total, a.reserve) == (0, 0)
         assert (b.billing_error, b.billed_total) == (None, HOURLY)
         assert await balance(lg, "alice") == 100 * TFT - HOURLY  # only b was charged
-        assert await balance(lg, "farm2-payout") == HOURLY // 2
-        assert await balance(lg, "farm1-payout") == schema.MONEY_MAX - 10
+        assert await balance(lg, "ns/farm2-payout") == HOURLY // 2
+        assert await balance(lg, "ns/farm1-payout") == schema.MONEY_MAX - 10
     finally:
         await lg.close()
 
@@ -223,12 +223,13 @@ async def test_a_close_with_an_unpaid_final_bill_keeps_the_debt_on_record(ledger
     closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H // 2, reason=reason)
     assert (closed.state, closed.billed_total, closed.overdraft) == ("Deleted", HOURLY // 2, HOURLY // 4)
     assert await balance(ledger, "alice") == 0
-    assert await balance(ledger, "farm1-payout") == HOURLY // 8  # 1,406,250 reserve → 703,125 to the farmer
+    assert await balance(ledger, "ns/farm1-payout") == HOURLY // 8  # 1,406,250 reserve → 703,125 to the farmer
 
 
-async def test_bills_written_out_by_schema_5_keep_their_receipts(ledger_url):
-    """Schema 6 keeps a receipt's shared steps once (bill_quotes); a bill made before wrote them on its own row,
-    and reads back the same."""
+@pytest.mark.parametrize("version", ["5", "6"])
+async def test_bills_written_out_before_schema_7_keep_their_receipts(ledger_url, version):
+    """Schema 7 keeps a receipt's shared steps once (bill_quotes); a bill made before (schema 4 to 6) wrote them on
+    its own row, and reads back the same after the upgrade (from 5 through 6 to 7, or from 6)."""
     lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0))
     await grid(lg)
     await lg.fund(name="alice", amount=2000 * TFT)
@@ -237,13 +238,13 @@ async def test_bills_written_out_by_schema_5_keep_their_receipts(ledger_url):
     [made] = await lg.bills(key="ns/d")
     shared = ("cru", "mru", "sru", "hru", "public_ips", "rented", "cu_milli", "su_milli", "cost_usd", "gross",
               "discount_percent", "discounted", "certified_percent")
-    async with lg.engine.begin() as conn:  # the bill as schema 5 wrote it: the steps on its row, no quote
+    async with lg.engine.begin() as conn:  # the bill as schema 5 or 6 wrote it: the steps on its row, no quote
         b, q = schema.bills, schema.bill_quotes
         quote = (await conn.execute(sa.select(q))).one()
         await conn.execute(b.update().values(quote_id=None, rates_id=quote.rates_id,
                                              **{name: getattr(quote, name) for name in shared}))
         await conn.execute(q.delete())
-        await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="5"))
+        await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value=version))
     await lg.close()
     lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0))
     try:

@@ -6,11 +6,12 @@ import pytest
 
 import ledger_setup
 from tfgrid_operator.backend import errors
-from tfgrid_operator.domain import identity, money, pricing, scheduling
+from tfgrid_operator.domain import identity, money, pricing, scheduling, units
 from tfgrid_operator.domain.units import Resources
 
 OWNER = identity.KeyPair.generate()
-NODE_KEY = identity.KeyPair.generate()
+NODE_KEYS = [identity.KeyPair.generate() for _ in range(16)]  # one key per node: a key is one node's (§1.3)
+NODE_KEY = NODE_KEYS[0]  # node n0's
 NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
 SMALL = Resources(cru=2, mru=4, sru=50)
 H = 3600
@@ -22,7 +23,8 @@ def paid_by(key: identity.KeyPair = ALICE) -> dict:
     return ledger_setup.paid_by(key)
 
 
-async def attest(ledger, node, resources=NODE, ts=0, key=NODE_KEY):
+async def attest(ledger, node, resources=NODE, ts=0, key=None):
+    key = key or NODE_KEYS[int(node[1:])]
     return await ledger_setup.attest(ledger, node=node, resources=resources, ts=ts, key=key)
 
 
@@ -31,7 +33,7 @@ async def grid(ledger, nodes=1, ips=2):
                              dedicated=False, public_ips=ips)
     for i in range(nodes):
         await ledger.ensure_node(owner=OWN, name=f"n{i}", farm="farm1", resources=NODE, country="BE", city="Ghent",
-                                 certified=False, public_key=NODE_KEY.public_key, now=0)
+                                 certified=False, public_key=NODE_KEYS[i].public_key, now=0)
         await attest(ledger, f"n{i}")
     await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
 
@@ -73,7 +75,7 @@ async def test_farm_and_node_are_adopted_not_duplicated(ledger):
 async def test_bad_node_requests_change_nothing(ledger, kwargs, error):
     await grid(ledger, nodes=0)
     args = dict(name="bad", owner=OWN, farm="farm1", resources=NODE, country="", city="", certified=False,
-                public_key=NODE_KEY.public_key, now=0) | kwargs
+                public_key=NODE_KEYS[15].public_key, now=0) | kwargs
     with pytest.raises(error):
         await ledger.ensure_node(**args)
     assert await ledger.observe_node(name="bad") is None
@@ -131,7 +133,7 @@ async def test_billing_exact_idempotent_and_split(ledger):
     alice = await ledger.get_account(name="alice")
     assert alice.balance == 2000 * money.UNITS_PER_TFT - expected.amount
     # §2.7 version B: the payment is reserved on the contract, paid out after 24 cycles or on deletion
-    assert (await ledger.get_account(name="farmer")).balance == 0
+    assert (await ledger.get_account(name="ns/farmer")).balance == 0
     assert (await ledger.observe_contract(key="ns/d")).reserve == expected.amount
     with pytest.raises(errors.InvalidRequest):
         await ledger.bill_period(period=5, now=H)
@@ -217,7 +219,7 @@ async def test_minting_exact_idempotent_and_paid_to_farm(ledger):
     assert report.rows_written == 2
     rerun = await ledger.mint_period(period=0, now=period_s + 10)
     assert rerun.rows_written == 0
-    assert (await ledger.get_account(name="farmer")).balance == report.amount
+    assert (await ledger.get_account(name="ns/farmer")).balance == report.amount
     s = await ledger.node_summaries(now=period_s)
     assert s["n1"].last_mint == 0 and s["n1"].last_mint_reason == "NoUptime"
     assert s["n0"].last_mint == report.amount
@@ -237,58 +239,66 @@ def signed_vote(prop, farm, approve, seq, key=OWNER):
     from tfgrid_operator.domain import voting
 
     digest = voting.proposal_digest(proposal=prop.key, proposal_id=prop.id, action=prop.action,
-                                    threshold=prop.threshold, end_ts=prop.end_ts)
+                                    threshold=prop.threshold, end_ts=prop.end_ts, nonce=prop.nonce)
     return key.sign(identity.VOTE_V2, voting.vote_payload(proposal=prop.key, digest=digest, farm=farm,
                                                           approve=approve, seq=seq))
 
 
-async def test_dao_vote_close_execute_once(ledger):
+async def voting_grid(ledger) -> int:
+    """The grid with its node's capacity held over minting period 0, minted: farm1 weighs in votes (§5).
+    Returns the period's end (votes are cast from then on)."""
     await grid(ledger)
+    return (await ledger_setup.held_a_period(ledger, {"n0": NODE_KEY})).end
+
+
+async def test_dao_vote_close_execute_once(ledger):
+    t = await voting_grid(ledger)
     p1 = await ledger.ensure_proposal(key="p1", action={"type": "SetPricingPolicy", "pricing": {"cu": 200_000}},
-                                      threshold=1, end_ts=100)
+                                      threshold=1, end_ts=t + 100)
     sig = signed_vote(p1, "farm1", True, 1)
-    prop = await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, seq=1, signature=sig, now=5)
-    assert prop.votes[0].weight > 0
+    prop = await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, seq=1, signature=sig, now=t + 5)
+    assert prop.votes[0].weight == units.dao_weight(NODE)  # held all of period 0
     with pytest.raises(errors.Replayed):
-        await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, seq=1, signature=sig, now=6)
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=True, seq=1, signature=sig, now=t + 6)
     with pytest.raises(errors.BadSignature):
-        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, seq=1, signature=sig, now=6)
-    assert (await ledger.close_proposal(proposal="p1", now=50)).state == "Open"
-    assert (await ledger.close_proposal(proposal="p1", now=100)).state == "Executed"
+        await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, seq=1, signature=sig, now=t + 6)
+    assert (await ledger.close_proposal(proposal="p1", now=t + 50)).state == "Open"
+    assert (await ledger.close_proposal(proposal="p1", now=t + 100)).state == "Executed"
     assert (await ledger.policies())[0].cu == 200_000
-    assert (await ledger.close_proposal(proposal="p1", now=200)).executed_at == 100
+    assert (await ledger.close_proposal(proposal="p1", now=t + 200)).executed_at == t + 100
     summary = (await ledger.proposal_summaries())["p1"]
     assert (summary.state, summary.vetoes, [v.farm for v in summary.votes]) == ("Executed", 0, ["farm1"])
     with pytest.raises(errors.Replayed):  # a vote for a closed proposal
         await ledger.cast_vote(proposal="p1", farm="farm1", approve=False, seq=2,
-                               signature=signed_vote(p1, "farm1", False, 2), now=201)
+                               signature=signed_vote(p1, "farm1", False, 2), now=t + 201)
 
 
 async def test_only_the_newest_vote_counts_and_a_vote_binds_to_its_proposal(ledger):
-    await grid(ledger)
+    t = await voting_grid(ledger)
     action = {"type": "SetPricingPolicy", "pricing": {"cu": 1}}
-    p1 = await ledger.ensure_proposal(key="ns/p1", action=action, threshold=5, end_ts=1000)
-    await ledger.ensure_proposal(key="ns/p2", action=action, threshold=5, end_ts=1000)
+    p1 = await ledger.ensure_proposal(key="ns/p1", action=action, threshold=5, end_ts=t + 1000, nonce="n" * 16)
+    await ledger.ensure_proposal(key="ns/p2", action=action, threshold=5, end_ts=t + 1000, nonce="m" * 16)
     yes = signed_vote(p1, "farm1", True, 10)
-    await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=10, signature=yes, now=5)
+    await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=10, signature=yes, now=t + 5)
     no = signed_vote(p1, "farm1", False, 11)
     assert not (await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=False, seq=11, signature=no,
-                                       now=6)).votes[0].approve
+                                       now=t + 6)).votes[0].approve
     with pytest.raises(errors.Superseded):  # the superseded "yes", validly signed, replayed
-        await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=10, signature=yes, now=7)
+        await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=10, signature=yes, now=t + 7)
     assert [(v.approve, v.seq) for v in (await ledger.observe_proposal(key="ns/p1")).votes] == [(False, 11)]
     with pytest.raises(errors.BadSignature):  # the same vote on another proposal of the same action
-        await ledger.cast_vote(proposal="ns/p2", farm="farm1", approve=False, seq=11, signature=no, now=7)
+        await ledger.cast_vote(proposal="ns/p2", farm="farm1", approve=False, seq=11, signature=no, now=t + 7)
     import dataclasses
 
-    for field, value in (("threshold", 6), ("end_ts", 1001), ("id", p1.id + 100)):
+    for field, value in (("threshold", 6), ("end_ts", t + 1001), ("id", p1.id + 100), ("nonce", "x" * 16),
+                         ("nonce", "")):
         other = dataclasses.replace(p1, **{field: value})  # what the vote signed differs from what opened
         with pytest.raises(errors.BadSignature):
             await ledger.cast_vote(proposal="ns/p1", farm="farm1", approve=True, seq=12,
-                                   signature=signed_vote(other, "farm1", True, 12), now=8)
+                                   signature=signed_vote(other, "farm1", True, 12), now=t + 8)
     withdrawn = await ledger.withdraw_proposal(proposal="ns/p1")
     assert withdrawn.state == "Withdrawn" and await ledger.observe_proposal(key="ns/p1") is None
-    assert (await ledger.close_proposal(proposal=withdrawn.key, now=2000)).state == "Withdrawn"  # never executes
+    assert (await ledger.close_proposal(proposal=withdrawn.key, now=t + 2000)).state == "Withdrawn"  # never executes
     assert await ledger.withdraw_proposal(proposal="ns/none") is None
 
 
@@ -318,7 +328,7 @@ async def test_narrowed_selection_chooses_what_the_domain_chooses_over_every_nod
         await ledger.ensure_node(owner=OWN, name=f"m{i:02}", farm=f"f{i % 3}", country=rng.choice(["BE", "NL"]), city="",
                                  resources=Resources(cru=rng.choice([4, 8, 16]), mru=rng.choice([16, 32, 64]),
                                                      sru=rng.choice([500, 1000]), hru=rng.choice([0, 2000])),
-                                 certified=rng.random() < 0.3, public_key=NODE_KEY.public_key, now=0)
+                                 certified=rng.random() < 0.3, public_key=NODE_KEYS[i].public_key, now=0)
     await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
     placed = 0
     for i in range(40):

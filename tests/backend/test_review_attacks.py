@@ -55,14 +55,14 @@ async def test_a_mint_past_the_ledgers_bound_is_that_nodes_alone(ledger):
             await ledger_setup.report_uptime(ledger, node=node, ts=ts, uptime=ts - p.start + 60, key=key)
         ts += 600
     async with ledger.engine.begin() as conn:  # farm1's payout account holds the most the ledger allows
-        await conn.execute(schema.accounts.update().where(schema.accounts.c.name == "farm1-payout")
+        await conn.execute(schema.accounts.update().where(schema.accounts.c.name == "ns/farm1-payout")
                            .values(balance=money.MAX_UNITS - 10))
     report = await ledger.mint_period(period=p.index, now=p.end)
     assert report.rows_written == 2
     by_node = {r.node: r for node in ("n0", "n1") for r in await ledger.mint_receipts(node=node)}
     assert (by_node["n0"].amount, by_node["n0"].reason) == (0, "Bounded")
     assert by_node["n1"].amount > 0
-    assert (await ledger.get_account(name="farm2-payout")).balance == by_node["n1"].amount
+    assert (await ledger.get_account(name="ns/farm2-payout")).balance == by_node["n1"].amount
 
 
 async def test_raising_a_rented_nodes_spec_never_raises_the_rent(ledger):

@@ -60,7 +60,7 @@ async def test_a_farm_name_is_first_come_first_served_and_the_second_claimant_ch
         await ledger.close_farm(name="freefarm", owner=claimant)  # deleting the loser touches nothing
     after = await ledger.observe_farm(name="freefarm")
     assert after == before and after.state == "Active" and after.owner == VICTIM
-    assert "mallory-payout" not in {a.name for a in await ledger.list_accounts()}
+    assert not [a.name for a in await ledger.list_accounts() if "mallory-payout" in a.name]
     again = await ledger.ensure_farm(name="freefarm", owner=VICTIM, owner_key=FARMER.public_key, payout_account="farmer",
                                      certified=False, dedicated=False, public_ips=2)
     assert not again.created and again.id == before.id  # the owner itself adopts its record
@@ -118,7 +118,7 @@ async def test_only_a_proven_twin_pays(ledger):
         "proof made for another namespace": key_proof(ALICE, "team-a"),
         "the foundation": records.PayerProof(kind="grant", namespace=ns, account="foundation"),
         "the staking pool": grant("staking-pool", MALLORY, ns),
-        "a farm's payout account": grant("farmer", MALLORY, ns),
+        "a farm's payout account": grant("team-a/farmer", MALLORY, ns),
     }
     for i, (what, proof) in enumerate(attacks.items()):
         with pytest.raises(errors.NotAuthorized):
@@ -138,13 +138,17 @@ async def test_only_a_proven_twin_pays(ledger):
 
 async def test_grid_and_payout_accounts_can_never_get_a_twin_key(ledger):
     await victim_grid(ledger)
-    for name in ("foundation", "staking-pool", "farmer"):
+    for name in ("foundation", "staking-pool"):
         with pytest.raises(errors.Conflict):
             await ledger.ensure_account(name=name, public_key=identity.KeyPair.generate().public_key)
-    with pytest.raises(errors.InvalidRequest):  # nor can a twin become a farm's payout (it would stop paying)
-        await ledger.ensure_farm(name="f2", owner=ATTACKER, owner_key=MALLORY.public_key, payout_account="alice",
-                                 certified=False, dedicated=False, public_ips=0)
-    assert await ledger.observe_farm(name="f2") is None
+    with pytest.raises(errors.InvalidRequest):  # a farm's payout account has a name no twin can have
+        await ledger.ensure_account(name="team-a/farmer", public_key=identity.KeyPair.generate().public_key)
+    # a farm naming a twin's account as its payout gets an account of its own, in its namespace: the twin still pays
+    f2 = await ledger.ensure_farm(name="f2", owner=ATTACKER, owner_key=MALLORY.public_key, payout_account="alice",
+                                  certified=False, dedicated=False, public_ips=0)
+    assert f2.payout_account == "team-b/alice"
+    assert {a.name: a.role for a in await ledger.list_accounts()}["alice"] == "twin"
+    await ledger.open_contract(key="team-a/d", owner_uid="u", proof=key_proof(ALICE, "team-a"), request=REQ, now=NOW)
 
 
 async def test_accounts_are_named_as_the_crd_names_them_and_a_twin_key_is_one_accounts(ledger):
@@ -256,7 +260,7 @@ async def test_a_version_2_ledger_gets_owners_roles_and_unique_twin_keys(ledger_
     lg = await backend.open_backend(ledger_url, cfg)
     try:
         roles = {a.name: a.role for a in await lg.list_accounts()}
-        assert roles == {"alice": "twin", "bob": "twin", "mallory": "twin", "farmer": "payout", "foundation": "grid",
+        assert roles == {"alice": "twin", "bob": "twin", "mallory": "twin", "team-a/farmer": "payout", "foundation": "grid",
                          "staking-pool": "grid"}
         farm = await lg.observe_farm(name="freefarm")
         assert farm.owner == records.Owner("", "")  # made before ownership: adopted by the first object to claim it
@@ -281,13 +285,13 @@ async def test_an_amount_past_the_bound_inside_a_ledger_call_is_refused_and_roll
     await victim_grid(ledger)
     a = schema.accounts
     async with ledger.engine.begin() as conn:  # the farmer at the bound (as if paid there over the years)
-        await conn.execute(a.update().where(a.c.name != "farmer").values(balance=0))
-        await conn.execute(a.update().where(a.c.name == "farmer").values(balance=money.MAX_UNITS))
+        await conn.execute(a.update().where(a.c.name != "team-a/farmer").values(balance=0))
+        await conn.execute(a.update().where(a.c.name == "team-a/farmer").values(balance=money.MAX_UNITS))
     with pytest.raises(errors.InvalidRequest) as err:  # one more unit credited, inside a ledger transaction
         async with ledger._tx() as conn:
-            await conn.execute(a.update().where(a.c.name == "farmer").values(balance=a.c.balance + 1))
+            await conn.execute(a.update().where(a.c.name == "team-a/farmer").values(balance=a.c.balance + 1))
     assert "outside [0, " in err.value.message
-    assert (await ledger.get_account(name="farmer")).balance == money.MAX_UNITS
+    assert (await ledger.get_account(name="team-a/farmer")).balance == money.MAX_UNITS
 
 
 async def test_a_revoked_grant_closes_its_contracts_now_and_is_never_accepted_again(ledger):
@@ -307,4 +311,70 @@ async def test_a_revoked_grant_closes_its_contracts_now_and_is_never_accepted_ag
     with pytest.raises(errors.NotAuthorized, match="revoked"):  # the same grant opens nothing again
         await ledger.open_contract(key=f"{ns}/d4", owner_uid="u-d4", proof=revoked, request=REQ, now=NOW + 120)
     assert await ledger.observe_contract(key=f"{ns}/d4") is None
+    await conserved(ledger, funded)
+
+
+# ---------------------------------------------------------------- issue 13's last gaps
+async def test_a_council_signature_opens_one_proposal_once(ledger):
+    """The nonce of a council signature opens one proposal, ever: withdrawn (deleted) and created again, under the
+    same name or another, the same signature opens nothing; a new signature (nonce) opens a new proposal."""
+    action = {"type": "SetPricingPolicy", "pricing": {"cu": 1}}
+    first = await ledger.ensure_proposal(key="team-a/p", action=action, threshold=5, end_ts=10**6, nonce="a" * 32,
+                                         council_key=FARMER.public_key, signed_digest="d" * 64)
+    assert first.created and first.nonce == "a" * 32
+    assert (await ledger.ensure_proposal(key="team-a/p", action=action, threshold=5, end_ts=2 * 10**6,
+                                         nonce="a" * 32)).id == first.id  # idempotent: the same open proposal
+    await ledger.withdraw_proposal(proposal="team-a/p")
+    for key in ("team-a/p", "team-b/p"):  # re-created, or copied into another namespace: never opened again
+        with pytest.raises(errors.Replayed, match="opens one proposal, once"):
+            await ledger.ensure_proposal(key=key, action=action, threshold=5, end_ts=3 * 10**6, nonce="a" * 32)
+        assert await ledger.observe_proposal(key=key) is None
+    again = await ledger.ensure_proposal(key="team-a/p", action=action, threshold=5, end_ts=3 * 10**6, nonce="b" * 32)
+    assert again.created and again.id != first.id and again.state == "Open"
+    assert len(await ledger.proposal_summaries()) == 2  # the withdrawn one and the new one
+
+
+async def test_a_farms_payout_account_squats_no_name(ledger):
+    """A Farm's payoutAccount names an account within its namespace: it never takes a name a twin registers
+    later, and a farm of another namespace naming the same payout is paid into an account of its own."""
+    funded = sum((await victim_grid(ledger)).values())  # team-a's freefarm pays out to "farmer"
+    evil = await ledger.ensure_farm(name="evilfarm", owner=ATTACKER, owner_key=MALLORY.public_key,
+                                    payout_account="carol", certified=False, dedicated=False, public_ips=0)
+    same = await ledger.ensure_farm(name="evilfarm2", owner=records.Owner("team-b", "uid-2"), owner_key=MALLORY.public_key,
+                                    payout_account="farmer", certified=False, dedicated=False, public_ips=0)
+    assert (evil.payout_account, same.payout_account) == ("team-b/carol", "team-b/farmer")
+    assert (await ledger.observe_farm(name="freefarm")).payout_account == "team-a/farmer"
+    carol = identity.KeyPair.generate()  # the name the farm named is still free for the twin who comes later
+    assert (await ledger.ensure_account(name="carol", public_key=carol.public_key)).role == "twin"
+    await ledger.fund(name="carol", amount=10 * money.UNITS_PER_TFT)
+    funded += 10 * money.UNITS_PER_TFT
+    paid = await ledger.open_contract(key="team-c/d", owner_uid="uc", proof=key_proof(carol, "team-c"), request=REQ,
+                                      now=NOW)
+    assert paid.payer == "carol"
+    with pytest.raises(errors.InvalidRequest):  # no farm names another namespace's payout account
+        await ledger.ensure_farm(name="evilfarm3", owner=ATTACKER, owner_key=MALLORY.public_key,
+                                 payout_account="team-a/farmer", certified=False, dedicated=False, public_ips=0)
+    with pytest.raises(errors.NotAuthorized):  # and a payout account never pays, whatever proof is shown
+        await ledger.open_contract(key="team-b/x", owner_uid="ux", proof=grant("team-b/carol", MALLORY, "team-b"),
+                                   request=REQ, now=NOW)
+    await conserved(ledger, funded)
+
+
+async def test_where_a_deployment_moved_from_is_the_ledgers_word(ledger):
+    """movedFrom comes from the contracts' history (the Deleted(Moved) predecessor of the same object), so the
+    operator writes it from the ledger; a later object of the same name never inherits it."""
+    funded = sum((await victim_grid(ledger)).values())
+    await ledger.ensure_node(name="node2", owner=VICTIM, farm="freefarm", resources=NODE, country="BE", city="Ghent",
+                             certified=False, public_key=identity.KeyPair.generate().public_key, now=NOW)
+    opened = await ledger.open_contract(key="team-a/web", owner_uid="u1", proof=key_proof(ALICE, "team-a"),
+                                        request=scheduling.Request(resources=SMALL, node="node1"), now=NOW)
+    assert opened.moved_from is None
+    moved = await ledger.move_contract(key="team-a/web", now=NOW + 60, request=scheduling.Request(
+        resources=SMALL, exclude=frozenset({"node1"})))
+    assert (moved.node, moved.moved_from) == ("node2", "node1")
+    assert (await ledger.contract_summaries())["team-a/web"].moved_from == "node1"
+    assert (await ledger.observe_contract(key="team-a/web")).moved_from == "node1"
+    later = await ledger.open_contract(key="team-a/web", owner_uid="u2", proof=key_proof(ALICE, "team-a"),
+                                       request=REQ, now=NOW + 120)
+    assert later.created and later.moved_from is None  # another object: the orphaned one's history is not its
     await conserved(ledger, funded)

@@ -1,7 +1,7 @@
 """The billing rules (domain/billing.py) as properties: settlement conserves money to the unit and never goes
-negative, the grace window expires exactly at now − grace_start ≥ grace, the payout split adds up, and the
-batch core bills a period exactly as a plain contract-by-contract reading of the rules does (the discount of
-each bill read from the payer's balance after the bill before it)."""
+negative, the grace window expires exactly at now − grace_start ≥ grace, the payout split adds up, a funding
+pays its payer's debts oldest first, and the batch core bills a period exactly as a plain contract-by-contract
+reading of the rules does (the discount of each bill read from the payer's balance after the bill before it)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,15 @@ def test_split_adds_up_to_the_reserve(amount):
     assert (shares.farmer, shares.staking_pool) == (amount // 2, amount // 10)
     _, same = billing.payout_gains(amount, farmer=2, foundation=2, staking=3)  # one account, two shares
     assert same == {2: shares.farmer + shares.foundation, 3: shares.staking_pool}
+
+
+@given(st.lists(st.integers(1, MAX), max_size=6), st.integers(1, MAX))
+def test_a_funding_pays_its_payers_debts_oldest_first_and_no_unit_twice(overdrafts, amount):
+    taken = billing.debt_taken(overdrafts, amount)
+    assert len(taken) == len(overdrafts) and sum(taken) == min(amount, sum(overdrafts))
+    assert all(0 <= t <= owed for t, owed in zip(taken, overdrafts, strict=True))
+    for i, t in enumerate(taken):  # a debt is paid in part only when nothing is left for the later ones
+        assert t == overdrafts[i] or all(later == 0 for later in taken[i + 1:])
 
 
 @given(st.integers(0, 10**12), st.integers(1, 10**6), st.integers(0, 10**20))

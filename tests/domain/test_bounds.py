@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfgrid_operator import crd_models
+from tfgrid_operator import api
 from tfgrid_operator.domain import money, pricing
 from tfgrid_operator.domain.units import Resources
 
@@ -21,10 +21,10 @@ def test_the_bound_leaves_room_in_int64_for_a_sum_of_bounded_amounts():
 
 
 def test_the_schema_bounds_prices_at_the_derived_maximum():
-    fields = crd_models.PricingChange.model_fields
+    fields = api.PricingChange.model_fields
     for name in ("cu", "su", "nu", "ipu", "unique_name"):
         assert any(getattr(m, "le", None) == money.MAX_POLICY_PRICE for m in fields[name].metadata), name
-    assert crd_models.PricingChange.model_fields["certified_factor_percent"].metadata
+    assert api.PricingChange.model_fields["certified_factor_percent"].metadata
 
 
 prices = st.integers(0, money.MAX_POLICY_PRICE)

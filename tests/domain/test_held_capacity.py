@@ -55,3 +55,34 @@ def _every_entry(history, period):
                           st.booleans()), max_size=6))
 def test_held_over_weighs_only_what_was_held_in_the_period(history):
     assert minting.held_over(history, P) == _every_entry(history, P)
+
+
+# §5 vote weight held over the last minted period (issue 13): bought a second before a vote, it weighs nothing
+
+
+@given(HELD)
+def test_held_vote_weight_never_exceeds_the_largest_weight_held(history):
+    from tfgrid_operator.domain import voting
+
+    weight = voting.held_weight(history, P)
+    assert 0 <= weight <= max((units.dao_weight(h.resources) for h in history), default=0)
+
+
+@given(RES, RES, st.integers(0, P.seconds))
+def test_a_capacity_attested_late_weighs_only_its_seconds(before, after, at):
+    from tfgrid_operator.domain import voting
+
+    history = [minting.Held(P.start, before, False), minting.Held(P.start + at, after, False)]
+    exact = Fraction(units.dao_weight(before) * at + units.dao_weight(after) * (P.seconds - at), P.seconds)
+    assert voting.held_weight(history, P) == int(exact)
+    assert voting.held_weight([minting.Held(P.end, after, False)], P) == 0  # after the period: nothing
+    assert voting.held_weight([minting.Held(P.start, before, False)], P) == units.dao_weight(before)
+
+
+@given(RES, RES, st.booleans())
+def test_a_node_weighs_only_when_it_met_the_sla_and_never_more_than_it_attests_now(held, now, met):
+    from tfgrid_operator.domain import voting
+
+    w = voting.node_vote_weight([minting.Held(P.start, held, False)], P, met_sla=met, now=now)
+    assert w == (min(units.dao_weight(held), units.dao_weight(now)) if met else 0)
+    assert voting.node_vote_weight([minting.Held(P.start, held, False)], P, met_sla=True, now=None) == 0

@@ -44,6 +44,7 @@ class OperatorThread:
         self.thread: threading.Thread | None = None
         self.stop_flag: threading.Event | None = None
         self.errors: list[BaseException] = []
+        self.memo = kopf.Memo()
 
     async def _runtime(self) -> runtime.Runtime:
         ledger = await backend.open_backend(self.ledger_url, CONFIG)
@@ -52,13 +53,13 @@ class OperatorThread:
 
     def start(self) -> None:
         self.stop_flag, ready = threading.Event(), threading.Event()
-        runtime.set_factory(self._runtime)
+        self.memo = kopf.Memo({runtime.MAKE_RUNTIME: self._runtime})  # startup builds the Runtime with it
 
         def main() -> None:
             try:
                 peering = {"peering_name": "tfgrid-operator", "priority": 7} if self.peering else {"standalone": True}
                 asyncio.run(kopf.operator(registry=kopf.get_default_registry(), clusterwide=True, **peering,
-                                          stop_flag=self.stop_flag, ready_flag=ready))
+                                          memo=self.memo, stop_flag=self.stop_flag, ready_flag=ready))
             except BaseException as exc:  # surfaced by the test on stop()
                 self.errors.append(exc)
 
@@ -74,7 +75,7 @@ class OperatorThread:
 
     @property
     def rt(self) -> runtime.Runtime:
-        return runtime.get()
+        return runtime.get(self.memo)
 
     def loop_runs(self) -> float:
         """How many ticks of the batched loop have finished (its refresh's duration histogram counts them)."""
@@ -135,7 +136,6 @@ async def operator(apiserver, grid_clock, ledger_path):
     yield op
     if op.thread is not None and op.thread.is_alive():
         await op.stop()
-    runtime.set_factory(None)
     assert not op.errors, op.errors
 
 

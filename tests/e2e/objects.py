@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from e2e.conftest import condition, eventually
-from tfgrid_operator import crd_models
+from tfgrid_operator import api, ballot
 from tfgrid_operator.domain import identity
 
 API = "grid.threefold.io/v1alpha1"
@@ -102,13 +102,24 @@ def events(apiserver: Any, reason: str, name: str | None = None) -> list[dict[st
 
 
 def proposal(name: str, signer: identity.KeyPair, action: dict[str, Any], *, hours: int = 24, threshold: int = 5,
-             votes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A Proposal signed by ``signer`` over its namespaced name, as `tfgrid-operator council sign` does."""
+             votes: list[dict[str, Any]] | None = None, nonce: str | None = None,
+             namespace: str = "default") -> dict[str, Any]:
+    """A Proposal signed by ``signer`` over its namespaced name with a fresh nonce (or ``nonce``), as
+    `tfgrid-operator council sign` does."""
     spec = {"title": f"proposal {name}", "action": action, "durationHours": hours, "threshold": threshold,
-            "councilKey": signer.public_key, "councilSignature": "-", "votes": votes or []}
+            "votes": votes or []}
     try:
-        parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-    except crd_models.InvalidSpec:
-        return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}  # unsignable
-    spec["councilSignature"] = signer.sign(identity.PROPOSAL, parsed.signed_payload(f"default/{name}"))
+        spec = ballot.sign_proposal(signer, spec, f"{namespace}/{name}", nonce=nonce)
+    except api.InvalidSpec:  # unsignable
+        spec.update(councilKey=signer.public_key, councilSignature="-")
     return {"apiVersion": API, "kind": "Proposal", "metadata": {"name": name}, "spec": spec}
+
+
+async def held_a_period(ledger: Any, nodes: dict[str, identity.KeyPair]) -> None:
+    """The nodes' agents report through minting period 100 (the one START begins; their capacity attested at
+    START) and it is minted: from then on each farm weighs that capacity in votes (§5). The operator's clock
+    stays where it is: the reports are the agents' word, the mint the ledger's."""
+    import ledger_setup
+    from e2e.conftest import PERIOD, START
+
+    await ledger_setup.held_a_period(ledger, nodes, period=START // PERIOD)

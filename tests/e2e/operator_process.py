@@ -30,9 +30,9 @@ def main() -> None:
                                ledger=await backend.open_backend(ledger_url, CONFIG), kube=KubeClient(),
                                metrics=metrics.Metrics(), retry_delay_s=0.3)
 
-    runtime.set_factory(make_runtime)
     kopf.configure(verbose=False)  # log to stderr, which the test keeps
-    asyncio.run(kopf.operator(registry=kopf.get_default_registry(), standalone=True, clusterwide=True))
+    asyncio.run(kopf.operator(registry=kopf.get_default_registry(), standalone=True, clusterwide=True,
+                              memo=kopf.Memo({runtime.MAKE_RUNTIME: make_runtime})))
 
 
 if __name__ == "__main__":

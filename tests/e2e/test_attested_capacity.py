@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from e2e.conftest import COUNCIL, PERIOD, START, condition, eventually
+from e2e.objects import held_a_period
 from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources
@@ -156,12 +157,9 @@ async def _one_attested(ledger):
 
 
 def _proposal(ns, name):
-    from tfgrid_operator import crd_models
-
-    spec = {"title": "cheaper", "action": {"type": "SetPricingPolicy", "pricing": {"cu": 1}}, "durationHours": 24,
-            "threshold": 5, "councilKey": COUNCIL[0].public_key, "councilSignature": "-"}
-    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-    spec["councilSignature"] = COUNCIL[0].sign(identity.PROPOSAL, parsed.signed_payload(f"{ns}/{name}"))
+    spec = ballot.sign_proposal(COUNCIL[0], {"title": "cheaper", "action": {"type": "SetPricingPolicy",
+                                                                            "pricing": {"cu": 1}},
+                                             "durationHours": 24, "threshold": 5}, f"{ns}/{name}")
     return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Proposal", "metadata": {"name": name}, "spec": spec}
 
 
@@ -171,6 +169,7 @@ async def test_a_vote_counts_only_on_the_proposal_of_its_namespace(apiserver, op
         await agent.send_report(kube, KEYS["a1"], namespace="alpha", node="a1", ts=START, uptime=100,
                                 capacity=Resources(**SPEC))
         await eventually(lambda: _one_attested(ledger), what="attested")
+    await held_a_period(ledger, {"a1": KEYS["a1"]})  # a farm weighs what its nodes held over a minted period (§5)
     for ns in ("alpha", "beta"):
         await apiserver.post(f"{API}/{ns}/proposals", json=_proposal(ns, "p"))
     bodies = {ns: await eventually(lambda ns=ns: "proposalId" in obj(apiserver, ns, "proposals", "p")["status"]

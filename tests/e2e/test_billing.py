@@ -60,7 +60,7 @@ async def test_each_discount_level_over_three_periods(apiserver, operator, ledge
         assert status["lastBilledAt"] == conditions.timestamp(START + 3 * H)
         assert (await ledger.get_account(name=payer)).balance == tft * TFT - 3 * hourly
     # §2.7 version B: the payments are reserved on each contract until 24 cycles or deletion; nothing paid out yet
-    assert (await ledger.get_account(name="farm1-payout")).balance == 0
+    assert (await ledger.get_account(name="default/farm1-payout")).balance == 0
     for payer, (_, _, hourly) in LEVELS.items():
         assert (await ledger.observe_contract(key=f"default/d-{payer}")).reserve == 3 * hourly
 
@@ -167,7 +167,7 @@ async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_
     write the API refused is written again on a later tick."""
 
     from e2e.conftest import CONFIG, OperatorThread
-    from tfgrid_operator import backend, runtime
+    from tfgrid_operator import backend
 
     op = OperatorThread(ledger_path, grid_clock, counter_refresh_s=2 * H)
     op.start()
@@ -191,4 +191,3 @@ async def test_counters_refresh_on_their_schedule_and_a_refused_status_write_is_
         apiserver.fault = None
         await lg.close()
         await op.stop()
-        runtime.set_factory(None)

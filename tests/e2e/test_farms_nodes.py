@@ -101,7 +101,7 @@ async def test_minting_exact_amounts_forged_report_and_restart(apiserver, operat
     farm_status = await eventually(lambda: obj(apiserver, "farms", "farm1")["status"].get("mintedTotal") and
                                    obj(apiserver, "farms", "farm1")["status"])
     assert farm_status["mintedTotal"] == 3_241_666_666 and farm_status["nodes"] == 2
-    assert (await ledger.get_account(name="farmer1")).balance == 3_241_666_666
+    assert (await ledger.get_account(name="default/farmer1")).balance == 3_241_666_666
     assert any(e.get("reason") == "Minted" for e in apiserver.read_all("events"))
 
 

@@ -13,7 +13,6 @@ import pytest
 from e2e.conftest import OperatorThread, condition, eventually
 from e2e.objects import PatchFaults, create, deployment, farm, node, obj, ready, twin_account
 from pg import PG_URL, drop_postgres, fresh_postgres
-from tfgrid_operator import runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +106,6 @@ async def test_postgres_gone_then_back(apiserver, grid_clock):
         assert op.thread.is_alive()
     finally:
         await op.stop()
-        runtime.set_factory(None)
         with contextlib.suppress(Exception):
             await proxy.stop()
         await drop_postgres(name)

@@ -1,7 +1,7 @@
 """The operator is SIGKILLed at random points while it places deployments, bills, mints and executes a proposal,
 and restarted each time. The ledger must then show: no node overbooked, one live contract per deployment, no
-second charge for any second and no billing period lost, money neither made nor lost (balances = funding +
-minted), one mint per node and period, the proposal executed once."""
+second charge for any second and no billing period lost, money neither made nor lost (funding + minted =
+balances + reserves; billed = paid + owed), one mint per node and period, the proposal executed once."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from collections import defaultdict
 import pytest
 import sqlalchemy as sa
 
-from e2e.conftest import COUNCIL, START, condition, eventually
+from e2e.conftest import COUNCIL, PERIOD, START, condition, eventually
 from e2e.objects import create, deployment, farm, node, obj, proposal, twin_account
+from ledger_audit import conserved
 from tfgrid_operator import agent, backend, ballot
 from tfgrid_operator.backend import schema
 from tfgrid_operator.domain import identity, money
@@ -99,22 +100,28 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
         async def attested():
             return set(NODES) <= set(await lg.attestations())
         await eventually(attested, timeout=30, what="the ten nodes attested")
-        await create(apiserver, proposal("kp", COUNCIL[0], {"type": "SetPricingPolicy", "pricing": {"su": 60_000}}))
-        kp = await eventually(lambda: lg.observe_proposal(key="default/kp"), timeout=30, what="proposal open")
-        votes = [ballot.signed_vote(k, proposal="default/kp", proposal_id=kp.id, action=kp.action,
-                                    threshold=kp.threshold, end_ts=kp.end_ts, farm=f, approve=True, seq=1)
-                 for f, k in FARMS.items()]
-        resp = await apiserver.patch("/apis/grid.threefold.io/v1alpha1/namespaces/default/proposals/kp",
-                                     headers={"Content-Type": "application/merge-patch+json"},
-                                     json={"spec": {"votes": votes}})
-        assert resp.status == 200, await resp.text()
 
-        async def votes_counted():
-            p = await lg.observe_proposal(key="default/kp")
-            return p is not None and len(p.votes) == 5
-        await eventually(votes_counted, timeout=30, what="the five votes counted")  # before its deadline passes
-        # time passes: uptime reports every 40 minutes, billing every hour, minting after 6 h + settle,
-        # the proposal's deadline at 24 h — with kills in between
+        async def propose_and_vote() -> None:
+            """§5: a farm weighs the capacity its nodes held over the last minted period: the proposal opens and
+            the five farms vote once period 100 (START to 6 h) is minted, with kills around it."""
+            await create(apiserver, proposal("kp", COUNCIL[0], {"type": "SetPricingPolicy", "pricing": {"su": 60_000}}))
+            kp = await eventually(lambda: lg.observe_proposal(key="default/kp"), timeout=30, what="proposal open")
+            votes = [ballot.signed_vote(k, proposal="default/kp", proposal_id=kp.id, action=kp.action,
+                                        threshold=kp.threshold, end_ts=kp.end_ts, farm=f, approve=True, seq=1,
+                                        nonce=kp.nonce)
+                     for f, k in FARMS.items()]
+            resp = await apiserver.patch("/apis/grid.threefold.io/v1alpha1/namespaces/default/proposals/kp",
+                                         headers={"Content-Type": "application/merge-patch+json"},
+                                         json={"spec": {"votes": votes}})
+            assert resp.status == 200, await resp.text()
+
+            async def votes_counted():
+                p = await lg.observe_proposal(key="default/kp")
+                return p is not None and len(p.votes) == 5
+            await eventually(votes_counted, timeout=60, what="the five votes counted")  # before its deadline passes
+
+        # time passes: uptime reports every 40 minutes, billing every hour, minting after 6 h + settle, the
+        # proposal and its votes once that mint is done, its deadline 24 h later — with kills in between
         async with KubeClient(user_agent="test-driver") as kube:
             for step in range(1, 38):
                 ts = START + step * 2400
@@ -130,6 +137,9 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
                 # one; here 40 minutes pass in a moment, so the next report waits until this one is on the ledger
                 # (or a loaded machine's slow restart would overwrite reports unseen and mint nothing)
                 await eventually(lambda t=ts: reports_recorded(lg, t), timeout=30, what=f"the reports of {ts}")
+                if step == 12:  # START + 8 h: period 100 minted at 6 h 41 min
+                    await eventually(lambda: minted(lg, START // PERIOD), timeout=30, what="period 100 minted")
+                    await propose_and_vote()
             # the deadline counts from when the operator registered the proposal (it may have been down then)
             registered = await eventually(lambda: lg.observe_proposal(key="default/kp"), what="proposal registered")
             end = max(START + 37 * 2400, registered.end_ts + 60)
@@ -154,6 +164,10 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
     assert await_no_double_contracts(apiserver)
 
 
+async def minted(lg, period: int) -> bool:
+    return any(r.period == period for r in await lg.mint_receipts(node=next(iter(NODES))))
+
+
 async def reports_recorded(lg, ts: int) -> bool:
     summaries = await lg.node_summaries(now=ts)
     return all(n in summaries and summaries[n].last_report_ts == ts for n in NODES)
@@ -166,11 +180,10 @@ def await_no_double_contracts(apiserver) -> bool:
 
 
 async def check_ledger(lg, end: int) -> None:
-    c, b, a, m, n = schema.contracts, schema.bills, schema.accounts, schema.mints, schema.nodes
+    c, b, m, n = schema.contracts, schema.bills, schema.mints, schema.nodes
     async with lg.engine.connect() as conn:
         contracts = (await conn.execute(sa.select(c))).all()
         bills = (await conn.execute(sa.select(b).order_by(b.c.contract_id, b.c.period, b.c.until))).all()
-        balances = (await conn.execute(sa.select(sa.func.sum(a.c.balance)))).scalar()
         minted = (await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(m.c.amount), 0)))).scalar()
         mint_rows = (await conn.execute(sa.select(m.c.node_id, m.c.period))).all()
         nodes = {r.id: r for r in (await conn.execute(sa.select(n))).all()}
@@ -204,8 +217,8 @@ async def check_ledger(lg, end: int) -> None:
         assert r.billed_total == sum(x.amount for x in mine), r.id
         assert (r.last_billed_at, r.last_discount) == ((max(x.billed_at for x in mine), mine[-1].discount) if mine
                                                        else (None, None)), r.id
-    # money is moved by billing, made only by minting
-    assert balances == 4 * FUNDING + minted
+    # money is moved by billing, made only by minting (a bill's payment waits in its contract's reserve, §2.7)
+    await conserved(lg, 4 * FUNDING)
     assert len(mint_rows) == len(set(mint_rows)) and minted > 0
     policy, _ = await lg.policies()
     assert policy.su == 60_000

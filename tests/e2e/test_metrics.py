@@ -12,7 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import START, OperatorThread, eventually
 from e2e.objects import create, deployment, farm, node, ready, twin_account
-from tfgrid_operator import runtime
 from tfgrid_operator.domain import money
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +36,6 @@ async def metered_operator(apiserver, grid_clock, ledger_path):
     op.start()
     yield op, port
     await op.stop()
-    runtime.set_factory(None)
     assert not op.errors, op.errors
 
 
@@ -51,6 +49,7 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
     await ledger.close()
     await create(apiserver, farm(), node("n1"), node("n2"), deployment("web"), deployment("huge", cru=64))
     await ready(apiserver, "deployments", "web")
+    await ready(apiserver, "nodes", "n1", "n2")  # both on the ledger before the period is billed (capacity total)
     grid_clock.set(START + 3600)
 
     def billed():

@@ -9,7 +9,20 @@ from __future__ import annotations
 import pytest
 
 from e2e.conftest import COUNCIL, START, condition, eventually
-from e2e.objects import NS, create, deployment, events, farm, node, obj, proposal, ready, twin_account, with_reason
+from e2e.objects import (
+    NS,
+    create,
+    deployment,
+    events,
+    farm,
+    held_a_period,
+    node,
+    obj,
+    proposal,
+    ready,
+    twin_account,
+    with_reason,
+)
 from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.domain.units import Resources
@@ -32,6 +45,7 @@ async def six_farms(apiserver, ledger):
             await agent.send_report(kube, key, namespace="default", node=n, ts=START, uptime=100,
                                     capacity=Resources(cru=8, mru=32, sru=1000))
     await eventually(lambda: _attested(ledger), what="capacity attested")
+    await held_a_period(ledger, NODE_KEYS)  # held over a minted period: now each farm weighs 68 in votes (§5)
 
 
 async def _attested(ledger):
@@ -192,7 +206,8 @@ async def test_cli_vote_signs_and_patches_the_proposal(apiserver, operator, ledg
 
 async def test_a_vote_binds_to_its_proposal_and_deleting_an_open_one_withdraws_it(apiserver, operator, ledger):
     await six_farms(apiserver, ledger)
-    await create(apiserver, proposal("one", COUNCIL[0], CHEAPER_CU), proposal("two", COUNCIL[1], CHEAPER_CU))
+    signed_once = proposal("one", COUNCIL[0], CHEAPER_CU)
+    await create(apiserver, signed_once, proposal("two", COUNCIL[1], CHEAPER_CU))
     one, two = await opened(apiserver, "one"), await opened(apiserver, "two")
     # a vote signed for "one" copied onto "two" (same action and threshold) does not count there
     await put_votes(apiserver, "two", [vote(one, "f1", True)])
@@ -207,7 +222,14 @@ async def test_a_vote_binds_to_its_proposal_and_deleting_an_open_one_withdraws_i
     assert await ledger.observe_proposal(key="default/one") is None  # withdrawn: its name is free
     withdrawn = await ledger.observe_proposal(key=f"default/one#withdrawn-{old_id}")
     assert withdrawn.state == "Withdrawn" and len(withdrawn.votes) == 1
-    # the same council signature re-creates it as a new proposal: the old vote, replayed, does not count there
+    # created again with the same council signature: it opens one proposal, once (its nonce is spent)
+    await create(apiserver, {**signed_once, "spec": {**signed_once["spec"], "votes": [vote(one, "f1", True)]}})
+    refused = await with_reason(apiserver, "proposals", "one", "Unauthorized")
+    assert "opens one proposal, once" in condition(refused)["message"] and "proposalId" not in refused["status"]
+    assert await ledger.observe_proposal(key="default/one") is None
+    await apiserver.delete(f"{NS}/proposals/one")
+    await eventually(lambda: prop(apiserver, "one") is None, what="refused proposal gone")
+    # signed anew (a fresh nonce): a new proposal, where the old vote, replayed, does not count
     await create(apiserver, proposal("one", COUNCIL[0], CHEAPER_CU, votes=[vote(one, "f1", True)]))
     again = await eventually(lambda: prop(apiserver, "one")["status"].get("rejectedVotes") and prop(apiserver, "one"),
                              what="re-created")

@@ -15,7 +15,7 @@ import yaml
 
 from e2e.conftest import CONFIG, COUNCIL, START, OperatorThread, eventually
 from e2e.objects import NS, PatchFaults, create, deployment, farm, node, obj, proposal, ready
-from tfgrid_operator import agent, backend, ballot, runtime
+from tfgrid_operator import agent, backend, ballot
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
@@ -84,7 +84,6 @@ async def peering_operator(apiserver, grid_clock, ledger_path):
     op.start()
     yield op
     await op.stop()
-    runtime.set_factory(None)
 
 
 async def test_chart_rbac_is_exactly_what_the_operator_calls(apiserver, peering_operator, grid_clock, ledger_path):

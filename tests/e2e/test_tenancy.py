@@ -55,7 +55,7 @@ async def test_a_second_claimant_of_a_farm_or_node_name_gets_name_taken_and_chan
         resp = await apiserver.delete(f"/apis/grid.threefold.io/v1alpha1/namespaces/{B}/{plural}/{name}")
         assert resp.status in (200, 202)
         await eventually(lambda p=plural, n=name: get(apiserver, B, p, n) is None, what=f"{B}/{name} deleted")
-    assert await ledger.observe_farm(name="freefarm") == farm_before and farm_before.payout_account == "farmer"
+    assert await ledger.observe_farm(name="freefarm") == farm_before and farm_before.payout_account == "team-a/farmer"
     assert await ledger.observe_node(name="node1") == node_before and node_before.state == "Active"
     assert condition(get(apiserver, A, "nodes", "node1"))["reason"] == "Available"
     assert get(apiserver, A, "farms", "freefarm")["status"]["farmId"] == farm_before.id
@@ -106,14 +106,18 @@ async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger,
         "forged": {"account": "alice", "grantRef": {"name": "forged"}},
         "foundation": {"account": "foundation"},
         "staking": {"account": "staking-pool", "grantRef": {"name": "forged"}},
-        "payout": {"account": "farmer"},
+        "payout": {"account": "farmer"},  # the farm's payout name: no twin has it
     }
     for name, payer in attacks.items():
         await create(apiserver, B, deployment(name, payer))
     for name in attacks:
-        d = await reason(apiserver, B, "deployments", name, "PayerNotAuthorized")
+        d = await reason(apiserver, B, "deployments", name, "PayerNotFound" if name == "payout" else "PayerNotAuthorized")
         assert "contractId" not in d["status"]
         assert await ledger.observe_contract(key=f"{B}/{name}") is None
+    # the farm's payout account itself ("team-a/farmer") is no name a payer may have: refused at admission
+    refused = await apiserver.post(f"/apis/grid.threefold.io/v1alpha1/namespaces/{B}/deployments",
+                                   json=deployment("payout2", {"account": "team-a/farmer"}))
+    assert refused.status == 422, await refused.text()
     # the attacker's own, proven deployment; then it writes its status as it likes: the operator writes it back
     await create(apiserver, B, deployment("mine", "mallory"))
     mine = await reason(apiserver, B, "deployments", "mine", "Available")

@@ -60,8 +60,8 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
 
     import yaml
 
-    from tfgrid_operator import crd_models
-    from tfgrid_operator.domain import identity
+    from tfgrid_operator import api
+    from tfgrid_operator.domain import identity, voting
 
     runner = CliRunner()
     key = tmp_path / "c.key"
@@ -72,8 +72,14 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
                                      "spec": {"title": "t", "action": {"type": "SetPricingPolicy", "pricing": {"su": 1}}}}))
     out = runner.invoke(cli.main, ["council", "sign", str(draft), "--key-file", str(key)])
     assert out.exit_code == 0, out.output
-    spec = crd_models.parse(crd_models.ProposalSpec, yaml.safe_load(out.output)["spec"])
-    identity.verify(spec.council_key, identity.PROPOSAL, spec.signed_payload("gov/p"), spec.council_signature)
+    spec = api.parse(api.ProposalSpec, yaml.safe_load(out.output)["spec"])
+    identity.verify(spec.council_key, voting.PROPOSAL_V2, spec.signed_payload("gov/p"), spec.council_signature)
+    assert voting.is_nonce(spec.nonce) and spec.signed_payload("gov/p")["nonce"] == spec.nonce
+    # signed again (a proposal withdrawn, proposed anew): a fresh nonce, so the ledger opens it once more
+    (tmp_path / "signed.yaml").write_text(out.output)
+    resigned = runner.invoke(cli.main, ["council", "sign", str(tmp_path / "signed.yaml"), "--key-file", str(key)])
+    assert resigned.exit_code == 0, resigned.output
+    assert yaml.safe_load(resigned.output)["spec"]["nonce"] not in (None, spec.nonce)
     # a draft the schema would refuse is refused here, with the field named
     draft.write_text(yaml.safe_dump({"kind": "Proposal", "metadata": {"name": "p"},
                                      "spec": {"title": "t", "action": {"type": "SetPricingPolicy"}}}))
@@ -92,10 +98,8 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
     assert out.exit_code == 0, out.output
     signed = json.loads(out.output)
     pub = identity.KeyPair.from_text(key.read_text()).public_key
-    from tfgrid_operator.domain import voting
-
     digest = voting.proposal_digest(proposal="gov/p", proposal_id=7, action=spec.action.ledger_action(),
-                                    threshold=spec.threshold, end_ts=1_767_312_000)
+                                    threshold=spec.threshold, end_ts=1_767_312_000, nonce=spec.nonce)
     identity.verify(pub, identity.VOTE_V2, voting.vote_payload(proposal="gov/p", digest=digest, farm="f1",
                                                                approve=False, seq=signed["seq"]), signed["signature"])
     draft.write_text(yaml.safe_dump({"kind": "Proposal", "metadata": {"name": "p"}, "spec": {"title": "t"}}))

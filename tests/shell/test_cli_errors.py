@@ -15,7 +15,8 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner
 
-from tfgrid_operator import cli, local
+from tfgrid_operator import cli
+from tfgrid_operator.sandbox import local
 
 # names of exception classes a message must never show (the message says what happened instead)
 LEAKS = re.compile(r"\b(\w+Error|\w+Exception|NotFound|InvalidRequest|Traceback)\b")

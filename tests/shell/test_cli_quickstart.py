@@ -11,9 +11,11 @@ import stat
 import yaml
 from click.testing import CliRunner
 
-from tfgrid_operator import backend, cli, clock, local, metrics, runtime
+import ledger_setup
+from tfgrid_operator import backend, cli, clock, metrics, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.sandbox import local
 from tfgrid_operator.settings import Settings
 
 NS = "grid-demo"
@@ -87,11 +89,15 @@ async def test_quickstart_output_applied_makes_every_object_ready_and_its_propos
     assert values["nodeAgents"] == {"enabled": True, "namespace": NS, "nodes": nodes, "keysSecret": "tfgrid-node-keys"}
     grid_clock = ShiftedClock()
     url = f"sqlite:///{tmp_path / 'l.db'}"
+    # 6-hour minting periods, the next one starting 10 minutes from now: the nodes' agents hold their capacity
+    # through it, and once it is minted each farm weighs that capacity in votes (§5)
+    period_s = 6 * 3600
+    cfg = backend.LedgerConfig(minting_epoch=grid_clock.now() + 600 - period_s, minting_period_s=period_s)
 
     async def make_runtime() -> runtime.Runtime:
-        settings = Settings(tick_s=0.2, batch_window_s=0.001, metrics_port=0,
+        settings = Settings(tick_s=0.2, metrics_port=0,
                             council_keys=",".join(values["operator"]["councilKeys"]))
-        return runtime.Runtime(settings=settings, clock=grid_clock, ledger=await backend.open_backend(url),
+        return runtime.Runtime(settings=settings, clock=grid_clock, ledger=await backend.open_backend(url, cfg),
                                kube=KubeClient(), metrics=metrics.Metrics(), retry_delay_s=0.05)
 
     async with local.local_api(record_requests=False), local.operator(make_runtime), KubeClient() as kube:
@@ -119,6 +125,14 @@ async def test_quickstart_output_applied_makes_every_object_ready_and_its_propos
         assert web["status"]["contractState"] == "Created"
         proposal = await _ready(kube, "proposals", "cheaper-compute")  # the council signature is valid for NS
         assert proposal["status"]["state"] == "Open"
+        # a farm weighs the capacity its nodes held over the last minted period (§5): the agents report through
+        # the next one (signed with the node keys quickstart made), and it is minted
+        lg = await backend.open_backend(url, cfg)
+        try:
+            keys = {n: identity.KeyPair.from_text((qs / "keys" / f"{n}.key").read_text()) for n in nodes}
+            await ledger_setup.held_a_period(lg, keys, period=1)
+        finally:
+            await lg.close()
         for d in docs["farm.yaml"]:  # every farm votes yes with its owner key, through the vote command
             farm = d["metadata"]["name"]
             voted = await asyncio.to_thread(CliRunner().invoke, cli.main, [

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-from tfgrid_operator import crd_schema  # noqa: E402
+from tfgrid_operator.api import crds  # noqa: E402
 
 
 def undescribed(schema: dict[str, Any], path: str) -> list[str]:
@@ -25,12 +25,12 @@ def undescribed(schema: dict[str, Any], path: str) -> list[str]:
 
 
 def _root(plural: str) -> dict[str, Any]:
-    crd = yaml.safe_load((ROOT / "crds" / f"{crd_schema.GROUP}_{plural}.yaml").read_text())
+    crd = yaml.safe_load((ROOT / "crds" / f"{crds.GROUP}_{plural}.yaml").read_text())
     (version,) = crd["spec"]["versions"]
     return version["schema"]["openAPIV3Schema"]
 
 
-@pytest.mark.parametrize("plural", sorted(crd_schema.ALL))
+@pytest.mark.parametrize("plural", sorted(crds.ALL))
 def test_every_spec_and_status_property_is_described(plural):
     root = _root(plural)
     assert str(root.get("description") or "").strip(), f"{plural}: the CRD itself has no description"
@@ -38,14 +38,14 @@ def test_every_spec_and_status_property_is_described(plural):
     assert not missing, f"{plural}: properties without a description: {', '.join(missing)}"
 
 
-@pytest.mark.parametrize("plural", sorted(crd_schema.ALL))
+@pytest.mark.parametrize("plural", sorted(crds.ALL))
 def test_the_committed_file_is_the_generators(plural):
     """The walk above reads the committed files; they are the generator's (so its descriptions are what ships)."""
-    assert _root(plural) == crd_schema.ALL[plural]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _root(plural) == crds.ALL[plural]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def test_kopf_status_is_the_only_exception_and_is_described_itself():
-    for plural in crd_schema.ALL:
+    for plural in crds.ALL:
         kopf = _root(plural)["properties"]["status"]["properties"]["kopf"]
         assert kopf.get("x-kubernetes-preserve-unknown-fields") is True and kopf.get("description")
 

@@ -157,7 +157,7 @@ async def test_deleting_a_namespace_deletes_its_objects_and_refuses_new_content(
 
 
 async def test_authentication_is_required_when_configured(api):
-    from tfgrid_operator.kube.emulator import Authn
+    from tfgrid_operator.sandbox.transport import Authn
 
     api.authn = Authn(tokens={"good": "alice"})
     assert (await api.get(G)).status == 401

@@ -3,11 +3,11 @@ import pathlib
 import jsonschema
 import yaml
 
-from tfgrid_operator import crd_models
+from tfgrid_operator import api
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-MODELS = {"Farm": crd_models.FarmSpec, "Node": crd_models.NodeSpec, "Deployment": crd_models.DeploymentSpec,
-          "Proposal": crd_models.ProposalSpec}
+MODELS = {"Farm": api.FarmSpec, "Node": api.NodeSpec, "Deployment": api.DeploymentSpec,
+          "Proposal": api.ProposalSpec}
 
 
 def test_examples_validate_against_crds_and_models():
@@ -22,13 +22,14 @@ def test_examples_validate_against_crds_and_models():
             continue  # core kinds (the payer's Secret)
         spec_schema = schemas[doc["kind"]]["properties"]["spec"]
         jsonschema.validate(doc["spec"], spec_schema)
-        crd_models.parse(MODELS[doc["kind"]], doc["spec"])
+        api.parse(MODELS[doc["kind"]], doc["spec"])
 
 
 def test_example_proposal_is_signed_by_its_council_key():
-    from tfgrid_operator.domain import identity
+    from tfgrid_operator.domain import identity, voting
 
     doc = yaml.safe_load((ROOT / "examples" / "proposal.yaml").read_text())
-    spec = crd_models.parse(crd_models.ProposalSpec, doc["spec"])
-    identity.verify(spec.council_key, identity.PROPOSAL, spec.signed_payload(f"default/{doc['metadata']['name']}"),
+    spec = api.parse(api.ProposalSpec, doc["spec"])
+    assert spec.nonce and voting.is_nonce(spec.nonce)  # a signature opens one proposal, once (issue 13)
+    identity.verify(spec.council_key, voting.PROPOSAL_V2, spec.signed_payload(f"default/{doc['metadata']['name']}"),
                     spec.council_signature)

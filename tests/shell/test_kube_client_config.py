@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kube_emulator import Cluster
-from tfgrid_operator import crd_schema
+from tfgrid_operator.api import crds
 from tfgrid_operator.kube import client
 
 PROBE = "/apis/grid.threefold.io/v1alpha1"
@@ -24,7 +24,7 @@ async def tls(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     c = Cluster(tmp_path)
     emu = await c.start()
-    for crd in crd_schema.ALL.values():
+    for crd in crds.ALL.values():
         assert (await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status == 201
     yield c
     await c.stop()
@@ -219,7 +219,7 @@ async def test_wait_for_cluster_retries_a_server_that_is_not_up_yet_with_backoff
         if len(waits) == 3:  # the server comes up during the third wait
             reserved.close()
             emu = await c.start()
-            for crd in crd_schema.ALL.values():
+            for crd in crds.ALL.values():
                 await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
 
     try:

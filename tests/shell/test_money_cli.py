@@ -107,9 +107,41 @@ def test_ledger_bills_shows_each_bill_and_the_payout(tmp_path):
     assert (payout["amount"], payout["farmer"], payout["reason"]) == (8_006_250, 4_003_125, "Deleted")
     table = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "bills", "--deployment", "ns1/web"])
     assert table.exit_code == 0 and "Bronze" in table.output and "2 bills, 0.800625 TFT billed" in table.output
-    assert "payout" in table.output and "farmer farmer 0.4003125" in table.output
+    assert "payout" in table.output and "farmer ns1/farmer 0.4003125" in table.output
     one = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "bills", "--deployment", "ns1/web", "--period", "7"])
     assert one.exit_code == 0 and "no bills for ns1/web in period 7" in one.output
+
+
+def test_ledger_fund_pays_a_closed_contracts_debt_first_and_says_so(tmp_path):
+    """Debt follows the payer (§2.7): alice's deployment closed in grace owes its final bill; `ledger fund` pays
+    that first (and says how much), `ledger show` shows what is still owed."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    asyncio.run(_grid(url, certified=False, balance=1))
+
+    async def close_in_grace() -> int:
+        lg = await backend.open_backend(url)
+        try:
+            await lg.open_contract(key="ns1/web", owner_uid="web-uid", proof=PROOF, now=0,
+                                   request=scheduling.Request(resources=Resources(cru=2, mru=4, sru=50)))
+            await lg.bill_period(period=0, now=H)
+            closed = await lg.close_contract(key="ns1/web", owner_uid="web-uid", now=H + 60, reason="CanceledByUser")
+            return closed.overdraft
+        finally:
+            await lg.close()
+    owed = asyncio.run(close_in_grace())
+    runner = CliRunner()
+    shown = json.loads(runner.invoke(cli.main, ["ledger", "--ledger-url", url, "show", "--json"]).output)
+    assert {"name": "alice", "balance": 0, "debt": owed} in shown["accounts"]
+    part = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "alice", money.tft(owed // 2)])
+    assert part.exit_code == 0, part.output
+    assert part.output.strip() == (f"alice\t0 TFT ({money.tft(owed // 2)} TFT paid what it owed on closed contracts); "
+                                   f"still owes {money.tft(owed - owed // 2)} TFT")
+    rest = runner.invoke(cli.main, ["ledger", "--ledger-url", url, "fund", "alice", "1"])
+    assert rest.output.strip() == (f"alice\t{money.tft(money.UNITS_PER_TFT - (owed - owed // 2))} TFT "
+                                   f"({money.tft(owed - owed // 2)} TFT paid what it owed on closed contracts)")
+    bills = json.loads(runner.invoke(cli.main, ["ledger", "--ledger-url", url, "bills", "--deployment", "ns1/web",
+                                                "--json"]).output)
+    assert [p["reason"] for p in bills["payouts"]] == ["Deleted", "Debt", "Debt"]
 
 
 @pytest.mark.parametrize(("args", "stdin", "message"), [

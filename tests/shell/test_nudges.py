@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from tfgrid_operator import clock, metrics, periodic, runtime
+from tfgrid_operator import clock, metrics, runtime
+from tfgrid_operator.loop import requeue
 from tfgrid_operator.settings import Settings
 
 
@@ -24,10 +25,10 @@ def body(generation: int, observed: int | None) -> dict:
 
 
 def due_after(rt: runtime.Runtime, seconds: float) -> list:
-    assert periodic.unobserved(rt) == []  # the first sight starts the clock
+    assert requeue.unobserved(rt) == []  # the first sight starts the clock
     for key in rt.unobserved_since:
         rt.unobserved_since[key] -= seconds
-    return periodic.unobserved(rt)
+    return requeue.unobserved(rt)
 
 
 def test_a_report_lost_after_a_reconcile_ran_is_nudged_even_while_kopf_is_busy():
@@ -46,43 +47,42 @@ def test_when_kopf_is_quiet_an_object_no_reconcile_reached_is_nudged():
     stuck = ("nodes", "ns", "n0")  # kopf's finalizer write failed: the handler never ran
     rt = rt_with({stuck: body(1, None)}, last_reconcile=time.monotonic() - 60)
     assert due_after(rt, 11) == [stuck]
-    assert periodic.unobserved(rt) == []  # nudged once, then the clock starts over
+    assert requeue.unobserved(rt) == []  # nudged once, then the clock starts over
 
 
-def waiting_body(reason: str, key: tuple[str, str, str] | None = None) -> dict:
-    """An object whose status says ``reason``; with ``key``, its handler reported that reason too."""
-    if key is not None:
-        periodic.REPORTED[key] = ("u", reason, {})
+def waiting_body(reason: str) -> dict:
+    """An object whose status says ``reason``."""
     return {"metadata": {"generation": 1, "uid": "u"}, "spec": {},
             "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "False", "reason": reason}]}}
 
 
 def test_objects_waiting_on_the_world_are_requeued_with_a_capped_backoff():
     unschedulable, ready = ("deployments", "ns", "big"), ("deployments", "ns", "ok")
-    rt = rt_with({unschedulable: waiting_body("Unschedulable", unschedulable), ready: waiting_body("Available", ready)})
+    rt = rt_with({unschedulable: waiting_body("Unschedulable"), ready: waiting_body("Available")},
+                 reported={unschedulable: ("u", "Unschedulable", {}), ready: ("u", "Available", {})})  # its handler's
     rt.retry_delay_s = 1.0
     waits = []
     for _ in range(7):
-        assert periodic.requeues(rt) == []  # not before its time
+        assert requeue.requeues(rt) == []  # not before its time
         _, wait = rt.requeue_at[unschedulable]
         rt.requeue_at[unschedulable] = (time.monotonic() - 0.001, wait)  # its time has come
-        assert periodic.requeues(rt) == [unschedulable]
+        assert requeue.requeues(rt) == [unschedulable]
         waits.append(rt.requeue_at[unschedulable][1])
     assert waits == [2, 4, 8, 12, 12, 12, 12]  # doubling, capped at REQUEUE_BACKOFF_CAP × retry_delay_s
     assert ready not in rt.requeue_at
-    rt.objects[unschedulable] = waiting_body("Available", unschedulable)  # placed at last: its backoff is forgotten
-    assert periodic.requeues(rt) == [] and unschedulable not in rt.requeue_at
+    rt.objects[unschedulable] = waiting_body("Available")  # placed at last: its backoff is forgotten
+    rt.reported[unschedulable] = ("u", "Available", {})
+    assert requeue.requeues(rt) == [] and unschedulable not in rt.requeue_at
 
 
 def test_a_reason_only_the_status_claims_is_not_the_handlers():
     """A user can write status: a waiting reason no handler reported (or one reported for an earlier object of
     the name, another uid) never makes the loop treat the object as waiting."""
     written, earlier = ("deployments", "ns", "written"), ("deployments", "ns", "earlier")
-    periodic.REPORTED.pop(written, None)
-    periodic.REPORTED[earlier] = ("old-uid", "Unschedulable", {})
-    rt = rt_with({written: waiting_body("Unschedulable"), earlier: waiting_body("Unschedulable")})
+    rt = rt_with({written: waiting_body("Unschedulable"), earlier: waiting_body("Unschedulable")},
+                 reported={earlier: ("old-uid", "Unschedulable", {})})  # no report for written
     rt.retry_delay_s = 0.0
-    assert periodic.requeues(rt) == [] and rt.requeue_at == {}
+    assert requeue.requeues(rt) == [] and rt.requeue_at == {}
 
 
 def test_a_wait_that_keeps_observed_generation_behind_is_requeued_not_nudged():

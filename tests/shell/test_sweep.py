@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from tfgrid_operator import clock, metrics, periodic, runtime
+from tfgrid_operator import clock, metrics, runtime
 from tfgrid_operator.backend import records
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError, KubeClient
+from tfgrid_operator.loop import jobs
 from tfgrid_operator.settings import Settings
 
 
@@ -46,7 +47,7 @@ async def test_orphans_are_judged_by_uid_and_only_in_namespaces_that_could_be_li
         ("team-b/legacy", ""),  # made before ownership and its object is gone
     )}
     live["team-b/legacy"] = dataclasses.replace(live["team-b/legacy"], id=2)
-    found = await periodic._orphans(rt, live)
+    found = await jobs._orphans(rt, live)
     assert sorted(found) == ["team-b/gone", "team-b/legacy", "team-b/renamed"]
     assert [p for _, p in kube.calls] == ["/apis/grid.threefold.io/v1alpha1/namespaces/team-a/deployments",
                                           "/apis/grid.threefold.io/v1alpha1/namespaces/team-b/deployments"]
@@ -76,5 +77,5 @@ async def test_a_contract_that_cannot_be_closed_never_stops_the_others():
     rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(100), ledger=ledger,  # type: ignore[arg-type]
                          kube=Listing({"ns": [(k.split("/")[1], "u") for k in live]}),  # type: ignore[arg-type]
                          metrics=metrics.Metrics())
-    assert await periodic.sweep(rt, 100) == 3  # three were due (their grants ended at 10)
+    assert await jobs.sweep(rt, 100) == 3  # three were due (their grants ended at 10)
     assert ledger.closed == [("ns/a", "GrantExpired"), ("ns/c", "GrantExpired")]

@@ -8,6 +8,7 @@
     ├── InvalidRequest      the request itself is wrong (negative amount, below node minimums)
     ├── BadSignature        a signature that does not verify against the registered key
     ├── NotAuthorized       no proof that the owner of the money (or the farm) agreed
+    ├── PayerInDebt         the payer owes on a contract (in grace, or closed unpaid): it opens and grows nothing
     ├── Replayed            a signed report or vote that was already counted, or is out of time
     └── Unavailable         the database cannot be reached or is locked; retry later
 """
@@ -53,6 +54,16 @@ class BadSignature(LedgerError):
 
 class NotAuthorized(LedgerError):
     reason = "NotAuthorized"
+
+
+class PayerInDebt(LedgerError):
+    """The payer owes ``owed`` units (invariant 7): until a funding pays it, it opens and grows no contract."""
+
+    reason = "PayerInDebt"
+
+    def __init__(self, message: str, owed: int) -> None:
+        super().__init__(message)
+        self.owed = owed
 
 
 class Replayed(LedgerError):

@@ -17,6 +17,9 @@ Contract every implementation keeps (tested once, on SQLite and PostgreSQL):
 * **Proven payers.** A contract is opened, re-bound or renewed only on a ``PayerProof`` the ledger verifies
   (the twin key, or a grant signed by it for the deployment's namespace); only twin accounts pay.
 * **Bounded.** Every amount and balance stays within ``money.MAX_UNITS`` (InvalidRequest past it).
+* **Debt follows the payer.** What a contract's payer could not pay stays owed when the contract closes: ``fund``
+  collects it first (payouts of reason Debt), and until then the payer opens and grows nothing (``PayerInDebt``).
+* **Signed once.** A council signature's nonce opens one proposal, ever (``Replayed`` the second time).
 """
 
 from __future__ import annotations
@@ -24,14 +27,19 @@ from __future__ import annotations
 from typing import Protocol
 
 from tfgrid_operator.backend import records
+from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.domain import minting, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
 
 
 class GridBackend(Protocol):
+    # the lengths, epochs and prices the ledger runs with: the loop paces its periods and the handlers price
+    # contracts by the same ones the ledger bills and mints with
+    config: LedgerConfig
+
     # -- accounts (twins) --
     async def ensure_account(self, *, name: str, public_key: str = "") -> records.Account: ...
-    async def fund(self, *, name: str, amount: int) -> records.Account: ...
+    async def fund(self, *, name: str, amount: int, now: int | None = None) -> records.Account: ...
     async def get_account(self, *, name: str) -> records.Account: ...
     async def account_by_key(self, *, public_key: str) -> records.Account: ...
     async def list_accounts(self) -> list[records.Account]: ...
@@ -85,7 +93,8 @@ class GridBackend(Protocol):
     async def policies(self) -> tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]: ...
 
     # -- DAO --
-    async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int) -> records.Proposal: ...
+    async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int,
+                              nonce: str = "", council_key: str = "", signed_digest: str = "") -> records.Proposal: ...
     async def cast_vote(self, *, proposal: str, farm: str, approve: bool, seq: int, signature: str,
                         now: int) -> records.Proposal: ...
     async def withdraw_proposal(self, *, proposal: str) -> records.Proposal | None: ...

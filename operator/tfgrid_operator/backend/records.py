@@ -38,6 +38,8 @@ class Account:
     name: str
     balance: int
     role: str = "twin"  # twin | grid | payout: only a twin pays
+    debt: int = 0  # what it owes (invariant 7): contracts in grace and closed ones unpaid; it opens nothing until paid
+    collected: int = 0  # fund's answer only: what this funding paid of the debt on its closed contracts
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class Contract:
     proof: str = "key"  # key | grant: how the payer's agreement was verified
     proof_until: int | None = None  # a grant's expiry: the contract is closed then unless a new grant was shown
     proof_signature: str = ""
+    moved_from: str | None = None  # the node self-healing moved it off: its Deleted(Moved) predecessor's, on the ledger
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,7 +142,8 @@ class Bill:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Payout:
-    """A contract's reserve paid out (§2.7): every 24 billing cycles (Cycles) and on deletion (Deleted)."""
+    """A contract's reserve paid out (§2.7): every 24 billing cycles (Cycles) and on deletion (Deleted); and what
+    its payer owed when it closed, collected from a later funding (Debt, invariant 7)."""
 
     contract_id: int
     at: int
@@ -177,6 +181,7 @@ class Proposal:
     vetoes: int
     executed_at: int | None
     created: bool = False
+    nonce: str = ""  # the council signature's nonce it opened with ('' before schema 6): votes bind it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,10 +17,13 @@ from tfgrid_operator.domain.money import MAX_UNITS
 # 4: billing version B reserves (contracts.reserve, .cycles, payouts), receipts (bills' inputs, bill_rates),
 #    a contract's billing error (isolation) and its last bill's amount
 # 5: attested capacity history, mint receipts, vote sequence numbers (issue 13 invariants 3 and 5, issue 14)
-# 6: compact receipts (a bill points at its bill_quotes row: the shape, window and level's priced steps, shared by
+# 6: debt follows the payer (a closed contract's overdraft is its payer's, collected from the next funding, with
+#    payouts of reason Debt), proposals keep the council signature's nonce (opened once), one node per node key,
+#    payout accounts named within their farm's namespace (issue 13: the last gaps)
+# 7: compact receipts (a bill points at its bill_quotes row: the shape, window and level's priced steps, shared by
 #    every bill alike); bills carry no FOREIGN KEY (PostgreSQL checked one per row: ~1 s of a 100,000-contract
 #    hour); contracts leave room on PostgreSQL pages for the hourly update (fillfactor 50: HOT updates)
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
@@ -82,6 +85,8 @@ nodes = sa.Table(
     sa.Column("last_report_ts", sa.BigInteger),
     sa.Column("owner_ns", sa.String(253), nullable=False, server_default=""),
     sa.Column("owner_uid", sa.String(64), nullable=False, server_default=""),
+    # 6: a node key is one node's (a ledger migrated with two nodes sharing a key keeps them, without this index)
+    sa.Index("one_node_per_key", "public_key", unique=True),
 )
 
 uptime = sa.Table(
@@ -138,8 +143,11 @@ contracts = sa.Table(
     ),
     sa.Index("contracts_by_state", "state"),
     sa.Index("contracts_by_key", "key", "id"),  # the latest contract of a Deployment
-    # every live contract's row is rewritten once an hour (its totals): room on its page for the new version makes
-    # that a HOT update on PostgreSQL (no index entries written); the table takes about twice the space
+    # 6: what a payer owes (a contract in grace, or closed with its debt unpaid): one look-up per payer
+    sa.Index("debts_by_account", "account_id",
+             sqlite_where=sa.text("overdraft > 0"), postgresql_where=sa.text("overdraft > 0")),
+    # 7: every live contract's row is rewritten once an hour (its totals): room on its page for the new version
+    # makes that a HOT update on PostgreSQL (no index entries written); the table takes about twice the space
     postgresql_with={"fillfactor": CONTRACTS_FILLFACTOR},
 )
 
@@ -151,7 +159,7 @@ revoked_grants = sa.Table(
     sa.Column("revoked_at", sa.BigInteger, nullable=False),
 )
 
-# No FOREIGN KEY (6): only a billing run writes bills, for the contracts it read under the ledger's write lock in
+# No FOREIGN KEY (7): only a billing run writes bills, for the contracts it read under the ledger's write lock in
 # the same transaction, and a contract row is never deleted; PostgreSQL checked a foreign key row by row.
 bills = sa.Table(
     "bills", metadata,
@@ -167,9 +175,9 @@ bills = sa.Table(
     sa.Column("balance", Money),  # the payer's balance the discount level was computed from
     sa.Column("overdraft_before", Money),  # debt carried into this bill (paid counts it)
     sa.Column("cycle", sa.Integer),  # the contract's billing cycle this bill counted as (§2.7), NULL for a partial bill
-    # 6: the receipt's shared steps (bill_quotes.id): shape, window, rates, level and each rounding of the amount
+    # 7: the receipt's shared steps (bill_quotes.id): shape, window, rates, level and each rounding of the amount
     sa.Column("quote_id", sa.Integer),
-    # 4-5: the receipt written out on each bill (NULL on bills made since 6, and before 4)
+    # 4-6: the receipt written out on each bill (NULL on bills made since 7, and before 4)
     sa.Column("rates_id", sa.Integer),  # bill_rates.id
     sa.Column("cru", sa.Integer), sa.Column("mru", sa.Integer), sa.Column("sru", sa.Integer), sa.Column("hru", sa.Integer),
     sa.Column("public_ips", sa.Integer),
@@ -201,7 +209,7 @@ bill_rates = sa.Table(
                         "dedicated_percent", "certified_percent", name="one_row_per_rates"),
 )
 
-# 6: a bill's receipt up to its amount, shared by the bills of one run with the same rates, contract shape, window
+# 7: a bill's receipt up to its amount, shared by the bills of one run with the same rates, contract shape, window
 # length and discount level: a grid bills 100,000 contracts an hour in a few hundred of these (domain/billing.QuoteRow).
 # A run numbers the rows it makes itself (under the ledger's write lock) and does not look for an equal row made by an
 # earlier run: that look-up would cost more than the few hundred rows it saves
@@ -230,7 +238,7 @@ payouts = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("contract_id", sa.Integer, sa.ForeignKey("contracts.id"), nullable=False, index=True),
     sa.Column("at", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.String(16), nullable=False),  # Cycles (every 24) | Deleted
+    sa.Column("reason", sa.String(16), nullable=False),  # Cycles (every 24) | Deleted | Debt (collected at funding)
     sa.Column("amount", Money, nullable=False),
     sa.Column("farmer_account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("farmer", Money, nullable=False),
@@ -257,6 +265,13 @@ proposals = sa.Table(
     sa.Column("end_ts", sa.BigInteger, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("executed_at", sa.BigInteger),
+    # 6: the council signature that opened it: its nonce (one signature opens one proposal, ever), its signer and
+    # the digest of the signed payload; '' on proposals opened before
+    sa.Column("nonce", sa.String(64), nullable=False, server_default=""),
+    sa.Column("council_key", sa.String(64), nullable=False, server_default=""),
+    sa.Column("signed_digest", sa.String(64), nullable=False, server_default=""),
+    sa.Index("one_proposal_per_nonce", "nonce", unique=True,
+             sqlite_where=sa.text("nonce != ''"), postgresql_where=sa.text("nonce != ''")),
 )
 
 votes = sa.Table(
@@ -275,7 +290,7 @@ vetoes = sa.Table(
 )
 
 # 5: what a node's key attested (its agent's measured capacity) and what the council certified, as a history:
-# minting weighs each entry by the seconds it was held, DAO weight reads the latest (issue 13, invariant 3)
+# minting and DAO weight weigh each entry by the seconds it was held (issue 13, invariant 3; §3.2, §5)
 capacity = sa.Table(
     "capacity", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import click
@@ -19,9 +19,9 @@ class LedgerFailure(click.ClickException):
     exit_code = 2
 
 
-def _run(coro: Awaitable[Any]) -> Any:
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
     except errors.LedgerError as err:
         raise LedgerFailure(err.message) from None
 

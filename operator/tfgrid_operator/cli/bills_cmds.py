@@ -45,8 +45,8 @@ def bills(ctx: click.Context, key: str, period: int | None, as_json: bool) -> No
                    "amount TFT    paid TFT      owed after")
         for b in found:
             r = b.receipt
-            gross = money.tft(int(r["gross"])) if r else "-"  # type: ignore[call-overload]
-            owed = money.tft(int(r["overdraftAfter"])) if r else "-"  # type: ignore[call-overload]
+            gross = money.tft(int(r["gross"])) if r else "-"
+            owed = money.tft(int(r["overdraftAfter"])) if r else "-"
             click.echo(f"{b.contract_id:<9} {b.period:<9} {_when(b.start):<20} {_when(b.until):<20} {b.seconds:<8} "
                        f"{gross:<13} {b.discount:<9} {money.tft(b.amount):<13} {money.tft(b.paid):<13} {owed}")
         click.echo(f"{len(found)} bills, {money.tft(sum(b.amount for b in found))} TFT billed, "

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from tfgrid_operator.cli.app import _load_key, _with_cluster, main
-from tfgrid_operator.domain import identity
 
 
 @main.command("node-agent", help="Renew the node's Lease with a signed uptime report and a signed capacity report "
@@ -155,14 +154,15 @@ def council() -> None:
     pass
 
 
-@council.command(help="Sign a Proposal manifest (YAML): sets spec.councilKey and spec.councilSignature and prints it.")
+@council.command(help="Sign a Proposal manifest (YAML): sets spec.councilKey, a fresh spec.nonce and spec.councilSignature "
+                      "and prints it. The ledger opens one proposal per signature, once.")
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.option("--namespace", default=None, help="the namespace it will live in (default: metadata.namespace or default)")
 def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) -> None:
     import yaml
 
-    from tfgrid_operator import crd_models
+    from tfgrid_operator import api, ballot
 
     key = _load_key(key_file)
     try:
@@ -178,13 +178,11 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
             or not doc["metadata"].get("name"):
         raise click.ClickException(f"{manifest} is not a Proposal manifest")
     ns = namespace or doc["metadata"].get("namespace") or "default"
-    spec = {**doc.get("spec", {}), "councilKey": key.public_key, "councilSignature": "-"}
-    try:
-        parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-    except crd_models.InvalidSpec as exc:
+    try:  # a fresh nonce each time: the signature opens this proposal once, and never again once withdrawn
+        doc["spec"] = ballot.sign_proposal(key, {k: v for k, v in (doc.get("spec") or {}).items() if k != "nonce"},
+                                           f"{ns}/{doc['metadata']['name']}")
+    except api.InvalidSpec as exc:
         raise click.ClickException(f"{manifest}: {exc}") from exc
-    spec["councilSignature"] = key.sign(identity.PROPOSAL, parsed.signed_payload(f"{ns}/{doc['metadata']['name']}"))
-    doc["spec"] = spec
     click.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
 
 

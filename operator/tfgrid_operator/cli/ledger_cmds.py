@@ -86,7 +86,10 @@ def fund(ctx: click.Context, name: str, amount: str) -> None:
                                        f"{money.tft(money.MAX_UNITS)} TFT")
         return await lg.fund(name=name, amount=units)
     acc = _with_ledger(ctx, add)
-    click.echo(f"{acc.name}\t{money.tft(acc.balance)} TFT")
+    # what it owed on closed contracts is paid first (§2.7), to their farmers, foundation and staking pool
+    paid_debt = f" ({money.tft(acc.collected)} TFT paid what it owed on closed contracts)" if acc.collected else ""
+    owes = f"; still owes {money.tft(acc.debt)} TFT" if acc.debt else ""
+    click.echo(f"{acc.name}\t{money.tft(acc.balance)} TFT{paid_debt}{owes}")
 
 
 @ledger.command(help="Show accounts, farms, nodes and contracts (add --json for machine output).")
@@ -95,7 +98,8 @@ def fund(ctx: click.Context, name: str, amount: str) -> None:
 def show(ctx: click.Context, as_json: bool) -> None:
     async def collect(lg: backend.GridBackend) -> dict[str, Any]:
         return {
-            "accounts": [{"name": a.name, "balance": a.balance} for a in await lg.list_accounts()],
+            "accounts": [{"name": a.name, "balance": a.balance, **({"debt": a.debt} if a.debt else {})}
+                         for a in await lg.list_accounts()],
             "farms": [{"name": f.name, "id": f.id, "state": f.state, "payout": f.payout_account} for f in await lg.list_farms()],
             "nodes": [{"name": s.name, "farm": s.farm, "used": s.used.as_dict(), "minted": s.minted_total}
                       for s in (await lg.node_summaries(now=0)).values()],
@@ -109,7 +113,7 @@ def show(ctx: click.Context, as_json: bool) -> None:
     for section, rows in data.items():
         click.echo(f"{section}:")
         for row in rows:
-            click.echo("  " + "  ".join(f"{k}={money.tft(v) if k in ('balance', 'minted', 'billed') else v}"
+            click.echo("  " + "  ".join(f"{k}={money.tft(v) if k in ('balance', 'debt', 'minted', 'billed') else v}"
                                         for k, v in row.items()))
 
 

@@ -42,9 +42,10 @@ def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, Any]:
 
 
 def manifests(namespace: str, payer: str, farms: list[str], keys: dict[str, identity.KeyPair], nodes: list[str],
-              council: identity.KeyPair) -> dict[str, list[dict[str, Any]]]:
-    """file name → its documents. Pure: the same keys give the same manifests. Node i belongs to farm i mod len(farms)."""
-    from tfgrid_operator import crd_models
+              council: identity.KeyPair, nonce: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """file name → its documents. Pure given a ``nonce`` (the same keys and nonce give the same manifests; without
+    one, the council signature gets a fresh one). Node i belongs to farm i mod len(farms)."""
+    from tfgrid_operator import ballot
 
     secrets = [_secret(f"{payer}-twin", namespace, {"twinKey": keys["twin"].to_text()}),
                _secret("tfgrid-node-keys", namespace, {f"{n}.key": keys[f"node/{n}"].to_text() for n in nodes})]
@@ -58,13 +59,11 @@ def manifests(namespace: str, payer: str, farms: list[str], keys: dict[str, iden
     deployment = {"apiVersion": GROUP, "kind": "Deployment", "metadata": _meta("web", namespace, 3),
                   "spec": {"resources": {"cru": 2, "mru": 4, "sru": 50}, "publicIPs": 1,
                            "payer": {"secretRef": {"name": f"{payer}-twin", "key": "twinKey"}}}}
-    spec: dict[str, Any] = {
+    spec = ballot.sign_proposal(council, {
         "title": "Lower the CU price to 80,000 units USD per hour",
         "description": "Compute is under-used; a lower CU price (§1.4) should attract workloads.",
-        "action": {"type": "SetPricingPolicy", "pricing": {"cu": 80000}}, "durationHours": 168, "threshold": 5,
-        "councilKey": council.public_key, "councilSignature": "-"}
-    parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-    spec["councilSignature"] = council.sign(identity.PROPOSAL, parsed.signed_payload(f"{namespace}/cheaper-compute"))
+        "action": {"type": "SetPricingPolicy", "pricing": {"cu": 80000}}, "durationHours": 168, "threshold": 5},
+        f"{namespace}/cheaper-compute", nonce=nonce)
     proposal = {"apiVersion": GROUP, "kind": "Proposal", "metadata": _meta("cheaper-compute", namespace, 4), "spec": spec}
     return {"secrets.yaml": secrets, "farm.yaml": farm_docs, "nodes.yaml": node_docs,
             "deployment.yaml": [deployment], "proposal.yaml": [proposal]}

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import yaml
 
-from tfgrid_operator import backend, crd_models
+from tfgrid_operator import api, backend
 from tfgrid_operator.cli.app import _run, main
 from tfgrid_operator.domain import money, pricing
 from tfgrid_operator.settings import Settings
@@ -17,7 +17,7 @@ from tfgrid_operator.settings import Settings
 HOURS_PER_MONTH = pricing.SECONDS_PER_MONTH // pricing.SECONDS_PER_HOUR  # §2.6: 30 days
 
 
-def _specs(text: str) -> list[tuple[str, crd_models.DeploymentSpec]]:
+def _specs(text: str) -> list[tuple[str, api.DeploymentSpec]]:
     """Every Deployment in the YAML (a manifest, several separated by ---, or a bare spec), with its name."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -34,13 +34,13 @@ def _specs(text: str) -> list[tuple[str, crd_models.DeploymentSpec]]:
             name = str((doc.get("metadata") or {}).get("name", "deployment"))
             doc = doc["spec"]
         try:
-            out.append((name, crd_models.parse(crd_models.DeploymentSpec, doc)))
-        except crd_models.InvalidSpec as exc:
+            out.append((name, api.parse(api.DeploymentSpec, doc)))
+        except api.InvalidSpec as exc:
             raise click.ClickException(f"invalid Deployment spec ({name}): {exc}") from exc
     return out
 
 
-async def price(lg: backend.GridBackend, spec: crd_models.DeploymentSpec, payer: str,
+async def price(lg: backend.GridBackend, spec: api.DeploymentSpec, payer: str,
                 tft_price: pricing.TftPrice) -> dict[str, Any]:
     """The quote as data: an hour's bill as billing would make it now (the payer's balance, the ledger's pricing
     policy, the TFT price), the month at that rate, and the per-resource breakdown."""

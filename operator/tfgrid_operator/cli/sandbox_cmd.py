@@ -1,22 +1,41 @@
-"""`sandbox`: a month of grid life with no cluster."""
+"""`sandbox`: a month of grid life with no cluster.
+
+The sandbox is an optional extra (``pip install 'tfgrid-operator[sandbox]'``): it is imported only when this
+command runs, and without the extra the command says so in one line.
+"""
 
 from __future__ import annotations
 
 import pathlib
 import sys
+from types import ModuleType
 
 import click
 
 from tfgrid_operator.cli.app import main
 
+EXTRA_ONLY = frozenset({"kmock", "jsonschema", "celpy", "rich"})  # what only the sandbox extra installs
+MISSING_EXTRA = "the sandbox needs: pip install 'tfgrid-operator[sandbox]'"
+
+
+def load_sandbox() -> ModuleType:
+    """The sandbox package; a one-line error when the extra is not installed (any other import error is a bug
+    and is raised as it is)."""
+    try:
+        from tfgrid_operator import sandbox
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in EXTRA_ONLY:
+            raise click.ClickException(MISSING_EXTRA) from None
+        raise
+    return sandbox
+
 
 def run_sandbox(**kwargs: object) -> None:
     """Run the sandbox; its mistakes are one line, Ctrl-C/SIGTERM exit 130/143 after a clean stop, and a failed
     audit exits 1."""
-    from tfgrid_operator import sandbox as sandbox_mod
-
+    sandbox_mod = load_sandbox()
     try:
-        summary = sandbox_mod.main(**kwargs)  # type: ignore[arg-type]
+        summary = sandbox_mod.main(**kwargs)
     except sandbox_mod.SandboxError as exc:
         raise click.ClickException(str(exc)) from None
     except sandbox_mod.Interrupted as exc:
@@ -46,7 +65,5 @@ def run_sandbox(**kwargs: object) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object (the table goes to stderr)")
 def sandbox(days: int, examples: pathlib.Path | None, ledger_url: str | None, picture_path: pathlib.Path, keep: bool,
             as_json: bool) -> None:
-    from tfgrid_operator.sandbox import scenario
-
-    run_sandbox(days=days, ledger_url=ledger_url, examples=examples or scenario.FOLDER, picture_path=picture_path,
-                keep=keep, as_json=as_json)
+    run_sandbox(days=days, ledger_url=ledger_url, examples=examples or load_sandbox().scenario.FOLDER,
+                picture_path=picture_path, keep=keep, as_json=as_json)

@@ -99,6 +99,19 @@ def payout_gains(reserve: int, *, farmer: int, foundation: int, staking: int) ->
     return shares, gains
 
 
+def debt_taken(overdrafts: Iterable[int], amount: int) -> list[int]:
+    """Invariant 7, debt follows the payer: what a funding of ``amount`` takes from each of its payer's closed
+    contracts' ``overdrafts`` (oldest first, each paid in full before the next), in their order; the funding's
+    rest is the payer's balance. Each part taken is paid out as that contract's reserve would have been
+    (``payout_gains``), as a payout of reason Debt."""
+    taken, left = [], amount
+    for owed in overdrafts:
+        take = min(left, owed)
+        taken.append(take)
+        left -= take
+    return taken
+
+
 def past_bound(balances: Mapping[int, int], gains: Mapping[int, int]) -> str | None:
     """Invariant 6: why paying ``gains`` out would take an account past money.MAX_UNITS, or None."""
     for aid, amount in gains.items():

@@ -78,6 +78,19 @@ class FarmingUnits:
         return cls(units.farming_cu(resources), units.farming_su(resources), certified)
 
 
+def held_seconds(history: Sequence[Held], period: Period) -> list[tuple[Held, int]]:
+    """Each attested capacity of a node's history with the seconds of ``period`` it was held (from its ``since``
+    to the next entry's, none before the first attestation); entries held for no second of it are left out."""
+    ordered = sorted(history, key=lambda h: h.since)
+    out = []
+    for i, h in enumerate(ordered):
+        until = ordered[i + 1].since if i + 1 < len(ordered) else period.end
+        seconds = max(0, min(until, period.end) - max(h.since, period.start))
+        if seconds:
+            out.append((h, seconds))
+    return out
+
+
 def held_over(history: Sequence[Held], period: Period) -> FarmingUnits:
     """Time-weighted farming units over the period: each attested capacity counts for the seconds it was held
     (none before the first attestation), so a capacity raised just before the mint earns only those seconds.
@@ -103,13 +116,10 @@ def _within(history: Sequence[Held], period: Period) -> tuple[Held, ...]:
 @functools.lru_cache(maxsize=4096)
 def _held_over(ordered: tuple[Held, ...], period: Period) -> FarmingUnits:
     cu, su, certified_s = Fraction(0), Fraction(0), 0
-    for i, h in enumerate(ordered):
-        until = ordered[i + 1].since if i + 1 < len(ordered) else period.end
-        seconds = max(0, min(until, period.end) - max(h.since, period.start))
-        if seconds:
-            cu += units.farming_cu(h.resources) * seconds
-            su += units.farming_su(h.resources) * seconds
-            certified_s += seconds if h.certified else 0
+    for h, seconds in held_seconds(ordered, period):
+        cu += units.farming_cu(h.resources) * seconds
+        su += units.farming_su(h.resources) * seconds
+        certified_s += seconds if h.certified else 0
     return FarmingUnits(cu / period.seconds, su / period.seconds, certified_s == period.seconds)
 
 

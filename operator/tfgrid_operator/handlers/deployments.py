@@ -14,19 +14,19 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import conditions, crd_models, periodic, runtime
+from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
 from tfgrid_operator.handlers import reporting, tenancy, tracking
 from tfgrid_operator.kube.client import ApiError
+from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
 LIVE = ("Created", "GracePeriod")
 
 
-async def _secret_value(namespace: str, ref: crd_models.SecretRef | crd_models.GrantRef) -> str:
-    rt = runtime.get()
+async def _secret_value(rt: runtime.Runtime, namespace: str, ref: api.SecretRef | api.GrantRef) -> str:
     try:
         secret = await rt.kube.request("GET", rt.kube.path("", "v1", "secrets", namespace, ref.name))
     except ApiError as err:
@@ -61,7 +61,7 @@ def parse_grant(text: str, *, account: str, namespace: str, where: str) -> recor
                               signature=fields[3][:128])
 
 
-async def payer_proof(spec: crd_models.DeploymentSpec, namespace: str) -> records.PayerProof:
+async def payer_proof(rt: runtime.Runtime, spec: api.DeploymentSpec, namespace: str) -> records.PayerProof:
     """What shows that the payer agreed. The key is read only here, only to derive its public key; no message
     ever carries it. A bare ``payer.account`` proves nothing (the ledger refuses it: PayerNotAuthorized)."""
     account = spec.payer.account
@@ -69,13 +69,13 @@ async def payer_proof(spec: crd_models.DeploymentSpec, namespace: str) -> record
         grant_ref = spec.payer.grant_ref
         if grant_ref is None:
             return records.PayerProof(kind="grant", namespace=namespace, account=account)  # only named: refused
-        text = await _secret_value(namespace, grant_ref)
+        text = await _secret_value(rt, namespace, grant_ref)
         return parse_grant(text, account=account, namespace=namespace,
                            where=f"secret {grant_ref.name!r} key {grant_ref.key!r}")
     ref = spec.payer.secret_ref
     if ref is None:
         return records.PayerProof(kind="grant", namespace=namespace, account="")
-    text = await _secret_value(namespace, ref)
+    text = await _secret_value(rt, namespace, ref)
     where = f"secret {ref.name!r} key {ref.key!r}"
     try:
         key = identity.KeyPair.from_text(text)
@@ -84,23 +84,32 @@ async def payer_proof(spec: crd_models.DeploymentSpec, namespace: str) -> record
     return records.PayerProof(kind="key", namespace=namespace, public_key=key.public_key)
 
 
-async def _same_proof(c: records.Contract, proof: records.PayerProof) -> bool:
+async def _same_proof(rt: runtime.Runtime, c: records.Contract, proof: records.PayerProof) -> bool:
     """Whether the live contract already rests on this proof (nothing to re-prove on the ledger)."""
     if proof.kind == "grant":
         return c.proof == "grant" and c.payer == proof.account and c.proof_signature == proof.signature
     if c.proof != "key":
         return False
     try:
-        return (await runtime.get().ledger.account_by_key(public_key=proof.public_key)).name == c.payer
+        return (await rt.ledger.account_by_key(public_key=proof.public_key)).name == c.payer
     except errors.NotFound:
         return False
 
 
+def _held(current: records.Contract | None) -> dict[str, Any]:
+    """The status fields of the live contract a Deployment keeps while it waits (a resize without room, a payer
+    that owes): what it still reserves, where."""
+    if current is None or current.state not in LIVE:
+        return {}
+    return {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node}
+
+
 @reporting.reconciler("deployments", "deployment")
-async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
+async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo,
+                               **_: Any) -> None:
+    rt = runtime.get(memo)
     key, uid = f"{namespace}/{name}", tenancy.owner(body).uid
-    s = reporting.parse_spec(crd_models.DeploymentSpec, body, spec, patch)
+    s = reporting.parse_spec(rt, api.DeploymentSpec, body, spec, patch)
     if s is None:
         return
     now = rt.clock.now()
@@ -111,14 +120,13 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
             current = None  # an earlier object's contract: never this one's (the ledger closes it if still live)
         live = current is not None and current.state in LIVE
         if current is None:
-            proof = await payer_proof(s, namespace)
+            proof = await payer_proof(rt, s, namespace)
+            # placed: routine, and said by status (node, contractId) in the same write; no Event (issue 17: a write
+            # per object that no person needs)
             current = await rt.ledger.open_contract(key=key, owner_uid=uid, proof=proof, request=s.request(), now=now)
-            if current.created:
-                kopf.info(body, reason=str(Reason.PLACED),
-                          message=f"Deployment {key} placed on node {current.node}, contract {current.id}")
         elif live:
-            proof = await payer_proof(s, namespace)
-            if not await _same_proof(current, proof):
+            proof = await payer_proof(rt, s, namespace)
+            if not await _same_proof(rt, current, proof):
                 before = current.payer
                 try:
                     current = await rt.ledger.authorize_contract(key=key, owner_uid=uid, proof=proof, now=now)
@@ -134,32 +142,32 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
                 kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
     except errors.NoCapacity as err:
         message = f"{err.constraint}: {err.message}"
-        held = current is not None and current.state in LIVE
-        reason = Reason.RESIZE_BLOCKED if held else Reason.UNSCHEDULABLE
-        fields = {"reserved": current.resources.as_dict(), "contractId": current.id, "node": current.node} \
-            if current is not None and held else {}
-        return reporting.waiting(body, patch, reason=reason, message=message, fields=fields)
+        reason = Reason.RESIZE_BLOCKED if current is not None and current.state in LIVE else Reason.UNSCHEDULABLE
+        return reporting.waiting(rt, body, patch, reason=reason, message=message, fields=_held(current))
+    except errors.PayerInDebt as err:  # invariant 7: it opens (or grows) once a funding paid what its payer owes
+        return reporting.waiting(rt, body, patch, reason=Reason.PAYER_IN_DEBT, message=err.message,
+                                 fields=_held(current), synced=False)
     except errors.NotAuthorized as err:
-        return reporting.waiting(body, patch, reason=Reason.PAYER_NOT_AUTHORIZED, message=err.message, synced=False)
+        return reporting.waiting(rt, body, patch, reason=Reason.PAYER_NOT_AUTHORIZED, message=err.message, synced=False)
     except errors.NotFound as err:
-        return reporting.waiting(body, patch, reason=Reason.PAYER_NOT_FOUND, message=err.message, synced=False)
+        return reporting.waiting(rt, body, patch, reason=Reason.PAYER_NOT_FOUND, message=err.message, synced=False)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     policy, _ = await rt.ledger.policies()
     status = dict(body.get("status") or {})
-    reporting.apply(body, patch, periodic.deployment_status(
+    reporting.apply(rt, body, patch, projections.deployment_status(
         current, status, body["metadata"].get("generation", 1), conditions.timestamp(now), policy,
-        rt.ledger.config.tft_price))  # type: ignore[attr-defined]
+        rt.ledger.config.tft_price))
 
 
 @kopf.on.delete(G, V, "deployments")
 @reporting.metered("deployment")
-async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
+async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime.get(memo)
     key = f"{namespace}/{name}"
     uid = tenancy.owner(body).uid
     await reporting.close_on_ledger(
-        body, patch, rt.ledger.close_contract(key=key, owner_uid=uid, now=rt.clock.now(), reason="CanceledByUser"),
+        rt, body, patch, rt.ledger.close_contract(key=key, owner_uid=uid, now=rt.clock.now(), reason="CanceledByUser"),
         message=lambda closed: closed and closed.owner_uid in ("", uid)
         and f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import crd_models, runtime
+from tfgrid_operator import api, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import reporting, tenancy, tracking
@@ -15,9 +15,9 @@ G, V = runtime.GROUP, runtime.VERSION
 
 
 @reporting.reconciler("farms", "farm")
-async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
-    s = reporting.parse_spec(crd_models.FarmSpec, body, spec, patch)
+async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime.get(memo)
+    s = reporting.parse_spec(rt, api.FarmSpec, body, spec, patch)
     if s is None:
         return
     try:
@@ -25,23 +25,23 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
                                            payout_account=s.payout_account, certified=s.certified,
                                            dedicated=s.dedicated, public_ips=s.public_ips)
     except errors.NameTaken as err:
-        return tenancy.name_taken(body, patch, err)
+        return tenancy.name_taken(rt, body, patch, err)
     except errors.InvalidRequest as err:
-        return reporting.invalid_spec(body, patch, err.message)
+        return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
-    if "farmId" not in (body.get("status") or {}):  # only an Event's wording: identity comes from the ledger
-        reason = Reason.REGISTERED if farm.created else Reason.ADOPTED
-        kopf.info(body, reason=str(reason), message=f"Farm {name} is farm {farm.id} on the ledger")
-    reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",
+        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
+    if not farm.created and "farmId" not in (body.get("status") or {}):  # a record made before: say it is adopted
+        kopf.info(body, reason=str(Reason.ADOPTED), message=f"Farm {name} is farm {farm.id} on the ledger")
+    reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as farm {farm.id}",
                      fields={"farmId": farm.id})
 
 
 @kopf.on.delete(G, V, "farms")
 @reporting.metered("farm")
-async def delete_farm(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    await reporting.close_on_ledger(body, patch, runtime.get().ledger.close_farm(name=name, owner=tenancy.owner(body)),
-                                    message=lambda _: f"Farm {name} closed on the ledger")
+async def delete_farm(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
+    rt = runtime.get(memo)
+    await reporting.close_on_ledger(rt, body, patch, rt.ledger.close_farm(name=name, owner=tenancy.owner(body)),
+                                    message=lambda _: None, retry=retry)  # routine: no Event
 
 
 tracking.track("farms")

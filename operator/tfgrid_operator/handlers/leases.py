@@ -23,16 +23,16 @@ CAPACITY_ANNOTATION = f"{runtime.PREFIX}/capacity-report"
 log = logging.getLogger("tfgrid_operator.leases")
 
 
-def node_ref(namespace: str, node: str) -> dict[str, Any]:
-    tracked = runtime.get().objects.get(("nodes", namespace, node))
+def node_ref(rt: runtime.Runtime, namespace: str, node: str) -> dict[str, Any]:
+    tracked = rt.objects.get(("nodes", namespace, node))
     meta = (tracked or {}).get("metadata", {"name": node, "namespace": namespace})
     return {"apiVersion": f"{runtime.GROUP}/{runtime.VERSION}", "kind": "Node", "metadata": meta}
 
 
 @kopf.on.event("coordination.k8s.io", "v1", "leases", labels={NODE_LABEL: kopf.PRESENT})
 @reporting.metered("lease")
-async def uptime_report(body: Any, namespace: str, **_: Any) -> None:
-    rt = runtime._current
+async def uptime_report(body: Any, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime.of(memo)
     if rt is None or body.get("metadata", {}).get("deletionTimestamp"):
         return
     node = body["metadata"]["labels"][NODE_LABEL]
@@ -50,17 +50,17 @@ async def uptime_report(body: Any, namespace: str, **_: Any) -> None:
             await record(rt, node, report)
         except (ValueError, KeyError, TypeError) as exc:
             rt.metrics.uptime_rejected.labels("Malformed").inc()
-            kopf.warn(node_ref(namespace, node), reason=str(Reason.UPTIME_REJECTED),
+            kopf.warn(node_ref(rt, namespace, node), reason=str(Reason.UPTIME_REJECTED),
                       message=f"malformed {annotation.rpartition('/')[2]} for node {node}: {exc}")
         except errors.NotFound as err:
             if ("nodes", namespace, node) not in rt.objects:
                 log.debug("Lease %s/%s: node %s is gone; report ignored", namespace, body["metadata"]["name"], node)
                 return
             rt.metrics.uptime_rejected.labels(err.reason).inc()
-            kopf.warn(node_ref(namespace, node), reason=str(Reason.UPTIME_REJECTED), message=err.message)
+            kopf.warn(node_ref(rt, namespace, node), reason=str(Reason.UPTIME_REJECTED), message=err.message)
         except (errors.BadSignature, errors.Replayed, errors.InvalidRequest) as err:
             rt.metrics.uptime_rejected.labels(err.reason).inc()
-            kopf.warn(node_ref(namespace, node), reason=str(Reason.UPTIME_REJECTED), message=err.message)
+            kopf.warn(node_ref(rt, namespace, node), reason=str(Reason.UPTIME_REJECTED), message=err.message)
         except errors.LedgerError as err:
             raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s) from err
 

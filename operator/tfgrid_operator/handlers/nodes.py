@@ -11,23 +11,25 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import crd_models, runtime
-from tfgrid_operator.backend import errors
+from tfgrid_operator import api, conditions, runtime
+from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.handlers import leases, reporting, tenancy, tracking
+from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
 
 
 @reporting.reconciler("nodes", "node")
-async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
-    s = reporting.parse_spec(crd_models.NodeSpec, body, spec, patch)
+async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime.get(memo)
+    s = reporting.parse_spec(rt, api.NodeSpec, body, spec, patch)
     if s is None:
         return
     farm = await rt.ledger.observe_farm(name=s.farm)
     if farm is None or farm.state != "Active":
-        return reporting.waiting(body, patch, reason=Reason.FARM_NOT_READY,
+        return reporting.waiting(rt, body, patch, reason=Reason.FARM_NOT_READY,
                                  message=f"farm {s.farm!r} is not registered yet; retrying")
     try:
         node = await rt.ledger.ensure_node(
@@ -36,27 +38,44 @@ async def reconcile_node(body: Any, spec: Any, name: str, patch: kopf.Patch, **_
             farm=s.farm, resources=s.capacity, country=s.location.country, city=s.location.city,
             certified=s.certified, public_key=s.public_key, now=rt.clock.now())
     except errors.NameTaken as err:
-        return tenancy.name_taken(body, patch, err)
+        return tenancy.name_taken(rt, body, patch, err)
     except errors.NotAuthorized as err:  # retried: the farm owner may sign consent later
-        return reporting.waiting(body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
+        return reporting.waiting(rt, body, patch, reason=Reason.FARM_CONSENT_MISSING, message=err.message, synced=False)
     except errors.InvalidRequest as err:
-        return reporting.invalid_spec(body, patch, err.message)
+        return reporting.invalid_spec(rt, body, patch, err.message)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
-    if "nodeId" not in (body.get("status") or {}):
-        reason = Reason.REGISTERED if node.created else Reason.ADOPTED
-        kopf.info(body, reason=str(reason), message=f"Node {name} is node {node.id} of farm {s.farm}")
-    reporting.report(body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",
+        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
+    if node.created:  # a new record: its whole status is known now, written once (the loop's next pass finds it current)
+        return reporting.apply(rt, body, patch, registered_status(rt, body, node))
+    if "nodeId" not in (body.get("status") or {}):  # a record made before: say it is adopted
+        kopf.info(body, reason=str(Reason.ADOPTED), message=f"Node {name} is node {node.id} of farm {s.farm}")
+    reporting.report(rt, body, patch, ready=True, reason=Reason.AVAILABLE, message=f"registered as node {node.id}",
                      fields={"nodeId": node.id, "farm": s.farm})
+
+
+def registered_status(rt: runtime.Runtime, body: Any, node: records.Node) -> dict[str, Any]:
+    """The status of a node the ledger registered just now, as the batched loop would write it (nothing used, no
+    uptime, nothing minted or attested yet): one status write at registration instead of the handler's and then
+    the loop's (issue 17). Anything that moves later (a placement, an uptime report) is the loop's change to write."""
+    now = rt.clock.now()
+    stamp, generation = conditions.timestamp(now), body["metadata"].get("generation", 1)
+    summary = records.NodeSummary(
+        name=node.name, farm=node.farm, resources=node.resources, used=Resources(), contracts=0, uptime_s=0,
+        uptime_permille=0, last_report_ts=None, violation=None, minted_total=0, last_mint=None, last_mint_period=None,
+        last_mint_reason=None, owner=node.owner, node_id=node.id)
+    status = dict(body.get("status") or {})
+    desired = projections.node_status(summary, status, generation, stamp, now, rt.ledger.config)
+    return projections.node_attestation(desired, body.get("spec") or {}, summary, None, None, generation, stamp)
 
 
 @kopf.on.delete(G, V, "nodes")
 @reporting.metered("node")
-async def delete_node(body: Any, name: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
+async def delete_node(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
+    rt = runtime.get(memo)
     leases.forget(name)
-    await reporting.close_on_ledger(body, patch, rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
-                                    message=lambda _: f"Node {name} closed on the ledger")
+    await reporting.close_on_ledger(rt, body, patch,
+                                    rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
+                                    message=lambda _: None, retry=retry)  # routine: no Event
 
 
 CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not under kopf's own prefix, which its diffs ignore
@@ -65,9 +84,9 @@ CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not unde
 @kopf.on.resume(G, V, "nodes", annotations={CERTIFICATION_ANNOTATION: kopf.PRESENT})
 @kopf.on.update(G, V, "nodes", field=("metadata", "annotations", CERTIFICATION_ANNOTATION))
 @reporting.metered("node")
-async def certification(body: Any, name: str, **_: Any) -> None:
+async def certification(body: Any, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Apply a council-signed (de)certification once; a bad, foreign or replayed one is an Event, not a change."""
-    rt = runtime.get()
+    rt = runtime.get(memo)
     raw = (body["metadata"].get("annotations") or {}).get(CERTIFICATION_ANNOTATION)
     if not raw or body["metadata"].get("deletionTimestamp"):
         return

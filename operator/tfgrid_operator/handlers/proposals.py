@@ -13,11 +13,12 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import ballot, conditions, crd_models, periodic, runtime
+from tfgrid_operator import api, ballot, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import identity, voting
 from tfgrid_operator.handlers import reporting, tracking
+from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
 log = logging.getLogger("tfgrid_operator.proposals")
@@ -29,17 +30,20 @@ _VOTE_ERRORS: tuple[tuple[type[errors.LedgerError], str], ...] = (
 )
 
 
-def council_problem(s: crd_models.ProposalSpec, key: str, council: frozenset[str]) -> str | None:
+def council_problem(s: api.ProposalSpec, key: str, council: frozenset[str]) -> str | None:
     if s.council_key not in council:
         return f"councilKey {s.council_key!r} is not a council member's key"
+    if not s.nonce:
+        return ("the proposal carries no nonce: a council signature opens one proposal, once, and says which by its "
+                "nonce; have it signed again (tfgrid-operator council sign)")
     try:
-        identity.verify(s.council_key, identity.PROPOSAL, s.signed_payload(key), s.council_signature)
+        identity.verify(s.council_key, voting.PROPOSAL_V2, s.signed_payload(key), s.council_signature)
     except identity.BadSignature:
         return "councilSignature does not verify: the proposal was not signed (as it stands) by councilKey"
     return None
 
 
-def veto_problem(v: crd_models.SignedVeto, key: str, proposal_id: int, council: frozenset[str]) -> str | None:
+def veto_problem(v: api.SignedVeto, key: str, proposal_id: int, council: frozenset[str]) -> str | None:
     if v.member_key not in council:
         return "NotCouncil"
     try:
@@ -50,11 +54,11 @@ def veto_problem(v: crd_models.SignedVeto, key: str, proposal_id: int, council: 
     return None
 
 
-async def cast_votes(body: Any, key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
+async def cast_votes(rt: runtime.Runtime, body: Any, key: str, s: api.ProposalSpec, prop: records.Proposal,
                      now: int) -> tuple[records.Proposal, list[dict[str, Any]]]:
     """Count each new or switched vote once; return the proposal and the rejected votes with reasons (and the
     sequence number of the entry rejected, so `vote` can tell its own verdict from an earlier one's)."""
-    ledger = runtime.get().ledger
+    ledger = rt.ledger
     counted = {v.farm: (v.approve, v.seq) for v in prop.votes}
     rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -83,13 +87,13 @@ async def cast_votes(body: Any, key: str, s: crd_models.ProposalSpec, prop: reco
     return prop, rejected
 
 
-async def apply_vetoes(key: str, s: crd_models.ProposalSpec, prop: records.Proposal,
-                       council: frozenset[str]) -> tuple[records.Proposal, list[dict[str, str]]]:
+async def apply_vetoes(rt: runtime.Runtime, key: str, s: api.ProposalSpec,
+                       prop: records.Proposal) -> tuple[records.Proposal, list[dict[str, str]]]:
     rejected: list[dict[str, str]] = []
     for v in s.vetoes:
-        problem = veto_problem(v, key, prop.id, council)
+        problem = veto_problem(v, key, prop.id, rt.settings.council)
         if problem is None:
-            prop = await runtime.get().ledger.veto(proposal=key, member_key=v.member_key)
+            prop = await rt.ledger.veto(proposal=key, member_key=v.member_key)
         else:
             rejected.append({"memberKey": v.member_key, "reason": problem})
     return prop, rejected
@@ -102,47 +106,52 @@ def warn_new(body: Any, before: list[dict[str, Any]] | None, now: list[dict[str,
             kopf.warn(body, reason=str(reason), message=f"{what.format(**r)} does not count: {r['reason']}")
 
 
-async def open_proposal(body: Any, patch: kopf.Patch, key: str, s: crd_models.ProposalSpec,
+async def open_proposal(rt: runtime.Runtime, body: Any, patch: kopf.Patch, key: str, s: api.ProposalSpec,
                         now: int) -> records.Proposal | None:
     """The ledger's proposal; opened now if the council signature holds, else None after saying why."""
-    rt = runtime.get()
     prop = await rt.ledger.observe_proposal(key=key)
     if prop is not None:
         return prop
     problem = council_problem(s, key, rt.settings.council)
+    if problem is None:
+        try:
+            prop = await rt.ledger.ensure_proposal(
+                key=key, action=s.action.ledger_action(), threshold=s.threshold, end_ts=now + s.duration_hours * 3600,
+                nonce=s.nonce or "", council_key=s.council_key, signed_digest=voting.payload_digest(s.signed_payload(key)))
+        except errors.Replayed as err:  # a withdrawn proposal's signature, used again
+            problem = err.message
     if problem is not None:
-        if reporting.report(body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
+        if reporting.report(rt, body, patch, ready=False, reason=Reason.UNAUTHORIZED, message=problem):
             kopf.warn(body, reason=str(Reason.UNAUTHORIZED), message=problem)
         return None
-    prop = await rt.ledger.ensure_proposal(key=key, action=s.action.ledger_action(), threshold=s.threshold,
-                                           end_ts=now + s.duration_hours * 3600)
     kopf.info(body, reason=str(Reason.PROPOSED),
               message=f"Proposal {prop.id} open for votes until {conditions.timestamp(prop.end_ts)}")
     return prop
 
 
 @reporting.reconciler("proposals", "proposal")
-async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
-    rt = runtime.get()
+async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo,
+                             **_: Any) -> None:
+    rt = runtime.get(memo)
     key = f"{namespace}/{name}"
-    s = reporting.parse_spec(crd_models.ProposalSpec, body, spec, patch)
+    s = reporting.parse_spec(rt, api.ProposalSpec, body, spec, patch)
     if s is None:
         return
     now = rt.clock.now()
     try:
-        prop = await open_proposal(body, patch, key, s, now)
+        prop = await open_proposal(rt, body, patch, key, s, now)
         if prop is None:
             return
-        prop, bad_votes = await cast_votes(body, key, s, prop, now)
-        prop, bad_vetoes = await apply_vetoes(key, s, prop, rt.settings.council)
+        prop, bad_votes = await cast_votes(rt, body, key, s, prop, now)
+        prop, bad_vetoes = await apply_vetoes(rt, key, s, prop)
     except errors.LedgerError as err:
-        return reporting.ledger_failure(body, patch, err, ready_reason=Reason.CREATING)
+        return reporting.ledger_failure(rt, body, patch, err, ready_reason=Reason.CREATING)
     status = dict(body.get("status") or {})
     warn_new(body, status.get("rejectedVotes"), bad_votes, Reason.VOTE_REJECTED, "Vote of farm {farm}")
     warn_new(body, status.get("rejectedVetoes"), bad_vetoes, Reason.VETO_REJECTED, "Veto by {memberKey}")
-    status.update(rejectedVotes=bad_votes, rejectedVetoes=bad_vetoes)
-    reporting.apply(body, patch, periodic.proposal_status(prop, s, status, body["metadata"].get("generation", 1),
-                                                          conditions.timestamp(now)))
+    reporting.apply(rt, body, patch, projections.proposal_status(
+        prop, s, status, body["metadata"].get("generation", 1), conditions.timestamp(now),
+        {"rejectedVotes": bad_votes, "rejectedVetoes": bad_vetoes}))
     waiting = sorted(r["farm"] for r in bad_votes if r["reason"] in NOT_YET)
     if waiting and prop.state == "Open":  # a farm (or its nodes) may register later in the same sync: try again
         raise reporting.Blocked(f"votes of {', '.join(waiting)} wait for their farm on the ledger",  # expected
@@ -151,9 +160,9 @@ async def reconcile_proposal(body: Any, spec: Any, name: str, namespace: str, pa
 
 @kopf.on.delete(G, V, "proposals")
 @reporting.metered("proposal")
-async def withdraw_proposal(name: str, namespace: str, **_: Any) -> None:
+async def withdraw_proposal(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     """Deleting an open Proposal withdraws it (issue 13, invariant 5): it never closes, executes or takes votes."""
-    prop = await runtime.get().ledger.withdraw_proposal(proposal=f"{namespace}/{name}")
+    prop = await runtime.get(memo).ledger.withdraw_proposal(proposal=f"{namespace}/{name}")
     if prop is not None and prop.state == "Withdrawn":
         log.info("Proposal %s/%s (ledger id %s) withdrawn", namespace, name, prop.id)
 

@@ -5,6 +5,7 @@ A reconcile that changes nothing adds nothing to kopf's patch, so kopf sends no 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -12,39 +13,41 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
+import aiohttp
 import kopf
 from pydantic import BaseModel
 
-from tfgrid_operator import conditions, crd_models, runtime
+from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import tenancy
+from tfgrid_operator.kube.client import ApiError
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
-def desired_status(body: Any, *, finished: bool = True, **kwargs: Any) -> dict[str, Any]:
+def desired_status(rt: runtime.Runtime, body: Any, *, finished: bool = True, **kwargs: Any) -> dict[str, Any]:
     """The status a reconcile reports. ``finished``: this generation's reconcile is done (applied, or judged
     invalid), so observedGeneration becomes it; a wait on the world (no room for a resize) is not, and keeps the
     generation that last finished (none yet: no observedGeneration), so that `kubectl wait` and kstatus are not
     told an edit was applied while the ledger still holds the old one."""
     status = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation", 1) if finished else status.get("observedGeneration")
-    return conditions.desired_status(status, generation=generation, now=conditions.timestamp(runtime.get().clock.now()),
-                                     **kwargs)
+    return conditions.desired_status(status, generation=generation, now=conditions.timestamp(rt.clock.now()), **kwargs)
 
 
-def apply(body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
-    tenancy.note(body, desired)  # the loop asks this, not the status, whether a handler holds the object
+def apply(rt: runtime.Runtime, body: Any, patch: kopf.Patch, desired: dict[str, Any]) -> bool:
+    api.check_status(body["kind"], desired)  # a field its Status model lacks is a bug: said here, not pruned silently
+    tenancy.note(rt, body, desired)  # the loop asks this, not the status, whether a handler holds the object
     changes = conditions.diff(dict(body.get("status") or {}), desired)
     for k, v in changes.items():
         patch.status[k] = v
     return bool(changes)
 
 
-def report(body: Any, patch: kopf.Patch, **kwargs: Any) -> bool:
-    return apply(body, patch, desired_status(body, **kwargs))
+def report(rt: runtime.Runtime, body: Any, patch: kopf.Patch, **kwargs: Any) -> bool:
+    return apply(rt, body, patch, desired_status(rt, body, **kwargs))
 
 
 class Requeued(Exception):
@@ -52,34 +55,46 @@ class Requeued(Exception):
     a success so that its status patch is written and no kopf retry holds a worker."""
 
 
-def waiting(body: Any, patch: kopf.Patch, *, reason: Reason, message: str, fields: dict[str, Any] | None = None,
-            synced: bool = True) -> NoReturn:
+def waiting(rt: runtime.Runtime, body: Any, patch: kopf.Patch, *, reason: Reason, message: str,
+            fields: dict[str, Any] | None = None, synced: bool = True) -> NoReturn:
     """Report a wait on the world (no node has room, the payer or the farm does not exist yet): Ready=False with
     the reason, one Warning Event per new reason, and end the reconcile (Requeued). The batched loop requeues
     waiting objects with a backoff; a kopf retry would hold one of its workers (settings.worker_limit) asleep for
     as long as the wait lasts."""
-    if report(body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
+    if report(rt, body, patch, ready=False, reason=reason, message=message, fields=fields, synced=synced,
               synced_message=message if not synced else "", finished=False):
         kopf.warn(body, reason=str(reason), message=message)
     raise Requeued(message)
 
 
-def ledger_failure(body: Any, patch: kopf.Patch, err: errors.LedgerError, *, ready_reason: Reason,
-                   fields: dict[str, Any] | None = None) -> None:
-    """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff."""
+def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: errors.LedgerError, *,
+                   ready_reason: Reason, fields: dict[str, Any] | None = None, retry: int = 0) -> None:
+    """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff. ``retry``: kopf's
+    count of this handler's retries so far (a blocked delete waits twice as long each time, see BLOCKED_BACKOFF_CAP)."""
     current = dict(body.get("status") or {})
     ready = (conditions.get(current.get("conditions") or [], "Ready") or {}).get("status") == "True"
-    changed = report(body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
+    changed = report(rt, body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
                      message=err.message, synced=False, synced_message=err.message, fields=fields)
     if changed:  # one Event per new failure, not one per retry; named for the condition when it is specific
         generic = ready_reason in (Reason.CREATING, Reason.DELETING)
-        kopf.warn(body, reason=err.reason if generic else str(ready_reason), message=err.message)
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            closing_event(rt, body, "Warning", err.reason if generic else str(ready_reason), err.message)
+        else:
+            kopf.warn(body, reason=err.reason if generic else str(ready_reason), message=err.message)
     if ready_reason == Reason.DELETE_BLOCKED:  # a wait on the world (a farm that still has nodes), not a failure
         if changed:
             log.info("%s/%s waits: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                      err.message)
-        raise Blocked(err.message, delay=runtime.get().retry_delay_s)
-    raise kopf.TemporaryError(err.message, delay=runtime.get().retry_delay_s)
+        # each retry costs two writes (kopf's progress in status, then its touch to wake the object when the delay
+        # ends): a delete that waits for others (a node's deployments, a farm's nodes, a namespace deleted whole)
+        # backs off after three tries instead of polling every retry_delay_s (issue 17: ~8 writes per node deleting
+        # a namespace); the first three stay quick, as most waits are short (a farm whose nodes are going too)
+        delay = rt.retry_delay_s * min(2 ** min(max(0, retry - 2), 8), BLOCKED_BACKOFF_CAP)
+        raise Blocked(err.message, delay=delay)
+    raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s)
+
+
+BLOCKED_BACKOFF_CAP = 6  # the longest wait of a blocked delete, in multiples of the first (retry_delay_s)
 
 
 class Blocked(kopf.TemporaryError):
@@ -114,35 +129,80 @@ class ExpectedWaits(logging.Filter):
         return True
 
 
-def invalid_spec(body: Any, patch: kopf.Patch, message: str) -> None:
-    if report(body, patch, ready=False, reason=Reason.INVALID_SPEC, message=message, synced=False,
+def invalid_spec(rt: runtime.Runtime, body: Any, patch: kopf.Patch, message: str) -> None:
+    if report(rt, body, patch, ready=False, reason=Reason.INVALID_SPEC, message=message, synced=False,
               synced_message=message):
         kopf.warn(body, reason=str(Reason.INVALID_SPEC), message=message)
 
 
-def parse_spec(model: type[M], body: Any, spec: Any, patch: kopf.Patch) -> M | None:
+def parse_spec(rt: runtime.Runtime, model: type[M], body: Any, spec: Any, patch: kopf.Patch) -> M | None:
     """The parse step: the spec as a model, or None after reporting InvalidSpec (condition + Event)."""
     try:
-        return crd_models.parse(model, spec)
-    except crd_models.InvalidSpec as exc:
-        invalid_spec(body, patch, str(exc))
+        return api.parse(model, spec)
+    except api.InvalidSpec as exc:
+        invalid_spec(rt, body, patch, str(exc))
         return None
 
 
-async def close_on_ledger(body: Any, patch: kopf.Patch, closing: Awaitable[Any], *,
-                          message: Callable[[Any], str | None]) -> Any:
+async def close_on_ledger(rt: runtime.Runtime, body: Any, patch: kopf.Patch, closing: Awaitable[Any], *,
+                          message: Callable[[Any], str | None], retry: int = 0) -> Any:
     """The delete step: close the ledger record, or keep the finalizer and say what blocks it.
-    ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event)."""
+    ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event); ``retry``: kopf's."""
     try:
         closed = await closing
     except errors.Conflict as err:
-        return ledger_failure(body, patch, err, ready_reason=Reason.DELETE_BLOCKED)
+        return ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETE_BLOCKED, retry=retry)
     except errors.LedgerError as err:
-        return ledger_failure(body, patch, err, ready_reason=Reason.DELETING)
+        return ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETING)
     text = message(closed)
     if text:
-        kopf.info(body, reason=str(Reason.CLOSED), message=text)
+        closing_event(rt, body, "Normal", str(Reason.CLOSED), text)
     return closed
+
+
+# namespace → when (monotonic) the API server last refused an Event there because the namespace is being deleted
+_terminating: dict[str, float] = {}
+TERMINATING_MEMORY_S = 60.0  # then one Event is tried again (a namespace of that name may have been made anew)
+_posting: set[asyncio.Task[None]] = set()
+
+
+def terminating(namespace: str) -> bool:
+    """Whether an Event into this namespace was refused lately because the namespace is being deleted."""
+    since = _terminating.get(namespace)
+    if since is None:
+        return False
+    if time.monotonic() - since < TERMINATING_MEMORY_S:
+        return True
+    del _terminating[namespace]
+    return False
+
+
+def closing_event(rt: runtime.Runtime, body: Any, type: str, reason: str, message: str) -> None:
+    """An Event about an object being deleted: posted once in the background by our client, never retried, and not
+    at all into a namespace that refused one because it is being deleted (every object in it is going, nobody is
+    left to read it; kopf's queue would retry each refused Event: issue 17 counted ~39,000 of them)."""
+    namespace = body.get("metadata", {}).get("namespace") or ""
+    if terminating(namespace):
+        return
+    ref = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": dict(body.get("metadata", {}))}
+
+    async def post() -> None:
+        try:
+            await rt.kube.post_event(ref, type=type, reason=reason, message=message,
+                                     now=conditions.timestamp(rt.clock.now()))
+        except ApiError as err:
+            if err.status == 403 and "being terminated" in str(err):
+                _terminating[namespace] = time.monotonic()
+                if len(_terminating) > 10_000:  # bounded: namespaces come and go
+                    _terminating.clear()
+            else:
+                log.warning("Could not post the %s Event of %s/%s: %s", reason, namespace, ref["metadata"].get("name"),
+                            err)
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            log.warning("Could not post the %s Event of %s/%s: %s", reason, namespace, ref["metadata"].get("name"), err)
+    task = asyncio.get_running_loop().create_task(post())
+    _posting.add(task)
+    task.add_done_callback(_posting.discard)
 
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
@@ -154,7 +214,7 @@ def metered(controller: str) -> Callable[[H], H]:
     def wrap(fn: H) -> H:
         @functools.wraps(fn)
         async def handler(**kwargs: Any) -> Any:
-            rt = runtime._current
+            rt = runtime.of(kwargs.get("memo"))
             if rt is None:  # an event before startup finished: nothing to count into yet
                 with contextlib.suppress(Requeued):
                     return await fn(**kwargs)
@@ -177,7 +237,7 @@ def metered(controller: str) -> Callable[[H], H]:
             finally:
                 m.reconcile_total.labels(controller, result).inc()
                 m.reconcile_time.labels(controller).observe(time.perf_counter() - started)
-        return handler  # type: ignore[return-value]
+        return handler  # type: ignore[return-value]  # fn wrapped (functools.wraps): mypy cannot see it is an H
     return wrap
 
 
@@ -190,12 +250,12 @@ def ran_for_generation(plural: str) -> Callable[[H], H]:
             try:
                 return await fn(**kwargs)
             finally:
-                rt = runtime._current
+                rt = runtime.of(kwargs.get("memo"))
                 if rt is not None:
                     key = (plural, kwargs.get("namespace") or "", kwargs["name"])
                     rt.handled[key] = kwargs["body"].get("metadata", {}).get("generation", 1)
                     rt.last_reconcile = time.monotonic()
-        return handler  # type: ignore[return-value]
+        return handler  # type: ignore[return-value]  # fn wrapped (functools.wraps): mypy cannot see it is an H
     return wrap
 
 

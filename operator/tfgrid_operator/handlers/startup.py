@@ -1,4 +1,9 @@
-"""Startup and cleanup: kopf settings in one place, the ledger, the metrics server, the batched loop."""
+"""Startup and cleanup: kopf settings in one place, the ledger, the metrics server, the batched loop.
+
+The Runtime startup builds (with ``memo.make_runtime`` when the embedding caller put one in kopf's operator memo,
+else from the environment's Settings) goes into that memo as ``memo.runtime``: kopf copies the operator memo into
+every object's memo after startup, so each handler reaches it as ``runtime.get(memo)``. The loop task and the
+metrics server are kept in the memo too, so that cleanup stops this operator's, never another's."""
 
 from __future__ import annotations
 
@@ -9,15 +14,12 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from tfgrid_operator import backend, clock, metrics, periodic, runtime
+from tfgrid_operator import backend, clock, loop, metrics, runtime
 from tfgrid_operator.domain import pricing
 from tfgrid_operator.handlers import reporting
 from tfgrid_operator.kube import client
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
-
-_loop_task: asyncio.Task[None] | None = None
-_metrics_server: Any = None
 
 
 class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
@@ -91,39 +93,39 @@ async def default_runtime() -> runtime.Runtime:
     return runtime.Runtime(settings=s, clock=grid_clock, ledger=ledger, kube=KubeClient(), metrics=metrics.Metrics())
 
 
+LOOP_TASK, METRICS_SERVER = "loop_task", "metrics_server"  # this operator's, in its memo
+
+
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _loop_task, _metrics_server
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
-    factory = runtime._factory or default_runtime
+    factory = memo.get(runtime.MAKE_RUNTIME) or default_runtime
     rt = await factory()
-    settings.batching.batch_window = rt.settings.batch_window_s
     settings.queueing.worker_limit = rt.settings.worker_limit or None
     # a worker keeps its slot until its object has been quiet this long (kopf's default, 5 s, would cap a limited
     # pool at worker_limit / 5 objects a second)
     settings.queueing.idle_timeout = 0.5
-    runtime.set_current(rt)
+    memo[runtime.RUNTIME] = rt
     if rt.settings.metrics_port:  # Prometheus exposition of this runtime's registry
-        _metrics_server, _ = prometheus_client.start_http_server(rt.settings.metrics_port, registry=rt.metrics.registry)
-    _loop_task = asyncio.create_task(periodic.run_forever(rt))
+        memo[METRICS_SERVER], _ = prometheus_client.start_http_server(rt.settings.metrics_port,
+                                                                      registry=rt.metrics.registry)
+    memo[LOOP_TASK] = asyncio.create_task(loop.run_forever(rt))
 
 
 @kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    global _loop_task, _metrics_server
-    if _metrics_server is not None:
-        _metrics_server.shutdown()
-        _metrics_server.server_close()
-        _metrics_server = None
-    if _loop_task is not None:
-        _loop_task.cancel()
-        await asyncio.gather(_loop_task, return_exceptions=True)
-        _loop_task = None
-    rt = runtime._current
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    server = memo.pop(METRICS_SERVER, None)
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    task = memo.pop(LOOP_TASK, None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    rt = memo.pop(runtime.RUNTIME, None)
     if rt is not None:
         await rt.kube.close()
         await rt.ledger.close()
-        runtime.set_current(None)
 
 
 @kopf.on.login()

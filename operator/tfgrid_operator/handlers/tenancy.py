@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from tfgrid_operator import conditions, periodic
+from tfgrid_operator import conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import names
@@ -36,20 +36,19 @@ def key_of(body: Any) -> tuple[str, str, str] | None:
     return None if plural is None else (plural, meta.get("namespace") or "", meta.get("name", ""))
 
 
-def note(body: Any, desired: dict[str, Any]) -> None:
-    """Remember the Ready reason a handler wrote (or left) for this object."""
+def note(rt: runtime.Runtime, body: Any, desired: dict[str, Any]) -> None:
+    """Remember the Ready reason a handler wrote (or left) for this object (``rt.reported``, which the loop reads)."""
     key = key_of(body)
     ready = conditions.get(desired.get("conditions") or [], "Ready")
     if key is not None and ready is not None:
-        periodic.REPORTED[key] = ((body.get("metadata") or {}).get("uid", ""), str(ready.get("reason", "")),
-                                  dict(desired))
+        rt.reported[key] = ((body.get("metadata") or {}).get("uid", ""), str(ready.get("reason", "")), dict(desired))
 
 
-def name_taken(body: Any, patch: kopf.Patch, err: errors.LedgerError) -> None:
+def name_taken(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: errors.LedgerError) -> None:
     """Another object holds the grid-wide name: Ready=False NameTaken, one Warning; nothing on the ledger changed."""
     from tfgrid_operator.handlers import reporting
 
-    if reporting.report(body, patch, ready=False, reason=Reason.NAME_TAKEN, message=err.message, synced=False,
+    if reporting.report(rt, body, patch, ready=False, reason=Reason.NAME_TAKEN, message=err.message, synced=False,
                         synced_message=err.message):
         kopf.warn(body, reason=str(Reason.NAME_TAKEN), message=err.message)
 

@@ -27,12 +27,12 @@ from typing import Any
 
 from rich.console import Console
 
-from tfgrid_operator import backend, local, metrics, runtime
+from tfgrid_operator import backend, metrics, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.sandbox import audit as audit_mod
-from tfgrid_operator.sandbox import picture, scenario
+from tfgrid_operator.sandbox import local, picture, scenario
 from tfgrid_operator.sandbox.manifests import Manifest, SandboxError, load_examples, payers, rekey
 from tfgrid_operator.sandbox.month import CONFIG, HOUR, START, LoopClock, Month, loop_passes
 from tfgrid_operator.sandbox.summary import Summary, print_summary
@@ -114,7 +114,7 @@ async def run(*, days: int = 30, ledger_url: str | None = None, examples: pathli
             async def make_runtime() -> runtime.Runtime:
                 reinstall()  # kopf's startup calls this just after taking over the signals: take them back
                 # the loop runs when the sandbox wakes it (the month) and every 5 s once the month is over (--keep)
-                settings = Settings(tick_s=3600.0, batch_window_s=0.001, metrics_port=0,
+                settings = Settings(tick_s=3600.0, metrics_port=0,
                                     council_keys=",".join(c.public_key for c in councils),
                                     counter_refresh_s=6 * HOUR)  # counters in the table move every 6 grid hours
                 m = metrics.Metrics()

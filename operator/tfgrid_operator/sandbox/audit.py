@@ -4,9 +4,9 @@ The operator writes the ledger and the objects' status; comparing those two only
 against itself. This reads the tables with plain SQL of its own and checks that money was conserved:
 what the sandbox funded plus what minting created equals what the accounts hold (plus what contracts
 hold in reserve, on a ledger whose contracts carry a ``reserve`` column). Per payer, the balance is
-what it was funded minus what its bills took; the farms, the foundation and the staking pool together
-hold what was minted plus what the bills paid, less what is still held in reserve (§2.7: a bill's
-payment is split among them, nothing is burned under billing version B).
+what it was funded minus what its bills took (and what a funding paid of its debt on closed contracts); the
+farms, the foundation and the staking pool together hold what was minted plus what the payers paid, less what
+is still held in reserve (§2.7: a bill's payment is split among them, nothing is burned under billing version B).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Audit:
     funded: int
     minted: int
     billed: int  # Σ bills.amount: what was due
-    paid: int  # Σ bills.paid: what was taken from payers
+    paid: int  # Σ bills.paid + Σ debts paid at funding: what was taken from payers
     reserves: int
     mint_periods: int  # distinct minting periods with receipts
     bill_periods: int  # distinct billing periods with bills
@@ -87,6 +87,13 @@ async def audit(engine: AsyncEngine, funded: dict[str, int]) -> Audit:
     paid_by = {r[0]: int(r[1]) for r in await _rows(
         engine, "SELECT a.name, COALESCE(SUM(b.paid), 0) FROM bills b JOIN contracts c ON c.id = b.contract_id "
                 "JOIN accounts a ON a.id = c.account_id GROUP BY a.name")}
+    # what payers owed on closed contracts and paid from a later funding (payouts of reason Debt, schema 6)
+    debts_paid = {r[0]: int(r[1]) for r in await _rows(
+        engine, "SELECT a.name, COALESCE(SUM(p.amount), 0) FROM payouts p JOIN contracts c ON c.id = p.contract_id "
+                "JOIN accounts a ON a.id = c.account_id WHERE p.reason = 'Debt' GROUP BY a.name")} if has_reserve else {}
+    for name, amount in debts_paid.items():
+        paid_by[name] = paid_by.get(name, 0) + amount
+    paid += sum(debts_paid.values())
     periods = await _rows(engine, "SELECT (SELECT COUNT(DISTINCT period) FROM mints), (SELECT COUNT(DISTINCT period) FROM bills)")
     total_funded = sum(funded.values())
     held = sum(balances.values())

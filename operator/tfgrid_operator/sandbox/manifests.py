@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tfgrid_operator import crd_models, runtime
+from tfgrid_operator import api, ballot, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import ApiError
 
@@ -78,12 +78,11 @@ def rekey(manifests: list[Manifest], council: identity.KeyPair) -> dict[str, ide
             for field in list(m.doc.get("data") or {}):
                 m.doc["data"][field] = base64.b64encode(twin.to_text().encode()).decode()
         elif m.kind == "Proposal":
-            spec.update(councilKey=council.public_key, councilSignature="-", votes=[], vetoes=[])
-            try:
-                parsed = crd_models.parse(crd_models.ProposalSpec, spec)
-            except crd_models.InvalidSpec as exc:
+            spec.update(votes=[], vetoes=[])
+            try:  # as `council sign` does: a fresh nonce, so the signature opens this proposal once
+                m.doc["spec"] = ballot.sign_proposal(council, spec, f"{m.namespace}/{m.name}")
+            except api.InvalidSpec as exc:
                 raise SandboxError(f"{m.file}: Proposal {m.name}: {exc}") from None
-            spec["councilSignature"] = council.sign(identity.PROPOSAL, parsed.signed_payload(f"{m.namespace}/{m.name}"))
     return keys
 
 

@@ -16,9 +16,9 @@ from tfgrid_operator import agent, backend, ballot, clock, metrics, runtime
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError, KubeClient
-from tfgrid_operator.kube.emulator import StrictApiServer
 from tfgrid_operator.sandbox import audit as audit_mod
 from tfgrid_operator.sandbox import picture, scenario, view
+from tfgrid_operator.sandbox.emulator import StrictApiServer
 from tfgrid_operator.sandbox.manifests import GRID_KINDS, Manifest, SandboxError, api_message, collection_path
 from tfgrid_operator.sandbox.summary import Summary
 
@@ -110,7 +110,7 @@ class Month:
         self.events.append(f"day {step / scenario.STEPS_PER_DAY:5.2f}  {text}")
 
     async def fund(self, step: int, account: str, amount: int) -> None:
-        await self.ledger.fund(name=account, amount=amount)  # what `tfgrid-operator ledger fund` does
+        await self.ledger.fund(name=account, amount=amount, now=self.clk.now())  # what `ledger fund` does
         self.funded[account] = self.funded.get(account, 0) + amount
         if step:
             self.note(step, f"{account} is topped up with {money.tft(amount)} TFT (ledger fund)")

@@ -14,6 +14,9 @@ from tfgrid_operator.domain import money
 
 FOLDER = pathlib.Path(__file__).parent / "scenario"  # the manifests of the month below
 STEPS_PER_DAY = 36
+# §5: a farm weighs the capacity its nodes held over the last minted period. The sandbox's first (3 days) is
+# minted 1 h after its end, at the report of step 110: the farms vote from the step after
+FIRST_VOTE = 3 * STEPS_PER_DAY + 3
 DEFAULT_FUNDING = 5_000 * money.UNITS_PER_TFT
 
 
@@ -23,8 +26,9 @@ class Scenario:
     topups: tuple[tuple[int, str, int], ...]  # (step, account, amount): a `ledger fund` on the way
     sla_misses_every: dict[str, int]  # node → it misses one report in this many (below the SLA, §3.4)
     outage: tuple[str, int, int] | None  # ("namespace/deployment", first step, steps): its node stops reporting
-    nays: frozenset[str]  # farms voting no (the others vote yes), one farm every VOTE_EVERY steps from step 1
+    nays: frozenset[str]  # farms voting no (the others vote yes), one farm every vote_every steps from votes_from
     vote_every: int = 3
+    votes_from: int = FIRST_VOTE  # the first vote's step
 
     def funding_of(self, account: str) -> int:
         return self.funding.get(account, DEFAULT_FUNDING)
@@ -38,9 +42,9 @@ class Scenario:
 
     def votes_at(self, step: int, farms: list[str]) -> list[tuple[str, bool]]:
         """The farms that vote at ``step`` (one at a time, in manifest order) and how."""
-        if step < 1 or (step - 1) % self.vote_every:
+        if step < self.votes_from or (step - self.votes_from) % self.vote_every:
             return []
-        i = (step - 1) // self.vote_every
+        i = (step - self.votes_from) // self.vote_every
         return [(farms[i], farms[i] not in self.nays)] if i < len(farms) else []
 
 

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from tfgrid_operator import runtime
 from tfgrid_operator.domain import money
-from tfgrid_operator.kube.emulator import StrictApiServer
+from tfgrid_operator.sandbox.emulator import StrictApiServer
 
 
 def status(obj: dict[str, Any] | None) -> dict[str, Any]:

@@ -127,12 +127,6 @@ class BillingLedger(RegistryLedger):
             return int(found)
         return int((await conn.execute(r.insert().values(tft_musd=price.effective(), **values))).inserted_primary_key[0])
 
-    async def _grid_accounts(self, conn: AsyncConnection) -> tuple[int, int]:
-        a = schema.accounts
-        ids = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
-            a.c.name.in_((self.config.foundation_account, self.config.staking_pool_account))))).all())
-        return ids[self.config.foundation_account], ids[self.config.staking_pool_account]
-
     async def _pay_out(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
         """§2.7: a deleted contract's reserve is paid out at once (its final bill came first). A payout that
         would pass MONEY_MAX stays in the reserve, with the reason on the contract (invariant 6)."""

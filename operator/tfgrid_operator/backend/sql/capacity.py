@@ -2,7 +2,8 @@
 
 A Node's spec says what the farmer expects. What earns money is what the node's agent measured and signed
 with the node key (as Zero-OS reports a node's resources on TFChain, §1.3), kept as a history so minting
-weighs each capacity by the seconds it was held (``minting.held_over``) and DAO weight reads the latest.
+weighs each capacity by the seconds it was held (``minting.held_over``), and so does DAO weight over the last
+minted period (``voting.held_weight``, §5).
 Certification is the council's (§1.2: set_node_certification by the council or an allowed certifier): a
 council member's signature over the node's ledger id; a certified node whose attested resources change by
 more than 1 % drops back to DIY (§1.3, ``Resources::has_changed(…, 1)``).

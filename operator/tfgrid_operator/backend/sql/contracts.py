@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from tfgrid_operator.backend.sql.engine import (
     Open,
     _res,
 )
-from tfgrid_operator.domain import names, scheduling
+from tfgrid_operator.domain import money, names, scheduling
 from tfgrid_operator.domain.units import Resources
 
 
@@ -30,7 +30,7 @@ class ContractsLedger(BillingLedger):
         return (sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified)
                 .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id))
 
-    def _contract(self, r: Any, created: bool = False) -> records.Contract:
+    def _contract(self, r: Any, created: bool = False, moved_from: str | None = None) -> records.Contract:
         return records.Contract(
             id=r.id, key=r.key, payer=r.payer, node=r.node, farm=r.farm, resources=_res(r), public_ips=r.public_ips,
             dedicated=r.dedicated, state=r.state, created_at=r.created_at, grace_since=r.grace_since,
@@ -38,7 +38,31 @@ class ContractsLedger(BillingLedger):
             billed_total=int(r.billed_total), last_billed_at=r.last_billed_at, last_discount=r.last_discount,
             certified=bool(r.certified), created=created, reserve=int(r.reserve), cycles=r.cycles,
             last_bill_amount=r.last_bill_amount, billing_error=r.billing_error, owner_uid=r.owner_uid,
-            proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature)
+            proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from)
+
+    def _latest_by_key(self, rows: Iterable[Any]) -> dict[str, records.Contract]:
+        """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing
+        last moved it from: the node of its Deleted(Moved) predecessor of the same object, read from the ledger
+        (a status the user wrote never says so)."""
+        found: dict[str, records.Contract] = {}
+        for r in rows:
+            before = found.get(r.key)
+            moved = before.node if before is not None and before.deleted_reason == "Moved" \
+                and before.owner_uid == r.owner_uid else None
+            found[r.key] = self._contract(r, moved_from=moved)
+        return found
+
+    async def _owed(self, conn: AsyncConnection, account_id: int, owed: int | None = None) -> None:
+        """Refuse to open, grow or take over a contract for a payer that owes (``owed``, when the caller read it
+        already): invariant 7, its debt is paid first."""
+        owed = (await self._debts(conn, [account_id])).get(account_id, 0) if owed is None else owed
+        if owed:
+            name = (await conn.execute(sa.select(schema.accounts.c.name).where(
+                schema.accounts.c.id == account_id))).scalar_one()
+            raise errors.PayerInDebt(
+                f"payer {name!r} owes {money.tft(owed)} TFT ({owed} units) on its contracts in grace or closed "
+                f"unpaid: it opens and grows no contract until a funding pays that first (tfgrid-operator ledger "
+                f"fund {name} …)", owed)
 
     async def _payer(self, conn: AsyncConnection, key: str, proof: records.PayerProof,
                      now: int) -> tuple[int, dict[str, Any]]:
@@ -190,6 +214,15 @@ class ContractsLedger(BillingLedger):
                     await self._close_unproven(conn, live, o.now, "Orphaned")
                     existing.pop(o.key)
             pool: dict[str, scheduling.Candidate] | None = None
+            payers: dict[str, tuple[int, dict[str, Any]] | errors.LedgerError] = {}
+            for o in batch:
+                live = existing.get(o.key)
+                if o.key not in rows and not (live is not None and live.state in LIVE):
+                    try:
+                        payers[o.key] = await self._payer(conn, o.key, o.proof, o.now)
+                    except errors.LedgerError as err:
+                        payers[o.key] = err
+            debts = await self._debts(conn, {p[0] for p in payers.values() if not isinstance(p, errors.LedgerError)})
             for o in batch:
                 live = existing.get(o.key)
                 if o.key in rows:
@@ -201,9 +234,14 @@ class ContractsLedger(BillingLedger):
                         live = dataclasses.replace(live, owner_uid=o.owner_uid)
                     out.append(live)  # a restarted operator never opens a second one
                     continue
-                try:
-                    account_id, proof = await self._payer(conn, o.key, o.proof, o.now)
-                except errors.LedgerError as err:
+                payer = payers[o.key]
+                if isinstance(payer, errors.LedgerError):
+                    out.append(payer)
+                    continue
+                account_id, proof = payer
+                try:  # invariant 7: what it owes is paid before it opens anything
+                    await self._owed(conn, account_id, debts.get(account_id, 0))
+                except errors.PayerInDebt as err:
                     out.append(err)
                     continue
                 if pool is None:
@@ -234,10 +272,8 @@ class ContractsLedger(BillingLedger):
 
     async def _latest_contracts(self, conn: AsyncConnection, keys: set[str]) -> dict[str, records.Contract]:
         c = schema.contracts
-        found: dict[str, records.Contract] = {}
-        for r in (await conn.execute(self._contract_query().where(c.c.key.in_(keys)).order_by(c.c.id))).all():
-            found[r.key] = self._contract(r)  # the latest per key wins
-        return found
+        return self._latest_by_key((await conn.execute(self._contract_query().where(c.c.key.in_(keys))
+                                                       .order_by(c.c.id))).all())
 
     async def observe_contract(self, *, key: str) -> records.Contract | None:
         return await self._observations.submit(key)
@@ -259,6 +295,9 @@ class ContractsLedger(BillingLedger):
                 raise errors.Conflict(f"deployment {key!r} is in its grace period and cannot be resized (§2.4)")
             if current.dedicated:
                 raise errors.Conflict(f"deployment {key!r} rents its whole node; there is nothing to resize")
+            if not resources.fits_in(current.resources) or public_ips > current.public_ips:  # it grows
+                await self._owed(conn, (await conn.execute(sa.select(c.c.account_id).where(
+                    c.c.id == current.id))).scalar_one())
             node = (await conn.execute(sa.select(n).where(n.c.name == current.node))).one()
             total = capacity.capped(_res(node), (await capacity.latest(conn, [node.id])).get(node.id))
             free = total - (await self._used_on_node(conn, node.id)) + current.resources
@@ -290,6 +329,7 @@ class ContractsLedger(BillingLedger):
             account_id, kept = await self._payer(conn, key, proof, now)
             old_account = (await conn.execute(sa.select(c.c.account_id).where(c.c.id == current.id))).scalar_one()
             if account_id != old_account:
+                await self._owed(conn, account_id)
                 if current.state == "GracePeriod":
                     raise errors.Conflict(f"deployment {key!r} is in its grace period: its payer {current.payer!r} "
                                           f"pays what it owes before another payer takes over (§2.4)")
@@ -382,5 +422,5 @@ class ContractsLedger(BillingLedger):
         c = schema.contracts
         async with self._read() as conn:
             rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
-        return {r.key: self._contract(r) for r in rows}  # the latest contract per key wins
+        return self._latest_by_key(rows)  # the latest contract per key wins
 

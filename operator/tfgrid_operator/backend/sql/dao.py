@@ -24,7 +24,7 @@ class DaoLedger(MintingLedger):
     @staticmethod
     def _proposal_record(row: Any, votes: list[records.Vote], vetoes: int, created: bool = False) -> records.Proposal:
         return records.Proposal(row.id, row.key, json.loads(row.action), row.threshold, row.end_ts, row.state,
-                                tuple(votes), vetoes, row.executed_at, created)
+                                tuple(votes), vetoes, row.executed_at, created, row.nonce)
 
     @staticmethod
     def _votes_query() -> sa.Select[Any]:
@@ -41,13 +41,26 @@ class DaoLedger(MintingLedger):
         return self._proposal_record(row, [records.Vote(x.name, x.approve, x.weight, x.seq) for x in vs], int(nveto or 0),
                                      created)
 
-    async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int) -> records.Proposal:
+    async def ensure_proposal(self, *, key: str, action: dict[str, object], threshold: int, end_ts: int,
+                              nonce: str = "", council_key: str = "", signed_digest: str = "") -> records.Proposal:
+        """Open the proposal ``key`` (idempotent: an open one of that key is returned as it is). ``nonce`` is the
+        council signature's (issue 13, invariant 5): the ledger opens one proposal per nonce, ever — a withdrawn
+        proposal created again with the same signature is refused (Replayed), as is the signature under another
+        name (it does not verify there anyway). The signer and the signed payload's digest are kept with it."""
         p = schema.proposals
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(p.c.id).where(p.c.key == key))).first()
             if row is None:
+                if nonce:
+                    used = (await conn.execute(sa.select(p.c.id, p.c.state).where(p.c.nonce == nonce))).first()
+                    if used is not None:
+                        raise errors.Replayed(
+                            f"the council signature of proposal {key!r} (nonce {nonce}) already opened proposal "
+                            f"{used.id} ({used.state}); a signature opens one proposal, once: have it signed again "
+                            f"(tfgrid-operator council sign) to propose it anew")
                 await conn.execute(p.insert().values(key=key, action=json.dumps(action, sort_keys=True),
-                                                     threshold=threshold, end_ts=end_ts, state="Open"))
+                                                     threshold=threshold, end_ts=end_ts, state="Open", nonce=nonce,
+                                                     council_key=council_key, signed_digest=signed_digest))
             return await self._proposal(conn, key, created=row is None)
 
     async def observe_proposal(self, *, key: str) -> records.Proposal | None:
@@ -73,7 +86,7 @@ class DaoLedger(MintingLedger):
         """Count a farm's signed vote (§5) bound to this proposal (issue 13, invariant 5): the signature covers
         the proposal's digest (identity, action, threshold, deadline) and a sequence number; only the newest vote
         of a farm counts, so a superseded vote replayed is refused."""
-        v, f, n = schema.votes, schema.farms, schema.nodes
+        v, f = schema.votes, schema.farms
         async with self._tx() as conn:
             prop = await self._proposal(conn, proposal)
             if prop.state != "Open" or now > prop.end_ts:
@@ -82,7 +95,7 @@ class DaoLedger(MintingLedger):
             if farm_row is None:
                 raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
             digest = voting.proposal_digest(proposal=proposal, proposal_id=prop.id, action=prop.action,
-                                            threshold=prop.threshold, end_ts=prop.end_ts)
+                                            threshold=prop.threshold, end_ts=prop.end_ts, nonce=prop.nonce)
             try:
                 identity.verify(farm_row.owner_key, identity.VOTE_V2, voting.vote_payload(
                     proposal=proposal, digest=digest, farm=farm, approve=approve, seq=seq), signature)
@@ -99,12 +112,9 @@ class DaoLedger(MintingLedger):
                 await conn.execute(v.update().where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id)
                                    .values(seq=seq))
                 return await self._proposal(conn, proposal)
-            node_ids = (await conn.execute(sa.select(n.c.id).where(n.c.farm_id == farm_row.id, n.c.state == "Active"))).scalars()
-            attested = await capacity.latest(conn, list(node_ids))
-            # §5: captured when the vote is cast, from the capacity the farm's nodes attested (never their spec)
-            weight = voting.farm_weight(_res(r) for r in attested.values())
+            weight, why = await self._farm_weight(conn, farm_row.id)
             if weight <= 0:
-                raise errors.InvalidRequest(f"farm {farm!r} has no attested capacity and so no vote weight (FarmHasNoNodes)")
+                raise errors.InvalidRequest(f"farm {farm!r} has no vote weight: {why} (FarmHasNoNodes)")
             if prev is None:
                 await conn.execute(v.insert().values(proposal_id=prop.id, farm_id=farm_row.id, approve=approve,
                                                      weight=weight, seq=seq))
@@ -112,6 +122,29 @@ class DaoLedger(MintingLedger):
                 await conn.execute(v.update().where(v.c.proposal_id == prop.id, v.c.farm_id == farm_row.id)
                                    .values(approve=approve, weight=weight, seq=seq))
             return await self._proposal(conn, proposal)
+
+    async def _farm_weight(self, conn: AsyncConnection, farm_id: int) -> tuple[int, str]:
+        """§5 weight captured at vote time (issue 13, invariant 3; docs/grid-rules.md §5, our choice): the capacity
+        the farm's active nodes held over the last minting period the ledger minted, time-weighted, counted only
+        for the nodes minted for it above the SLA, and never more than each attests now. Capacity attested a second
+        before a vote weighs nothing until a whole period held with uptime has been minted. Returns the weight and,
+        when it is 0, why."""
+        n, m = schema.nodes, schema.mints
+        minted = await self._meta(conn, "watermark:mint")
+        last = int(minted) - 1 if minted is not None else None
+        if last is None or (await conn.execute(sa.select(m.c.node_id).where(m.c.period == last).limit(1))).first() \
+                is None:
+            return 0, "no minting period has been minted yet; a farm weighs the capacity its nodes held over one"
+        p = minting.period_by_index(last, epoch=self.config.minting_epoch, length=self.config.minting_period_s)
+        node_ids = list((await conn.execute(sa.select(n.c.id).where(n.c.farm_id == farm_id, n.c.state == "Active")))
+                        .scalars())
+        met = set((await conn.execute(sa.select(m.c.node_id).where(
+            m.c.period == p.index, m.c.node_id.in_(node_ids), m.c.reason.in_(sorted(voting.MET_SLA))))).scalars())
+        histories, now = await capacity.histories(conn, met), await capacity.latest(conn, met)
+        weight = sum(voting.node_vote_weight(histories.get(i, []), p, met_sla=i in met,
+                                             now=_res(now[i]) if i in now else None) for i in node_ids)
+        return weight, (f"none of its nodes held attested capacity above the SLA over minting period {p.index}, "
+                        f"the last one minted")
 
     async def withdraw_proposal(self, *, proposal: str) -> records.Proposal | None:
         """Deleting an open Proposal withdraws it: it never closes or executes, and its name is free for a new

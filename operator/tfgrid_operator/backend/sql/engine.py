@@ -50,6 +50,13 @@ def _engine_url(url: str) -> str:
     raise errors.InvalidRequest(f"unsupported ledger URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
 
 
+def payout_account_name(namespace: str, name: str) -> str:
+    """The ledger account a Farm of ``namespace`` naming ``payoutAccount: name`` is paid into: ``namespace/name``.
+    A twin's name can never hold a '/' (the account pattern), so a farm never takes a name a twin may register
+    later, and the farms of another namespace naming the same ``name`` are paid into an account of their own."""
+    return f"{namespace}/{name}"
+
+
 def _res(row: Any) -> Resources:
     return Resources(row.cru, row.mru, row.sru, row.hru)
 
@@ -152,6 +159,8 @@ class LedgerBase:
                     await self._migrate_to_5(conn)
                 if int(current) < 6:
                     await self._migrate_to_6(conn)
+                if int(current) < 7:
+                    await self._migrate_to_7(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -228,7 +237,37 @@ class LedgerBase:
         await self._set_meta(conn, "schema_version", "5")
 
     async def _migrate_to_6(self, conn: AsyncConnection) -> None:
-        """Version 6: compact receipts (bills get quote_id; bill_quotes is new: create_all made it). On PostgreSQL
+        """Version 6 (issue 13's last gaps): proposals keep their council signature's nonce; the index that finds
+        what a payer owes; one node per node key (left out, and enforced for every new registration only, when
+        the stored ledger already has two nodes sharing a key); a farm's payout account is named within its
+        namespace (``ns/name``): each payout account used by the farms of one namespace only is renamed so (its
+        balance and payouts stay with it). One used by farms of several namespaces, or by a farm no object has
+        adopted yet, keeps its name until its farm is next registered. Debts need no data: a closed contract's
+        overdraft is already on record, and is now its payer's to pay."""
+        await self._add_missing_columns(conn, ("proposals",))
+        n, a, f = schema.nodes, schema.accounts, schema.farms
+        shared = (await conn.execute(sa.select(n.c.public_key).group_by(n.c.public_key)
+                                     .having(sa.func.count() > 1))).first()
+        for index in (*schema.proposals.indexes, *schema.contracts.indexes, *schema.nodes.indexes):
+            if index.name == "one_node_per_key" and shared is not None:
+                continue
+            await conn.run_sync(lambda sync, index=index: index.create(sync, checkfirst=True))
+        used_by: dict[tuple[int, str], set[str]] = {}  # (payout account id, name) → its farms' namespaces
+        for row in (await conn.execute(sa.select(a.c.id, a.c.name, f.c.owner_ns).join(f, f.c.account_id == a.c.id)
+                                       .where(a.c.role == "payout"))).all():
+            used_by.setdefault((row.id, row.name), set()).add(row.owner_ns)
+        taken = set((await conn.execute(sa.select(a.c.name))).scalars())
+        for (account_id, name), spaces in used_by.items():
+            if len(spaces) != 1 or "" in spaces or "/" in name:
+                continue  # several namespaces, or a farm nobody adopted yet: renamed when its farm is registered
+            target = payout_account_name(spaces.pop(), name)
+            if target not in taken:
+                await conn.execute(a.update().where(a.c.id == account_id).values(name=target))
+                taken.add(target)
+        await self._set_meta(conn, "schema_version", "6")
+
+    async def _migrate_to_7(self, conn: AsyncConnection) -> None:
+        """Version 7: compact receipts (bills get quote_id; bill_quotes is new: create_all made it). On PostgreSQL
         bills drop their foreign keys and contracts get fillfactor 50, which pages written from now on keep (a
         VACUUM FULL applies it to the old ones). SQLite ledgers keep their bills' foreign keys: dropping one means
         rebuilding the table, and SQLite's check is cheap. Bills made before keep their receipts as they were."""
@@ -237,7 +276,7 @@ class LedgerBase:
             await conn.execute(sa.text("ALTER TABLE bills DROP CONSTRAINT IF EXISTS bills_contract_id_fkey, "
                                        "DROP CONSTRAINT IF EXISTS bills_rates_id_fkey"))
             await conn.execute(sa.text(f"ALTER TABLE contracts SET (fillfactor = {schema.CONTRACTS_FILLFACTOR})"))
-        await self._set_meta(conn, "schema_version", "6")
+        await self._set_meta(conn, "schema_version", "7")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

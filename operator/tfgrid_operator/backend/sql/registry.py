@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,14 +16,15 @@ from tfgrid_operator.backend.sql.engine import (
     LedgerBase,
     _res,
     _uptime_state,
+    payout_account_name,
 )
-from tfgrid_operator.domain import identity, minting, money, names, units
+from tfgrid_operator.domain import billing, identity, minting, money, names, units
 from tfgrid_operator.domain import uptime as uptime_mod
 from tfgrid_operator.domain.units import Resources
 
 
-def _account(row: Any) -> records.Account:
-    return records.Account(row.id, row.name, row.balance, row.role)
+def _account(row: Any, debt: int = 0) -> records.Account:
+    return records.Account(row.id, row.name, row.balance, row.role, debt)
 
 
 def _owner(row: Any) -> records.Owner:
@@ -82,7 +85,11 @@ class RegistryLedger(LedgerBase):
                     raise errors.Conflict("the twin key is already the key of another account; one key, one twin (§1.1)")
             return await self._ensure_account(conn, name, public_key)
 
-    async def fund(self, *, name: str, amount: int) -> records.Account:
+    async def fund(self, *, name: str, amount: int, now: int | None = None) -> records.Account:
+        """Add ``amount`` to the account. What its payer owes on closed contracts is collected first (invariant 7:
+        a debt follows its payer), oldest first, each part paid out as the contract's bills would have been (§2.7:
+        farmer / foundation / staking pool, a payout of reason Debt at ``now``, wall time when not given); the
+        rest is its balance."""
         if amount <= 0:
             raise errors.InvalidRequest(f"a funding amount must be positive, got {amount}")
         if amount > money.MAX_UNITS:
@@ -96,16 +103,68 @@ class RegistryLedger(LedgerBase):
             if total + amount > money.MAX_UNITS:
                 raise errors.InvalidRequest(
                     f"funding {amount} units would bring the ledger's total past its bound of {money.MAX_TFT} TFT")
-            await conn.execute(a.update().where(a.c.id == row.id).values(balance=a.c.balance + amount))
+            gains = await self._collect_debts(conn, row.id, amount, int(time.time()) if now is None else now)
+            collected = sum(gains.values())
+            gains[row.id] = gains.get(row.id, 0) + amount - collected
+            await conn.execute(a.update().where(a.c.id == sa.bindparam("aid")).values(
+                balance=a.c.balance + sa.bindparam("delta")), [dict(aid=k, delta=v) for k, v in gains.items() if v])
             row = (await conn.execute(sa.select(a).where(a.c.id == row.id))).one()
-            return _account(row)
+            return dataclasses.replace(_account(row, (await self._debts(conn, [row.id])).get(row.id, 0)),
+                                       collected=collected)
+
+    async def _debts(self, conn: AsyncConnection, account_ids: Iterable[int]) -> dict[int, int]:
+        """What each account owes (invariant 7): the overdraft of its contracts in grace and of its closed
+        contracts whose final bill it could not pay. While it owes, it opens and grows no contract."""
+        c = schema.contracts
+        ids = sorted(set(account_ids))
+        if not ids:
+            return {}
+        rows = (await conn.execute(sa.select(c.c.account_id, sa.func.sum(c.c.overdraft))
+                                   .where(c.c.overdraft > 0, c.c.account_id.in_(ids)).group_by(c.c.account_id))).all()
+        return {aid: int(owed) for aid, owed in rows}
+
+    async def _collect_debts(self, conn: AsyncConnection, account_id: int, amount: int, now: int) -> dict[int, int]:
+        """Take what ``account_id`` owes on its closed contracts out of ``amount`` (oldest contract first,
+        ``billing.debt_taken``): each contract's overdraft goes down by what is taken, which is split as its
+        payout would have been (§2.7, ``billing.payout_gains``: farmer of its node's farm, foundation, staking
+        pool) and recorded as a payout of reason Debt. Returns the gains of the receiving accounts (the payer's
+        own share is the caller's)."""
+        c, n, f, p = schema.contracts, schema.nodes, schema.farms, schema.payouts
+        owed = (await conn.execute(
+            sa.select(c.c.id, c.c.overdraft, f.c.account_id.label("farmer"))
+            .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)
+            .where(c.c.account_id == account_id, c.c.state == "Deleted", c.c.overdraft > 0)
+            .order_by(c.c.deleted_at, c.c.id))).all()
+        if not owed:
+            return {}
+        foundation, staking = await self._grid_accounts(conn)
+        gains: dict[int, int] = {}
+        for r, take in zip(owed, billing.debt_taken((int(o.overdraft) for o in owed), amount), strict=True):
+            if take == 0:
+                break
+            shares, paid = billing.payout_gains(take, farmer=r.farmer, foundation=foundation, staking=staking)
+            await conn.execute(c.update().where(c.c.id == r.id).values(overdraft=c.c.overdraft - take))
+            await conn.execute(p.insert().values(
+                contract_id=r.id, at=now, reason="Debt", amount=take, farmer_account_id=r.farmer, farmer=shares.farmer,
+                foundation=shares.foundation, staking_pool=shares.staking_pool))
+            for aid, share in paid.items():
+                gains[aid] = gains.get(aid, 0) + share
+        return gains
+
+    async def _grid_accounts(self, conn: AsyncConnection) -> tuple[int, int]:
+        """The foundation's and the staking pool's account ids: where a reserve's payout (billing) and a debt's
+        (funding) send their 40 % and 10 %."""
+        a = schema.accounts
+        ids = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
+            a.c.name.in_((self.config.foundation_account, self.config.staking_pool_account))))).all())
+        return ids[self.config.foundation_account], ids[self.config.staking_pool_account]
 
     async def get_account(self, *, name: str) -> records.Account:
         async with self._read() as conn:
             row = (await conn.execute(sa.select(schema.accounts).where(schema.accounts.c.name == name))).first()
-        if row is None:
-            raise errors.NotFound(f"account {name!r} does not exist")
-        return _account(row)
+            if row is None:
+                raise errors.NotFound(f"account {name!r} does not exist")
+            return _account(row, (await self._debts(conn, [row.id])).get(row.id, 0))
 
     async def account_by_key(self, *, public_key: str) -> records.Account:
         """The twin whose key signs for it: how a Deployment's Secret-held twin key finds its account."""
@@ -119,7 +178,8 @@ class RegistryLedger(LedgerBase):
     async def list_accounts(self) -> list[records.Account]:
         async with self._read() as conn:
             rows = (await conn.execute(sa.select(schema.accounts).order_by(schema.accounts.c.name))).all()
-        return [_account(r) for r in rows]
+            debts = await self._debts(conn, (r.id for r in rows if r.role == "twin"))  # only twins pay, and owe
+        return [_account(r, debts.get(r.id, 0)) for r in rows]
 
     # ------------------------------------------------------------------ farms
     def _farm(self, row: Any, created: bool = False) -> records.Farm:
@@ -145,12 +205,7 @@ class RegistryLedger(LedgerBase):
         async with self._tx() as conn:
             row = (await conn.execute(self._farm_query().where(f.c.name == name))).first()
             adopt = row is not None and _claim("farm", name, row, owner)
-            a = schema.accounts
-            role = (await conn.execute(sa.select(a.c.role).where(a.c.name == payout_account))).scalar()
-            if role not in (None, "payout"):  # a payout account only receives: a twin named here would stop paying
-                raise errors.InvalidRequest(f"farm {name!r}: account {payout_account!r} is a {role} account and cannot "
-                                            f"be a payout account; name another")
-            account = await self._ensure_account(conn, payout_account, "", role="payout")
+            account = await self._payout_account(conn, row, owner.namespace, payout_account)
             values = dict(owner_key=owner_key, account_id=account.id, certified=certified, dedicated=dedicated,
                           public_ips=public_ips)
             created = row is None
@@ -165,6 +220,23 @@ class RegistryLedger(LedgerBase):
                 await conn.execute(f.update().where(f.c.name == name).values(**values))
             row = (await conn.execute(self._farm_query().where(f.c.name == name))).one()
             return self._farm(row, created)
+
+    async def _payout_account(self, conn: AsyncConnection, farm: Any | None, namespace: str,
+                              payout: str) -> records.Account:
+        """The farm's payout account: ``namespace/payout`` (``payout_account_name``), made on first use, shared by
+        the farms of this namespace that name the same ``payout``. It is never a twin's (a '/' is in no twin's
+        name), so a Farm squats no name a twin may register later, and never another namespace's. A farm still
+        paid into a payout account named before version 6 (adopted now) has that account renamed, with its balance,
+        when no farm of another namespace is paid there too."""
+        a, f = schema.accounts, schema.farms
+        target = payout_account_name(namespace, payout)
+        if farm is not None and farm.payout == payout:
+            others = (await conn.execute(sa.select(sa.func.count()).select_from(f).where(
+                f.c.account_id == farm.account_id, f.c.owner_ns.not_in(("", namespace))))).scalar_one()
+            exists = (await conn.execute(sa.select(a.c.id).where(a.c.name == target))).first()
+            if not others and exists is None:
+                await conn.execute(a.update().where(a.c.id == farm.account_id, a.c.role == "payout").values(name=target))
+        return await self._ensure_account(conn, target, "", role="payout")
 
     async def observe_farm(self, *, name: str) -> records.Farm | None:
         async with self._read() as conn:
@@ -214,6 +286,10 @@ class RegistryLedger(LedgerBase):
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
             adopt = row is not None and _claim("node", name, row, owner)
+            if (await conn.execute(sa.select(n.c.id).where(n.c.public_key == public_key, n.c.name != name))).first():
+                # one key, one node (as one key, one twin): a node's uptime, capacity and weight are its key's alone
+                raise errors.NameTaken(f"node {name!r}: its public key is registered for another node; every node "
+                                       f"has a key of its own (tfgrid-operator keygen)")
             farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
             if farm_row is None or farm_row.state != "Active":
                 raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")

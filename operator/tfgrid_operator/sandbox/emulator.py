@@ -18,10 +18,15 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
   rotate one); anything else is 401, as on a cluster. ``serve()`` serves it over HTTPS;
 * namespaces terminate as on a cluster: deleting one deletes what is in it (finalizers hold those objects and
   the namespace, which shows ``status.phase: Terminating``); creating anything in it is refused with 403;
-* ``x-kubernetes-validations`` (CEL) rules of a CRD are evaluated on every write (kube/cel.py): 422 with the
+* ``x-kubernetes-validations`` (CEL) rules of a CRD are evaluated on every write (sandbox/cel.py): 422 with the
   rule's message, transition rules (``oldSelf``) on updates.
 
 ``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
+
+What it does to an object (schemas, patches, selectors) is apimachinery.py, how it is reached (TLS,
+authentication) transport.py. This module is the one class that serves requests, over 400 lines on purpose: its
+methods share one state (the store, resourceVersions, finalizers, the watch queues), and a request's semantics
+read top to bottom here.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-import datetime
 import json
 import random
 import re
@@ -38,236 +42,29 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import aiohttp
-import aiohttp.test_utils
 import aiohttp.web
 import attrs
-import jsonschema
 import kmock
 import yaml
 from kmock._internal import rendering
-from kmock._internal.apps import Server
 
-from tfgrid_operator.kube import cel
+from tfgrid_operator.sandbox import cel
+from tfgrid_operator.sandbox.apimachinery import (
+    BUILTINS,
+    JSON,
+    ApiError,
+    Key,
+    ResourceDef,
+    json_patch,
+    matches_fields,
+    matches_labels,
+    merge_patch,
+    prune,
+    timestamp_now,
+    validate,
+)
+from tfgrid_operator.sandbox.transport import Authn
 
-JSON = dict[str, Any]
-Key = tuple[str, str | None, str]  # (resource key, namespace, name)
-
-
-@attrs.define
-class ResourceDef:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-    singular: str = ""
-    short_names: list[str] = attrs.field(factory=list)
-    categories: list[str] = attrs.field(factory=list)
-    status_subresource: bool = False
-    schema: JSON | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.group}/{self.version}/{self.plural}"
-
-    @property
-    def group_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-BUILTINS = [
-    ResourceDef("", "v1", "namespaces", "Namespace", False, "namespace", ["ns"]),
-    ResourceDef("", "v1", "events", "Event", True, "event", ["ev"]),
-    ResourceDef("", "v1", "secrets", "Secret", True, "secret"),
-    ResourceDef("", "v1", "configmaps", "ConfigMap", True, "configmap", ["cm"]),
-    ResourceDef("", "v1", "services", "Service", True, "service", ["svc"]),
-    ResourceDef("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"]),
-    ResourceDef("", "v1", "pods", "Pod", True, "pod", ["po"]),
-    ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "persistentvolumeclaim", ["pvc"]),
-    ResourceDef("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
-    ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
-    ResourceDef("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"]),
-    ResourceDef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
-    ResourceDef("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding"),
-    ResourceDef("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
-    ResourceDef("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
-    ResourceDef("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-                "customresourcedefinition", ["crd", "crds"]),
-    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ["pdb"]),
-]
-
-
-class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-
-    def body(self) -> JSON:
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "code": self.code}
-
-
-def _now() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# ---------------------------------------------------------------- schema work (pure)
-def prune(obj: Any, schema: JSON | None) -> Any:
-    """Drop fields the structural schema does not declare, as the API server does."""
-    if schema is None or schema.get("x-kubernetes-preserve-unknown-fields"):
-        return obj
-    if isinstance(obj, dict) and schema.get("type", "object") == "object":
-        props = schema.get("properties")
-        extra = schema.get("additionalProperties")
-        if props is None and extra is None:
-            return obj if schema.get("type") is None else {}
-        out = {}
-        for k, v in obj.items():
-            if props is not None and k in props:
-                out[k] = prune(v, props[k])
-            elif isinstance(extra, dict):
-                out[k] = prune(v, extra)
-            elif extra is True:
-                out[k] = v
-        return out
-    if isinstance(obj, list) and "items" in schema:
-        return [prune(v, schema["items"]) for v in obj]
-    return obj
-
-
-def _jsonschema(schema: JSON) -> JSON:
-    """OpenAPI v3 → JSON Schema: drop x-kubernetes-* and turn ``nullable`` into a null type."""
-    if isinstance(schema, dict):
-        out = {k: _jsonschema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
-        if schema.get("nullable") and "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "properties" in schema:
-            out["properties"] = {k: _jsonschema(v) for k, v in schema["properties"].items()}
-        return out
-    if isinstance(schema, list):
-        return [_jsonschema(v) for v in schema]  # type: ignore[return-value]
-    return schema
-
-
-_validators: dict[int, tuple[JSON, jsonschema.Draft7Validator]] = {}
-
-
-def _validator(schema: JSON) -> jsonschema.Draft7Validator:
-    """One compiled validator per registered schema (keyed by identity, holding the schema so the id stays its)."""
-    cached = _validators.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    root_props = {k: v for k, v in schema.get("properties", {}).items() if k not in ("apiVersion", "kind", "metadata")}
-    required = [k for k in schema.get("required", []) if k not in ("apiVersion", "kind", "metadata")]
-    root = {**schema, "properties": root_props, "required": required}
-    validator = jsonschema.Draft7Validator(_jsonschema(root), format_checker=jsonschema.FormatChecker())
-    _validators[id(schema)] = (schema, validator)
-    return validator
-
-
-def validate(obj: JSON, schema: JSON, kind: str, name: str) -> None:
-    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    validator = _validator(schema)
-    problems = []
-    for err in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
-        path = ".".join(str(p) for p in err.absolute_path) or "<root>"
-        problems.append(f"{path}: Invalid value: {err.message}")
-    if problems:
-        raise ApiError(422, "Invalid", f"{kind} \"{name}\" is invalid: " + "; ".join(problems[:10]))
-
-
-# ---------------------------------------------------------------- patches (pure)
-def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
-
-
-def _pointer(path: str) -> list[str]:
-    return [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-
-
-def json_patch(doc: JSON, ops: list[JSON]) -> JSON:
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = _pointer(op["path"])
-        parent: Any = doc
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
-        last = parts[-1]
-        kind = op["op"]
-        if kind == "test":
-            current = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-            if current != op.get("value"):
-                raise ApiError(422, "Invalid", f"the test operation on {op['path']} failed")
-        elif kind in ("add", "replace"):
-            if isinstance(parent, list):
-                if last == "-":
-                    parent.append(op["value"])
-                elif kind == "add":
-                    parent.insert(int(last), op["value"])
-                else:
-                    parent[int(last)] = op["value"]
-            else:
-                parent[last] = op["value"]
-        elif kind == "remove":
-            try:
-                del parent[int(last) if isinstance(parent, list) else last]
-            except (KeyError, IndexError) as exc:
-                raise ApiError(422, "Invalid", f"cannot remove {op['path']}: no such path") from exc
-        else:
-            raise ApiError(422, "Invalid", f"unsupported JSON-patch op {kind!r}")
-    return doc
-
-
-# ---------------------------------------------------------------- selectors (pure)
-def _get_path(obj: JSON, dotted: str) -> Any:
-    cur: Any = obj
-    for p in dotted.split("."):
-        cur = cur.get(p) if isinstance(cur, dict) else None
-    return cur
-
-
-def matches_labels(labels: dict[str, str], selector: str) -> bool:
-    for term in filter(None, (t.strip() for t in re.split(r",(?![^()]*\))", selector))):
-        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
-            values = {v.strip() for v in m.group(3).split(",")}
-            if (labels.get(m.group(1)) in values) != (m.group(2) == "in"):
-                return False
-        elif "!=" in term:
-            k, v = term.split("!=", 1)
-            if labels.get(k.strip()) == v.strip():
-                return False
-        elif "=" in term:
-            k, v = term.replace("==", "=").split("=", 1)
-            if labels.get(k.strip()) != v.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
-
-
-def matches_fields(obj: JSON, selector: str) -> bool:
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        negated = "!=" in term
-        k, v = term.split("!=", 1) if negated else term.replace("==", "=").split("=", 1)
-        actual = _get_path(obj, k.strip())
-        equal = (str(actual) if actual is not None else "") == v.strip()
-        if equal == negated:
-            return False
-    return True
-
-
-# ---------------------------------------------------------------- the server
 NAMESPACES = "/v1/namespaces"  # the resource key of core/v1 namespaces
 CLUSTER_SCOPE = "-"  # the placeholder namespace of namespace requests (see StrictApiServer.__call__)
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -282,60 +79,6 @@ class Call(NamedTuple):
     resource: str
     subresource: str
     agent: str
-
-
-@attrs.define
-class Authn:
-    """Who may call: a request authenticates with a client certificate (verified by the TLS layer against the
-    server's client CA; the user is its CN) or a bearer token (a fixed one, or the current content of a file,
-    read on every request so that a test can rotate it). Anything else is 401 Unauthorized."""
-
-    tokens: dict[str, str] = attrs.field(factory=dict)  # token → user
-    token_files: dict[str, str] = attrs.field(factory=dict)  # path of a file holding a token → user
-    client_certificates: bool = True
-
-    def user(self, raw: aiohttp.web.BaseRequest | None, headers: Any) -> str | None:
-        auth = headers.get("Authorization") or ""
-        if auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
-            if token in self.tokens:
-                return self.tokens[token]
-            for path, user in self.token_files.items():
-                try:
-                    with open(path) as f:
-                        if f.read().strip() == token:
-                            return user
-                except OSError:
-                    continue
-            return None  # a wrong token is 401 even with a valid certificate, as on kube-apiserver
-        if self.client_certificates and raw is not None and raw.transport is not None:
-            cert = raw.transport.get_extra_info("peercert")
-            for rdn in (cert or {}).get("subject", ()):
-                for key, value in rdn:
-                    if key == "commonName":
-                        return str(value)
-        return None
-
-
-def serve(handler: StrictApiServer, *, ssl_context: Any = None, client: Any = None, port: int | None = None) -> Server:
-    """A kmock Server for ``handler``: HTTPS when ``ssl_context`` (a server-side ssl.SSLContext) is given.
-    ``client`` is the ssl.SSLContext of the handler's own client (``handler.post(…)``, for tests and the sandbox);
-    ``port`` rebinds a port, e.g. to restart the API server under a running operator."""
-
-    class TlsTestServer(aiohttp.test_utils.RawTestServer):
-        async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
-            await super().start_server(loop=loop, ssl=ssl_context, **kwargs)
-
-        async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
-            # stopping cuts the open requests (watches) at once, as a restarting API server does: aiohttp would
-            # otherwise wait up to a minute for them to end
-            srv = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, **kwargs)
-            return aiohttp.web.ServerRunner(srv, debug=debug, shutdown_timeout=0.1, **kwargs)
-
-    def session(url: Any) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=client if client is not None else True))
-
-    return Server(handler, port=port, server_cls=TlsTestServer, client_fct=session)  # type: ignore[call-arg]
 
 
 VERSION = {"major": "1", "minor": "30", "gitVersion": "v1.30.0+tfgrid-emulator", "platform": "linux/amd64"}
@@ -602,7 +345,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
         if d.status_subresource:
             obj.pop("status", None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp_now(), generation=1)
         meta.pop("resourceVersion", None)
         meta.pop("deletionTimestamp", None)
         obj["metadata"] = meta
@@ -694,7 +437,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         (finalizers hold what has them), and the namespace goes when nothing is left."""
         ns = copy.deepcopy(self._fetch(self.defs[NAMESPACES], None, name))
         if not ns["metadata"].get("deletionTimestamp"):
-            ns["metadata"]["deletionTimestamp"] = _now()
+            ns["metadata"]["deletionTimestamp"] = timestamp_now()
             ns["status"] = {**(ns.get("status") or {}), "phase": "Terminating"}
             ns["metadata"]["resourceVersion"] = self._next_rv()
             self.store[(NAMESPACES, None, name)] = ns
@@ -719,7 +462,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
                 obj = copy.deepcopy(obj)
-                obj["metadata"]["deletionTimestamp"] = _now()
+                obj["metadata"]["deletionTimestamp"] = timestamp_now()
                 obj["metadata"]["deletionGracePeriodSeconds"] = 0
                 obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
                 obj["metadata"]["resourceVersion"] = self._next_rv()

@@ -9,22 +9,24 @@ import os
 import pathlib
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import kopf
 import yaml
 from kmock._internal.apps import Server
 
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
-from tfgrid_operator import crd_schema, runtime
-from tfgrid_operator.kube.emulator import StrictApiServer
+from tfgrid_operator import runtime
+from tfgrid_operator.api import crds
+from tfgrid_operator.sandbox.emulator import StrictApiServer
 
 
 @contextlib.asynccontextmanager
-async def local_api(**emulator: object) -> AsyncIterator[StrictApiServer]:
+async def local_api(**emulator: Any) -> AsyncIterator[StrictApiServer]:
     """The emulator with our CRDs registered, served on 127.0.0.1; $KUBECONFIG points at it meanwhile."""
     with tempfile.TemporaryDirectory(prefix="tfgrid-local-") as tmp:
-        async with StrictApiServer(**emulator) as emu, Server(emu) as server:  # type: ignore[arg-type]
-            for crd in crd_schema.ALL.values():
+        async with StrictApiServer(**emulator) as emu, Server(emu) as server:
+            for crd in crds.ALL.values():
                 resp = await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
                 if resp.status != 201:
                     raise RuntimeError(f"the emulator refused a CRD: {await resp.text()}")
@@ -48,11 +50,12 @@ async def local_api(**emulator: object) -> AsyncIterator[StrictApiServer]:
 
 @contextlib.asynccontextmanager
 async def operator(factory: Callable[[], Awaitable[runtime.Runtime]]) -> AsyncIterator[runtime.Runtime]:
-    """The real kopf operator as a task of this event loop, with the runtime ``factory`` builds."""
-    runtime.set_factory(factory)
+    """The real kopf operator as a task of this event loop, with the runtime ``factory`` builds (handed to its
+    startup handler in kopf's operator memo, where the handlers then find the Runtime)."""
+    memo = kopf.Memo({runtime.MAKE_RUNTIME: factory})
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(kopf.operator(registry=kopf.get_default_registry(), standalone=True,
-                                             clusterwide=True, stop_flag=stop, ready_flag=ready))
+                                             clusterwide=True, memo=memo, stop_flag=stop, ready_flag=ready))
     try:
         waiting = asyncio.create_task(ready.wait())
         try:
@@ -62,8 +65,7 @@ async def operator(factory: Callable[[], Awaitable[runtime.Runtime]]) -> AsyncIt
         if not ready.is_set():
             raise RuntimeError("the operator stopped while starting" if task.done() else
                                "the operator did not start within 30 s")
-        yield runtime.get()
+        yield runtime.get(memo)
     finally:
         stop.set()
         await asyncio.gather(task, return_exceptions=True)
-        runtime.set_factory(None)

@@ -1,0 +1,180 @@
+"""The status write-back of each tick: every object's status from a handful of ledger queries, PATCHed only where
+something changed, and counters (uptime, billed totals) at most every settings.counter_refresh_s of grid time.
+
+An object a handler holds (an invalid spec, a wait on the world, a name taken) keeps that handler's report: the
+loop writes the report back over whatever was written since, and writes nothing of the ledger on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from tfgrid_operator import api, conditions, runtime
+from tfgrid_operator.backend import records
+from tfgrid_operator.backend.config import LedgerConfig
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.domain import pricing
+from tfgrid_operator.domain.units import Resources
+from tfgrid_operator.kube.client import ApiError
+from tfgrid_operator.loop.events import concurrently
+from tfgrid_operator.loop.requeue import HANDLER_OWNED, Key, forget_gone, nudge, requeues, unobserved
+from tfgrid_operator.loop.status import deployment_status, farm_status, node_attestation, node_status, proposal_status
+
+log = logging.getLogger("tfgrid_operator.loop")
+
+# fields that move with every uptime report or billing period; a change of anything else writes at once
+COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount",
+                      "reserve", "lastBill"})
+# status fields that say which ledger record an object is: removed when written on an object whose name is taken
+IDENTITY = ("farmId", "nodeId", "contractId", "proposalId", "node", "farm", "contractState")
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerView:
+    """What one refresh reads from the ledger, once for every object."""
+
+    now: int
+    stamp: str
+    cfg: LedgerConfig
+    summaries: dict[str, records.NodeSummary]
+    proposals: dict[str, records.Proposal]
+    contracts: dict[str, records.Contract]
+    policy: pricing.PricingPolicy
+    attested: dict[str, records.Attestation]
+    receipts: dict[str, records.MintReceipt]
+    farms: dict[str, list[records.NodeSummary]]  # farm name → its nodes
+    farm_records: dict[str, records.Farm]
+
+
+async def read_ledger(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary],
+                      proposals: dict[str, records.Proposal]) -> LedgerView:
+    contracts = await rt.ledger.contract_summaries()
+    policy, _ = await rt.ledger.policies()
+    attested, receipts = await rt.ledger.attestations(), await rt.ledger.last_receipts()
+    farms: dict[str, list[records.NodeSummary]] = defaultdict(list)
+    for s in summaries.values():
+        farms[s.farm].append(s)
+    farm_records = {f.name: f for f in await rt.ledger.list_farms()}
+    return LedgerView(now, conditions.timestamp(now), rt.ledger.config, summaries, proposals, contracts, policy,
+                      attested, receipts, farms, farm_records)
+
+
+async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary],
+                  proposals: dict[str, records.Proposal]) -> int:
+    """Write each object's status from the ledger; PATCH only where something changed."""
+    ledger = await read_ledger(rt, now, summaries, proposals)
+    patches: list[tuple[str, str, str, dict[str, Any]]] = []
+    forget_gone(rt)
+    nudges = sorted(set(unobserved(rt)) | set(requeues(rt)))
+    for (plural, ns, name), body in list(rt.objects.items()):
+        desired = desired_status(rt, ledger, (plural, ns, name), body)
+        if desired is None:
+            continue
+        change = conditions.diff(body.get("status") or {}, desired)
+        if change and not _only_counters(rt, (plural, ns, name), change, now):
+            patches.append((plural, ns, name, api.check_status(plural, change)))  # its Status model's, or a bug
+        elif change:
+            rt.refreshed.pop((plural, ns, name), None)  # a deferred counter: compare again next tick
+
+    started = time.perf_counter()
+    await concurrently([*(_send(rt, *p) for p in patches), *(nudge(rt, *k) for k in nudges)])
+    rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
+    _gauges(rt, summaries, ledger.contracts)
+    rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
+    return len(patches)
+
+
+def desired_status(rt: runtime.Runtime, ledger: LedgerView, key: Key, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The status the ledger says this object has; None: leave it alone (being deleted, no report of its handler
+    in this process, no generation applied yet, not this object's record, or nothing changed since compared)."""
+    plural, ns, name = key
+    status = body.get("status") or {}
+    uid = body["metadata"].get("uid", "")
+    held = rt.reported.get(key)  # what its handler reported, never what its status claims
+    if body["metadata"].get("deletionTimestamp") or held is None or held[0] != uid:
+        return None
+    # the generation whose reconcile finished, as the handler reported it: the loop refreshes what the ledger
+    # says but never claims a generation no handler has applied yet (a spec edit waiting in kopf's queue)
+    generation = status.get("observedGeneration")
+    if generation is None:
+        return None
+    owner = records.Owner(ns, uid)
+    if held[1] in HANDLER_OWNED:  # the handler's report stands, whatever was written over it since
+        claimed = {k: None for k in IDENTITY if k in status} if held[1] == Reason.NAME_TAKEN else {}
+        return {**claimed, **held[2]}  # a NameTaken object is no ledger record: no identity on it
+    if plural == "nodes" and name in ledger.summaries and _mine(ledger.summaries[name].owner, owner):
+        desired = node_status(ledger.summaries[name], status, generation, ledger.stamp, ledger.now, ledger.cfg)
+        return node_attestation(desired, body.get("spec") or {}, ledger.summaries[name], ledger.attested.get(name),
+                                ledger.receipts.get(name), generation, ledger.stamp)
+    if plural == "farms" and name in ledger.farm_records and _mine(ledger.farm_records[name].owner, owner):
+        return farm_status(ledger.farm_records[name], ledger.farms.get(name, []), status, generation, ledger.stamp)
+    if plural == "deployments" and f"{ns}/{name}" in ledger.contracts and \
+            ledger.contracts[f"{ns}/{name}"].owner_uid in ("", uid):
+        c = ledger.contracts[f"{ns}/{name}"]
+        seen = rt.refreshed.get(key)
+        if seen is not None and seen[0] is body.get("status") and seen[1:] == (c, generation, ledger.policy):
+            return None  # nothing it is made of changed since it was last compared: no change to find
+        rt.refreshed[key] = (body.get("status"), c, generation, ledger.policy)
+        return deployment_status(c, status, generation, ledger.stamp, ledger.policy, ledger.cfg.tft_price)
+    if plural == "proposals" and f"{ns}/{name}" in ledger.proposals and "proposalId" in status:
+        try:
+            spec = api.parse(api.ProposalSpec, body.get("spec"))
+        except api.InvalidSpec:
+            return None
+        return proposal_status(ledger.proposals[f"{ns}/{name}"], spec, status, generation, ledger.stamp, held[2])
+    return None
+
+
+async def _send(rt: runtime.Runtime, plural: str, ns: str, name: str, change: dict[str, Any]) -> None:
+    try:
+        written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, change)
+        tracked = rt.objects.get((plural, ns, name))
+        if tracked is not None and isinstance(written, dict):
+            # the next tick diffs against what was written, even before the watch delivers it
+            tracked["status"] = dict(written.get("status") or {})
+    except ApiError as err:
+        rt.refreshed.pop((plural, ns, name), None)  # not written: compare (and write) again next tick
+        rt.counters_written.pop((plural, ns, name), None)
+        if err.status != 404:
+            log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
+
+
+def _only_counters(rt: runtime.Runtime, key: Key, change: dict[str, Any], now: int) -> bool:
+    """True when only counters moved (uptime, billed total) and the status was written less than
+    settings.counter_refresh_s ago (grid time): such a status is current enough; anything else writes now."""
+    last = rt.counters_written.get(key)
+    if not set(change) <= COUNTERS or last is None or now - last >= rt.settings.counter_refresh_s:
+        rt.counters_written[key] = now
+        return False
+    return True
+
+
+def _mine(record: records.Owner, obj: records.Owner) -> bool:
+    """Whether a ledger record is this object's (made by it, or made before ownership and not claimed since)."""
+    if record.uid == "":
+        return record.namespace in ("", obj.namespace)
+    return record == obj
+
+
+def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], contracts: dict[str, records.Contract]) -> None:
+    total, used = Resources(), Resources()
+    for s in summaries.values():
+        total, used = total + s.resources, used + s.used
+    for field in ("cru", "mru", "sru", "hru"):
+        rt.metrics.capacity.labels(field, "total").set(getattr(total, field))
+        rt.metrics.capacity.labels(field, "used").set(getattr(used, field))
+    by_state: dict[str, int] = defaultdict(int)
+    for c in contracts.values():
+        by_state[c.state] += 1
+    for state in ("Created", "GracePeriod", "Deleted"):
+        rt.metrics.contracts.labels(state).set(by_state[state])
+    by_kind: dict[tuple[str, str], int] = defaultdict(int)
+    for (plural, _, _), body in rt.objects.items():
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        by_kind[(plural[:-1], ready.get("status", "Unknown"))] += 1
+    for (kind, ready), n in by_kind.items():
+        rt.metrics.objects.labels(kind, ready).set(n)

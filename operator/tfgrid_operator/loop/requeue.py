@@ -1,0 +1,91 @@
+"""Which objects the loop asks kopf to reconcile again, and when: a report that was lost (nudges) and a wait on
+the world (requeues, with a capped backoff). Asking is one annotation touch (nudge); kopf does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from tfgrid_operator import conditions, runtime
+from tfgrid_operator.conditions import Reason
+from tfgrid_operator.kube.client import ApiError
+
+log = logging.getLogger("tfgrid_operator.loop")
+
+Key = tuple[str, str, str]  # (plural, namespace, name)
+
+
+# conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
+WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY,
+                     Reason.PAYER_NOT_AUTHORIZED, Reason.FARM_CONSENT_MISSING, Reason.PAYER_IN_DEBT})
+# conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
+HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
+                           Reason.NAME_TAKEN}
+REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
+
+
+async def nudge(rt: runtime.Runtime, plural: str, ns: str, name: str) -> None:
+    """A new event for kopf: it re-runs the handlers of an object (whose last pass never got written, or whose
+    payer grant is about to end and must be read again)."""
+    # wall time to the microsecond: a value that always differs, so the patch is always a change kopf sees
+    meta = {"metadata": {"annotations": {runtime.REQUEUE_ANNOTATION: datetime.now(UTC).isoformat()}}}
+    try:
+        await rt.kube.request("PATCH", rt.kube.path(runtime.GROUP, runtime.VERSION, plural, ns, name), meta,
+                              "application/merge-patch+json")
+    except ApiError as err:
+        log.warning("Could not request a reconcile of %s %s/%s: %s", plural, ns, name, err)
+
+
+def unobserved(rt: runtime.Runtime) -> list[Key]:
+    """Objects whose status has not shown their current generation for settings.nudge_after_s: kopf retries a
+    failed handler by itself, but not a failed write of its own (a 409 or a dropped connection on its PATCH).
+    When a reconcile ran for that generation, its report was lost: nudge. When none ran yet, the object is either
+    still in kopf's queue (a burst of creations: nudging would only add work) or kopf's finalizer write failed
+    before the handler: those are nudged once kopf has been quiet for nudge_after_s (no reconcile finished)."""
+    now = time.monotonic()
+    quiet = now - rt.last_reconcile >= rt.settings.nudge_after_s
+    due = []
+    for key, body in rt.objects.items():
+        meta = body["metadata"]
+        generation = meta.get("generation", 1)
+        seen = (body.get("status") or {}).get("observedGeneration")
+        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+        # a wait on the world keeps observedGeneration behind on purpose; requeues() retries those, not nudges
+        if meta.get("deletionTimestamp") or (seen is not None and seen >= generation) or \
+                ready.get("reason") in WAITING or (rt.handled.get(key, -1) < generation and not quiet):
+            rt.unobserved_since.pop(key, None)
+            continue
+        since = rt.unobserved_since.setdefault(key, now)
+        if now - since >= rt.settings.nudge_after_s:
+            due.append(key)
+            rt.unobserved_since[key] = now
+    return due
+
+
+def requeues(rt: runtime.Runtime) -> list[Key]:
+    """Objects waiting on the world (no room, no payer, no farm yet) due for another try: first after
+    rt.retry_delay_s, then each wait twice the last, up to REQUEUE_BACKOFF_CAP times the first."""
+    now = time.monotonic()
+    first = rt.retry_delay_s
+    due = []
+    for key, body in rt.objects.items():
+        held = rt.reported.get(key)
+        if body["metadata"].get("deletionTimestamp") or held is None or \
+                held[0] != body["metadata"].get("uid", "") or held[1] not in WAITING:
+            rt.requeue_at.pop(key, None)
+            continue
+        at, wait = rt.requeue_at.setdefault(key, (now + first, first))
+        if now >= at:
+            due.append(key)
+            wait = min(wait * 2, first * REQUEUE_BACKOFF_CAP)
+            rt.requeue_at[key] = (now + wait, wait)
+    return due
+
+
+def forget_gone(rt: runtime.Runtime) -> None:
+    """Per-object bookkeeping of the loop ends with the object."""
+    for book in (rt.unobserved_since, rt.counters_written, rt.handled, rt.requeue_at, rt.refreshed, rt.reported):
+        for key in set(book) - set(rt.objects):
+            del book[key]

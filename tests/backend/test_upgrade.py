@@ -1,0 +1,82 @@
+"""Upgrading a version-5 ledger to version 6 (issue 13's last gaps), on SQLite and PostgreSQL: proposals get their
+nonce columns, the debt and node-key indexes are made, payout accounts are named within their farm's namespace
+(each keeps its balance and payouts), and an upgrade never fails on what an older ledger allowed."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+import ledger_setup
+from ledger_audit import conserved
+from tfgrid_operator import backend
+from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.domain import identity
+
+OWNER = identity.KeyPair.generate()
+A, B = records.Owner("team-a", "uid-a"), records.Owner("team-b", "uid-b")
+
+
+async def back_to_version_5(conn) -> None:
+    """Make a ledger look like version 5 again: payout accounts named as their farm named them, no proposal nonce
+    columns, none of version 6's indexes."""
+    for index in ("one_proposal_per_nonce", "debts_by_account", "one_node_per_key"):
+        await conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
+    for column in ("nonce", "council_key", "signed_digest"):
+        await conn.execute(sa.text(f"ALTER TABLE proposals DROP COLUMN {column}"))
+    a = schema.accounts
+    for row in (await conn.execute(sa.select(a.c.id, a.c.name).where(a.c.role == "payout"))).all():
+        await conn.execute(a.update().where(a.c.id == row.id).values(name=row.name.partition("/")[2]))
+    await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="5"))
+
+
+async def version(lg) -> str:
+    async with lg.engine.connect() as conn:
+        return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar()
+
+
+async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balance(ledger_url):
+    cfg = backend.LedgerConfig(minting_epoch=0)
+    lg = await backend.open_backend(ledger_url, cfg)
+    for farm, owner, payout in (("fa", A, "farmer"), ("fa2", A, "farmer"), ("fb", B, "bpayout")):
+        await lg.ensure_farm(name=farm, owner=owner, owner_key=OWNER.public_key, payout_account=payout,
+                             certified=False, dedicated=False, public_ips=0)
+    await lg.ensure_farm(name="fc", owner=B, owner_key=OWNER.public_key, payout_account="shared", certified=False,
+                         dedicated=False, public_ips=0)
+    await lg.ensure_farm(name="fd", owner=A, owner_key=OWNER.public_key, payout_account="shared", certified=False,
+                         dedicated=False, public_ips=0)
+    await lg.ensure_node(name="n1", owner=A, farm="fa", resources=ledger_setup.Resources(cru=2, mru=4, sru=100),
+                         country="", city="", certified=False, public_key=OWNER.public_key, now=0)
+    async with lg.engine.begin() as conn:
+        a = schema.accounts  # "shared" was used by farms of two namespaces (version 5 named it once for both)
+        await conn.execute(schema.farms.update().where(schema.farms.c.name == "fd").values(
+            account_id=sa.select(a.c.id).where(a.c.name == "team-b/shared").scalar_subquery()))
+        await conn.execute(a.delete().where(a.c.name == "team-a/shared"))
+        await back_to_version_5(conn)
+        await conn.execute(a.update().where(a.c.name == "farmer").values(balance=7))  # paid before the upgrade
+        # two nodes sharing a key, as version 5 allowed
+        n = schema.nodes
+        row = (await conn.execute(sa.select(n).where(n.c.name == "n1"))).one()._asdict()
+        await conn.execute(n.insert().values({**{k: v for k, v in row.items() if k != "id"}, "name": "n2"}))
+    await lg.close()
+    lg = await backend.open_backend(ledger_url, cfg)
+    try:
+        assert await version(lg) == str(schema.SCHEMA_VERSION)
+        farms = {f.name: f.payout_account for f in await lg.list_farms()}
+        assert farms == {"fa": "team-a/farmer", "fa2": "team-a/farmer", "fb": "team-b/bpayout", "fc": "shared",
+                         "fd": "shared"}  # one of two namespaces: kept as it was
+        assert (await lg.get_account(name="team-a/farmer")).balance == 7
+        # the next registration moves fc and fd to accounts of their own namespaces; "shared" keeps its money
+        for farm, owner in (("fc", B), ("fd", A)):
+            f = await lg.ensure_farm(name=farm, owner=owner, owner_key=OWNER.public_key, payout_account="shared",
+                                     certified=False, dedicated=False, public_ips=0)
+            assert f.payout_account == f"{owner.namespace}/shared"
+        # the shared node key stays as the old ledger had it; no new node may take a registered key
+        try:
+            await lg.ensure_node(name="n3", owner=A, farm="fa", resources=ledger_setup.Resources(cru=2, mru=4, sru=100),
+                                 country="", city="", certified=False, public_key=OWNER.public_key, now=0)
+            raise AssertionError("a third node took a registered key")
+        except errors.NameTaken:
+            pass
+        await conserved(lg, 7)
+    finally:
+        await lg.close()

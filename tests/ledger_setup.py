@@ -32,15 +32,25 @@ async def attest(ledger, *, node: str, resources: Resources, ts: int, key: ident
                                         now=ts if now is None else now)
 
 
+def certification(*, node: str, node_id: int, certified: bool, ts: int, key: identity.KeyPair,
+                  resources: Resources | None = None) -> str:
+    """A council member's signature over a node's (de)certification: its ledger id and, to certify, the capacity
+    certified (§1.2)."""
+    return key.sign(identity.CERTIFICATION, certification_payload(
+        node=node, node_id=node_id, certified=certified, ts=ts, resources=resources if certified else None))
+
+
 async def certify(ledger, *, node: str, certified: bool, ts: int, key: identity.KeyPair,
                   council: frozenset[str] | None = None, now: int | None = None) -> records.Attestation:
-    """A council member signs the node's (de)certification over its ledger id (§1.2); ``council`` defaults to
-    the signer alone."""
+    """A council member signs the node's (de)certification over its ledger id and the capacity it attests now
+    (§1.2); ``council`` defaults to the signer alone."""
     node_id = (await ledger.observe_node(name=node)).id
-    sig = key.sign(identity.CERTIFICATION, certification_payload(node=node, node_id=node_id, certified=certified, ts=ts))
+    attested = (await ledger.attestations()).get(node)
+    resources = attested.resources if attested is not None else Resources()
+    sig = certification(node=node, node_id=node_id, certified=certified, ts=ts, key=key, resources=resources)
     return await ledger.certify_node(node=node, certified=certified, ts=ts, member_key=key.public_key, signature=sig,
                                      council=frozenset({key.public_key}) if council is None else council,
-                                     now=ts if now is None else now)
+                                     now=ts if now is None else now, resources=resources)
 
 
 async def report_uptime(ledger, *, node: str, ts: int, uptime: int, key: identity.KeyPair,

@@ -13,6 +13,7 @@ from typing import Any
 
 from tfgrid_operator import runtime
 from tfgrid_operator.domain import identity, voting
+from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError, KubeClient
 
 
@@ -83,15 +84,32 @@ async def verdict(kube: KubeClient, *, namespace: str, name: str, farm: str, seq
         await asyncio.sleep(poll_s)
 
 
-def veto_payload(*, proposal: str, proposal_id: int) -> dict[str, Any]:
-    """What a veto signs: the proposal's name and its ledger id, so a veto of a withdrawn proposal never counts on
-    a later one of the same name (§5)."""
-    return {"proposal": proposal, "proposalId": proposal_id}
+def veto_payload(*, proposal: str, proposal_id: int, nonce: str = "") -> dict[str, Any]:
+    """What a veto signs: the proposal's name and its ledger identity — its id and the nonce of the council signature
+    that opened it (the ledger opens one proposal per nonce, ever) — so a veto never counts on another proposal of
+    the same name: not a withdrawn one's on a later one, nor one signed against a forged status.proposalId on the
+    proposal that later gets that id (§5). A proposal opened before nonces (none recorded) signs as it did then."""
+    payload: dict[str, Any] = {"proposal": proposal, "proposalId": proposal_id}
+    if nonce:
+        payload["nonce"] = nonce
+    return payload
 
 
-def signed_veto(key: identity.KeyPair, *, proposal: str, proposal_id: int) -> dict[str, Any]:
-    payload = veto_payload(proposal=proposal, proposal_id=proposal_id)
+def signed_veto(key: identity.KeyPair, *, proposal: str, proposal_id: int, nonce: str = "") -> dict[str, Any]:
+    payload = veto_payload(proposal=proposal, proposal_id=proposal_id, nonce=nonce)
     return {"memberKey": key.public_key, "signature": key.sign(identity.VETO, payload)}
+
+
+def veto_on(body: dict[str, Any], key: identity.KeyPair) -> dict[str, Any]:
+    """A signed veto of the Proposal object ``body`` as the operator opened it: status.proposalId and spec.nonce
+    (fixed once proposed). A status or nonce someone else wrote only makes the veto fail to verify on this
+    proposal; it never makes it count on another, whose nonce is another council signature's."""
+    meta, status = body["metadata"], body.get("status") or {}
+    pid = status.get("proposalId")
+    if not isinstance(pid, int):
+        raise ValueError(f"proposal {meta['namespace']}/{meta['name']} is not open on the ledger yet")
+    nonce = (body.get("spec") or {}).get("nonce") or ""
+    return signed_veto(key, proposal=f"{meta['namespace']}/{meta['name']}", proposal_id=pid, nonce=str(nonce))
 
 
 async def add_entry(kube: KubeClient, *, namespace: str, name: str, field: str, entry: dict[str, Any],
@@ -116,10 +134,37 @@ async def add_entry(kube: KubeClient, *, namespace: str, name: str, field: str, 
 CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not under kopf's own prefix, which its diffs ignore
 
 
-def signed_certification(key: identity.KeyPair, *, node: str, node_id: int, certified: bool, ts: int) -> dict[str, Any]:
-    """A council member's (de)certification of one ledger node (§1.2): bound to its ledger id and a time."""
-    payload = {"node": node, "nodeId": node_id, "certified": certified, "ts": ts}
+def signed_certification(key: identity.KeyPair, *, node: str, node_id: int, certified: bool, ts: int,
+                         resources: Resources | None = None) -> dict[str, Any]:
+    """A council member's (de)certification of one ledger node (§1.2): bound to its ledger id and a time, and a
+    certification to the capacity the member certifies (``resources``, required then): the ledger applies it only
+    while the node attests exactly that capacity."""
+    from tfgrid_operator.backend.sql.capacity import certification_payload
+
+    if certified and resources is None:
+        raise ValueError(f"a certification of node {node} names the capacity it certifies")
+    payload = certification_payload(node=node, node_id=node_id, certified=certified, ts=ts,
+                                    resources=resources if certified else None)
     return {**payload, "memberKey": key.public_key, "signature": key.sign(identity.CERTIFICATION, payload)}
+
+
+def certification_on(body: dict[str, Any], key: identity.KeyPair, *, certified: bool, ts: int) -> dict[str, Any]:
+    """A signed (de)certification of the Node object ``body``: its ledger id (status.nodeId) and, to certify, the
+    capacity its agent attested (status.attested). A status someone else wrote only makes it fail on the ledger,
+    which checks both against what it holds; it never certifies a capacity the node does not attest."""
+    meta, status = body["metadata"], body.get("status") or {}
+    node_id, attested = status.get("nodeId"), status.get("attested") or {}
+    if not isinstance(node_id, int):
+        raise ValueError(f"node {meta['namespace']}/{meta['name']} is not registered on the ledger yet")
+    resources = None
+    if certified:
+        try:
+            resources = Resources(*(int(attested[f]) for f in ("cru", "mru", "sru", "hru")))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"node {meta['namespace']}/{meta['name']} has no attested capacity to certify yet "
+                             f"(status.attested)") from None
+    return signed_certification(key, node=meta["name"], node_id=node_id, certified=certified, ts=ts,
+                                resources=resources)
 
 
 async def certify(kube: KubeClient, *, namespace: str, node: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -57,11 +57,13 @@ async def test_council_certification_and_attested_status(apiserver, operator, le
                          == "NotCertified", what="NotCertified")
         node_id = n["status"]["nodeId"]
         # a farmer's own key is not the council's: refused, with an Event
-        forged = ballot.signed_certification(OWNERS["alpha"], node="a1", node_id=node_id, certified=True, ts=START)
+        forged = ballot.signed_certification(OWNERS["alpha"], node="a1", node_id=node_id, certified=True, ts=START,
+                                              resources=Resources(**SPEC))
         await ballot.certify(kube, namespace="alpha", node="a1", entry=forged)
         await eventually(lambda: any(e.get("reason") == "CertificationRejected" for e in apiserver.read_all("events")),
                          what="CertificationRejected")
-        entry = ballot.signed_certification(COUNCIL[0], node="a1", node_id=node_id, certified=True, ts=START + 1)
+        entry = ballot.signed_certification(COUNCIL[0], node="a1", node_id=node_id, certified=True, ts=START + 1,
+                                            resources=Resources(**SPEC))
         await ballot.certify(kube, namespace="alpha", node="a1", entry=entry)
         a1 = await eventually(lambda: condition(obj(apiserver, "alpha", "nodes", "a1"), "Attested").get("reason")
                               == "CapacityAttested" and obj(apiserver, "alpha", "nodes", "a1"), what="certified")

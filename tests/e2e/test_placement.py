@@ -23,7 +23,8 @@ async def certify(apiserver, ledger, name, key):
         await eventually(lambda: _has(ledger, name), what=f"{name} attested")
         node_id = obj(apiserver, "nodes", name)["status"]["nodeId"]
         await ballot.certify(kube, namespace="default", node=name, entry=ballot.signed_certification(
-            COUNCIL[0], node=name, node_id=node_id, certified=True, ts=START))
+            COUNCIL[0], node=name, node_id=node_id, certified=True, ts=START,
+            resources=Resources(cru=8, mru=32, sru=1000)))
     await eventually(lambda: _certified(ledger, name), what=f"{name} certified")
 
 

@@ -133,14 +133,14 @@ async def test_rejected_on_weight_and_on_threshold_vetoed_unauthorized_and_close
     assert await ledger.observe_proposal(key="default/rogue") is None
     await eventually(lambda: events(apiserver, "Unauthorized", "rogue"), what="Unauthorized Event")
     # vetoes: one from outside the council is rejected; three council vetoes close it at once (§5 MinVetos)
-    pid = (await with_reason(apiserver, "proposals", "vetoed", "Voting"))["status"]["proposalId"]
+    voting_on = await with_reason(apiserver, "proposals", "vetoed", "Voting")
     async with KubeClient() as kube:
         await ballot.add_entry(kube, namespace="default", name="vetoed", field="vetoes", same="memberKey",
-                               entry=ballot.signed_veto(identity.KeyPair.generate(), proposal="default/vetoed", proposal_id=pid))
+                               entry=ballot.veto_on(voting_on, identity.KeyPair.generate()))
         await eventually(lambda: events(apiserver, "VetoRejected", "vetoed"), what="VetoRejected Event")
-        for member in COUNCIL:
+        for member in COUNCIL:  # each signs the proposal's ledger id and council nonce
             await ballot.add_entry(kube, namespace="default", name="vetoed", field="vetoes", same="memberKey",
-                                   entry=ballot.signed_veto(member, proposal="default/vetoed", proposal_id=pid))
+                                   entry=ballot.veto_on(voting_on, member))
     p = await with_reason(apiserver, "proposals", "vetoed", "Vetoed")
     assert p["status"]["vetoes"] == 3 and p["status"]["rejectedVetoes"][0]["reason"] == "NotCouncil"
     grid_clock.set(START + 24 * H)

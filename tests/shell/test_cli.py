@@ -60,7 +60,7 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
 
     import yaml
 
-    from tfgrid_operator import api
+    from tfgrid_operator import api, ballot
     from tfgrid_operator.domain import identity, voting
 
     runner = CliRunner()
@@ -109,6 +109,11 @@ def test_council_sign_and_print_only_vote_and_veto(tmp_path):
     out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--key-file", str(key), "--print",
                                    "--proposal-id", "7"])
     assert json.loads(out.output)["memberKey"] == pub
+    # a veto binds the proposal's ledger identity: its id and the council signature's nonce (§5)
+    out = runner.invoke(cli.main, ["council", "veto", "--proposal", "p", "--namespace", "gov", "--key-file", str(key),
+                                   "--print", "--proposal-id", "7", "--nonce", spec.nonce])
+    identity.verify(pub, identity.VETO, ballot.veto_payload(proposal="gov/p", proposal_id=7, nonce=spec.nonce),
+                    json.loads(out.output)["signature"])
 
 
 def test_json_log_format_configures_kopf():

@@ -193,22 +193,24 @@ def sign(manifest: pathlib.Path, key_file: pathlib.Path, namespace: str | None) 
 @click.option("--print", "print_only", is_flag=True)
 @click.option("--proposal-id", type=int, default=None,
               help="with --print: the proposal's ledger id (its status.proposalId), without reaching the cluster")
+@click.option("--nonce", default="", help="with --proposal-id: the proposal's spec.nonce (the council signature's)")
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
 def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool, proposal_id: int | None,
-         context: str | None) -> None:
+         nonce: str, context: str | None) -> None:
     from tfgrid_operator import ballot
 
     key, name = _load_key(key_file), f"{namespace}/{proposal}"
     if print_only and proposal_id is not None:
-        click.echo(json.dumps(ballot.signed_veto(key, proposal=name, proposal_id=proposal_id)))
+        click.echo(json.dumps(ballot.signed_veto(key, proposal=name, proposal_id=proposal_id, nonce=nonce)))
         return
 
     async def go(kube: Any) -> None:
         body = await _read_proposal(kube, namespace, proposal)
-        pid = (body.get("status") or {}).get("proposalId")
-        if not isinstance(pid, int):
-            raise click.ClickException(f"proposal {name} is not open on the ledger yet (no status.proposalId)")
-        entry = ballot.signed_veto(key, proposal=name, proposal_id=pid)  # bound to this proposal, not its name
+        try:  # bound to this proposal's ledger id and council nonce, not its name: never counts on another one
+            entry = ballot.veto_on(body, key)
+        except ValueError as exc:
+            raise click.ClickException(f"{exc} (no status.proposalId)") from exc
+        pid = body["status"]["proposalId"]
         if print_only:
             click.echo(json.dumps(entry))
             return
@@ -218,29 +220,41 @@ def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool
 
 
 @council.command(help="Certify a node (or with --revoke make it DIY again), §1.2 set_node_certification: signs the "
-                      "node's ledger id (its status.nodeId) and puts the signature on the Node as an annotation; the "
-                      "operator applies it on the capacity the node's agent attested (--print only prints it).")
+                      "node's ledger id (its status.nodeId) and the capacity its agent attested (status.attested), and "
+                      "puts the signature on the Node as an annotation; the operator applies it while the node attests "
+                      "that capacity (--print only prints it).")
 @click.option("--node", required=True, help="the Node object's name")
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
 @click.option("--revoke", is_flag=True, help="decertify: the node is DIY from now on")
 @click.option("--node-id", type=int, default=None, help="with --print: the node's ledger id, without reaching the cluster")
+@click.option("--capacity", default=None, metavar="CRU,MRU,SRU,HRU",
+              help="with --node-id: the capacity certified (what the node attests), e.g. 8,32,1000,0")
 @click.option("--print", "print_only", is_flag=True)
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
 def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, node_id: int | None,
-            print_only: bool, context: str | None) -> None:
+            capacity: str | None, print_only: bool, context: str | None) -> None:
     import time
 
     from tfgrid_operator import ballot, runtime
+    from tfgrid_operator.domain.units import Resources
     from tfgrid_operator.kube.client import ApiError
 
     key = _load_key(key_file)
 
-    def entry(nid: int) -> dict[str, Any]:
-        return ballot.signed_certification(key, node=node, node_id=nid, certified=not revoke, ts=int(time.time()))
-
     if print_only and node_id is not None:
-        click.echo(json.dumps(entry(node_id)))
+        resources = None
+        if not revoke:
+            try:
+                fields = [int(x) for x in (capacity or "").split(",")]
+                if len(fields) != 4:
+                    raise ValueError
+                resources = Resources(*fields)
+            except ValueError:
+                raise click.UsageError("--capacity CRU,MRU,SRU,HRU: a certification names the capacity it "
+                                       "certifies (the node's status.attested)") from None
+        click.echo(json.dumps(ballot.signed_certification(key, node=node, node_id=node_id, certified=not revoke,
+                                                          ts=int(time.time()), resources=resources)))
         return
 
     async def go(kube: Any) -> None:
@@ -250,10 +264,11 @@ def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, nod
             if err.status == 404:
                 raise click.ClickException(f"node {namespace}/{node} does not exist") from None
             raise
-        nid = (body.get("status") or {}).get("nodeId")
-        if not isinstance(nid, int):
-            raise click.ClickException(f"node {namespace}/{node} is not registered on the ledger yet")
-        signed = entry(nid)
+        try:
+            signed = ballot.certification_on(body, key, certified=not revoke, ts=int(time.time()))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        nid = signed["nodeId"]
         if print_only:
             click.echo(json.dumps(signed))
             return

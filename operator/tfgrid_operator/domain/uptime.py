@@ -25,6 +25,7 @@ MAX_CREDIT_S = REPORT_INTERVAL_S + GRACE_S  # §3.3: 2460 s per report at most
 CLOCK_SKEW_S = 120  # §3.3
 TIMESTAMP_DRIFT_S = 60  # §1.3 TimestampHintDrift: a report's time must be within ±60 s of now
 MIN_INTERVAL_S = GRACE_S  # a report sooner than this after the last accepted one adds nothing (not folded)
+MAX_UPTIME_S = 1 << 40  # a claimed uptime past this (34,000 years) is no report: refused, so int64 never overflows
 
 
 class Violation(enum.StrEnum):

@@ -48,7 +48,7 @@ async def uptime_report(body: Any, namespace: str, memo: kopf.Memo, **_: Any) ->
             if report.get("node") != node:
                 raise errors.BadSignature(f"the report names node {report.get('node')!r}, the lease is for {node!r}")
             await record(rt, node, report)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:  # OverflowError: int() of a JSON 1e400
             rt.metrics.uptime_rejected.labels("Malformed").inc()
             kopf.warn(node_ref(rt, namespace, node), reason=str(Reason.UPTIME_REJECTED),
                       message=f"malformed {annotation.rpartition('/')[2]} for node {node}: {exc}")

@@ -95,9 +95,11 @@ async def certification(body: Any, name: str, memo: kopf.Memo, **_: Any) -> None
         certified, ts, member, sig = bool(c["certified"]), int(c["ts"]), str(c["memberKey"]), str(c["signature"])
         if c.get("node") != name:
             raise ValueError(f"it names node {c.get('node')!r}")
+        # a certification names the capacity the council certified: applied only while the node attests it
+        resources = Resources(*(int(c[f]) for f in ("cru", "mru", "sru", "hru"))) if certified else None
         att = await rt.ledger.certify_node(node=name, certified=certified, ts=ts, member_key=member, signature=sig,
-                                           council=rt.settings.council, now=rt.clock.now())
-    except (ValueError, KeyError, TypeError) as exc:
+                                           council=rt.settings.council, now=rt.clock.now(), resources=resources)
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         kopf.warn(body, reason=str(Reason.CERTIFICATION_REJECTED), message=f"malformed certification: {exc}")
     except errors.NotFound as err:  # not registered, or no attested capacity yet: its agent will report
         raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s * 10) from err

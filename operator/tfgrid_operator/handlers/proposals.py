@@ -43,12 +43,14 @@ def council_problem(s: api.ProposalSpec, key: str, council: frozenset[str]) -> s
     return None
 
 
-def veto_problem(v: api.SignedVeto, key: str, proposal_id: int, council: frozenset[str]) -> str | None:
+def veto_problem(v: api.SignedVeto, key: str, prop: records.Proposal, council: frozenset[str]) -> str | None:
+    """Why a veto does not count on the ledger's proposal ``prop`` (None: it does). It must sign ``prop``'s ledger
+    identity, its id and nonce as the ledger holds them, never what the object's status or spec says."""
     if v.member_key not in council:
         return "NotCouncil"
     try:
-        identity.verify(v.member_key, identity.VETO, ballot.veto_payload(proposal=key, proposal_id=proposal_id),
-                        v.signature)
+        identity.verify(v.member_key, identity.VETO,
+                        ballot.veto_payload(proposal=key, proposal_id=prop.id, nonce=prop.nonce), v.signature)
     except identity.BadSignature:
         return "BadSignature"
     return None
@@ -91,7 +93,7 @@ async def apply_vetoes(rt: runtime.Runtime, key: str, s: api.ProposalSpec,
                        prop: records.Proposal) -> tuple[records.Proposal, list[dict[str, str]]]:
     rejected: list[dict[str, str]] = []
     for v in s.vetoes:
-        problem = veto_problem(v, key, prop.id, rt.settings.council)
+        problem = veto_problem(v, key, prop, rt.settings.council)
         if problem is None:
             prop = await rt.ledger.veto(proposal=key, member_key=v.member_key)
         else:

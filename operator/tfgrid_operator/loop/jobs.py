@@ -126,6 +126,8 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
             await event(rt, object_ref(rt, "deployments", name, ns) or body, "Warning", Reason.NODE_DOWN,
                         f"node {c.node} is down and no other node fits: {err.message}")
             continue
+        except errors.NotFound:  # closed since the list (its Deployment deleted meanwhile): the others still move
+            continue
         if not new.created:  # its final bill ended the grace period unpaid: deleted (OutOfFunds), not moved
             continue
         moved += 1  # the move is on the ledger: refresh writes status.movedFrom from it (Contract.moved_from)

@@ -276,7 +276,7 @@ class Month:
             return
         node = self.emu.read(f"{runtime.GROUP}/{runtime.VERSION}/nodes", m.namespace, m.name)  # now registered
         entry = ballot.signed_certification(self.council, node=m.name, node_id=view.status(node)["nodeId"],
-                                            certified=True, ts=START)
+                                            certified=True, ts=START, resources=self.capacity[m.name])
         await ballot.certify(kube, namespace=m.namespace, node=m.name, entry=entry)
 
         async def certified() -> bool:

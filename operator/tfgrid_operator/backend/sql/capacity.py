@@ -33,10 +33,16 @@ def capacity_payload(*, node: str, ts: int, resources: Resources) -> dict[str, A
     return {"node": node, "ts": ts, **resources.as_dict()}
 
 
-def certification_payload(*, node: str, node_id: int, certified: bool, ts: int) -> dict[str, Any]:
+def certification_payload(*, node: str, node_id: int, certified: bool, ts: int,
+                          resources: Resources | None = None) -> dict[str, Any]:
     """What a council member signs (identity.CERTIFICATION): bound to the ledger's node id, so it never
-    applies to another node that later takes the same name."""
-    return {"node": node, "nodeId": node_id, "certified": certified, "ts": ts}
+    applies to another node that later takes the same name; a certification also names the capacity the council
+    certifies (what the node attested when the member looked), so, held back, it never certifies a bigger machine
+    attested since. A decertification names none: it holds whatever the node attests."""
+    payload: dict[str, Any] = {"node": node, "nodeId": node_id, "certified": certified, "ts": ts}
+    if resources is not None:
+        payload.update(resources.as_dict())
+    return payload
 
 
 def has_changed(old: Resources, new: Resources, percent: int = CHANGE_PERCENT) -> bool:
@@ -145,18 +151,23 @@ class CapacityLedger(LedgerBase):
             return (await self._attestations(conn, [row.id]))[node]
 
     async def certify_node(self, *, node: str, certified: bool, ts: int, member_key: str, signature: str,
-                           council: frozenset[str], now: int) -> records.Attestation:
+                           council: frozenset[str], now: int, resources: Resources | None = None) -> records.Attestation:
         """A council member's signed (de)certification of the node (§1.2 set_node_certification). It holds from
-        ``now`` on the capacity last attested; refused without an attested capacity, from a key outside the
-        council, with a bad signature, or when not newer than the last certification applied (replay)."""
+        ``now`` on the capacity last attested, which must be the ``resources`` a certification signed (what the
+        council saw); refused without an attested capacity, from a key outside the council, with a bad signature,
+        on another capacity, or when not newer than the last certification applied (replay)."""
         k = schema.capacity
         async with self._tx() as conn:
             row = await self._active_node(conn, node)
             if member_key not in council:
                 raise errors.BadSignature(f"certification of node {node!r}: {member_key[:12]}… is not a council key")
+            if certified and resources is None:
+                raise errors.BadSignature(f"certification of node {node!r} names no capacity: a council member "
+                                          f"certifies the capacity it saw (tfgrid-operator council certify)")
             try:
-                identity.verify(member_key, identity.CERTIFICATION,
-                                certification_payload(node=node, node_id=row.id, certified=certified, ts=ts), signature)
+                identity.verify(member_key, identity.CERTIFICATION, certification_payload(
+                    node=node, node_id=row.id, certified=certified, ts=ts, resources=resources if certified else None),
+                    signature)
             except identity.BadSignature as exc:
                 raise errors.BadSignature(f"certification of node {node!r} is not signed by {member_key[:12]}…") from exc
             last = (await conn.execute(sa.select(sa.func.max(k.c.signed_ts)).where(
@@ -168,6 +179,10 @@ class CapacityLedger(LedgerBase):
             current = (await latest(conn, [row.id])).get(row.id)
             if current is None:
                 raise errors.NotFound(f"node {node!r} has no attested capacity to certify yet")
+            if certified and _res(current) != resources:  # held back while the agent attested another machine
+                raise errors.BadSignature(
+                    f"certification of node {node!r} certifies the capacity {resources.as_dict()} but the node "
+                    f"attests {_res(current).as_dict()} now: the council certifies the capacity it saw")
             await self._append(conn, row.id, ts=max(now, current.from_ts), resources=_res(current),
                                certified=certified, source="council", signed_ts=ts, signer=member_key)
             return dataclasses.replace((await self._attestations(conn, [row.id]))[node], changed=True)

@@ -388,11 +388,16 @@ class ContractsLedger(BillingLedger):
         left it: the overdraft, the grace state and its start (§2.4). If no node fits, nothing changes
         (NoCapacity). If the final bill ends the grace period unpaid, the contract is deleted (OutOfFunds)
         instead of moved and returned as it is (``created`` False)."""
-        c = schema.contracts
+        c, n = schema.contracts, schema.nodes
         async with self._tx() as conn:
             current = await self._latest_contract(conn, key)
             if current is None or current.state not in LIVE:
                 raise errors.NotFound(f"deployment {key!r} has no open contract to move")
+            # a move relocates the contract as it is (what its payer agreed to): its size and public IPs, never a
+            # spec grown since (that is a resize, which the ledger refuses to a payer that owes); a rent still rents
+            # a whole node and reserves all of the new one below, as placement does
+            request = dataclasses.replace(request, public_ips=current.public_ips, dedicated=current.dedicated,
+                                          resources=request.resources if current.dedicated else current.resources)
             decision = await self._select(conn, request, now)
             if isinstance(decision, scheduling.Unschedulable):
                 raise errors.NoCapacity(decision.constraint, decision.message)
@@ -407,13 +412,15 @@ class ContractsLedger(BillingLedger):
             await conn.execute(c.update().where(c.c.id == current.id).values(
                 state="Deleted", deleted_at=now, deleted_reason="Moved", overdraft=0))
             await self._pay_out(conn, current.id, now)
-            node_id = (await conn.execute(sa.select(schema.nodes.c.id).where(schema.nodes.c.name == decision.node))).scalar_one()
+            node = (await conn.execute(sa.select(n).where(n.c.name == decision.node))).one()
+            reserved = capacity.capped(_res(node), (await capacity.latest(conn, [node.id])).get(node.id)) \
+                if current.dedicated else current.resources
             await conn.execute(c.insert().values(
-                key=key, account_id=billed.account_id, node_id=node_id, public_ips=request.public_ips,
-                dedicated=request.dedicated, state=billed.state, grace_since=billed.grace_since, created_at=now,
+                key=key, account_id=billed.account_id, node_id=node.id, public_ips=current.public_ips,
+                dedicated=current.dedicated, state=billed.state, grace_since=billed.grace_since, created_at=now,
                 overdraft=billed.overdraft, owner_uid=current.owner_uid, proof=current.proof,
                 proof_until=current.proof_until, proof_signature=current.proof_signature,
-                **request.resources.as_dict()))
+                **reserved.as_dict()))
             moved = await self._latest_contract(conn, key)
             assert moved is not None
             return dataclasses.replace(moved, created=True)

@@ -349,6 +349,9 @@ class RegistryLedger(LedgerBase):
 
     async def record_uptime(self, *, node: str, ts: int, uptime: int, signature: str, now: int) -> int:
         """Verify and count one signed uptime report; returns the seconds credited this period."""
+        if not 0 <= uptime <= uptime_mod.MAX_UPTIME_S:  # invariant 6: bounded before it reaches a BIGINT column
+            raise errors.InvalidRequest(f"uptime report for node {node!r}: an uptime of {uptime} s is outside "
+                                        f"[0, {uptime_mod.MAX_UPTIME_S}]")
         n = schema.nodes
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()

@@ -182,6 +182,13 @@ async def test_mint_receipt_explains_the_amount(ledger):
     assert i["policy"]["cu"] == 2400 and i["amount"] == r.amount
     full = Fraction(i["cu"]) * 2400 + Fraction(i["su"]) * 1000
     assert r.amount == int(full * i["uptimePermille"] / 1000 * 10**7 / 80)  # §3.5 recomputed from the receipt
+    # the stored text is one JSON object: the part nodes of one capacity share and the node's own, every field once
+    assert set(i) == {"period", "start", "end", "periodSeconds", "uptimeSeconds", "uptimePermille", "reports",
+                      "violation", "cu", "su", "certified", "certifiedFactor", "policy", "sla", "fullMusd",
+                      "rewardMusd", "tftConnectionPriceMusd", "amount"}
+    assert (i["periodSeconds"], i["violation"], i["certified"]) == (p.seconds, None, False) and i["reports"] > 0
+    assert Fraction(i["fullMusd"]) == full and Fraction(i["rewardMusd"]) == full * i["uptimePermille"] / 1000
+    assert i["policy"] == {"id": 1, "cu": 2400, "su": 1000, "nu": 30, "ipv4": 5, "minimalUptime": 95, "default": True}
     with pytest.raises(errors.NotFound):
         await ledger.mint_receipts(node="ghost")
 

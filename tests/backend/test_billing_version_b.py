@@ -224,3 +224,33 @@ async def test_a_close_with_an_unpaid_final_bill_keeps_the_debt_on_record(ledger
     assert (closed.state, closed.billed_total, closed.overdraft) == ("Deleted", HOURLY // 2, HOURLY // 4)
     assert await balance(ledger, "alice") == 0
     assert await balance(ledger, "ns/farm1-payout") == HOURLY // 8  # 1,406,250 reserve → 703,125 to the farmer
+
+
+@pytest.mark.parametrize("version", ["5", "6"])
+async def test_bills_written_out_before_schema_7_keep_their_receipts(ledger_url, version):
+    """Schema 7 keeps a receipt's shared steps once (bill_quotes); a bill made before (schema 4 to 6) wrote them on
+    its own row, and reads back the same after the upgrade (from 5 through 6 to 7, or from 6)."""
+    lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0))
+    await grid(lg)
+    await lg.fund(name="alice", amount=2000 * TFT)
+    await open_small(lg, public_ips=1)
+    await lg.bill_period(period=0, now=H)
+    [made] = await lg.bills(key="ns/d")
+    shared = ("cru", "mru", "sru", "hru", "public_ips", "rented", "cu_milli", "su_milli", "cost_usd", "gross",
+              "discount_percent", "discounted", "certified_percent")
+    async with lg.engine.begin() as conn:  # the bill as schema 5 or 6 wrote it: the steps on its row, no quote
+        b, q = schema.bills, schema.bill_quotes
+        quote = (await conn.execute(sa.select(q))).one()
+        await conn.execute(b.update().values(quote_id=None, rates_id=quote.rates_id,
+                                             **{name: getattr(quote, name) for name in shared}))
+        await conn.execute(q.delete())
+        await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value=version))
+    await lg.close()
+    lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0))
+    try:
+        assert await lg.bills(key="ns/d") == [made]
+        await lg.bill_period(period=1, now=2 * H)
+        old, new = await lg.bills(key="ns/d")
+        assert old == made and new.receipt["gross"] == made.receipt["gross"] and new.receipt["cycle"] == 2
+    finally:
+        await lg.close()

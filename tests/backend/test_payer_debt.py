@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from ledger_audit import conserved
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records, schema
-from tfgrid_operator.domain import identity, money, names, pricing, scheduling
+from tfgrid_operator.domain import billing, identity, money, names, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
 
 H = 3600
@@ -126,7 +126,7 @@ async def test_a_deployment_closed_in_grace_leaves_its_debt_to_its_payer_who_pay
     paid = await ledger.fund(name="alice", amount=part, now=5 * H)
     funded += part
     assert (paid.balance, paid.debt, paid.collected) == (0, owed - part, part)
-    share = pricing.split(part)
+    share = billing.split(part)
     after = await balances(ledger)
     assert after[f"{A}/farmer"] - before[f"{A}/farmer"] == share.farmer
     assert after["foundation"] - before["foundation"] == share.foundation

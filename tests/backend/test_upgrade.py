@@ -1,6 +1,8 @@
-"""Upgrading a version-5 ledger to version 6 (issue 13's last gaps), on SQLite and PostgreSQL: proposals get their
-nonce columns, the debt and node-key indexes are made, payout accounts are named within their farm's namespace
-(each keeps its balance and payouts), and an upgrade never fails on what an older ledger allowed."""
+"""Upgrading a version-5 ledger through version 6 (issue 13's last gaps) to version 7 (compact receipts), on SQLite
+and PostgreSQL: proposals get their nonce columns, the debt and node-key indexes are made, payout accounts are
+named within their farm's namespace (each keeps its balance and payouts), bills get their quote and bill_quotes
+is made (on PostgreSQL bills lose their foreign keys and contracts get fillfactor 50), and an upgrade never fails
+on what an older ledger allowed. A new ledger is made at version 7 directly, with the same parts."""
 
 from __future__ import annotations
 
@@ -18,7 +20,15 @@ A, B = records.Owner("team-a", "uid-a"), records.Owner("team-b", "uid-b")
 
 async def back_to_version_5(conn) -> None:
     """Make a ledger look like version 5 again: payout accounts named as their farm named them, no proposal nonce
-    columns, none of version 6's indexes."""
+    columns, none of version 6's indexes; and none of version 7's parts (no bill_quotes, no bills.quote_id; on
+    PostgreSQL bills with their foreign keys and contracts with the default fillfactor)."""
+    await conn.execute(sa.text("DROP TABLE bill_quotes"))
+    await conn.execute(sa.text("ALTER TABLE bills DROP COLUMN quote_id"))
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("ALTER TABLE bills ADD CONSTRAINT bills_contract_id_fkey FOREIGN KEY (contract_id) "
+                                   "REFERENCES contracts (id), ADD CONSTRAINT bills_rates_id_fkey FOREIGN KEY "
+                                   "(rates_id) REFERENCES bill_rates (id)"))
+        await conn.execute(sa.text("ALTER TABLE contracts RESET (fillfactor)"))
     for index in ("one_proposal_per_nonce", "debts_by_account", "one_node_per_key"):
         await conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
     for column in ("nonce", "council_key", "signed_digest"):
@@ -32,6 +42,27 @@ async def back_to_version_5(conn) -> None:
 async def version(lg) -> str:
     async with lg.engine.connect() as conn:
         return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar()
+
+
+async def has_version_7(lg) -> None:
+    """Version 7's parts are there: bill_quotes and bills.quote_id; on PostgreSQL no foreign key on bills and
+    contracts with fillfactor 50."""
+    def inspect(sync):
+        found = sa.inspect(sync)
+        return ("bill_quotes" in found.get_table_names(), {c["name"] for c in found.get_columns("bills")},
+                found.get_foreign_keys("bills"))
+    async with lg.engine.connect() as conn:
+        quotes, columns, keys = await conn.run_sync(inspect)
+        assert quotes and "quote_id" in columns
+        if conn.dialect.name == "postgresql":
+            assert keys == []
+            options = (await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'contracts'"))).scalar()
+            assert f"fillfactor={schema.CONTRACTS_FILLFACTOR}" in (options or [])
+
+
+async def test_a_new_ledger_is_made_at_version_7(ledger):
+    assert (await version(ledger), schema.SCHEMA_VERSION) == ("7", 7)
+    await has_version_7(ledger)
 
 
 async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balance(ledger_url):
@@ -61,6 +92,7 @@ async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balan
     lg = await backend.open_backend(ledger_url, cfg)
     try:
         assert await version(lg) == str(schema.SCHEMA_VERSION)
+        await has_version_7(lg)
         farms = {f.name: f.payout_account for f in await lg.list_farms()}
         assert farms == {"fa": "team-a/farmer", "fa2": "team-a/farmer", "fb": "team-b/bpayout", "fc": "shared",
                          "fd": "shared"}  # one of two namespaces: kept as it was

@@ -38,6 +38,25 @@ def test_certified_only_for_a_whole_period_and_nothing_before_the_first_attestat
     assert minting.held_over([minting.Held(P.end, r, True)], P).cu == 0  # from the next period on
 
 
+def _every_entry(history, period):
+    """held_over as first written: every entry weighed, none dropped or clipped (minting keeps a shorter form)."""
+    cu, su, certified_s = Fraction(0), Fraction(0), 0
+    ordered = sorted(history, key=lambda h: h.since)
+    for i, h in enumerate(ordered):
+        until = ordered[i + 1].since if i + 1 < len(ordered) else period.end
+        seconds = max(0, min(until, period.end) - max(h.since, period.start))
+        cu += units.farming_cu(h.resources) * seconds
+        su += units.farming_su(h.resources) * seconds
+        certified_s += seconds if h.certified else 0
+    return minting.FarmingUnits(cu / period.seconds, su / period.seconds, certified_s == period.seconds)
+
+
+@given(st.lists(st.builds(minting.Held, st.sampled_from((0, 500, 1000, 1001, 11_000, 22_600, 30_000)), RES,
+                          st.booleans()), max_size=6))
+def test_held_over_weighs_only_what_was_held_in_the_period(history):
+    assert minting.held_over(history, P) == _every_entry(history, P)
+
+
 # §5 vote weight held over the last minted period (issue 13): bought a second before a vote, it weighs nothing
 
 

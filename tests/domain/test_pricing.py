@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfgrid_operator.domain import money, pricing
+from tfgrid_operator.domain import billing, money, pricing
 from tfgrid_operator.domain.units import Resources
 
 POLICY = pricing.PricingPolicy()
@@ -54,7 +54,7 @@ def test_rent_contract_pays_half_the_node():
 
 @given(st.integers(0, 10**15))
 def test_split_adds_up_and_follows_50_40_10(amount):
-    s = pricing.split(amount)
+    s = billing.split(amount)
     assert s.farmer + s.foundation + s.staking_pool == amount
     assert s.farmer == amount // 2 and s.staking_pool == amount // 10
 
@@ -78,7 +78,7 @@ def test_negative_input_is_refused():
     with pytest.raises(ValueError):
         _bill(balance=0, seconds=-1)
     with pytest.raises(ValueError):
-        pricing.split(-1)
+        billing.split(-1)
 
 
 def test_money_parse_and_format_roundtrip():

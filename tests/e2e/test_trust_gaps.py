@@ -20,7 +20,7 @@ from e2e.conftest import COUNCIL, PERIOD, START, condition, eventually
 from e2e.objects import events, held_a_period, proposal, twin_account
 from e2e.tenants import conserved, create, deployment, farm, get, node, patch, reason
 from tfgrid_operator import agent, ballot
-from tfgrid_operator.domain import identity, money, pricing, units
+from tfgrid_operator.domain import billing, identity, money, units
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
@@ -91,7 +91,7 @@ async def test_a_deployment_deleted_in_grace_leaves_its_debt_to_its_payer(apiser
     paid = await ledger.fund(name="carol", amount=100 * TFT, now=grid_clock.now())
     funded += 100 * TFT
     assert (paid.collected, paid.debt) == (closed.overdraft, 0)
-    share = pricing.split(closed.overdraft)
+    share = billing.split(closed.overdraft)
     after = {a.name: a.balance for a in await ledger.list_accounts()}
     assert (after[f"{A}/farmer"] - before[f"{A}/farmer"], after["foundation"] - before["foundation"],
             after["staking-pool"] - before["staking-pool"]) == (share.farmer, share.foundation, share.staking_pool)

@@ -121,6 +121,10 @@ async def test_quickstart_output_applied_makes_every_object_ready_and_its_propos
             await _ready(kube, "farms", d["metadata"]["name"])
         for d in docs["nodes.yaml"]:
             await _ready(kube, "nodes", d["metadata"]["name"], also="lastReportAt")  # the agent's report was accepted
+            # and its capacity report too: the operator records it after the uptime report, so lastReportAt can
+            # show before it; a period minted before it was recorded would find nothing attested (NotAttested),
+            # and the farm would weigh nothing in the vote below
+            await _ready(kube, "nodes", d["metadata"]["name"], also="attested")
         web = await _ready(kube, "deployments", "web")
         assert web["status"]["contractState"] == "Created"
         proposal = await _ready(kube, "proposals", "cheaper-compute")  # the council signature is valid for NS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -95,8 +96,27 @@ def held_over(history: Sequence[Held], period: Period) -> FarmingUnits:
     (none before the first attestation), so a capacity raised just before the mint earns only those seconds.
     CU and SU are averaged per segment (the average of min() never exceeds min() of the averages). The node
     counts as certified only when it was certified for the whole period."""
+    return _held_over(_within(history, period), period)
+
+
+def _within(history: Sequence[Held], period: Period) -> tuple[Held, ...]:
+    """The entries that hold some of the period, the first clipped to its start: what ``_held_over`` weighs, the
+    same for every node that held the same capacity over the period (so minting 10,000 nodes computes a few)."""
+    ordered = sorted(history, key=lambda h: h.since)
+    first = 0
+    for i, h in enumerate(ordered):  # the last entry at or before the start is the first one held in it
+        if h.since <= period.start:
+            first = i
+    kept = [h for h in ordered[first:] if h.since < period.end]
+    if kept and kept[0].since < period.start:
+        kept[0] = dataclasses.replace(kept[0], since=period.start)
+    return tuple(kept)
+
+
+@functools.lru_cache(maxsize=4096)
+def _held_over(ordered: tuple[Held, ...], period: Period) -> FarmingUnits:
     cu, su, certified_s = Fraction(0), Fraction(0), 0
-    for h, seconds in held_seconds(history, period):
+    for h, seconds in held_seconds(ordered, period):
         cu += units.farming_cu(h.resources) * seconds
         su += units.farming_su(h.resources) * seconds
         certified_s += seconds if h.certified else 0
@@ -126,14 +146,9 @@ def reward(
     """§3.5 reward; §3.4 SLA scaling; any violation zeroes the period (§3.3). ``resources`` is a node's
     capacity, or the farming units it held over the period (``held_over``)."""
     held = resources if isinstance(resources, FarmingUnits) else FarmingUnits.of(resources)
-    full = (
-        held.cu * policy.cu
-        + held.su * policy.su
-        + nu_gb * policy.nu
-        + Fraction(ip_seconds * policy.ipv4, 3600)
-    )
-    if certified and policy.id == 1:
-        full = full * Fraction(5, 4)  # §3.5: certified node still on policy 1 gets +25 %
+    # keyed by integers: a Fraction's hash costs a modular inverse, and 10,000 nodes share a few of these
+    full = _full_musd(held.cu.numerator, held.cu.denominator, held.su.numerator, held.su.denominator, certified,
+                      policy, nu_gb, ip_seconds)
     permille = uptime.uptime_permille(state.total, period_seconds)
     if state.violation is not None:
         return Reward(permille, full, Fraction(0), 0, str(state.violation))
@@ -143,15 +158,27 @@ def reward(
         sla = SLA_CERTIFIED_PERMILLE if certified else SLA_DIY_PERMILLE
         if permille < sla:
             return Reward(permille, full, Fraction(0), 0, "BelowSla")
-        scaled = full * permille / 1000
+        scaled = Fraction(full.numerator * permille, full.denominator * 1000)
     else:
         # §3.4: other policies compare permille against a percent value ("looks like a bug, but it is
         # how the code works") and pay the unscaled reward.
         if permille < policy.minimal_uptime:
             return Reward(permille, full, Fraction(0), 0, "BelowSla")
         scaled = full
-    tft_units = int(scaled * money.UNITS_PER_TFT / connection_price_musd)  # §3.5, floored as permill maths
+    # §3.5, floored as permill maths (integers: the floor of a non-negative fraction)
+    tft_units = scaled.numerator * money.UNITS_PER_TFT // (scaled.denominator * connection_price_musd)
     return Reward(permille, full, scaled, tft_units, "Rewarded")
+
+
+@functools.lru_cache(maxsize=4096)
+def _full_musd(cu_n: int, cu_d: int, su_n: int, su_d: int, certified: bool, policy: FarmingPolicy, nu_gb: int,
+               ip_seconds: int) -> Fraction:
+    """§3.5 the reward before the SLA and uptime scaling: the same for every node of one capacity and policy."""
+    full = (Fraction(cu_n, cu_d) * policy.cu + Fraction(su_n, su_d) * policy.su + nu_gb * policy.nu
+            + Fraction(ip_seconds * policy.ipv4, 3600))
+    if certified and policy.id == 1:
+        full = full * Fraction(5, 4)  # §3.5: certified node still on policy 1 gets +25 %
+    return full
 
 
 def policy_for(certified: bool) -> FarmingPolicy:

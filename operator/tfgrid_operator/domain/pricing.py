@@ -1,8 +1,8 @@
 """Proof-of-Utilization pricing: a contract's cost for a billing window (billing version B).
 
 Version B is the current mainnet rule set (docs/grid-rules.md §2.6, §2.7): certified
-capacity ×1.25, discount thresholds 1.5/3/6/18 months, payout 50 % farmer / 40 % foundation /
-10 % staking pool, nothing burned.
+capacity ×1.25, discount thresholds 1.5/3/6/18 months. What happens with a bill — settlement, grace,
+the reserve and its 50/40/10 payout — is domain/billing.py.
 """
 
 from __future__ import annotations
@@ -76,6 +76,17 @@ def discount_level(*, balance: int, amount_due: Fraction | int, seconds: int) ->
         if left * d >= right * n:
             return level, factor
     return DiscountLevel.NONE, Fraction(1)
+
+
+def discount_floors(*, amount_due: int, seconds: int) -> tuple[tuple[int, DiscountLevel, Fraction], ...]:
+    """The least balance at which each level of ``discount_level`` applies, highest level first: the same
+    integer comparison solved for the balance (balance·t·d ≥ due·month·n ⇔ balance ≥ ⌈due·month·n / (t·d)⌉),
+    so a bill's level is the first whose floor the balance reaches, and none below the last. Billing prices a
+    contract shape once and then compares each payer's balance with these."""
+    if seconds <= 0 or amount_due <= 0:
+        return ()
+    return tuple((-(-amount_due * SECONDS_PER_MONTH * n // (seconds * d)), level, factor)
+                 for n, d, level, factor in _LEVELS_AS_INTS)
 
 
 def contract_cost_units_usd(
@@ -196,27 +207,6 @@ def _final(gross: int, factor: Fraction, certified_percent: int) -> tuple[int, i
     discount function returns a whole amount before the certified step multiplies it."""
     discounted = money.round_half_up(gross * factor)
     return discounted, money.round_half_up(Fraction(discounted * certified_percent, 100))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Split:
-    farmer: int
-    foundation: int
-    staking_pool: int
-
-
-def split(amount: int) -> Split:
-    """§2.7 version B payout of node and rent contracts: 50 % farmer, 40 % foundation, 10 % staking.
-
-    Integer shares (a choice the chain leaves open): the farmer and the staking pool get the floor of
-    their share and the foundation the remainder (at most 1 unit), so the parts always add up to the
-    amount. Applied to a contract's reserve when it is paid out (every 24 cycles and on deletion).
-    """
-    if amount < 0:
-        raise ValueError("a bill is never negative")
-    farmer = amount * 50 // 100
-    staking = amount * 10 // 100
-    return Split(farmer=farmer, foundation=amount - farmer - staking, staking_pool=staking)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

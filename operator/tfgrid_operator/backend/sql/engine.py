@@ -179,6 +179,8 @@ class LedgerBase:
                     await self._migrate_to_5(conn)
                 if int(current) < 6:
                     await self._migrate_to_6(conn)
+                if int(current) < 7:
+                    await self._migrate_to_7(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -284,6 +286,18 @@ class LedgerBase:
                 taken.add(target)
         await self._set_meta(conn, "schema_version", "6")
 
+    async def _migrate_to_7(self, conn: AsyncConnection) -> None:
+        """Version 7: compact receipts (bills get quote_id; bill_quotes is new: create_all made it). On PostgreSQL
+        bills drop their foreign keys and contracts get fillfactor 50, which pages written from now on keep (a
+        VACUUM FULL applies it to the old ones). SQLite ledgers keep their bills' foreign keys: dropping one means
+        rebuilding the table, and SQLite's check is cheap. Bills made before keep their receipts as they were."""
+        await self._add_missing_columns(conn, ("bills",))
+        if not self.is_sqlite:
+            await conn.execute(sa.text("ALTER TABLE bills DROP CONSTRAINT IF EXISTS bills_contract_id_fkey, "
+                                       "DROP CONSTRAINT IF EXISTS bills_rates_id_fkey"))
+            await conn.execute(sa.text(f"ALTER TABLE contracts SET (fillfactor = {schema.CONTRACTS_FILLFACTOR})"))
+        await self._set_meta(conn, "schema_version", "7")
+
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):
             await batcher.close()
@@ -360,4 +374,5 @@ class LedgerBase:
                 p = minting.FarmingPolicy(**json.loads(value))
                 farming[p.id] = p
         return price_policy, farming
+
 

@@ -19,7 +19,7 @@ from tfgrid_operator.backend.sql.engine import (
     inserted_id,
     payout_account_name,
 )
-from tfgrid_operator.domain import identity, minting, money, names, pricing, units
+from tfgrid_operator.domain import billing, identity, minting, money, names, units
 from tfgrid_operator.domain import uptime as uptime_mod
 from tfgrid_operator.domain.units import Resources
 
@@ -125,10 +125,11 @@ class RegistryLedger(LedgerBase):
         return {aid: int(owed) for aid, owed in rows}
 
     async def _collect_debts(self, conn: AsyncConnection, account_id: int, amount: int, now: int) -> dict[int, int]:
-        """Take what ``account_id`` owes on its closed contracts out of ``amount`` (oldest contract first): each
-        contract's overdraft goes down by what is taken, which is split as its payout would have been (§2.7,
-        ``pricing.split``: farmer of its node's farm, foundation, staking pool) and recorded as a payout of
-        reason Debt. Returns the gains of the receiving accounts (the payer's own share is the caller's)."""
+        """Take what ``account_id`` owes on its closed contracts out of ``amount`` (oldest contract first,
+        ``billing.debt_taken``): each contract's overdraft goes down by what is taken, which is split as its
+        payout would have been (§2.7, ``billing.payout_gains``: farmer of its node's farm, foundation, staking
+        pool) and recorded as a payout of reason Debt. Returns the gains of the receiving accounts (the payer's
+        own share is the caller's)."""
         c, n, f, p = schema.contracts, schema.nodes, schema.farms, schema.payouts
         owed = (await conn.execute(
             sa.select(c.c.id, c.c.overdraft, f.c.account_id.label("farmer"))
@@ -139,24 +140,21 @@ class RegistryLedger(LedgerBase):
             return {}
         foundation, staking = await self._grid_accounts(conn)
         gains: dict[int, int] = {}
-        left = amount
-        for r in owed:
-            take = min(left, int(r.overdraft))
+        for r, take in zip(owed, billing.debt_taken((int(o.overdraft) for o in owed), amount), strict=True):
             if take == 0:
                 break
-            shares = pricing.split(take)
+            shares, paid = billing.payout_gains(take, farmer=r.farmer, foundation=foundation, staking=staking)
             await conn.execute(c.update().where(c.c.id == r.id).values(overdraft=c.c.overdraft - take))
             await conn.execute(p.insert().values(
                 contract_id=r.id, at=now, reason="Debt", amount=take, farmer_account_id=r.farmer, farmer=shares.farmer,
                 foundation=shares.foundation, staking_pool=shares.staking_pool))
-            for aid, share in ((r.farmer, shares.farmer), (foundation, shares.foundation), (staking, shares.staking_pool)):
+            for aid, share in paid.items():
                 gains[aid] = gains.get(aid, 0) + share
-            left -= take
         return gains
 
     async def _grid_accounts(self, conn: AsyncConnection) -> tuple[int, int]:
-        """The foundation's and the staking pool's account ids (billing.py has the same method, kept while billing
-        is rewritten; this one serves debt collection)."""
+        """The foundation's and the staking pool's account ids: where a reserve's payout (billing) and a debt's
+        (funding) send their 40 % and 10 %."""
         a = schema.accounts
         ids = dict((await conn.execute(sa.select(a.c.name, a.c.id).where(
             a.c.name.in_((self.config.foundation_account, self.config.staking_pool_account))))).all())

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.backend.sql.bulk import fetch_rows, insert_rows, update_rows
+from tfgrid_operator.backend.sql.engine import inserted_id
 from tfgrid_operator.backend.sql.registry import RegistryLedger
 from tfgrid_operator.domain import billing, pricing
 
@@ -125,7 +126,7 @@ class BillingLedger(RegistryLedger):
         found = (await conn.execute(sa.select(r.c.id).where(*(getattr(r.c, k) == v for k, v in values.items())))).scalar()
         if found is not None:
             return int(found)
-        return int((await conn.execute(r.insert().values(tft_musd=price.effective(), **values))).inserted_primary_key[0])
+        return inserted_id(await conn.execute(r.insert().values(tft_musd=price.effective(), **values)))
 
     async def _pay_out(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
         """§2.7: a deleted contract's reserve is paid out at once (its final bill came first). A payout that

@@ -202,7 +202,9 @@ class ContractsLedger(BillingLedger):
     async def _open_batch(self, batch: Sequence[Open]) -> list[records.Contract | errors.LedgerError]:
         """Every queued placement in one write transaction: the live contracts and payers of the batch in one query
         each, the candidates once, each choice by the domain on the candidates as the earlier choices left them,
-        one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one)."""
+        one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one).
+        Longer than our ~60 lines on purpose: it is one transaction whose steps share the batch's running state (what
+        each earlier choice took from the candidates); split into helpers, each would take and return all of it."""
         c, n = schema.contracts, schema.nodes
         out: list[records.Contract | errors.LedgerError | None] = []
         rows: dict[str, dict[str, Any]] = {}

@@ -13,7 +13,6 @@ import pytest
 
 from e2e.conftest import OperatorThread, eventually
 from e2e.objects import create, deployment, farm, node, obj, ready, twin_account
-from tfgrid_operator import runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +30,6 @@ async def operator(apiserver, grid_clock, ledger_path):
     yield op
     if op.thread is not None and op.thread.is_alive():
         await op.stop()
-    runtime.set_factory(None)
     assert not op.errors, op.errors
 
 

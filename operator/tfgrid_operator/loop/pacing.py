@@ -22,6 +22,7 @@ from typing import Any
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
 STATUS, NUDGE = "status", "nudge"
+EPSILON = 1e-9  # a token short by float rounding is a token (or a wait of 1e-17 s would never end)
 
 
 class TokenBucket:
@@ -40,14 +41,14 @@ class TokenBucket:
     def take(self, now: float, wanted: int) -> int:
         """How many of ``wanted`` calls may go now (each spends a token)."""
         self._fill(now)
-        n = max(0, min(wanted, int(self.tokens)))
+        n = max(0, min(wanted, int(self.tokens + EPSILON)))
         self.tokens -= n
         return n
 
     def wait_s(self, now: float) -> float:
         """Seconds until the next token."""
         self._fill(now)
-        return max(0.0, (1 - self.tokens) / self.rate)
+        return 0.0 if self.tokens + EPSILON >= 1 else (1 - self.tokens) / self.rate
 
 
 @dataclasses.dataclass

@@ -29,8 +29,8 @@ class Settings(BaseSettings):
         "the batched loop's budget of API writes (status PATCHes and requeue touches) per second, a token bucket "
         "holding at most a second's worth; what does not fit a tick is carried and sent at this pace between ticks. "
         "20/s is a seventh of the ~140 create+status pairs per second a kube-apiserver with etcd took on 2 cores "
-        "(issue 17) and controller-runtime's default client rate: at grid size (11,050 objects) an hour's counters "
-        "take about 9 minutes of it, and the server keeps the rest for everyone else. kopf's handlers are not paced"))
+        "(issue 17): at grid size (11,050 objects) an hour's counters take about 9 minutes of it (client-go's default "
+        "5/s would take 37), and the server keeps the rest for everyone else. kopf's handlers are not paced"))
     billing_period_s: int = Field(3600, description="§2.5: one hour")
     minting_period_s: int = Field(2_630_880, description="§3.1: 2,630,880 s")
     minting_epoch: int = Field(1_522_501_000, description="§3.1: the first period's start")

@@ -170,3 +170,21 @@ async def test_a_queued_change_whose_object_was_written_since_is_compared_again_
     assert rt.kube.patched == [(current, {"billedTotal": 5})]  # type: ignore[attr-defined]
     assert stale not in rt.counters_written  # the next tick compares it again and may write it at once
     assert rt.objects[current]["status"] == {"billedTotal": 5}
+
+
+async def test_a_write_that_fails_never_stops_the_others(caplog):
+    t = FakeTime()
+    sent = []
+
+    async def send(w: pacing.Write) -> None:
+        if w.key == key(0):
+            raise ConnectionResetError("dropped")
+        sent.append(w.key)
+    writes = pacing.PacedWrites(2, send, monotonic=t.monotonic, sleep=t.sleep)
+    for i in range(4):
+        writes.offer_status(key(i), "u", {"billedTotal": 1}, urgent=False)
+    await writes.flush()
+    await t.run_until(1.0)
+    await writes.close()
+    assert sent == [key(1), key(2), key(3)]
+    assert "status write of deployments ns/d0 failed: dropped" in caplog.text

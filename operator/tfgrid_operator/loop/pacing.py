@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+log = logging.getLogger("tfgrid_operator.loop")
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
 STATUS, NUDGE = "status", "nudge"
@@ -119,7 +122,10 @@ class PacedWrites:
         """Send as many queued writes as the budget allows now (at most ``concurrency`` at once)."""
         n = self.bucket.take(self.monotonic(), min(len(self), self.concurrency))
         batch = self._pop(n)
-        await asyncio.gather(*(self.send(w) for w in batch))
+        for w, result in zip(batch, await asyncio.gather(*(self.send(w) for w in batch), return_exceptions=True),
+                             strict=True):
+            if isinstance(result, Exception):  # a dropped connection: the next tick finds the change again
+                log.warning("The loop's %s write of %s %s/%s failed: %s", w.kind, *w.key, result)
         self.sent += len(batch)
         return len(batch)
 

@@ -188,3 +188,16 @@ async def test_a_write_that_fails_never_stops_the_others(caplog):
     await writes.close()
     assert sent == [key(1), key(2), key(3)]
     assert "status write of deployments ns/d0 failed: dropped" in caplog.text
+
+
+async def test_a_tick_sends_at_most_what_the_budget_held_as_it_ended_however_slow_the_api_is():
+    t = FakeTime()
+
+    async def slow(w: pacing.Write) -> None:
+        t.now += 0.5  # every write takes half a second of the budget's clock: tokens refill meanwhile
+    writes = pacing.PacedWrites(10, slow, monotonic=t.monotonic, sleep=t.sleep)
+    for i in range(100):
+        writes.offer_status(key(i), "u", {"billedTotal": 1}, urgent=False)
+    assert await writes.flush() == 10  # a second's worth, then the tick goes on; the pacer has the other 90
+    assert len(writes) == 90
+    await writes.close()

@@ -118,22 +118,22 @@ class PacedWrites:
                 out.append(book.popitem(last=False)[1])
         return out
 
-    async def _send_now(self) -> int:
-        """Send as many queued writes as the budget allows now (at most ``concurrency`` at once)."""
-        n = self.bucket.take(self.monotonic(), min(len(self), self.concurrency))
-        batch = self._pop(n)
-        for w, result in zip(batch, await asyncio.gather(*(self.send(w) for w in batch), return_exceptions=True),
-                             strict=True):
-            if isinstance(result, Exception):  # a dropped connection: the next tick finds the change again
-                log.warning("The loop's %s write of %s %s/%s failed: %s", w.kind, *w.key, result)
-        self.sent += len(batch)
-        return len(batch)
+    async def _send(self, n: int) -> int:
+        """Send the first ``n`` queued writes (their tokens already taken), at most ``concurrency`` at once."""
+        sent = 0
+        while sent < n and (batch := self._pop(min(n - sent, self.concurrency))):
+            results = await asyncio.gather(*(self.send(w) for w in batch), return_exceptions=True)
+            for w, result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):  # a dropped connection: the next tick finds the change again
+                    log.warning("The loop's %s write of %s %s/%s failed: %s", w.kind, *w.key, result)
+            sent += len(batch)
+        self.sent += sent
+        return sent
 
     async def flush(self) -> int:
-        """A tick's share: what the budget has room for now; the rest is carried and paced (never blocks on it)."""
-        sent = 0
-        while self and (n := await self._send_now()):
-            sent += n
+        """A tick's share: what the budget has room for as the tick ends (at most a second's worth); the rest is
+        carried and paced, so a tick never waits for a period's write-back."""
+        sent = await self._send(self.bucket.take(self.monotonic(), len(self)))
         if self and (self.pacer is None or self.pacer.done()):
             self.pacer = asyncio.create_task(self._pace(), name="tfgrid-paced-writes")
         return sent
@@ -144,7 +144,7 @@ class PacedWrites:
             if wait > 0:
                 await self.sleep(wait)
                 continue
-            await self._send_now()
+            await self._send(self.bucket.take(self.monotonic(), min(len(self), self.concurrency)))
 
     async def close(self) -> None:
         if self.pacer is not None:

@@ -171,10 +171,14 @@ async def _send(rt: runtime.Runtime, plural: str, ns: str, name: str, change: di
 
 
 def _only_counters(rt: runtime.Runtime, key: Key, change: dict[str, Any], now: int) -> bool:
-    """True when only counters moved (uptime, billed total) and the status was written less than
-    settings.counter_refresh_s ago (grid time): such a status is current enough; anything else writes now."""
+    """True when only counters moved (uptime, billed total) and the object's counters were last written for
+    themselves less than settings.counter_refresh_s ago (grid time, of the tick that found them): such a status is
+    current enough. Anything else writes now and leaves the counters' clock alone (a move in mid-hour never holds
+    back the next hour's bill), so two counter-only writes of an object are a full cadence apart."""
+    if not set(change) <= COUNTERS:
+        return False
     last = rt.counters_written.get(key)
-    if not set(change) <= COUNTERS or last is None or now - last >= rt.settings.counter_refresh_s:
+    if last is None or now - last >= rt.settings.counter_refresh_s:
         rt.counters_written[key] = now
         return False
     return True

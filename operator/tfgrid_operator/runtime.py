@@ -40,7 +40,7 @@ class Runtime:
     last_reconcile: float = 0.0  # when (monotonic) a reconcile handler last finished
     # (plural, namespace, name) → (when (monotonic) to requeue it, the wait after that): objects waiting on the world
     requeue_at: dict[tuple[str, str, str], tuple[float, float]] = dataclasses.field(default_factory=dict)
-    # (plural, namespace, name) → grid time its status was last written (uptime counters are throttled)
+    # (plural, namespace, name) → grid time its counters were last written for themselves (they are throttled)
     counters_written: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → what the loop last compared a Deployment's status from (the status dict itself,
     # the contract, generation, pricing policy): when all are the same, the comparison is skipped

@@ -74,6 +74,22 @@ def test_default_install_is_one_hardened_replica_on_a_kept_sqlite_volume():
     assert not by_kind(docs, "ClusterKopfPeering") and "--peering" not in c["args"]
 
 
+def test_the_loops_write_budget_and_counter_cadence_default_as_the_operator_does_and_reach_it(monkeypatch):
+    from tfgrid_operator.settings import Settings
+
+    def env(*values: str) -> dict:
+        c = by_kind(render(*values), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in c["env"] if e["name"].startswith("TFGRID_")}
+
+    default = Settings()
+    for name, value in env().items():
+        monkeypatch.setenv(name, value)
+    assert (Settings().status_writes_per_s, Settings().counter_refresh_s) == \
+        (default.status_writes_per_s, default.counter_refresh_s) == (20.0, 3600)
+    chosen = env("--set-json", "operator.statusWritesPerSecond=7.5", "--set", "operator.counterRefreshSeconds=0")
+    assert (chosen["TFGRID_STATUS_WRITES_PER_S"], chosen["TFGRID_COUNTER_REFRESH_S"]) == ("7.5", "0")
+
+
 def test_postgres_standbys_peer_with_distinct_priorities():
     docs = render(*PG, "--set", "replicaCount=3")
     dep = by_kind(docs, "Deployment")[0]
@@ -100,6 +116,8 @@ def test_peering_priority_comes_from_the_pod_name(monkeypatch):
     (["--set", "replicaCount=two"], "got string, want integer"),
     (["--set", "operator.logFormat=xml"], "logFormat"),
     (["--set", "operator.councilKeys={not-a-key}"], "councilKeys"),
+    (["--set", "operator.statusWritesPerSecond=0"], "statusWritesPerSecond"),
+    (["--set", "operator.counterRefreshSeconds=-1"], "counterRefreshSeconds"),
     (["--set", "replicaCount=2"], "needs ledger.postgres.enabled=true"),
     (["--set", "ledger.postgres.enabled=true"], "needs ledger.postgres.existingSecret"),
     (["--set", "metrics.serviceMonitor.enabled=true"], "needs the Prometheus Operator"),

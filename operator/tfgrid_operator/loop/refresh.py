@@ -1,5 +1,6 @@
-"""The status write-back of each tick: every object's status from a handful of ledger queries, PATCHed only where
-something changed, and counters (uptime, billed totals) at most every settings.counter_refresh_s of grid time.
+"""The status write-back of each tick: every object's status from a handful of ledger queries, queued for a PATCH
+only where something changed, and sent at the pace of settings.status_writes_per_s (pacing.py): what a person needs
+now first, counters (uptime, billed totals) after, and those at most every settings.counter_refresh_s of grid time.
 
 An object a handler holds (an invalid spec, a wait on the world, a name taken) keeps that handler's report: the
 loop writes the report back over whatever was written since, and writes nothing of the ledger on it.
@@ -20,7 +21,7 @@ from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import pricing
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError
-from tfgrid_operator.loop.events import concurrently
+from tfgrid_operator.loop.pacing import NUDGE, PacedWrites, Write
 from tfgrid_operator.loop.requeue import HANDLER_OWNED, Key, forget_gone, nudge, requeues, unobserved
 from tfgrid_operator.loop.status import deployment_status, farm_status, node_attestation, node_status, proposal_status
 
@@ -63,29 +64,55 @@ async def read_ledger(rt: runtime.Runtime, now: int, summaries: dict[str, record
                       attested, receipts, farms, farm_records)
 
 
+def paced_writes(rt: runtime.Runtime) -> PacedWrites:
+    """The loop's write queue and budget (one per run of the loop: run_forever makes it)."""
+    async def send(w: Write) -> None:
+        if not _alive(rt, w):
+            return  # gone, going, or another object of that name since it was queued
+        if w.kind == NUDGE:
+            await nudge(rt, *w.key)
+        elif (rt.objects[w.key].get("status") or {}) != w.basis:  # written since (a handler): compare again
+            rt.refreshed.pop(w.key, None)
+            rt.counters_written.pop(w.key, None)
+        else:
+            await _send(rt, *w.key, w.change)
+    return PacedWrites(rt.settings.status_writes_per_s, send)
+
+
 async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary],
-                  proposals: dict[str, records.Proposal]) -> int:
-    """Write each object's status from the ledger; PATCH only where something changed."""
+                  proposals: dict[str, records.Proposal], writes: PacedWrites) -> int:
+    """Queue each object's status from the ledger where something changed; send what the budget has room for now
+    (the rest is carried to the pacer, never recomputed). Returns how many writes were sent in this tick."""
     ledger = await read_ledger(rt, now, summaries, proposals)
-    patches: list[tuple[str, str, str, dict[str, Any]]] = []
     forget_gone(rt)
-    nudges = sorted(set(unobserved(rt)) | set(requeues(rt)))
-    for (plural, ns, name), body in list(rt.objects.items()):
-        desired = desired_status(rt, ledger, (plural, ns, name), body)
+    writes.keep(lambda w: _alive(rt, w))
+    for key in sorted(set(unobserved(rt)) | set(requeues(rt))):
+        writes.offer_nudge(key, rt.objects[key]["metadata"].get("uid", ""))
+    for key, body in list(rt.objects.items()):
+        desired = desired_status(rt, ledger, key, body)
         if desired is None:
-            continue
+            continue  # nothing to write, or nothing new since compared: what is queued stands
         change = conditions.diff(body.get("status") or {}, desired)
-        if change and not _only_counters(rt, (plural, ns, name), change, now):
-            patches.append((plural, ns, name, api.check_status(plural, change)))  # its Status model's, or a bug
-        elif change:
-            rt.refreshed.pop((plural, ns, name), None)  # a deferred counter: compare again next tick
+        if not change:
+            writes.withdraw(key)  # already what it should be (a handler wrote it, or the write landed)
+        elif writes.queued(key) is not None or not _only_counters(rt, key, change, now):
+            writes.offer_status(key, body["metadata"].get("uid", ""), api.check_status(key[0], change),  # its model's
+                                urgent=not set(change) <= COUNTERS, basis=body.get("status") or {})
+        else:
+            rt.refreshed.pop(key, None)  # a deferred counter: compare again next tick
 
     started = time.perf_counter()
-    await concurrently([*(_send(rt, *p) for p in patches), *(nudge(rt, *k) for k in nudges)])
+    sent = await writes.flush()
     rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
     _gauges(rt, summaries, ledger.contracts)
     rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
-    return len(patches)
+    return sent
+
+
+def _alive(rt: runtime.Runtime, w: Write) -> bool:
+    body = rt.objects.get(w.key)
+    return body is not None and not body["metadata"].get("deletionTimestamp") and \
+        body["metadata"].get("uid", "") == w.uid
 
 
 def desired_status(rt: runtime.Runtime, ledger: LedgerView, key: Key, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,18 +163,22 @@ async def _send(rt: runtime.Runtime, plural: str, ns: str, name: str, change: di
         if tracked is not None and isinstance(written, dict):
             # the next tick diffs against what was written, even before the watch delivers it
             tracked["status"] = dict(written.get("status") or {})
-    except ApiError as err:
+    except Exception as err:  # an API error or a dropped connection: one object's write never stops the others
         rt.refreshed.pop((plural, ns, name), None)  # not written: compare (and write) again next tick
         rt.counters_written.pop((plural, ns, name), None)
-        if err.status != 404:
+        if not (isinstance(err, ApiError) and err.status == 404):
             log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
 
 def _only_counters(rt: runtime.Runtime, key: Key, change: dict[str, Any], now: int) -> bool:
-    """True when only counters moved (uptime, billed total) and the status was written less than
-    settings.counter_refresh_s ago (grid time): such a status is current enough; anything else writes now."""
+    """True when only counters moved (uptime, billed total) and the object's counters were last written for
+    themselves less than settings.counter_refresh_s ago (grid time, of the tick that found them): such a status is
+    current enough. Anything else writes now and leaves the counters' clock alone (a move in mid-hour never holds
+    back the next hour's bill), so two counter-only writes of an object are a full cadence apart."""
+    if not set(change) <= COUNTERS:
+        return False
     last = rt.counters_written.get(key)
-    if not set(change) <= COUNTERS or last is None or now - last >= rt.settings.counter_refresh_s:
+    if last is None or now - last >= rt.settings.counter_refresh_s:
         rt.counters_written[key] = now
         return False
     return True

@@ -1,5 +1,7 @@
 """The loop itself: one task for all objects, never a timer per object. Each tick runs the period jobs
-(jobs.py) and then the status write-back (refresh.py); settings.tick_s apart, or at once when ``rt.wake`` is set."""
+(jobs.py) and then the status write-back (refresh.py); settings.tick_s apart, or at once when ``rt.wake`` is set.
+The write-back's queue and budget (pacing.py) live as long as the loop: what one tick could not send, the pacer
+sends between ticks, and the next tick's minting and billing never wait for it."""
 
 from __future__ import annotations
 
@@ -13,29 +15,35 @@ from typing import Any
 from tfgrid_operator import runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.loop.jobs import bill_due, close_due, heal, mint_due, sweep
-from tfgrid_operator.loop.refresh import refresh
+from tfgrid_operator.loop.pacing import PacedWrites
+from tfgrid_operator.loop.refresh import paced_writes, refresh
 
 log = logging.getLogger("tfgrid_operator.loop")
 
 
 async def run_forever(rt: runtime.Runtime) -> None:
-    while True:
-        started = time.perf_counter()
-        try:
-            await tick(rt)
-        except asyncio.CancelledError:
-            raise
-        except errors.LedgerError as err:
-            log.warning("Ledger unavailable in the periodic loop: %s", err.message)
-        except Exception:
-            log.exception("Periodic loop failed; retrying next tick")
-        rt.metrics.loop_tick.observe(time.perf_counter() - started)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rt.wake.wait(), rt.settings.tick_s)
-        rt.wake.clear()
+    writes = paced_writes(rt)
+    try:
+        while True:
+            started = time.perf_counter()
+            try:
+                await tick(rt, writes)
+            except asyncio.CancelledError:
+                raise
+            except errors.LedgerError as err:
+                log.warning("Ledger unavailable in the periodic loop: %s", err.message)
+            except Exception:
+                log.exception("Periodic loop failed; retrying next tick")
+            rt.metrics.loop_tick.observe(time.perf_counter() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.wake.wait(), rt.settings.tick_s)
+            rt.wake.clear()
+    finally:
+        await writes.close()
 
 
-async def tick(rt: runtime.Runtime) -> dict[str, int]:
+async def tick(rt: runtime.Runtime, writes: PacedWrites) -> dict[str, int]:
+    """One pass; ``writes``: the loop's write queue and budget, carried from pass to pass."""
     now = rt.clock.now()
     cfg = rt.ledger.config
     minted = await _isolated("minting", mint_due(rt, now, cfg))
@@ -49,7 +57,7 @@ async def tick(rt: runtime.Runtime) -> dict[str, int]:
     moved = await heal(rt, now, summaries)
     if moved:
         summaries = await rt.ledger.node_summaries(now=now)  # capacity moved between nodes
-    patched = await refresh(rt, now, summaries, proposals)
+    patched = await refresh(rt, now, summaries, proposals, writes)
     return {"minted_periods": minted, "billed_periods": billed, "closed_proposals": closed, "moved": moved,
             "patched": patched, "swept": swept}
 

@@ -1,0 +1,203 @@
+"""The loop's write budget (issue 17, target 2): a period's write-back spread over time at the budget's rate, never
+a burst; nothing lost; what a person needs now before counters; one write per object, with its latest change.
+
+Time here is a clock the test moves (the budget's injectable monotonic clock and sleep): counts of writes per window
+of that clock, never timings of this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+import pydantic
+import pytest
+
+from tfgrid_operator import clock, metrics, runtime
+from tfgrid_operator.loop import pacing, refresh
+from tfgrid_operator.settings import Settings
+
+TICK_S = 1.0
+
+
+class FakeTime:
+    """A monotonic clock and an asyncio sleep that only move when the test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleepers: list = []
+        self.seq = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.sleepers, (self.now + seconds, next(self.seq), fut))
+        await fut
+
+    async def run_until(self, t: float) -> None:
+        """Move to ``t``, waking each sleeper at its own deadline on the way."""
+        while True:
+            await settle()
+            if not self.sleepers or self.sleepers[0][0] > t:
+                break
+            deadline, _, fut = heapq.heappop(self.sleepers)
+            self.now = max(self.now, deadline)
+            fut.set_result(None)
+        self.now = t
+        await settle()
+
+
+async def settle() -> None:
+    for _ in range(50):  # every coroutine here finishes without real waits: this many turns run them all
+        await asyncio.sleep(0)
+
+
+def key(i: int) -> pacing.Key:
+    return ("deployments", "ns", f"d{i}")
+
+
+class Recorder:
+    def __init__(self, t: FakeTime) -> None:
+        self.t, self.sent = t, []
+
+    async def __call__(self, w: pacing.Write) -> None:
+        await asyncio.sleep(0)
+        self.sent.append((self.t.now, w.kind, w.key, w.change))
+
+
+def paced(rate: float) -> tuple[FakeTime, Recorder, pacing.PacedWrites]:
+    t = FakeTime()
+    rec = Recorder(t)
+    return t, rec, pacing.PacedWrites(rate, rec, monotonic=t.monotonic, sleep=t.sleep)
+
+
+async def test_a_periods_write_back_keeps_to_the_budget_spreads_over_ticks_and_loses_nothing():
+    budget, n = 10, 200
+    t, rec, writes = paced(budget)
+    for i in range(n):  # the billing period's tick: every deployment's counters moved
+        writes.offer_status(key(i), "u", {"billedTotal": i}, urgent=False)
+    per_tick = []
+    for k in range(40):  # counted ticks, TICK_S of the budget's clock apart
+        before = len(rec.sent)
+        await writes.flush()
+        await t.run_until((k + 1) * TICK_S)
+        per_tick.append(len(rec.sent) - before)
+    await writes.close()
+    assert sorted(k for _, _, k, _ in rec.sent) == sorted(key(i) for i in range(n))  # each once, none lost
+    assert all(change == {"billedTotal": int(k[2][1:])} for _, _, k, change in rec.sent)
+    assert per_tick[0] <= 2 * budget * TICK_S  # a second's worth saved up, and the first tick's own
+    for i in range(len(per_tick)):  # any run of ticks: at most the budget for their time, plus one second's worth
+        for j in range(i + 1, len(per_tick) + 1):
+            assert sum(per_tick[i:j]) <= budget * (j - i) * TICK_S + budget, (i, j, per_tick)
+    assert sum(1 for c in per_tick if c) >= n // budget - 1  # spread over ~n / budget ticks, not a burst
+
+
+async def test_what_a_person_needs_now_overtakes_queued_counters():
+    t, rec, writes = paced(5)
+    for i in range(50):
+        writes.offer_status(key(i), "u", {"billedTotal": 1}, urgent=False)
+    await writes.flush()  # the budget's first second: five counters
+    counters_first = len(rec.sent)
+    writes.offer_status(key(99), "u", {"conditions": [{"type": "Ready", "status": "False"}]}, urgent=True)
+    writes.offer_nudge(("nodes", "ns", "n1"), "u")
+    writes.offer_status(key(30), "u", {"billedTotal": 2, "movedFrom": "n0"}, urgent=True)  # a queued counter moves up
+    await t.run_until(1.0)
+    await writes.close()
+    nxt = [(kind, k) for _, kind, k, _ in rec.sent[counters_first:counters_first + 3]]
+    assert nxt == [("status", key(99)), ("nudge", ("nodes", "ns", "n1")), ("status", key(30))], rec.sent
+    assert [k for _, _, k, _ in rec.sent].count(key(30)) == 1
+
+
+async def test_a_newer_change_replaces_the_queued_one_in_place_and_an_empty_one_withdraws_it():
+    t, rec, writes = paced(1)
+    for i in range(3):
+        writes.offer_status(key(i), "u", {"billedTotal": 1}, urgent=False)
+    writes.offer_status(key(1), "u", {"billedTotal": 2}, urgent=False)  # the next tick's, still behind key(0)
+    writes.withdraw(key(2))  # a handler wrote it meanwhile
+    for s in range(1, 5):
+        await writes.flush()
+        await t.run_until(float(s))
+    await writes.close()
+    assert [(k, c) for _, _, k, c in rec.sent] == [(key(0), {"billedTotal": 1}), (key(1), {"billedTotal": 2})]
+
+
+async def test_writes_of_objects_gone_or_replaced_are_forgotten():
+    _, rec, writes = paced(100)
+    writes.offer_status(key(0), "old-uid", {"billedTotal": 1}, urgent=False)
+    writes.offer_status(key(1), "u", {"billedTotal": 1}, urgent=False)
+    writes.keep(lambda w: w.uid == "u")
+    await writes.flush()
+    await writes.close()
+    assert [k for _, _, k, _ in rec.sent] == [key(1)]
+
+
+def test_a_budget_must_be_positive():
+    with pytest.raises(ValueError, match="rate > 0"):
+        pacing.TokenBucket(0, 1, 0.0)
+    with pytest.raises(pydantic.ValidationError, match="status_writes_per_s"):
+        Settings(status_writes_per_s=0)
+    with pytest.raises(pydantic.ValidationError, match="counter_refresh_s"):
+        Settings(counter_refresh_s=-1)
+
+
+class Kube:
+    """What the loop's sender calls, recorded."""
+
+    def __init__(self) -> None:
+        self.patched: list = []
+
+    async def patch_status(self, group, version, plural, ns, name, change):
+        self.patched.append(((plural, ns, name), change))
+        return {"status": change}
+
+
+async def test_a_queued_change_whose_object_was_written_since_is_compared_again_not_sent():
+    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(0), ledger=None,  # type: ignore[arg-type]
+                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+    stale, current, going = key(0), key(1), key(2)
+    for k in (stale, current, going):
+        rt.objects[k] = {"metadata": {"uid": "u"}, "spec": {}, "status": {"billedTotal": 0}}
+        rt.counters_written[k] = 0
+    rt.objects[going]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    writes = refresh.paced_writes(rt)
+    for k in (stale, current, going):
+        writes.offer_status(k, "u", {"billedTotal": 5}, urgent=False, basis={"billedTotal": 0})
+    rt.objects[stale] = {**rt.objects[stale], "status": {"billedTotal": 3}}  # a handler's write arrived on the watch
+    await writes.flush()
+    await writes.close()
+    assert rt.kube.patched == [(current, {"billedTotal": 5})]  # type: ignore[attr-defined]
+    assert stale not in rt.counters_written  # the next tick compares it again and may write it at once
+    assert rt.objects[current]["status"] == {"billedTotal": 5}
+
+
+async def test_a_write_that_fails_never_stops_the_others(caplog):
+    t = FakeTime()
+    sent = []
+
+    async def send(w: pacing.Write) -> None:
+        if w.key == key(0):
+            raise ConnectionResetError("dropped")
+        sent.append(w.key)
+    writes = pacing.PacedWrites(2, send, monotonic=t.monotonic, sleep=t.sleep)
+    for i in range(4):
+        writes.offer_status(key(i), "u", {"billedTotal": 1}, urgent=False)
+    await writes.flush()
+    await t.run_until(1.0)
+    await writes.close()
+    assert sent == [key(1), key(2), key(3)]
+    assert "status write of deployments ns/d0 failed: dropped" in caplog.text
+
+
+async def test_a_tick_sends_at_most_what_the_budget_held_as_it_ended_however_slow_the_api_is():
+    t = FakeTime()
+
+    async def slow(w: pacing.Write) -> None:
+        t.now += 0.5  # every write takes half a second of the budget's clock: tokens refill meanwhile
+    writes = pacing.PacedWrites(10, slow, monotonic=t.monotonic, sleep=t.sleep)
+    for i in range(100):
+        writes.offer_status(key(i), "u", {"billedTotal": 1}, urgent=False)
+    assert await writes.flush() == 10  # a second's worth, then the tick goes on; the pacer has the other 90
+    assert len(writes) == 90
+    await writes.close()

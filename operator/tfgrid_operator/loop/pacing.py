@@ -112,7 +112,7 @@ class PacedWrites:
                 del book[q]
 
     def _pop(self, n: int) -> list[Write]:
-        out = []
+        out: list[Write] = []
         for book in (self.urgent, self.counters):
             while book and len(out) < n:
                 out.append(book.popitem(last=False)[1])

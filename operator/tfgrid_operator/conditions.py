@@ -43,13 +43,11 @@ class Reason(enum.StrEnum):
     RECONCILE_ERROR = "ReconcileError"
     SPEC_LOCKED = "SpecLocked"
     # Events only
-    REGISTERED = "Registered"
     ADOPTED = "Adopted"
     UPDATED = "Updated"
     MINTED = "Minted"
     BILLED = "Billed"
     FUNDED = "Funded"
-    PLACED = "Placed"
     MOVED = "Moved"
     CLOSED = "Closed"
     UPTIME_REJECTED = "UptimeRejected"

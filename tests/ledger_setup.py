@@ -4,8 +4,8 @@ signs (capacity, uptime), what a council member signs (certification), and a twi
 from __future__ import annotations
 
 from tfgrid_operator.backend import records
-from tfgrid_operator.backend.sql.capacity import capacity_payload, certification_payload
 from tfgrid_operator.domain import identity, minting
+from tfgrid_operator.domain.attestation import capacity_payload, certification_payload
 from tfgrid_operator.domain.units import Resources
 
 OWN = records.Owner("ns", "uid-1")  # the objects (farms, nodes, deployments) these tests act as

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from tfgrid_operator import conditions
 from tfgrid_operator.clock import Clock
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import attestation, identity
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import KubeClient
 
@@ -79,7 +79,7 @@ def signed_report(key: identity.KeyPair, *, node: str, ts: int, uptime: int) -> 
 
 
 def signed_capacity(key: identity.KeyPair, *, node: str, ts: int, capacity: Resources) -> dict[str, object]:
-    payload = {"node": node, "ts": ts, **capacity.as_dict()}  # = backend.sql.capacity.capacity_payload
+    payload = attestation.capacity_payload(node=node, ts=ts, resources=capacity)
     return {**payload, "signature": key.sign(identity.CAPACITY, payload)}
 
 

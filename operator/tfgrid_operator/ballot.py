@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from tfgrid_operator import runtime
-from tfgrid_operator.domain import identity, voting
+from tfgrid_operator.domain import attestation, identity, voting
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError, KubeClient
 
@@ -139,11 +139,9 @@ def signed_certification(key: identity.KeyPair, *, node: str, node_id: int, cert
     """A council member's (de)certification of one ledger node (§1.2): bound to its ledger id and a time, and a
     certification to the capacity the member certifies (``resources``, required then): the ledger applies it only
     while the node attests exactly that capacity."""
-    from tfgrid_operator.backend.sql.capacity import certification_payload
-
     if certified and resources is None:
         raise ValueError(f"a certification of node {node} names the capacity it certifies")
-    payload = certification_payload(node=node, node_id=node_id, certified=certified, ts=ts,
+    payload = attestation.certification_payload(node=node, node_id=node_id, certified=certified, ts=ts,
                                     resources=resources if certified else None)
     return {**payload, "memberKey": key.public_key, "signature": key.sign(identity.CERTIFICATION, payload)}
 

@@ -7,8 +7,8 @@ import json
 from click.testing import CliRunner
 
 from tfgrid_operator import cli
-from tfgrid_operator.backend.sql.capacity import certification_payload
 from tfgrid_operator.domain import identity
+from tfgrid_operator.domain.attestation import certification_payload
 from tfgrid_operator.domain.units import Resources
 
 

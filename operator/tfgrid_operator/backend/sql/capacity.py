@@ -23,26 +23,10 @@ from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.backend.sql.engine import RESOURCE_FIELDS, LedgerBase, _res
 from tfgrid_operator.domain import identity, minting, units
 from tfgrid_operator.domain import uptime as uptime_mod
+from tfgrid_operator.domain.attestation import capacity_payload, certification_payload
 from tfgrid_operator.domain.units import Resources
 
 CHANGE_PERCENT = 1  # §1.3: a certified node whose resources change by more than 1 % drops back to DIY
-
-
-def capacity_payload(*, node: str, ts: int, resources: Resources) -> dict[str, Any]:
-    """What a node agent signs (identity.CAPACITY): the node's name, the time, the measured resources."""
-    return {"node": node, "ts": ts, **resources.as_dict()}
-
-
-def certification_payload(*, node: str, node_id: int, certified: bool, ts: int,
-                          resources: Resources | None = None) -> dict[str, Any]:
-    """What a council member signs (identity.CERTIFICATION): bound to the ledger's node id, so it never
-    applies to another node that later takes the same name; a certification also names the capacity the council
-    certifies (what the node attested when the member looked), so, held back, it never certifies a bigger machine
-    attested since. A decertification names none: it holds whatever the node attests."""
-    payload: dict[str, Any] = {"node": node, "nodeId": node_id, "certified": certified, "ts": ts}
-    if resources is not None:
-        payload.update(resources.as_dict())
-    return payload
 
 
 def has_changed(old: Resources, new: Resources, percent: int = CHANGE_PERCENT) -> bool:

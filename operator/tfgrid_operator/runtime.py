@@ -10,12 +10,13 @@ import math
 from typing import Any
 
 from tfgrid_operator import metrics as metrics_mod
+from tfgrid_operator.api.common import GROUP as GROUP  # one home: the API's group and version
+from tfgrid_operator.api.common import VERSION as VERSION
 from tfgrid_operator.backend import GridBackend
 from tfgrid_operator.clock import Clock
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
-GROUP, VERSION = "grid.threefold.io", "v1alpha1"
 PREFIX = "grid.threefold.io"
 # the loop touches this annotation to have kopf run an object's reconcile again (a lost write, a wait on the world).
 # Not under PREFIX/: kopf drops every annotation under its storages' prefix from what it diffs, so a change there

@@ -62,6 +62,7 @@ class Write:
     urgent: bool  # something a person needs now; False: counters only
     change: dict[str, Any] = dataclasses.field(default_factory=dict)
     basis: dict[str, Any] = dataclasses.field(default_factory=dict)  # the status the change was computed against
+    report: object = None  # the handler's report it was computed with (the sender checks that it still stands)
 
 
 class PacedWrites:
@@ -85,12 +86,12 @@ class PacedWrites:
         return self.urgent.get((STATUS, key)) or self.counters.get((STATUS, key))
 
     def offer_status(self, key: Key, uid: str, change: dict[str, Any], urgent: bool,
-                     basis: dict[str, Any] | None = None) -> None:
+                     basis: dict[str, Any] | None = None, report: object = None) -> None:
         """Queue a status change, or replace the one queued for the object in place: it is written once, with the
         latest change (an urgent one never waits behind counters)."""
         q = (STATUS, key)
         old = self.urgent.get(q) or self.counters.get(q)
-        write = Write(STATUS, key, uid, urgent or (old is not None and old.urgent), change, basis or {})
+        write = Write(STATUS, key, uid, urgent or (old is not None and old.urgent), change, basis or {}, report)
         if old is not None and (old.urgent or not write.urgent):
             (self.urgent if old.urgent else self.counters)[q] = write  # keeps its place
             return

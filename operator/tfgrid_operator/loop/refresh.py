@@ -71,7 +71,8 @@ def paced_writes(rt: runtime.Runtime) -> PacedWrites:
             return  # gone, going, or another object of that name since it was queued
         if w.kind == NUDGE:
             await nudge(rt, *w.key)
-        elif (rt.objects[w.key].get("status") or {}) != w.basis:  # written since (a handler): compare again
+        elif (rt.objects[w.key].get("status") or {}) != w.basis or rt.reported.get(w.key) is not w.report:
+            # written since, or its handler reported since (a write of its own on the way): compare again
             rt.refreshed.pop(w.key, None)
             rt.counters_written.pop(w.key, None)
         else:
@@ -83,12 +84,17 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
                   proposals: dict[str, records.Proposal], writes: PacedWrites) -> int:
     """Queue each object's status from the ledger where something changed; send what the budget has room for now
     (the rest is carried to the pacer, never recomputed). Returns how many writes were sent in this tick."""
+    # the handlers' reports as the ledger is read: an object whose handler reports after that wrote a status newer
+    # than this view (its ledger call came later), so this tick leaves it alone and the next compares again
+    reports = dict(rt.reported)
     ledger = await read_ledger(rt, now, summaries, proposals)
     forget_gone(rt)
     writes.keep(lambda w: _alive(rt, w))
     for key in sorted(set(unobserved(rt)) | set(requeues(rt))):
         writes.offer_nudge(key, rt.objects[key]["metadata"].get("uid", ""))
     for key, body in list(rt.objects.items()):
+        if rt.reported.get(key) is not reports.get(key):
+            continue
         desired = desired_status(rt, ledger, key, body)
         if desired is None:
             continue  # nothing to write, or nothing new since compared: what is queued stands
@@ -97,7 +103,8 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
             writes.withdraw(key)  # already what it should be (a handler wrote it, or the write landed)
         elif writes.queued(key) is not None or not _only_counters(rt, key, change, now):
             writes.offer_status(key, body["metadata"].get("uid", ""), api.check_status(key[0], change),  # its model's
-                                urgent=not set(change) <= COUNTERS, basis=body.get("status") or {})
+                                urgent=not set(change) <= COUNTERS, basis=body.get("status") or {},
+                                report=reports.get(key))
         else:
             rt.refreshed.pop(key, None)  # a deferred counter: compare again next tick
 

@@ -43,6 +43,8 @@ class Runtime:
     requeue_at: dict[tuple[str, str, str], tuple[float, float]] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → grid time its counters were last written for themselves (they are throttled)
     counters_written: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    # (plural, namespace, name) → when (monotonic) a Node's occupancy was last written for itself (throttled too)
+    occupancy_written: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → what the loop last compared a Deployment's status from (the status dict itself,
     # the contract, generation, pricing policy): when all are the same, the comparison is skipped
     refreshed: dict[tuple[str, str, str], tuple[Any, ...]] = dataclasses.field(default_factory=dict)

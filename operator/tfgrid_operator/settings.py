@@ -10,6 +10,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TFGRID_", env_nested_delimiter="__")
 
     ledger_url: str = Field("sqlite:///tfgrid-ledger.db", description="sqlite:///file.db (default) or postgresql://…")
+    watch_namespace: str = Field("", description="the one namespace the operator watches (`run --namespace` sets "
+                                                 "it); empty: every namespace")
     metrics_port: int = Field(9090, description="Prometheus /metrics port; 0 disables it")
     tick_s: float = Field(5.0, description="how often (wall seconds) the batched billing/minting/status loop runs")
     worker_limit: int = Field(256, description="objects kopf reconciles at once (0: no limit); the rest wait in "
@@ -25,6 +27,11 @@ class Settings(BaseSettings):
         "instead of 1.5. Honest because the counters are written together with their as-of time (lastBilledAt, "
         "lastReportAt), so a status never shows a total with the wrong date; anything else (Ready, a move, a grace "
         "period, an error, capacity) is written at once, and a node is found down from the ledger, not from status"))
+    occupancy_refresh_s: float = Field(30.0, ge=0, description=(
+        "wall seconds between status writes of a Node that would only move its occupancy (used, free, usedPercent, "
+        "deployments); 0: every change shows at once. A burst of placements lands on a node over minutes: written "
+        "every tick it cost ~1 write per deployment at grid size (issue 17's write budget is 2.5 per object); the "
+        "first change after a quiet spell shows at once, and scheduling reads the ledger, never this status"))
     status_writes_per_s: float = Field(20.0, gt=0, description=(
         "the batched loop's budget of API writes (status PATCHes and requeue touches) per second, a token bucket "
         "holding at most a second's worth; what does not fit a tick is carried and sent at this pace between ticks. "

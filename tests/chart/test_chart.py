@@ -84,10 +84,12 @@ def test_the_loops_write_budget_and_counter_cadence_default_as_the_operator_does
     default = Settings()
     for name, value in env().items():
         monkeypatch.setenv(name, value)
-    assert (Settings().status_writes_per_s, Settings().counter_refresh_s) == \
-        (default.status_writes_per_s, default.counter_refresh_s) == (20.0, 3600)
-    chosen = env("--set-json", "operator.statusWritesPerSecond=7.5", "--set", "operator.counterRefreshSeconds=0")
-    assert (chosen["TFGRID_STATUS_WRITES_PER_S"], chosen["TFGRID_COUNTER_REFRESH_S"]) == ("7.5", "0")
+    assert (Settings().status_writes_per_s, Settings().counter_refresh_s, Settings().occupancy_refresh_s) == \
+        (default.status_writes_per_s, default.counter_refresh_s, default.occupancy_refresh_s) == (20.0, 3600, 30.0)
+    chosen = env("--set-json", "operator.statusWritesPerSecond=7.5", "--set", "operator.counterRefreshSeconds=0",
+                 "--set-json", "operator.occupancyRefreshSeconds=2.5")
+    assert (chosen["TFGRID_STATUS_WRITES_PER_S"], chosen["TFGRID_COUNTER_REFRESH_S"],
+            chosen["TFGRID_OCCUPANCY_REFRESH_S"]) == ("7.5", "0", "2.5")
 
 
 def test_postgres_standbys_peer_with_distinct_priorities():

@@ -105,6 +105,7 @@ def run(namespace: str, context: str | None, wait_s: float | None, ledger_url: s
     configure_logging(log_format, verbose)
     if ledger_url:
         os.environ["TFGRID_LEDGER_URL"] = ledger_url
+    os.environ["TFGRID_WATCH_NAMESPACE"] = namespace  # the loop's own watches see what kopf's see
     asyncio.run(kopf.operator(
         registry=kopf.get_default_registry(), clusterwide=not namespace, namespaces=[namespace] if namespace else [],
         liveness_endpoint=liveness,

@@ -18,7 +18,7 @@ from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
-from tfgrid_operator.handlers import reporting, tenancy, tracking
+from tfgrid_operator.handlers import reporting, tenancy
 from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import status as projections
 
@@ -177,4 +177,3 @@ async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Pa
         message=closed_event)
 
 
-tracking.track("deployments")

@@ -9,7 +9,7 @@ import kopf
 from tfgrid_operator import api, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.handlers import reporting, tenancy, tracking
+from tfgrid_operator.handlers import reporting, tenancy
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -44,4 +44,3 @@ async def delete_farm(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, 
                                     message=lambda _: None, retry=retry)  # routine: no Event
 
 
-tracking.track("farms")

@@ -15,7 +15,7 @@ from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain.units import Resources
-from tfgrid_operator.handlers import leases, reporting, tenancy, tracking
+from tfgrid_operator.handlers import leases, reporting, tenancy
 from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
@@ -115,4 +115,3 @@ async def certification(body: Any, name: str, memo: kopf.Memo, **_: Any) -> None
                   message=f"node {name} is {'certified' if att.certified else 'DIY'} by the council")
 
 
-tracking.track("nodes")

@@ -17,7 +17,7 @@ from tfgrid_operator import api, ballot, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity, voting
-from tfgrid_operator.handlers import reporting, tracking
+from tfgrid_operator.handlers import reporting
 from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
@@ -169,4 +169,3 @@ async def withdraw_proposal(name: str, namespace: str, memo: kopf.Memo, **_: Any
         log.info("Proposal %s/%s (ledger id %s) withdrawn", namespace, name, prop.id)
 
 
-tracking.track("proposals")

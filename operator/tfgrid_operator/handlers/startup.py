@@ -34,10 +34,15 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
         """The essence once (kopf's multi-storage builds it once per storage, each a deep copy of the whole
-        object); status is never part of it, so it is not copied either unless a handler asks for a field of it."""
+        object, for every watch event). Of metadata kopf keeps only labels and annotations, and no status: only
+        those are handed to its deep copy unless a handler asks for another field (managedFields, which a real
+        API server sends with every object, and our status were copied and thrown away on each event)."""
         if not extra_fields:
-            # the object less its status is a RawBody (kopf's TypedDict), which a comprehension cannot be typed as
-            body = kopf.Body(cast(kopf.RawBody, {k: v for k, v in body.items() if k != "status"}))
+            meta = body.get("metadata") or {}
+            kept = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+            # a RawBody is kopf's TypedDict, which a comprehension cannot be typed as
+            body = kopf.Body(cast(kopf.RawBody, {**{k: v for k, v in body.items() if k not in ("status", "metadata")},
+                                                 "metadata": kept}))
         essence = self.in_status.build(body=body, extra_fields=extra_fields)
         self.legacy.remove_annotations(essence, set(self.legacy.make_keys(self.legacy.key, body=body)))
         self.legacy.remove_empty_stanzas(essence)

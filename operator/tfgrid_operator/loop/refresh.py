@@ -1,6 +1,8 @@
 """The status write-back of each tick: every object's status from a handful of ledger queries, queued for a PATCH
 only where something changed, and sent at the pace of settings.status_writes_per_s (pacing.py): what a person needs
-now first, counters (uptime, billed totals) after, and those at most every settings.counter_refresh_s of grid time.
+now first, counters (uptime, billed totals) after, and those at most every settings.counter_refresh_s of grid time;
+a Node's occupancy (used, free, deployments), which moves with every placement, at most every
+settings.occupancy_refresh_s of wall time (a burst of placements on a node is one write, not one a tick).
 
 An object a handler holds (an invalid spec, a wait on the world, a name taken) keeps that handler's report: the
 loop writes the report back over whatever was written since, and writes nothing of the ledger on it.
@@ -21,6 +23,7 @@ from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import pricing
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError
+from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.pacing import NUDGE, PacedWrites, Write
 from tfgrid_operator.loop.requeue import HANDLER_OWNED, Key, forget_gone, nudge, requeues, unobserved
 from tfgrid_operator.loop.status import deployment_status, farm_status, node_attestation, node_status, proposal_status
@@ -30,6 +33,9 @@ log = logging.getLogger("tfgrid_operator.loop")
 # fields that move with every uptime report or billing period; a change of anything else writes at once
 COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount",
                       "reserve", "lastBill"})
+# a Node's share taken by deployments: moves with every placement, removal and move
+OCCUPANCY = frozenset({"used", "free", "usedPercent", "deployments"})
+ROUTINE = COUNTERS | OCCUPANCY  # what moves by itself; anything else a person needs to see now
 # status fields that say which ledger record an object is: removed when written on an object whose name is taken
 IDENTITY = ("farmId", "nodeId", "contractId", "proposalId", "node", "farm", "contractState")
 
@@ -75,6 +81,7 @@ def paced_writes(rt: runtime.Runtime) -> PacedWrites:
             # written since, or its handler reported since (a write of its own on the way): compare again
             rt.refreshed.pop(w.key, None)
             rt.counters_written.pop(w.key, None)
+            rt.occupancy_written.pop(w.key, None)
         else:
             await _send(rt, *w.key, w.change)
     return PacedWrites(rt.settings.status_writes_per_s, send)
@@ -101,9 +108,9 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
         change = conditions.diff(body.get("status") or {}, desired)
         if not change:
             writes.withdraw(key)  # already what it should be (a handler wrote it, or the write landed)
-        elif writes.queued(key) is not None or not _only_counters(rt, key, change, now):
+        elif writes.queued(key) is not None or not _routine_held(rt, key, change, now):
             writes.offer_status(key, body["metadata"].get("uid", ""), api.check_status(key[0], change),  # its model's
-                                urgent=not set(change) <= COUNTERS, basis=body.get("status") or {},
+                                urgent=not set(change) <= ROUTINE, basis=body.get("status") or {},
                                 report=reports.get(key))
         else:
             rt.refreshed.pop(key, None)  # a deferred counter: compare again next tick
@@ -169,26 +176,39 @@ async def _send(rt: runtime.Runtime, plural: str, ns: str, name: str, change: di
         tracked = rt.objects.get((plural, ns, name))
         if tracked is not None and isinstance(written, dict):
             # the next tick diffs against what was written, even before the watch delivers it
-            tracked["status"] = dict(written.get("status") or {})
+            tracked["status"] = mirror.slim_status(written.get("status") or {})
     except Exception as err:  # an API error or a dropped connection: one object's write never stops the others
         rt.refreshed.pop((plural, ns, name), None)  # not written: compare (and write) again next tick
         rt.counters_written.pop((plural, ns, name), None)
+        rt.occupancy_written.pop((plural, ns, name), None)
         if not (isinstance(err, ApiError) and err.status == 404):
             log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
 
-def _only_counters(rt: runtime.Runtime, key: Key, change: dict[str, Any], now: int) -> bool:
-    """True when only counters moved (uptime, billed total) and the object's counters were last written for
-    themselves less than settings.counter_refresh_s ago (grid time, of the tick that found them): such a status is
-    current enough. Anything else writes now and leaves the counters' clock alone (a move in mid-hour never holds
-    back the next hour's bill), so two counter-only writes of an object are a full cadence apart."""
-    if not set(change) <= COUNTERS:
+def _routine_held(rt: runtime.Runtime, key: Key, change: dict[str, Any], now: int) -> bool:
+    """True when only routine fields moved and this object's were written for themselves too recently: counters
+    (uptime, billed total) less than settings.counter_refresh_s of grid time ago (grid time of the tick that found
+    them), occupancy (a Node's used/free/deployments) less than settings.occupancy_refresh_s of wall time ago
+    (placements come at the speed of the cluster, not of grid time). Such a status is current enough. Anything
+    else writes now and leaves both clocks alone (a move in mid-hour never holds back the next hour's bill), so two
+    routine writes of an object are a full cadence apart; a write that takes either clock takes both fields."""
+    if not set(change) <= ROUTINE:
         return False
-    last = rt.counters_written.get(key)
-    if last is None or now - last >= rt.settings.counter_refresh_s:
-        rt.counters_written[key] = now
+    counters_due = _due(rt.counters_written, key, now, rt.settings.counter_refresh_s)
+    occupancy_due = _due(rt.occupancy_written, key, time.monotonic(), rt.settings.occupancy_refresh_s)
+    moved_counters, moved_occupancy = bool(set(change) & COUNTERS), bool(set(change) & OCCUPANCY)
+    if (moved_counters and counters_due) or (moved_occupancy and occupancy_due):
+        if moved_counters:
+            rt.counters_written[key] = now
+        if moved_occupancy:
+            rt.occupancy_written[key] = time.monotonic()
         return False
     return True
+
+
+def _due(written: dict[Key, Any], key: Key, now: float, cadence: float) -> bool:
+    last = written.get(key)
+    return last is None or now - last >= cadence
 
 
 def _mine(record: records.Owner, obj: records.Owner) -> bool:

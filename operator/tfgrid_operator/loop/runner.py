@@ -14,6 +14,7 @@ from typing import Any
 
 from tfgrid_operator import runtime
 from tfgrid_operator.backend import errors
+from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.jobs import bill_due, close_due, heal, mint_due, sweep
 from tfgrid_operator.loop.pacing import PacedWrites
 from tfgrid_operator.loop.refresh import paced_writes, refresh
@@ -23,6 +24,7 @@ log = logging.getLogger("tfgrid_operator.loop")
 
 async def run_forever(rt: runtime.Runtime) -> None:
     writes = paced_writes(rt)
+    watches = mirror.start(rt)  # rt.objects: what the ticks read of the cluster
     try:
         while True:
             started = time.perf_counter()
@@ -39,6 +41,9 @@ async def run_forever(rt: runtime.Runtime) -> None:
                 await asyncio.wait_for(rt.wake.wait(), rt.settings.tick_s)
             rt.wake.clear()
     finally:
+        for task in watches:
+            task.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
         await writes.close()
 
 

@@ -140,6 +140,7 @@ class Month:
                     if (changed or step % scenario.STEPS_PER_DAY == 0) and isinstance(live, Live):
                         live.update(await self.frame(step, progress), refresh=True)
                 self.rt.counters_written.clear()  # the last counters are written now, for the summary
+                self.rt.occupancy_written.clear()
                 await self.loop_pass(self.clk.now())
                 summary = await _until(self.matching_summary, timeout=10) or await self.summary()
                 if isinstance(live, Live):

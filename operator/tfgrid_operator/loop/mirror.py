@@ -1,0 +1,109 @@
+"""The loop's own view of our objects: one LIST + WATCH per kind, kept in ``rt.objects`` as slim bodies.
+
+It was a kopf event handler per kind: kopf then ran a handler invocation for every watch event of every object
+(~12 % of a burst's CPU, issue 17), and the view lagged behind kopf's queue of unstarted objects (the loop kept
+refreshing Nodes that were already being deleted). A watch of our own costs one JSON decode an event, is as
+current as the API server, and keeps only what the loop reads: name, namespace, uid, generation,
+resourceVersion, deletionTimestamp, the spec, and the status without kopf's bookkeeping (status.kopf,
+status.lastHandledConfiguration) — never managedFields, labels or annotations (on a real cluster managedFields
+alone can be most of an object's size).
+
+It watches what kopf watches: every namespace, or the one ``settings.watch_namespace`` names (`run -n`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tfgrid_operator import runtime
+from tfgrid_operator.kube.client import ApiError
+
+log = logging.getLogger("tfgrid_operator.loop")
+
+PLURALS = ("farms", "nodes", "deployments", "proposals")
+KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+KOPF_STATUS = ("kopf", "lastHandledConfiguration")  # kopf's bookkeeping (handlers/startup.py), never the loop's
+WATCH_TIMEOUT_S = 300  # the server ends a watch after this; it is started again from the last resourceVersion
+RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between failed LIST/WATCH attempts
+
+
+def slim(body: dict[str, Any]) -> dict[str, Any]:
+    """What the loop keeps of an object."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return {"metadata": {k: meta[k] for k in KEPT_METADATA if k in meta}, "spec": dict(body.get("spec") or {}),
+            "status": {k: v for k, v in status.items() if k not in KOPF_STATUS}}
+
+
+def slim_status(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in KOPF_STATUS}
+
+
+def remember(rt: runtime.Runtime, plural: str, body: dict[str, Any]) -> None:
+    meta = body.get("metadata") or {}
+    rt.objects[(plural, meta.get("namespace") or "", meta.get("name") or "")] = slim(body)
+
+
+def forget(rt: runtime.Runtime, plural: str, namespace: str, name: str) -> None:
+    rt.objects.pop((plural, namespace, name), None)
+    if plural == "deployments":  # gone: through our finalizer, or past it (the sweep closes what is left)
+        rt.request_sweep()
+
+
+async def mirror(rt: runtime.Runtime, plural: str) -> None:
+    """Keep ``rt.objects`` current for one kind, for as long as the loop runs: LIST, then WATCH from the list's
+    resourceVersion; a watch that ends is started again from the last version seen; one the server refuses as too
+    old (410 Gone) or any failure LISTs again (after a wait that grows with consecutive failures)."""
+    kube = rt.kube
+    base = kube.path(runtime.GROUP, runtime.VERSION, plural, rt.settings.watch_namespace or None)
+    failures = 0
+    while True:
+        try:
+            version = await _relist(rt, plural, base)
+            failures = 0
+            while version:
+                version = await _watch(rt, plural, base, version)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # an API error or a dropped connection: list again after a wait
+            log.warning("Watching %s failed (listing again): %s", plural, err)
+            await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
+            failures += 1
+
+
+async def _relist(rt: runtime.Runtime, plural: str, base: str) -> str:
+    listing = await rt.kube.request("GET", base)
+    seen = set()
+    for item in listing.get("items") or []:
+        item_meta = item.get("metadata") or {}
+        seen.add((plural, item_meta.get("namespace") or "", item_meta.get("name") or ""))
+        remember(rt, plural, item)
+    for key in [k for k in rt.objects if k[0] == plural and k not in seen]:
+        forget(rt, *key)  # gone while nobody watched
+    return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+
+async def _watch(rt: runtime.Runtime, plural: str, base: str, version: str) -> str:
+    """One watch from ``version``; returns the version to go on from, or "" when the server says to LIST again."""
+    path = f"{base}?watch=true&allowWatchBookmarks=true&timeoutSeconds={WATCH_TIMEOUT_S}&resourceVersion={version}"
+    async for event in rt.kube.watch(path, read_timeout_s=WATCH_TIMEOUT_S + 60):
+        kind, body = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if body.get("code") == 410:
+                return ""  # too old: the server no longer has what happened since; list again
+            raise ApiError(int(body.get("code") or 500), str(body.get("message")))
+        meta = body.get("metadata") or {}
+        version = str(meta.get("resourceVersion") or version)
+        if kind == "BOOKMARK":
+            continue
+        if kind == "DELETED":
+            forget(rt, plural, meta.get("namespace") or "", meta.get("name") or "")
+        else:
+            remember(rt, plural, body)
+    return version
+
+
+def start(rt: runtime.Runtime) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(mirror(rt, plural), name=f"mirror-{plural}") for plural in PLURALS]

@@ -38,6 +38,8 @@ class Runtime:
     unobserved_since: dict[tuple[str, str, str], float] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → the generation a reconcile handler last ran for (whatever its outcome)
     handled: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    # (plural, namespace, name) → how many of its reconcile handlers are running now: the loop leaves it alone
+    busy: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
     last_reconcile: float = 0.0  # when (monotonic) a reconcile handler last finished
     # (plural, namespace, name) → (when (monotonic) to requeue it, the wait after that): objects waiting on the world
     requeue_at: dict[tuple[str, str, str], tuple[float, float]] = dataclasses.field(default_factory=dict)

@@ -245,18 +245,26 @@ def metered(controller: str) -> Callable[[Handler], Handler]:
 
 def ran_for_generation(plural: str) -> Callable[[Handler], Handler]:
     """Remember which generation a reconcile ran for: the loop nudges an object only when a reconcile ran but
-    its report never landed (kopf's own write failed), never one that is merely still queued."""
+    its report never landed (kopf's own write failed), never one that is merely still queued. While it runs, the
+    object is the handler's (rt.busy): the loop writes nothing on it, not even what the ledger shows half-way
+    through the handler's calls (a tally of four of five votes being counted)."""
     def wrap(fn: Handler) -> Handler:
         @functools.wraps(fn)
         async def handler(**kwargs: Any) -> Any:
+            rt = runtime.of(kwargs.get("memo"))
+            key = (plural, kwargs.get("namespace") or "", kwargs["name"])
+            if rt is not None:
+                rt.busy[key] = rt.busy.get(key, 0) + 1
             try:
                 return await fn(**kwargs)
             finally:
-                rt = runtime.of(kwargs.get("memo"))
                 if rt is not None:
-                    key = (plural, kwargs.get("namespace") or "", kwargs["name"])
                     rt.handled[key] = kwargs["body"].get("metadata", {}).get("generation", 1)
                     rt.last_reconcile = time.monotonic()
+                    if rt.busy[key] <= 1:
+                        del rt.busy[key]
+                    else:
+                        rt.busy[key] -= 1
         return handler
     return wrap
 

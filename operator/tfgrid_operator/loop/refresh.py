@@ -77,8 +77,9 @@ def paced_writes(rt: runtime.Runtime) -> PacedWrites:
             return  # gone, going, or another object of that name since it was queued
         if w.kind == NUDGE:
             await nudge(rt, *w.key)
-        elif (rt.objects[w.key].get("status") or {}) != w.basis or rt.reported.get(w.key) is not w.report:
-            # written since, or its handler reported since (a write of its own on the way): compare again
+        elif (rt.objects[w.key].get("status") or {}) != w.basis or rt.reported.get(w.key) is not w.report or \
+                w.key in rt.busy:
+            # written since, or its handler reported since or is running (a write of its own on the way): compare again
             rt.refreshed.pop(w.key, None)
             rt.counters_written.pop(w.key, None)
             rt.occupancy_written.pop(w.key, None)
@@ -100,8 +101,8 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     for key in sorted(set(unobserved(rt)) | set(requeues(rt))):
         writes.offer_nudge(key, rt.objects[key]["metadata"].get("uid", ""))
     for key, body in list(rt.objects.items()):
-        if rt.reported.get(key) is not reports.get(key):
-            continue
+        if rt.reported.get(key) is not reports.get(key) or key in rt.busy:
+            continue  # its handler reported since the ledger was read, or is running: the handler's report stands
         desired = desired_status(rt, ledger, key, body)
         if desired is None:
             continue  # nothing to write, or nothing new since compared: what is queued stands

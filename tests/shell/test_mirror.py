@@ -1,0 +1,113 @@
+"""The loop's own view of our objects (loop/mirror.py): LIST + WATCH per kind against the strict emulator over
+HTTPS, slim bodies (no managedFields, labels, annotations or kopf's bookkeeping), deletions, a watch dropped by a
+restarting API server, and the namespace scope `run -n` gives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from kube_emulator import Cluster
+from tfgrid_operator import clock, metrics, runtime
+from tfgrid_operator.api import crds
+from tfgrid_operator.kube import client
+from tfgrid_operator.loop import mirror
+from tfgrid_operator.settings import Settings
+
+API = "/apis/grid.threefold.io/v1alpha1"
+
+
+def farm(name: str) -> dict:
+    return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Farm",
+            "metadata": {"name": name, "labels": {"team": "x"}, "annotations": {"note": "y" * 500}},
+            "spec": {"ownerKey": "A" * 43 + "=", "payoutAccount": "p", "publicIPs": 1}}
+
+
+@pytest.fixture
+async def cluster(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    c = Cluster(tmp_path)
+    emu = await c.start()
+    for crd in crds.ALL.values():
+        assert (await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status == 201
+    for ns in ("a", "b"):
+        await c.namespace(ns)
+    monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig(c.token_user())))
+    yield c
+    await c.stop()
+
+
+async def create(c: Cluster, ns: str, name: str) -> None:
+    resp = await c.emulator.post(f"{API}/namespaces/{ns}/farms", json=farm(name))
+    assert resp.status == 201, await resp.text()
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_runtime(namespace: str = "") -> runtime.Runtime:
+    return runtime.Runtime(settings=Settings(watch_namespace=namespace), clock=clock.ManualClock(0),
+                           ledger=None, kube=client.KubeClient(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+
+
+async def test_the_mirror_lists_watches_and_keeps_only_what_the_loop_reads(cluster):
+    await create(cluster, "a", "listed")  # before the mirror starts: the LIST brings it
+    rt = make_runtime()
+    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    try:
+        await until(lambda: ("farms", "a", "listed") in rt.objects, "the listed farm")
+        await create(cluster, "b", "watched")  # after: the WATCH brings it, from another namespace too
+        await until(lambda: ("farms", "b", "watched") in rt.objects, "the watched farm")
+        resp = await cluster.emulator.patch(f"{API}/namespaces/b/farms/watched/status", json={"status": {
+            "farmId": 7, "kopf": {"progress": {"x": {"retries": 1}}}, "lastHandledConfiguration": "{\"spec\": 1}"}},
+            headers={"Content-Type": "application/merge-patch+json"})
+        assert resp.status == 200, await resp.text()
+        await until(lambda: rt.objects[("farms", "b", "watched")]["status"] == {"farmId": 7}, "the status")
+        body = rt.objects[("farms", "b", "watched")]
+        assert set(body) == {"metadata", "spec", "status"}
+        assert set(body["metadata"]) <= set(mirror.KEPT_METADATA)  # no labels, annotations or managedFields
+        assert body["metadata"]["uid"] and body["spec"]["publicIPs"] == 1
+        assert (await cluster.emulator.delete(f"{API}/namespaces/a/farms/listed")).status == 200
+        await until(lambda: ("farms", "a", "listed") not in rt.objects, "the deletion")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.kube.close()
+
+
+async def test_a_dropped_watch_goes_on_and_misses_nothing(cluster):
+    rt = make_runtime()
+    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    try:
+        await create(cluster, "a", "before")
+        await until(lambda: ("farms", "a", "before") in rt.objects, "the first farm")
+        await cluster.restart()  # every watch drops; the store survives
+        await create(cluster, "a", "after")
+        assert (await cluster.emulator.delete(f"{API}/namespaces/a/farms/before")).status == 200
+        await until(lambda: ("farms", "a", "after") in rt.objects and ("farms", "a", "before") not in rt.objects,
+                    "what changed while the watch was down")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.kube.close()
+
+
+async def test_the_mirror_sees_only_the_namespace_run_watches(cluster):
+    rt = make_runtime("a")
+    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    try:
+        await create(cluster, "b", "elsewhere")
+        await create(cluster, "a", "mine")
+        await until(lambda: ("farms", "a", "mine") in rt.objects, "the farm in the watched namespace")
+        assert ("farms", "b", "elsewhere") not in rt.objects
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.kube.close()

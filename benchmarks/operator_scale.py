@@ -32,7 +32,8 @@ Prints one JSON object:
                                written to its log); period_ledger_by_call
   period_api_calls, noop_patches, steady_tick_s, steady_tick_patches
   peak_rss_mb, rss_per_object_kb     of the operator's process (VmHWM; per object: RSS growth over the burst / objects)
-  restart_idle_s, rebilled_on_restart
+  restart_idle_s, rebilled_on_restart, restart_writes (the operator's writes from its start until idle again),
+  restart_cpu_ms_per_object
   calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
   per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
                                `--scales 0.3,1` runs each scale in turn and prints the last one's keys with all of
@@ -40,8 +41,8 @@ Prints one JSON object:
 
 Not a pass/fail test: the machines are noisy (counts of writes are not: tests/e2e/test_write_budget.py holds them).
     python benchmarks/operator_scale.py [--scale 0.1 | --scales 0.3,1] [--ledger postgresql] [--profile DIR]
---profile DIR: py-spy samples the operator during the burst, the first period and the deletion (DIR/burst.txt,
-period.txt, delete.txt as collapsed stacks; *.top.txt: the top costs). `pip install py-spy` into the .venv first.
+--profile DIR: py-spy samples the operator during the burst, the first period, the restart and the deletion
+(DIR/burst.txt, period.txt, restart.txt, delete.txt as collapsed stacks; *.top.txt: the top costs). `pip install py-spy` into the .venv first.
 --scale 0.1 took about five minutes on this 2-core machine while other work loaded it (most of it waits: kopf's
 ceiling, the loop's 5 s ticks around two periods, a restart, a namespace deletion whose blocked deletes back off).
 """
@@ -370,12 +371,15 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 billed_before = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
                 result["peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)
                 result["rss_per_object_kb"] = round((op.memory_mb("VmRSS") - base_rss) * 1024 / objects, 2)
-            restarted = time.perf_counter()
+            restarted, calls0 = time.perf_counter(), len(emu.calls)
             grid_objects = objects + 2 * batch
             async with OperatorProcess(url, clock_file, log) as op:
-                await op.wait_idle(at_least=grid_objects)
+                async with harness.profiled(op.pid, spy("restart")):
+                    await op.wait_idle(at_least=grid_objects)
                 result["restart_idle_s"] = round(time.perf_counter() - restarted, 2)
+                result["restart_cpu_ms_per_object"] = round(op.cpu_s() * 1000 / grid_objects, 2)
                 await op.settle()
+                result["restart_writes"] = sum(harness.writes(emu.calls[calls0:]).values())
                 billed_after = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
                 result["rebilled_on_restart"] = billed_after - billed_before
 

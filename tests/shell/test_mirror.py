@@ -111,3 +111,25 @@ async def test_the_mirror_sees_only_the_namespace_run_watches(cluster):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await rt.kube.close()
+
+
+async def test_reads_of_one_secret_asked_together_share_one_get_and_a_failure_is_never_reused(cluster):
+    secrets = "/api/v1/namespaces/a/secrets"
+    resp = await cluster.emulator.post(secrets, json={"apiVersion": "v1", "kind": "Secret",
+                                                      "metadata": {"name": "payer"}, "data": {"key": "eA=="}})
+    assert resp.status == 201, await resp.text()
+
+    def gets() -> int:
+        return sum(1 for c in cluster.emulator.calls if c.verb == "get" and c.resource == "secrets")
+
+    async with client.KubeClient() as kube:
+        answers = await asyncio.gather(*(kube.get_shared(f"{secrets}/payer", 60) for _ in range(20)))
+        assert gets() == 1 and all(a["data"] == {"key": "eA=="} for a in answers)
+        await kube.get_shared(f"{secrets}/payer", 60)  # within reuse_s: the same answer
+        assert gets() == 1
+        await kube.get_shared(f"{secrets}/payer", 0)  # past it: asked again
+        assert gets() == 2
+        for _ in range(2):  # a 404 serves nobody after it
+            with pytest.raises(client.ApiError):
+                await kube.get_shared(f"{secrets}/missing", 60)
+        assert gets() == 4

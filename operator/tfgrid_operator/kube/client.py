@@ -183,6 +183,7 @@ class KubeClient:
         self._ssl: ssl.SSLContext | bool = self.login.ssl_context()
         self._session: aiohttp.ClientSession | None = None
         self._auth: tuple[str | None, float] | None = None  # the header and when (monotonic) it was resolved
+        self._shared: dict[str, tuple[float, asyncio.Future[Any]]] = {}  # path → (when asked, its answer)
 
     @property
     def server(self) -> str:
@@ -266,6 +267,19 @@ class KubeClient:
         if status >= 400:
             raise ApiError(status, text)
         return json.loads(text) if text else None
+
+    async def get_shared(self, path: str, reuse_s: float) -> Any:
+        """A GET that callers asking together share, and whose answer serves the same path for ``reuse_s`` after
+        it was asked (a failure serves nobody after it: the next caller asks again). A thousand Deployments paying
+        from one Secret, created or resumed together, read it once a second, not a thousand times."""
+        now = time.monotonic()
+        held = self._shared.get(path)
+        if held is None or now - held[0] >= reuse_s or (held[1].done() and (held[1].cancelled() or held[1].exception())):
+            if len(self._shared) > 10_000:  # bounded: paths name objects
+                self._shared = {p: h for p, h in self._shared.items() if now - h[0] < reuse_s}
+            held = (now, asyncio.ensure_future(self.request("GET", path)))
+            self._shared[path] = held
+        return await asyncio.shield(held[1])
 
     async def probe(self, path: str = "/apis/grid.threefold.io/v1alpha1") -> None:
         """One authenticated call (discovery of our API group: it needs credentials, unlike /version, and

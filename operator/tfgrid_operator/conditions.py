@@ -60,6 +60,14 @@ class Reason(enum.StrEnum):
     EXECUTED = "Executed"
 
 
+# conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
+WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY,
+                     Reason.PAYER_NOT_AUTHORIZED, Reason.FARM_CONSENT_MISSING, Reason.PAYER_IN_DEBT})
+# conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
+HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
+                           Reason.NAME_TAKEN}
+
+
 def timestamp(ts: int) -> str:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -41,7 +41,15 @@ def note(rt: runtime.Runtime, body: Any, desired: dict[str, Any]) -> None:
     key = key_of(body)
     ready = conditions.get(desired.get("conditions") or [], "Ready")
     if key is not None and ready is not None:
-        rt.reported[key] = ((body.get("metadata") or {}).get("uid", ""), str(ready.get("reason", "")), dict(desired))
+        reason = str(ready.get("reason", ""))
+        # the loop writes a held object's report back, and a Proposal's rejections (never read from status); of
+        # any other report it reads only the reason: 10,000 whole statuses would be ~30 MB kept for nothing
+        kept = dict(desired) if reason in conditions.HANDLER_OWNED else \
+            {k: desired[k] for k in REJECTIONS if k in desired}
+        rt.reported[key] = ((body.get("metadata") or {}).get("uid", ""), reason, kept)
+
+
+REJECTIONS = ("rejectedVotes", "rejectedVetoes")  # a Proposal's handler's findings, which the loop writes back
 
 
 def name_taken(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: errors.LedgerError) -> None:

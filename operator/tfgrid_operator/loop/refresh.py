@@ -19,13 +19,13 @@ from typing import Any
 from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import records
 from tfgrid_operator.backend.config import LedgerConfig
-from tfgrid_operator.conditions import Reason
+from tfgrid_operator.conditions import HANDLER_OWNED, Reason
 from tfgrid_operator.domain import pricing
 from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.pacing import NUDGE, PacedWrites, Write
-from tfgrid_operator.loop.requeue import HANDLER_OWNED, Key, forget_gone, nudge, requeues, unobserved
+from tfgrid_operator.loop.requeue import Key, forget_gone, nudge, requeues, unobserved
 from tfgrid_operator.loop.status import deployment_status, farm_status, node_attestation, node_status, proposal_status
 
 log = logging.getLogger("tfgrid_operator.loop")

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 
 from tfgrid_operator import conditions, runtime
-from tfgrid_operator.conditions import Reason
+from tfgrid_operator.conditions import WAITING
 from tfgrid_operator.kube.client import ApiError
 
 log = logging.getLogger("tfgrid_operator.loop")
@@ -17,12 +17,6 @@ log = logging.getLogger("tfgrid_operator.loop")
 Key = tuple[str, str, str]  # (plural, namespace, name)
 
 
-# conditions that wait on the world, not on the operator: retried by the loop (requeues), not by kopf
-WAITING = frozenset({Reason.UNSCHEDULABLE, Reason.RESIZE_BLOCKED, Reason.PAYER_NOT_FOUND, Reason.FARM_NOT_READY,
-                     Reason.PAYER_NOT_AUTHORIZED, Reason.FARM_CONSENT_MISSING, Reason.PAYER_IN_DEBT})
-# conditions only a reconcile handler writes and clears: the loop leaves those objects' status alone
-HANDLER_OWNED = WAITING | {Reason.INVALID_SPEC, Reason.DELETE_BLOCKED, Reason.CREATING, Reason.UNAUTHORIZED,
-                           Reason.NAME_TAKEN}
 REQUEUE_BACKOFF_CAP = 12  # the longest wait between two tries, in multiples of the first (retry_delay_s)
 
 

@@ -143,7 +143,7 @@ class ContractRow(NamedTuple):
     cycles: int
     billed_total: int
     billing_error: str | None
-    billed_until: int | None  # how far this period is billed already (None: not at all)
+    billed_until: int | None  # how far it is billed already: its latest bill's end (None: never billed)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

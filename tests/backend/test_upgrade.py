@@ -1,8 +1,9 @@
-"""Upgrading a version-5 ledger through version 6 (issue 13's last gaps) to version 7 (compact receipts), on SQLite
-and PostgreSQL: proposals get their nonce columns, the debt and node-key indexes are made, payout accounts are
-named within their farm's namespace (each keeps its balance and payouts), bills get their quote and bill_quotes
-is made (on PostgreSQL bills lose their foreign keys and contracts get fillfactor 50), and an upgrade never fails
-on what an older ledger allowed. A new ledger is made at version 7 directly, with the same parts."""
+"""Upgrading a version-5 ledger through version 6 (issue 13's last gaps) and version 7 (compact receipts) to version 8
+(how far each contract is billed), on SQLite and PostgreSQL: proposals get their nonce columns, the debt and node-key
+indexes are made, payout accounts are named within their farm's namespace (each keeps its balance and payouts), bills
+get their quote and bill_quotes is made (on PostgreSQL bills lose their foreign keys and contracts get fillfactor
+50), contracts get billed_until from their bills, and an upgrade never fails on what an older ledger allowed. A new
+ledger is made at version 8 directly, with the same parts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import ledger_setup
 from ledger_audit import conserved
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records, schema
-from tfgrid_operator.domain import identity
+from tfgrid_operator.domain import identity, scheduling
 
 OWNER = identity.KeyPair.generate()
 A, B = records.Owner("team-a", "uid-a"), records.Owner("team-b", "uid-b")
@@ -20,8 +21,9 @@ A, B = records.Owner("team-a", "uid-a"), records.Owner("team-b", "uid-b")
 
 async def back_to_version_5(conn) -> None:
     """Make a ledger look like version 5 again: payout accounts named as their farm named them, no proposal nonce
-    columns, none of version 6's indexes; and none of version 7's parts (no bill_quotes, no bills.quote_id; on
-    PostgreSQL bills with their foreign keys and contracts with the default fillfactor)."""
+    columns, none of version 6's indexes; none of version 7's parts (no bill_quotes, no bills.quote_id; on
+    PostgreSQL bills with their foreign keys and contracts with the default fillfactor); nor version 8's."""
+    await back_to_version_7(conn)
     await conn.execute(sa.text("DROP TABLE bill_quotes"))
     await conn.execute(sa.text("ALTER TABLE bills DROP COLUMN quote_id"))
     if conn.dialect.name == "postgresql":
@@ -39,30 +41,36 @@ async def back_to_version_5(conn) -> None:
     await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="5"))
 
 
+async def back_to_version_7(conn) -> None:
+    """Make a ledger look like version 7 again: contracts without billed_until."""
+    await conn.execute(sa.text("ALTER TABLE contracts DROP COLUMN billed_until"))
+    await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="7"))
+
+
 async def version(lg) -> str:
     async with lg.engine.connect() as conn:
         return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar()
 
 
-async def has_version_7(lg) -> None:
-    """Version 7's parts are there: bill_quotes and bills.quote_id; on PostgreSQL no foreign key on bills and
-    contracts with fillfactor 50."""
+async def has_version_8(lg) -> None:
+    """Version 7's and 8's parts are there: bill_quotes, bills.quote_id and contracts.billed_until; on PostgreSQL no
+    foreign key on bills and contracts with fillfactor 50."""
     def inspect(sync):
         found = sa.inspect(sync)
         return ("bill_quotes" in found.get_table_names(), {c["name"] for c in found.get_columns("bills")},
-                found.get_foreign_keys("bills"))
+                found.get_foreign_keys("bills"), {c["name"] for c in found.get_columns("contracts")})
     async with lg.engine.connect() as conn:
-        quotes, columns, keys = await conn.run_sync(inspect)
-        assert quotes and "quote_id" in columns
+        quotes, columns, keys, contract_columns = await conn.run_sync(inspect)
+        assert quotes and "quote_id" in columns and "billed_until" in contract_columns
         if conn.dialect.name == "postgresql":
             assert keys == []
             options = (await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'contracts'"))).scalar()
             assert f"fillfactor={schema.CONTRACTS_FILLFACTOR}" in (options or [])
 
 
-async def test_a_new_ledger_is_made_at_version_7(ledger):
-    assert (await version(ledger), schema.SCHEMA_VERSION) == ("7", 7)
-    await has_version_7(ledger)
+async def test_a_new_ledger_is_made_at_version_8(ledger):
+    assert (await version(ledger), schema.SCHEMA_VERSION) == ("8", 8)
+    await has_version_8(ledger)
 
 
 async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balance(ledger_url):
@@ -92,7 +100,7 @@ async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balan
     lg = await backend.open_backend(ledger_url, cfg)
     try:
         assert await version(lg) == str(schema.SCHEMA_VERSION)
-        await has_version_7(lg)
+        await has_version_8(lg)
         farms = {f.name: f.payout_account for f in await lg.list_farms()}
         assert farms == {"fa": "team-a/farmer", "fa2": "team-a/farmer", "fb": "team-b/bpayout", "fc": "shared",
                          "fd": "shared"}  # one of two namespaces: kept as it was
@@ -110,5 +118,52 @@ async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balan
         except errors.NameTaken:
             pass
         await conserved(lg, 7)
+    finally:
+        await lg.close()
+
+
+async def test_a_version_7_ledger_gets_how_far_each_contract_is_billed(ledger_url):
+    """Version 8 reads how far a contract is billed from the contract (billed_until) instead of its bills: the
+    upgrade computes it from the bills each contract has (none: NULL), and billing goes on from there exactly as
+    it would have: a resized contract's next bill starts where its partial bill ended, a period billed before the
+    upgrade is not billed again, money is conserved."""
+    H, cfg = 3600, backend.LedgerConfig(minting_epoch=0)
+    lg = await backend.open_backend(ledger_url, cfg)
+    node_key = identity.KeyPair.generate()
+    await ledger_setup.farm_and_node(lg, owner_key=OWNER, node_key=node_key,
+                                     resources=ledger_setup.Resources(cru=8, mru=32, sru=1000))
+    twin = identity.KeyPair.generate()
+    await lg.ensure_account(name="alice", public_key=twin.public_key)
+    await lg.fund(name="alice", amount=10**15)
+    small = ledger_setup.Resources(cru=1, mru=2, sru=25)
+    for key in ("ns/billed", "ns/resized"):
+        await lg.open_contract(key=key, **ledger_setup.paid_by(twin), request=scheduling.Request(resources=small), now=0)
+    await lg.bill_period(period=0, now=H)
+    await lg.bill_period(period=1, now=2 * H)
+    await lg.resize_contract(key="ns/resized", owner_uid=ledger_setup.OWN.uid, resources=small + small, public_ips=0,
+                             now=2 * H + 1200)  # a partial bill of period 2, to 2 H + 1200
+    await ledger_setup.report_uptime(lg, node="n0", ts=2 * H + 1700, uptime=2 * H + 1700, key=node_key)
+    await lg.open_contract(key="ns/new", **ledger_setup.paid_by(twin), request=scheduling.Request(resources=small),
+                           now=2 * H + 1800)  # never billed
+    async with lg.engine.begin() as conn:
+        await back_to_version_7(conn)
+    await lg.close()
+    lg = await backend.open_backend(ledger_url, cfg)
+    try:
+        assert await version(lg) == "8"
+        await has_version_8(lg)
+        c = schema.contracts
+        async with lg.engine.connect() as conn:
+            until = dict((await conn.execute(sa.select(c.c.key, c.c.billed_until))).all())
+        assert until == {"ns/billed": 2 * H, "ns/resized": 2 * H + 1200, "ns/new": None}
+        assert (await lg.bill_period(period=1, now=3 * H)).rows_written == 0  # billed before the upgrade
+        assert (await lg.bill_period(period=2, now=3 * H)).rows_written == 3
+        windows = {key: [(b.start, b.until) for b in await lg.bills(key=key, period=2)] for key in until}
+        assert windows == {"ns/billed": [(2 * H, 3 * H)], "ns/resized": [(2 * H, 2 * H + 1200), (2 * H + 1200, 3 * H)],
+                           "ns/new": [(2 * H + 1800, 3 * H)]}
+        async with lg.engine.connect() as conn:
+            assert set((await conn.execute(sa.select(c.c.billed_until))).scalars()) == {3 * H}
+        assert (await lg.bill_period(period=2, now=3 * H + 5)).rows_written == 0
+        await conserved(lg, 10**15)
     finally:
         await lg.close()

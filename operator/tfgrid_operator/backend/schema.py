@@ -23,7 +23,9 @@ from tfgrid_operator.domain.money import MAX_UNITS
 # 7: compact receipts (a bill points at its bill_quotes row: the shape, window and level's priced steps, shared by
 #    every bill alike); bills carry no FOREIGN KEY (PostgreSQL checked one per row: ~1 s of a 100,000-contract
 #    hour); contracts leave room on PostgreSQL pages for the hourly update (fillfactor 50: HOT updates)
-SCHEMA_VERSION = 7
+# 8: contracts carry how far they are billed (billed_until, their latest bill's end), written by the update that
+#    writes their totals: the hourly run reads it with the contract instead of looking up each contract's bills
+SCHEMA_VERSION = 8
 
 metadata = sa.MetaData()
 Money = sa.BigInteger  # smallest units; never Numeric or float
@@ -125,6 +127,10 @@ contracts = sa.Table(
     sa.Column("last_billed_at", sa.BigInteger),  # its latest bill's billed_at
     sa.Column("last_discount", sa.String(16)),  # its latest bill's discount level
     sa.Column("last_bill_amount", Money),  # its latest bill's amount
+    # 8: its latest bill's end (its bills' greatest "until"; NULL: never billed). Bills are written in window order,
+    # each with this update, so a billing run starts a contract's window here (never before) without reading its
+    # bills: one index probe per contract an hour, into a table that grows by a row per contract an hour, saved
+    sa.Column("billed_until", sa.BigInteger),
     # §2.7 version B: what its bills took from the payer and not yet paid out, and the cycles since the last payout
     sa.Column("reserve", Money, nullable=False, server_default="0"),
     sa.Column("cycles", sa.Integer, nullable=False, server_default="0"),

@@ -143,7 +143,7 @@ class ContractRow(NamedTuple):
     cycles: int
     billed_total: int
     billing_error: str | None
-    billed_until: int | None  # how far this period is billed already (None: not at all)
+    billed_until: int | None  # how far it is billed already: its latest bill's end (None: never billed)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -318,7 +318,8 @@ def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int], None]
         window_end = until
         seconds = window_end - window_start if window_end > window_start else 0
         amount, discount, quote = pick((cru, mru, sru, hru, ips, dedicated, certified, seconds), balance)
-        deleted_at = deletion_at(state, grace_since, amount + overdraft > balance, window_start, window_end, grace_s)
+        deleted_at = None if state == CREATED else deletion_at(state, grace_since, amount + overdraft > balance,
+                                                               window_start, window_end, grace_s)
         if deleted_at is not None:  # billed up to the grace's end and no further
             window_end = deleted_at
             seconds = window_end - window_start
@@ -343,6 +344,10 @@ def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int], None]
                 balances[aid] += gain
         add_bill((cid, period, window_end, seconds, amount, paid, discount, now, quote, balance, overdraft, cycle_no))
         add_update((amount, discount, left, reserve, cycles, now, cid))
+        if left == 0 and state == CREATED:  # paid in full, not in grace: after_bill leaves it as it is (the usual bill)
+            if error is not None:
+                add_changed(cid)
+            return
         new_state, new_grace = after_bill(state, grace_since, left, window_end, deleted_at is not None)
         if new_state != state or new_grace != grace_since:
             add_transition((new_state, new_grace, deleted_at, OUT_OF_FUNDS if deleted_at is not None else None, cid))

@@ -21,19 +21,21 @@ from tfgrid_operator.backend.sql.registry import RegistryLedger
 from tfgrid_operator.domain import billing, pricing
 
 # domain.billing.ContractRow, in its order: the contract, its payer, its node's farm's payout account and
-# certification, and how far this period is billed already (the bills' primary key answers it per contract)
+# certification, and how far it is billed already (schema 8: its latest bill's end, kept on the contract; a window
+# starts there at the earliest, and a contract billed to the run's end is skipped)
 _CONTRACTS = (
     "SELECT c.id, c.account_id, f.account_id, c.cru, c.mru, c.sru, c.hru, c.public_ips, c.dedicated, "
     "n.certified, c.state, c.created_at, c.grace_since, c.overdraft, c.reserve, c.cycles, c.billed_total, "
-    "c.billing_error, (SELECT MAX(b.\"until\") FROM bills b WHERE b.contract_id = c.id AND b.period = ?) "
+    "c.billing_error, c.billed_until "
     "FROM contracts c JOIN nodes n ON n.id = c.node_id JOIN farms f ON f.id = n.farm_id "
     "WHERE c.created_at < ? AND (c.deleted_at IS NULL OR c.deleted_at > ?) AND c.state IN ('Created', 'GracePeriod')")
-# every billed contract: its totals, its last bill, and no error (it was billed)
+# every billed contract: its totals, its last bill (whose window ends at the run's end, {{until}}, filled in per
+# run: a bill ends earlier only where its contract is deleted, which _TRANSITION then records), and no error
 _TOTALS = ("billed_total = billed_total + {amount}, last_billed_at = {billed_at}, last_discount = {discount}, "
            "last_bill_amount = {amount}, overdraft = {overdraft}, reserve = {reserve}, cycles = {cycles}, "
-           "billing_error = NULL")
+           "billing_error = NULL, billed_until = {{until}}")
 _TRANSITION = ("state = {state}, grace_since = {grace_since}, deleted_at = {deleted_at}, "
-               "deleted_reason = {deleted_reason}")
+               "deleted_reason = {deleted_reason}, billed_until = COALESCE({deleted_at}, billed_until)")
 _SQL_TYPES = dict(amount="bigint", discount="text", overdraft="bigint", reserve="bigint", cycles="int",
                   billed_at="bigint", id="int", state="text", grace_since="bigint", deleted_at="bigint",
                   deleted_reason="text")
@@ -71,7 +73,7 @@ class BillingLedger(RegistryLedger):
         """Bill the live contracts of ``period`` (or only one) up to ``until``: load, bill in order, write."""
         start, end = self._billing_window(period)
         until = min(until, end)
-        sql, params = _CONTRACTS, [period, until, start]
+        sql, params = _CONTRACTS, [until, start]
         if only is not None:
             sql, params = sql + " AND c.id = ?", [*params, only]
         rows = await fetch_rows(conn, sql, params)  # bill_batch orders them
@@ -90,18 +92,20 @@ class BillingLedger(RegistryLedger):
         q = schema.bill_quotes
         first_quote_id = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(q.c.id), 0) + 1))).scalar_one()
         batch = billing.bill_batch(rows, balances, run, first_quote_id=first_quote_id)
-        await self._write_batch(conn, batch, balances, policy)
+        await self._write_batch(conn, batch, balances, policy, until)
         return records.PeriodReport(period, len(batch.bills), batch.total, batch.skipped,
                                     await self._keys(conn, batch.changed))
 
     async def _write_batch(self, conn: AsyncConnection, batch: billing.Batch, before: dict[int, int],
-                           policy: pricing.PricingPolicy) -> None:
-        """Write one run's results, each kind of row in one statement."""
+                           policy: pricing.PricingPolicy, until: int) -> None:
+        """Write one run's results, each kind of row in one statement; its bills end at ``until`` (or earlier, where
+        their contract is deleted)."""
         if batch.bills:
             rates_id = await self._rates_id(conn, policy, self.config.tft_price)
             await conn.execute(schema.bill_quotes.insert(), [q._asdict() | {"rates_id": rates_id} for q in batch.quotes])
             await insert_rows(conn, "bills", billing.BILL_FIELDS, batch.bills)
-            await update_rows(conn, "contracts", _TOTALS, _TOTALS_COLUMNS, batch.updates)
+            totals = _TOTALS.replace("{{until}}", str(int(until)))  # an integer: one value for the whole run
+            await update_rows(conn, "contracts", totals, _TOTALS_COLUMNS, batch.updates)
             await update_rows(conn, "contracts", _TRANSITION, _TRANSITION_COLUMNS, batch.transitions)
         await insert_rows(conn, "payouts", billing.PAYOUT_FIELDS, batch.payouts)
         await update_rows(conn, "contracts", "billing_error = {billing_error}", (("billing_error", "text"), ("id", "int")),

@@ -181,6 +181,8 @@ class LedgerBase:
                     await self._migrate_to_6(conn)
                 if int(current) < 7:
                     await self._migrate_to_7(conn)
+                if int(current) < 8:
+                    await self._migrate_to_8(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -297,6 +299,15 @@ class LedgerBase:
                                        "DROP CONSTRAINT IF EXISTS bills_rates_id_fkey"))
             await conn.execute(sa.text(f"ALTER TABLE contracts SET (fillfactor = {schema.CONTRACTS_FILLFACTOR})"))
         await self._set_meta(conn, "schema_version", "7")
+
+    async def _migrate_to_8(self, conn: AsyncConnection) -> None:
+        """Version 8: each contract carries how far it is billed (``billed_until``: the end of its latest bill), computed
+        once here from its bills (NULL for a contract never billed); from now on the update that writes a contract's
+        totals with each bill keeps it. Independent of the other steps: it adds only the column that is missing."""
+        await self._add_missing_columns(conn, ("contracts",))
+        await conn.execute(sa.text(
+            'UPDATE contracts SET billed_until = (SELECT MAX("until") FROM bills WHERE bills.contract_id = contracts.id)'))
+        await self._set_meta(conn, "schema_version", "8")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._policy_reads):

@@ -29,6 +29,7 @@ class ResourceDef:
     categories: list[str] = attrs.field(factory=list)
     status_subresource: bool = False
     schema: JSON | None = None
+    generation: bool = False  # metadata.generation: every custom resource; of the built-ins, only those with a spec
 
     @property
     def key(self) -> str:
@@ -50,14 +51,15 @@ BUILTINS = [
     ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "persistentvolumeclaim", ["pvc"]),
     ResourceDef("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
     ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
-    ResourceDef("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"]),
+    ResourceDef("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"], generation=True),
     ResourceDef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
     ResourceDef("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding"),
     ResourceDef("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
     ResourceDef("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
     ResourceDef("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-                "customresourcedefinition", ["crd", "crds"]),
-    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ["pdb"]),
+                "customresourcedefinition", ["crd", "crds"], generation=True),
+    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ["pdb"],
+                generation=True),
 ]
 
 

@@ -73,6 +73,13 @@ class ApiError(Exception):
                 "message": self.message, "reason": self.reason, "code": self.code}
 
 
+def normalized_metadata(meta: JSON) -> JSON:
+    """ObjectMeta as the server stores it: a null, empty map or empty list is not kept (``omitempty``), so an
+    object whose last label is removed has no ``labels``. ``managedFields`` is left to the field manager: an empty
+    list sent by a client means "reset them" (sandbox/managedfields.py)."""
+    return {k: v for k, v in meta.items() if k == "managedFields" or (v is not None and v != [] and v != {})}
+
+
 def timestamp_now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

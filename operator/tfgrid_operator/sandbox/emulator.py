@@ -56,6 +56,7 @@ from tfgrid_operator.sandbox.apimachinery import (
     matches_fields,
     matches_labels,
     merge_patch,
+    normalized_metadata,
     prune,
     timestamp_now,
     validate,
@@ -214,17 +215,19 @@ class StrictApiServer(kmock.KubernetesEmulator):
             if verb == "get":
                 return aiohttp.web.json_response(self._fetch(d, namespace, name))
             body = self._body(request)
+            created = verb == "create"
             if verb == "create":
                 obj = self._create(d, namespace, body, writer)
             elif verb == "update":
                 obj = self._update(d, namespace, name, body, sub, writer, replace=True)
             elif verb == "patch":
+                created = (d.key, namespace, name or "") not in self.store  # an apply that creates: 201
                 obj = self._patch(d, namespace, name, body, sub, ctype, writer, force=params.get("force") in ("true", "1"))
             elif verb == "delete":
                 obj = self._delete(d, namespace, name)
             else:
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
-        return aiohttp.web.json_response(obj, status=201 if verb == "create" else 200)
+        return aiohttp.web.json_response(obj, status=201 if created else 200)
 
     @staticmethod
     def _writer(d: ResourceDef, verb: str, sub: str, params: Any, agent: str, ctype: str) -> managedfields.Writer:
@@ -336,7 +339,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
             meta.pop(k, None)
         if d.key == NAMESPACES:  # the namespace defaulting: owned by its creator
             meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": name}
-        obj["metadata"] = meta
+        obj["metadata"] = normalized_metadata(meta)
         obj = self._finalize(d, obj, name)
         self._track(d, None, obj, writer, applied, force)
         if d.key == NAMESPACES:  # the namespace strategy: owned by no one
@@ -381,7 +384,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
                 raise ApiError(422, "Forbidden", f"no new finalizers can be added if the object is being deleted: {sorted(added)}")
         if sub == "status":
             meta = copy.deepcopy(old["metadata"])
-        new["metadata"] = meta
+        new["metadata"] = normalized_metadata(meta)
         new["apiVersion"], new["kind"] = d.group_version, d.kind
         new = self._finalize(d, new, name or "", old, sub)
         if d.generation and _spec_of(new) != _spec_of(old):

@@ -49,8 +49,10 @@ async def test_a_create_and_a_status_patch_by_another_client_make_two_entries(ap
     assert entry["manager"] == "kubectl" and entry["operation"] == "Update" and entry["apiVersion"] == API
     assert entry["fieldsType"] == "FieldsV1" and "subresource" not in entry
     assert len(entry["time"]) == 20 and entry["time"].endswith("Z")  # RFC 3339, seconds
-    spec = {".": {}, "f:ownerKey": {}, "f:payoutAccount": {}, "f:publicIPs": {}}
-    # the defaults-free spec as sent; no f:name, f:uid … (server-set metadata is owned by no one)
+    # the spec as sent and the schema's defaults (the server defaults what it is sent, so the writer owns them); no
+    # f:name, f:uid … (server-set metadata is owned by no one)
+    assert created["spec"]["certified"] is False and created["spec"]["dedicated"] is False
+    spec = {".": {}, "f:certified": {}, "f:dedicated": {}, "f:ownerKey": {}, "f:payoutAccount": {}, "f:publicIPs": {}}
     assert entry["fieldsV1"] == {"f:metadata": {"f:labels": {".": {}, "f:tier": {}}}, "f:spec": spec}
 
     resp = await api.patch(f"{FARMS}/f/status", json={"status": {"farmId": 3, "conditions": [CONDITION]}},
@@ -79,7 +81,8 @@ async def test_ownership_moves_and_an_emptied_entry_goes(api):
                            headers={**MERGE, **OPERATOR})
     obj = await resp.json()
     got = entries(obj)
-    assert got[("kubectl", "")] == {"f:spec": {".": {}, "f:ownerKey": {}, "f:payoutAccount": {}}}  # lost both
+    assert got[("kubectl", "")] == {"f:spec": {".": {}, "f:certified": {}, "f:dedicated": {}, "f:ownerKey": {},
+                                               "f:payoutAccount": {}}}  # lost both
     assert got[("tfgrid-operator", "")] == {"f:spec": {"f:publicIPs": {}}}  # an unchanged value moves nothing
     assert got[("kopf", "")] == {"f:metadata": {"f:annotations": {".": {}, "f:a": {}},
                                                 "f:finalizers": {".": {}, 'v:"kopf.zalando.org/KopfFinalizerMarker"': {}}}}

@@ -108,6 +108,26 @@ def prune(obj: Any, schema: JSON | None) -> Any:
     return obj
 
 
+def apply_defaults(obj: Any, schema: JSON | None) -> Any:
+    """Structural defaulting, as the API server does to every custom resource it is sent (and so before the field
+    manager sees it: the writer owns the defaults): a field the schema gives a ``default`` is set where it is
+    absent (or null and not ``nullable``) in every object present, array items and map values included."""
+    if schema is None:
+        return obj
+    if isinstance(obj, dict):
+        props = schema.get("properties") or {}
+        for k, sub in props.items():
+            if "default" in sub and (k not in obj or (obj[k] is None and not sub.get("nullable"))):
+                obj[k] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for k, v in obj.items():
+            apply_defaults(v, props.get(k, extra if isinstance(extra, dict) else None))
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for v in obj:
+            apply_defaults(v, schema["items"])
+    return obj
+
+
 def _jsonschema(schema: JSON) -> JSON:
     """OpenAPI v3 → JSON Schema: drop x-kubernetes-* and turn ``nullable`` into a null type."""
     out: JSON = {k: _jsonschema_value(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "nullable"}

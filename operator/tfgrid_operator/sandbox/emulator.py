@@ -52,6 +52,7 @@ from tfgrid_operator.sandbox.apimachinery import (
     ApiError,
     Key,
     ResourceDef,
+    apply_defaults,
     json_patch,
     matches_fields,
     matches_labels,
@@ -287,7 +288,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         """Prune and validate against the CRD schema, as the API server does on every write; then its CEL rules
         (not on the status subresource: rules here are on spec, which a status write cannot change)."""
         if d.schema is not None:
-            pruned: JSON = prune(obj, d.schema)  # an object pruned by an object's schema
+            pruned: JSON = apply_defaults(prune(obj, d.schema), d.schema)  # an object's schema keeps an object
             pruned["metadata"] = obj.get("metadata", {})
             validate(pruned, d.schema, d.kind, name)
             if self.cel and sub != "status":

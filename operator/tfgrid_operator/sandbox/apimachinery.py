@@ -1,17 +1,22 @@
-"""What a real API server does to an object, apart from serving it: the resource definitions it knows, schema
-validation and pruning (OpenAPI v3 as kube-apiserver applies it), merge and JSON patches, label and field
-selectors. Pure functions; the server (emulator.py) applies them on every request.
+"""What a real API server does to an object, apart from serving it: the resource definitions it knows, the metadata
+it sets on a create, admission (schema pruning, defaulting and validation as kube-apiserver applies OpenAPI v3, and
+the CEL rules), merge and JSON patches, label and field selectors. No I/O (a uid, a generated name and the time are
+all they draw on); the server (emulator.py) applies them on every request.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import random
 import re
+import uuid
 from typing import Any
 
 import attrs
 import jsonschema
+
+from tfgrid_operator.sandbox import cel
 
 JSON = dict[str, Any]
 Key = tuple[str, str | None, str]  # (resource key, namespace, name)
@@ -63,6 +68,16 @@ BUILTINS = [
 ]
 
 
+def served_defs(crd: JSON) -> list[ResourceDef]:
+    """The resources a CustomResourceDefinition serves: one per served version."""
+    spec, names = crd["spec"], crd["spec"]["names"]
+    return [ResourceDef(spec["group"], v["name"], names["plural"], names["kind"], spec["scope"] == "Namespaced",
+                        names.get("singular", ""), list(names.get("shortNames", [])), list(names.get("categories", [])),
+                        "status" in v.get("subresources", {}), v.get("schema", {}).get("openAPIV3Schema"),
+                        generation=True)
+            for v in spec["versions"] if v.get("served", True)]
+
+
 class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -71,6 +86,33 @@ class ApiError(Exception):
     def body(self) -> JSON:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": self.message, "reason": self.reason, "code": self.code}
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
+
+
+def created_metadata(d: ResourceDef, sent: JSON) -> JSON:
+    """The metadata of an object being created, before its namespace and resourceVersion: the name (or one made from
+    ``generateName``, as the server makes it: 5 characters from an alphabet without vowels or look-alikes),
+    checked (422), and the server's own fields (uid, creationTimestamp, generation where the kind has one, a
+    namespace's name label), whatever the client sent for them."""
+    meta = dict(sent)
+    if not meta.get("name"):
+        if not meta.get("generateName"):
+            raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
+        meta["name"] = meta["generateName"] + "".join(random.choices(GENERATED_NAME_ALPHABET, k=5))
+    name = meta["name"]
+    if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        raise ApiError(422, "Invalid", f'{d.kind} "{name}" is invalid: metadata.name: Invalid value: a lowercase '
+                                       "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                                       "'-' or '.', and must start and end with an alphanumeric character")
+    for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+        meta.pop(k, None)
+    meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp_now(), **({"generation": 1} if d.generation else {}))
+    if d.key == "/v1/namespaces":  # the namespace defaulting (so the creator owns it)
+        meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": name}
+    return normalized_metadata(meta)
 
 
 def normalized_metadata(meta: JSON) -> JSON:
@@ -174,6 +216,25 @@ def validate(obj: JSON, schema: JSON, kind: str, name: str) -> None:
         raise ApiError(422, "Invalid", f"{kind} \"{name}\" is invalid: " + "; ".join(problems[:10]))
 
 
+def admit(d: ResourceDef, obj: JSON, name: str, old: JSON | None = None, sub: str = "", *,
+          cel_rules: bool = True) -> JSON:
+    """What the API server makes of a write to a custom resource: pruned, defaulted, validated against the CRD's
+    schema, then its CEL rules (not on the status subresource: rules here are on spec, which a status write
+    cannot change). 422 when refused. A kind without a schema (a built-in) is taken as it is."""
+    if d.schema is None:
+        return obj
+    admitted: JSON = apply_defaults(prune(obj, d.schema), d.schema)  # an object's schema keeps an object
+    admitted["metadata"] = obj.get("metadata", {})
+    validate(admitted, d.schema, d.kind, name)
+    if cel_rules and sub != "status":
+        body = {k: v for k, v in admitted.items() if k != "metadata"}
+        before = {k: v for k, v in old.items() if k != "metadata"} if old is not None else None
+        problems = cel.violations(d.schema, body, before)
+        if problems:
+            raise ApiError(422, "Invalid", f'{d.kind}.{d.group} "{name}" is invalid: ' + "; ".join(problems[:10]))
+    return admitted
+
+
 # ---------------------------------------------------------------- patches (pure)
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
@@ -252,6 +313,16 @@ def matches_labels(labels: dict[str, str], selector: str) -> bool:
         elif term not in labels:
             return False
     return True
+
+
+def in_scope(obj: JSON, namespace: str | None, params: Any) -> bool:
+    """Whether a list or watch (in ``namespace``, None: all) with these query parameters selects ``obj``."""
+    meta = obj.get("metadata", {})
+    if namespace is not None and meta.get("namespace") != namespace:
+        return False
+    if params.get("labelSelector") and not matches_labels(meta.get("labels") or {}, params["labelSelector"]):
+        return False
+    return not (params.get("fieldSelector") and not matches_fields(obj, params["fieldSelector"]))
 
 
 def matches_fields(obj: JSON, selector: str) -> bool:

@@ -3,7 +3,11 @@
 kmock stores bodies verbatim. A real API server does much more, and an operator that only ever met
 kmock can ship bugs a cluster would expose. This subclass serves every resource request itself:
 
-* server-set metadata (uid, creationTimestamp, resourceVersion, generation), ``generateName``;
+* objects as a real server returns them: server-set metadata (uid, creationTimestamp, resourceVersion,
+  generation where the kind has one, ``generateName``, a namespace's defaults), ObjectMeta without empty maps
+  or lists, the CRD schema's defaults, and ``metadata.managedFields`` kept by the server's field-manager rules
+  (sandbox/managedfields.py) — in every reply, list item and watch event alike, so what a client holds in
+  memory here is what it would hold against a cluster;
 * optimistic concurrency: stale ``resourceVersion`` → 409, failing JSON-patch ``test`` → 422;
 * the status subresource: the main endpoint ignores status, ``/status`` ignores everything else;
 * ``generation`` bumps only on spec changes; finalizers hold deletion; no new finalizer once deleting;
@@ -23,18 +27,15 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
 
 ``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
 
-What it does to an object (schemas, patches, selectors) is apimachinery.py, how it is reached (TLS,
-authentication) transport.py. This module is the one class that serves requests, over 400 lines on purpose: its
-methods share one state (the store, resourceVersions, finalizers, the watch queues), and a request's semantics
-read top to bottom here.
+What it does to an object (schemas, defaults, patches, selectors) is apimachinery.py, who owns which field
+managedfields.py, the watch streams and their history watch.py, discovery discovery.py, how it is reached (TLS,
+authentication) transport.py. This module is the one class that serves requests: its methods share one state
+(the store, resourceVersions, finalizers), and a request's semantics read top to bottom here.
 """
 
 from __future__ import annotations
 
 import copy
-import random
-import re
-import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,29 +46,26 @@ import kmock
 import yaml
 from kmock._internal import rendering
 
-from tfgrid_operator.sandbox import cel, discovery, managedfields, watch
+from tfgrid_operator.sandbox import discovery, managedfields, watch
 from tfgrid_operator.sandbox.apimachinery import (
     BUILTINS,
     JSON,
     ApiError,
     Key,
     ResourceDef,
-    apply_defaults,
+    admit,
+    created_metadata,
+    in_scope,
     json_patch,
-    matches_fields,
-    matches_labels,
     merge_patch,
     normalized_metadata,
-    prune,
+    served_defs,
     timestamp_now,
-    validate,
 )
 from tfgrid_operator.sandbox.transport import Authn
 
 NAMESPACES = "/v1/namespaces"  # the resource key of core/v1 namespaces
 CLUSTER_SCOPE = "-"  # the placeholder namespace of namespace requests (see StrictApiServer.__call__)
-DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
 
 
 class Call(NamedTuple):
@@ -118,15 +116,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         return [copy.deepcopy(o) for (k, _, _), o in self.store.items() if k == key]
 
     def register_crd(self, crd: JSON) -> None:
-        spec = crd["spec"]
-        for v in spec["versions"]:
-            if not v.get("served", True):
-                continue
-            d = ResourceDef(
-                spec["group"], v["name"], spec["names"]["plural"], spec["names"]["kind"], spec["scope"] == "Namespaced",
-                spec["names"].get("singular", ""), list(spec["names"].get("shortNames", [])),
-                list(spec["names"].get("categories", [])), "status" in v.get("subresources", {}),
-                v.get("schema", {}).get("openAPIV3Schema"), generation=True)
+        for d in served_defs(crd):
             self.defs[d.key] = d
             self.resources[f"{d.group}/{d.version}/{d.plural}"] = kmock.ResourceInfo(
                 kind=d.kind, namespaced=d.namespaced, singular=d.singular, shortnames=set(d.short_names),
@@ -209,7 +199,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if verb == "watch":
             return await self._watch(request, d, namespace)
         ctype = request.headers.get("Content-Type", "")
-        writer = self._writer(d, verb, sub, params, request.headers.get("User-Agent", ""), ctype)
+        writer = managedfields.writer(verb, sub, params, request.headers.get("User-Agent", ""), ctype, d.group_version)
         async with self._lock:
             if verb == "list":
                 return aiohttp.web.json_response(self._list(d, namespace, params))
@@ -229,17 +219,6 @@ class StrictApiServer(kmock.KubernetesEmulator):
             else:
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
         return aiohttp.web.json_response(obj, status=201 if created else 200)
-
-    @staticmethod
-    def _writer(d: ResourceDef, verb: str, sub: str, params: Any, agent: str, ctype: str) -> managedfields.Writer:
-        """Whose write it is, as managedFields key it: ``?fieldManager=`` or the User-Agent's prefix; Apply for a
-        server-side apply (which must name its manager), Update for any other write."""
-        apply = verb == "patch" and "apply-patch" in ctype
-        if apply and not params.get("fieldManager"):
-            raise ApiError(400, "BadRequest", "PATCH requests with apply content type need fieldManager")
-        manager = managedfields.manager_name(params.get("fieldManager"), agent) if verb in (
-            "create", "update", "patch") else ""
-        return managedfields.Writer(manager, "Apply" if apply else "Update", d.group_version, sub)
 
     def _track(self, d: ResourceDef, live: JSON | None, new: JSON, writer: managedfields.Writer,
                applied: JSON | None = None, force: bool = False) -> None:
@@ -267,15 +246,9 @@ class StrictApiServer(kmock.KubernetesEmulator):
 
     def _list(self, d: ResourceDef, namespace: str | None, params: Any) -> JSON:
         items = [o for (k, ns, _), o in self.store.items() if k == d.key and (namespace is None or ns == namespace)
-                 and self._selected(o, params)]
+                 and in_scope(o, None, params)]
         return {"kind": f"{d.kind}List", "apiVersion": d.group_version,
                 "metadata": {"resourceVersion": str(self._rv)}, "items": items}
-
-    def _selected(self, obj: JSON, params: Any) -> bool:
-        labels = obj.get("metadata", {}).get("labels") or {}
-        if params.get("labelSelector") and not matches_labels(labels, params["labelSelector"]):
-            return False
-        return not (params.get("fieldSelector") and not matches_fields(obj, params["fieldSelector"]))
 
     def _next_rv(self) -> str:
         self._rv += 1
@@ -284,40 +257,14 @@ class StrictApiServer(kmock.KubernetesEmulator):
     def _emit(self, d: ResourceDef, kind: str, obj: JSON) -> None:
         self.watches.emit(d.key, (self._rv, kind, obj))
 
-    def _finalize(self, d: ResourceDef, obj: JSON, name: str, old: JSON | None = None, sub: str = "") -> JSON:
-        """Prune and validate against the CRD schema, as the API server does on every write; then its CEL rules
-        (not on the status subresource: rules here are on spec, which a status write cannot change)."""
-        if d.schema is not None:
-            pruned: JSON = apply_defaults(prune(obj, d.schema), d.schema)  # an object's schema keeps an object
-            pruned["metadata"] = obj.get("metadata", {})
-            validate(pruned, d.schema, d.kind, name)
-            if self.cel and sub != "status":
-                body = {k: v for k, v in pruned.items() if k != "metadata"}
-                before = {k: v for k, v in old.items() if k != "metadata"} if old is not None else None
-                problems = cel.violations(d.schema, body, before)
-                if problems:
-                    raise ApiError(422, "Invalid", f'{d.kind}.{d.group} "{name}" is invalid: ' + "; ".join(problems[:10]))
-            return pruned
-        return obj
-
     def _create(self, d: ResourceDef, namespace: str | None, body: JSON, writer: managedfields.Writer,
                 applied: JSON | None = None, force: bool = False) -> JSON:
         if d.key == "apiextensions.k8s.io/v1/customresourcedefinitions":
             self.register_crd(body)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
-        meta = dict(body.get("metadata") or {})
-        if not meta.get("name"):
-            if meta.get("generateName"):
-                # as the API server does: 5 characters from an alphabet without vowels or look-alikes
-                meta["name"] = meta["generateName"] + "".join(random.choices(GENERATED_NAME_ALPHABET, k=5))
-            else:
-                raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
+        meta = created_metadata(d, body.get("metadata") or {})
         name = meta["name"]
-        if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
-            raise ApiError(422, "Invalid", f'{d.kind} "{name}" is invalid: metadata.name: Invalid value: a lowercase '
-                                           "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                                           "'-' or '.', and must start and end with an alphanumeric character")
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
@@ -331,17 +278,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
         obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
         if d.status_subresource:
             obj.pop("status", None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp_now())
-        if d.generation:
-            meta["generation"] = 1
-        else:
-            meta.pop("generation", None)
-        for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
-            meta.pop(k, None)
-        if d.key == NAMESPACES:  # the namespace defaulting: owned by its creator
-            meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": name}
-        obj["metadata"] = normalized_metadata(meta)
-        obj = self._finalize(d, obj, name)
+        obj["metadata"] = meta
+        obj = admit(d, obj, name, cel_rules=self.cel)
         self._track(d, None, obj, writer, applied, force)
         if d.key == NAMESPACES:  # the namespace strategy: owned by no one
             obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
@@ -387,7 +325,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
             meta = copy.deepcopy(old["metadata"])
         new["metadata"] = normalized_metadata(meta)
         new["apiVersion"], new["kind"] = d.group_version, d.kind
-        new = self._finalize(d, new, name or "", old, sub)
+        new = admit(d, new, name or "", old, sub, cel_rules=self.cel)
         if d.generation and _spec_of(new) != _spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         self._track(d, old, new, writer, applied, force)
@@ -497,15 +435,11 @@ class StrictApiServer(kmock.KubernetesEmulator):
         bookmark = {"kind": d.kind, "apiVersion": d.group_version, "metadata": {
             "resourceVersion": str(self._rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
         try:
-            return await watch.stream(raw, initial, q, lambda obj: self._in_scope(obj, namespace, params),
+            return await watch.stream(raw, initial, q, lambda obj: in_scope(obj, namespace, params),
                                       bookmark if params.get("sendInitialEvents") == "true" else None)
         finally:
             self.watches.unsubscribe(d.key, q)
 
-    def _in_scope(self, obj: JSON, namespace: str | None, params: Any) -> bool:
-        if namespace is not None and obj.get("metadata", {}).get("namespace") != namespace:
-            return False
-        return self._selected(obj, params)
 
     def drop_watches(self) -> None:
         """Close every open watch stream, as a load balancer or an API server restart would."""

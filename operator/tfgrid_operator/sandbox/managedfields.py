@@ -95,6 +95,15 @@ def manager_name(field_manager: str | None, user_agent: str) -> str:
     return out or "unknown"
 
 
+def writer(verb: str, sub: str, params: Any, agent: str, ctype: str, api_version: str) -> Writer:
+    """Whose write a request is: Apply for a server-side apply (which must name its manager: 400), else Update."""
+    apply = verb == "patch" and "apply-patch" in ctype
+    if apply and not params.get("fieldManager"):
+        raise ApiError(400, "BadRequest", "PATCH requests with apply content type need fieldManager")
+    manager = manager_name(params.get("fieldManager"), agent) if verb in ("create", "update", "patch") else ""
+    return Writer(manager, "Apply" if apply else "Update", api_version, sub)
+
+
 # ---------------------------------------------------------------- comparing two objects under a schema
 class Comparison(NamedTuple):
     added: set[Path]

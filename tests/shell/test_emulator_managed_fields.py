@@ -224,3 +224,6 @@ async def test_server_set_metadata_of_built_in_kinds(api):
     assert "generation" not in ev["metadata"]
     assert entries(ev) == {("tfgrid-operator", ""): {"f:involvedObject": {".": {}, "f:kind": {}, "f:name": {}},
                                                      "f:reason": {}}}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"key": "eA=="}}
+    sec = await (await api.post("/api/v1/namespaces/b/secrets", json=secret, headers=KUBECTL)).json()
+    assert sec["type"] == "Opaque" and entries(sec) == {("kubectl", ""): {"f:data": {".": {}, "f:key": {}}, "f:type": {}}}

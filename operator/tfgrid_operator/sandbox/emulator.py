@@ -276,6 +276,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if (d.key, namespace, name) in self.store:
             raise ApiError(409, "AlreadyExists", f'{d.plural} "{name}" already exists')
         obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
+        if d.key == "/v1/secrets":  # the Secret defaulting (so the creator owns it)
+            obj.setdefault("type", "Opaque")
         if d.status_subresource:
             obj.pop("status", None)
         obj["metadata"] = meta

@@ -169,6 +169,8 @@ def compare(lhs: Any, rhs: Any, schema: JSON | None, path: Path = (), out: Compa
     """What a write changed, as structured-merge-diff's comparison: leaves added, modified or removed, and a map,
     list or item added or removed as a whole also itself (its path: the ``.`` of FieldsV1)."""
     out = out if out is not None else Comparison(set(), set(), set())
+    if lhs is not _MISSING and rhs is not _MISSING and type(lhs) is type(rhs) and lhs == rhs:
+        return out  # nothing changed below: one comparison in C instead of a walk (a status write's spec, say)
     shape = _shape(schema, rhs if rhs is not _MISSING else lhs)
     if shape != "leaf" and lhs is not _MISSING and rhs is not _MISSING and _shape(schema, lhs) != shape:
         shape = "leaf"  # a map that became a string, say: compared whole

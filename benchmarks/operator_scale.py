@@ -32,6 +32,9 @@ Prints one JSON object:
                                written to its log); period_ledger_by_call
   period_api_calls, noop_patches, steady_tick_s, steady_tick_patches
   peak_rss_mb, rss_per_object_kb     of the operator's process (VmHWM; per object: RSS growth over the burst / objects)
+  object_bytes                 per kind, the mean JSON size of an object as the emulator returns it once the burst is
+                               Ready, and of its managedFields (a real API server's share, which the emulator keeps
+                               since issue 17's target 7)
   restart_idle_s, rebilled_on_restart, restart_writes (the operator's writes from its start until idle again),
   restart_cpu_ms_per_object
   calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
@@ -63,6 +66,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
@@ -245,6 +249,19 @@ async def drop_ledger(handle) -> None:
     await admin.dispose()
 
 
+def object_bytes(emu: Any) -> dict[str, dict[str, int]]:
+    """Each kind's mean object size in namespace NS (JSON as served) and the part of it its managedFields take."""
+    out = {}
+    for plural in harness.PLURALS:
+        objs = [o for (key, ns, _), o in emu.store.items() if key == f"{harness.GROUP_API}/{plural}" and ns == NS]
+        if objs:
+            full = sum(len(json.dumps(o)) for o in objs)
+            bare = sum(len(json.dumps({**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "managedFields"}}))
+                       for o in objs)
+            out[plural] = {"bytes": full // len(objs), "managed_fields_bytes": (full - bare) // len(objs)}
+    return out
+
+
 def operator_calls(calls: list) -> list:
     return [c for c in calls if c.agent.startswith(harness.OPERATOR_AGENTS)]
 
@@ -318,6 +335,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["ratio_to_kopf"] = round(result["reconciled_per_s"] / result["kopf_ceiling_per_s"], 3)
                 cpu_ms = round((op.cpu_s() - cpu0) * 1000 / objects, 2)
                 result.update(cpu_ms_per_object=cpu_ms, operator_cpu_ms_per_object=cpu_ms)
+                result["object_bytes"] = object_bytes(emu)
                 burst = emu.calls[calls0:]
                 wrote = harness.writes(burst)
                 result["writes_per_object"] = round(sum(wrote.values()) / objects, 3)

@@ -40,6 +40,13 @@ async def test_undeclared_fields_are_pruned_in_spec_and_status(api):
     assert status == {"farmId": 3}
 
 
+async def test_schema_defaults_are_set_as_the_api_server_sets_them(api):
+    created = await (await api.post(G, json=farm(dedicated=True))).json()
+    assert created["spec"]["certified"] is False and created["spec"]["dedicated"] is True
+    resp = await api.patch(f"{G}/f", json={"spec": {"certified": None}}, headers={"Content-Type": "application/merge-patch+json"})
+    assert (await resp.json())["spec"]["certified"] is False  # removed, and defaulted again
+
+
 async def test_status_isolation_generation_and_conflicts(api):
     await api.post(G, json={**farm(), "status": {"farmId": 9}})
     obj = api.read("farms", "default", "f")

@@ -26,12 +26,12 @@ G, V = runtime.GROUP, runtime.VERSION
 LIVE = ("Created", "GracePeriod")
 
 
-SECRET_REUSE_S = 1.0  # one read of a payer's Secret serves the reconciles of the next second (kube.get_shared)
 
 
 async def _secret_value(rt: runtime.Runtime, namespace: str, ref: api.SecretRef | api.GrantRef) -> str:
     try:
-        secret = await rt.kube.get_shared(rt.kube.path("", "v1", "secrets", namespace, ref.name), SECRET_REUSE_S)
+        # reconciles reading one Secret at once share that read; a read after it asks again (a renewed grant shows)
+        secret = await rt.kube.get_shared(rt.kube.path("", "v1", "secrets", namespace, ref.name))
     except ApiError as err:
         if err.status == 404:
             raise errors.NotFound(f"secret {ref.name!r} does not exist") from None

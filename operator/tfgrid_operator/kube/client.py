@@ -268,15 +268,16 @@ class KubeClient:
             raise ApiError(status, text)
         return json.loads(text) if text else None
 
-    async def get_shared(self, path: str, reuse_s: float) -> Any:
-        """A GET that callers asking together share, and whose answer serves the same path for ``reuse_s`` after
-        it was asked (a failure serves nobody after it: the next caller asks again). A thousand Deployments paying
-        from one Secret, created or resumed together, read it once a second, not a thousand times."""
+    async def get_shared(self, path: str, reuse_s: float = 0.0) -> Any:
+        """A GET that callers asking while it is on its way share, and whose answer serves the same path for
+        ``reuse_s`` after it was asked (a failure serves nobody after it: the next caller asks again). A thousand
+        Deployments paying from one Secret, created or resumed together, share a few reads, not a thousand."""
         now = time.monotonic()
         held = self._shared.get(path)
-        if held is None or now - held[0] >= reuse_s or (held[1].done() and (held[1].cancelled() or held[1].exception())):
+        if held is None or (held[1].done() and (now - held[0] >= reuse_s or held[1].cancelled()
+                                                or held[1].exception() is not None)):
             if len(self._shared) > 10_000:  # bounded: paths name objects
-                self._shared = {p: h for p, h in self._shared.items() if now - h[0] < reuse_s}
+                self._shared = {p: h for p, h in self._shared.items() if not h[1].done()}
             held = (now, asyncio.ensure_future(self.request("GET", path)))
             self._shared[path] = held
         return await asyncio.shield(held[1])

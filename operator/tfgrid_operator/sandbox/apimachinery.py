@@ -1,17 +1,22 @@
-"""What a real API server does to an object, apart from serving it: the resource definitions it knows, schema
-validation and pruning (OpenAPI v3 as kube-apiserver applies it), merge and JSON patches, label and field
-selectors. Pure functions; the server (emulator.py) applies them on every request.
+"""What a real API server does to an object, apart from serving it: the resource definitions it knows, the metadata
+it sets on a create, admission (schema pruning, defaulting and validation as kube-apiserver applies OpenAPI v3, and
+the CEL rules), merge and JSON patches, label and field selectors. No I/O (a uid, a generated name and the time are
+all they draw on); the server (emulator.py) applies them on every request.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import random
 import re
+import uuid
 from typing import Any
 
 import attrs
 import jsonschema
+
+from tfgrid_operator.sandbox import cel
 
 JSON = dict[str, Any]
 Key = tuple[str, str | None, str]  # (resource key, namespace, name)
@@ -29,6 +34,7 @@ class ResourceDef:
     categories: list[str] = attrs.field(factory=list)
     status_subresource: bool = False
     schema: JSON | None = None
+    generation: bool = False  # metadata.generation: every custom resource; of the built-ins, only those with a spec
 
     @property
     def key(self) -> str:
@@ -50,15 +56,26 @@ BUILTINS = [
     ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "persistentvolumeclaim", ["pvc"]),
     ResourceDef("events.k8s.io", "v1", "events", "Event", True, "event", ["ev"]),
     ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
-    ResourceDef("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"]),
+    ResourceDef("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"], generation=True),
     ResourceDef("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, "clusterrole"),
     ResourceDef("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, "clusterrolebinding"),
     ResourceDef("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
     ResourceDef("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
     ResourceDef("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-                "customresourcedefinition", ["crd", "crds"]),
-    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ["pdb"]),
+                "customresourcedefinition", ["crd", "crds"], generation=True),
+    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ["pdb"],
+                generation=True),
 ]
+
+
+def served_defs(crd: JSON) -> list[ResourceDef]:
+    """The resources a CustomResourceDefinition serves: one per served version."""
+    spec, names = crd["spec"], crd["spec"]["names"]
+    return [ResourceDef(spec["group"], v["name"], names["plural"], names["kind"], spec["scope"] == "Namespaced",
+                        names.get("singular", ""), list(names.get("shortNames", [])), list(names.get("categories", [])),
+                        "status" in v.get("subresources", {}), v.get("schema", {}).get("openAPIV3Schema"),
+                        generation=True)
+            for v in spec["versions"] if v.get("served", True)]
 
 
 class ApiError(Exception):
@@ -69,6 +86,40 @@ class ApiError(Exception):
     def body(self) -> JSON:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": self.message, "reason": self.reason, "code": self.code}
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
+
+
+def created_metadata(d: ResourceDef, sent: JSON) -> JSON:
+    """The metadata of an object being created, before its namespace and resourceVersion: the name (or one made from
+    ``generateName``, as the server makes it: 5 characters from an alphabet without vowels or look-alikes),
+    checked (422), and the server's own fields (uid, creationTimestamp, generation where the kind has one, a
+    namespace's name label), whatever the client sent for them."""
+    meta = dict(sent)
+    if not meta.get("name"):
+        if not meta.get("generateName"):
+            raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
+        meta["name"] = meta["generateName"] + "".join(random.choices(GENERATED_NAME_ALPHABET, k=5))
+    name = meta["name"]
+    if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        raise ApiError(422, "Invalid", f'{d.kind} "{name}" is invalid: metadata.name: Invalid value: a lowercase '
+                                       "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                                       "'-' or '.', and must start and end with an alphanumeric character")
+    for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+        meta.pop(k, None)
+    meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp_now(), **({"generation": 1} if d.generation else {}))
+    if d.key == "/v1/namespaces":  # the namespace defaulting (so the creator owns it)
+        meta["labels"] = {**(meta.get("labels") or {}), "kubernetes.io/metadata.name": name}
+    return normalized_metadata(meta)
+
+
+def normalized_metadata(meta: JSON) -> JSON:
+    """ObjectMeta as the server stores it: a null, empty map or empty list is not kept (``omitempty``), so an
+    object whose last label is removed has no ``labels``. ``managedFields`` is left to the field manager: an empty
+    list sent by a client means "reset them" (sandbox/managedfields.py)."""
+    return {k: v for k, v in meta.items() if k == "managedFields" or (v is not None and v != [] and v != {})}
 
 
 def timestamp_now() -> str:
@@ -96,6 +147,26 @@ def prune(obj: Any, schema: JSON | None) -> Any:
         return out
     if isinstance(obj, list) and "items" in schema:
         return [prune(v, schema["items"]) for v in obj]
+    return obj
+
+
+def apply_defaults(obj: Any, schema: JSON | None) -> Any:
+    """Structural defaulting, as the API server does to every custom resource it is sent (and so before the field
+    manager sees it: the writer owns the defaults): a field the schema gives a ``default`` is set where it is
+    absent (or null and not ``nullable``) in every object present, array items and map values included."""
+    if schema is None:
+        return obj
+    if isinstance(obj, dict):
+        props = schema.get("properties") or {}
+        for k, sub in props.items():
+            if "default" in sub and (k not in obj or (obj[k] is None and not sub.get("nullable"))):
+                obj[k] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for k, v in obj.items():
+            apply_defaults(v, props.get(k, extra if isinstance(extra, dict) else None))
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for v in obj:
+            apply_defaults(v, schema["items"])
     return obj
 
 
@@ -143,6 +214,25 @@ def validate(obj: JSON, schema: JSON, kind: str, name: str) -> None:
         problems.append(f"{path}: Invalid value: {err.message}")
     if problems:
         raise ApiError(422, "Invalid", f"{kind} \"{name}\" is invalid: " + "; ".join(problems[:10]))
+
+
+def admit(d: ResourceDef, obj: JSON, name: str, old: JSON | None = None, sub: str = "", *,
+          cel_rules: bool = True) -> JSON:
+    """What the API server makes of a write to a custom resource: pruned, defaulted, validated against the CRD's
+    schema, then its CEL rules (not on the status subresource: rules here are on spec, which a status write
+    cannot change). 422 when refused. A kind without a schema (a built-in) is taken as it is."""
+    if d.schema is None:
+        return obj
+    admitted: JSON = apply_defaults(prune(obj, d.schema), d.schema)  # an object's schema keeps an object
+    admitted["metadata"] = obj.get("metadata", {})
+    validate(admitted, d.schema, d.kind, name)
+    if cel_rules and sub != "status":
+        body = {k: v for k, v in admitted.items() if k != "metadata"}
+        before = {k: v for k, v in old.items() if k != "metadata"} if old is not None else None
+        problems = cel.violations(d.schema, body, before)
+        if problems:
+            raise ApiError(422, "Invalid", f'{d.kind}.{d.group} "{name}" is invalid: ' + "; ".join(problems[:10]))
+    return admitted
 
 
 # ---------------------------------------------------------------- patches (pure)
@@ -223,6 +313,16 @@ def matches_labels(labels: dict[str, str], selector: str) -> bool:
         elif term not in labels:
             return False
     return True
+
+
+def in_scope(obj: JSON, namespace: str | None, params: Any) -> bool:
+    """Whether a list or watch (in ``namespace``, None: all) with these query parameters selects ``obj``."""
+    meta = obj.get("metadata", {})
+    if namespace is not None and meta.get("namespace") != namespace:
+        return False
+    if params.get("labelSelector") and not matches_labels(meta.get("labels") or {}, params["labelSelector"]):
+        return False
+    return not (params.get("fieldSelector") and not matches_fields(obj, params["fieldSelector"]))
 
 
 def matches_fields(obj: JSON, selector: str) -> bool:

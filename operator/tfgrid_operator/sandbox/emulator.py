@@ -3,7 +3,11 @@
 kmock stores bodies verbatim. A real API server does much more, and an operator that only ever met
 kmock can ship bugs a cluster would expose. This subclass serves every resource request itself:
 
-* server-set metadata (uid, creationTimestamp, resourceVersion, generation), ``generateName``;
+* objects as a real server returns them: server-set metadata (uid, creationTimestamp, resourceVersion,
+  generation where the kind has one, ``generateName``, a namespace's defaults), ObjectMeta without empty maps
+  or lists, the CRD schema's defaults, and ``metadata.managedFields`` kept by the server's field-manager rules
+  (sandbox/managedfields.py) — in every reply, list item and watch event alike, so what a client holds in
+  memory here is what it would hold against a cluster;
 * optimistic concurrency: stale ``resourceVersion`` → 409, failing JSON-patch ``test`` → 422;
 * the status subresource: the main endpoint ignores status, ``/status`` ignores everything else;
 * ``generation`` bumps only on spec changes; finalizers hold deletion; no new finalizer once deleting;
@@ -23,21 +27,15 @@ kmock can ship bugs a cluster would expose. This subclass serves every resource 
 
 ``/version`` answers like Kubernetes 1.30; other non-resource paths (unknown URLs) stay with kmock.
 
-What it does to an object (schemas, patches, selectors) is apimachinery.py, how it is reached (TLS,
-authentication) transport.py. This module is the one class that serves requests, over 400 lines on purpose: its
-methods share one state (the store, resourceVersions, finalizers, the watch queues), and a request's semantics
-read top to bottom here.
+What it does to an object (schemas, defaults, patches, selectors) is apimachinery.py, who owns which field
+managedfields.py, the watch streams and their history watch.py, discovery discovery.py, how it is reached (TLS,
+authentication) transport.py. This module is the one class that serves requests: its methods share one state
+(the store, resourceVersions, finalizers), and a request's semantics read top to bottom here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import copy
-import json
-import random
-import re
-import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -48,27 +46,26 @@ import kmock
 import yaml
 from kmock._internal import rendering
 
-from tfgrid_operator.sandbox import cel
+from tfgrid_operator.sandbox import discovery, managedfields, watch
 from tfgrid_operator.sandbox.apimachinery import (
     BUILTINS,
     JSON,
     ApiError,
     Key,
     ResourceDef,
+    admit,
+    created_metadata,
+    in_scope,
     json_patch,
-    matches_fields,
-    matches_labels,
     merge_patch,
-    prune,
+    normalized_metadata,
+    served_defs,
     timestamp_now,
-    validate,
 )
 from tfgrid_operator.sandbox.transport import Authn
 
 NAMESPACES = "/v1/namespaces"  # the resource key of core/v1 namespaces
 CLUSTER_SCOPE = "-"  # the placeholder namespace of namespace requests (see StrictApiServer.__call__)
-DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-GENERATED_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apiserver names.SimpleNameGenerator
 
 
 class Call(NamedTuple):
@@ -95,7 +92,6 @@ class StrictApiServer(kmock.KubernetesEmulator):
     store: dict[Key, JSON] = attrs.field(factory=dict)
     calls: list[Call] = attrs.field(factory=list)
     noop_writes: list[tuple[str, str, str]] = attrs.field(factory=list)  # (resource, subresource, name)
-    history_size: int = 50_000
     record_requests: bool = True
     fault: Callable[[str, str, str], int | None] | None = None  # (verb, resource key, name) → HTTP status
     require_namespaces: bool = False  # True: as on a cluster, creating in a namespace that does not exist is 404
@@ -103,9 +99,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
     authn: Authn | None = None  # None: every request is served (plain kmock use, the strictness unit tests)
     users: list[str] = attrs.field(factory=list)  # who made each authenticated request
     _rv: int = 0
-    _events: dict[str, collections.deque[tuple[int, str, JSON]]] = attrs.field(factory=dict)
-    _watchers: dict[str, set[asyncio.Queue[tuple[int, str, JSON] | None]]] = attrs.field(
-        factory=lambda: collections.defaultdict(set))
+    watches: watch.Watches = attrs.field(factory=watch.Watches)  # event history and open streams
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -122,15 +116,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         return [copy.deepcopy(o) for (k, _, _), o in self.store.items() if k == key]
 
     def register_crd(self, crd: JSON) -> None:
-        spec = crd["spec"]
-        for v in spec["versions"]:
-            if not v.get("served", True):
-                continue
-            d = ResourceDef(
-                spec["group"], v["name"], spec["names"]["plural"], spec["names"]["kind"], spec["scope"] == "Namespaced",
-                spec["names"].get("singular", ""), list(spec["names"].get("shortNames", [])),
-                list(spec["names"].get("categories", [])), "status" in v.get("subresources", {}),
-                v.get("schema", {}).get("openAPIV3Schema"))
+        for d in served_defs(crd):
             self.defs[d.key] = d
             self.resources[f"{d.group}/{d.version}/{d.plural}"] = kmock.ResourceInfo(
                 kind=d.kind, namespaced=d.namespaced, singular=d.singular, shortnames=set(d.short_names),
@@ -171,7 +157,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
             if request.method.value == "GET" and path == "/version":  # what `kubectl version` and our probe read
                 return aiohttp.web.json_response(VERSION)
             if request.method.value == "GET" and (path in ("/api", "/apis", "/api/v1") or path.startswith("/apis/")):
-                discovered = self._discovery(path)
+                discovered = discovery.answer(path, self.defs.values())
                 if discovered is not None:
                     return aiohttp.web.json_response(discovered)
             if request.resource is None or request.resource.plural is None:
@@ -194,42 +180,6 @@ class StrictApiServer(kmock.KubernetesEmulator):
             plural, namespace = "namespaces", None
         return self.defs.get(f"{group}/{r.version}/{plural}")
 
-    def _discovery(self, path: str) -> JSON | None:
-        groups: dict[str, list[ResourceDef]] = collections.defaultdict(list)
-        for d in self.defs.values():
-            groups[d.group].append(d)
-        if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
-        if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g, ds) for g, ds in groups.items() if g]}
-        parts = path.strip("/").split("/")
-        if parts[0] == "api" and len(parts) == 2:
-            return self._resource_list("", parts[1], groups.get("", []))
-        if parts[0] == "apis" and len(parts) == 2 and parts[1] in groups:
-            return {"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[1], groups[parts[1]])}
-        if parts[0] == "apis" and len(parts) == 3 and parts[1] in groups:
-            return self._resource_list(parts[1], parts[2], groups[parts[1]])
-        return None
-
-    def _group(self, group: str, ds: list[ResourceDef]) -> JSON:
-        versions = sorted({d.version for d in ds})
-        gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-        return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
-
-    def _resource_list(self, group: str, version: str, ds: list[ResourceDef]) -> JSON:
-        out = []
-        for d in ds:
-            if d.version != version:
-                continue
-            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-            out.append({"name": d.plural, "singularName": d.singular or d.kind.lower(), "namespaced": d.namespaced,
-                        "kind": d.kind, "verbs": verbs, "shortNames": d.short_names, "categories": d.categories})
-            if d.status_subresource:
-                out.append({"name": f"{d.plural}/status", "singularName": "", "namespaced": d.namespaced,
-                            "kind": d.kind, "verbs": ["get", "patch", "update"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-                "resources": out}
-
     async def _serve(self, request: rendering.Request, d: ResourceDef) -> aiohttp.web.StreamResponse:
         method = request.method.value
         name = request.name
@@ -248,23 +198,36 @@ class StrictApiServer(kmock.KubernetesEmulator):
             raise ApiError(415, "UnsupportedMediaType", "protobuf is not supported by this emulator")
         if verb == "watch":
             return await self._watch(request, d, namespace)
+        ctype = request.headers.get("Content-Type", "")
+        writer = managedfields.writer(verb, sub, params, request.headers.get("User-Agent", ""), ctype, d.group_version)
         async with self._lock:
             if verb == "list":
                 return aiohttp.web.json_response(self._list(d, namespace, params))
             if verb == "get":
                 return aiohttp.web.json_response(self._fetch(d, namespace, name))
             body = self._body(request)
+            created = verb == "create"
             if verb == "create":
-                obj = self._create(d, namespace, body)
+                obj = self._create(d, namespace, body, writer)
             elif verb == "update":
-                obj = self._update(d, namespace, name, body, sub, replace=True)
+                obj = self._update(d, namespace, name, body, sub, writer, replace=True)
             elif verb == "patch":
-                obj = self._patch(d, namespace, name, body, sub, request.headers.get("Content-Type", ""))
+                created = (d.key, namespace, name or "") not in self.store  # an apply that creates: 201
+                obj = self._patch(d, namespace, name, body, sub, ctype, writer, force=params.get("force") in ("true", "1"))
             elif verb == "delete":
                 obj = self._delete(d, namespace, name)
             else:
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
-        return aiohttp.web.json_response(obj, status=201 if verb == "create" else 200)
+        return aiohttp.web.json_response(obj, status=201 if created else 200)
+
+    def _track(self, d: ResourceDef, live: JSON | None, new: JSON, writer: managedfields.Writer,
+               applied: JSON | None = None, force: bool = False) -> None:
+        """Set ``new``'s managedFields after ``writer``'s write (sandbox/managedfields.py), as the server does."""
+        entries = managedfields.track(live, new, writer, d.schema, timestamp_now(), applied=applied, force=force)
+        if entries:
+            new["metadata"]["managedFields"] = entries
+        else:
+            new["metadata"].pop("managedFields", None)
 
     def _body(self, request: rendering.Request) -> Any:
         if request.data is not None and not isinstance(request.data, (str, bytes)) and not hasattr(request.data, "getall"):
@@ -283,60 +246,25 @@ class StrictApiServer(kmock.KubernetesEmulator):
 
     def _list(self, d: ResourceDef, namespace: str | None, params: Any) -> JSON:
         items = [o for (k, ns, _), o in self.store.items() if k == d.key and (namespace is None or ns == namespace)
-                 and self._selected(o, params)]
+                 and in_scope(o, None, params)]
         return {"kind": f"{d.kind}List", "apiVersion": d.group_version,
                 "metadata": {"resourceVersion": str(self._rv)}, "items": items}
-
-    def _selected(self, obj: JSON, params: Any) -> bool:
-        labels = obj.get("metadata", {}).get("labels") or {}
-        if params.get("labelSelector") and not matches_labels(labels, params["labelSelector"]):
-            return False
-        return not (params.get("fieldSelector") and not matches_fields(obj, params["fieldSelector"]))
 
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
 
     def _emit(self, d: ResourceDef, kind: str, obj: JSON) -> None:
-        log = self._events.setdefault(d.key, collections.deque(maxlen=self.history_size))
-        event = (self._rv, kind, obj)
-        log.append(event)
-        for q in list(self._watchers[d.key]):
-            q.put_nowait(event)
+        self.watches.emit(d.key, (self._rv, kind, obj))
 
-    def _finalize(self, d: ResourceDef, obj: JSON, name: str, old: JSON | None = None, sub: str = "") -> JSON:
-        """Prune and validate against the CRD schema, as the API server does on every write; then its CEL rules
-        (not on the status subresource: rules here are on spec, which a status write cannot change)."""
-        if d.schema is not None:
-            pruned: JSON = prune(obj, d.schema)  # an object pruned by an object's schema
-            pruned["metadata"] = obj.get("metadata", {})
-            validate(pruned, d.schema, d.kind, name)
-            if self.cel and sub != "status":
-                body = {k: v for k, v in pruned.items() if k != "metadata"}
-                before = {k: v for k, v in old.items() if k != "metadata"} if old is not None else None
-                problems = cel.violations(d.schema, body, before)
-                if problems:
-                    raise ApiError(422, "Invalid", f'{d.kind}.{d.group} "{name}" is invalid: ' + "; ".join(problems[:10]))
-            return pruned
-        return obj
-
-    def _create(self, d: ResourceDef, namespace: str | None, body: JSON) -> JSON:
+    def _create(self, d: ResourceDef, namespace: str | None, body: JSON, writer: managedfields.Writer,
+                applied: JSON | None = None, force: bool = False) -> JSON:
         if d.key == "apiextensions.k8s.io/v1/customresourcedefinitions":
             self.register_crd(body)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
-        meta = dict(body.get("metadata") or {})
-        if not meta.get("name"):
-            if meta.get("generateName"):
-                # as the API server does: 5 characters from an alphabet without vowels or look-alikes
-                meta["name"] = meta["generateName"] + "".join(random.choices(GENERATED_NAME_ALPHABET, k=5))
-            else:
-                raise ApiError(422, "Invalid", f"{d.kind}: metadata.name: Required value")
+        meta = created_metadata(d, body.get("metadata") or {})
         name = meta["name"]
-        if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
-            raise ApiError(422, "Invalid", f'{d.kind} "{name}" is invalid: metadata.name: Invalid value: a lowercase '
-                                           "RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                                           "'-' or '.', and must start and end with an alphanumeric character")
         if d.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             meta["namespace"] = namespace
@@ -348,20 +276,24 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if (d.key, namespace, name) in self.store:
             raise ApiError(409, "AlreadyExists", f'{d.plural} "{name}" already exists')
         obj = {**body, "apiVersion": d.group_version, "kind": d.kind}
+        if d.key == "/v1/secrets":  # the Secret defaulting (so the creator owns it)
+            obj.setdefault("type", "Opaque")
         if d.status_subresource:
             obj.pop("status", None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=timestamp_now(), generation=1)
-        meta.pop("resourceVersion", None)
-        meta.pop("deletionTimestamp", None)
         obj["metadata"] = meta
-        obj = self._finalize(d, obj, name)
+        obj = admit(d, obj, name, cel_rules=self.cel)
+        self._track(d, None, obj, writer, applied, force)
+        if d.key == NAMESPACES:  # the namespace strategy: owned by no one
+            obj["spec"] = {"finalizers": ["kubernetes"], **(obj.get("spec") or {})}
+            obj["status"] = {"phase": "Active"}
         obj["metadata"]["resourceVersion"] = self._next_rv()
         self.store[(d.key, namespace, name)] = obj
         self._emit(d, "ADDED", obj)
         return obj
 
     def _update(self, d: ResourceDef, namespace: str | None, name: str | None, body: JSON, sub: str,
-                replace: bool, *, current: JSON | None = None) -> JSON:
+                writer: managedfields.Writer, replace: bool, *, current: JSON | None = None,
+                applied: JSON | None = None, force: bool = False) -> JSON:
         old = current if current is not None else self._fetch(d, namespace, name)
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be an object")
@@ -384,6 +316,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
         for k in ("uid", "creationTimestamp", "namespace", "name", "generation"):
             if k in old["metadata"]:
                 meta[k] = old["metadata"][k]
+            else:
+                meta.pop(k, None)
         if "deletionTimestamp" in old["metadata"]:
             meta["deletionTimestamp"] = old["metadata"]["deletionTimestamp"]
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
@@ -391,11 +325,12 @@ class StrictApiServer(kmock.KubernetesEmulator):
                 raise ApiError(422, "Forbidden", f"no new finalizers can be added if the object is being deleted: {sorted(added)}")
         if sub == "status":
             meta = copy.deepcopy(old["metadata"])
-        new["metadata"] = meta
+        new["metadata"] = normalized_metadata(meta)
         new["apiVersion"], new["kind"] = d.group_version, d.kind
-        new = self._finalize(d, new, name or "", old, sub)
-        if _spec_of(new) != _spec_of(old):
+        new = admit(d, new, name or "", old, sub, cel_rules=self.cel)
+        if d.generation and _spec_of(new) != _spec_of(old):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        self._track(d, old, new, writer, applied, force)
         if new == old:
             self.noop_writes.append((d.plural, sub, new["metadata"]["name"]))
             return old  # a no-op write does not bump the resourceVersion, as on a real server
@@ -412,11 +347,16 @@ class StrictApiServer(kmock.KubernetesEmulator):
             self._emit(d, "MODIFIED", new)
         return new
 
-    def _patch(self, d: ResourceDef, namespace: str | None, name: str | None, body: Any, sub: str, ctype: str) -> JSON:
+    def _patch(self, d: ResourceDef, namespace: str | None, name: str | None, body: Any, sub: str, ctype: str,
+               writer: managedfields.Writer, force: bool = False) -> JSON:
+        """JSON patch, or a merge patch (strategic merge patches and server-side apply as merge patches: no CRD
+        here needs their list merging); an apply creates what is missing."""
         current = self.store.get((d.key, namespace, name or ""))
+        applied = body if writer.operation == "Apply" else None
         if current is None:
-            if "apply-patch" in ctype:
-                return self._create(d, namespace, {**body, "metadata": {**body.get("metadata", {}), "name": name}})
+            if applied is not None:
+                return self._create(d, namespace, {**body, "metadata": {**body.get("metadata", {}), "name": name}},
+                                    writer, applied, force)
             self._fetch(d, namespace, name)
         assert current is not None
         if "json-patch" in ctype:
@@ -430,7 +370,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
             patched = merge_patch(current, body)
             rv = (body.get("metadata") or {}).get("resourceVersion")
             patched["metadata"]["resourceVersion"] = rv or current["metadata"]["resourceVersion"]
-        return self._update(d, namespace, name, patched, sub, replace=False, current=current)
+        return self._update(d, namespace, name, patched, sub, writer, replace=False, current=current,
+                            applied=applied, force=force)
 
     def _terminating(self, namespace: str | None) -> bool:
         ns = self.store.get((NAMESPACES, None, namespace or ""))
@@ -456,7 +397,7 @@ class StrictApiServer(kmock.KubernetesEmulator):
         if namespace is None or not self._terminating(namespace) or any(k[1] == namespace for k in self.store):
             return
         ns = self.store.pop((NAMESPACES, None, namespace))
-        self._next_rv()
+        ns = {**ns, "metadata": {**ns["metadata"], "resourceVersion": self._next_rv()}}
         self._emit(self.defs[NAMESPACES], "DELETED", ns)
 
     def _delete(self, d: ResourceDef, namespace: str | None, name: str | None) -> JSON:
@@ -468,13 +409,14 @@ class StrictApiServer(kmock.KubernetesEmulator):
                 obj = copy.deepcopy(obj)
                 obj["metadata"]["deletionTimestamp"] = timestamp_now()
                 obj["metadata"]["deletionGracePeriodSeconds"] = 0
-                obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+                if obj["metadata"].get("generation"):
+                    obj["metadata"]["generation"] += 1
                 obj["metadata"]["resourceVersion"] = self._next_rv()
                 self.store[(d.key, namespace, name or "")] = obj
                 self._emit(d, "MODIFIED", obj)
             return obj
         del self.store[(d.key, namespace, name or "")]
-        self._next_rv()
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": self._next_rv()}}
         self._emit(d, "DELETED", obj)
         self._reap(namespace)
         return {"kind": "Status", "apiVersion": "v1", "status": "Success", "details": {"name": name, "kind": d.plural}}
@@ -484,55 +426,23 @@ class StrictApiServer(kmock.KubernetesEmulator):
         raw = request._raw_request
         assert raw is not None
         params = request.params
-        q: asyncio.Queue[tuple[int, str, JSON] | None] = asyncio.Queue()
-        initial: list[tuple[int, str, JSON]] = []
         async with self._lock:
             since = params.get("resourceVersion")
             if params.get("sendInitialEvents") == "true" or not since or since == "0":
                 initial = [(self._rv, "ADDED", o) for (k, ns, _), o in self.store.items()
                            if k == d.key and (namespace is None or ns == namespace)]
             else:
-                log = self._events.get(d.key, collections.deque())
-                start = int(since)
-                if log and log[0][0] > start + 1 and len(log) == log.maxlen:
-                    initial = [(0, "ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                                             "reason": "Expired", "message": f"too old resource version: {since}"})]
-                else:
-                    initial = [e for e in log if e[0] > start]
-            self._watchers[d.key].add(q)
-        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
-        await response.prepare(raw)
+                initial = self.watches.since(d.key, since)
+            q = self.watches.subscribe(d.key)
+        bookmark = {"kind": d.kind, "apiVersion": d.group_version, "metadata": {
+            "resourceVersion": str(self._rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
         try:
-            for _rv, kind, obj in initial:
-                if kind == "ERROR":
-                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
-                    return response
-                if self._in_scope(obj, namespace, params):
-                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
-            if params.get("sendInitialEvents") == "true":
-                bookmark = {"kind": d.kind, "apiVersion": d.group_version, "metadata": {
-                    "resourceVersion": str(self._rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
-                await response.write(json.dumps({"type": "BOOKMARK", "object": bookmark}).encode() + b"\n")
-            while True:
-                event = await q.get()
-                if event is None:
-                    break
-                _, kind, obj = event
-                if self._in_scope(obj, namespace, params):
-                    await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+            return await watch.stream(raw, initial, q, lambda obj: in_scope(obj, namespace, params),
+                                      bookmark if params.get("sendInitialEvents") == "true" else None)
         finally:
-            self._watchers[d.key].discard(q)
-        return response
+            self.watches.unsubscribe(d.key, q)
 
-    def _in_scope(self, obj: JSON, namespace: str | None, params: Any) -> bool:
-        if namespace is not None and obj.get("metadata", {}).get("namespace") != namespace:
-            return False
-        return self._selected(obj, params)
 
     def drop_watches(self) -> None:
         """Close every open watch stream, as a load balancer or an API server restart would."""
-        for queues in self._watchers.values():
-            for q in list(queues):
-                q.put_nowait(None)
+        self.watches.drop()

@@ -45,7 +45,8 @@ Prints one JSON object:
 Not a pass/fail test: the machines are noisy (counts of writes are not: tests/e2e/test_write_budget.py holds them).
     python benchmarks/operator_scale.py [--scale 0.1 | --scales 0.3,1] [--ledger postgresql] [--profile DIR]
 --profile DIR: py-spy samples the operator during the burst, the first period, the restart and the deletion
-(DIR/burst.txt, period.txt, restart.txt, delete.txt as collapsed stacks; *.top.txt: the top costs). `pip install py-spy` into the .venv first.
+(DIR/burst.txt, period.txt, restart.txt, delete.txt as collapsed stacks; *.top.txt: the top costs).
+`pip install py-spy` into the .venv first.
 --scale 0.1 took about five minutes on this 2-core machine while other work loaded it (most of it waits: kopf's
 ceiling, the loop's 5 s ticks around two periods, a restart, a namespace deletion whose blocked deletes back off).
 """

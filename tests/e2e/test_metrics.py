@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import START, OperatorThread, eventually
-from e2e.objects import create, deployment, farm, node, ready, twin_account
+from e2e.objects import create, deployment, farm, node, ready, twin_account, with_reason
 from tfgrid_operator.domain import money
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +50,7 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
     await create(apiserver, farm(), node("n1"), node("n2"), deployment("web"), deployment("huge", cru=64))
     await ready(apiserver, "deployments", "web")
     await ready(apiserver, "nodes", "n1", "n2")  # both on the ledger before the period is billed (capacity total)
+    await with_reason(apiserver, "deployments", "huge", "Unschedulable")  # reconciled (a requeue) before the scrape
     grid_clock.set(START + 3600)
 
     def billed():

@@ -203,3 +203,24 @@ async def test_a_tick_sends_at_most_what_the_budget_held_as_it_ended_however_slo
     assert await writes.flush() == 10  # a second's worth, then the tick goes on; the pacer has the other 90
     assert len(writes) == 90
     await writes.close()
+
+
+def test_a_nodes_occupancy_is_written_at_once_after_a_quiet_spell_then_at_most_every_occupancy_refresh_s(monkeypatch):
+    rt = runtime.Runtime(settings=Settings(occupancy_refresh_s=30, counter_refresh_s=3600), clock=clock.ManualClock(0),
+                         ledger=None, kube=None, metrics=metrics.Metrics())  # type: ignore[arg-type]
+    wall = [100.0]
+    monkeypatch.setattr(refresh.time, "monotonic", lambda: wall[0])
+    node = ("nodes", "ns", "n1")
+    held = lambda change, now=0: refresh._routine_held(rt, node, change, now)  # noqa: E731
+    assert not held({"used": {"cru": 2}, "deployments": 1})  # the first placement shows at once
+    wall[0] += 10
+    assert held({"used": {"cru": 4}, "deployments": 2})  # the next ten seconds later waits
+    wall[0] += 25
+    assert not held({"used": {"cru": 8}, "deployments": 4})  # 35 s after the last: written
+    wall[0] += 1
+    assert not held({"conditions": []})  # anything a person needs now is never held
+    assert held({"free": {"cru": 0}})  # and leaves the occupancy clock alone
+    assert not held({"uptimeSeconds": 5}, now=0)  # counters keep their own clock (grid time)
+    assert held({"uptimeSeconds": 6, "used": {"cru": 9}}, now=60)  # neither clock due: held
+    wall[0] += 30
+    assert not held({"uptimeSeconds": 6, "used": {"cru": 9}}, now=60)  # occupancy due: the write takes both

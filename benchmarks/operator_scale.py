@@ -36,7 +36,8 @@ Prints one JSON object:
                                Ready, and of its managedFields (a real API server's share, which the emulator keeps
                                since issue 17's target 7)
   restart_idle_s, rebilled_on_restart, restart_writes (the operator's writes from its start until idle again),
-  restart_cpu_ms_per_object
+  restart_left_queued (of them, the write-back the stopped process still had queued: its successor finds the same
+  changes and writes them), restart_cpu_ms_per_object
   calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
   per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
                                `--scales 0.3,1` runs each scale in turn and prints the last one's keys with all of
@@ -388,6 +389,8 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 await op.wait_idle(at_least=objects + 2 * batch)
 
                 billed_before = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
+                # the write-back still paced when the process stops: what its successor finds to write (restart_writes)
+                result["restart_left_queued"] = int((await op.scrape())[("tfgrid_status_writes_queued", ())])
                 result["peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)
                 result["rss_per_object_kb"] = round((op.memory_mb("VmRSS") - base_rss) * 1024 / objects, 2)
             restarted, calls0 = time.perf_counter(), len(emu.calls)

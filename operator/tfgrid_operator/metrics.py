@@ -26,6 +26,8 @@ class Metrics:
         self.billed = Counter("tfgrid_billed_units_total", "TFT units billed (Proof-of-Utilization).", registry=r)
         self.contracts = Gauge("tfgrid_contracts", "Contracts by state.", ["state"], registry=r)
         self.proposals_open = Gauge("tfgrid_proposals_open", "Open DAO proposals.", registry=r)
+        self.writes_queued = Gauge("tfgrid_status_writes_queued", "The loop's writes (status PATCHes, requeue "
+                                   "touches) waiting for its budget (TFGRID_STATUS_WRITES_PER_S).", registry=r)
         self.uptime_rejected = Counter("tfgrid_uptime_reports_rejected_total", "Rejected uptime reports by reason.",
                                        ["reason"], registry=r)
         for kind in ("farm", "node", "deployment", "proposal", "lease"):

@@ -67,5 +67,6 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
     assert m[("tfgrid_contracts", (("state", "Created"),))] == 1
     assert m[("tfgrid_objects", (("kind", "deployment"), ("ready", "False")))] == 1
     assert ("tfgrid_proposals_open", ()) in m and ("tfgrid_minted_units_total", ()) in m
+    assert m[("tfgrid_status_writes_queued", ())] >= 0  # the loop's write-back queue, read when scraped
     names = {"farm1", "n1", "n2", "web", "huge", "default"}
     assert not {v for (_, labels) in m for _, v in labels} & names, "a label value names an object"

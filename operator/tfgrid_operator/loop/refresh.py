@@ -85,7 +85,9 @@ def paced_writes(rt: runtime.Runtime) -> PacedWrites:
             rt.occupancy_written.pop(w.key, None)
         else:
             await _send(rt, *w.key, w.change)
-    return PacedWrites(rt.settings.status_writes_per_s, send)
+    writes = PacedWrites(rt.settings.status_writes_per_s, send)
+    rt.metrics.writes_queued.set_function(lambda: len(writes))  # read when scraped
+    return writes
 
 
 async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeSummary],

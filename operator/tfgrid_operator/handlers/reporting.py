@@ -22,6 +22,7 @@ from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.handlers import tenancy
 from tfgrid_operator.kube.client import ApiError
+from tfgrid_operator.loop import status as projections
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -41,9 +42,13 @@ def apply(rt: runtime.Runtime, body: Any, patch: kopf.Patch, desired: dict[str, 
     api.check_status(body["kind"], desired)  # a field its Status model lacks is a bug: said here, not pruned silently
     tenancy.note(rt, body, desired)  # the loop asks this, not the status, whether a handler holds the object
     changes = conditions.diff(dict(body.get("status") or {}), desired)
+    if set(changes) <= projections.ROUTINE:
+        # only what moves by itself (a new bill, uptime, a node's occupancy): the loop's paced write-back carries it.
+        # Written here, 10,000 Deployments resumed after a billing hour would send every new bill at once, unpaced
+        return False
     for k, v in changes.items():
         patch.status[k] = v
-    return bool(changes)
+    return True
 
 
 def report(rt: runtime.Runtime, body: Any, patch: kopf.Patch, **kwargs: Any) -> bool:

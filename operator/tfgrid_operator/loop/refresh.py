@@ -26,16 +26,19 @@ from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.pacing import NUDGE, PacedWrites, Write
 from tfgrid_operator.loop.requeue import Key, forget_gone, nudge, requeues, unobserved
-from tfgrid_operator.loop.status import deployment_status, farm_status, node_attestation, node_status, proposal_status
+from tfgrid_operator.loop.status import (
+    COUNTERS,
+    OCCUPANCY,
+    ROUTINE,
+    deployment_status,
+    farm_status,
+    node_attestation,
+    node_status,
+    proposal_status,
+)
 
 log = logging.getLogger("tfgrid_operator.loop")
 
-# fields that move with every uptime report or billing period; a change of anything else writes at once
-COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount",
-                      "reserve", "lastBill"})
-# a Node's share taken by deployments: moves with every placement, removal and move
-OCCUPANCY = frozenset({"used", "free", "usedPercent", "deployments"})
-ROUTINE = COUNTERS | OCCUPANCY  # what moves by itself; anything else a person needs to see now
 # status fields that say which ledger record an object is: removed when written on an object whose name is taken
 IDENTITY = ("farmId", "nodeId", "contractId", "proposalId", "node", "farm", "contractState")
 

@@ -17,6 +17,13 @@ from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import pricing, units, voting
 from tfgrid_operator.domain.units import Resources
 
+# fields that move with every uptime report or billing period; a change of anything else writes at once
+COUNTERS = frozenset({"uptimeSeconds", "uptimePercent", "lastReportAt", "billedTotal", "lastBilledAt", "discount",
+                      "reserve", "lastBill"})
+# a Node's share taken by deployments: moves with every placement, removal and move
+OCCUPANCY = frozenset({"used", "free", "usedPercent", "deployments"})
+ROUTINE = COUNTERS | OCCUPANCY  # what moves by itself, written at the loop's paced cadence; the rest at once
+
 
 def node_down(s: records.NodeSummary | None, now: int, down_after: int) -> bool:
     """§1.3: no valid uptime report for longer than ``down_after`` (a node that never reported is not down)."""

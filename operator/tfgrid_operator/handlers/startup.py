@@ -30,6 +30,9 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
     def __init__(self) -> None:
         self.in_status = kopf.StatusDiffBaseStorage(field="status.lastHandledConfiguration")
         self.legacy = kopf.AnnotationsDiffBaseStorage(prefix=runtime.PREFIX, key="last-handled-configuration")
+        # its annotation names, once (kopf derives them per call, hashing the long form; they differ by object only
+        # for ReplicaSets owned by Deployments, never for our kinds)
+        self.legacy_keys = set(self.legacy.make_keys(self.legacy.key))
         super().__init__([self.in_status, self.legacy])
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
@@ -44,7 +47,7 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
             body = kopf.Body(cast(kopf.RawBody, {**{k: v for k, v in body.items() if k not in ("status", "metadata")},
                                                  "metadata": kept}))
         essence = self.in_status.build(body=body, extra_fields=extra_fields)
-        self.legacy.remove_annotations(essence, set(self.legacy.make_keys(self.legacy.key, body=body)))
+        self.legacy.remove_annotations(essence, self.legacy_keys)
         self.legacy.remove_empty_stanzas(essence)
         return essence
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -20,6 +20,18 @@ from tfgrid_operator.handlers import reporting
 from tfgrid_operator.kube import client
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
+
+KEPT_METADATA = (("metadata", "labels"), ("metadata", "annotations"))
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _copy(value: Any) -> Any:
+    """A copy of JSON data (dicts, lists, scalars), without deepcopy's memo: what an essence may keep."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
 
 
 class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
@@ -36,20 +48,37 @@ class DiffBaseInStatus(kopf.MultiDiffBaseStorage):
         super().__init__([self.in_status, self.legacy])
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        """The essence once (kopf's multi-storage builds it once per storage, each a deep copy of the whole
-        object, for every watch event). Of metadata kopf keeps only labels and annotations, and no status: only
-        those are handed to its deep copy unless a handler asks for another field (managedFields, which a real
-        API server sends with every object, and our status were copied and thrown away on each event)."""
-        if not extra_fields:
-            meta = body.get("metadata") or {}
-            kept = {k: meta[k] for k in ("labels", "annotations") if k in meta}
-            # a RawBody is kopf's TypedDict, which a comprehension cannot be typed as
-            body = kopf.Body(cast(kopf.RawBody, {**{k: v for k, v in body.items() if k not in ("status", "metadata")},
-                                                 "metadata": kept}))
-        essence = self.in_status.build(body=body, extra_fields=extra_fields)
-        self.legacy.remove_annotations(essence, self.legacy_keys)
-        self.legacy.remove_empty_stanzas(essence)
-        return essence
+        """The essence kopf compares on every watch event: the spec, labels and annotations (less kopf's storage
+        annotations and kubectl's last-applied), plus the fields a handler filters on. kopf builds it by deep-copying
+        the whole object, managedFields and status included, then dropping most of it, and deep-copies the filtered
+        fields again (ours: the spec, two annotations) — ~120 µs an event, 7 % of a burst's CPU. This builds the same
+        essence from just those parts (tests/shell/test_diffbase.py holds it equal to kopf's on arbitrary objects);
+        a handler filtering on anything else gets kopf's own build."""
+        fields = [tuple(f.split(".")) if isinstance(f, str) else tuple(f) for f in extra_fields or ()]
+        if self.in_status.ignored_fields or not all(f[:1] == ("spec",) or f[:2] in KEPT_METADATA for f in fields):
+            essence = self.in_status.build(body=body, extra_fields=extra_fields)
+            self.legacy.remove_annotations(essence, self.legacy_keys)
+            self.legacy.remove_empty_stanzas(essence)
+            return essence
+        built = {k: _copy(v) for k, v in body.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+        meta = body.get("metadata") or {}
+        stanza: dict[str, Any] = {}
+        if meta.get("labels"):
+            stanza["labels"] = _copy(meta["labels"])
+        annotations = meta.get("annotations") or {}
+        if annotations:
+            marked = self.in_status._detect_marked_prefixes(annotations)  # kopf's rule (a private method, kopf pinned)
+            kept = {k: v for k, v in annotations.items()
+                    if k != LAST_APPLIED and not any(k.startswith(f"{p}/") for p in marked)}
+            for f in fields:  # a filtered field is kept even under a marked prefix, as kopf's cherry-pick does
+                if f[:2] == ("metadata", "annotations") and len(f) == 3 and f[2] in annotations:
+                    kept[f[2]] = annotations[f[2]]
+            kept = {k: v for k, v in kept.items() if k not in self.legacy_keys}
+            if kept:
+                stanza["annotations"] = kept
+        if stanza:
+            built["metadata"] = stanza
+        return built
 
     def store(self, *, body: Any, patch: kopf.Patch, essence: Any) -> None:
         self.in_status.store(body=body, patch=patch, essence=essence)

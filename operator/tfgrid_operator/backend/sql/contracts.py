@@ -217,13 +217,18 @@ class ContractsLedger(BillingLedger):
                     existing.pop(o.key)
             pool: dict[str, scheduling.Candidate] | None = None
             payers: dict[str, tuple[int, dict[str, Any]] | errors.LedgerError] = {}
+            # one proof shown by many deployments of a namespace (a team's one payer Secret) is checked once a batch
+            proven: dict[tuple[str, records.PayerProof, int], tuple[int, dict[str, Any]] | errors.LedgerError] = {}
             for o in batch:
                 live = existing.get(o.key)
                 if o.key not in rows and not (live is not None and live.state in LIVE):
-                    try:
-                        payers[o.key] = await self._payer(conn, o.key, o.proof, o.now)
-                    except errors.LedgerError as err:
-                        payers[o.key] = err
+                    shown = (o.key.partition("/")[0], o.proof, o.now)
+                    if shown not in proven:
+                        try:
+                            proven[shown] = await self._payer(conn, o.key, o.proof, o.now)
+                        except errors.LedgerError as err:
+                            proven[shown] = err
+                    payers[o.key] = proven[shown]
             debts = await self._debts(conn, {p[0] for p in payers.values() if not isinstance(p, errors.LedgerError)})
             for o in batch:
                 live = existing.get(o.key)

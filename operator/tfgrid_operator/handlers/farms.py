@@ -41,7 +41,11 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
 async def delete_farm(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     rt = runtime.get(memo)
     await reporting.close_on_ledger(rt, body, patch, rt.ledger.close_farm(name=name, owner=tenancy.owner(body)),
-                                    message=lambda _: None, retry=retry)  # routine: no Event
+                                    message=lambda _: None, retry=retry, waits=WAITS)  # routine: no Event
+
+
+# a Farm's delete waits for its active nodes (the ledger names them); kopf's id of the handler
+WAITS = reporting.Waits(plural="farms", handler="delete_farm", on="nodes")
 
 
 tracking.track("farms")

@@ -99,7 +99,7 @@ BLOCKED_BACKOFF_CAP = 6  # the longest wait of a blocked delete, in multiples of
 # a blocked delete that its last dependent wakes waits this many times retry_delay_s before kopf retries it anyway
 # (the safety net: a dependent this operator did not close, a restart), doubling up to kopf's longest sleep
 WOKEN_DELAY = 24
-WOKEN_DELAY_CAP_S = 600.0
+WOKEN_DELAY_CAP_S = 300.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,8 +72,8 @@ def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: error
                    ready_reason: Reason, fields: dict[str, Any] | None = None, retry: int = 0,
                    waits: Waits | None = None) -> NoReturn:
     """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff. ``retry``: kopf's
-    count of this handler's retries so far; ``waits``: a blocked delete that the last of its dependents wakes
-    (handlers/blocked.py), which then waits long (see blocked_delay)."""
+    count of this handler's retries so far; ``waits``: a blocked delete that the last of its dependents finishes
+    (handlers/blocked.py), which kopf then retries only after a long delay (see blocked_delay)."""
     current = dict(body.get("status") or {})
     ready = (conditions.get(current.get("conditions") or [], "Ready") or {}).get("status") == "True"
     changed = report(rt, body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
@@ -96,8 +96,8 @@ def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: error
 
 
 BLOCKED_BACKOFF_CAP = 6  # the longest wait of a blocked delete, in multiples of the first (retry_delay_s)
-# a blocked delete that its last dependent wakes waits this many times retry_delay_s before kopf retries it anyway
-# (the safety net: a dependent this operator did not close, a restart), doubling up to kopf's longest sleep
+# a blocked delete that its last dependent finishes waits this many times retry_delay_s before kopf retries it anyway
+# (the safety net: a dependent this operator did not close, a restart), then twice as long each time up to the cap
 WOKEN_DELAY = 24
 WOKEN_DELAY_CAP_S = 300.0
 
@@ -114,8 +114,8 @@ class Waits:
 
 def blocked_delay(rt: runtime.Runtime, retry: int, *, woken: bool) -> float:
     """How long kopf waits before it retries a blocked delete. Each retry costs two writes (kopf's progress in
-    status, then its touch to wake the object when the delay ends). A delete woken by its last dependent (issue 17:
-    polling cost ~9 writes per node when a namespace is deleted whole) waits long, only as a safety net. Otherwise
+    status, then its touch to wake the object when the delay ends). A delete that its last dependent finishes (issue
+    17: polling cost ~9 writes per node when a namespace is deleted whole) waits long, only as a safety net. Otherwise
     it backs off after three quick tries (most waits are short: a farm whose nodes are going too)."""
     if woken:
         return min(rt.retry_delay_s * WOKEN_DELAY * (1 << min(retry, 8)), WOKEN_DELAY_CAP_S)
@@ -173,7 +173,7 @@ async def close_on_ledger(rt: runtime.Runtime, body: Any, patch: kopf.Patch, clo
                           message: Callable[[Any], str | None], retry: int = 0, waits: Waits | None = None) -> Any:
     """The delete step: close the ledger record, or keep the finalizer and say what blocks it.
     ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event); ``retry``: kopf's;
-    ``waits``: what wakes this delete when the ledger says it is blocked (handlers/blocked.py)."""
+    ``waits``: what finishes this delete when the ledger says it is blocked (handlers/blocked.py)."""
     try:
         closed = await closing
     except errors.Conflict as err:

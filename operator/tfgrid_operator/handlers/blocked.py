@@ -122,6 +122,9 @@ async def _wake(rt: runtime.Runtime, key: Key, uid: str, handler: str, retry: in
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             log.warning("Could not finish the delete of %s %s/%s: %s", plural, namespace, name, err)
             return
+        except Exception:  # a task of its own: nobody above it would say it failed (kopf's retry still comes)
+            log.exception("Could not finish the delete of %s %s/%s", plural, namespace, name)
+            return
         await asyncio.sleep(WAKE_POLL_S)  # kopf's write of this retry is on its way (or the object moved on)
 
 

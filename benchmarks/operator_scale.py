@@ -49,7 +49,7 @@ Not a pass/fail test: the machines are noisy (counts of writes are not: tests/e2
 (DIR/burst.txt, period.txt, restart.txt, delete.txt as collapsed stacks; *.top.txt: the top costs).
 `pip install py-spy` into the .venv first.
 --scale 0.1 took about five minutes on this 2-core machine while other work loaded it (most of it waits: kopf's
-ceiling, the loop's 5 s ticks around two periods, a restart, a namespace deletion whose blocked deletes back off).
+ceiling, the loop's 5 s ticks around two periods, a restart, a namespace deletion).
 """
 
 from __future__ import annotations

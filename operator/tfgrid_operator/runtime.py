@@ -60,6 +60,10 @@ class Runtime:
     sweep_at: float = -math.inf
     # (contract key, grant expiry) → grid time its Deployment was last nudged to read a renewed grant
     renewals: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    # deletes that wait for their dependents (handlers/blocked.py): (plural, namespace, name) → (uid, kopf's handler
+    # id, kopf's retry count when it blocked, what it still waits for); and each dependent → who waits for it
+    waits: dict[tuple[str, str, str], tuple[str, str, int, set[str]]] = dataclasses.field(default_factory=dict)
+    waited_for: dict[str, set[tuple[str, str, str]]] = dataclasses.field(default_factory=dict)
 
     def request_sweep(self) -> None:
         """An object vanished (a finalizer removed by hand skips our delete handler): sweep on the next tick."""

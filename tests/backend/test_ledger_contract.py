@@ -207,6 +207,47 @@ async def test_close_contract_final_bill_no_double_charge(ledger):
     assert again.billed_total == closed.billed_total
 
 
+async def test_closes_that_arrive_together_bill_and_pay_out_as_one_at_a_time(ledger):
+    """A namespace deleted whole closes its contracts together: they share one transaction (one billing batch),
+    and each contract's final bill, state, debt and payout are what closing them one at a time gives, a payer
+    that runs dry in the middle of the batch included (each bill on the balance the ones before it left)."""
+    import asyncio
+
+    await grid(ledger, nodes=2)
+    twins = {name: identity.KeyPair.generate() for name in ("rich-a", "poor-a", "rich-b", "poor-b")}
+    for name, key in twins.items():
+        await ledger.ensure_account(name=name, public_key=key.public_key)
+        await ledger.fund(name=name, amount=10**12 if name.startswith("rich") else 8_000_000)
+    groups = {g: [f"ns/{g}{i}" for i in range(4)] for g in ("a", "b")}
+    for g, keys in groups.items():
+        for i, key in enumerate(keys):
+            await ledger.open_contract(key=key, **paid_by(twins[f"{'rich' if i % 2 else 'poor'}-{g}"]),
+                                       request=scheduling.Request(resources=SMALL), now=0)
+    await ledger.bill_period(period=0, now=H)  # a whole cycle each: a reserve to pay out on close
+    now = H + H // 2
+    batches = ledger._closings.batches
+    together = await asyncio.gather(*(ledger.close_contract(key=k, owner_uid=OWN.uid, now=now, reason="CanceledByUser")
+                                      for k in groups["a"]))
+    assert ledger._closings.batches - batches < len(groups["a"])  # they shared a batch
+    alone = [await ledger.close_contract(key=k, owner_uid=OWN.uid, now=now, reason="CanceledByUser")
+             for k in groups["b"]]
+
+    def outcome(c):
+        return (c.state, c.deleted_reason, c.deleted_at, c.billed_total, c.overdraft, c.reserve)
+    assert [outcome(c) for c in together] == [outcome(c) for c in alone]
+    assert {c.state for c in together} == {"Deleted"} and any(c.overdraft for c in together)  # a payer ran dry
+    for a, b in zip(groups["a"], groups["b"], strict=True):
+        assert [(x.amount, x.paid) for x in await ledger.bills(key=a)] == \
+            [(x.amount, x.paid) for x in await ledger.bills(key=b)]
+        assert [(x.amount, x.farmer) for x in await ledger.payouts(key=a)] == \
+            [(x.amount, x.farmer) for x in await ledger.payouts(key=b)]
+    assert await ledger.payouts(key=groups["a"][1])  # a reserve was paid out
+    for kind in ("rich", "poor"):
+        assert (await ledger.get_account(name=f"{kind}-a")).balance == (await ledger.get_account(name=f"{kind}-b")).balance
+    again = await ledger.close_contract(key=groups["a"][0], owner_uid=OWN.uid, now=2 * H, reason="CanceledByUser")
+    assert outcome(again) == outcome(together[0])  # idempotent
+
+
 async def test_minting_exact_idempotent_and_paid_to_farm(ledger):
     await grid(ledger, nodes=2)
     period_s = ledger.config.minting_period_s

@@ -36,8 +36,9 @@ CONFIG = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0, minting_pe
 
 
 class OperatorThread:
-    def __init__(self, ledger_url: str, clk: clock.ManualClock, peering: bool = False, **settings: Any) -> None:
-        self.ledger_url, self.clock, self.peering = ledger_url, clk, peering
+    def __init__(self, ledger_url: str, clk: clock.ManualClock, peering: bool = False, retry_delay_s: float = 0.3,
+                 **settings: Any) -> None:
+        self.ledger_url, self.clock, self.peering, self.retry_delay_s = ledger_url, clk, peering, retry_delay_s
         self.settings = {"tick_s": 0.1, "metrics_port": 0, "nudge_after_s": 1.0,
                          "council_keys": ",".join(k.public_key for k in COUNCIL),
                          **settings}
@@ -49,7 +50,7 @@ class OperatorThread:
     async def _runtime(self) -> runtime.Runtime:
         ledger = await backend.open_backend(self.ledger_url, CONFIG)
         return runtime.Runtime(settings=Settings(**self.settings), clock=self.clock, ledger=ledger, kube=KubeClient(),
-                               metrics=metrics.Metrics(), retry_delay_s=0.3)
+                               metrics=metrics.Metrics(), retry_delay_s=self.retry_delay_s)
 
     def start(self) -> None:
         self.stop_flag, ready = threading.Event(), threading.Event()

@@ -156,6 +156,34 @@ async def test_deleting_a_namespace_with_objects_in_it(apiserver, operator, ledg
     assert len(refused) <= 3, refused  # said once per object, not retried nine times
 
 
+async def test_a_node_carrying_another_tenants_deployment_outlives_its_namespace_until_that_goes(apiserver, operator,
+                                                                                              ledger):
+    """team-a's namespace is deleted while its Node carries a Deployment of team-b: the Node is not closed under it
+    (DeleteBlocked; the namespace waits), and team-b's delete of that Deployment finishes the Node, then its Farm."""
+    await payer_in(ledger, apiserver, "team-b")
+    await create(apiserver, farm("fa"), node("na", "fa"), namespace="team-a")
+    await ready(apiserver, "nodes", "na", namespace="team-a")
+    await create(apiserver, deployment("d", payer="payer", public_ips=0, node="na"), namespace="team-b")
+    await ready(apiserver, "deployments", "d", namespace="team-b")
+    assert (await apiserver.delete("/api/v1/namespaces/team-a")).status == 200
+    await eventually(lambda: condition(read(apiserver, "nodes", "na", "team-a"))["reason"] == "DeleteBlocked",
+                     what="the node waits for team-b's deployment")
+    assert (await ledger.observe_node(name="na")).state == "Active"
+    assert (await ledger.observe_contract(key="team-b/d")).state == "Created"
+    assert apiserver.read("namespaces", None, "team-a") is not None
+    calls0 = len(apiserver.calls)
+    resp = await apiserver.delete("/apis/grid.threefold.io/v1alpha1/namespaces/team-b/deployments/d")
+    assert resp.status == 200, await resp.text()
+    await eventually(lambda: apiserver.read("namespaces", None, "team-a") is None, timeout=30,
+                     what="the namespace gone with its node and farm")
+    node_writes = [c.agent.split("/")[0] for c in apiserver.calls[calls0:]
+                   if c.verb == "patch" and c.resource == "nodes" and not c.subresource]
+    assert node_writes == ["tfgrid-operator"], node_writes  # finished by the deployment's close, not a kopf retry
+    assert (await ledger.observe_contract(key="team-b/d")).state == "Deleted"
+    assert (await ledger.observe_node(name="na")).state == "Closed"
+    assert (await ledger.observe_farm(name="fa")).state == "Closed"
+
+
 async def test_the_api_server_restarts_under_a_running_operator(cluster, operator, ledger):
     api = cluster.emulator
     await payer_in(ledger, api, "team-b")

@@ -11,8 +11,9 @@ import collections
 
 import pytest
 
-from e2e.conftest import OperatorThread, eventually
+from e2e.conftest import CONFIG, OperatorThread, condition, eventually
 from e2e.objects import create, deployment, farm, node, obj, ready, twin_account
+from tfgrid_operator import backend
 
 pytestmark = pytest.mark.e2e
 
@@ -76,3 +77,67 @@ async def test_a_burst_costs_at_most_two_and_a_half_writes_per_object_and_deleti
     assert deleted["create events"] == DEPLOYMENTS, deleted  # each Deployment's final bill; Nodes and Farms: none
     assert not deleted["patch deployments/status"], deleted  # nothing to tell an object that goes
     assert sum(deleted.values()) <= sum(created.values()), (deleted, created)
+
+
+def writes_by(calls: list, agent: str) -> collections.Counter[str]:
+    return operator_writes([c for c in calls if c.agent.startswith(agent)])
+
+
+@pytest.fixture
+async def patient(apiserver, grid_clock, ledger_path):
+    """A blocked delete's safety-net retry far beyond the test (retry_delay_s 5 s: 2 minutes), so that what it
+    writes is its block and its wake-up, never a retry that polls."""
+    op = OperatorThread(ledger_path, grid_clock, retry_delay_s=5.0)
+    op.start()
+    yield op
+    if op.thread is not None and op.thread.is_alive():
+        await op.stop()
+    assert not op.errors, op.errors
+
+
+async def test_a_blocked_delete_waits_without_writes_until_its_last_dependent_finishes_it(apiserver, patient,
+                                                                                       ledger_path):
+    """A Node deleted under its deployments and a Farm deleted under its node: each says once why it waits
+    (DeleteBlocked, one Event), kopf stores one long delay, and the close of the last dependent finishes the
+    delete (the record closed, the finalizer removed: one write of ours): no retry polls. A blocked delete costs
+    kopf's write of the block and our removal of the finalizer, however long the wait."""
+    lg = await backend.open_backend(ledger_path, CONFIG)
+    try:
+        await twin_account(lg, apiserver, "alice")
+        await create(apiserver, farm())
+        await ready(apiserver, "farms", "farm1")
+        await create(apiserver, node("n1", cru=8))
+        await ready(apiserver, "nodes", "n1")
+        await create(apiserver, *(deployment(d, cru=1, public_ips=0) for d in ("d1", "d2")))
+        await ready(apiserver, "deployments", "d1", "d2")
+        await patient.ticks(2)  # the loop's passes after the burst (capacity used on the node) are not the delete's
+        api = "/apis/grid.threefold.io/v1alpha1/namespaces/default"
+
+        calls0 = len(apiserver.calls)
+        assert (await apiserver.delete(f"{api}/nodes/n1")).status == 200
+        await eventually(lambda: condition(obj(apiserver, "nodes", "n1"))["reason"] == "DeleteBlocked", what="n1 blocked")
+        assert (await apiserver.delete(f"{api}/farms/farm1")).status == 200
+        await eventually(lambda: condition(obj(apiserver, "farms", "farm1"))["reason"] == "DeleteBlocked",
+                         what="farm1 blocked")
+        await eventually(lambda: obj(apiserver, "farms", "farm1")["status"]["kopf"]["progress"]["delete_farm"]["delayed"],
+                         what="kopf's delay stored")
+        assert patient.rt.waits.keys() == {("nodes", "default", "n1"), ("farms", "default", "farm1")}
+        await gone(apiserver, "deployments", "d1")
+        assert obj(apiserver, "nodes", "n1") is not None  # d2 is still on it
+        await gone(apiserver, "deployments", "d2")
+        await eventually(lambda: obj(apiserver, "nodes", "n1") is None, what="n1 gone")
+        await eventually(lambda: obj(apiserver, "farms", "farm1") is None, what="farm1 gone")
+        assert (await lg.observe_node(name="n1")).state == "Closed"
+        assert (await lg.observe_farm(name="farm1")).state == "Closed"
+    finally:
+        await lg.close()
+    calls = apiserver.calls[calls0:]
+    kopf, ours = writes_by(calls, "kopf"), writes_by(calls, "tfgrid-operator")
+    for plural in ("nodes", "farms"):
+        # kopf: the block (its progress and the DeleteBlocked condition in one PATCH); ours: the finalizer's removal
+        assert kopf[f"patch {plural}/status"] == 1 and not kopf[f"patch {plural}"], kopf
+        assert ours[f"patch {plural}"] == 1 and not ours[f"patch {plural}/status"], ours
+    # one DeleteBlocked Event each (Node, Farm), each Deployment's final bill
+    assert ours["create events"] == 4, ours
+    assert [e.get("reason") for e in apiserver.read_all("events")].count("DeleteBlocked") == 2
+    assert not patient.rt.waits and not patient.rt.waited_for

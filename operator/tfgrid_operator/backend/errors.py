@@ -29,7 +29,14 @@ class NotFound(LedgerError):
 
 
 class Conflict(LedgerError):
+    """``blockers``: what stands in the way, when the conflict is an object still in use (the live contracts' keys
+    on a node, a farm's active nodes): a delete that waits for them is woken when the last one goes."""
+
     reason = "Conflict"
+
+    def __init__(self, message: str, blockers: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.blockers = blockers
 
 
 class NameTaken(Conflict):

@@ -18,7 +18,7 @@ from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import identity
-from tfgrid_operator.handlers import reporting, tenancy
+from tfgrid_operator.handlers import blocked, reporting, tenancy
 from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import status as projections
 
@@ -175,8 +175,10 @@ async def delete_deployment(body: Any, name: str, namespace: str, patch: kopf.Pa
             return None
         return f"Contract {closed.id} closed with a final bill; billed total {closed.billed_total} units"
 
-    await reporting.close_on_ledger(
+    closed = await reporting.close_on_ledger(
         rt, body, patch, rt.ledger.close_contract(key=key, owner_uid=uid, now=rt.clock.now(), reason="CanceledByUser"),
         message=closed_event)
+    if closed is None or closed.state not in LIVE:  # its node's delete may wait for nothing else
+        blocked.gone(rt, blocked.dependent("deployments", key))
 
 

@@ -9,7 +9,7 @@ import kopf
 from tfgrid_operator import api, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.handlers import reporting, tenancy
+from tfgrid_operator.handlers import blocked, reporting, tenancy
 
 G, V = runtime.GROUP, runtime.VERSION
 
@@ -40,7 +40,16 @@ async def reconcile_farm(body: Any, spec: Any, name: str, patch: kopf.Patch, mem
 @reporting.metered("farm")
 async def delete_farm(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     rt = runtime.get(memo)
-    await reporting.close_on_ledger(rt, body, patch, rt.ledger.close_farm(name=name, owner=tenancy.owner(body)),
-                                    message=lambda _: None, retry=retry)  # routine: no Event
+    await reporting.close_on_ledger(rt, body, patch, close_farm(rt, body), message=lambda _: None, retry=retry,
+                                    waits=WAITS)  # routine: no Event
+
+
+async def close_farm(rt: runtime.Runtime, body: Any) -> None:
+    await rt.ledger.close_farm(name=body["metadata"]["name"], owner=tenancy.owner(body))
+
+
+# a Farm's delete waits for its active nodes (the ledger names them); kopf's id of the handler
+WAITS = reporting.Waits(plural="farms", handler="delete_farm", on="nodes")
+blocked.closes(WAITS.plural, WAITS.on, close_farm)
 
 

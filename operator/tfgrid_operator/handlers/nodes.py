@@ -15,7 +15,7 @@ from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain.units import Resources
-from tfgrid_operator.handlers import leases, reporting, tenancy
+from tfgrid_operator.handlers import blocked, leases, reporting, tenancy
 from tfgrid_operator.loop import status as projections
 
 G, V = runtime.GROUP, runtime.VERSION
@@ -74,9 +74,18 @@ def registered_status(rt: runtime.Runtime, body: Any, node: records.Node) -> dic
 async def delete_node(body: Any, name: str, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any) -> None:
     rt = runtime.get(memo)
     leases.forget(name)
-    await reporting.close_on_ledger(rt, body, patch,
-                                    rt.ledger.close_node(name=name, owner=tenancy.owner(body), now=rt.clock.now()),
-                                    message=lambda _: None, retry=retry)  # routine: no Event
+    await reporting.close_on_ledger(rt, body, patch, close_node(rt, body), message=lambda _: None, retry=retry,
+                                    waits=WAITS)  # routine: no Event
+    blocked.gone(rt, blocked.dependent("nodes", name))  # its farm's delete may wait for nothing else
+
+
+async def close_node(rt: runtime.Runtime, body: Any) -> None:
+    await rt.ledger.close_node(name=body["metadata"]["name"], owner=tenancy.owner(body), now=rt.clock.now())
+
+
+# a Node's delete waits for the deployments it carries (the ledger names their contracts' keys); kopf's id of it
+WAITS = reporting.Waits(plural="nodes", handler="delete_node", on="deployments")
+blocked.closes(WAITS.plural, WAITS.on, close_node)
 
 
 CERTIFICATION_ANNOTATION = f"certification.{runtime.PREFIX}/council"  # not under kopf's own prefix, which its diffs ignore

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.handlers import tenancy
+from tfgrid_operator.handlers import blocked, tenancy
 from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import status as projections
 
@@ -73,9 +74,11 @@ def waiting(rt: runtime.Runtime, body: Any, patch: kopf.Patch, *, reason: Reason
 
 
 def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: errors.LedgerError, *,
-                   ready_reason: Reason, fields: dict[str, Any] | None = None, retry: int = 0) -> NoReturn:
+                   ready_reason: Reason, fields: dict[str, Any] | None = None, retry: int = 0,
+                   waits: Waits | None = None) -> NoReturn:
     """Report a ledger error the one way: Synced=False, a Warning Event, and a retry with backoff. ``retry``: kopf's
-    count of this handler's retries so far (a blocked delete waits twice as long each time, see BLOCKED_BACKOFF_CAP)."""
+    count of this handler's retries so far; ``waits``: a blocked delete that the last of its dependents finishes
+    (handlers/blocked.py), which kopf then retries only after a long delay (see blocked_delay)."""
     current = dict(body.get("status") or {})
     ready = (conditions.get(current.get("conditions") or [], "Ready") or {}).get("status") == "True"
     changed = report(rt, body, patch, ready=ready and not isinstance(err, errors.NotFound), reason=ready_reason,
@@ -90,16 +93,38 @@ def ledger_failure(rt: runtime.Runtime, body: Any, patch: kopf.Patch, err: error
         if changed:
             log.info("%s/%s waits: %s", body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"),
                      err.message)
-        # each retry costs two writes (kopf's progress in status, then its touch to wake the object when the delay
-        # ends): a delete that waits for others (a node's deployments, a farm's nodes, a namespace deleted whole)
-        # backs off after three tries instead of polling every retry_delay_s (issue 17: ~8 writes per node deleting
-        # a namespace); the first three stay quick, as most waits are short (a farm whose nodes are going too)
-        delay = rt.retry_delay_s * min(2 ** min(max(0, retry - 2), 8), BLOCKED_BACKOFF_CAP)
-        raise Blocked(err.message, delay=delay)
+        blockers = err.blockers if isinstance(err, errors.Conflict) else ()
+        if waits is not None and blockers:
+            blocked.wait(rt, body, waits.plural, waits.handler, retry, (blocked.dependent(waits.on, b) for b in blockers))
+        raise Blocked(err.message, delay=blocked_delay(rt, retry, woken=waits is not None and bool(blockers)))
     raise kopf.TemporaryError(err.message, delay=rt.retry_delay_s)
 
 
 BLOCKED_BACKOFF_CAP = 6  # the longest wait of a blocked delete, in multiples of the first (retry_delay_s)
+# a blocked delete that its last dependent finishes waits this many times retry_delay_s before kopf retries it anyway
+# (the safety net: a dependent this operator did not close, a restart), then twice as long each time up to the cap
+WOKEN_DELAY = 24
+WOKEN_DELAY_CAP_S = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Waits:
+    """What a delete handler waits for when the ledger says it is blocked: its object's plural, kopf's id of the
+    handler, and the plural of the dependents the ledger names (a node's contracts: deployments; a farm's nodes)."""
+
+    plural: str
+    handler: str
+    on: str
+
+
+def blocked_delay(rt: runtime.Runtime, retry: int, *, woken: bool) -> float:
+    """How long kopf waits before it retries a blocked delete. Each retry costs two writes (kopf's progress in
+    status, then its touch to wake the object when the delay ends). A delete that its last dependent finishes (issue
+    17: polling cost ~9 writes per node when a namespace is deleted whole) waits long, only as a safety net. Otherwise
+    it backs off after three quick tries (most waits are short: a farm whose nodes are going too)."""
+    if woken:
+        return min(rt.retry_delay_s * WOKEN_DELAY * (1 << min(retry, 8)), WOKEN_DELAY_CAP_S)
+    return rt.retry_delay_s * min(1 << min(max(0, retry - 2), 8), BLOCKED_BACKOFF_CAP)
 
 
 class Blocked(kopf.TemporaryError):
@@ -150,15 +175,19 @@ def parse_spec(rt: runtime.Runtime, model: type[M], body: Any, spec: Any, patch:
 
 
 async def close_on_ledger(rt: runtime.Runtime, body: Any, patch: kopf.Patch, closing: Awaitable[Any], *,
-                          message: Callable[[Any], str | None], retry: int = 0) -> Any:
+                          message: Callable[[Any], str | None], retry: int = 0, waits: Waits | None = None) -> Any:
     """The delete step: close the ledger record, or keep the finalizer and say what blocks it.
-    ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event); ``retry``: kopf's."""
+    ``message`` turns the ledger's answer into the Closed Event's text (None posts no Event); ``retry``: kopf's;
+    ``waits``: what finishes this delete when the ledger says it is blocked (handlers/blocked.py)."""
     try:
         closed = await closing
     except errors.Conflict as err:
-        ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETE_BLOCKED, retry=retry)
+        ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETE_BLOCKED, retry=retry, waits=waits)
     except errors.LedgerError as err:
         ledger_failure(rt, body, patch, err, ready_reason=Reason.DELETING)
+    if waits is not None:
+        meta = body.get("metadata", {})
+        blocked.forget(rt, (waits.plural, meta.get("namespace") or "", meta.get("name", "")))
     text = message(closed)
     if text:
         closing_event(rt, body, "Normal", str(Reason.CLOSED), text)

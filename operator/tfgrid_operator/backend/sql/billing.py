@@ -9,6 +9,7 @@ keeps its money where it was and carries the reason in ``billing_error`` (its De
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,17 +49,18 @@ class BillingLedger(RegistryLedger):
         length = self.config.billing_period_s
         return period * length, (period + 1) * length
 
-    async def _bill_partial(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
-        """Bill the contract up to ``now``: first every ended period the billing loop has not billed yet (so a
+    async def _bill_partial(self, conn: AsyncConnection, contract_ids: Collection[int], now: int) -> None:
+        """Bill the contracts up to ``now``: first every ended period the billing loop has not billed yet (so a
         close or move just after an hour's end never skips that hour), then [max(period start, created), now)
         of the current period, each once, keyed (contract, period, until). Only a window that ends at its
-        period's end counts as a billing cycle (§2.7)."""
+        period's end counts as a billing cycle (§2.7). Several contracts (closes that arrived together) are one
+        batch, billed in order as the billing loop bills a period's: one read, one write of each kind of row."""
         length = self.config.billing_period_s
         current = now // length
         loop_at = await self._meta(conn, "watermark:bill")
         for period in range(int(loop_at) if loop_at is not None else current, current):
-            await self._bill(conn, period=period, now=now, only=contract_id, until=(period + 1) * length)
-        await self._bill(conn, period=current, now=now, only=contract_id, until=now)
+            await self._bill(conn, period=period, now=now, only=contract_ids, until=(period + 1) * length)
+        await self._bill(conn, period=current, now=now, only=contract_ids, until=now)
 
     async def bill_period(self, *, period: int, now: int) -> records.PeriodReport:
         _start, end = self._billing_window(period)
@@ -69,13 +71,14 @@ class BillingLedger(RegistryLedger):
             await self._advance(conn, "bill", period)
             return report
 
-    async def _bill(self, conn: AsyncConnection, *, period: int, now: int, only: int | None, until: int) -> records.PeriodReport:
-        """Bill the live contracts of ``period`` (or only one) up to ``until``: load, bill in order, write."""
+    async def _bill(self, conn: AsyncConnection, *, period: int, now: int, only: Collection[int] | None,
+                    until: int) -> records.PeriodReport:
+        """Bill the live contracts of ``period`` (or only these) up to ``until``: load, bill in order, write."""
         start, end = self._billing_window(period)
         until = min(until, end)
         sql, params = _CONTRACTS, [until, start]
-        if only is not None:
-            sql, params = sql + " AND c.id = ?", [*params, only]
+        if only is not None:  # ids from the ledger itself, as integers: written into the statement
+            sql = sql + f" AND c.id IN ({', '.join(str(int(i)) for i in sorted(only)) or 'NULL'})"
         rows = await fetch_rows(conn, sql, params)  # bill_batch orders them
         if not rows:
             return records.PeriodReport(period, 0, 0, 0, ())
@@ -83,8 +86,8 @@ class BillingLedger(RegistryLedger):
         foundation, staking = await self._grid_accounts(conn)
         a = schema.accounts
         balances_of = sa.select(a.c.id, a.c.balance)
-        if only is not None:  # one contract: its payer, its farmer and the grid's accounts
-            balances_of = balances_of.where(a.c.id.in_({rows[0][1], rows[0][2], foundation, staking}))
+        if only is not None:  # a few contracts: their payers, their farmers and the grid's accounts
+            balances_of = balances_of.where(a.c.id.in_({r[1] for r in rows} | {r[2] for r in rows} | {foundation, staking}))
         balances = dict((await conn.execute(balances_of)).all())
         run = billing.Run(period=period, start=start, end=end, until=until, now=now,
                           grace_s=self.config.grace_period_s, frequency=self.config.distribution_frequency,
@@ -132,28 +135,45 @@ class BillingLedger(RegistryLedger):
             return int(found)
         return inserted_id(await conn.execute(r.insert().values(tft_musd=price.effective(), **values)))
 
-    async def _pay_out(self, conn: AsyncConnection, contract_id: int, now: int) -> None:
-        """§2.7: a deleted contract's reserve is paid out at once (its final bill came first). A payout that
-        would pass MONEY_MAX stays in the reserve, with the reason on the contract (invariant 6)."""
+    async def _pay_out(self, conn: AsyncConnection, closed: Mapping[int, int]) -> None:
+        """§2.7: a deleted contract's reserve is paid out at once (its final bill came first); ``closed``: contract
+        id → when it closed. A payout that would pass MONEY_MAX stays in the reserve, with the reason on the
+        contract (invariant 6). Several contracts are paid out in id order, each on the balances the ones before
+        it left, written in one statement of each kind."""
         c, n, f, a = schema.contracts, schema.nodes, schema.farms, schema.accounts
-        row = (await conn.execute(sa.select(c.c.reserve, f.c.account_id.label("farmer"))
-                                  .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)
-                                  .where(c.c.id == contract_id))).one()
-        if row.reserve == 0:
-            await conn.execute(c.update().where(c.c.id == contract_id).values(cycles=0))
-            return
-        foundation, staking = await self._grid_accounts(conn)
-        shares, gains = billing.payout_gains(row.reserve, farmer=row.farmer, foundation=foundation, staking=staking)
-        before = dict((await conn.execute(sa.select(a.c.id, a.c.balance).where(a.c.id.in_(set(gains))))).all())
-        problem = billing.past_bound(before, gains)
-        if problem:
-            await conn.execute(c.update().where(c.c.id == contract_id).values(billing_error=f"payout: {problem}"))
-            return
-        await conn.execute(schema.payouts.insert().values(
-            contract_id=contract_id, at=now, reason="Deleted", amount=row.reserve, farmer_account_id=row.farmer,
-            farmer=shares.farmer, foundation=shares.foundation, staking_pool=shares.staking_pool))
-        await conn.execute(c.update().where(c.c.id == contract_id).values(reserve=0, cycles=0))
-        await self._write_balances(conn, before, {aid: before[aid] + gain for aid, gain in gains.items()})
+        rows = (await conn.execute(sa.select(c.c.id, c.c.reserve, f.c.account_id.label("farmer"))
+                                   .join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id)
+                                   .where(c.c.id.in_(set(closed))).order_by(c.c.id))).all()
+        paid = [r for r in rows if r.reserve != 0]
+        done = {r.id for r in rows if r.reserve == 0}  # nothing to pay out: its cycles end
+        payouts: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        before: dict[int, int] = {}
+        if paid:
+            foundation, staking = await self._grid_accounts(conn)
+            accounts = {r.farmer for r in paid} | {foundation, staking}
+            before = dict((await conn.execute(sa.select(a.c.id, a.c.balance).where(a.c.id.in_(accounts)))).all())
+        balances = dict(before)
+        for r in paid:
+            shares, gains = billing.payout_gains(r.reserve, farmer=r.farmer, foundation=foundation, staking=staking)
+            problem = billing.past_bound(balances, gains)
+            if problem:
+                refused.append(dict(cid=r.id, error=f"payout: {problem}"))
+                continue
+            payouts.append(dict(contract_id=r.id, at=closed[r.id], reason="Deleted", amount=r.reserve,
+                                farmer_account_id=r.farmer, farmer=shares.farmer, foundation=shares.foundation,
+                                staking_pool=shares.staking_pool))
+            done.add(r.id)
+            for aid, gain in gains.items():
+                balances[aid] += gain
+        if refused:
+            await conn.execute(c.update().where(c.c.id == sa.bindparam("cid"))
+                               .values(billing_error=sa.bindparam("error")), refused)
+        if payouts:
+            await conn.execute(schema.payouts.insert(), payouts)
+        if done:  # paid out (or nothing to pay): reserve and cycles end; a reserve of 0 stays 0
+            await conn.execute(c.update().where(c.c.id.in_(done)).values(reserve=0, cycles=0))
+        await self._write_balances(conn, before, balances)
 
     async def _write_balances(self, conn: AsyncConnection, before: dict[int, int], after: dict[int, int]) -> None:
         a = schema.accounts

@@ -15,6 +15,7 @@ from tfgrid_operator.backend.sql.billing import BillingLedger
 from tfgrid_operator.backend.sql.engine import (
     LIVE,
     RESOURCE_FIELDS,
+    Close,
     Open,
     _res,
 )
@@ -106,10 +107,10 @@ class ContractsLedger(BillingLedger):
         """A live contract nothing proves any more (its object is gone and another uid has its name: Orphaned; its
         grant was revoked: GrantRevoked): final bill, then Deleted and its reserve paid out (§2.7), as a close."""
         c = schema.contracts
-        await self._bill_partial(conn, current.id, now)
+        await self._bill_partial(conn, [current.id], now)
         await conn.execute(c.update().where(c.c.id == current.id, c.c.state.in_(LIVE)).values(
             state="Deleted", deleted_at=now, deleted_reason=reason))
-        await self._pay_out(conn, current.id, now)
+        await self._pay_out(conn, {current.id: now})
 
     async def _owned_contract(self, conn: AsyncConnection, key: str, owner_uid: str) -> records.Contract | None:
         """The live contract of ``key`` if the object ``owner_uid`` opened it (or it predates ownership)."""
@@ -317,7 +318,7 @@ class ContractsLedger(BillingLedger):
                                            .where(n.c.farm_id == farm.id, c.c.state.in_(LIVE)))).scalar_one()
             if public_ips - current.public_ips > farm.public_ips - int(ips_used):
                 raise errors.NoCapacity("PublicIPs", f"farm {farm.name!r} has no free public IPv4 for the resize")
-            await self._bill_partial(conn, current.id, now)  # the old size is billed up to now
+            await self._bill_partial(conn, [current.id], now)  # the old size is billed up to now
             await conn.execute(c.update().where(c.c.id == current.id).values(public_ips=public_ips, **resources.as_dict()))
             out = await self._latest_contract(conn, key)
             assert out is not None
@@ -340,7 +341,7 @@ class ContractsLedger(BillingLedger):
                 if current.state == "GracePeriod":
                     raise errors.Conflict(f"deployment {key!r} is in its grace period: its payer {current.payer!r} "
                                           f"pays what it owes before another payer takes over (§2.4)")
-                await self._bill_partial(conn, current.id, now)  # the old payer's part, up to now
+                await self._bill_partial(conn, [current.id], now)  # the old payer's part, up to now
                 owed = (await conn.execute(sa.select(c.c.overdraft).where(c.c.id == current.id))).scalar_one()
                 if owed > 0:  # its last bill left a debt: it stays the old payer's, never the new one's (invariant 7)
                     raise errors.Conflict(f"deployment {key!r}: its payer {current.payer!r} cannot pay its bill up to "
@@ -377,17 +378,36 @@ class ContractsLedger(BillingLedger):
         """Final bill for the used part of the current period, then Deleted and its reserve paid out (§2.7).
         Idempotent. What the final bill could not take stays the deleted contract's overdraft: recorded, never
         forgiven silently nor charged twice. Only the object that opened the contract (``owner_uid``) closes it:
-        deleting a later object of the same name leaves it alone."""
+        deleting a later object of the same name leaves it alone. Closes that arrive together (a namespace
+        deleted whole) share one transaction (_close_batch)."""
+        return await self._closings.submit(Close(key, owner_uid, now, reason))
+
+    async def _close_batch(self, batch: Sequence[Close]) -> list[records.Contract | None]:
+        """Every queued close in one write transaction, as placements are (backend/batching.py): the contracts
+        read in one query, their final bills as one billing batch per clock reading (in id order, as the billing
+        loop bills a period: each on the balances the ones before it left), one state change and one payout
+        write of each kind, the results read back in one query. The answers are what one close at a time gives."""
         c = schema.contracts
+        keys = {cl.key for cl in batch}
         async with self._tx() as conn:
-            current = await self._latest_contract(conn, key)
-            if current is None or current.state not in LIVE or current.owner_uid not in ("", owner_uid):
-                return current
-            await self._bill_partial(conn, current.id, now)
-            await conn.execute(c.update().where(c.c.id == current.id, c.c.state.in_(LIVE)).values(
-                state="Deleted", deleted_at=now, deleted_reason=reason))
-            await self._pay_out(conn, current.id, now)
-            return await self._latest_contract(conn, key)
+            found = await self._latest_contracts(conn, keys)
+            closing: dict[int, Close] = {}  # contract id → the close that closes it (the first of its key)
+            for cl in batch:
+                current = found.get(cl.key)
+                if current is not None and current.state in LIVE and current.owner_uid in ("", cl.owner_uid) \
+                        and current.id not in closing:
+                    closing[current.id] = cl
+            if not closing:
+                return [found.get(cl.key) for cl in batch]
+            for now in sorted({cl.now for cl in closing.values()}):
+                await self._bill_partial(conn, [cid for cid, cl in closing.items() if cl.now == now], now)
+            for now, reason in sorted({(cl.now, cl.reason) for cl in closing.values()}):
+                ids = [cid for cid, cl in closing.items() if (cl.now, cl.reason) == (now, reason)]
+                await conn.execute(c.update().where(c.c.id.in_(ids), c.c.state.in_(LIVE)).values(
+                    state="Deleted", deleted_at=now, deleted_reason=reason))
+            await self._pay_out(conn, {cid: cl.now for cid, cl in closing.items()})
+            closed = await self._latest_contracts(conn, keys)
+        return [closed.get(cl.key) for cl in batch]
 
     async def move_contract(self, *, key: str, request: scheduling.Request, now: int) -> records.Contract:
         """Self-healing in one transaction: final bill and close (reason Moved), its reserve paid out to the old
@@ -408,17 +428,17 @@ class ContractsLedger(BillingLedger):
             decision = await self._select(conn, request, now)
             if isinstance(decision, scheduling.Unschedulable):
                 raise errors.NoCapacity(decision.constraint, decision.message)
-            await self._bill_partial(conn, current.id, now)
+            await self._bill_partial(conn, [current.id], now)
             billed = (await conn.execute(sa.select(c.c.state, c.c.overdraft, c.c.grace_since, c.c.account_id)
                                          .where(c.c.id == current.id))).one()
             if billed.state not in LIVE:
-                await self._pay_out(conn, current.id, now)
+                await self._pay_out(conn, {current.id: now})
                 gone = await self._latest_contract(conn, key)
                 assert gone is not None
                 return gone
             await conn.execute(c.update().where(c.c.id == current.id).values(
                 state="Deleted", deleted_at=now, deleted_reason="Moved", overdraft=0))
-            await self._pay_out(conn, current.id, now)
+            await self._pay_out(conn, {current.id: now})
             node = (await conn.execute(sa.select(n).where(n.c.name == decision.node))).one()
             reserved = capacity.capped(_res(node), (await capacity.latest(conn, [node.id])).get(node.id)) \
                 if current.dedicated else current.resources

@@ -98,6 +98,16 @@ class Open:
     now: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """A queued close_contract call."""
+
+    key: str
+    owner_uid: str
+    now: int
+    reason: str
+
+
 class LedgerBase:
     def __init__(self, engine: AsyncEngine, config: LedgerConfig) -> None:
         self.engine = engine
@@ -107,6 +117,7 @@ class LedgerBase:
         self._placements: Batcher[Open, records.Contract] = Batcher(self._open_batch)
         self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
+        self._closings: Batcher[Close, records.Contract | None] = Batcher(self._close_batch)
 
     # ------------------------------------- what the areas stacked on this base provide (see sql/__init__.py)
     # The batchers above and the migrations call them; declared here so that this base says what it needs.
@@ -118,6 +129,9 @@ class LedgerBase:
         raise NotImplementedError  # contracts.py: ContractsLedger
 
     async def _observe_batch(self, keys: Sequence[str]) -> list[records.Contract | None]:
+        raise NotImplementedError  # contracts.py: ContractsLedger
+
+    async def _close_batch(self, batch: Sequence[Close]) -> list[records.Contract | None]:
         raise NotImplementedError  # contracts.py: ContractsLedger
 
     # ------------------------------------------------------------------ setup
@@ -310,7 +324,7 @@ class LedgerBase:
         await self._set_meta(conn, "schema_version", "8")
 
     async def close(self) -> None:
-        for batcher in (self._placements, self._observations, self._policy_reads):
+        for batcher in (self._placements, self._observations, self._policy_reads, self._closings):
             await batcher.close()
         await self.engine.dispose()
 

@@ -257,9 +257,9 @@ class RegistryLedger(LedgerBase):
             if row is None or row.state == "Closed" or not _owned(row, owner):
                 return  # already gone, or another object's record: deletion is idempotent and touches nothing
             active = (await conn.execute(
-                sa.select(sa.func.count()).select_from(n).where(n.c.farm_id == row.id, n.c.state == "Active"))).scalar()
+                sa.select(n.c.name).where(n.c.farm_id == row.id, n.c.state == "Active").order_by(n.c.name))).scalars().all()
             if active:
-                raise errors.Conflict(f"farm {name!r} still has {active} active node(s)")
+                raise errors.Conflict(f"farm {name!r} still has {len(active)} active node(s)", blockers=tuple(active))
             await conn.execute(f.update().where(f.c.id == row.id).values(state="Closed"))
 
     # ------------------------------------------------------------------ nodes
@@ -345,7 +345,8 @@ class RegistryLedger(LedgerBase):
             keys = (await conn.execute(
                 sa.select(c.c.key).where(c.c.node_id == row.id, c.c.state.in_(LIVE)).order_by(c.c.key))).scalars().all()
             if keys:
-                raise errors.Conflict(f"node {name!r} still carries {len(keys)} deployment(s): {', '.join(keys[:5])}")
+                raise errors.Conflict(f"node {name!r} still carries {len(keys)} deployment(s): {', '.join(keys[:5])}",
+                                      blockers=tuple(keys))
             await conn.execute(n.update().where(n.c.id == row.id).values(state="Closed", closed_at=now))
 
     async def record_uptime(self, *, node: str, ts: int, uptime: int, signature: str, now: int) -> int:

@@ -65,9 +65,17 @@ class Runtime:
     waits: dict[tuple[str, str, str], tuple[str, str, int, set[str]]] = dataclasses.field(default_factory=dict)
     waited_for: dict[str, set[tuple[str, str, str]]] = dataclasses.field(default_factory=dict)
 
-    def request_sweep(self) -> None:
-        """An object vanished (a finalizer removed by hand skips our delete handler): sweep on the next tick."""
-        self.sweep_at = -math.inf
+    # "namespace/name" of Deployments that vanished since the last sweep: the next tick checks their contracts
+    vanished: set[str] = dataclasses.field(default_factory=set)
+
+    def request_sweep(self, key: str | None = None) -> None:
+        """A Deployment vanished (a finalizer removed by hand skips our delete handler): the next tick sweeps its
+        contract if it is still live (a namespace deleted whole makes thousands vanish, whose contracts our delete
+        handler closed: none of them costs a LIST). No key: a whole sweep on the next tick."""
+        if key is None:
+            self.sweep_at = -math.inf
+        else:
+            self.vanished.add(key)
 
 
 # the keys of kopf's operator memo (kopf.operator(memo=...), the ``memo`` of startup and cleanup; each object's

@@ -146,9 +146,10 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
     """Close the live contracts nothing proves any more, each with its final bill (design.md "Trust model"):
     every tick, those whose payer grant ended (GrantExpired; in a grant's last day its Deployment is reconciled
     to read a renewed one); and orphans (Orphaned), whose Deployment is gone or is a later object of the same name
-    (another uid): on the first tick (what happened while the operator was down), after an object vanished, and
-    every SWEEP_EVERY_S. Objects are LISTed from the API server, never taken from the watch cache; a namespace that
-    cannot be listed closes nothing (fail closed)."""
+    (another uid): on the first tick (what happened while the operator was down), every SWEEP_EVERY_S, and on the
+    tick after a Deployment vanished while its contract is still live (only its namespace is listed then). Objects
+    are LISTed from the API server, never taken from the watch cache; a namespace that cannot be listed closes
+    nothing (fail closed)."""
     now = max(now, rt.clock.now())  # an object that vanished during this tick is billed up to now, not the tick's start
     live = {k: c for k, c in (await rt.ledger.contract_summaries()).items() if c.state in ("Created", "GracePeriod")}
     closing: dict[str, tuple[records.Contract, str]] = {}
@@ -162,9 +163,14 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
                 RENEW_EVERY_S:
             rt.renewals[(key, c.proof_until)] = now
             renew.append(key)
+    vanished, rt.vanished = rt.vanished, set()
     if time.monotonic() >= rt.sweep_at:  # its first tick, after rt.request_sweep(), or SWEEP_EVERY_S after the last
         rt.sweep_at = time.monotonic() + SWEEP_EVERY_S
-        closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, live)).items() if k not in closing})
+        suspects = live
+    else:  # the live contracts of Deployments that vanished since: usually none (our delete handler closed them)
+        suspects = {k: c for k, c in live.items() if k in vanished}
+    if suspects:
+        closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, suspects)).items() if k not in closing})
     for key, (c, reason) in sorted(closing.items()):
         try:  # one contract that cannot be closed never stops the others (nor the rest of the tick)
             closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, now=now, reason=reason)

@@ -49,7 +49,7 @@ def remember(rt: runtime.Runtime, plural: str, body: dict[str, Any]) -> None:
 def forget(rt: runtime.Runtime, plural: str, namespace: str, name: str) -> None:
     rt.objects.pop((plural, namespace, name), None)
     if plural == "deployments":  # gone: through our finalizer, or past it (the sweep closes what is left)
-        rt.request_sweep()
+        rt.request_sweep(f"{namespace}/{name}")
 
 
 async def mirror(rt: runtime.Runtime, plural: str) -> None:

@@ -65,6 +65,14 @@ class Cluster:
             await self.namespace(ns)
         return self.emulator
 
+    async def install_crds(self) -> None:
+        """Our CRDs, as `kubectl apply -f crds/` installs them."""
+        from tfgrid_operator.api import crds
+
+        for crd in crds.ALL.values():
+            resp = await self.emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+            assert resp.status == 201, await resp.text()
+
     async def namespace(self, name: str) -> None:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         resp = await self.emulator.post("/api/v1/namespaces", json=body)

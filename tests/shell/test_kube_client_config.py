@@ -23,9 +23,8 @@ PROBE = "/apis/grid.threefold.io/v1alpha1"
 async def tls(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     c = Cluster(tmp_path)
-    emu = await c.start()
-    for crd in crds.ALL.values():
-        assert (await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status == 201
+    await c.start()
+    await c.install_crds()
     yield c
     await c.stop()
 

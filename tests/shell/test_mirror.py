@@ -11,7 +11,6 @@ import pytest
 
 from kube_emulator import Cluster
 from tfgrid_operator import clock, metrics, runtime
-from tfgrid_operator.api import crds
 from tfgrid_operator.kube import client
 from tfgrid_operator.loop import mirror
 from tfgrid_operator.settings import Settings
@@ -29,9 +28,8 @@ def farm(name: str) -> dict:
 async def cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     c = Cluster(tmp_path)
-    emu = await c.start()
-    for crd in crds.ALL.values():
-        assert (await emu.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status == 201
+    await c.start()
+    await c.install_crds()
     for ns in ("a", "b"):
         await c.namespace(ns)
     monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig(c.token_user())))

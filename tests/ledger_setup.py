@@ -3,12 +3,19 @@ signs (capacity, uptime), what a council member signs (certification), and a twi
 
 from __future__ import annotations
 
+from tfgrid_operator import backend
 from tfgrid_operator.backend import records
 from tfgrid_operator.domain import identity, minting
 from tfgrid_operator.domain.attestation import capacity_payload, certification_payload
 from tfgrid_operator.domain.units import Resources
 
 OWN = records.Owner("ns", "uid-1")  # the objects (farms, nodes, deployments) these tests act as
+
+
+async def short_grace_ledger(url: str) -> backend.GridBackend:
+    """Grace 3 h; nodes count as up whatever their reports, so a move always finds the other node."""
+    return await backend.open_backend(url, backend.LedgerConfig(minting_epoch=0, grace_period_s=3 * 3600,
+                                                                node_down_after_s=10**9))
 
 
 async def farm_and_node(ledger, *, owner_key: identity.KeyPair, node_key: identity.KeyPair, resources: Resources,

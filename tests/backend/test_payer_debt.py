@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+import ledger_setup
 from ledger_audit import conserved
-from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.domain import billing, identity, money, names, pricing, scheduling
 from tfgrid_operator.domain.units import Resources
@@ -28,9 +28,7 @@ FARM_OWNER = records.Owner(A, "uid-farm")
 
 @pytest.fixture
 async def ledger(ledger_url):
-    """Grace 3 h; nodes count as up whatever their reports, so a move always finds the other node."""
-    lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0, grace_period_s=3 * H,
-                                                                     node_down_after_s=10**9))
+    lg = await ledger_setup.short_grace_ledger(ledger_url)
     yield lg
     await lg.close()
 
@@ -209,14 +207,13 @@ async def test_a_version_5_ledger_makes_old_closed_debts_the_payers(ledger_url):
     payers' to pay, first, like any other (nothing forgiven)."""
     from backend.test_upgrade import back_to_version_5
 
-    cfg = backend.LedgerConfig(minting_epoch=0, grace_period_s=3 * H, node_down_after_s=10**9)
-    lg = await backend.open_backend(ledger_url, cfg)
+    lg = await ledger_setup.short_grace_ledger(ledger_url)
     await grid(lg)
     closed = await close_in_grace(lg, "CanceledByUser")
     async with lg.engine.begin() as conn:
         await back_to_version_5(conn)
     await lg.close()
-    lg = await backend.open_backend(ledger_url, cfg)
+    lg = await ledger_setup.short_grace_ledger(ledger_url)
     try:
         assert (await lg.get_account(name="alice")).debt == closed.overdraft
         with pytest.raises(errors.PayerInDebt):

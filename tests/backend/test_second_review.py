@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 import ledger_setup
 from ledger_audit import conserved
-from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.backend.sql.engine import payout_account_name
 from tfgrid_operator.domain import identity, money, names, pricing, scheduling
@@ -40,9 +39,7 @@ FARM_OWNER = records.Owner(A, "uid-farm")
 
 @pytest.fixture
 async def ledger(ledger_url):
-    """Grace 3 h; nodes count as up whatever their reports, so a move always finds the other node."""
-    lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0, grace_period_s=3 * H,
-                                                                     node_down_after_s=10**9))
+    lg = await ledger_setup.short_grace_ledger(ledger_url)
     yield lg
     await lg.close()
 

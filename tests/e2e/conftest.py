@@ -5,10 +5,11 @@ test CA, every request authenticated, the operator logging in through a kubeconf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import kopf
@@ -67,6 +68,15 @@ class OperatorThread:
         self.thread = threading.Thread(target=main, daemon=True)
         self.thread.start()
         assert ready.wait(20 * SLACK), "the operator did not start"
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[OperatorThread]:
+        """Started for a fixture's test; stopped after it (if it still runs), and nothing it logged as an error."""
+        self.start()
+        yield self
+        if self.thread is not None and self.thread.is_alive():
+            await self.stop()
+        assert not self.errors, self.errors
 
     async def stop(self) -> None:
         assert self.thread is not None and self.stop_flag is not None
@@ -132,12 +142,8 @@ def ledger_path(tmp_path):
 
 @pytest.fixture
 async def operator(apiserver, grid_clock, ledger_path):
-    op = OperatorThread(ledger_path, grid_clock)
-    op.start()
-    yield op
-    if op.thread is not None and op.thread.is_alive():
-        await op.stop()
-    assert not op.errors, op.errors
+    async with OperatorThread(ledger_path, grid_clock).running() as op:
+        yield op
 
 
 @pytest.fixture

@@ -33,10 +33,8 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def metered_operator(apiserver, grid_clock, ledger_path):
     port = free_port()
     op = OperatorThread(ledger_path, grid_clock, metrics_port=port)
-    op.start()
-    yield op, port
-    await op.stop()
-    assert not op.errors, op.errors
+    async with op.running():
+        yield op, port
 
 
 async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, grid_clock, ledger_path):

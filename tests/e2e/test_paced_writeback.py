@@ -23,11 +23,8 @@ BUDGET = 2  # writes a second: the period's 17 status writes take several second
 @pytest.fixture
 async def operator(apiserver, grid_clock, ledger_path):
     op = OperatorThread(ledger_path, grid_clock, status_writes_per_s=BUDGET)  # counter_refresh_s: the default
-    op.start()
-    yield op
-    if op.thread is not None and op.thread.is_alive():
-        await op.stop()
-    assert not op.errors, op.errors
+    async with op.running():
+        yield op
 
 
 def record_loop_patches(op: OperatorThread) -> list[tuple[str, dict]]:

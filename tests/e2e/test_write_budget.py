@@ -26,12 +26,8 @@ OBJECTS = 1 + NODES + DEPLOYMENTS
 @pytest.fixture
 async def operator(apiserver, grid_clock, ledger_path):
     """At the default tick (5 s), as a cluster runs it: a burst this small lands between two of the loop's passes."""
-    op = OperatorThread(ledger_path, grid_clock, tick_s=5.0)
-    op.start()
-    yield op
-    if op.thread is not None and op.thread.is_alive():
-        await op.stop()
-    assert not op.errors, op.errors
+    async with OperatorThread(ledger_path, grid_clock, tick_s=5.0).running() as op:
+        yield op
 
 
 def operator_writes(calls: list) -> collections.Counter[str]:
@@ -87,12 +83,8 @@ def writes_by(calls: list, agent: str) -> collections.Counter[str]:
 async def patient(apiserver, grid_clock, ledger_path):
     """A blocked delete's safety-net retry far beyond the test (retry_delay_s 5 s: 2 minutes), so that what it
     writes is its block and its wake-up, never a retry that polls."""
-    op = OperatorThread(ledger_path, grid_clock, retry_delay_s=5.0)
-    op.start()
-    yield op
-    if op.thread is not None and op.thread.is_alive():
-        await op.stop()
-    assert not op.errors, op.errors
+    async with OperatorThread(ledger_path, grid_clock, retry_delay_s=5.0).running() as op:
+        yield op
 
 
 async def test_a_blocked_delete_waits_without_writes_until_its_last_dependent_finishes_it(apiserver, patient,

@@ -32,9 +32,8 @@ RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between failed LIST/WATCH attempt
 def slim(body: dict[str, Any]) -> dict[str, Any]:
     """What the loop keeps of an object."""
     meta = body.get("metadata") or {}
-    status = body.get("status") or {}
     return {"metadata": {k: meta[k] for k in KEPT_METADATA if k in meta}, "spec": dict(body.get("spec") or {}),
-            "status": {k: v for k, v in status.items() if k not in KOPF_STATUS}}
+            "status": slim_status(body.get("status") or {})}
 
 
 def slim_status(status: dict[str, Any]) -> dict[str, Any]:

@@ -19,16 +19,6 @@ from tfgrid_operator.kube import client
 PROBE = "/apis/grid.threefold.io/v1alpha1"
 
 
-@pytest.fixture
-async def tls(tmp_path, monkeypatch):
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    c = Cluster(tmp_path)
-    await c.start()
-    await c.install_crds()
-    yield c
-    await c.stop()
-
-
 async def login_works(c: Cluster, monkeypatch, kubeconfig, user: str) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     c.emulator.users.clear()

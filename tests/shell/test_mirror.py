@@ -25,16 +25,11 @@ def farm(name: str) -> dict:
 
 
 @pytest.fixture
-async def cluster(tmp_path, monkeypatch):
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    c = Cluster(tmp_path)
-    await c.start()
-    await c.install_crds()
+async def cluster(tls, monkeypatch):
     for ns in ("a", "b"):
-        await c.namespace(ns)
-    monkeypatch.setenv("KUBECONFIG", str(c.kubeconfig(c.token_user())))
-    yield c
-    await c.stop()
+        await tls.namespace(ns)
+    monkeypatch.setenv("KUBECONFIG", str(tls.kubeconfig(tls.token_user())))
+    return tls
 
 
 async def create(c: Cluster, ns: str, name: str) -> None:

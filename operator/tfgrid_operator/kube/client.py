@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import ssl
 import time
@@ -26,6 +25,8 @@ import aiohttp
 import kubernetes.client
 import kubernetes.config
 from kubernetes.config import incluster_config, kube_config
+
+from tfgrid_operator.kube import jsonwire
 
 _context: str | None = None  # the context `--context` names; None: the kubeconfig's current context
 
@@ -230,7 +231,7 @@ class KubeClient:
     def _extra(self) -> dict[str, Any]:
         return {"server_hostname": self.login.config.tls_server_name} if self.login.config.tls_server_name else {}
 
-    async def _send(self, method: str, path: str, data: str | None, content_type: str) -> tuple[int, str]:
+    async def _send(self, method: str, path: str, data: bytes | None, content_type: str) -> tuple[int, str]:
         async with self._http().request(method, self.server + path, data=data, ssl=self._ssl,
                                         headers=self._headers(content_type), **self._extra()) as resp:
             return resp.status, await resp.text()
@@ -252,10 +253,10 @@ class KubeClient:
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield json.loads(line)
+                        yield jsonwire.loads(line)
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
-        data = None if body is None else json.dumps(body)
+        data = None if body is None else jsonwire.dumps(body)
         status, text = await self._send(method, path, data, content_type)
         if status == 401:  # credentials rotate (token files, exec plugins): resolve them again, once
             try:
@@ -266,7 +267,7 @@ class KubeClient:
                 status, text = await self._send(method, path, data, content_type)
         if status >= 400:
             raise ApiError(status, text)
-        return json.loads(text) if text else None
+        return jsonwire.loads(text) if text else None
 
     async def get_shared(self, path: str, reuse_s: float = 0.0) -> Any:
         """A GET that callers asking while it is on its way share, and whose answer serves the same path for

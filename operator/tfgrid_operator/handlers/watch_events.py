@@ -1,0 +1,56 @@
+"""What kopf keeps of a watch event: the object without its managedFields, decoded by orjson.
+
+kopf queues each object's watch events until one of its workers (``TFGRID_WORKER_LIMIT`` per kind) takes them, with
+no back-pressure on the watch: during a burst thousands of events wait, each a full object as the API server sent it.
+About half of one of our objects as kube-apiserver serves it is ``metadata.managedFields`` (server-side apply's
+bookkeeping: who set which field), which no handler reads and kopf's own processing only copies around.
+controller-runtime's caches offer the same cut (``cache.TransformStripManagedFields``). So every event kopf's watch
+yields — the initial LIST's objects and each WATCH event — loses its managedFields before kopf queues it; the writes
+kopf and our handlers make are patches, which never carry them.
+
+kopf decodes each line of a watch stream with the standard library's ``json``; it goes through ``kube.jsonwire``
+(orjson, about three times faster; JSON decoding was ~11 % of a burst's CPU with objects as served) instead.
+
+Both hook into kopf's internals (its watch stream and its API module's JSON), which is why kopf is pinned;
+tests/shell/test_watch_events.py runs kopf's own watch against the strict emulator through them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kopf._cogs.clients import api as kopf_api
+from kopf._cogs.clients import watching as kopf_watching
+
+from tfgrid_operator.kube import jsonwire
+
+KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
+
+
+def slim(raw_event: Any) -> Any:
+    """The event with its object's managedFields dropped (a bookmark or an error status is passed as it is)."""
+    if isinstance(raw_event, dict):
+        obj = raw_event.get("object")
+        if isinstance(obj, dict):
+            meta = obj.get("metadata")
+            if isinstance(meta, dict):
+                meta.pop("managedFields", None)
+    return raw_event
+
+
+async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
+    """kopf's own watch stream (LIST, then WATCH, reconnecting forever), each event slimmed as it arrives."""
+    async for raw_event in KOPF_INFINITE_WATCH(**kwargs):
+        yield slim(raw_event)
+
+
+class JsonWire:
+    """Stands in for the ``json`` module in kopf's API module, whose only use of it is ``json.loads`` of a line."""
+
+    loads = staticmethod(jsonwire.loads)
+
+
+def install() -> None:
+    """Route kopf's watchers through ``infinite_watch`` and its stream decoding through orjson (idempotent)."""
+    kopf_watching.infinite_watch = infinite_watch  # type: ignore[assignment]
+    kopf_api.json = JsonWire  # type: ignore[assignment]

@@ -1,0 +1,101 @@
+"""kopf's watch events without managedFields, decoded by orjson (handlers/watch_events.py, kube/jsonwire.py): kopf's
+own watch stream runs against the strict emulator over HTTPS, which serves objects with managedFields as
+kube-apiserver does; what kopf would queue has none, and nothing else of the object is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import kopf
+import pytest
+from kopf._cogs.clients import auth
+from kopf._cogs.clients import watching as kopf_watching
+from kopf._cogs.structs import credentials, references
+
+from tfgrid_operator.handlers import startup, watch_events
+from tfgrid_operator.kube import jsonwire
+
+API = "/apis/grid.threefold.io/v1alpha1"
+FARMS = references.Resource(group="grid.threefold.io", version="v1alpha1", plural="farms", kind="Farm",
+                            namespaced=True, verbs=["list", "watch"])
+
+
+def farm(name: str) -> dict:
+    return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Farm",
+            "metadata": {"name": name, "labels": {"team": "x"}, "annotations": {"note": "y"}},
+            "spec": {"ownerKey": "A" * 43 + "=", "payoutAccount": "p", "publicIPs": 1}}
+
+
+@pytest.fixture
+async def kopf_logged_in(tls, monkeypatch):
+    await tls.namespace("a")
+    monkeypatch.setenv("KUBECONFIG", str(tls.kubeconfig(tls.token_user())))
+    vault = credentials.Vault()
+    await vault.populate({"login": startup.login()})
+    token = auth.vault_var.set(vault)
+    yield tls
+    auth.vault_var.reset(token)
+
+
+async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(kopf_logged_in, monkeypatch):
+    c = kopf_logged_in
+    monkeypatch.setattr(kopf_watching, "infinite_watch", kopf_watching.infinite_watch)  # undone after the test
+    monkeypatch.setattr(watch_events.kopf_api, "json", watch_events.kopf_api.json)
+    watch_events.install()
+    assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("listed"))).status == 201
+    served = await (await c.emulator.get(f"{API}/namespaces/a/farms/listed")).json()
+    assert served["metadata"]["managedFields"]  # the emulator serves them, as kube-apiserver does
+    seen: list[dict] = []
+
+    async def consume() -> None:  # what kopf's queueing.watcher iterates: the module attribute, looked up per call
+        async for raw_event in kopf_watching.infinite_watch(settings=kopf.OperatorSettings(), resource=FARMS,
+                                                            namespace=None):
+            if isinstance(raw_event, dict):
+                seen.append(raw_event)
+
+    task = asyncio.create_task(consume())
+    try:
+        for _ in range(250):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
+        for _ in range(250):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in seen[:2]] == [(None, "listed"), ("ADDED", "watched")]
+    listed = seen[0]["object"]
+    assert "managedFields" not in listed["metadata"] and "managedFields" not in seen[1]["object"]["metadata"]
+    served["metadata"].pop("managedFields")
+    assert listed == {"apiVersion": served["apiVersion"], "kind": served["kind"], **served}
+
+
+def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():
+    error = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+    assert watch_events.slim(error) == {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+    assert watch_events.slim(kopf_watching.Bookmark.LISTED) is kopf_watching.Bookmark.LISTED
+    assert watch_events.slim({"type": "ADDED", "object": {"metadata": None}}) == {"type": "ADDED",
+                                                                                    "object": {"metadata": None}}
+    event = {"type": "MODIFIED", "object": {"metadata": {"name": "n", "managedFields": [{"manager": "m"}]}}}
+    assert watch_events.slim(event) == {"type": "MODIFIED", "object": {"metadata": {"name": "n"}}}
+
+
+def test_jsonwire_reads_what_the_standard_library_reads():
+    doc = '{"a": [1, -2, 3.5, true, null, "\\u00e9\\n"], "b": {"c": 9223372036854775807}}'
+    assert jsonwire.loads(doc) == json.loads(doc) == jsonwire.loads(doc.encode())
+    assert jsonwire.loads("1e400") == math.inf  # orjson refuses it; the standard library reads it
+    assert math.isnan(jsonwire.loads('{"x": NaN}')["x"])
+    with pytest.raises(ValueError):
+        jsonwire.loads("{not json")
+
+
+def test_jsonwire_writes_what_the_standard_library_writes():
+    value = {"status": {"billed": 2**63 - 1, "note": "é", "list": [1, 2.5, None, False]}}
+    assert json.loads(jsonwire.dumps(value)) == value
+    assert json.loads(jsonwire.dumps({"big": 2**70})) == {"big": 2**70}  # past 64 bits: the standard library

@@ -7,7 +7,10 @@ before any grid work.
 
 Prints one JSON object: objects, trivial_per_s, raw_api_per_s, ratio (trivial / raw), cpu_ms_per_object (the trivial
 operator's, from the first create until all are Ready and its CPU is quiet), writes_per_object and
-delete_writes_per_object (its API writes per object creating them, and deleting their namespace), p99_ready_s.
+delete_writes_per_object (its API writes per object creating them, and deleting their namespace), p99_ready_s;
+restart_idle_s, restart_cpu_ms_per_object and restart_writes (a new process started over the same objects, which
+lists and resumes each — a resume handler that does nothing — from its start until its CPU is quiet: the floor of
+what a restart of ours costs).
 The trivial operator is this file run with --operator, in a process of its own (as operator_scale runs ours).
 """
 
@@ -56,6 +59,10 @@ def trivial_operator() -> None:
         async def gone(**_: object) -> None:  # a delete handler: kopf adds its finalizer, as ours does
             pass
 
+        @kopf.on.resume("grid.threefold.io", "v1alpha1", plural, registry=registry)
+        async def resumed(**_: object) -> None:  # ours resumes every object after a restart: the floor of that
+            pass
+
     kopf.configure(quiet=True)
     # cluster-wide, as ours runs (kopf's namespace-scoped mode watches Namespaces, which the emulator's watch does
     # not serve as kopf expects); run() stops it before anything else is created
@@ -70,13 +77,7 @@ async def run(emu: Any, kube: Any, docs: dict[str, list[dict]], namespace: str =
     await harness.create_namespace(kube, namespace)
     proc = subprocess.Popen([sys.executable, __file__, "--operator"])
     try:
-        calls0 = len(emu.calls)
-        deadline = time.monotonic() + 60
-        while sum(1 for c in emu.calls[calls0:] if c.verb == "watch" and c.agent.startswith("kopf")
-                  and c.resource in harness.PLURALS) < len(harness.PLURALS):  # watching every kind
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the trivial kopf operator did not start")
-            await asyncio.sleep(0.1)
+        await watching(emu, proc)
         await asyncio.sleep(0.5)
         created: dict = {}
         ready: dict = {}
@@ -87,6 +88,15 @@ async def run(emu: Any, kube: Any, docs: dict[str, list[dict]], namespace: str =
         await harness.cpu_quiet(proc.pid)
         cpu = harness.cpu_s(proc.pid) - cpu0
         wrote = harness.writes(emu.calls[calls0:], ("kopf",))
+        # a restart: a new process lists every object and resumes each (a handler that does nothing), as ours does
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+        calls0, restarted = len(emu.calls), time.perf_counter()
+        proc = subprocess.Popen([sys.executable, __file__, "--operator"])
+        await watching(emu, proc)
+        await harness.cpu_quiet(proc.pid, timeout_s=600)
+        restart_s, restart_cpu = time.perf_counter() - restarted, harness.cpu_s(proc.pid)
+        restart_writes = harness.writes(emu.calls[calls0:], ("kopf",))
         calls0, cpu0 = len(emu.calls), harness.cpu_s(proc.pid)
         delete_s = await harness.delete_namespace(emu, kube, namespace)
         await harness.cpu_quiet(proc.pid)
@@ -101,7 +111,19 @@ async def run(emu: Any, kube: Any, docs: dict[str, list[dict]], namespace: str =
             "p99_ready_s": round(harness.percentile(latencies, 0.99), 3),
             "writes_per_object": round(sum(wrote.values()) / objects, 3),
             "delete_writes_per_object": round(sum(deleted.values()) / objects, 3),
-            "delete_s": round(delete_s, 2), "delete_cpu_ms_per_object": round(delete_cpu * 1000 / objects, 2)}
+            "delete_s": round(delete_s, 2), "delete_cpu_ms_per_object": round(delete_cpu * 1000 / objects, 2),
+            "restart_idle_s": round(restart_s, 2), "restart_cpu_ms_per_object": round(restart_cpu * 1000 / objects, 2),
+            "restart_writes": sum(restart_writes.values())}
+
+
+async def watching(emu: Any, proc: subprocess.Popen) -> None:
+    """Until the trivial operator watches every kind (its LIST of each is done)."""
+    calls0, deadline = len(emu.calls), time.monotonic() + 60
+    while sum(1 for c in emu.calls[calls0:] if c.verb == "watch" and c.agent.startswith("kopf")
+              and c.resource in harness.PLURALS) < len(harness.PLURALS):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the trivial kopf operator did not start")
+        await asyncio.sleep(0.1)
 
 
 async def standalone(scale: float) -> dict:

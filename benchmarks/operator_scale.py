@@ -37,7 +37,8 @@ Prints one JSON object:
                                since issue 17's target 7)
   restart_idle_s, rebilled_on_restart, restart_writes (the operator's writes from its start until idle again),
   restart_left_queued (of them, the write-back the stopped process still had queued: its successor finds the same
-  changes and writes them), restart_cpu_ms_per_object
+  changes and writes them), restart_cpu_ms_per_object; kopf_restart_idle_s, kopf_restart_cpu_ms_per_object: the
+                               do-nothing kopf operator restarted over its objects (it resumes each), the floor
   calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
   per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
                                `--scales 0.3,1` runs each scale in turn and prints the last one's keys with all of
@@ -308,7 +309,9 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
             ceiling = await kopf_ceiling.run(emu, kube, docs)
             result.update(kopf_ceiling_per_s=ceiling["trivial_per_s"], kopf_cpu_ms_per_object=ceiling["cpu_ms_per_object"],
                           kopf_writes_per_object=ceiling["writes_per_object"],
-                          kopf_delete_writes_per_object=ceiling["delete_writes_per_object"])
+                          kopf_delete_writes_per_object=ceiling["delete_writes_per_object"],
+                          kopf_restart_idle_s=ceiling["restart_idle_s"],
+                          kopf_restart_cpu_ms_per_object=ceiling["restart_cpu_ms_per_object"])
             await harness.create_namespace(kube, NS)
             ledger = await backend.open_backend(url, CONFIG)
             for i in range(100):  # twins that granted the namespace their payment (tfgrid-operator grant)

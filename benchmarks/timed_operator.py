@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import gc
 import os
+import pathlib
 import sys
+import threading
 import time
+import tracemalloc
 
 TIMED = ("mint_period", "bill_period")
 
@@ -38,6 +41,8 @@ def main() -> None:
     backend.open_backend = open_backend  # startup.default_runtime opens the ledger through this name
     if os.environ.get("BENCH_GC_LOG"):
         time_collections(open(os.environ["BENCH_GC_LOG"], "a", buffering=1))  # noqa: SIM115
+    if os.environ.get("BENCH_TRACEMALLOC"):
+        trace_allocations(pathlib.Path(os.environ["BENCH_TRACEMALLOC"]))
     sys.argv = ["tfgrid-operator", *sys.argv[1:]]
     cli_main()
 
@@ -64,6 +69,34 @@ def time_collections(out) -> None:
             last[0] = now
             out.write(f"{now:.3f} totals " + " ".join(f"gen{g}={n}/{s:.3f}s" for g, (n, s) in totals.items()) + "\n")
     gc.callbacks.append(callback)
+
+
+def trace_allocations(out: pathlib.Path, every_s: float = 15.0, frames: int = 12) -> None:
+    """Every ``every_s``, the memory still allocated, by the innermost frame of ours (or else kopf's, aiohttp's,
+    the standard library's) that allocated it: 'WALL TRACED_MB PEAK_MB' then the top 25 places, appended to ``out``
+    (BENCH_TRACEMALLOC; tracemalloc slows the process down several times: counts and sizes, not timings)."""
+    tracemalloc.start(frames)
+
+    def owner(tb: tracemalloc.Traceback) -> str:
+        inner_first = list(reversed(tb))  # tracemalloc orders a traceback from the oldest call
+        for mark in ("tfgrid_operator/", "kopf/", "aiohttp/", "sqlalchemy/"):
+            for f in inner_first:
+                if mark in f.filename:
+                    return f"{f.filename.split('site-packages/')[-1].split('operator/')[-1]}:{f.lineno}"
+        return f"{inner_first[0].filename.rsplit('/', 1)[-1]}:{inner_first[0].lineno}" if inner_first else "?"
+
+    def dump() -> None:
+        while True:
+            time.sleep(every_s)
+            current, peak = tracemalloc.get_traced_memory()
+            by: dict[str, int] = {}
+            for stat in tracemalloc.take_snapshot().statistics("traceback"):
+                by[owner(stat.traceback)] = by.get(owner(stat.traceback), 0) + stat.size
+            with out.open("a") as f:
+                f.write(f"{time.time():.0f} traced {current / 2**20:.1f} MB peak {peak / 2**20:.1f} MB\n")
+                for where, size in sorted(by.items(), key=lambda x: -x[1])[:25]:
+                    f.write(f"  {size / 2**20:8.1f} MB  {where}\n")
+    threading.Thread(target=dump, daemon=True).start()
 
 
 if __name__ == "__main__":

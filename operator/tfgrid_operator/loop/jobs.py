@@ -137,7 +137,10 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
     return moved
 
 
-SWEEP_EVERY_S = 60.0  # monotonic seconds between two orphan sweeps (one LIST per namespace that has live contracts)
+# monotonic seconds between two full orphan sweeps (one LIST per namespace that has live contracts): a safety net, since
+# the loop's own watch (mirror.py) asks for a sweep of each Deployment it sees vanish, as an event or missing from a
+# LIST after a dropped watch; every 60 s it LISTed all 10,000 Deployments four times during a burst at grid size
+SWEEP_EVERY_S = 300.0
 RENEW_BEFORE_S = 24 * 3600  # in a grant's last day, its Deployment is reconciled (reads its grant again) …
 RENEW_EVERY_S = 3600  # … once an hour of grid time, so a grant renewed in its last day is seen before it ends
 

@@ -52,5 +52,5 @@ class JsonWire:
 
 def install() -> None:
     """Route kopf's watchers through ``infinite_watch`` and its stream decoding through orjson (idempotent)."""
-    kopf_watching.infinite_watch = infinite_watch  # type: ignore[assignment]
-    kopf_api.json = JsonWire  # type: ignore[assignment]
+    kopf_watching.infinite_watch = infinite_watch
+    setattr(kopf_api, "json", JsonWire)  # noqa: B010  (kopf's module global, not a typed attribute)

@@ -16,7 +16,7 @@ import prometheus_client
 
 from tfgrid_operator import backend, clock, loop, metrics, runtime
 from tfgrid_operator.domain import pricing
-from tfgrid_operator.handlers import reporting, watch_events
+from tfgrid_operator.handlers import kopf_tuning, reporting
 from tfgrid_operator.kube import client
 from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
@@ -102,8 +102,8 @@ class ProgressInStatus(kopf.MultiProgressStorage):
 
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our own finalizer; kopf's bookkeeping in status, so that a reconcile writes one PATCH of status; kopf's
-    watch events without managedFields (handlers/watch_events.py)."""
-    watch_events.install()
+    watch events without managedFields, and less copying (handlers/kopf_tuning.py)."""
+    kopf_tuning.install()
     settings.persistence.finalizer = f"{runtime.PREFIX}/finalizer"
     settings.persistence.progress_storage = ProgressInStatus()
     settings.persistence.diffbase_storage = DiffBaseInStatus()

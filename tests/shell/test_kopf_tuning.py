@@ -1,10 +1,12 @@
-"""kopf's watch events without managedFields, decoded by orjson (handlers/watch_events.py, kube/jsonwire.py): kopf's
+"""kopf's watch events without managedFields, decoded by orjson (handlers/kopf_tuning.py, kube/jsonwire.py): kopf's
 own watch stream runs against the strict emulator over HTTPS, which serves objects with managedFields as
-kube-apiserver does; what kopf would queue has none, and nothing else of the object is lost."""
+kube-apiserver does; what kopf would queue has none, and nothing else of the object is lost. kopf's JSON patches:
+the same operations, without a copy of the object when there are none."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import math
 
@@ -12,9 +14,9 @@ import kopf
 import pytest
 from kopf._cogs.clients import auth
 from kopf._cogs.clients import watching as kopf_watching
-from kopf._cogs.structs import credentials, references
+from kopf._cogs.structs import credentials, patches, references
 
-from tfgrid_operator.handlers import startup, watch_events
+from tfgrid_operator.handlers import kopf_tuning, startup
 from tfgrid_operator.kube import jsonwire
 
 API = "/apis/grid.threefold.io/v1alpha1"
@@ -42,8 +44,8 @@ async def kopf_logged_in(tls, monkeypatch):
 async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(kopf_logged_in, monkeypatch):
     c = kopf_logged_in
     monkeypatch.setattr(kopf_watching, "infinite_watch", kopf_watching.infinite_watch)  # undone after the test
-    monkeypatch.setattr(watch_events.kopf_api, "json", watch_events.kopf_api.json)
-    watch_events.install()
+    monkeypatch.setattr(kopf_tuning.kopf_api, "json", kopf_tuning.kopf_api.json)
+    kopf_tuning.install()
     assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("listed"))).status == 201
     served = await (await c.emulator.get(f"{API}/namespaces/a/farms/listed")).json()
     assert served["metadata"]["managedFields"]  # the emulator serves them, as kube-apiserver does
@@ -78,12 +80,12 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
 
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():
     error = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
-    assert watch_events.slim(error) == {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
-    assert watch_events.slim(kopf_watching.Bookmark.LISTED) is kopf_watching.Bookmark.LISTED
-    assert watch_events.slim({"type": "ADDED", "object": {"metadata": None}}) == {"type": "ADDED",
+    assert kopf_tuning.slim(error) == {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+    assert kopf_tuning.slim(kopf_watching.Bookmark.LISTED) is kopf_watching.Bookmark.LISTED
+    assert kopf_tuning.slim({"type": "ADDED", "object": {"metadata": None}}) == {"type": "ADDED",
                                                                                     "object": {"metadata": None}}
     event = {"type": "MODIFIED", "object": {"metadata": {"name": "n", "managedFields": [{"manager": "m"}]}}}
-    assert watch_events.slim(event) == {"type": "MODIFIED", "object": {"metadata": {"name": "n"}}}
+    assert kopf_tuning.slim(event) == {"type": "MODIFIED", "object": {"metadata": {"name": "n"}}}
 
 
 def test_jsonwire_reads_what_the_standard_library_reads():
@@ -99,3 +101,18 @@ def test_jsonwire_writes_what_the_standard_library_writes():
     value = {"status": {"billed": 2**63 - 1, "note": "é", "list": [1, 2.5, None, False]}}
     assert json.loads(jsonwire.dumps(value)) == value
     assert json.loads(jsonwire.dumps({"big": 2**70})) == {"big": 2**70}  # past 64 bits: the standard library
+
+
+def test_json_patches_are_kopfs_own_and_an_empty_one_copies_nothing(monkeypatch):
+    monkeypatch.setattr(patches.Patch, "as_json_patch", patches.Patch.as_json_patch)
+    kopf_tuning.install()
+    body = {"metadata": {"name": "n", "resourceVersion": "7"}, "spec": {"a": 1}}
+    copies: list[object] = []
+    real = copy.deepcopy
+    monkeypatch.setattr(copy, "deepcopy", lambda x, *a: copies.append(x) or real(x, *a))
+    assert patches.Patch(body=body).as_json_patch(body) == []
+    assert copies == []  # kopf's own deep-copied the whole object first
+    finalizer = patches.Patch(fns=[lambda b: b["metadata"].setdefault("finalizers", []).append("grid/f")])
+    assert finalizer.as_json_patch(body) == kopf_tuning.KOPF_AS_JSON_PATCH(finalizer, body) == [
+        {"op": "add", "path": "/metadata/finalizers", "value": ["grid/f"]}]
+    assert body == {"metadata": {"name": "n", "resourceVersion": "7"}, "spec": {"a": 1}}

@@ -202,8 +202,8 @@ class ContractsLedger(BillingLedger):
 
     async def _open_batch(self, batch: Sequence[Open]) -> list[records.Contract | errors.LedgerError]:
         """Every queued placement in one write transaction: the live contracts and payers of the batch in one query
-        each, the candidates once, each choice by the domain on the candidates as the earlier choices left them,
-        one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one).
+        each, the candidates once, each choice by the domain (a Placer) on the candidates as the earlier choices left
+        them, one insert. A deployment with a live contract adopts it (a restarted operator never opens a second one).
         Longer than our ~60 lines on purpose: it is one transaction whose steps share the batch's running state (what
         each earlier choice took from the candidates); split into helpers, each would take and return all of it."""
         c, n = schema.contracts, schema.nodes
@@ -216,7 +216,7 @@ class ContractsLedger(BillingLedger):
                 if live is not None and live.state in LIVE and live.owner_uid not in ("", o.owner_uid):
                     await self._close_unproven(conn, live, o.now, "Orphaned")
                     existing.pop(o.key)
-            pool: dict[str, scheduling.Candidate] | None = None
+            placer: scheduling.Placer | None = None
             payers: dict[str, tuple[int, dict[str, Any]] | errors.LedgerError] = {}
             # one proof shown by many deployments of a namespace (a team's one payer Secret) is checked once a batch
             proven: dict[tuple[str, records.PayerProof, int], tuple[int, dict[str, Any]] | errors.LedgerError] = {}
@@ -252,19 +252,19 @@ class ContractsLedger(BillingLedger):
                 except errors.PayerInDebt as err:
                     out.append(err)
                     continue
-                if pool is None:
-                    pool = {x.name: x for x in await self._candidates(conn, max(b.now for b in batch))}
-                decision = scheduling.select_node(o.request, pool.values())
+                if placer is None:
+                    placer = scheduling.Placer(await self._candidates(conn, max(b.now for b in batch)))
+                decision = placer.select(o.request)
                 if isinstance(decision, scheduling.Unschedulable):
                     out.append(errors.NoCapacity(decision.constraint, decision.message))
                     continue
-                chosen = pool[decision.node]
+                chosen = placer.pool[decision.node]
                 reserved = chosen.total if o.request.dedicated else o.request.resources
-                pool[chosen.name] = dataclasses.replace(chosen, used=chosen.used + reserved, contracts=chosen.contracts + 1,
-                                                        rented=chosen.rented or o.request.dedicated)
+                placer.put(dataclasses.replace(chosen, used=chosen.used + reserved, contracts=chosen.contracts + 1,
+                                               rented=chosen.rented or o.request.dedicated))
                 if o.request.public_ips:  # the farm's free IPs are shared by all its nodes
-                    for x in [x for x in pool.values() if x.farm == chosen.farm]:
-                        pool[x.name] = dataclasses.replace(x, farm_free_ips=x.farm_free_ips - o.request.public_ips)
+                    for x in [x for x in placer.pool.values() if x.farm == chosen.farm]:
+                        placer.put(dataclasses.replace(x, farm_free_ips=x.farm_free_ips - o.request.public_ips))
                 rows[o.key] = dict(key=o.key, account_id=account_id, node=chosen.name, public_ips=o.request.public_ips,
                                    dedicated=o.request.dedicated, state="Created", created_at=o.now, overdraft=0,
                                    owner_uid=o.owner_uid, **proof, **reserved.as_dict())

@@ -4,6 +4,8 @@ leaves the ledger as it was, and money is conserved (funding + minted = all bala
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
@@ -378,3 +380,28 @@ async def test_where_a_deployment_moved_from_is_the_ledgers_word(ledger):
                                        request=REQ, now=NOW + 120)
     assert later.created and later.moved_from is None  # another object: the orphaned one's history is not its
     await conserved(ledger, funded)
+
+
+async def test_the_sweeps_reads_of_live_contracts_agree_with_every_contracts_summary(ledger):
+    """live_contracts (what the loop's sweep reads each tick): the live contracts, of some keys only or those whose
+    grant ends by a time only, each as contract_summaries has it."""
+    await victim_grid(ledger)
+    ns = "team-b"
+    short = grant("mallory", MALLORY, ns, expires=NOW + 2 * 86400)
+    for name, proof in (("g1", grant("mallory", MALLORY, ns)), ("g2", short), ("k1", key_proof(ALICE, ns)),
+                        ("gone", short)):
+        await ledger.open_contract(key=f"{ns}/{name}", owner_uid=f"u-{name}", proof=proof, request=REQ, now=NOW)
+    await ledger.close_contract(key=f"{ns}/gone", owner_uid="u-gone", now=NOW + H, reason="CanceledByUser")
+    summaries = await ledger.contract_summaries()
+    live = {k: c for k, c in summaries.items() if c.state in ("Created", "GracePeriod")}
+
+    def same(found: dict) -> dict:
+        return {k: dataclasses.replace(c, moved_from=None) for k, c in found.items()}
+
+    assert set(live) == {f"{ns}/g1", f"{ns}/g2", f"{ns}/k1"}
+    assert await ledger.live_contracts() == same(live)
+    assert await ledger.live_contracts(keys={f"{ns}/g2", f"{ns}/gone", "nope/x"}) == same({f"{ns}/g2": live[f"{ns}/g2"]})
+    assert await ledger.live_contracts(keys=set()) == {}
+    assert await ledger.live_contracts(proof_until_before=NOW + 3 * 86400) == same({f"{ns}/g2": live[f"{ns}/g2"]})
+    assert set(await ledger.live_contracts(proof_until_before=NOW + 31 * 86400)) == {f"{ns}/g1", f"{ns}/g2"}
+    assert await ledger.live_contracts(proof_until_before=NOW) == {}

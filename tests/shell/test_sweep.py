@@ -59,8 +59,9 @@ class Ledger:
     def __init__(self, live: dict[str, records.Contract], broken: str) -> None:
         self.live, self.broken, self.closed = live, broken, []
 
-    async def contract_summaries(self) -> dict[str, records.Contract]:
-        return dict(self.live)
+    async def live_contracts(self, *, keys=None, proof_until_before=None) -> dict[str, records.Contract]:
+        return {k: c for k, c in self.live.items() if (keys is None or k in keys) and (
+            proof_until_before is None or (c.proof_until is not None and c.proof_until <= proof_until_before))}
 
     async def close_contract(self, *, key: str, owner_uid: str, now: int, reason: str) -> records.Contract:
         from tfgrid_operator.backend import errors

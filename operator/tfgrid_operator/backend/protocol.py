@@ -24,6 +24,7 @@ Contract every implementation keeps (tested once, on SQLite and PostgreSQL):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from tfgrid_operator.backend import records
@@ -81,6 +82,9 @@ class GridBackend(Protocol):
     async def revoke_grant(self, *, account: str, signature: str, now: int) -> list[records.Contract]: ...
     async def move_contract(self, *, key: str, request: scheduling.Request, now: int) -> records.Contract: ...
     async def contract_summaries(self) -> dict[str, records.Contract]: ...
+    async def live_contracts(
+        self, *, keys: Collection[str] | None = None, proof_until_before: int | None = None,
+    ) -> dict[str, records.Contract]: ...
 
     # -- money --
     async def bill_period(self, *, period: int, now: int) -> records.PeriodReport: ...

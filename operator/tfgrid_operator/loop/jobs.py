@@ -154,10 +154,11 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
     are LISTed from the API server, never taken from the watch cache; a namespace that cannot be listed closes
     nothing (fail closed)."""
     now = max(now, rt.clock.now())  # an object that vanished during this tick is billed up to now, not the tick's start
-    live = {k: c for k, c in (await rt.ledger.contract_summaries()).items() if c.state in ("Created", "GracePeriod")}
+    # the live contracts whose grant ends within RENEW_BEFORE_S (usually none): not every contract ever made
+    ending = await rt.ledger.live_contracts(proof_until_before=now + RENEW_BEFORE_S)
     closing: dict[str, tuple[records.Contract, str]] = {}
     renew = []
-    for key, c in live.items():
+    for key, c in ending.items():
         if c.proof_until is None:
             continue
         if c.proof_until <= now:
@@ -169,9 +170,9 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
     vanished, rt.vanished = rt.vanished, set()
     if time.monotonic() >= rt.sweep_at:  # its first tick, after rt.request_sweep(), or SWEEP_EVERY_S after the last
         rt.sweep_at = time.monotonic() + SWEEP_EVERY_S
-        suspects = live
+        suspects = await rt.ledger.live_contracts()
     else:  # the live contracts of Deployments that vanished since: usually none (our delete handler closed them)
-        suspects = {k: c for k, c in live.items() if k in vanished}
+        suspects = await rt.ledger.live_contracts(keys=vanished) if vanished else {}
     if suspects:
         closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, suspects)).items() if k not in closing})
     for key, (c, reason) in sorted(closing.items()):
@@ -182,8 +183,8 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
             continue
         log.info("Contract %s of %s closed (%s) with a final bill; billed total %s units", c.id, key, reason,
                  closed.billed_total if closed else "?")
-    for held in [k for k in rt.renewals if k[0] in closing or k[0] not in live or live[k[0]].proof_until != k[1]]:
-        del rt.renewals[held]  # forgotten with its grant
+    for held in [k for k in rt.renewals if k[0] in closing or k[0] not in ending or ending[k[0]].proof_until != k[1]]:
+        del rt.renewals[held]  # forgotten with its grant (closed, or renewed past RENEW_BEFORE_S)
     await concurrently([nudge(rt, "deployments", *k.split("/", 1)) for k in renew if k not in closing])
     return len(closing)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -457,4 +457,21 @@ class ContractsLedger(BillingLedger):
         async with self._read() as conn:
             rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
         return self._latest_by_key(rows)  # the latest contract per key wins
+
+    async def live_contracts(self, *, keys: Collection[str] | None = None,
+                             proof_until_before: int | None = None) -> dict[str, records.Contract]:
+        """The live contracts (Created, GracePeriod), of ``keys`` only or those whose proof ends by
+        ``proof_until_before`` only: what the loop's sweep checks each tick, without reading every contract ever
+        made (at grid size that read was ~5 % of a burst's CPU, twice a tick). ``moved_from`` is not read."""
+        c = schema.contracts
+        query = self._contract_query().where(c.c.state.in_(LIVE))
+        if keys is not None:
+            if not keys:
+                return {}
+            query = query.where(c.c.key.in_(set(keys)))
+        if proof_until_before is not None:
+            query = query.where(c.c.proof_until.is_not(None), c.c.proof_until <= proof_until_before)
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(c.c.id))).all()
+        return {r.key: self._contract(r) for r in rows}  # one live contract per key; the latest if ever more
 

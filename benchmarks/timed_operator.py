@@ -32,10 +32,17 @@ def main() -> None:
 
             async def timed(*a, _method=method, _name=name, **kw):
                 started = time.perf_counter()
+                traced = tracemalloc.is_tracing()
+                if traced:
+                    before = tracemalloc.get_traced_memory()[0]
+                    tracemalloc.reset_peak()
                 try:
                     return await _method(*a, **kw)
                 finally:
                     out.write(f"{_name} {kw.get('period')} {time.perf_counter() - started:.4f}\n")
+                    if traced:  # to BENCH_TRACEMALLOC's file: what the call itself held at most
+                        with pathlib.Path(os.environ["BENCH_TRACEMALLOC"]).open("a") as f:
+                            f.write(f"{_name} peak +{(tracemalloc.get_traced_memory()[1] - before) / 2**20:.1f} MB\n")
             setattr(ledger, name, timed)
         return ledger
     backend.open_backend = open_backend  # startup.default_runtime opens the ledger through this name
@@ -49,7 +56,8 @@ def main() -> None:
 
 def time_collections(out) -> None:
     """Append 'WALL GENERATION SECONDS COLLECTED' for each garbage collection that took over a millisecond, and the
-    running totals per generation every 5 s of wall time (BENCH_GC_LOG: where the process's CPU goes to the GC)."""
+    running totals per generation with the process's RSS every 5 s of wall time (BENCH_GC_LOG: where the process's
+    CPU goes to the GC, and when its memory grows)."""
     started: list[float] = []
     totals = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
     last = [time.time()]
@@ -67,7 +75,10 @@ def time_collections(out) -> None:
             out.write(f"{now:.3f} gen{gen} {took:.4f} {info['collected']}\n")
         if now - last[0] > 5:
             last[0] = now
-            out.write(f"{now:.3f} totals " + " ".join(f"gen{g}={n}/{s:.3f}s" for g, (n, s) in totals.items()) + "\n")
+            status = pathlib.Path("/proc/self/status").read_text().splitlines()
+            rss = next((line.split()[1] for line in status if line.startswith("VmRSS")), "?")
+            out.write(f"{now:.3f} totals " + " ".join(f"gen{g}={n}/{s:.3f}s" for g, (n, s) in totals.items())
+                      + f" rss={int(rss) // 1024 if rss.isdigit() else rss}MB\n")
     gc.callbacks.append(callback)
 
 
@@ -79,10 +90,10 @@ def trace_allocations(out: pathlib.Path, every_s: float = 15.0, frames: int = 12
 
     def owner(tb: tracemalloc.Traceback) -> str:
         inner_first = list(reversed(tb))  # tracemalloc orders a traceback from the oldest call
-        for mark in ("tfgrid_operator/", "kopf/", "aiohttp/", "sqlalchemy/"):
-            for f in inner_first:
-                if mark in f.filename:
-                    return f"{f.filename.split('site-packages/')[-1].split('operator/')[-1]}:{f.lineno}"
+        for f in inner_first:  # the innermost frame of ours (the CLI's aside), kopf's, aiohttp's or SQLAlchemy's
+            if any(m in f.filename for m in ("tfgrid_operator/", "kopf/", "aiohttp/", "sqlalchemy/")) \
+                    and "tfgrid_operator/cli/" not in f.filename:
+                return f"{f.filename.split('site-packages/')[-1].split('operator/')[-1]}:{f.lineno}"
         return f"{inner_first[0].filename.rsplit('/', 1)[-1]}:{inner_first[0].lineno}" if inner_first else "?"
 
     def dump() -> None:

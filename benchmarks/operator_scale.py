@@ -37,7 +37,8 @@ Prints one JSON object:
                                since issue 17's target 7)
   restart_idle_s, rebilled_on_restart, restart_writes (the operator's writes from its start until idle again),
   restart_left_queued (of them, the write-back the stopped process still had queued: its successor finds the same
-  changes and writes them), restart_cpu_ms_per_object; kopf_restart_idle_s, kopf_restart_cpu_ms_per_object: the
+  changes and writes them), restart_cpu_ms_per_object, restart_peak_rss_mb (the restarted process's peak RSS
+  until idle: it lists every object); kopf_restart_idle_s, kopf_restart_cpu_ms_per_object: the
                                do-nothing kopf operator restarted over its objects (it resumes each), the floor
   calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
   per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
@@ -403,6 +404,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     await op.wait_idle(at_least=grid_objects)
                 result["restart_idle_s"] = round(time.perf_counter() - restarted, 2)
                 result["restart_cpu_ms_per_object"] = round(op.cpu_s() * 1000 / grid_objects, 2)
+                result["restart_peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)
                 await op.settle()
                 result["restart_writes"] = sum(harness.writes(emu.calls[calls0:]).values())
                 billed_after = sum(c.billed_total for c in (await ledger.contract_summaries()).values())

@@ -126,3 +126,37 @@ async def test_reads_of_one_secret_asked_together_share_one_get_and_a_failure_is
             with pytest.raises(client.ApiError):
                 await kube.get_shared(f"{secrets}/missing", 60)
         assert gets() == 4
+
+
+async def test_lists_come_in_chunks_that_add_up_to_the_whole_list(cluster, monkeypatch):
+    """kube-apiserver's chunked LIST (limit, continue), as the emulator serves it and KubeClient.list_pages reads it;
+    the mirror lists that way (LIST_CHUNK), and a bad token or limit is refused, not ignored."""
+    for i in range(5):
+        await create(cluster, "ab"[i % 2], f"f{i}")
+    kube = client.KubeClient()
+    try:
+        base = f"{API}/farms"
+        whole = await kube.request("GET", base)
+        pages = [(items, version) async for items, version in kube.list_pages(base, limit=2)]
+        assert [len(items) for items, _ in pages] == [2, 2, 1]
+        assert {version for _, version in pages} == {whole["metadata"]["resourceVersion"]}
+        keys = [(o["metadata"]["namespace"], o["metadata"]["name"]) for items, _ in pages for o in items]
+        assert keys == sorted(keys) == sorted((o["metadata"]["namespace"], o["metadata"]["name"]) for o in whole["items"])
+        for bad in ("limit=x", "limit=2&continue=not-a-token"):
+            with pytest.raises(client.ApiError) as err:
+                await kube.request("GET", f"{base}?{bad}")
+            assert err.value.status == 400
+    finally:
+        await kube.close()
+    monkeypatch.setattr(client, "LIST_CHUNK", 2)
+    calls0 = len(cluster.emulator.calls)
+    rt = make_runtime()
+    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    try:
+        await until(lambda: len([k for k in rt.objects if k[0] == "farms"]) == 5, "five farms listed in chunks of 2")
+        listed = [c for c in cluster.emulator.calls[calls0:] if c.verb == "list" and c.resource == "farms"]
+        assert len(listed) == 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await rt.kube.close()

@@ -16,6 +16,7 @@ class Listing:
     """A cluster whose namespace team-a cannot be listed (no RBAC there, or the API server failed)."""
 
     path = staticmethod(KubeClient.path)
+    list_pages = KubeClient.list_pages  # the client's own paging, over this fake's request
 
     def __init__(self, items: dict[str, list[tuple[str, str]]]) -> None:
         self.items, self.calls = items, []
@@ -49,8 +50,8 @@ async def test_orphans_are_judged_by_uid_and_only_in_namespaces_that_could_be_li
     live["team-b/legacy"] = dataclasses.replace(live["team-b/legacy"], id=2)
     found = await jobs._orphans(rt, live)
     assert sorted(found) == ["team-b/gone", "team-b/legacy", "team-b/renamed"]
-    assert [p for _, p in kube.calls] == ["/apis/grid.threefold.io/v1alpha1/namespaces/team-a/deployments",
-                                          "/apis/grid.threefold.io/v1alpha1/namespaces/team-b/deployments"]
+    assert [p for _, p in kube.calls] == ["/apis/grid.threefold.io/v1alpha1/namespaces/team-a/deployments?limit=500",
+                                          "/apis/grid.threefold.io/v1alpha1/namespaces/team-b/deployments?limit=500"]
 
 
 class Ledger:

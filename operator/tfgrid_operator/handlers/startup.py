@@ -109,6 +109,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = DiffBaseInStatus()
     settings.posting.level = logging.INFO  # kopf.info() Events obey this level too
     settings.watching.server_timeout = 600
+    # kopf's LIST of each kind in chunks (a restart at grid size held 10,000 objects as served at once)
+    settings.watching.chunk_size = client.LIST_CHUNK
     settings.networking.request_timeout = 60
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]  # capped backoff for framework errors
     # kopf posts Events one at a time and retries a refused one 8 times over a minute (403 included: it is retried

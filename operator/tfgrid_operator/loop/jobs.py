@@ -193,12 +193,14 @@ async def _orphans(rt: runtime.Runtime, live: dict[str, records.Contract]) -> di
     """The live contracts whose Deployment is gone, or is another object (uid) of the same name."""
     found = {}
     for ns in sorted({k.partition("/")[0] for k in live}):
+        present: dict[str, str] = {}
         try:
-            listing = await rt.kube.request("GET", rt.kube.path(runtime.GROUP, runtime.VERSION, "deployments", ns))
+            async for items, _version in rt.kube.list_pages(rt.kube.path(runtime.GROUP, runtime.VERSION,
+                                                                         "deployments", ns)):
+                present.update((o["metadata"]["name"], o["metadata"].get("uid", "")) for o in items)
         except ApiError as err:
             log.warning("Cannot list the Deployments of namespace %s; no orphan of it is closed: %s", ns, err)
             continue
-        present = {o["metadata"]["name"]: o["metadata"].get("uid", "") for o in listing.get("items") or []}
         for key, c in live.items():
             space, _, name = key.partition("/")
             if space == ns and (name not in present or c.owner_uid not in ("", present[name])):

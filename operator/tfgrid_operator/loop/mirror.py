@@ -73,15 +73,16 @@ async def mirror(rt: runtime.Runtime, plural: str) -> None:
 
 
 async def _relist(rt: runtime.Runtime, plural: str, base: str) -> str:
-    listing = await rt.kube.request("GET", base)
-    seen = set()
-    for item in listing.get("items") or []:
-        item_meta = item.get("metadata") or {}
-        seen.add((plural, item_meta.get("namespace") or "", item_meta.get("name") or ""))
-        remember(rt, plural, item)
+    seen, version = set(), ""
+    async for items, listed_at in rt.kube.list_pages(base):  # in chunks: one chunk's full objects held at a time
+        version = listed_at  # the same in every chunk: the list's
+        for item in items:
+            item_meta = item.get("metadata") or {}
+            seen.add((plural, item_meta.get("namespace") or "", item_meta.get("name") or ""))
+            remember(rt, plural, item)
     for key in [k for k in rt.objects if k[0] == plural and k not in seen]:
         forget(rt, *key)  # gone while nobody watched
-    return str((listing.get("metadata") or {}).get("resourceVersion") or "")
+    return version
 
 
 async def _watch(rt: runtime.Runtime, plural: str, base: str, version: str) -> str:

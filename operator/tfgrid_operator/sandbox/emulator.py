@@ -35,7 +35,9 @@ authentication) transport.py. This module is the one class that serves requests:
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -245,10 +247,29 @@ class StrictApiServer(kmock.KubernetesEmulator):
         return obj
 
     def _list(self, d: ResourceDef, namespace: str | None, params: Any) -> JSON:
-        items = [o for (k, ns, _), o in self.store.items() if k == d.key and (namespace is None or ns == namespace)
-                 and in_scope(o, None, params)]
-        return {"kind": f"{d.kind}List", "apiVersion": d.group_version,
-                "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+        """A LIST, in chunks when it asks for them (``limit``, then each ``continue`` token), as kube-apiserver
+        serves them: in key order (namespace, name), every chunk with the first chunk's resourceVersion. Unlike the
+        server (which reads etcd at that revision) a later chunk shows the objects after the token's key as they
+        are now; a watch from the list's resourceVersion brings whatever changed meanwhile either way."""
+        listed = sorted(((ns or "", name), o) for (k, ns, name), o in self.store.items()
+                        if k == d.key and (namespace is None or ns == namespace) and in_scope(o, None, params))
+        rv, after = str(self._rv), None
+        if params.get("continue"):
+            try:
+                token = json.loads(base64.b64decode(params["continue"], validate=True))
+                rv, after = str(token["rv"]), tuple(token["after"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ApiError(400, "BadRequest", "the continue token is not valid") from exc
+            listed = [(key, o) for key, o in listed if key > after]
+        meta: JSON = {"resourceVersion": rv}
+        try:
+            limit = int(params.get("limit") or 0)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"limit is not an integer: {params.get('limit')!r}") from exc
+        if 0 < limit < len(listed):
+            listed = listed[:limit]
+            meta["continue"] = base64.b64encode(json.dumps({"rv": rv, "after": listed[-1][0]}).encode()).decode()
+        return {"kind": f"{d.kind}List", "apiVersion": d.group_version, "metadata": meta, "items": [o for _, o in listed]}
 
     def _next_rv(self) -> str:
         self._rv += 1

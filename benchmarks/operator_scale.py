@@ -22,7 +22,8 @@ Prints one JSON object:
                                object; writes_by_client: the same for kopf's client and ours apart
   delete_writes_per_object     the same while the namespace is deleted (everything in it at once, as a tenant's
                                `kubectl delete namespace`), per object; delete_writes_by_call,
-                               delete_writes_by_client, delete_s, delete_cpu_ms_per_object
+                               delete_writes_by_client, delete_s, delete_cpu_ms_per_object, delete_peak_rss_mb
+                               (the restarted process's peak RSS once the namespace is gone)
   p99_ready_idle_s             p99 create→Ready of a batch of deployments (5 % of the burst, at least 50) created
                                with nothing else running
   p99_ready_during_period_s    the same batch size created as the second period's status write-back starts;
@@ -420,6 +421,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["delete_writes_by_call"] = harness.per_object(deleted, grid_objects)
                 result["delete_writes_by_client"] = by_client(emu.calls[calls0:], grid_objects)
                 result["delete_cpu_ms_per_object"] = round((op.cpu_s() - cpu0) * 1000 / grid_objects, 2)
+                result["delete_peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)  # the restarted process, deleting
             await ledger.close()
     finally:
         await drop_ledger(handle)

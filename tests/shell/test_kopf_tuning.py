@@ -86,6 +86,9 @@ def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():
                                                                                     "object": {"metadata": None}}
     event = {"type": "MODIFIED", "object": {"metadata": {"name": "n", "managedFields": [{"manager": "m"}]}}}
     assert kopf_tuning.slim(event) == {"type": "MODIFIED", "object": {"metadata": {"name": "n"}}}
+    applied = {"type": "ADDED", "object": {"metadata": {"name": "n", "annotations": {
+        kopf_tuning.LAST_APPLIED: '{"spec": {}}', "grid.threefold.io/certification": "c"}}}}
+    assert kopf_tuning.slim(applied)["object"]["metadata"]["annotations"] == {"grid.threefold.io/certification": "c"}
 
 
 def test_jsonwire_reads_what_the_standard_library_reads():

@@ -34,14 +34,22 @@ KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
 KOPF_AS_JSON_PATCH = kopf_patches.Patch.as_json_patch
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def slim(raw_event: Any) -> Any:
-    """The event with its object's managedFields dropped (a bookmark or an error status is passed as it is)."""
+    """The event with its object's managedFields dropped, and kubectl's last-applied annotation (a whole copy of the
+    object as `kubectl apply` last sent it, which kopf's essence leaves out too); a bookmark or an error status is
+    passed as it is."""
     if isinstance(raw_event, dict):
         obj = raw_event.get("object")
         if isinstance(obj, dict):
             meta = obj.get("metadata")
             if isinstance(meta, dict):
                 meta.pop("managedFields", None)
+                annotations = meta.get("annotations")
+                if isinstance(annotations, dict):
+                    annotations.pop(LAST_APPLIED, None)
     return raw_event
 
 

@@ -157,8 +157,9 @@ class ContractsLedger(BillingLedger):
             query = self._narrowed(query, request, now, limit, used=used, cap=cap, contracts=contracts, rented=rented,
                                    farm_free_ips=farm_free_ips)
         down_after = self.config.node_down_after_s
+        # the four fields by name, not by a generator of f-strings: this runs for every node, once a placement batch
         return [scheduling.Candidate(
-            name=r.name, farm=r.farm, total=Resources(*(int(getattr(r, f"cap_{k}")) for k in RESOURCE_FIELDS)),
+            name=r.name, farm=r.farm, total=Resources(int(r.cap_cru), int(r.cap_mru), int(r.cap_sru), int(r.cap_hru)),
             used=Resources(int(r.used_cru), int(r.used_mru), int(r.used_sru), int(r.used_hru)),
             country=r.country, city=r.city, certified=r.certified,
             up=now - (r.last_report_ts if r.last_report_ts is not None else r.created_at) <= down_after,

@@ -10,7 +10,7 @@ Beside each wall time, the CPU seconds it took: ``…_cpu_s`` this process's (SQ
 PostgreSQL ``…_db_cpu_s`` the server's for this ledger (read from /proc: a server on this machine). On a
 machine others are using, the CPU seconds say what the work costs; the wall time what it took then.
 
-    python benchmarks/ledger.py [--scale 0.1] [--engines sqlite,postgresql]
+    python benchmarks/ledger.py [--scale 0.1] [--engines sqlite,postgresql] [--gc operator|default]
 """
 
 from __future__ import annotations
@@ -146,9 +146,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the sizes (0.1 = a quick look)")
     parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--gc", choices=("operator", "default"), default="operator",
+                        help="the garbage collector as `run` sets it (cli/operate.tune_gc), or Python's default")
     args = parser.parse_args()
+    if args.gc == "operator":  # the ledger's periods run in the operator's process, with its collector settings
+        from tfgrid_operator.cli.operate import tune_gc
+
+        tune_gc()
     out = {engine: await run_engine(engine, args.scale) for engine in args.engines.split(",")}
-    print(json.dumps(out, sort_keys=True))
+    print(json.dumps({**out, "gc": args.gc}, sort_keys=True))
 
 
 if __name__ == "__main__":

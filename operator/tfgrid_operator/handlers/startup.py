@@ -22,7 +22,7 @@ from tfgrid_operator.kube.client import KubeClient
 from tfgrid_operator.settings import Settings
 
 KEPT_METADATA = (("metadata", "labels"), ("metadata", "annotations"))
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+LAST_APPLIED = kopf_tuning.LAST_APPLIED
 
 
 def _copy(value: Any) -> Any:

@@ -40,3 +40,24 @@ def test_a_respelled_public_key_is_not_a_public_key():
     assert others  # a 32-byte key's last base64 character has two unused bits
     for other in others:
         assert not identity.is_public_key(other)
+
+
+def test_a_remembered_verification_answers_only_for_the_same_key_message_and_signature():
+    """verify remembers what verified (a namespace's grant is checked on every reconcile): the memory is keyed by
+    the key, the message and the signature, so a changed payload, purpose, key or signature is verified anew."""
+    other = identity.KeyPair(bytes(range(1, 33)))
+    purpose = identity.VOTE
+    signature = KEY.sign(purpose, PAYLOAD)
+    for _ in range(2):  # the second time from memory
+        identity.verify(KEY.public_key, purpose, PAYLOAD, signature)
+    refused = [
+        (KEY.public_key, purpose, {**PAYLOAD, "namespace": "team-b"}, signature),
+        (KEY.public_key, identity.VETO, PAYLOAD, signature),
+        (other.public_key, purpose, PAYLOAD, signature),
+        (KEY.public_key, purpose, PAYLOAD, other.sign(purpose, PAYLOAD)),
+    ]
+    for _ in range(2):  # a refusal is never remembered as a success
+        for args in refused:
+            with pytest.raises(identity.BadSignature):
+                identity.verify(*args)
+    assert identity._verifies.cache_info().maxsize == identity.VERIFIED_MEMORY  # bounded

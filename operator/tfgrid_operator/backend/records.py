@@ -120,6 +120,7 @@ class Contract:
     proof_until: int | None = None  # a grant's expiry: the contract is closed then unless a new grant was shown
     proof_signature: str = ""
     moved_from: str | None = None  # the node self-healing moved it off: its Deleted(Moved) predecessor's, on the ledger
+    payer_key: str = ""  # the paying account's twin key, as the ledger holds it now
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

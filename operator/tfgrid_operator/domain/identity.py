@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -21,6 +22,7 @@ PROPOSAL = "tfgrid-proposal-v1"
 CAPACITY = "tfgrid-capacity-v1"  # a node agent's measured resources, signed by the node key (as Zero-OS reports them)
 CERTIFICATION = "tfgrid-certification-v1"  # a council member certifying (or not) one ledger node (§1.3)
 VOTE_V2 = "tfgrid-vote-v2"  # a vote bound to the proposal's ledger id and council-signed payload, with a sequence
+VERIFIED_MEMORY = 4096  # signatures whose verification is remembered (verify)
 
 
 class BadSignature(ValueError):
@@ -78,11 +80,21 @@ def _canonical_b64(text: str) -> bytes:
 def verify(public_key: str, purpose: str, payload: dict[str, Any], signature: str) -> None:
     """Raise BadSignature unless ``signature`` is ``public_key``'s signature over the payload (both canonical
     base64, so one signature has exactly one text)."""
+    if not _verifies(public_key, canonical(purpose, payload), signature):
+        raise BadSignature(f"signature does not verify for key {public_key[:12]}…")
+
+
+@functools.lru_cache(maxsize=VERIFIED_MEMORY)
+def _verifies(public_key: str, message: bytes, signature: str) -> bool:
+    """Whether the signature verifies: a pure function of its text arguments, so an answer is remembered (every
+    Deployment of a namespace proves its payer with the same grant on each reconcile: one ed25519 verification,
+    not one a reconcile). Bounded: the least recently used answers are forgotten first."""
     try:
         key = nacl.signing.VerifyKey(_canonical_b64(public_key))
-        key.verify(canonical(purpose, payload), _canonical_b64(signature))
-    except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
-        raise BadSignature(f"signature does not verify for key {public_key[:12]}…") from exc
+        key.verify(message, _canonical_b64(signature))
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return False
+    return True
 
 
 def is_public_key(text: str) -> bool:

@@ -26,9 +26,11 @@ from tfgrid_operator.domain.units import Resources
 class ContractsLedger(BillingLedger):
     # ------------------------------------------------------------------ contracts
     def _contract_query(self) -> sa.Select[Any]:
-        """Contracts with their payer, node and farm names (the billing totals are columns of the contract)."""
+        """Contracts with their payer's name and key, node and farm names (the billing totals are columns of the
+        contract)."""
         c, a, n, f = schema.contracts, schema.accounts, schema.nodes, schema.farms
-        return (sa.select(c, a.c.name.label("payer"), n.c.name.label("node"), f.c.name.label("farm"), n.c.certified)
+        return (sa.select(c, a.c.name.label("payer"), a.c.public_key.label("payer_key"), n.c.name.label("node"),
+                          f.c.name.label("farm"), n.c.certified)
                 .join(a, a.c.id == c.c.account_id).join(n, n.c.id == c.c.node_id).join(f, f.c.id == n.c.farm_id))
 
     def _contract(self, r: Any, created: bool = False, moved_from: str | None = None) -> records.Contract:
@@ -39,7 +41,8 @@ class ContractsLedger(BillingLedger):
             billed_total=int(r.billed_total), last_billed_at=r.last_billed_at, last_discount=r.last_discount,
             certified=bool(r.certified), created=created, reserve=int(r.reserve), cycles=r.cycles,
             last_bill_amount=r.last_bill_amount, billing_error=r.billing_error, owner_uid=r.owner_uid,
-            proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from)
+            proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from,
+            payer_key=r.payer_key or "")
 
     def _latest_by_key(self, rows: Iterable[Any]) -> dict[str, records.Contract]:
         """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing

@@ -119,6 +119,16 @@ async def test_payer_from_a_secret_held_twin_key_never_leaks(apiserver, operator
     assert (await apiserver.post("/api/v1/namespaces/default/secrets", json=secret)).status == 201
     await eventually(lambda: condition(dep(apiserver, "paid"))["status"] == "True", what="placed")
     assert (await ledger.observe_contract(key="default/paid")).payer == "bob"
+    # another twin's key in the Secret it names: the contract re-binds to that twin from then on; back again, to bob
+    carol = identity.KeyPair.generate()
+    await ledger.ensure_account(name="carol", public_key=carol.public_key)
+    assert (await apiserver.post("/api/v1/namespaces/default/secrets", json={
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "carol-twin"},
+        "data": {"twinKey": base64.b64encode(carol.to_text().encode()).decode()}})).status == 201
+    for secret_name, payer in (("carol-twin", "carol"), ("bob-twin", "bob")):
+        await apiserver.patch(f"{NS}/deployments/paid", json={"spec": {"payer": {"secretRef": {"name": secret_name}}}},
+                              headers={"Content-Type": "application/merge-patch+json"})
+        await eventually(lambda p=payer: _payer_is(ledger, "default/paid", p), what=f"re-bound to {payer}")
     # a Secret key that holds no twin key proves nothing: a clear PayerNotAuthorized, and never echoes the value
     bad = deployment("badkey")
     bad["spec"]["payer"] = {"secretRef": {"name": "bob-twin", "key": "junk"}}
@@ -146,3 +156,8 @@ async def test_steady_state_writes_nothing(apiserver, operator, ledger, grid_clo
     await operator.ticks(15)
     writes = [c for c in apiserver.calls[before:] if c.verb in ("patch", "update", "create")]
     assert writes == [], writes
+
+
+async def _payer_is(ledger, key: str, payer: str) -> bool:
+    c = await ledger.observe_contract(key=key)
+    return c is not None and c.payer == payer

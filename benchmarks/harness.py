@@ -105,10 +105,14 @@ async def delete_namespace(emu: Any, kube: Any, name: str, timeout_s: float = 36
     does, and the namespace goes when the last finalizer is removed. Returns the seconds until it is gone."""
     started = time.perf_counter()
     await kube.request("DELETE", f"/api/v1/namespaces/{name}")
-    deadline = started + timeout_s
+    deadline, said = started + timeout_s, started
     while ("/v1/namespaces", None, name) in emu.store:
         if time.perf_counter() > deadline:
             raise RuntimeError(f"namespace {name} was not gone within {timeout_s} s")
+        if time.perf_counter() - said >= 10:  # what is left, by kind: where a deletion waits
+            said = time.perf_counter()
+            left = collections.Counter(k[0].rsplit("/", 1)[-1] for k in emu.store if k[1] == name)
+            print(f"deleting {name}: {said - started:.0f} s, left {dict(left)}", file=sys.stderr, flush=True)
         await asyncio.sleep(0.25)
     return time.perf_counter() - started
 

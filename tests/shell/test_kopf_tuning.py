@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import math
 
 import kopf
@@ -76,6 +77,27 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
     assert "managedFields" not in listed["metadata"] and "managedFields" not in seen[1]["object"]["metadata"]
     served["metadata"].pop("managedFields")
     assert listed == {"apiVersion": served["apiVersion"], "kind": served["kind"], **served}
+
+
+async def test_kopfs_responses_are_decoded_by_jsonwire_into_what_the_server_sent(kopf_logged_in, monkeypatch):
+    """kopf's GET (its LISTs) and PATCH answers go through kube.jsonwire: the same values the standard library reads."""
+    c = kopf_logged_in
+    monkeypatch.setattr(kopf_tuning.kopf_api, "request", kopf_tuning.KOPF_REQUEST)  # undone after the test
+    kopf_tuning.install()
+    kopf_tuning.install()  # idempotent: one wrapper, not two
+    assert kopf_tuning.kopf_api.request is kopf_tuning.request
+    decoded: list[object] = []
+    real = jsonwire.loads
+    monkeypatch.setattr(jsonwire, "loads", lambda data: decoded.append(data) or real(data))
+    assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("f1"))).status == 201
+    settings, logger = kopf.OperatorSettings(), logging.getLogger("test")
+    listed = await kopf_tuning.kopf_api.get(f"{API}/namespaces/a/farms", settings=settings, logger=logger)
+    served = await (await c.emulator.get(f"{API}/namespaces/a/farms")).json()
+    assert listed["items"] == served["items"] and len(decoded) == 1
+    patched = await kopf_tuning.kopf_api.patch(f"{API}/namespaces/a/farms/f1", settings=settings, logger=logger,
+                                               payload={"metadata": {"labels": {"n": "2"}}},
+                                               headers={"Content-Type": "application/merge-patch+json"})
+    assert patched["metadata"]["labels"] == {"team": "x", "n": "2"} and len(decoded) == 2
 
 
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():

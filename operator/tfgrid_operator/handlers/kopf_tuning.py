@@ -9,8 +9,10 @@ controller-runtime's caches offer the same cut (``cache.TransformStripManagedFie
 yields — the initial LIST's objects and each WATCH event — loses its managedFields before kopf queues it; the writes
 kopf and our handlers make are patches, which never carry them.
 
-kopf decodes each line of a watch stream with the standard library's ``json``; it goes through ``kube.jsonwire``
-(orjson, about three times faster; JSON decoding was ~11 % of a burst's CPU with objects as served) instead.
+kopf decodes each line of a watch stream with the standard library's ``json``, and each response (its LISTs, the
+object every PATCH answers with) with aiohttp's default, the same; both go through ``kube.jsonwire`` (orjson, about
+three times faster; JSON decoding was ~11 % of a burst's CPU with objects as served, and the stdlib's decoding of
+kopf's LISTs and PATCH answers still ~3 % of a restart's at grid size) instead.
 
 kopf builds the JSON patch of a change's callable part (its finalizers) after every PATCH it sends, deep-copying the
 object the server answered first, also when there is no such part (every status PATCH): ~2 % of a burst's CPU for
@@ -21,9 +23,11 @@ pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch against the strict
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import patches as kopf_patches
@@ -32,6 +36,7 @@ from tfgrid_operator.kube import jsonwire
 
 KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
 KOPF_AS_JSON_PATCH = kopf_patches.Patch.as_json_patch
+KOPF_REQUEST = kopf_api.request
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -65,6 +70,14 @@ class JsonWire:
     loads = staticmethod(jsonwire.loads)
 
 
+async def request(*args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+    """kopf's own request, whose response's ``json()`` decodes with ``kube.jsonwire`` (aiohttp's ``loads`` argument:
+    its content-type check and empty-body answer stay aiohttp's)."""
+    response = await KOPF_REQUEST(*args, **kwargs)
+    setattr(response, "json", functools.partial(response.json, loads=jsonwire.loads))  # noqa: B010  (an instance's)
+    return response
+
+
 def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
     """kopf's own, without the deep copy of ``body`` when the patch is empty (it returns no operations then)."""
     if not self:
@@ -73,8 +86,10 @@ def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
 
 
 def install() -> None:
-    """Route kopf's watchers through ``infinite_watch``, its stream decoding through orjson, and its JSON patches
-    through ``as_json_patch`` (idempotent)."""
+    """Route kopf's watchers through ``infinite_watch``, its stream and response decoding through orjson, and its
+    JSON patches through ``as_json_patch`` (idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
     kopf_patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
+    if kopf_api.request is KOPF_REQUEST:
+        kopf_api.request = request
     setattr(kopf_api, "json", JsonWire)  # noqa: B010  (kopf's module global, not a typed attribute)

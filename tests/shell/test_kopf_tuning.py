@@ -15,7 +15,8 @@ import kopf
 import pytest
 from kopf._cogs.clients import auth
 from kopf._cogs.clients import watching as kopf_watching
-from kopf._cogs.structs import credentials, patches, references
+from kopf._cogs.structs import bodies, credentials, finalizers, patches, references
+from kopf._core.actions import application
 
 from tfgrid_operator.handlers import kopf_tuning, startup
 from tfgrid_operator.kube import jsonwire
@@ -98,6 +99,37 @@ async def test_kopfs_responses_are_decoded_by_jsonwire_into_what_the_server_sent
                                                payload={"metadata": {"labels": {"n": "2"}}},
                                                headers={"Content-Type": "application/merge-patch+json"})
     assert patched["metadata"]["labels"] == {"team": "x", "n": "2"} and len(decoded) == 2
+
+
+async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kopf_logged_in, monkeypatch):
+    """kopf's patch of an object's last finalizer on its deletion marks the version to wait for as one that never
+    arrives (its worker then holds its slot for the whole consistency timeout); through the tuning it waits for
+    none. Any other patch still waits for the version the server answered with."""
+    c = kopf_logged_in
+    monkeypatch.setattr(application, "patch_and_check", application.patch_and_check)  # undone after the test
+    kopf_tuning.install()
+    assert application.patch_and_check is kopf_tuning.patch_and_check
+    resource = references.Resource(group="grid.threefold.io", version="v1alpha1", plural="farms", kind="Farm",
+                                   namespaced=True, subresources=["status"], verbs=["patch"])
+    settings, logger = kopf.OperatorSettings(), logging.getLogger("test")
+    body = {**farm("going"), "metadata": {**farm("going")["metadata"], "finalizers": ["grid.threefold.io/f", "x/y"]}}
+    assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=body)).status == 201
+    assert (await c.emulator.delete(f"{API}/namespaces/a/farms/going")).status == 200
+
+    async def remove(finalizer: str) -> str | None:
+        served = await (await c.emulator.get(f"{API}/namespaces/a/farms/going")).json()
+        patch = patches.Patch(body=served, fns=[lambda b: finalizers.allow_deletion(body=b, finalizer=finalizer)])
+        version, _remaining = await application.patch_and_check(
+            settings=settings, resource=resource, body=bodies.Body(served), patch=patch, logger=logger)
+        return version
+
+    version = await remove("x/y")  # another finalizer still holds it: the version of that PATCH is waited for
+    assert version is not None and kopf_tuning.NEVER_ARRIVES not in version
+    assert await remove("grid.threefold.io/f") is None  # the last one: the object is gone, nothing to wait for
+    assert (await c.emulator.get(f"{API}/namespaces/a/farms/going")).status == 404
+    assert (await kopf_tuning.KOPF_PATCH_AND_CHECK(  # kopf's own, for the record: the mark the tuning drops
+        settings=settings, resource=resource, body=bodies.Body({"metadata": {"name": "gone", "namespace": "a"}}),
+        patch=patches.Patch(), logger=logger)) == (None, None)
 
 
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():

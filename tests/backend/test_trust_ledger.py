@@ -444,3 +444,32 @@ async def test_every_contracts_summary_follows_each_change_of_its_row(ledger):
                 assert before[key] is c  # unchanged: the record made before
         before = after
     assert before[f"{ns}/a"].state == "Deleted" and before[f"{ns}/b"].moved_from is not None
+
+
+async def test_registering_a_node_again_as_it_is_writes_nothing_and_any_change_goes_through_every_check(ledger):
+    """Every Node's resume asks the ledger to register it again: one that is registered as it is gets its record
+    without a write transaction; a change of any registered field, another owner, or a withdrawn consent takes the
+    checked path (and a stranger is still refused)."""
+    await victim_grid(ledger)
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_: statements.append(statement.upper())  # noqa: E731
+    sa.event.listen(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    args = dict(name="node1", owner=VICTIM, farm="freefarm", resources=NODE, country="BE", city="Ghent",
+                certified=False, public_key=NODE_KEY.public_key, now=5)
+    try:
+        before = await ledger.observe_node(name="node1")
+        again = await ledger.ensure_node(**args)
+        assert again == before and not again.created
+        writing = ("UPDATE ", "INSERT ", "DELETE ", "IMMEDIATE", "PG_ADVISORY_XACT_LOCK")  # a write, or the write lock
+        assert statements and not [s for s in statements if any(w in s for w in writing)]
+        statements.clear()
+        moved = await ledger.ensure_node(**{**args, "city": "Brussels"})
+        assert moved.city == "Brussels" and [s for s in statements if s.startswith("UPDATE NODES")]
+        with pytest.raises(errors.NameTaken):
+            await ledger.ensure_node(**{**args, "owner": ATTACKER})
+        with pytest.raises(errors.Conflict):  # a node's farm cannot change, even when it is asked as it was before
+            await ledger.ensure_farm(name="otherfarm", owner=VICTIM, owner_key=FARMER.public_key,
+                                     payout_account="farmer", certified=False, dedicated=False, public_ips=0)
+            await ledger.ensure_node(**{**args, "city": "Brussels", "farm": "otherfarm"})
+    finally:
+        sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)

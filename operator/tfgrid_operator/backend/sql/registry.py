@@ -284,6 +284,17 @@ class RegistryLedger(LedgerBase):
         if not identity.is_public_key(public_key):
             raise errors.InvalidRequest(f"node {name!r}: public key is not a base64 ed25519 public key")
         n, f = schema.nodes, schema.farms
+        async with self._read() as conn:  # as registered already (every resume of every node): nothing to write
+            same = (await conn.execute(self._node_query().where(n.c.name == name))).first()
+            if same is not None and same.state == "Active" and (same.owner_uid, same.owner_ns) == (owner.uid, owner.namespace) \
+                    and (same.farm, same.public_key, same.country, same.city) == (farm, public_key, country, city) \
+                    and _res(same) == resources:
+                farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
+                if farm_row is not None and farm_row.state == "Active" and (
+                        farm_row.owner_ns == owner.namespace or names.consent_holds(
+                            owner_key=farm_row.owner_key, farm=farm, namespace=owner.namespace, node=name,
+                            node_key=public_key, signature=farm_consent)):
+                    return self._node(same)
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
             adopt = row is not None and _claim("node", name, row, owner)

@@ -22,8 +22,6 @@ from tfgrid_operator.backend.sql.engine import (
 from tfgrid_operator.domain import money, names, scheduling
 from tfgrid_operator.domain.units import Resources
 
-Memo = tuple[Any, records.Contract]  # a contract's record and the row it was made from (contract_summaries)
-
 
 class ContractsLedger(BillingLedger):
     # ------------------------------------------------------------------ contracts
@@ -46,8 +44,8 @@ class ContractsLedger(BillingLedger):
             proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from,
             payer_key=r.payer_key or "")
 
-    def _latest_by_key(self, rows: Iterable[Any], memo: dict[Any, Memo] | None = None,
-                       kept: dict[Any, Memo] | None = None) -> dict[str, records.Contract]:
+    def _latest_by_key(self, rows: Iterable[Any], memo: dict[Any, records.Contract] | None = None,
+                       kept: dict[Any, records.Contract] | None = None) -> dict[str, records.Contract]:
         """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing
         last moved it from: the node of its Deleted(Moved) predecessor of the same object, read from the ledger
         (a status the user wrote never says so). ``memo``: records made from the same rows before, reused as they
@@ -58,12 +56,12 @@ class ContractsLedger(BillingLedger):
             moved = before.node if before is not None and before.deleted_reason == "Moved" \
                 and before.owner_uid == r.owner_uid else None
             row = (tuple(r), moved)  # a plain tuple: compared in C, where a Row compares in Python
-            hit = memo.get(row) if memo is not None else None
-            if hit is None:
-                hit = (row, self._contract(r, moved_from=moved))
-            if kept is not None:  # keyed by the row the record was made from: its values are the record's own
-                kept[hit[0]] = hit
-            found[r.key] = hit[1]
+            made = memo.get(row) if memo is not None else None
+            if made is None:
+                made = self._contract(r, moved_from=moved)
+            if kept is not None:
+                kept[row] = made
+            found[r.key] = made
         return found
 
     async def _owed(self, conn: AsyncConnection, account_id: int, owed: int | None = None) -> None:
@@ -473,7 +471,7 @@ class ContractsLedger(BillingLedger):
         c = schema.contracts
         async with self._read() as conn:
             rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
-        kept: dict[Any, Memo] = {}
+        kept: dict[Any, records.Contract] = {}
         found = self._latest_by_key(rows, self._summary_memo, kept)  # the latest contract per key wins
         self._summary_memo = kept
         return found

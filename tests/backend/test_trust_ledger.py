@@ -407,45 +407,6 @@ async def test_the_sweeps_reads_of_live_contracts_agree_with_every_contracts_sum
     assert await ledger.live_contracts(proof_until_before=NOW) == {}
 
 
-async def test_every_contracts_summary_follows_each_change_of_its_row(ledger):
-    """contract_summaries reuses the record it made from a row the row has not changed since (the loop reads it each
-    tick): after each change — opened, billed, resized, moved, re-bound, closed — it equals a read that reuses
-    nothing, and a record reused is the same object."""
-    await victim_grid(ledger)
-    ns = "team-b"
-
-    async def fresh() -> dict[str, records.Contract]:
-        async with ledger._read() as conn:
-            rows = (await conn.execute(ledger._contract_query().order_by(schema.contracts.c.id))).all()
-        return ledger._latest_by_key(rows)
-
-    async def agrees() -> dict[str, records.Contract]:
-        found = await ledger.contract_summaries()
-        assert found == await fresh()
-        return found
-
-    steps = [
-        lambda: ledger.open_contract(key=f"{ns}/a", owner_uid="u-a", proof=grant("mallory", MALLORY, ns), request=REQ,
-                                     now=NOW),
-        lambda: ledger.open_contract(key=f"{ns}/b", owner_uid="u-b", proof=key_proof(ALICE, ns), request=REQ, now=NOW),
-        lambda: ledger.bill_period(period=0, now=H),
-        lambda: ledger.resize_contract(key=f"{ns}/a", owner_uid="u-a", resources=Resources(cru=1, mru=2, sru=25),
-                                       public_ips=0, now=H + 60),
-        lambda: ledger.move_contract(key=f"{ns}/b", now=H + 120, request=REQ),
-        lambda: ledger.authorize_contract(key=f"{ns}/a", owner_uid="u-a", proof=key_proof(ALICE, ns), now=H + 180),
-        lambda: ledger.close_contract(key=f"{ns}/a", owner_uid="u-a", now=H + 240, reason="CanceledByUser"),
-    ]
-    before = await agrees()
-    for step in steps:
-        await step()
-        after = await agrees()
-        for key, c in after.items():
-            if key in before and before[key] == c:
-                assert before[key] is c  # unchanged: the record made before
-        before = after
-    assert before[f"{ns}/a"].state == "Deleted" and before[f"{ns}/b"].moved_from is not None
-
-
 async def test_registering_a_node_again_as_it_is_writes_nothing_and_any_change_goes_through_every_check(ledger):
     """Every Node's resume asks the ledger to register it again: one that is registered as it is gets its record
     without a write transaction; a change of any registered field, another owner, or a withdrawn consent takes the

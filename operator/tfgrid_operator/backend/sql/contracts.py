@@ -44,24 +44,16 @@ class ContractsLedger(BillingLedger):
             proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from,
             payer_key=r.payer_key or "")
 
-    def _latest_by_key(self, rows: Iterable[Any], memo: dict[Any, records.Contract] | None = None,
-                       kept: dict[Any, records.Contract] | None = None) -> dict[str, records.Contract]:
+    def _latest_by_key(self, rows: Iterable[Any]) -> dict[str, records.Contract]:
         """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing
         last moved it from: the node of its Deleted(Moved) predecessor of the same object, read from the ledger
-        (a status the user wrote never says so). ``memo``: records made from the same rows before, reused as they
-        are (a record is a function of its row); ``kept``: where each record made is put by its row, for next time."""
+        (a status the user wrote never says so)."""
         found: dict[str, records.Contract] = {}
         for r in rows:
             before = found.get(r.key)
             moved = before.node if before is not None and before.deleted_reason == "Moved" \
                 and before.owner_uid == r.owner_uid else None
-            row = (tuple(r), moved)  # a plain tuple: compared in C, where a Row compares in Python
-            made = memo.get(row) if memo is not None else None
-            if made is None:
-                made = self._contract(r, moved_from=moved)
-            if kept is not None:
-                kept[row] = made
-            found[r.key] = made
+            found[r.key] = self._contract(r, moved_from=moved)
         return found
 
     async def _owed(self, conn: AsyncConnection, account_id: int, owed: int | None = None) -> None:
@@ -465,16 +457,10 @@ class ContractsLedger(BillingLedger):
             return dataclasses.replace(moved, created=True)
 
     async def contract_summaries(self) -> dict[str, records.Contract]:
-        """The latest contract of every key. The loop reads this each tick: a record whose row did not change since
-        the last read is the record made then (issue 17: making ~11,000 records a tick was ~16 % of the CPU of a
-        namespace's deletion at grid size), so the memory holds one record per row, made anew only when it changed."""
         c = schema.contracts
         async with self._read() as conn:
             rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
-        kept: dict[Any, records.Contract] = {}
-        found = self._latest_by_key(rows, self._summary_memo, kept)  # the latest contract per key wins
-        self._summary_memo = kept
-        return found
+        return self._latest_by_key(rows)  # the latest contract per key wins
 
     async def live_contracts(self, *, keys: Collection[str] | None = None,
                              proof_until_before: int | None = None) -> dict[str, records.Contract]:

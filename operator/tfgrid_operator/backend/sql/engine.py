@@ -118,7 +118,6 @@ class LedgerBase:
         self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
         self._closings: Batcher[Close, records.Contract | None] = Batcher(self._close_batch)
-        self._summary_memo: dict[Any, records.Contract] = {}  # contract_summaries' records by their rows
 
     # ------------------------------------- what the areas stacked on this base provide (see sql/__init__.py)
     # The batchers above and the migrations call them; declared here so that this base says what it needs.

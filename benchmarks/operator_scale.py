@@ -443,14 +443,20 @@ def per_object_cost(r: dict) -> dict:
 
 async def scales(values: list[float], ledger_kind: str, profile: pathlib.Path | None) -> dict:
     """Each scale in turn (a fresh emulator, ledger and operator each); the last one's keys, with every scale's
-    per-object cost and how the last one's compares with the first one's (≈ 1: linear growth)."""
+    per-object cost and how the last one's compares with the first one's (≈ 1: linear growth), and every earlier
+    scale's keys in ``by_scale``."""
     costs: dict = {}
     result: dict = {}
+    earlier: dict = {}
     for scale in values:
+        if result:
+            earlier[str(result["scale"])] = result
         result = await bench(scale, ledger_kind, profile / f"scale-{scale}" if profile is not None else None)
         costs.update(result["per_object_cost_by_scale"])
         print(json.dumps({"scale": scale, **per_object_cost(result)}), file=sys.stderr)
     result["per_object_cost_by_scale"] = costs
+    if earlier:
+        result["by_scale"] = earlier
     if len(costs) > 1:
         first, last = costs[str(values[0])], costs[str(values[-1])]
         result["per_object_growth"] = {k: round(last[k] / first[k], 2) if first[k] else None for k in first}

@@ -110,7 +110,6 @@ def install() -> None:
     patches through ``as_json_patch``, and its patches of objects through ``patch_and_check`` (idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
     kopf_patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
-    if kopf_api.request is KOPF_REQUEST:
-        kopf_api.request = request
+    kopf_api.request = request
     kopf_application.patch_and_check = patch_and_check
     setattr(kopf_api, "json", JsonWire)  # noqa: B010  (kopf's module global, not a typed attribute)

@@ -45,6 +45,14 @@ def _claim(kind: str, name: str, row: Any, owner: records.Owner) -> bool:
                            f"first come, first served: choose another name")
 
 
+def _may_join(farm_row: Any, owner: records.Owner, node: str, node_key: str, farm_consent: str) -> bool:
+    """Whether a node of ``owner`` may be in this farm: the farm is of its namespace, or the farm owner's key signed
+    consent for this node and key (names.consent_holds)."""
+    return farm_row.owner_ns == owner.namespace or names.consent_holds(
+        owner_key=farm_row.owner_key, farm=farm_row.name, namespace=owner.namespace, node=node, node_key=node_key,
+        signature=farm_consent)
+
+
 def _owned(row: Any, owner: records.Owner) -> bool:
     """Whether the record is ``owner``'s to close: it made it, or it predates ownership and nobody claimed it."""
     if row.owner_uid == "":
@@ -284,17 +292,9 @@ class RegistryLedger(LedgerBase):
         if not identity.is_public_key(public_key):
             raise errors.InvalidRequest(f"node {name!r}: public key is not a base64 ed25519 public key")
         n, f = schema.nodes, schema.farms
-        async with self._read() as conn:  # as registered already (every resume of every node): nothing to write
-            same = (await conn.execute(self._node_query().where(n.c.name == name))).first()
-            if same is not None and same.state == "Active" and (same.owner_uid, same.owner_ns) == (owner.uid, owner.namespace) \
-                    and (same.farm, same.public_key, same.country, same.city) == (farm, public_key, country, city) \
-                    and _res(same) == resources:
-                farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
-                if farm_row is not None and farm_row.state == "Active" and (
-                        farm_row.owner_ns == owner.namespace or names.consent_holds(
-                            owner_key=farm_row.owner_key, farm=farm, namespace=owner.namespace, node=name,
-                            node_key=public_key, signature=farm_consent)):
-                    return self._node(same)
+        same = await self._registered_as_is(name, owner, farm, resources, country, city, public_key, farm_consent)
+        if same is not None:  # every resume of every node asks: nothing to write, no write lock
+            return same
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
             adopt = row is not None and _claim("node", name, row, owner)
@@ -305,9 +305,7 @@ class RegistryLedger(LedgerBase):
             farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
             if farm_row is None or farm_row.state != "Active":
                 raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
-            if farm_row.owner_ns != owner.namespace and not names.consent_holds(
-                    owner_key=farm_row.owner_key, farm=farm, namespace=owner.namespace, node=name, node_key=public_key,
-                    signature=farm_consent):
+            if not _may_join(farm_row, owner, name, public_key, farm_consent):
                 raise errors.NotAuthorized(
                     f"farm {farm!r} is of another namespace and its owner has not signed consent for node {name!r} "
                     f"of this namespace (tfgrid-operator farm-consent)")
@@ -333,6 +331,23 @@ class RegistryLedger(LedgerBase):
                 await conn.execute(n.update().where(n.c.id == row.id).values(**values))
             row = (await conn.execute(self._node_query().where(n.c.name == name))).one()
             return self._node(row, created)
+
+    async def _registered_as_is(self, name: str, owner: records.Owner, farm: str, resources: Resources, country: str,
+                                city: str, public_key: str, farm_consent: str) -> records.Node | None:
+        """The node, read without the write lock, when ``owner`` registered it exactly so and its farm still takes
+        it (ensure_node would change nothing); None otherwise, and ensure_node checks and writes."""
+        n, f = schema.nodes, schema.farms
+        async with self._read() as conn:
+            row = (await conn.execute(self._node_query().where(n.c.name == name))).first()
+            if row is None or row.state != "Active" or (row.owner_uid, row.owner_ns) != (owner.uid, owner.namespace) \
+                    or (row.farm, row.public_key, row.country, row.city) != (farm, public_key, country, city) \
+                    or _res(row) != resources:
+                return None
+            farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
+        if farm_row is None or farm_row.state != "Active" or not _may_join(farm_row, owner, name, public_key,
+                                                                           farm_consent):
+            return None
+        return self._node(row)
 
     async def observe_node(self, *, name: str) -> records.Node | None:
         async with self._read() as conn:

@@ -15,6 +15,7 @@ from e2e.objects import API, create, events, farm, node, paid_by, ready, twin_ac
 from e2e.tenants import conserved, get, reason
 from e2e.tenants import create as create_in
 from tfgrid_operator.backend import schema
+from tfgrid_operator.backend.sql.engine import WRITE
 from tfgrid_operator.domain import money
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,9 @@ async def test_a_contract_past_the_bound_is_reported_on_its_deployment_and_the_o
     await create_in(apiserver, B, deployment("store", "bob", cru=0, mru=0))  # CU 0, SU 0.25
     await reason(apiserver, A, "deployments", "web", "Available")
     await reason(apiserver, B, "deployments", "store", "Available")
-    async with ledger.engine.begin() as conn:  # a CU price no proposal could set: 10^17 units USD an hour
+    # a CU price no proposal could set: 10^17 units USD an hour. Written as the ledger writes (its write lock taken at
+    # BEGIN): a read snapshot upgraded to a write fails at once on SQLite when the running operator wrote since
+    async with ledger.engine.execution_options(**{WRITE: True}).begin() as conn:
         m = schema.meta
         policy = json.loads((await conn.execute(sa.select(m.c.value).where(m.c.key == "pricing_policy"))).scalar_one())
         await conn.execute(m.update().where(m.c.key == "pricing_policy").values(value=json.dumps({**policy, "cu": 10**17})))

@@ -47,15 +47,17 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
     c = kopf_logged_in
     monkeypatch.setattr(kopf_watching, "infinite_watch", kopf_watching.infinite_watch)  # undone after the test
     monkeypatch.setattr(kopf_tuning.kopf_api, "json", kopf_tuning.kopf_api.json)
+    monkeypatch.setattr(kopf_tuning.kopf_api, "request", kopf_tuning.KOPF_REQUEST)
     kopf_tuning.install()
     assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("listed"))).status == 201
     served = await (await c.emulator.get(f"{API}/namespaces/a/farms/listed")).json()
     assert served["metadata"]["managedFields"]  # the emulator serves them, as kube-apiserver does
     seen: list[dict] = []
 
-    async def consume() -> None:  # what kopf's queueing.watcher iterates: the module attribute, looked up per call
-        async for raw_event in kopf_watching.infinite_watch(settings=kopf.OperatorSettings(), resource=FARMS,
-                                                            namespace=None):
+    async def consume() -> None:  # what kopf's queueing.watcher iterates: its LIST, then its WATCH
+        stream = kopf_watching.infinite_watch(settings=kopf.OperatorSettings(), resource=FARMS, namespace=None)
+        assert stream.ag_code is kopf_tuning.KOPF_INFINITE_WATCH.__code__  # kopf's own generator, no wrapper
+        async for raw_event in stream:
             if isinstance(raw_event, dict):
                 seen.append(raw_event)
 
@@ -80,8 +82,41 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
     assert listed == {"apiVersion": served["apiVersion"], "kind": served["kind"], **served}
 
 
+async def test_a_stopped_watchers_stream_is_closed_in_order_before_the_loop_closes(kopf_logged_in, monkeypatch):
+    """kopf's watcher cancelled between two events leaves its stream open inside kopf's streaming_block; asyncio.run
+    would close the two side by side ("generator didn't stop after athrow()" when the block's goes first).
+    close_streams closes the stream itself, which unwinds the block in order, and reports nothing."""
+    c = kopf_logged_in
+    monkeypatch.setattr(kopf_watching, "infinite_watch", kopf_watching.infinite_watch)  # undone after the test
+    kopf_tuning.install()
+    assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("f1"))).status == 201
+    reported: list[dict] = []
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "call_exception_handler", reported.append)
+    streams: list = []
+    got_one = asyncio.Event()
+
+    async def watcher() -> None:  # as kopf's: the stream iterated, each event handed on with an await between
+        stream = kopf_watching.infinite_watch(settings=kopf.OperatorSettings(), resource=FARMS, namespace=None)
+        streams.append(stream)
+        async for _ in stream:
+            got_one.set()
+            await asyncio.sleep(3600)  # cancelled here, between two events
+
+    task = asyncio.create_task(watcher())
+    await asyncio.wait_for(got_one.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    [stream] = streams
+    assert stream in kopf_tuning.STREAMS and stream.ag_frame is not None  # left open by its watcher
+    await kopf_tuning.close_streams()
+    assert stream.ag_frame is None and not reported
+    await kopf_tuning.close_streams()  # nothing left to close: a no-op
+
+
 async def test_kopfs_responses_are_decoded_by_jsonwire_into_what_the_server_sent(kopf_logged_in, monkeypatch):
-    """kopf's GET (its LISTs) and PATCH answers go through kube.jsonwire: the same values the standard library reads."""
+    """kopf's GET (its LISTs) and PATCH answers go through kube.jsonwire: the same values the standard library reads,
+    each object without its managedFields."""
     c = kopf_logged_in
     monkeypatch.setattr(kopf_tuning.kopf_api, "request", kopf_tuning.KOPF_REQUEST)  # undone after the test
     kopf_tuning.install()
@@ -94,11 +129,13 @@ async def test_kopfs_responses_are_decoded_by_jsonwire_into_what_the_server_sent
     settings, logger = kopf.OperatorSettings(), logging.getLogger("test")
     listed = await kopf_tuning.kopf_api.get(f"{API}/namespaces/a/farms", settings=settings, logger=logger)
     served = await (await c.emulator.get(f"{API}/namespaces/a/farms")).json()
+    assert served["items"][0]["metadata"].pop("managedFields")
     assert listed["items"] == served["items"] and len(decoded) == 1
     patched = await kopf_tuning.kopf_api.patch(f"{API}/namespaces/a/farms/f1", settings=settings, logger=logger,
                                                payload={"metadata": {"labels": {"n": "2"}}},
                                                headers={"Content-Type": "application/merge-patch+json"})
     assert patched["metadata"]["labels"] == {"team": "x", "n": "2"} and len(decoded) == 2
+    assert "managedFields" not in patched["metadata"]
 
 
 async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kopf_logged_in, monkeypatch):
@@ -143,6 +180,16 @@ def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():
     applied = {"type": "ADDED", "object": {"metadata": {"name": "n", "annotations": {
         kopf_tuning.LAST_APPLIED: '{"spec": {}}', "grid.threefold.io/certification": "c"}}}}
     assert kopf_tuning.slim(applied)["object"]["metadata"]["annotations"] == {"grid.threefold.io/certification": "c"}
+
+
+def test_slim_response_slims_a_lists_items_or_the_one_object_and_passes_other_shapes():
+    item = {"metadata": {"name": "n", "managedFields": [{"manager": "m"}]}}
+    assert kopf_tuning.slim_response({"kind": "FarmList", "items": [copy.deepcopy(item), {"odd": 1}, None]}) == {
+        "kind": "FarmList", "items": [{"metadata": {"name": "n"}}, {"odd": 1}, None]}
+    assert kopf_tuning.slim_response(copy.deepcopy(item)) == {"metadata": {"name": "n"}}
+    status = {"kind": "Status", "code": 404, "details": {"name": "n"}}
+    assert kopf_tuning.slim_response(copy.deepcopy(status)) == status
+    assert kopf_tuning.slim_response([1, 2]) == [1, 2] and kopf_tuning.slim_response("x") == "x"
 
 
 def test_jsonwire_reads_what_the_standard_library_reads():

@@ -113,6 +113,7 @@ def run(namespace: str, context: str | None, wait_s: float | None, ledger_url: s
     import kopf
 
     import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
+    from tfgrid_operator.handlers import kopf_tuning
     from tfgrid_operator.kube import client
 
     client.use_context(context)  # our clients and kopf's login (handlers/startup.py) resolve the same context
@@ -127,7 +128,7 @@ def run(namespace: str, context: str | None, wait_s: float | None, ledger_url: s
         os.environ["TFGRID_LEDGER_URL"] = ledger_url
     os.environ["TFGRID_WATCH_NAMESPACE"] = namespace  # the loop's own watches see what kopf's see
     tune_gc()
-    asyncio.run(kopf.operator(
+    asyncio.run(kopf_tuning.operator(
         registry=kopf.get_default_registry(), clusterwide=not namespace, namespaces=[namespace] if namespace else [],
         liveness_endpoint=liveness,
         # naming a peering makes it mandatory in kopf, so standalone runs must not name one

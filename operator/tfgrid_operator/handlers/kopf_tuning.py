@@ -6,13 +6,14 @@ no back-pressure on the watch: during a burst thousands of events wait, each a f
 About half of one of our objects as kube-apiserver serves it is ``metadata.managedFields`` (server-side apply's
 bookkeeping: who set which field), which no handler reads and kopf's own processing only copies around.
 controller-runtime's caches offer the same cut (``cache.TransformStripManagedFields``). So every event kopf's watch
-yields — the initial LIST's objects and each WATCH event — loses its managedFields before kopf queues it; the writes
+yields — the initial LIST's objects and each WATCH event — loses its managedFields before kopf queues it, as kopf's
+API module decodes it (below); the writes
 kopf and our handlers make are patches, which never carry them.
 
 kopf decodes each line of a watch stream with the standard library's ``json``, and each response (its LISTs, the
 object every PATCH answers with) with aiohttp's default, the same; both go through ``kube.jsonwire`` (orjson, about
 three times faster; JSON decoding was ~11 % of a burst's CPU with objects as served, and the stdlib's decoding of
-kopf's LISTs and PATCH answers still ~3 % of a restart's at grid size) instead.
+kopf's LISTs and PATCH answers still ~3 % of a restart's at grid size) instead, and slimmed as they are decoded.
 
 kopf builds the JSON patch of a change's callable part (its finalizers) after every PATCH it sends, deep-copying the
 object the server answered first, also when there is no such part (every status PATCH): ~2 % of a burst's CPU for
@@ -27,16 +28,19 @@ it). After that PATCH nothing is waited for: the DELETED event comes next and th
 timeout. A stale event still queued behind the PATCH can at most run the delete handler again, which closes nothing
 twice (the ledger's close is idempotent) and whose finalizer PATCH then finds the object gone.
 
-All hook into kopf's internals (its watch stream, its API module's JSON, its Patch class), which is why kopf is
+All hook into kopf's internals (its API module's request and JSON, its Patch class), which is why kopf is
 pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch against the strict emulator through them."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import AsyncIterator
-from typing import Any
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import aiohttp
+import kopf
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import patches as kopf_patches
@@ -54,39 +58,91 @@ NEVER_ARRIVES = "~which~never~arrives"  # kopf's mark on the version after an ob
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
+def slim_object(obj: Any) -> None:
+    """Drop ``obj``'s managedFields and kubectl's last-applied annotation (a whole copy of the object as `kubectl
+    apply` last sent it, which kopf's essence leaves out too), in place; anything else is left as it is."""
+    if isinstance(obj, dict):
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("managedFields", None)
+            annotations = meta.get("annotations")
+            if isinstance(annotations, dict):
+                annotations.pop(LAST_APPLIED, None)
+
+
 def slim(raw_event: Any) -> Any:
-    """The event with its object's managedFields dropped, and kubectl's last-applied annotation (a whole copy of the
-    object as `kubectl apply` last sent it, which kopf's essence leaves out too); a bookmark or an error status is
-    passed as it is."""
+    """A watch event with its object slimmed; a bookmark or an error status is passed as it is."""
     if isinstance(raw_event, dict):
-        obj = raw_event.get("object")
-        if isinstance(obj, dict):
-            meta = obj.get("metadata")
-            if isinstance(meta, dict):
-                meta.pop("managedFields", None)
-                annotations = meta.get("annotations")
-                if isinstance(annotations, dict):
-                    annotations.pop(LAST_APPLIED, None)
+        slim_object(raw_event.get("object"))
     return raw_event
 
 
-async def infinite_watch(**kwargs: Any) -> AsyncIterator[Any]:
-    """kopf's own watch stream (LIST, then WATCH, reconnecting forever), each event slimmed as it arrives."""
-    async for raw_event in KOPF_INFINITE_WATCH(**kwargs):
-        yield slim(raw_event)
+def slim_response(document: Any) -> Any:
+    """A response as kopf reads it: a LIST's every item slimmed, or the one object (a GET's, a PATCH's answer)."""
+    if isinstance(document, dict):
+        items = document.get("items")
+        if isinstance(items, list):
+            for item in items:
+                slim_object(item)
+        else:
+            slim_object(document)
+    return document
+
+
+def read_event(line: bytes | str) -> Any:
+    """One line of a watch stream, decoded and slimmed."""
+    return slim(jsonwire.loads(line))
+
+
+def read_response(text: bytes | str) -> Any:
+    """One response's body, decoded and slimmed."""
+    return slim_response(jsonwire.loads(text))
+
+
+STREAMS: weakref.WeakSet[AsyncGenerator[Any, None]] = weakref.WeakSet()  # kopf's watch streams, while alive
+
+
+def infinite_watch(**kwargs: Any) -> AsyncGenerator[Any, None]:
+    """kopf's own watch stream (LIST, then WATCH, reconnecting forever), itself (no wrapper), remembered for
+    ``close_streams``."""
+    stream = cast(AsyncGenerator[Any, None], KOPF_INFINITE_WATCH(**kwargs))  # an async generator, typed as an iterator
+    STREAMS.add(stream)
+    return stream
+
+
+async def close_streams() -> None:
+    """Close the watch streams of a stopped kopf operator, one after the other, before the event loop closes.
+
+    kopf's watcher never closes its stream: cancelled between two events (while it hands one to a worker), it leaves
+    the stream suspended after a ``yield``, inside kopf's ``streaming_block`` context. ``asyncio.run`` then closes
+    every generator still open at once, the stream and the context's own generator side by side, and when the
+    context's generator is closed first, closing the stream fails with "generator didn't stop after athrow()" and a
+    traceback on stderr (seen on a stop by SIGTERM under load). Closed here, the stream unwinds its context in order.
+    A stream still running (its watcher not stopped) is left to it."""
+    for stream in list(STREAMS):
+        with contextlib.suppress(RuntimeError):  # "asynchronous generator is already running"
+            await stream.aclose()
+
+
+async def operator(**kwargs: Any) -> None:
+    """``kopf.operator(**kwargs)``; once it has stopped, its watch streams closed (``close_streams``)."""
+    try:
+        await kopf.operator(**kwargs)
+    finally:
+        await close_streams()
 
 
 class JsonWire:
     """Stands in for the ``json`` module in kopf's API module, whose only use of it is ``json.loads`` of a line."""
 
-    loads = staticmethod(jsonwire.loads)
+    loads = staticmethod(read_event)
 
 
 async def request(*args: Any, **kwargs: Any) -> aiohttp.ClientResponse:
     """kopf's own request, whose response's ``json()`` decodes with ``kube.jsonwire`` (aiohttp's ``loads`` argument:
     its content-type check and empty-body answer stay aiohttp's)."""
     response = await KOPF_REQUEST(*args, **kwargs)
-    setattr(response, "json", functools.partial(response.json, loads=jsonwire.loads))  # noqa: B010  (an instance's)
+    setattr(response, "json", functools.partial(response.json, loads=read_response))  # noqa: B010  (an instance's)
     return response
 
 
@@ -106,8 +162,9 @@ def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
 
 
 def install() -> None:
-    """Route kopf's watchers through ``infinite_watch``, its stream and response decoding through orjson, its JSON
-    patches through ``as_json_patch``, and its patches of objects through ``patch_and_check`` (idempotent)."""
+    """Route kopf's watch streams through ``infinite_watch``, its stream and response decoding through orjson and
+    ``slim``, its JSON patches through ``as_json_patch``, and its patches of objects through ``patch_and_check``
+    (idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
     kopf_patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
     kopf_api.request = request

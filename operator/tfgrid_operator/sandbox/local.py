@@ -18,6 +18,7 @@ from kmock._internal.apps import Server
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
 from tfgrid_operator import runtime
 from tfgrid_operator.api import crds
+from tfgrid_operator.handlers import kopf_tuning
 from tfgrid_operator.sandbox.emulator import StrictApiServer
 
 
@@ -54,7 +55,7 @@ async def operator(factory: Callable[[], Awaitable[runtime.Runtime]]) -> AsyncIt
     startup handler in kopf's operator memo, where the handlers then find the Runtime)."""
     memo = kopf.Memo({runtime.MAKE_RUNTIME: factory})
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(registry=kopf.get_default_registry(), standalone=True,
+    task = asyncio.create_task(kopf_tuning.operator(registry=kopf.get_default_registry(), standalone=True,
                                              clusterwide=True, memo=memo, stop_flag=stop, ready_flag=ready))
     try:
         waiting = asyncio.create_task(ready.wait())

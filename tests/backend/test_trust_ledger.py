@@ -4,6 +4,7 @@ leaves the ledger as it was, and money is conserved (funding + minted = all bala
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -434,3 +435,47 @@ async def test_registering_a_node_again_as_it_is_writes_nothing_and_any_change_g
             await ledger.ensure_node(**{**args, "city": "Brussels", "farm": "otherfarm"})
     finally:
         sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
+
+
+async def test_a_placement_batch_checks_every_payer_on_two_reads_and_answers_each_deployment_alone(ledger):
+    """Deployments placed together (one batch) showing many payers' proofs, good and bad: each gets its own answer,
+    exactly as alone (test_only_a_proven_twin_pays), and the accounts and revoked grants are read once for the batch,
+    however many payers it shows."""
+    funded = sum((await victim_grid(ledger)).values())
+    ns = "team-b"
+    revoked = grant("bob", BOB, ns)
+    await ledger.open_contract(key=f"{ns}/first", owner_uid="u-first", proof=revoked, request=REQ, now=NOW)
+    await ledger.revoke_grant(account="bob", signature=revoked.signature, now=NOW)
+    shown = {
+        "alice": (grant("alice", ALICE, ns), None),
+        "alice-again": (grant("alice", ALICE, ns), None),  # the same proof twice: checked once, both open
+        "mallory-by-key": (key_proof(MALLORY, ns), None),
+        "bob-revoked": (revoked, errors.NotAuthorized),
+        "bob-signed-by-mallory": (grant("bob", MALLORY, ns), errors.NotAuthorized),
+        "bare": (records.PayerProof(kind="grant", namespace=ns, account="alice"), errors.NotAuthorized),
+        "other-namespace": (grant("alice", ALICE, "team-a"), errors.NotAuthorized),
+        "no-such-account": (grant("nobody", ALICE, ns), errors.NotFound),
+        "unknown-key": (key_proof(identity.KeyPair.generate(), ns), errors.NotFound),
+        "payout-account": (grant("team-a/farmer", MALLORY, ns), errors.NotAuthorized),
+    }
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_: statements.append(" ".join(statement.upper().split()))  # noqa: E731
+    sa.event.listen(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    batches = ledger._placements.batches
+    try:
+        answers = await asyncio.gather(*(ledger.open_contract(key=f"{ns}/{name}", owner_uid=f"u-{name}", proof=proof,
+                                                              request=REQ, now=NOW + 60)
+                                         for name, (proof, _) in shown.items()), return_exceptions=True)
+    finally:
+        sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    assert ledger._placements.batches == batches + 1  # all of them in one batch
+    for (name, (_, refused)), answer in zip(shown.items(), answers, strict=True):
+        if refused is None:
+            assert isinstance(answer, records.Contract) and answer.state == "Created", name
+        else:
+            assert type(answer) is refused, (name, answer)
+            assert await ledger.observe_contract(key=f"{ns}/{name}") is None, name
+    assert answers[2].payer == "mallory" and answers[2].proof == "key" and answers[0].payer == "alice"
+    assert len([s for s in statements if " FROM ACCOUNTS WHERE" in s and "ACCOUNTS.NAME IN" in s]) == 1
+    assert len([s for s in statements if " FROM REVOKED_GRANTS" in s]) == 1
+    await conserved(ledger, funded)

@@ -72,39 +72,34 @@ class ContractsLedger(BillingLedger):
                      now: int) -> tuple[int, dict[str, Any]]:
         """The account that agreed to pay for deployment ``key`` and the proof columns the contract keeps; the
         ledger checks the proof itself (a grant's signature against the twin key it holds)."""
-        a = schema.accounts
-        namespace = key.partition("/")[0]
-        if proof.namespace != namespace:
-            raise errors.NotAuthorized(f"deployment {key!r}: the payer proof was made for another namespace")
-        if proof.kind == "key":
-            row = (await conn.execute(sa.select(a).where(a.c.public_key == proof.public_key))).first() \
-                if proof.public_key else None
-            if row is None:
-                raise errors.NotFound("no twin account has the key the payer Secret holds "
-                                      "(register it: tfgrid-operator ledger create-account NAME --key-file KEY)")
-            kept: dict[str, Any] = dict(proof="key", proof_until=None, proof_signature="")
-        elif proof.kind == "grant":
-            row = (await conn.execute(sa.select(a).where(a.c.name == proof.account))).first()
-            if row is None:
-                raise errors.NotFound(f"payer account {proof.account!r} does not exist")
-            if not proof.signature or proof.expires is None:
-                raise errors.NotAuthorized(
-                    f"payer account {proof.account!r} is only named: a payer proves it agreed with its twin key in a "
-                    f"Secret (payer.secretRef) or a grant it signed for this namespace (tfgrid-operator grant)")
-            grant = names.Grant(proof.account, namespace, proof.expires, proof.signature)
-            problem = grant.problem(public_key=row.public_key, namespace=namespace, now=now)
-            if problem:
-                raise errors.NotAuthorized(problem)
-            r = schema.revoked_grants
-            if (await conn.execute(sa.select(r.c.revoked_at).where(r.c.signature == proof.signature))).first():
-                raise errors.NotAuthorized(f"the grant of account {proof.account!r} was revoked")
-            kept = dict(proof="grant", proof_until=proof.expires, proof_signature=proof.signature)
-        else:
-            raise errors.InvalidRequest(f"unknown payer proof {proof.kind!r}")
-        if row.role != "twin":
-            raise errors.NotAuthorized(f"account {row.name!r} is a {row.role} account: grid and payout accounts "
-                                       f"never pay for deployments")
-        return row.id, kept
+        return _proven((await self._payers(conn, [(key, proof, now)]))[key.partition("/")[0], proof, now])
+
+    async def _payers(self, conn: AsyncConnection, shown: Iterable[tuple[str, records.PayerProof, int]]
+                      ) -> dict[tuple[str, records.PayerProof, int], tuple[int, dict[str, Any]] | errors.LedgerError]:
+        """``_payer`` for each (deployment key, proof, time) shown, by (namespace, proof, time): the accounts and
+        revoked grants they name in one query each (a placement batch shows a proof per payer of its namespaces:
+        two statements a batch, not two a payer)."""
+        a, r = schema.accounts, schema.revoked_grants
+        asked = {(key.partition("/")[0], proof, now): key for key, proof, now in shown}
+        names_ = {p.account for _, p, _ in asked if p.kind == "grant"}
+        keys = {p.public_key for _, p, _ in asked if p.kind == "key" and p.public_key}
+        signatures = {p.signature for _, p, _ in asked if p.kind == "grant" and p.signature}
+        by_name: dict[str, Any] = {}
+        by_key: dict[str, Any] = {}
+        if names_ or keys:
+            for row in (await conn.execute(sa.select(a).where(sa.or_(a.c.name.in_(names_), a.c.public_key.in_(keys)))
+                                           .order_by(a.c.id))).all():
+                by_name[row.name] = row
+                by_key.setdefault(row.public_key, row)
+        revoked = set((await conn.execute(sa.select(r.c.signature).where(r.c.signature.in_(signatures)))).scalars()) \
+            if signatures else set()
+        out: dict[tuple[str, records.PayerProof, int], tuple[int, dict[str, Any]] | errors.LedgerError] = {}
+        for shown_as, key in asked.items():
+            try:
+                out[shown_as] = _check_payer(key, shown_as[1], shown_as[2], by_name, by_key, revoked)
+            except errors.LedgerError as err:
+                out[shown_as] = err
+        return out
 
     async def _close_unproven(self, conn: AsyncConnection, current: records.Contract, now: int, reason: str) -> None:
         """A live contract nothing proves any more (its object is gone and another uid has its name: Orphaned; its
@@ -221,19 +216,11 @@ class ContractsLedger(BillingLedger):
                     await self._close_unproven(conn, live, o.now, "Orphaned")
                     existing.pop(o.key)
             placer: scheduling.Placer | None = None
-            payers: dict[str, tuple[int, dict[str, Any]] | errors.LedgerError] = {}
-            # one proof shown by many deployments of a namespace (a team's one payer Secret) is checked once a batch
-            proven: dict[tuple[str, records.PayerProof, int], tuple[int, dict[str, Any]] | errors.LedgerError] = {}
-            for o in batch:
-                live = existing.get(o.key)
-                if o.key not in rows and not (live is not None and live.state in LIVE):
-                    shown = (o.key.partition("/")[0], o.proof, o.now)
-                    if shown not in proven:
-                        try:
-                            proven[shown] = await self._payer(conn, o.key, o.proof, o.now)
-                        except errors.LedgerError as err:
-                            proven[shown] = err
-                    payers[o.key] = proven[shown]
+            # the proofs of the deployments to open, each checked once a batch (a team's one payer Secret is shown
+            # by many), all of them on two reads
+            opening = [o for o in batch if not ((live := existing.get(o.key)) is not None and live.state in LIVE)]
+            proven = await self._payers(conn, [(o.key, o.proof, o.now) for o in opening])
+            payers = {o.key: proven[o.key.partition("/")[0], o.proof, o.now] for o in opening}
             debts = await self._debts(conn, {p[0] for p in payers.values() if not isinstance(p, errors.LedgerError)})
             for o in batch:
                 live = existing.get(o.key)
@@ -479,3 +466,45 @@ class ContractsLedger(BillingLedger):
             rows = (await conn.execute(query.order_by(c.c.id))).all()
         return {r.key: self._contract(r) for r in rows}  # one live contract per key; the latest if ever more
 
+
+
+def _proven(answer: tuple[int, dict[str, Any]] | errors.LedgerError) -> tuple[int, dict[str, Any]]:
+    if isinstance(answer, errors.LedgerError):
+        raise answer
+    return answer
+
+
+def _check_payer(key: str, proof: records.PayerProof, now: int, by_name: dict[str, Any], by_key: dict[str, Any],
+                 revoked: set[str]) -> tuple[int, dict[str, Any]]:
+    """The payer ``proof`` shows for deployment ``key`` (its account's id, the proof columns the contract keeps),
+    from the accounts read by name and by key and the revoked grants' signatures; raises what refuses it."""
+    namespace = key.partition("/")[0]
+    if proof.namespace != namespace:
+        raise errors.NotAuthorized(f"deployment {key!r}: the payer proof was made for another namespace")
+    if proof.kind == "key":
+        row = by_key.get(proof.public_key) if proof.public_key else None
+        if row is None:
+            raise errors.NotFound("no twin account has the key the payer Secret holds "
+                                  "(register it: tfgrid-operator ledger create-account NAME --key-file KEY)")
+        kept: dict[str, Any] = dict(proof="key", proof_until=None, proof_signature="")
+    elif proof.kind == "grant":
+        row = by_name.get(proof.account)
+        if row is None:
+            raise errors.NotFound(f"payer account {proof.account!r} does not exist")
+        if not proof.signature or proof.expires is None:
+            raise errors.NotAuthorized(
+                f"payer account {proof.account!r} is only named: a payer proves it agreed with its twin key in a "
+                f"Secret (payer.secretRef) or a grant it signed for this namespace (tfgrid-operator grant)")
+        grant = names.Grant(proof.account, namespace, proof.expires, proof.signature)
+        problem = grant.problem(public_key=row.public_key, namespace=namespace, now=now)
+        if problem:
+            raise errors.NotAuthorized(problem)
+        if proof.signature in revoked:
+            raise errors.NotAuthorized(f"the grant of account {proof.account!r} was revoked")
+        kept = dict(proof="grant", proof_until=proof.expires, proof_signature=proof.signature)
+    else:
+        raise errors.InvalidRequest(f"unknown payer proof {proof.kind!r}")
+    if row.role != "twin":
+        raise errors.NotAuthorized(f"account {row.name!r} is a {row.role} account: grid and payout accounts "
+                                   f"never pay for deployments")
+    return row.id, kept

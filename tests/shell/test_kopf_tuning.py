@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import logging
 import math
 
 import kopf
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kopf._cogs.clients import auth
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import bodies, credentials, finalizers, patches, references
@@ -220,3 +223,38 @@ def test_json_patches_are_kopfs_own_and_an_empty_one_copies_nothing(monkeypatch)
     assert finalizer.as_json_patch(body) == kopf_tuning.KOPF_AS_JSON_PATCH(finalizer, body) == [
         {"op": "add", "path": "/metadata/finalizers", "value": ["grid/f"]}]
     assert body == {"metadata": {"name": "n", "resourceVersion": "7"}, "spec": {"a": 1}}
+    kopfs = patches.Patch({"spec": {"a": 2}}, fns=[functools.partial(finalizers.block_deletion, finalizer="grid/f")])
+    served = {**body, "status": {"conditions": [{"type": "Ready"}]}}
+    copies.clear()
+    ops = kopfs.as_json_patch(served)
+    assert copies and not [c for c in copies if isinstance(c, dict) and "status" in c]  # only what the patch names
+    assert ops == kopf_tuning.KOPF_AS_JSON_PATCH(kopfs, served)
+
+
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.text("ab", max_size=2),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("xyz"), inner,
+                                                                                     max_size=3), max_leaves=8)
+_FIELDS = st.dictionaries(st.sampled_from(["metadata", "spec", "status", "data", "kind"]),
+                          st.dictionaries(st.sampled_from(["finalizers", "name", "a", "b"]), _VALUES, max_size=3),
+                          max_size=4)
+_FINALIZER_FNS = st.lists(st.sampled_from([finalizers.block_deletion, finalizers.allow_deletion]).map(
+    lambda f: functools.partial(f, finalizer="grid/f")), max_size=2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_FIELDS, merge=_FIELDS, fns=_FINALIZER_FNS, finalizers_now=st.lists(st.sampled_from(["grid/f", "o/g"]),
+                                                                                max_size=2, unique=True))
+def test_json_patches_of_finalizer_changes_are_kopfs_own_operations(body, merge, fns, finalizers_now):
+    """A patch with kopf's finalizer functions (and any merge part) gives the operations kopf's own gives on the
+    whole object, and neither changes the object."""
+    body = {**body, "metadata": {**body.get("metadata", {}), "finalizers": finalizers_now}}
+    before = copy.deepcopy(body)
+    patch = patches.Patch(merge, fns=fns)
+    try:
+        expected = kopf_tuning.KOPF_AS_JSON_PATCH(patch, body)
+    except Exception as err:  # what kopf's own cannot apply, the tuning cannot either
+        with pytest.raises(type(err)):
+            kopf_tuning.as_json_patch(patch, body)
+        return
+    assert kopf_tuning.as_json_patch(patch, body) == expected
+    assert body == before

@@ -17,7 +17,8 @@ kopf's LISTs and PATCH answers still ~3 % of a restart's at grid size) instead, 
 
 kopf builds the JSON patch of a change's callable part (its finalizers) after every PATCH it sends, deep-copying the
 object the server answered first, also when there is no such part (every status PATCH): ~2 % of a burst's CPU for
-a copy it throws away.
+a copy it throws away. Where there is one (adding the finalizer, removing it), it copies and diffs the whole object
+to find the one field that changed (~2.4 % of a burst's CPU): only the fields the patch names are copied and diffed.
 
 kopf holds a worker for ``settings.persistence.consistency_timeout`` (5 s) after it removes an object's last
 finalizer: it marks the version it waits for as one that never arrives (its workaround for the API server answering
@@ -43,6 +44,8 @@ import aiohttp
 import kopf
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import watching as kopf_watching
+from kopf._cogs.structs import bodies as kopf_bodies
+from kopf._cogs.structs import finalizers as kopf_finalizers
 from kopf._cogs.structs import patches as kopf_patches
 from kopf._core.actions import application as kopf_application
 
@@ -154,11 +157,22 @@ async def patch_and_check(**kwargs: Any) -> tuple[str | None, Any]:
     return version, remaining
 
 
+FINALIZER_FNS = (kopf_finalizers.block_deletion, kopf_finalizers.allow_deletion)  # touch metadata.finalizers only
+
+
 def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
-    """kopf's own, without the deep copy of ``body`` when the patch is empty (it returns no operations then)."""
+    """kopf's own, on the part of the object the patch can change: no deep copy of ``body`` when the patch is empty
+    (it returns no operations then), and when its callable part is only kopf's finalizer functions, the copy and the
+    diff of the top-level fields it names (and ``metadata``) alone. The parts left out are the same before and after,
+    so the diff has no operation on them either: the operations are the same, in the same order
+    (tests/shell/test_kopf_tuning.py)."""
     if not self:
         return []
-    return KOPF_AS_JSON_PATCH(self, body)
+    base = body if body is not None else self._original  # kopf's own reference body
+    if base is None or not all(isinstance(fn, functools.partial) and fn.func in FINALIZER_FNS for fn in self.fns):
+        return KOPF_AS_JSON_PATCH(self, body)
+    touched = set(self) | ({"metadata"} if self.fns else set())
+    return KOPF_AS_JSON_PATCH(self, cast(kopf_bodies.RawBody, {k: v for k, v in base.items() if k in touched}))
 
 
 def install() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 import ledger_setup
 from tfgrid_operator.backend import errors
@@ -85,8 +86,21 @@ async def test_uptime_reports_verified_and_replay_rejected(ledger):
     await grid(ledger)
     sig = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 2400, "uptime": 9000})
     assert await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2400) == 2400
-    # the same report seen again (a watch restart) is counted once, silently
-    assert await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2410) == 2400
+    # the same report seen again (a watch restart) is counted once, silently, and read without the write lock
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_: statements.append(statement.upper())  # noqa: E731
+    sa.event.listen(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    try:
+        assert await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=sig, now=2410) == 2400
+        writing = ("UPDATE ", "INSERT ", "DELETE ", "IMMEDIATE", "PG_ADVISORY_XACT_LOCK")
+        assert statements and not [s for s in statements if any(w in s for w in writing)]
+    finally:
+        sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    with pytest.raises(errors.BadSignature):  # the same time, another signer: refused as before
+        await ledger.record_uptime(node="n0", ts=2400, uptime=9000, signature=OWNER.sign(
+            identity.UPTIME, {"node": "n0", "ts": 2400, "uptime": 9000}), now=2410)
+    with pytest.raises(errors.NotFound):
+        await ledger.record_uptime(node="n9", ts=2400, uptime=9000, signature=sig, now=2410)
     newer = NODE_KEY.sign(identity.UPTIME, {"node": "n0", "ts": 2450, "uptime": 9050})
     await ledger.record_uptime(node="n0", ts=2450, uptime=9050, signature=newer, now=2450)
     with pytest.raises(errors.Replayed):  # an older, validly signed report replayed later
@@ -507,3 +521,25 @@ async def test_concurrent_reads_share_one_query_and_each_gets_its_own_answer(led
     assert [c.id if c else None for c in found[:20]] == [placed[k].id if k in placed else None for k in keys]
     assert found[20] == found[21] and found[20][0].cu == 100_000
     assert ledger._observations.batches - batches < len(keys)
+
+
+async def test_concurrent_farm_lookups_share_one_read_and_each_gets_its_own_farm(ledger):
+    """Every Node's reconcile reads its farm (a thousand at once after a restart): lookups that arrive together are
+    one query, each answered with its farm, or None for a name no farm has."""
+    import asyncio
+
+    await grid(ledger, nodes=1)
+    await ledger.ensure_farm(owner=OWN, name="farm2", owner_key=OWNER.public_key, payout_account="farmer2",
+                             certified=True, dedicated=False, public_ips=3)
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_: statements.append(statement.upper())  # noqa: E731
+    sa.event.listen(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    try:
+        found = await asyncio.gather(*(ledger.observe_farm(name=n) for n in ["farm1", "nope", "farm2", "farm1"]))
+    finally:
+        sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    assert [f and (f.name, f.payout_account, f.certified, f.public_ips) for f in found] == [
+        ("farm1", "ns/farmer", False, found[0].public_ips), None, ("farm2", "ns/farmer2", True, 3),
+        ("farm1", "ns/farmer", False, found[0].public_ips)]
+    assert len([s for s in statements if "FROM FARMS" in s]) == 1
+    assert await ledger.observe_farm(name="farm2") == found[2]  # alone, the same answer

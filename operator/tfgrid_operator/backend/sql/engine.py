@@ -116,6 +116,7 @@ class LedgerBase:
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
         self._placements: Batcher[Open, records.Contract] = Batcher(self._open_batch)
         self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)
+        self._farm_observations: Batcher[str, records.Farm | None] = Batcher(self._observe_farm_batch)
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
         self._closings: Batcher[Close, records.Contract | None] = Batcher(self._close_batch)
 
@@ -127,6 +128,9 @@ class LedgerBase:
 
     async def _open_batch(self, batch: Sequence[Open]) -> list[records.Contract | errors.LedgerError]:
         raise NotImplementedError  # contracts.py: ContractsLedger
+
+    async def _observe_farm_batch(self, asked: Sequence[str]) -> list[records.Farm | None]:
+        raise NotImplementedError  # registry.py: RegistryLedger
 
     async def _observe_batch(self, keys: Sequence[str]) -> list[records.Contract | None]:
         raise NotImplementedError  # contracts.py: ContractsLedger
@@ -324,7 +328,8 @@ class LedgerBase:
         await self._set_meta(conn, "schema_version", "8")
 
     async def close(self) -> None:
-        for batcher in (self._placements, self._observations, self._policy_reads, self._closings):
+        for batcher in (self._placements, self._observations, self._farm_observations, self._policy_reads,
+                        self._closings):
             await batcher.close()
         await self.engine.dispose()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -248,9 +248,15 @@ class RegistryLedger(LedgerBase):
         return await self._ensure_account(conn, target, "", role="payout")
 
     async def observe_farm(self, *, name: str) -> records.Farm | None:
+        return await self._farm_observations.submit(name)
+
+    async def _observe_farm_batch(self, asked: Sequence[str]) -> list[records.Farm | None]:
+        """Concurrent lookups (every Node's reconcile reads its farm: a thousand at once after a restart) in one
+        query."""
         async with self._read() as conn:
-            row = (await conn.execute(self._farm_query().where(schema.farms.c.name == name))).first()
-        return None if row is None else self._farm(row)
+            rows = (await conn.execute(self._farm_query().where(schema.farms.c.name.in_(set(asked))))).all()
+        found = {r.name: self._farm(r) for r in rows}
+        return [found.get(n) for n in asked]
 
     async def list_farms(self) -> list[records.Farm]:
         async with self._read() as conn:
@@ -380,6 +386,9 @@ class RegistryLedger(LedgerBase):
         if not 0 <= uptime <= uptime_mod.MAX_UPTIME_S:  # invariant 6: bounded before it reaches a BIGINT column
             raise errors.InvalidRequest(f"uptime report for node {node!r}: an uptime of {uptime} s is outside "
                                         f"[0, {uptime_mod.MAX_UPTIME_S}]")
+        again = await self._uptime_counted(node=node, ts=ts, uptime=uptime, signature=signature)
+        if again is not None:
+            return again
         n = schema.nodes
         async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()
@@ -410,6 +419,24 @@ class RegistryLedger(LedgerBase):
             total = await self._fold(conn, row.id, period, ts, uptime, row.created_at)
             await conn.execute(n.update().where(n.c.id == row.id).values(last_report_ts=ts))
             return total
+
+    async def _uptime_counted(self, *, node: str, ts: int, uptime: int, signature: str) -> int | None:
+        """The seconds credited this period when this very report (its node's key signed it) was counted already,
+        read without the write lock: a restart re-lists every Lease, and each took a write transaction to find
+        that it changes nothing. None: anything else, which takes record_uptime's checked path."""
+        n, u = schema.nodes, schema.uptime
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(n.c.id, n.c.state, n.c.public_key, n.c.last_report_ts)
+                                      .where(n.c.name == node))).first()
+            if row is None or row.state != "Active" or row.last_report_ts is None or row.last_report_ts != ts:
+                return None
+            try:
+                identity.verify(row.public_key, identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime}, signature)
+            except identity.BadSignature:
+                return None  # the checked path refuses it
+            seen = (await conn.execute(sa.select(u.c.total).where(
+                u.c.node_id == row.id, u.c.period == self._minting_period_at(ts).index))).scalar()
+        return int(seen or 0)
 
     async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int,
                     registered_at: int) -> int:

@@ -80,7 +80,9 @@ class ContractsLedger(BillingLedger):
         revoked grants they name in one query each (a placement batch shows a proof per payer of its namespaces:
         two statements a batch, not two a payer)."""
         a, r = schema.accounts, schema.revoked_grants
-        asked = {(key.partition("/")[0], proof, now): key for key, proof, now in shown}
+        asked: dict[tuple[str, records.PayerProof, int], str] = {}
+        for key, proof, now in shown:  # a refusal names the first deployment that showed the proof, as before
+            asked.setdefault((key.partition("/")[0], proof, now), key)
         names_ = {p.account for _, p, _ in asked if p.kind == "grant"}
         keys = {p.public_key for _, p, _ in asked if p.kind == "key" and p.public_key}
         signatures = {p.signature for _, p, _ in asked if p.kind == "grant" and p.signature}

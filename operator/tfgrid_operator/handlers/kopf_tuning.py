@@ -7,8 +7,7 @@ About half of one of our objects as kube-apiserver serves it is ``metadata.manag
 bookkeeping: who set which field), which no handler reads and kopf's own processing only copies around.
 controller-runtime's caches offer the same cut (``cache.TransformStripManagedFields``). So every event kopf's watch
 yields — the initial LIST's objects and each WATCH event — loses its managedFields before kopf queues it, as kopf's
-API module decodes it (below); the writes
-kopf and our handlers make are patches, which never carry them.
+API module decodes it (below); the writes kopf and our handlers make are patches, which never carry them.
 
 kopf decodes each line of a watch stream with the standard library's ``json``, and each response (its LISTs, the
 object every PATCH answers with) with aiohttp's default, the same; both go through ``kube.jsonwire`` (orjson, about

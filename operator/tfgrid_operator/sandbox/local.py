@@ -56,7 +56,7 @@ async def operator(factory: Callable[[], Awaitable[runtime.Runtime]]) -> AsyncIt
     memo = kopf.Memo({runtime.MAKE_RUNTIME: factory})
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(kopf_tuning.operator(registry=kopf.get_default_registry(), standalone=True,
-                                             clusterwide=True, memo=memo, stop_flag=stop, ready_flag=ready))
+                                                    clusterwide=True, memo=memo, stop_flag=stop, ready_flag=ready))
     try:
         waiting = asyncio.create_task(ready.wait())
         try:

@@ -53,6 +53,14 @@ def _may_join(farm_row: Any, owner: records.Owner, node: str, node_key: str, far
         signature=farm_consent)
 
 
+def _verify_uptime(public_key: str, node: str, ts: int, uptime: int, signature: str) -> None:
+    """Raise BadSignature unless the node's key signed this uptime report."""
+    try:
+        identity.verify(public_key, identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime}, signature)
+    except identity.BadSignature as exc:
+        raise errors.BadSignature(f"uptime report for node {node!r} is not signed by its key") from exc
+
+
 def _owned(row: Any, owner: records.Owner) -> bool:
     """Whether the record is ``owner``'s to close: it made it, or it predates ownership and nobody claimed it."""
     if row.owner_uid == "":
@@ -394,16 +402,11 @@ class RegistryLedger(LedgerBase):
             row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()
             if row is None or row.state != "Active":
                 raise errors.NotFound(f"node {node!r} is not registered on the ledger")
-            try:
-                identity.verify(row.public_key, identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime}, signature)
-            except identity.BadSignature as exc:
-                raise errors.BadSignature(f"uptime report for node {node!r} is not signed by its key") from exc
+            _verify_uptime(row.public_key, node, ts, uptime, signature)
             period = self._minting_period_at(ts)
             last = row.last_report_ts
             if last is not None and ts == last:  # before the clock check: a restart re-lists every Lease
-                u = schema.uptime
-                seen = (await conn.execute(sa.select(u.c.total).where(u.c.node_id == row.id, u.c.period == period.index))).scalar()
-                return int(seen or 0)  # the same report delivered again (a watch restart): counted once, quietly
+                return await self._credited(conn, row.id, ts)  # the same report again: counted once, quietly
             if abs(ts - now) > uptime_mod.TIMESTAMP_DRIFT_S:
                 raise errors.Replayed(f"uptime report for node {node!r} is {ts - now:+d} s off the ledger's clock")
             if last is not None and ts < last:
@@ -424,19 +427,23 @@ class RegistryLedger(LedgerBase):
         """The seconds credited this period when this very report (its node's key signed it) was counted already,
         read without the write lock: a restart re-lists every Lease, and each took a write transaction to find
         that it changes nothing. None: anything else, which takes record_uptime's checked path."""
-        n, u = schema.nodes, schema.uptime
+        n = schema.nodes
         async with self._read() as conn:
             row = (await conn.execute(sa.select(n.c.id, n.c.state, n.c.public_key, n.c.last_report_ts)
                                       .where(n.c.name == node))).first()
             if row is None or row.state != "Active" or row.last_report_ts is None or row.last_report_ts != ts:
                 return None
             try:
-                identity.verify(row.public_key, identity.UPTIME, {"node": node, "ts": ts, "uptime": uptime}, signature)
-            except identity.BadSignature:
+                _verify_uptime(row.public_key, node, ts, uptime, signature)
+            except errors.BadSignature:
                 return None  # the checked path refuses it
-            seen = (await conn.execute(sa.select(u.c.total).where(
-                u.c.node_id == row.id, u.c.period == self._minting_period_at(ts).index))).scalar()
-        return int(seen or 0)
+            return await self._credited(conn, row.id, ts)
+
+    async def _credited(self, conn: AsyncConnection, node_id: int, ts: int) -> int:
+        """The seconds credited to the node in the minting period of ``ts``."""
+        u = schema.uptime
+        return int((await conn.execute(sa.select(u.c.total).where(
+            u.c.node_id == node_id, u.c.period == self._minting_period_at(ts).index))).scalar() or 0)
 
     async def _fold(self, conn: AsyncConnection, node_id: int, period: minting.Period, ts: int, up: int,
                     registered_at: int) -> int:

@@ -1,9 +1,9 @@
 """Upgrading a version-5 ledger through version 6 (issue 13's last gaps) and version 7 (compact receipts) to version 8
-(how far each contract is billed), on SQLite and PostgreSQL: proposals get their nonce columns, the debt and node-key
+(how far each contract is billed) and 9 (the placement pool's token), on SQLite and PostgreSQL: proposals get their nonce columns, the debt and node-key
 indexes are made, payout accounts are named within their farm's namespace (each keeps its balance and payouts), bills
 get their quote and bill_quotes is made (on PostgreSQL bills lose their foreign keys and contracts get fillfactor
-50), contracts get billed_until from their bills, and an upgrade never fails on what an older ledger allowed. A new
-ledger is made at version 8 directly, with the same parts."""
+50), contracts get billed_until from their bills, meta gets the placement pool's token, and an upgrade never fails on
+what an older ledger allowed. A new ledger is made at version 9 directly, with the same parts."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import ledger_setup
 from ledger_audit import conserved
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records, schema
+from tfgrid_operator.backend.sql.engine import POOL_TOKEN
 from tfgrid_operator.domain import identity, scheduling
 
 OWNER = identity.KeyPair.generate()
@@ -42,8 +43,9 @@ async def back_to_version_5(conn) -> None:
 
 
 async def back_to_version_7(conn) -> None:
-    """Make a ledger look like version 7 again: contracts without billed_until."""
+    """Make a ledger look like version 7 again: contracts without billed_until, no placement pool token."""
     await conn.execute(sa.text("ALTER TABLE contracts DROP COLUMN billed_until"))
+    await conn.execute(schema.meta.delete().where(schema.meta.c.key == POOL_TOKEN))
     await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="7"))
 
 
@@ -52,9 +54,9 @@ async def version(lg) -> str:
         return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar()
 
 
-async def has_version_8(lg) -> None:
-    """Version 7's and 8's parts are there: bill_quotes, bills.quote_id and contracts.billed_until; on PostgreSQL no
-    foreign key on bills and contracts with fillfactor 50."""
+async def has_version_9(lg) -> None:
+    """Version 7's, 8's and 9's parts are there: bill_quotes, bills.quote_id, contracts.billed_until and the placement
+    pool's token; on PostgreSQL no foreign key on bills and contracts with fillfactor 50."""
     def inspect(sync):
         found = sa.inspect(sync)
         return ("bill_quotes" in found.get_table_names(), {c["name"] for c in found.get_columns("bills")},
@@ -62,15 +64,17 @@ async def has_version_8(lg) -> None:
     async with lg.engine.connect() as conn:
         quotes, columns, keys, contract_columns = await conn.run_sync(inspect)
         assert quotes and "quote_id" in columns and "billed_until" in contract_columns
+        token = (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == POOL_TOKEN))).scalar()
+        assert token and len(token) == 32
         if conn.dialect.name == "postgresql":
             assert keys == []
             options = (await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'contracts'"))).scalar()
             assert f"fillfactor={schema.CONTRACTS_FILLFACTOR}" in (options or [])
 
 
-async def test_a_new_ledger_is_made_at_version_8(ledger):
-    assert (await version(ledger), schema.SCHEMA_VERSION) == ("8", 8)
-    await has_version_8(ledger)
+async def test_a_new_ledger_is_made_at_version_9(ledger):
+    assert (await version(ledger), schema.SCHEMA_VERSION) == ("9", 9)
+    await has_version_9(ledger)
 
 
 async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balance(ledger_url):
@@ -100,7 +104,7 @@ async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balan
     lg = await backend.open_backend(ledger_url, cfg)
     try:
         assert await version(lg) == str(schema.SCHEMA_VERSION)
-        await has_version_8(lg)
+        await has_version_9(lg)
         farms = {f.name: f.payout_account for f in await lg.list_farms()}
         assert farms == {"fa": "team-a/farmer", "fa2": "team-a/farmer", "fb": "team-b/bpayout", "fc": "shared",
                          "fd": "shared"}  # one of two namespaces: kept as it was
@@ -150,8 +154,8 @@ async def test_a_version_7_ledger_gets_how_far_each_contract_is_billed(ledger_ur
     await lg.close()
     lg = await backend.open_backend(ledger_url, cfg)
     try:
-        assert await version(lg) == "8"
-        await has_version_8(lg)
+        assert await version(lg) == "9"
+        await has_version_9(lg)
         c = schema.contracts
         async with lg.engine.connect() as conn:
             until = dict((await conn.execute(sa.select(c.c.key, c.c.billed_until))).all())

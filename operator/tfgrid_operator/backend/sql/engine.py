@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
@@ -30,6 +31,10 @@ from tfgrid_operator.domain.units import Resources
 
 LIVE = ("Created", "GracePeriod")
 ADVISORY_LOCK_ID = 0x7466_6772  # "tfgr"
+# meta key: a token every write transaction replaces unless it says it leaves placement's inputs as they were
+# (``_tx(keeps_pool=True)``); a process whose placement pool was read under the token it reads now may use it
+# again (contracts.py, issue 17). Every writer of a schema-9 ledger runs this code (older code refuses it)
+POOL_TOKEN = "placement_pool_token"
 
 
 
@@ -88,6 +93,17 @@ WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
 
 
 @dataclasses.dataclass(frozen=True)
+class PlacementPool:
+    """The nodes as the last placement batch left them (its choices applied), read under ``token``: the next batch
+    starts from them while the ledger's token is still ``token`` and the read is younger than POOL_MAX_AGE_S."""
+
+    token: str
+    read_at: float  # time.monotonic() of the read it descends from
+    candidates: dict[str, scheduling.Candidate]
+    seen: dict[str, int]  # each node's last uptime report (or registration): whether it is up at another time
+
+
+@dataclasses.dataclass(frozen=True)
 class Open:
     """A queued open_contract call."""
 
@@ -119,6 +135,7 @@ class LedgerBase:
         self._farm_observations: Batcher[str, records.Farm | None] = Batcher(self._observe_farm_batch)
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
         self._closings: Batcher[Close, records.Contract | None] = Batcher(self._close_batch)
+        self._pool: PlacementPool | None = None  # what the last placement batch left (contracts.py)
 
     # ------------------------------------- what the areas stacked on this base provide (see sql/__init__.py)
     # The batchers above and the migrations call them; declared here so that this base says what it needs.
@@ -201,6 +218,8 @@ class LedgerBase:
                     await self._migrate_to_7(conn)
                 if int(current) < 8:
                     await self._migrate_to_8(conn)
+                if int(current) < 9:
+                    await self._migrate_to_9(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -327,6 +346,12 @@ class LedgerBase:
             'UPDATE contracts SET billed_until = (SELECT MAX("until") FROM bills WHERE bills.contract_id = contracts.id)'))
         await self._set_meta(conn, "schema_version", "8")
 
+    async def _migrate_to_9(self, conn: AsyncConnection) -> None:
+        """Version 9: the placement pool's token (POOL_TOKEN), which every write replaces. The version is what
+        matters: an operator of schema 8 writes without replacing the token, and refuses a ledger of version 9."""
+        await self._set_meta(conn, POOL_TOKEN, uuid.uuid4().hex)
+        await self._set_meta(conn, "schema_version", "9")
+
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._farm_observations, self._policy_reads,
                         self._closings):
@@ -334,13 +359,17 @@ class LedgerBase:
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+    async def _tx(self, *, keeps_pool: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A write transaction under the ledger's write lock. Unless ``keeps_pool`` (the caller changes nothing
+        placement reads, or keeps the pool itself), it replaces the placement pool's token (``_pool_changed``)."""
         async with self._lock:
             try:
                 async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
                     if not self.is_sqlite:
                         await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
                     yield conn
+                    if not keeps_pool:
+                        await self._pool_changed(conn)
             except IntegrityError as exc:
                 if any(check in str(exc.orig) for check in ("_bounded", "never_negative")):  # schema CHECKs
                     raise errors.InvalidRequest(f"the ledger refused an amount outside [0, {money.MAX_UNITS}] units: "
@@ -348,6 +377,21 @@ class LedgerBase:
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
             except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
                 raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
+
+    async def _pool_changed(self, conn: AsyncConnection) -> str:
+        """Say that what placement reads may have changed: a new token for every process sharing the ledger (their
+        pools are read again), and this process's pool dropped. Returns the token, written in ``conn``'s
+        transaction."""
+        self._pool = None
+        token = uuid.uuid4().hex
+        await self._set_meta(conn, POOL_TOKEN, token)
+        return token
+
+    def _pool_seen(self, node: str, ts: int) -> None:
+        """A report of ``node`` at ``ts`` was counted (in this process): the kept pool sees it up from then."""
+        kept = self._pool
+        if kept is not None and node in kept.seen:
+            kept.seen[node] = max(kept.seen[node], ts)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:

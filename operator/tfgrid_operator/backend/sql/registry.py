@@ -398,7 +398,9 @@ class RegistryLedger(LedgerBase):
         if again is not None:
             return again
         n = schema.nodes
-        async with self._tx() as conn:
+        # nothing placement reads changes but when the node was last seen, which the pool kept in this process
+        # follows (after the commit); other processes' pools see it when read again
+        async with self._tx(keeps_pool=True) as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()
             if row is None or row.state != "Active":
                 raise errors.NotFound(f"node {node!r} is not registered on the ledger")
@@ -421,7 +423,8 @@ class RegistryLedger(LedgerBase):
                     await self._fold(conn, row.id, before, boundary, uptime - (ts - boundary), row.created_at)
             total = await self._fold(conn, row.id, period, ts, uptime, row.created_at)
             await conn.execute(n.update().where(n.c.id == row.id).values(last_report_ts=ts))
-            return total
+        self._pool_seen(node, ts)
+        return total
 
     async def _uptime_counted(self, *, node: str, ts: int, uptime: int, signature: str) -> int | None:
         """The seconds credited this period when this very report (its node's key signed it) was counted already,

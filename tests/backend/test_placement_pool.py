@@ -1,0 +1,141 @@
+"""The placement pool a batch leaves is the next batch's (issue 17): the same nodes a fresh read would give, never
+kept across a write that could change them (in this process or another one sharing the ledger), and an uptime
+report moves only when its node was last seen. Both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+import ledger_setup
+from tfgrid_operator import backend
+from tfgrid_operator.backend import errors
+from tfgrid_operator.backend.sql import contracts as contracts_module
+from tfgrid_operator.domain import identity, scheduling
+from tfgrid_operator.domain.units import Resources
+
+OWNER = identity.KeyPair.generate()
+NODE_KEYS = [identity.KeyPair.generate() for _ in range(4)]
+ALICE = identity.KeyPair.generate()
+NODE = Resources(cru=8, mru=32, sru=1000, hru=4000)
+SMALL = scheduling.Request(resources=Resources(cru=4, mru=8, sru=100))
+
+
+async def grid(ledger, nodes: int = 3, ips: int = 3) -> None:
+    for i in range(nodes):
+        await ledger_setup.farm_and_node(ledger, owner_key=OWNER, node_key=NODE_KEYS[i], resources=NODE,
+                                         farm=f"farm{i % 2}", node=f"n{i}", public_ips=ips)
+        await ledger_setup.attest(ledger, node=f"n{i}", resources=NODE, ts=0, key=NODE_KEYS[i])
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
+    await ledger.fund(name="alice", amount=10**15, now=0)
+
+
+def counted_reads(ledger, monkeypatch) -> list[int]:
+    """How often the pool is read from the ledger (the query of every node with what its contracts use)."""
+    reads: list[int] = []
+    original = ledger._candidates
+
+    async def candidates(conn, now, **kwargs):
+        if kwargs.get("request") is None:
+            reads.append(now)
+        return await original(conn, now, **kwargs)
+    monkeypatch.setattr(ledger, "_candidates", candidates)
+    return reads
+
+
+async def fresh(ledger, now: int) -> dict[str, scheduling.Candidate]:
+    """The nodes as the ledger has them now (read past counted_reads' count)."""
+    async with ledger._read() as conn:
+        return {c.name: c for c in await type(ledger)._candidates(ledger, conn, now)}
+
+
+async def test_the_pool_a_batch_leaves_is_what_a_fresh_read_gives(ledger, monkeypatch):
+    """Batches of plain requests, requests with public IPs (a farm's IPs are shared by its nodes), dedicated ones
+    and refused ones, one after another: after each, the kept pool equals the ledger read afresh, and only the
+    first batch read it."""
+    await grid(ledger)
+    reads = counted_reads(ledger, monkeypatch)
+    rng = random.Random(17)
+    shapes = [SMALL, scheduling.Request(resources=Resources(cru=1, mru=2, sru=20), public_ips=1),
+              scheduling.Request(resources=Resources(cru=1, mru=1, sru=10), dedicated=True),
+              scheduling.Request(resources=Resources(cru=2, mru=2, sru=50), farm="farm1"),
+              scheduling.Request(resources=Resources(cru=64))]  # never fits
+    made = 0
+    for batch in range(12):
+        requests = [rng.choice(shapes) for _ in range(rng.randint(1, 5))]
+        answers = await asyncio.gather(*(
+            ledger.open_contract(key=f"ns/d{made + i}", **ledger_setup.paid_by(ALICE), request=r, now=10 + batch)
+            for i, r in enumerate(requests)), return_exceptions=True)
+        assert all(isinstance(a, errors.NoCapacity) or a.created for a in answers)
+        made += len(requests)
+        assert ledger._pool is not None and ledger._pool.candidates == await fresh(ledger, 10 + batch)
+    assert len(reads) == 1
+
+
+async def test_a_write_in_another_process_is_seen_by_the_next_batch(ledger_url):
+    """Two operators on one ledger: what one places, the other's next batch sees (no node is overbooked from a kept
+    pool); what one closes, the other can place on again."""
+    config = backend.LedgerConfig(minting_epoch=0, node_down_after_s=10**9)
+    a, b = await backend.open_backend(ledger_url, config), await backend.open_backend(ledger_url, config)
+    try:
+        await grid(a, nodes=1)
+        first = await a.open_contract(key="ns/a1", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+        assert a._pool is not None  # kept: the node has room for one more
+        await b.open_contract(key="ns/b1", **ledger_setup.paid_by(ALICE), request=SMALL, now=11)
+        with pytest.raises(errors.NoCapacity):  # the node is full: b's placement replaced the token
+            await a.open_contract(key="ns/a2", **ledger_setup.paid_by(ALICE), request=SMALL, now=12)
+        await b.close_contract(key="ns/b1", owner_uid=ledger_setup.OWN.uid, now=13, reason="CanceledByUser")
+        again = await a.open_contract(key="ns/a2", **ledger_setup.paid_by(ALICE), request=SMALL, now=14)
+        assert again.node == first.node == "n0"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_write_in_this_process_drops_the_pool(ledger, monkeypatch):
+    """A close (or any write that does not keep the pool itself) drops it: the next batch reads the ledger."""
+    await grid(ledger, nodes=1)
+    reads = counted_reads(ledger, monkeypatch)
+    for i in range(2):
+        await ledger.open_contract(key=f"ns/d{i}", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+    with pytest.raises(errors.NoCapacity):
+        await ledger.open_contract(key="ns/d2", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+    assert len(reads) == 1
+    await ledger.close_contract(key="ns/d0", owner_uid=ledger_setup.OWN.uid, now=11, reason="CanceledByUser")
+    assert ledger._pool is None
+    placed = await ledger.open_contract(key="ns/d2", **ledger_setup.paid_by(ALICE), request=SMALL, now=12)
+    assert placed.node == "n0" and len(reads) == 2
+
+
+async def test_an_uptime_report_keeps_the_pool_and_brings_its_node_up(ledger_url, monkeypatch):
+    """Nodes go down as time passes without reports, in the kept pool as in the ledger; a report counted in this
+    process brings its node up in the kept pool without a read; the token stays (nothing else changed)."""
+    config = backend.LedgerConfig(minting_epoch=0, node_down_after_s=600)
+    ledger = await backend.open_backend(ledger_url, config)
+    try:
+        await grid(ledger, nodes=2)
+        reads = counted_reads(ledger, monkeypatch)
+        await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=100)
+        with pytest.raises(errors.NoCapacity) as down:
+            await ledger.open_contract(key="ns/d1", **ledger_setup.paid_by(ALICE), request=SMALL, now=2000)
+        assert down.value.constraint == "Up"
+        token = ledger._pool.token
+        await ledger_setup.report_uptime(ledger, node="n1", ts=2000, uptime=2000, key=NODE_KEYS[1])
+        assert ledger._pool is not None and ledger._pool.token == token
+        placed = await ledger.open_contract(key="ns/d1", **ledger_setup.paid_by(ALICE), request=SMALL, now=2010)
+        assert placed.node == "n1" and len(reads) == 1
+        assert ledger._pool.candidates == await fresh(ledger, 2010)
+    finally:
+        await ledger.close()
+
+
+async def test_a_kept_pool_is_read_again_when_it_is_old(ledger, monkeypatch):
+    await grid(ledger, nodes=1)
+    reads = counted_reads(ledger, monkeypatch)
+    monkeypatch.setattr(contracts_module, "POOL_MAX_AGE_S", 0.0)
+    for i in range(3):
+        await ledger.open_contract(key=f"ns/d{i}", **ledger_setup.paid_by(ALICE),
+                                   request=scheduling.Request(resources=Resources(cru=1, mru=1, sru=10)), now=10)
+    assert len(reads) == 3

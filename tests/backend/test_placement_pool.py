@@ -5,6 +5,7 @@ report moves only when its node was last seen. Both engines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -13,6 +14,7 @@ import ledger_setup
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors
 from tfgrid_operator.backend.sql import contracts as contracts_module
+from tfgrid_operator.backend.sql.engine import POOL_TOKEN
 from tfgrid_operator.domain import identity, scheduling
 from tfgrid_operator.domain.units import Resources
 
@@ -94,8 +96,8 @@ async def test_a_write_in_another_process_is_seen_by_the_next_batch(ledger_url):
         await b.close()
 
 
-async def test_a_write_in_this_process_drops_the_pool(ledger, monkeypatch):
-    """A close (or any write that does not keep the pool itself) drops it: the next batch reads the ledger."""
+async def test_a_write_in_this_process_makes_the_next_batch_read_the_pool(ledger, monkeypatch):
+    """A close (any write of what placement reads) replaces the token: the next batch reads the ledger."""
     await grid(ledger, nodes=1)
     reads = counted_reads(ledger, monkeypatch)
     for i in range(2):
@@ -104,9 +106,41 @@ async def test_a_write_in_this_process_drops_the_pool(ledger, monkeypatch):
         await ledger.open_contract(key="ns/d2", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
     assert len(reads) == 1
     await ledger.close_contract(key="ns/d0", owner_uid=ledger_setup.OWN.uid, now=11, reason="CanceledByUser")
-    assert ledger._pool is None
     placed = await ledger.open_contract(key="ns/d2", **ledger_setup.paid_by(ALICE), request=SMALL, now=12)
     assert placed.node == "n0" and len(reads) == 2
+
+
+@pytest.mark.parametrize("write", [
+    "UPDATE nodes SET cru = 4",  # the node shrank
+    "UPDATE farms SET public_ips = 0",  # the farm has no IPs left
+    "UPDATE contracts SET state = 'Deleted'",  # closed by hand: room again
+    "INSERT INTO capacity (node_id, from_ts, cru, mru, sru, hru, certified, source, signed_ts, signer) "
+    "SELECT id, 1, 1, 1, 1, 1, false, 'agent', 1, 'x' FROM nodes",  # attested smaller
+])
+async def test_a_write_the_operator_did_not_make_is_seen_by_the_next_batch(ledger, monkeypatch, write):
+    """Triggers replace the token whoever writes: an operator of an older version during a rolling upgrade, or SQL by
+    hand. The kept pool is not used after such a write."""
+    await grid(ledger, nodes=1)
+    await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+    reads = counted_reads(ledger, monkeypatch)
+    token = ledger._pool.token
+    async with ledger.engine.begin() as conn:
+        await conn.exec_driver_sql(write)
+    request = scheduling.Request(resources=Resources(cru=1, mru=1, sru=10), public_ips=1)
+    with contextlib.suppress(errors.NoCapacity):  # whether it still fits depends on the write
+        await ledger.open_contract(key="ns/d1", **ledger_setup.paid_by(ALICE), request=request, now=11)
+    assert len(reads) == 1 and ledger._pool.token != token
+    assert ledger._pool.candidates == await fresh(ledger, 11)
+
+
+async def test_billing_an_hour_leaves_the_pool_as_it_was(ledger):
+    """The hourly update of every contract's totals writes none of the columns placement reads: the token stays."""
+    await grid(ledger, nodes=1)
+    await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+    token = ledger._pool.token
+    assert (await ledger.bill_period(period=0, now=3600)).rows_written
+    async with ledger._read() as conn:
+        assert await ledger._meta(conn, POOL_TOKEN) == token
 
 
 async def test_an_uptime_report_keeps_the_pool_and_brings_its_node_up(ledger_url, monkeypatch):
@@ -123,7 +157,8 @@ async def test_an_uptime_report_keeps_the_pool_and_brings_its_node_up(ledger_url
         assert down.value.constraint == "Up"
         token = ledger._pool.token
         await ledger_setup.report_uptime(ledger, node="n1", ts=2000, uptime=2000, key=NODE_KEYS[1])
-        assert ledger._pool is not None and ledger._pool.token == token
+        async with ledger._read() as conn:
+            assert await ledger._meta(conn, POOL_TOKEN) == token  # a report changes nothing the pool reads
         placed = await ledger.open_contract(key="ns/d1", **ledger_setup.paid_by(ALICE), request=SMALL, now=2010)
         assert placed.node == "n1" and len(reads) == 1
         assert ledger._pool.candidates == await fresh(ledger, 2010)

@@ -1,9 +1,10 @@
 """Upgrading a version-5 ledger through version 6 (issue 13's last gaps) and version 7 (compact receipts) to version 8
-(how far each contract is billed) and 9 (the placement pool's token), on SQLite and PostgreSQL: proposals get their nonce columns, the debt and node-key
-indexes are made, payout accounts are named within their farm's namespace (each keeps its balance and payouts), bills
-get their quote and bill_quotes is made (on PostgreSQL bills lose their foreign keys and contracts get fillfactor
-50), contracts get billed_until from their bills, meta gets the placement pool's token, and an upgrade never fails on
-what an older ledger allowed. A new ledger is made at version 9 directly, with the same parts."""
+(how far each contract is billed) and 9 (the placement pool's token), on SQLite and PostgreSQL: proposals get their
+nonce columns, the debt and node-key indexes are made, payout accounts are named within their farm's namespace (each
+keeps its balance and payouts), bills get their quote and bill_quotes is made (on PostgreSQL bills lose their foreign
+keys and contracts get fillfactor 50), contracts get billed_until from their bills, meta gets the placement pool's
+token, and an upgrade never fails on what an older ledger allowed. A new ledger is made at version 9 directly, with
+the same parts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import ledger_setup
 from ledger_audit import conserved
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records, schema
-from tfgrid_operator.backend.sql.engine import POOL_TOKEN
+from tfgrid_operator.backend.sql.engine import POOL_COLUMNS, POOL_TOKEN
 from tfgrid_operator.domain import identity, scheduling
 
 OWNER = identity.KeyPair.generate()
@@ -46,6 +47,12 @@ async def back_to_version_7(conn) -> None:
     """Make a ledger look like version 7 again: contracts without billed_until, no placement pool token."""
     await conn.execute(sa.text("ALTER TABLE contracts DROP COLUMN billed_until"))
     await conn.execute(schema.meta.delete().where(schema.meta.c.key == POOL_TOKEN))
+    for table in POOL_COLUMNS:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text(f"DROP TRIGGER IF EXISTS pool_{table} ON {table}"))
+        else:
+            for op in ("insert", "delete", "update"):
+                await conn.execute(sa.text(f"DROP TRIGGER IF EXISTS pool_{table}_{op}"))
     await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="7"))
 
 
@@ -66,6 +73,12 @@ async def has_version_9(lg) -> None:
         assert quotes and "quote_id" in columns and "billed_until" in contract_columns
         token = (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == POOL_TOKEN))).scalar()
         assert token and len(token) == 32
+        triggers = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal" if conn.dialect.name == "postgresql" \
+            else "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        found = set((await conn.execute(sa.text(triggers))).scalars())
+        assert {t for t in found if t.startswith("pool_")} == (
+            {f"pool_{t}" for t in POOL_COLUMNS} if conn.dialect.name == "postgresql"
+            else {f"pool_{t}_{op}" for t in POOL_COLUMNS for op in ("insert", "delete", "update")})
         if conn.dialect.name == "postgresql":
             assert keys == []
             options = (await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'contracts'"))).scalar()

@@ -178,7 +178,8 @@ async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kop
                     max_leaves=20))
 def test_an_event_that_waits_is_kept_as_json_and_comes_back_the_same(value):
     queue = kopf_tuning.WaitingEvents()
-    event = {"type": "MODIFIED", "object": {"metadata": {"name": "n"}, "spec": value}}
+    # an event as kopf's watch decodes it (jsonwire: an integer past 64 bits is read as a float, as the server has it)
+    event = jsonwire.loads(jsonwire.dumps({"type": "MODIFIED", "object": {"metadata": {"name": "n"}, "spec": value}}))
     queue.put_nowait(copy.deepcopy(event))
     queue.put_nowait(queue_end := object())  # kopf's end-of-stream mark (or anything not an event): as it is
     assert isinstance(queue._queue[0], bytes) and queue._queue[1] is queue_end

@@ -25,8 +25,8 @@ from tfgrid_operator.domain.money import MAX_UNITS
 #    hour); contracts leave room on PostgreSQL pages for the hourly update (fillfactor 50: HOT updates)
 # 8: contracts carry how far they are billed (billed_until, their latest bill's end), written by the update that
 #    writes their totals: the hourly run reads it with the contract instead of looking up each contract's bills
-# 9: meta holds the placement pool's token, which every write replaces (a placement batch reuses the node pool the
-#    last one left while nothing else wrote; backend/sql/engine.py POOL_TOKEN)
+# 9: meta holds the placement pool's token, which triggers replace on every write of what placement reads (a
+#    placement batch reuses the node pool the last one left while nothing else wrote; backend/sql/engine.py POOL_TOKEN)
 SCHEMA_VERSION = 9
 
 metadata = sa.MetaData()

@@ -25,7 +25,7 @@ from tfgrid_operator.backend.sql.engine import (
 from tfgrid_operator.domain import money, names, scheduling
 from tfgrid_operator.domain.units import Resources
 
-POOL_MAX_AGE_S = 30.0  # a kept placement pool is read again at least this often (a write no token says: by hand)
+POOL_MAX_AGE_S = 30.0  # a kept placement pool is read again at least this often, whatever its token says
 
 
 class ContractsLedger(BillingLedger):
@@ -179,8 +179,10 @@ class ContractsLedger(BillingLedger):
         """The nodes a placement batch chooses from (in ``conn``'s write transaction), and whether they were read
         now. Reading them is most of a batch's cost (every node with what its live contracts use: ~15 ms of SQL and
         ~14 ms of Python for 1,000 nodes, a few hundred times in a burst), so a batch starts from what the last
-        batch left when no write has happened since, in this process or another: every write transaction replaces
-        the ledger's pool token (engine.py ``_tx``), and the pool is kept with the token it is valid under. Whether
+        batch left when nothing it reads was written since, in this process or another: the database's triggers
+        replace the ledger's pool token on every such write (engine.py POOL_COLUMNS: whoever writes, an older
+        operator during a rolling upgrade or SQL by hand included), and the pool is kept with the token it is valid
+        under. Whether
         a node is up is worked out again at ``now`` from its last report; an uptime report counted in this process
         moves that (``_pool_seen``), one counted elsewhere shows at the next read (meanwhile the node may look down
         for longer: it is passed over, never overbooked). A pool is read again at least every POOL_MAX_AGE_S."""
@@ -241,13 +243,12 @@ class ContractsLedger(BillingLedger):
         out: list[records.Contract | errors.LedgerError | None] = []
         rows: dict[str, dict[str, Any]] = {}
         pool: PlacementPool | None = None  # the nodes it chose from: the next batch's, once this one commits
-        async with self._tx(keeps_pool=True) as conn:
+        async with self._tx() as conn:
             existing = await self._latest_contracts(conn, {o.key for o in batch})
             for o in batch:  # a live contract of an earlier object of the name never passes to a new one
                 live = existing.get(o.key)
                 if live is not None and live.state in LIVE and live.owner_uid not in ("", o.owner_uid):
-                    await self._close_unproven(conn, live, o.now, "Orphaned")
-                    await self._pool_changed(conn)  # its node has room again
+                    await self._close_unproven(conn, live, o.now, "Orphaned")  # a new pool token: its node has room
                     existing.pop(o.key)
             placer: scheduling.Placer | None = None
             # the proofs of the deployments to open, each checked once a batch (a team's one payer Secret is shown
@@ -302,7 +303,9 @@ class ContractsLedger(BillingLedger):
                                                 for r in rows.values()])
                 made = await self._latest_contracts(conn, set(rows))
                 assert pool is not None and placer is not None  # a row is a choice of the placer
-                pool = dataclasses.replace(pool, token=await self._pool_changed(conn), candidates=dict(placer.pool))
+                # the token the inserts left (the triggers replaced it), as the pool the choices left
+                pool = dataclasses.replace(pool, token=await self._meta(conn, POOL_TOKEN) or "",
+                                           candidates=dict(placer.pool))
         if pool is not None:  # committed: the nodes as this batch left them, valid under the token it wrote
             self._pool = pool
         return [answer if answer is not None else dataclasses.replace(made[o.key], created=True)

@@ -31,10 +31,18 @@ from tfgrid_operator.domain.units import Resources
 
 LIVE = ("Created", "GracePeriod")
 ADVISORY_LOCK_ID = 0x7466_6772  # "tfgr"
-# meta key: a token every write transaction replaces unless it says it leaves placement's inputs as they were
-# (``_tx(keeps_pool=True)``); a process whose placement pool was read under the token it reads now may use it
-# again (contracts.py, issue 17). Every writer of a schema-9 ledger runs this code (older code refuses it)
+# meta key: a token the database itself replaces (triggers, below) on every write of what placement reads; a process
+# whose placement pool was read under the token it reads now may use it again (contracts.py, issue 17)
 POOL_TOKEN = "placement_pool_token"
+# what the candidates query reads, per table: a write of one of these columns (any insert or delete) replaces the
+# token, whoever writes (this code, an operator of an older version during a rolling upgrade, SQL by hand). A node's
+# last_report_ts is not among them: an uptime report moves only its node's last-seen time (LedgerBase._pool_seen)
+POOL_COLUMNS = {
+    "contracts": ("node_id", "state", "cru", "mru", "sru", "hru", "public_ips", "dedicated"),
+    "nodes": ("name", "farm_id", "state", "cru", "mru", "sru", "hru", "country", "city", "certified", "created_at"),
+    "farms": ("name", "public_ips"),
+    "capacity": ("node_id", "cru", "mru", "sru", "hru"),
+}
 
 
 
@@ -196,6 +204,7 @@ class LedgerBase:
             current = await self._meta(conn, "schema_version")
             if current is None:
                 await self._set_meta(conn, "schema_version", str(schema.SCHEMA_VERSION))
+                await self._pool_triggers(conn)
                 await self._set_meta(conn, "pricing_policy", json.dumps(dataclasses.asdict(self.config.pricing_policy)))
                 for policy in (minting.DIY_POLICY, minting.CERTIFIED_POLICY):
                     await self._set_meta(conn, f"farming_policy:{policy.id}", json.dumps(dataclasses.asdict(policy)))
@@ -347,10 +356,32 @@ class LedgerBase:
         await self._set_meta(conn, "schema_version", "8")
 
     async def _migrate_to_9(self, conn: AsyncConnection) -> None:
-        """Version 9: the placement pool's token (POOL_TOKEN), which every write replaces. The version is what
-        matters: an operator of schema 8 writes without replacing the token, and refuses a ledger of version 9."""
-        await self._set_meta(conn, POOL_TOKEN, uuid.uuid4().hex)
+        """Version 9: the placement pool's token (POOL_TOKEN) and the triggers that replace it."""
+        await self._pool_triggers(conn)
         await self._set_meta(conn, "schema_version", "9")
+
+    async def _pool_triggers(self, conn: AsyncConnection) -> None:
+        """The token, and a trigger per table of POOL_COLUMNS that replaces it on an insert, a delete or an update of
+        those columns (SQLite: one per operation, per row, for the rows a write touches — the hourly billing's
+        update of every contract's totals touches none of these columns; PostgreSQL: one per table, per
+        statement)."""
+        await self._set_meta(conn, POOL_TOKEN, uuid.uuid4().hex)
+        bump = f"UPDATE meta SET value = {{new}} WHERE key = '{POOL_TOKEN}'"
+        if self.is_sqlite:
+            for table, columns in POOL_COLUMNS.items():
+                for name, event in (("insert", "INSERT"), ("delete", "DELETE"),
+                                    ("update", f"UPDATE OF {', '.join(columns)}")):
+                    await conn.exec_driver_sql(
+                        f"CREATE TRIGGER IF NOT EXISTS pool_{table}_{name} AFTER {event} ON {table} BEGIN "
+                        f"{bump.format(new='lower(hex(randomblob(16)))')}; END")
+            return
+        await conn.exec_driver_sql(
+            "CREATE OR REPLACE FUNCTION tfgrid_placement_pool_changed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"{bump.format(new='md5(random()::text || clock_timestamp()::text)')}; RETURN NULL; END $$")
+        for table, columns in POOL_COLUMNS.items():
+            await conn.exec_driver_sql(
+                f"CREATE OR REPLACE TRIGGER pool_{table} AFTER INSERT OR DELETE OR UPDATE OF {', '.join(columns)} "
+                f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION tfgrid_placement_pool_changed()")
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._farm_observations, self._policy_reads,
@@ -359,17 +390,13 @@ class LedgerBase:
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def _tx(self, *, keeps_pool: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A write transaction under the ledger's write lock. Unless ``keeps_pool`` (the caller changes nothing
-        placement reads, or keeps the pool itself), it replaces the placement pool's token (``_pool_changed``)."""
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
         async with self._lock:
             try:
                 async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
                     if not self.is_sqlite:
                         await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
                     yield conn
-                    if not keeps_pool:
-                        await self._pool_changed(conn)
             except IntegrityError as exc:
                 if any(check in str(exc.orig) for check in ("_bounded", "never_negative")):  # schema CHECKs
                     raise errors.InvalidRequest(f"the ledger refused an amount outside [0, {money.MAX_UNITS}] units: "
@@ -378,20 +405,11 @@ class LedgerBase:
             except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
                 raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
 
-    async def _pool_changed(self, conn: AsyncConnection) -> str:
-        """Say that what placement reads may have changed: a new token for every process sharing the ledger (their
-        pools are read again), and this process's pool dropped. Returns the token, written in ``conn``'s
-        transaction."""
-        self._pool = None
-        token = uuid.uuid4().hex
-        await self._set_meta(conn, POOL_TOKEN, token)
-        return token
-
     def _pool_seen(self, node: str, ts: int) -> None:
         """A report of ``node`` at ``ts`` was counted (in this process): the kept pool sees it up from then."""
         kept = self._pool
         if kept is not None and node in kept.seen:
-            kept.seen[node] = max(kept.seen[node], ts)
+            kept.seen[node] = ts  # as the ledger now has it (record_uptime refuses a report older than the last)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:

@@ -398,9 +398,9 @@ class RegistryLedger(LedgerBase):
         if again is not None:
             return again
         n = schema.nodes
-        # nothing placement reads changes but when the node was last seen, which the pool kept in this process
-        # follows (after the commit); other processes' pools see it when read again
-        async with self._tx(keeps_pool=True) as conn:
+        # nothing placement reads changes but when the node was last seen (no pool token trigger watches it): the pool
+        # kept in this process follows it after the commit; other processes' pools see it when read again
+        async with self._tx() as conn:
             row = (await conn.execute(sa.select(n).where(n.c.name == node))).first()
             if row is None or row.state != "Active":
                 raise errors.NotFound(f"node {node!r} is not registered on the ledger")

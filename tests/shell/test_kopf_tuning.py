@@ -172,38 +172,6 @@ async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kop
         patch=patches.Patch(), logger=logger)) == (None, None)
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text()
-                    | st.floats(allow_nan=False, allow_infinity=False),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=20))
-def test_an_event_that_waits_is_kept_as_json_and_comes_back_the_same(value):
-    queue = kopf_tuning.WaitingEvents()
-    # an event as kopf's watch decodes it (jsonwire: an integer past 64 bits is read as a float, as the server has it)
-    event = jsonwire.loads(jsonwire.dumps({"type": "MODIFIED", "object": {"metadata": {"name": "n"}, "spec": value}}))
-    queue.put_nowait(copy.deepcopy(event))
-    queue.put_nowait(queue_end := object())  # kopf's end-of-stream mark (or anything not an event): as it is
-    assert isinstance(queue._queue[0], bytes) and queue._queue[1] is queue_end
-    assert queue.get_nowait() == event and queue.get_nowait() is queue_end
-
-
-async def test_an_event_a_worker_waits_for_is_handed_over_as_it_is():
-    queue = kopf_tuning.WaitingEvents()
-    taker = asyncio.create_task(queue.get())
-    await asyncio.sleep(0)  # the worker waits
-    event = {"type": "ADDED", "object": {"metadata": {"name": "n"}}}
-    queue.put_nowait(event)
-    assert await taker is event
-
-
-def test_kopfs_watcher_makes_its_object_queues_waiting_events(monkeypatch):
-    from kopf._core.reactor import queueing
-
-    monkeypatch.setattr(queueing, "Stream", queueing.Stream)  # undone after the test
-    kopf_tuning.install()
-    made = queueing.Stream(backlog=asyncio.Queue(), pressure=asyncio.Event())  # as the watcher makes one
-    assert isinstance(made, kopf_tuning.KOPF_STREAM) and isinstance(made.backlog, kopf_tuning.WaitingEvents)
-
-
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():
     error = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
     assert kopf_tuning.slim(error) == {"type": "ERROR", "object": {"kind": "Status", "code": 410}}

@@ -28,19 +28,11 @@ it). After that PATCH nothing is waited for: the DELETED event comes next and th
 timeout. A stale event still queued behind the PATCH can at most run the delete handler again, which closes nothing
 twice (the ledger's close is idempotent) and whose finalizer PATCH then finds the object gone.
 
-kopf keeps each object's waiting events in a queue of its own, decoded, until a worker takes them: when a namespace
-is deleted whole or a restarted operator lists the grid, an event for every object waits at once (12,000 at grid
-size, ~5.6 KB each as Python objects), and the process keeps that peak as long as it lives. An event put in an
-object's queue while no worker waits for it is kept as its JSON (~1.5 KB) and decoded again when a worker takes it
-(``WaitingEvents``: ~2.5 µs an event that waits); one a worker is waiting for is handed over as it is.
-
 All hook into kopf's internals (its API module's request and JSON, its Patch class), which is why kopf is
 pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch against the strict emulator through them."""
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 import functools
 import weakref
@@ -55,7 +47,6 @@ from kopf._cogs.structs import bodies as kopf_bodies
 from kopf._cogs.structs import finalizers as kopf_finalizers
 from kopf._cogs.structs import patches as kopf_patches
 from kopf._core.actions import application as kopf_application
-from kopf._core.reactor import queueing as kopf_queueing
 
 from tfgrid_operator.kube import jsonwire
 
@@ -63,7 +54,6 @@ KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
 KOPF_AS_JSON_PATCH = kopf_patches.Patch.as_json_patch
 KOPF_REQUEST = kopf_api.request
 KOPF_PATCH_AND_CHECK = kopf_application.patch_and_check
-KOPF_STREAM = kopf_queueing.Stream
 NEVER_ARRIVES = "~which~never~arrives"  # kopf's mark on the version after an object's last finalizer is removed
 
 
@@ -184,38 +174,12 @@ def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
     return KOPF_AS_JSON_PATCH(self, cast(kopf_bodies.RawBody, {k: v for k, v in base.items() if k in touched}))
 
 
-class WaitingEvents(asyncio.Queue[Any]):
-    """An object's queue of watch events in kopf's watcher: an event (a dict) that waits is kept as its JSON
-    (``jsonwire``: the same values when decoded again), one a worker already waits for is handed over as it is,
-    and anything else (kopf's end-of-stream mark) as it is. ``_put`` and ``_get`` are asyncio.Queue's hooks for a
-    queue's storage (as its PriorityQueue's)."""
-
-    _getters: collections.deque[asyncio.Future[Any]]  # asyncio.Queue's own: the workers waiting for an event
-
-    def _put(self, item: Any) -> None:
-        if isinstance(item, dict) and not any(not getter.done() for getter in self._getters):
-            # a copy of the exact size: orjson's own bytes keep its 4 KB working buffer (1.5 KB of a Deployment's
-            # JSON held 4.1 KB; the decoded event 5.6 KB)
-            item = bytes(memoryview(jsonwire.dumps(item)))
-        super()._put(item)
-
-    def _get(self) -> Any:
-        item = super()._get()
-        return jsonwire.loads(item) if isinstance(item, bytes) else item
-
-
-def stream(*, backlog: Any, pressure: asyncio.Event) -> Any:
-    """kopf's per-object Stream, its queue a WaitingEvents (the empty queue kopf made for it is dropped)."""
-    return KOPF_STREAM(backlog=WaitingEvents(), pressure=pressure)
-
-
 def install() -> None:
     """Route kopf's watch streams through ``infinite_watch``, its stream and response decoding through orjson and
-    ``slim``, its JSON patches through ``as_json_patch``, its patches of objects through ``patch_and_check``, and
-    its objects' waiting events through ``WaitingEvents`` (idempotent)."""
+    ``slim``, its JSON patches through ``as_json_patch``, and its patches of objects through ``patch_and_check``
+    (idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
     kopf_patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
     kopf_api.request = request
     kopf_application.patch_and_check = patch_and_check
-    setattr(kopf_queueing, "Stream", stream)  # noqa: B010  (the name kopf's watcher calls; a class there)
     setattr(kopf_api, "json", JsonWire)  # noqa: B010  (kopf's module global, not a typed attribute)

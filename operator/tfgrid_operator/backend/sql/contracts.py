@@ -175,17 +175,16 @@ class ContractsLedger(BillingLedger):
             farm_free_ips=int(r.farm_free_ips), contracts=int(r.contracts), rented=bool(r.rented),
         ) for r in rows]
 
-    async def _placement_pool(self, conn: AsyncConnection, now: int) -> tuple[PlacementPool, bool]:
-        """The nodes a placement batch chooses from (in ``conn``'s write transaction), and whether they were read
-        now. Reading them is most of a batch's cost (every node with what its live contracts use: ~15 ms of SQL and
-        ~14 ms of Python for 1,000 nodes, a few hundred times in a burst), so a batch starts from what the last
-        batch left when nothing it reads was written since, in this process or another: the database's triggers
-        replace the ledger's pool token on every such write (engine.py POOL_COLUMNS: whoever writes, an older
-        operator during a rolling upgrade or SQL by hand included), and the pool is kept with the token it is valid
-        under. Whether
-        a node is up is worked out again at ``now`` from its last report; an uptime report counted in this process
-        moves that (``_pool_seen``), one counted elsewhere shows at the next read (meanwhile the node may look down
-        for longer: it is passed over, never overbooked). A pool is read again at least every POOL_MAX_AGE_S."""
+    async def _placement_pool(self, conn: AsyncConnection, now: int) -> PlacementPool:
+        """The nodes a placement batch chooses from (in ``conn``'s write transaction). Reading them is most of a
+        batch's cost (every node with what its live contracts use: ~15 ms of SQL and ~14 ms of Python for 1,000
+        nodes, a few hundred times in a burst), so a batch starts from what the last batch left when nothing it
+        reads was written since, in this process or another: the database's triggers replace the ledger's pool
+        token on every such write (engine.py POOL_COLUMNS: whoever writes, an older operator during a rolling
+        upgrade or SQL by hand included), and the pool is kept with the token it is valid under. Whether a node is
+        up is worked out again at ``now`` from its last report; an uptime report counted in this process moves that
+        (``_pool_seen``), one counted elsewhere shows at the next read (meanwhile the node may look down for longer:
+        it is passed over, never overbooked). A pool is read again at least every POOL_MAX_AGE_S."""
         token = await self._meta(conn, POOL_TOKEN)
         kept = self._pool
         if kept is not None and token is not None and kept.token == token \
@@ -193,10 +192,10 @@ class ContractsLedger(BillingLedger):
             down_after = self.config.node_down_after_s
             return dataclasses.replace(kept, candidates={
                 name: c if c.up == (up := now - kept.seen[name] <= down_after) else dataclasses.replace(c, up=up)
-                for name, c in kept.candidates.items()}), False
+                for name, c in kept.candidates.items()})
         seen: dict[str, int] = {}
         read = await self._candidates(conn, now, seen=seen)
-        return PlacementPool(token or "", time.monotonic(), {c.name: c for c in read}, seen), True
+        return PlacementPool(token or "", time.monotonic(), {c.name: c for c in read}, seen)
 
     def _narrowed(self, query: sa.Select[Any], r: scheduling.Request, now: int, limit: int, *, used: dict[str, Any],
                   cap: dict[str, Any], contracts: Any, rented: Any, farm_free_ips: Any) -> sa.Select[Any]:
@@ -279,7 +278,7 @@ class ContractsLedger(BillingLedger):
                     out.append(err)
                     continue
                 if placer is None:
-                    pool, _ = await self._placement_pool(conn, max(b.now for b in batch))
+                    pool = await self._placement_pool(conn, max(b.now for b in batch))
                     placer = scheduling.Placer(pool.candidates.values())
                 decision = placer.select(o.request)
                 if isinstance(decision, scheduling.Unschedulable):
@@ -306,7 +305,7 @@ class ContractsLedger(BillingLedger):
                 # the token the inserts left (the triggers replaced it), as the pool the choices left
                 pool = dataclasses.replace(pool, token=await self._meta(conn, POOL_TOKEN) or "",
                                            candidates=dict(placer.pool))
-        if pool is not None:  # committed: the nodes as this batch left them, valid under the token it wrote
+        if pool is not None:  # committed: the nodes as this batch left them, valid under the token its writes left
             self._pool = pool
         return [answer if answer is not None else dataclasses.replace(made[o.key], created=True)
                 for o, answer in zip(batch, out, strict=True)]

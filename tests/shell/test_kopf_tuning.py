@@ -16,10 +16,12 @@ import kopf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kopf._cogs.clients import auth
+from kopf._cogs.aiokits import aiotasks
+from kopf._cogs.clients import auth, fetching
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import bodies, credentials, finalizers, patches, references
 from kopf._core.actions import application
+from kopf._core.reactor import queueing
 
 from tfgrid_operator.handlers import kopf_tuning, startup
 from tfgrid_operator.kube import jsonwire
@@ -170,6 +172,86 @@ async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kop
     assert (await kopf_tuning.KOPF_PATCH_AND_CHECK(  # kopf's own, for the record: the mark the tuning drops
         settings=settings, resource=resource, body=bodies.Body({"metadata": {"name": "gone", "namespace": "a"}}),
         patch=patches.Patch(), logger=logger)) == (None, None)
+
+
+class Blocked:
+    """A processor of kopf's workers that holds each object until released, noting what waited for a worker."""
+
+    def __init__(self) -> None:
+        self.release, self.seen, self.waiting = asyncio.Event(), [], []
+
+    async def __call__(self, *, raw_event: dict, **_: object) -> None:
+        self.seen.append(raw_event["object"]["metadata"]["name"])
+        self.waiting.append(max(s.waiting() for s in kopf_tuning.SCHEDULERS.values()))
+        await self.release.wait()
+
+
+async def watch_blocked(c, monkeypatch, objects: int) -> tuple[asyncio.Task, Blocked, object]:
+    """kopf's own watcher of farms (chunks of 5, 2 workers) over ``objects`` farms, its processor blocked."""
+    monkeypatch.setattr(fetching, "fetch_objs", fetching.fetch_objs)  # undone after the test
+    monkeypatch.setattr(aiotasks, "Scheduler", aiotasks.Scheduler)
+    kopf_tuning.install()
+    for i in range(objects):
+        assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm(f"f{i:02}"))).status == 201
+    settings = kopf.OperatorSettings()
+    settings.watching.chunk_size = 5
+    settings.queueing.worker_limit, settings.queueing.idle_timeout, settings.queueing.exit_timeout = 2, 0.05, 0.5
+    blocked, calls0 = Blocked(), len(c.emulator.calls)
+    task = asyncio.create_task(queueing.watcher(namespace=None, settings=settings, resource=FARMS, processor=blocked))
+
+    def lists() -> int:
+        return sum(1 for call in c.emulator.calls[calls0:] if call.verb == "list" and call.resource == "farms")
+
+    for _ in range(250):
+        if len(blocked.seen) == 2:
+            break
+        await asyncio.sleep(0.02)
+    return task, blocked, lists
+
+
+async def test_a_listing_waits_for_kopfs_workers_before_its_next_chunk(kopf_logged_in, monkeypatch):
+    """kopf queues every listed object for a worker at once (a restart at grid size: ~8,400 waiting, decoded). With
+    2 workers busy and 3 objects of the first chunk waiting, the next chunk is not asked for; once the workers go on,
+    every object is listed and processed, never more than the limit and a chunk waiting, and the WATCH follows."""
+    c = kopf_logged_in
+    task, blocked, lists = await watch_blocked(c, monkeypatch, 30)
+    try:
+        await asyncio.sleep(0.5)
+        assert len(blocked.seen) == 2 and lists() == 1  # kopf alone: all 6 chunks listed, 28 waiting
+        blocked.release.set()
+        for _ in range(500):
+            if len(blocked.seen) >= 30:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(blocked.seen) == [f"f{i:02}" for i in range(30)] and lists() == 6
+        assert max(blocked.waiting) <= 2 + 5  # the limit, and one chunk
+        assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
+        for _ in range(250):
+            if "watched" in blocked.seen:
+                break
+            await asyncio.sleep(0.02)
+        assert blocked.seen[-1] == "watched"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_listing_waits_for_kopfs_workers_list_hold_s_at_most(kopf_logged_in, monkeypatch):
+    """Workers stuck longer than LIST_HOLD_S: the listing goes on (an API server's continue token does not live for
+    ever), every object queued as kopf would."""
+    monkeypatch.setattr(kopf_tuning, "LIST_HOLD_S", 0.3)
+    task, blocked, lists = await watch_blocked(kopf_logged_in, monkeypatch, 30)
+    try:
+        for _ in range(250):
+            if lists() == 6:
+                break
+            await asyncio.sleep(0.02)
+        assert lists() == 6 and len(blocked.seen) == 2
+        assert max(s.waiting() for s in kopf_tuning.SCHEDULERS.values()) == 28
+    finally:
+        blocked.release.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():

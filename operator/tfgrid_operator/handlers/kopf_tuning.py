@@ -28,20 +28,33 @@ it). After that PATCH nothing is waited for: the DELETED event comes next and th
 timeout. A stale event still queued behind the PATCH can at most run the delete handler again, which closes nothing
 twice (the ledger's close is idempotent) and whose finalizer PATCH then finds the object gone.
 
-All hook into kopf's internals (its API module's request and JSON, its Patch class), which is why kopf is
-pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch against the strict emulator through them."""
+kopf lists each kind in chunks (``settings.watching.chunk_size``) and queues every listed object for a worker at
+once: a restart at grid size had ~8,400 objects waiting, a decoded object each (~4.7 KB), for the ``worker_limit``
+workers, and the process keeps that peak. The LIST waits before its next chunk until fewer objects than
+``worker_limit`` still wait for a worker (``fetch_objs``): what waits stays under ``worker_limit`` + one chunk, and a
+worker never starves for want of the next chunk. Only the listing waits: the WATCH that follows is read as it comes
+(held back, it would delay the echoes of the running workers' PATCHes, which kopf waits for, and a real API server
+drops a watcher that falls behind). A listing is held LIST_HOLD_S in all at most, far inside the life of the API
+server's continue token (etcd's compaction, every 5 minutes by default).
+
+All hook into kopf's internals (its API module's request and JSON, its Patch class, its listing and its scheduler of
+workers), which is why kopf is pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch (and its watcher, for the
+listing) against the strict emulator through them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Collection
 from typing import Any, cast
 
 import aiohttp
 import kopf
+from kopf._cogs.aiokits import aiotasks as kopf_aiotasks
 from kopf._cogs.clients import api as kopf_api
+from kopf._cogs.clients import fetching as kopf_fetching
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import bodies as kopf_bodies
 from kopf._cogs.structs import finalizers as kopf_finalizers
@@ -54,6 +67,9 @@ KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
 KOPF_AS_JSON_PATCH = kopf_patches.Patch.as_json_patch
 KOPF_REQUEST = kopf_api.request
 KOPF_PATCH_AND_CHECK = kopf_application.patch_and_check
+KOPF_FETCH_OBJS = kopf_fetching.fetch_objs
+KOPF_SCHEDULER = kopf_aiotasks.Scheduler
+LIST_HOLD_S = 120.0  # the longest a listing waits for kopf's workers, in all (fetch_objs)
 NEVER_ARRIVES = "~which~never~arrives"  # kopf's mark on the version after an object's last finalizer is removed
 
 
@@ -134,6 +150,53 @@ async def operator(**kwargs: Any) -> None:
         await close_streams()
 
 
+class Scheduler(KOPF_SCHEDULER):
+    """kopf's scheduler of per-object workers (one per watcher of a kind), remembered by the task that made it: the
+    watcher's task, in which its listing runs and waits for it (``fetch_objs``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        task = asyncio.current_task()
+        if task is not None:
+            SCHEDULERS[task] = self
+
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    def waiting(self) -> int:
+        """Objects queued for a worker that none has taken yet."""
+        return self._pending_coros.qsize()
+
+    async def fewer_waiting_than(self, bound: int) -> None:
+        """Return once fewer than ``bound`` objects wait for a worker (kopf's own condition wakes this when a worker
+        ends)."""
+        async with self._condition:
+            await self._condition.wait_for(lambda: self.waiting() < bound)
+
+
+SCHEDULERS: weakref.WeakKeyDictionary[asyncio.Task[Any], Scheduler] = weakref.WeakKeyDictionary()
+
+
+async def fetch_objs(**kwargs: Any) -> AsyncIterator[tuple[Collection[Any], str]]:
+    """kopf's LIST in chunks, each next chunk asked for once fewer objects than ``worker_limit`` wait for a worker of
+    this watcher (its scheduler, found by the task that runs the listing), LIST_HOLD_S of waiting in all at most.
+    A listing with no workers' scheduler (kopf's observers and peering list through here too) or no limit never
+    waits."""
+    scheduler = SCHEDULERS.get(task) if (task := asyncio.current_task()) is not None else None
+    bound = scheduler.limit if scheduler is not None else None
+    deadline = asyncio.get_running_loop().time() + LIST_HOLD_S
+    # kopf's own generator, typed as an iterator; closed with this one, in order
+    async with contextlib.aclosing(cast(AsyncGenerator[Any, None], KOPF_FETCH_OBJS(**kwargs))) as chunks:
+        async for chunk in chunks:
+            yield chunk
+            left = deadline - asyncio.get_running_loop().time()
+            if scheduler is not None and bound and left > 0 and scheduler.waiting() >= bound:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await scheduler.fewer_waiting_than(bound)
+
+
 class JsonWire:
     """Stands in for the ``json`` module in kopf's API module, whose only use of it is ``json.loads`` of a line."""
 
@@ -176,9 +239,11 @@ def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
 
 def install() -> None:
     """Route kopf's watch streams through ``infinite_watch``, its stream and response decoding through orjson and
-    ``slim``, its JSON patches through ``as_json_patch``, and its patches of objects through ``patch_and_check``
-    (idempotent)."""
+    ``slim``, its JSON patches through ``as_json_patch``, its patches of objects through ``patch_and_check``, and its
+    listings through ``fetch_objs``, with ``Scheduler`` for its workers (idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
+    kopf_fetching.fetch_objs = fetch_objs
+    kopf_aiotasks.Scheduler = Scheduler  # type: ignore[misc]
     kopf_patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
     kopf_api.request = request
     kopf_application.patch_and_check = patch_and_check

@@ -190,6 +190,7 @@ async def watch_blocked(c, monkeypatch, objects: int) -> tuple[asyncio.Task, Blo
     """kopf's own watcher of farms (chunks of 5, 2 workers) over ``objects`` farms, its processor blocked."""
     monkeypatch.setattr(fetching, "fetch_objs", fetching.fetch_objs)  # undone after the test
     monkeypatch.setattr(aiotasks, "Scheduler", aiotasks.Scheduler)
+    monkeypatch.setattr(queueing, "Stream", queueing.Stream)
     kopf_tuning.install()
     for i in range(objects):
         assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm(f"f{i:02}"))).status == 201
@@ -252,6 +253,55 @@ async def test_a_listing_waits_for_kopfs_workers_list_hold_s_at_most(kopf_logged
         blocked.release.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text()
+                    | st.floats(allow_nan=False, allow_infinity=False),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=20))
+def test_an_event_that_waits_is_kept_as_json_and_comes_back_the_same(value):
+    backlog = kopf_tuning.Backlog()
+    event = {"type": "MODIFIED", "object": {"metadata": {"name": "n"}, "spec": value}}
+    backlog.put_nowait(copy.deepcopy(event))
+    backlog.put_nowait(end := object())  # kopf's end-of-stream mark (or anything not an event): as it is
+    assert isinstance(backlog._items[0], bytes) and backlog._items[1] is end and backlog.qsize() == 2
+    assert backlog.get_nowait() == event and backlog.get_nowait() is end and backlog.empty()
+    with pytest.raises(asyncio.QueueEmpty):
+        backlog.get_nowait()
+
+
+async def test_an_event_a_worker_waits_for_is_handed_over_as_it_is_and_order_is_kept():
+    backlog = kopf_tuning.Backlog()
+    taker = asyncio.create_task(backlog.get())
+    await asyncio.sleep(0)  # the worker waits
+    first, second = ({"type": t, "object": {"metadata": {"name": "n"}}} for t in ("ADDED", "MODIFIED"))
+    await backlog.put(first)
+    await backlog.put(second)  # the worker has not run yet: this one waits, as JSON
+    assert await taker is first and isinstance(backlog._items[0], bytes)
+    assert await backlog.get() == second and backlog.empty()
+
+
+async def test_a_get_timed_out_leaves_every_event_in_place():
+    """kopf's worker takes an event under its idle timeout, then looks whether the backlog is empty: nothing put
+    meanwhile is lost, also when the put and the timeout meet."""
+    backlog = kopf_tuning.Backlog()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(backlog.get(), timeout=0.01)
+    assert backlog._getter is None and backlog.empty()
+    taker = asyncio.create_task(backlog.get())
+    await asyncio.sleep(0)
+    backlog.put_nowait(event := {"type": "ADDED", "object": {}})
+    taker.cancel()  # the timeout fires after the put, before the worker runs
+    await asyncio.gather(taker, return_exceptions=True)
+    assert taker.cancelled() and not backlog.empty() and backlog._getter is None
+    assert await asyncio.wait_for(backlog.get(), timeout=1) is event
+
+
+def test_kopfs_watcher_makes_its_object_queues_backlogs(monkeypatch):
+    monkeypatch.setattr(queueing, "Stream", queueing.Stream)  # undone after the test
+    kopf_tuning.install()
+    made = queueing.Stream(backlog=asyncio.Queue(), pressure=asyncio.Event())  # as the watcher makes one
+    assert isinstance(made, kopf_tuning.KOPF_STREAM) and isinstance(made.backlog, kopf_tuning.Backlog)
 
 
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():

@@ -37,9 +37,17 @@ worker never starves for want of the next chunk. Only the listing waits: the WAT
 drops a watcher that falls behind). A listing is held LIST_HOLD_S in all at most, far inside the life of the API
 server's continue token (etcd's compaction, every 5 minutes by default).
 
-All hook into kopf's internals (its API module's request and JSON, its Patch class, its listing and its scheduler of
-workers), which is why kopf is pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch (and its watcher, for the
-listing) against the strict emulator through them."""
+An object waiting for a worker (or with one) also has a queue of its own in kopf: an asyncio.Queue, ~3 KB empty
+(four deques and an Event; the burst's traced memory held 10 MB of them beside 15 MB of the events themselves at
+scale 0.3), and its waiting events are decoded objects (~4.7 KB each). ``Backlog`` takes its place: what kopf uses of
+it (put, get under a timeout by the object's one worker, empty) on a list, and an event that waits kept as its JSON
+(~1.5 KB), decoded again when the worker takes it; one the worker is already waiting for is handed over as it is.
+A namespace deleted whole queues an event for every object at once (12,000 at grid size), as a burst of new objects
+queues thousands: the listing's wait does not bound those (the WATCH is never held), this shrinks each.
+
+All hook into kopf's internals (its API module's request and JSON, its Patch class, its listing, its scheduler of
+workers and its objects' queues), which is why kopf is pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch
+(and its watcher, for the listing and the queues) against the strict emulator through them."""
 
 from __future__ import annotations
 
@@ -60,6 +68,7 @@ from kopf._cogs.structs import bodies as kopf_bodies
 from kopf._cogs.structs import finalizers as kopf_finalizers
 from kopf._cogs.structs import patches as kopf_patches
 from kopf._core.actions import application as kopf_application
+from kopf._core.reactor import queueing as kopf_queueing
 
 from tfgrid_operator.kube import jsonwire
 
@@ -69,6 +78,7 @@ KOPF_REQUEST = kopf_api.request
 KOPF_PATCH_AND_CHECK = kopf_application.patch_and_check
 KOPF_FETCH_OBJS = kopf_fetching.fetch_objs
 KOPF_SCHEDULER = kopf_aiotasks.Scheduler
+KOPF_STREAM = kopf_queueing.Stream
 LIST_HOLD_S = 120.0  # the longest a listing waits for kopf's workers, in all (fetch_objs)
 NEVER_ARRIVES = "~which~never~arrives"  # kopf's mark on the version after an object's last finalizer is removed
 
@@ -197,6 +207,58 @@ async def fetch_objs(**kwargs: Any) -> AsyncIterator[tuple[Collection[Any], str]
                         await scheduler.fewer_waiting_than(bound)
 
 
+class Backlog:
+    """One object's queue of watch events in kopf's watcher, in place of kopf's asyncio.Queue: the items on a list, at
+    most one waiting worker's future (kopf gives an object one worker at a time), an event (a dict) put while no
+    worker waits kept as its JSON (``jsonwire``: the same values when decoded again), anything else (kopf's
+    end-of-stream mark) as it is. A get cancelled (kopf's idle timeout) leaves every item in place."""
+
+    __slots__ = ("_getter", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._getter: asyncio.Future[None] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)  # handed over as it is
+        elif isinstance(item, dict):
+            # a copy of the exact size: orjson's own bytes keep its 4 KB working buffer
+            item = bytes(memoryview(jsonwire.dumps(item)))
+        self._items.append(item)
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.pop(0)
+        return jsonwire.loads(item) if isinstance(item, bytes) else item
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await getter
+            finally:
+                if self._getter is getter:
+                    self._getter = None
+        return self.get_nowait()
+
+
+def stream(*, backlog: Any, pressure: asyncio.Event) -> Any:
+    """kopf's per-object Stream with a ``Backlog`` (the empty asyncio.Queue kopf made for it is dropped)."""
+    return KOPF_STREAM(backlog=cast(Any, Backlog()), pressure=pressure)
+
+
 class JsonWire:
     """Stands in for the ``json`` module in kopf's API module, whose only use of it is ``json.loads`` of a line."""
 
@@ -240,10 +302,12 @@ def as_json_patch(self: kopf_patches.Patch, body: Any = None) -> Any:
 def install() -> None:
     """Route kopf's watch streams through ``infinite_watch``, its stream and response decoding through orjson and
     ``slim``, its JSON patches through ``as_json_patch``, its patches of objects through ``patch_and_check``, and its
-    listings through ``fetch_objs``, with ``Scheduler`` for its workers (idempotent)."""
+    listings through ``fetch_objs``, with ``Scheduler`` for its workers, and its objects' queues through ``stream``
+    (a ``Backlog`` each; idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
     kopf_fetching.fetch_objs = fetch_objs
     kopf_aiotasks.Scheduler = Scheduler  # type: ignore[misc]
+    setattr(kopf_queueing, "Stream", stream)  # noqa: B010  (the name kopf's watcher calls; a class there)
     kopf_patches.Patch.as_json_patch = as_json_patch  # type: ignore[method-assign]
     kopf_api.request = request
     kopf_application.patch_and_check = patch_and_check

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kopf._cogs.aiokits import aiotasks
 from kopf._cogs.clients import auth, fetching
+from kopf._cogs.clients import errors as kopf_errors
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import bodies, credentials, finalizers, patches, references
 from kopf._core.actions import application
@@ -165,9 +166,12 @@ async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kop
             settings=settings, resource=resource, body=bodies.Body(served), patch=patch, logger=logger)
         return version
 
+    awaited = kopf_tuning.AWAITED.get(kopf_tuning.kind_of(resource), 0)
     version = await remove("x/y")  # another finalizer still holds it: the version of that PATCH is waited for
     assert version is not None and kopf_tuning.NEVER_ARRIVES not in version
+    assert kopf_tuning.AWAITED[kopf_tuning.kind_of(resource)] == awaited + 1  # counted for a listing of farms
     assert await remove("grid.threefold.io/f") is None  # the last one: the object is gone, nothing to wait for
+    assert kopf_tuning.AWAITED[kopf_tuning.kind_of(resource)] == awaited + 1
     assert (await c.emulator.get(f"{API}/namespaces/a/farms/going")).status == 404
     assert (await kopf_tuning.KOPF_PATCH_AND_CHECK(  # kopf's own, for the record: the mark the tuning drops
         settings=settings, resource=resource, body=bodies.Body({"metadata": {"name": "gone", "namespace": "a"}}),
@@ -175,18 +179,27 @@ async def test_after_the_last_finalizer_is_removed_kopf_waits_for_no_version(kop
 
 
 class Blocked:
-    """A processor of kopf's workers that holds each object until released, noting what waited for a worker."""
+    """A processor of kopf's workers that holds each object until released, noting what waited for a worker in its
+    watcher's scheduler; each object it takes counts as a PATCH awaiting its echo when ``patches`` is set."""
 
-    def __init__(self) -> None:
-        self.release, self.seen, self.waiting = asyncio.Event(), [], []
+    def __init__(self, patches: bool) -> None:
+        self.release, self.seen, self.waiting, self.patches = asyncio.Event(), [], [], patches
+        self.watcher: asyncio.Task | None = None
+
+    def scheduler(self) -> kopf_tuning.Scheduler:
+        assert self.watcher is not None
+        return kopf_tuning.SCHEDULERS[self.watcher]
 
     async def __call__(self, *, raw_event: dict, **_: object) -> None:
         self.seen.append(raw_event["object"]["metadata"]["name"])
-        self.waiting.append(max(s.waiting() for s in kopf_tuning.SCHEDULERS.values()))
+        self.waiting.append(self.scheduler().waiting())
+        if self.patches:  # as kopf_tuning.patch_and_check counts one (tested below, against the emulator)
+            kind = kopf_tuning.kind_of(FARMS)
+            kopf_tuning.AWAITED[kind] = kopf_tuning.AWAITED.get(kind, 0) + 1
         await self.release.wait()
 
 
-async def watch_blocked(c, monkeypatch, objects: int) -> tuple[asyncio.Task, Blocked, object]:
+async def watch_blocked(c, monkeypatch, objects: int, *, patches: bool = False) -> tuple[Blocked, object]:
     """kopf's own watcher of farms (chunks of 5, 2 workers) over ``objects`` farms, its processor blocked."""
     monkeypatch.setattr(fetching, "fetch_objs", fetching.fetch_objs)  # undone after the test
     monkeypatch.setattr(aiotasks, "Scheduler", aiotasks.Scheduler)
@@ -197,35 +210,46 @@ async def watch_blocked(c, monkeypatch, objects: int) -> tuple[asyncio.Task, Blo
     settings = kopf.OperatorSettings()
     settings.watching.chunk_size = 5
     settings.queueing.worker_limit, settings.queueing.idle_timeout, settings.queueing.exit_timeout = 2, 0.05, 0.5
-    blocked, calls0 = Blocked(), len(c.emulator.calls)
-    task = asyncio.create_task(queueing.watcher(namespace=None, settings=settings, resource=FARMS, processor=blocked))
+    blocked, calls0 = Blocked(patches), len(c.emulator.calls)
+    blocked.watcher = asyncio.create_task(
+        queueing.watcher(namespace=None, settings=settings, resource=FARMS, processor=blocked))
 
-    def lists() -> int:
-        return sum(1 for call in c.emulator.calls[calls0:] if call.verb == "list" and call.resource == "farms")
+    def calls(verb: str) -> int:
+        return sum(1 for call in c.emulator.calls[calls0:] if call.verb == verb and call.resource == "farms")
 
     for _ in range(250):
         if len(blocked.seen) == 2:
             break
         await asyncio.sleep(0.02)
-    return task, blocked, lists
+    return blocked, calls
+
+
+async def stop(blocked: Blocked) -> None:
+    blocked.release.set()
+    assert blocked.watcher is not None
+    blocked.watcher.cancel()
+    await asyncio.gather(blocked.watcher, return_exceptions=True)
+    assert blocked.watcher not in kopf_tuning.SCHEDULERS  # forgotten once kopf's watcher closed it
 
 
 async def test_a_listing_waits_for_kopfs_workers_before_its_next_chunk(kopf_logged_in, monkeypatch):
     """kopf queues every listed object for a worker at once (a restart at grid size: ~8,400 waiting, decoded). With
-    2 workers busy and 3 objects of the first chunk waiting, the next chunk is not asked for; once the workers go on,
-    every object is listed and processed, never more than the limit and a chunk waiting, and the WATCH follows."""
+    2 workers busy and 3 objects of the first chunk waiting, the second chunk is fetched but not handed on, the third
+    not asked for; once the workers go on, every object is listed and processed, never more than the limit and a
+    chunk waiting, and the WATCH follows."""
     c = kopf_logged_in
-    task, blocked, lists = await watch_blocked(c, monkeypatch, 30)
+    blocked, calls = await watch_blocked(c, monkeypatch, 30)
     try:
         await asyncio.sleep(0.5)
-        assert len(blocked.seen) == 2 and lists() == 1  # kopf alone: all 6 chunks listed, 28 waiting
+        assert len(blocked.seen) == 2 and calls("list") == 2 and blocked.scheduler().waiting() == 3
+        assert calls("watch") == 0  # kopf alone: all 6 chunks listed, 28 waiting, and watching
         blocked.release.set()
         for _ in range(500):
             if len(blocked.seen) >= 30:
                 break
             await asyncio.sleep(0.02)
-        assert sorted(blocked.seen) == [f"f{i:02}" for i in range(30)] and lists() == 6
-        assert max(blocked.waiting) <= 2 + 5  # the limit, and one chunk
+        assert sorted(blocked.seen) == [f"f{i:02}" for i in range(30)] and calls("list") == 6
+        assert max(blocked.waiting) <= 2 + 5 - 1  # under the limit, and one chunk
         assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
         for _ in range(250):
             if "watched" in blocked.seen:
@@ -233,26 +257,74 @@ async def test_a_listing_waits_for_kopfs_workers_before_its_next_chunk(kopf_logg
             await asyncio.sleep(0.02)
         assert blocked.seen[-1] == "watched"
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(blocked)
+
+
+async def test_after_its_last_chunk_a_listing_never_waits_the_watch_starts(kopf_logged_in, monkeypatch):
+    """One chunk of 4: 2 workers busy, 2 objects waiting (as many as the limit), and the WATCH starts all the same."""
+    blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 4)
+    try:
+        for _ in range(250):
+            if calls("watch"):
+                break
+            await asyncio.sleep(0.02)
+        assert calls("list") == 1 and calls("watch") >= 1 and len(blocked.seen) == 2
+        assert blocked.scheduler().waiting() == 2
+    finally:
+        await stop(blocked)
 
 
 async def test_a_listing_waits_for_kopfs_workers_list_hold_s_at_most(kopf_logged_in, monkeypatch):
-    """Workers stuck longer than LIST_HOLD_S: the listing goes on (an API server's continue token does not live for
-    ever), every object queued as kopf would."""
+    """Workers stuck longer than LIST_HOLD_S: the listing goes on (an API server's continue token and watch cache do
+    not live for ever), every object queued as kopf would."""
     monkeypatch.setattr(kopf_tuning, "LIST_HOLD_S", 0.3)
-    task, blocked, lists = await watch_blocked(kopf_logged_in, monkeypatch, 30)
+    blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 30)
     try:
         for _ in range(250):
-            if lists() == 6:
+            if calls("list") == 6:
                 break
             await asyncio.sleep(0.02)
-        assert lists() == 6 and len(blocked.seen) == 2
-        assert max(s.waiting() for s in kopf_tuning.SCHEDULERS.values()) == 28
+        assert calls("list") == 6 and len(blocked.seen) == 2 and blocked.scheduler().waiting() == 28
     finally:
-        blocked.release.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(blocked)
+
+
+async def test_a_listing_stops_waiting_once_workers_await_the_echoes_of_their_patches(kopf_logged_in, monkeypatch):
+    """No echo arrives before the WATCH starts: workers that PATCHed hold their slots for kopf's consistency timeout,
+    so once more than worker_limit / ECHO_SHARE of them did (here 2 of 2 workers), the listing lists as kopf does."""
+    blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 30, patches=True)
+    try:
+        for _ in range(250):
+            if calls("list") == 6:
+                break
+            await asyncio.sleep(0.02)
+        assert calls("list") == 6 and len(blocked.seen) == 2 and blocked.scheduler().waiting() == 28
+    finally:
+        await stop(blocked)
+
+
+async def test_a_continue_token_expired_while_a_listing_waited_ends_it_as_a_lost_connection(monkeypatch):
+    """kopf's watch returns on a lost connection or a timeout during its listing and lists again; a 410 on a LIST
+    would stop the operator. Any other refusal is kopf's to handle, as it was."""
+    async def expiring(**_: object):
+        yield [{"metadata": {"name": "first"}}], "7"
+        raise kopf_errors.APIClientError({"code": 410, "message": "too old"}, status=410, headers={})
+
+    monkeypatch.setattr(kopf_tuning, "KOPF_FETCH_OBJS", expiring)
+    chunks = []
+    with pytest.raises(TimeoutError, match="continue token expired"):
+        async for chunk in kopf_tuning.fetch_objs(resource=FARMS):
+            chunks.append(chunk)
+    assert chunks == [([{"metadata": {"name": "first"}}], "7")]
+
+    async def forbidden(**_: object):
+        raise kopf_errors.APIForbiddenError({"code": 403}, status=403, headers={})
+        yield
+
+    monkeypatch.setattr(kopf_tuning, "KOPF_FETCH_OBJS", forbidden)
+    with pytest.raises(kopf_errors.APIForbiddenError):
+        async for _ in kopf_tuning.fetch_objs(resource=FARMS):
+            pass
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text()
@@ -264,7 +336,9 @@ def test_an_event_that_waits_is_kept_as_json_and_comes_back_the_same(value):
     event = {"type": "MODIFIED", "object": {"metadata": {"name": "n"}, "spec": value}}
     backlog.put_nowait(copy.deepcopy(event))
     backlog.put_nowait(end := object())  # kopf's end-of-stream mark (or anything not an event): as it is
-    assert isinstance(backlog._items[0], bytes) and backlog._items[1] is end and backlog.qsize() == 2
+    # as JSON where that decodes to the same values; an integer past 64 bits keeps its event as it is
+    assert isinstance(backlog._items[0], bytes) == (jsonwire.dumps_exact(event) is not None)
+    assert backlog._items[1] is end and backlog.qsize() == 2
     assert backlog.get_nowait() == event and backlog.get_nowait() is end and backlog.empty()
     with pytest.raises(asyncio.QueueEmpty):
         backlog.get_nowait()

@@ -30,12 +30,17 @@ twice (the ledger's close is idempotent) and whose finalizer PATCH then finds th
 
 kopf lists each kind in chunks (``settings.watching.chunk_size``) and queues every listed object for a worker at
 once: a restart at grid size had ~8,400 objects waiting, a decoded object each (~4.7 KB), for the ``worker_limit``
-workers, and the process keeps that peak. The LIST waits before its next chunk until fewer objects than
+workers, and the process keeps that peak. The LIST hands on each chunk after the first once fewer objects than
 ``worker_limit`` still wait for a worker (``fetch_objs``): what waits stays under ``worker_limit`` + one chunk, and a
-worker never starves for want of the next chunk. Only the listing waits: the WATCH that follows is read as it comes
-(held back, it would delay the echoes of the running workers' PATCHes, which kopf waits for, and a real API server
-drops a watcher that falls behind). A listing is held LIST_HOLD_S in all at most, far inside the life of the API
-server's continue token (etcd's compaction, every 5 minutes by default).
+worker never starves for want of the next chunk; the last chunk handed on, the WATCH starts at once and is read as it
+comes (held back, it would delay the echoes of the running workers' PATCHes, and a real API server drops a watcher
+that falls behind). While a listing waits, no echo can arrive either (the WATCH has not started): a worker whose
+PATCH kopf waits to see echoed holds its slot for kopf's whole consistency timeout (5 s). So a listing stops waiting
+once more than a quarter of ``worker_limit`` such PATCHes were made of its kind since it began (a restart that finds
+many objects to patch — new ones to take, say — lists as kopf does), and waits LIST_HOLD_S in all at most: the WATCH
+then starts from the listing's version inside kube-apiserver's watch cache window (75 s), and the continue token of
+the next chunk lives far longer (etcd's compaction, every 5 minutes by default). A continue token the server has
+expired all the same (410 Gone) ends the listing as a lost connection does: kopf lists again.
 
 An object waiting for a worker (or with one) also has a queue of its own in kopf: an asyncio.Queue, ~3 KB empty
 (four deques and an Event; the burst's traced memory held 10 MB of them beside 15 MB of the events themselves at
@@ -62,6 +67,7 @@ import aiohttp
 import kopf
 from kopf._cogs.aiokits import aiotasks as kopf_aiotasks
 from kopf._cogs.clients import api as kopf_api
+from kopf._cogs.clients import errors as kopf_errors
 from kopf._cogs.clients import fetching as kopf_fetching
 from kopf._cogs.clients import watching as kopf_watching
 from kopf._cogs.structs import bodies as kopf_bodies
@@ -79,7 +85,8 @@ KOPF_PATCH_AND_CHECK = kopf_application.patch_and_check
 KOPF_FETCH_OBJS = kopf_fetching.fetch_objs
 KOPF_SCHEDULER = kopf_aiotasks.Scheduler
 KOPF_STREAM = kopf_queueing.Stream
-LIST_HOLD_S = 120.0  # the longest a listing waits for kopf's workers, in all (fetch_objs)
+LIST_HOLD_S = 60.0  # the longest a listing waits for kopf's workers, in all (fetch_objs)
+ECHO_SHARE = 4  # a listing stops waiting once more than worker_limit / ECHO_SHARE PATCHes of its kind await an echo
 NEVER_ARRIVES = "~which~never~arrives"  # kopf's mark on the version after an object's last finalizer is removed
 
 
@@ -170,6 +177,16 @@ class Scheduler(KOPF_SCHEDULER):
         if task is not None:
             SCHEDULERS[task] = self
 
+    async def close(self) -> None:
+        """kopf's own (its watcher closes its scheduler when it ends), then forgotten: kopf's exception handler, which
+        the scheduler keeps, holds the watcher's task, the registry's key."""
+        try:
+            await super().close()
+        finally:
+            for task, scheduler in list(SCHEDULERS.items()):
+                if scheduler is self:
+                    del SCHEDULERS[task]
+
     @property
     def limit(self) -> int | None:
         return self._limit
@@ -188,29 +205,49 @@ class Scheduler(KOPF_SCHEDULER):
 SCHEDULERS: weakref.WeakKeyDictionary[asyncio.Task[Any], Scheduler] = weakref.WeakKeyDictionary()
 
 
+def kind_of(resource: Any) -> tuple[str, str]:
+    return (getattr(resource, "group", ""), getattr(resource, "plural", ""))
+
+
+AWAITED: dict[tuple[str, str], int] = {}  # per kind (group, plural): kopf's PATCHes whose echo a worker waited for
+
+
 async def fetch_objs(**kwargs: Any) -> AsyncIterator[tuple[Collection[Any], str]]:
-    """kopf's LIST in chunks, each next chunk asked for once fewer objects than ``worker_limit`` wait for a worker of
-    this watcher (its scheduler, found by the task that runs the listing), LIST_HOLD_S of waiting in all at most.
-    A listing with no workers' scheduler (kopf's observers and peering list through here too) or no limit never
-    waits."""
+    """kopf's LIST in chunks, each chunk after the first handed on once fewer objects than ``worker_limit`` wait for
+    a worker of this watcher (its scheduler, found by the task that runs the listing); no more waiting once more
+    than ``worker_limit / ECHO_SHARE`` PATCHes of its kind awaited their echo since the listing began, or after
+    LIST_HOLD_S of waiting in all. A listing with no workers' scheduler (kopf's observers and peering list through
+    here too) or no limit never waits. A continue token the server expired (410) ends the listing as a lost
+    connection does: kopf's watch returns and lists again."""
     scheduler = SCHEDULERS.get(task) if (task := asyncio.current_task()) is not None else None
     bound = scheduler.limit if scheduler is not None else None
-    deadline = asyncio.get_running_loop().time() + LIST_HOLD_S
+    kind = kind_of(kwargs.get("resource"))
+    patched = AWAITED.get(kind, 0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LIST_HOLD_S
+    first = True
     # kopf's own generator, typed as an iterator; closed with this one, in order
     async with contextlib.aclosing(cast(AsyncGenerator[Any, None], KOPF_FETCH_OBJS(**kwargs))) as chunks:
-        async for chunk in chunks:
-            yield chunk
-            left = deadline - asyncio.get_running_loop().time()
-            if scheduler is not None and bound and left > 0 and scheduler.waiting() >= bound:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await scheduler.fewer_waiting_than(bound)
+        try:
+            async for chunk in chunks:
+                left = deadline - loop.time()
+                if scheduler is not None and bound and not first and left > 0 and scheduler.waiting() >= bound \
+                        and AWAITED.get(kind, 0) - patched <= bound // ECHO_SHARE:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await scheduler.fewer_waiting_than(bound)
+                first = False
+                yield chunk
+        except kopf_errors.APIClientError as exc:
+            if exc.status != 410:
+                raise
+            raise TimeoutError(f"the listing's continue token expired: {exc}") from exc
 
 
 class Backlog:
     """One object's queue of watch events in kopf's watcher, in place of kopf's asyncio.Queue: the items on a list, at
     most one waiting worker's future (kopf gives an object one worker at a time), an event (a dict) put while no
-    worker waits kept as its JSON (``jsonwire``: the same values when decoded again), anything else (kopf's
+    worker waits kept as its JSON where that decodes to the same values (``jsonwire.dumps_exact``), anything else (kopf's
     end-of-stream mark) as it is. A get cancelled (kopf's idle timeout) leaves every item in place."""
 
     __slots__ = ("_getter", "_items")
@@ -230,8 +267,7 @@ class Backlog:
         if getter is not None and not getter.done():
             getter.set_result(None)  # handed over as it is
         elif isinstance(item, dict):
-            # a copy of the exact size: orjson's own bytes keep its 4 KB working buffer
-            item = bytes(memoryview(jsonwire.dumps(item)))
+            item = jsonwire.dumps_exact(item) or item
         self._items.append(item)
 
     async def put(self, item: Any) -> None:
@@ -278,6 +314,9 @@ async def patch_and_check(**kwargs: Any) -> tuple[str | None, Any]:
     version, remaining = await KOPF_PATCH_AND_CHECK(**kwargs)
     if version is not None and version.endswith(NEVER_ARRIVES):
         return None, remaining
+    if version is not None:  # its worker waits to see it echoed (a listing of its kind holds that back: fetch_objs)
+        kind = kind_of(kwargs.get("resource"))
+        AWAITED[kind] = AWAITED.get(kind, 0) + 1
     return version, remaining
 
 

@@ -26,3 +26,14 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # an integer past 64 bits, a key that is not a string: the standard library's rules
         return json.dumps(value).encode()
+
+
+def dumps_exact(value: Any) -> bytes | None:
+    """``value`` as orjson's JSON, of its exact size (orjson's own bytes keep its 4 KB working buffer), when
+    ``loads`` gives the same values back; None for what orjson refuses (an integer past 64 bits, a key that is not a
+    string), which it would read back otherwise. Values decoded by ``loads`` always come back the same (orjson never
+    decodes a NaN or an infinity)."""
+    try:
+        return bytes(memoryview(orjson.dumps(value)))
+    except TypeError:
+        return None

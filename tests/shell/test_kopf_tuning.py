@@ -24,6 +24,7 @@ from kopf._cogs.structs import bodies, credentials, finalizers, patches, referen
 from kopf._core.actions import application
 from kopf._core.reactor import queueing
 
+from polling import until
 from tfgrid_operator.handlers import kopf_tuning, startup
 from tfgrid_operator.kube import jsonwire
 
@@ -69,15 +70,9 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
 
     task = asyncio.create_task(consume())
     try:
-        for _ in range(250):
-            if seen:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: bool(seen), "the listed farm")
         assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
-        for _ in range(250):
-            if len(seen) >= 2:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: len(seen) >= 2, "the watched farm")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -217,10 +212,7 @@ async def watch_blocked(c, monkeypatch, objects: int, *, patches: bool = False) 
     def calls(verb: str) -> int:
         return sum(1 for call in c.emulator.calls[calls0:] if call.verb == verb and call.resource == "farms")
 
-    for _ in range(250):
-        if len(blocked.seen) == 2:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: len(blocked.seen) == 2, "both workers busy")
     return blocked, calls
 
 
@@ -230,6 +222,15 @@ async def stop(blocked: Blocked) -> None:
     blocked.watcher.cancel()
     await asyncio.gather(blocked.watcher, return_exceptions=True)
     assert blocked.watcher not in kopf_tuning.SCHEDULERS  # forgotten once kopf's watcher closed it
+
+
+async def listed_whole_with_workers_busy(blocked: Blocked, calls) -> None:
+    """Every chunk listed and every object queued (as kopf alone would), the two workers still busy; then stopped."""
+    try:  # the last chunk is fetched, then handed on: wait for its objects, not its LIST
+        await until(lambda: blocked.scheduler().waiting() == 28, "every object queued")
+        assert calls("list") == 6 and len(blocked.seen) == 2 and blocked.scheduler().waiting() == 28
+    finally:
+        await stop(blocked)
 
 
 async def test_a_listing_waits_for_kopfs_workers_before_its_next_chunk(kopf_logged_in, monkeypatch):
@@ -244,17 +245,11 @@ async def test_a_listing_waits_for_kopfs_workers_before_its_next_chunk(kopf_logg
         assert len(blocked.seen) == 2 and calls("list") == 2 and blocked.scheduler().waiting() == 3
         assert calls("watch") == 0  # kopf alone: all 6 chunks listed, 28 waiting, and watching
         blocked.release.set()
-        for _ in range(500):
-            if len(blocked.seen) >= 30:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: len(blocked.seen) >= 30, "every farm processed")
         assert sorted(blocked.seen) == [f"f{i:02}" for i in range(30)] and calls("list") == 6
         assert max(blocked.waiting) <= 2 + 5 - 1  # under the limit, and one chunk
         assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
-        for _ in range(250):
-            if "watched" in blocked.seen:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: "watched" in blocked.seen, "the watched farm")
         assert blocked.seen[-1] == "watched"
     finally:
         await stop(blocked)
@@ -264,10 +259,7 @@ async def test_after_its_last_chunk_a_listing_never_waits_the_watch_starts(kopf_
     """One chunk of 4: 2 workers busy, 2 objects waiting (as many as the limit), and the WATCH starts all the same."""
     blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 4)
     try:
-        for _ in range(250):
-            if calls("watch"):
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: calls("watch") >= 1, "the WATCH")
         assert calls("list") == 1 and calls("watch") >= 1 and len(blocked.seen) == 2
         assert blocked.scheduler().waiting() == 2
     finally:
@@ -279,28 +271,14 @@ async def test_a_listing_waits_for_kopfs_workers_list_hold_s_at_most(kopf_logged
     not live for ever), every object queued as kopf would."""
     monkeypatch.setattr(kopf_tuning, "LIST_HOLD_S", 0.3)
     blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 30)
-    try:
-        for _ in range(250):  # the last chunk is fetched, then handed on: every object queued
-            if blocked.scheduler().waiting() == 28:
-                break
-            await asyncio.sleep(0.02)
-        assert calls("list") == 6 and len(blocked.seen) == 2 and blocked.scheduler().waiting() == 28
-    finally:
-        await stop(blocked)
+    await listed_whole_with_workers_busy(blocked, calls)
 
 
 async def test_a_listing_stops_waiting_once_workers_await_the_echoes_of_their_patches(kopf_logged_in, monkeypatch):
     """No echo arrives before the WATCH starts: workers that PATCHed hold their slots for kopf's consistency timeout,
     so once more than worker_limit / ECHO_SHARE of them did (here 2 of 2 workers), the listing lists as kopf does."""
     blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 30, patches=True)
-    try:
-        for _ in range(250):  # the last chunk is fetched, then handed on: every object queued
-            if blocked.scheduler().waiting() == 28:
-                break
-            await asyncio.sleep(0.02)
-        assert calls("list") == 6 and len(blocked.seen) == 2 and blocked.scheduler().waiting() == 28
-    finally:
-        await stop(blocked)
+    await listed_whole_with_workers_busy(blocked, calls)
 
 
 async def test_a_continue_token_expired_while_a_listing_waited_ends_it_as_a_lost_connection(monkeypatch):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import pytest
 
 from kube_emulator import Cluster
+from polling import until
 from tfgrid_operator import clock, metrics, runtime
 from tfgrid_operator.kube import client
 from tfgrid_operator.loop import mirror
@@ -36,14 +36,6 @@ async def cluster(tls, monkeypatch):
 async def create(c: Cluster, ns: str, name: str) -> None:
     resp = await c.emulator.post(f"{API}/namespaces/{ns}/farms", json=farm(name))
     assert resp.status == 201, await resp.text()
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_runtime(namespace: str = "") -> runtime.Runtime:

@@ -173,9 +173,9 @@ class Scheduler(KOPF_SCHEDULER):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        task = asyncio.current_task()
-        if task is not None:
-            SCHEDULERS[task] = self
+        self._task = asyncio.current_task()
+        if self._task is not None:
+            SCHEDULERS[self._task] = self
 
     async def close(self) -> None:
         """kopf's own (its watcher closes its scheduler when it ends), then forgotten: kopf's exception handler, which
@@ -183,9 +183,8 @@ class Scheduler(KOPF_SCHEDULER):
         try:
             await super().close()
         finally:
-            for task, scheduler in list(SCHEDULERS.items()):
-                if scheduler is self:
-                    del SCHEDULERS[task]
+            if self._task is not None and SCHEDULERS.get(self._task) is self:
+                del SCHEDULERS[self._task]
 
     @property
     def limit(self) -> int | None:

@@ -166,8 +166,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         server.server_close()
     task = memo.pop(LOOP_TASK, None)
     if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await loop.stop(task)
     rt = memo.pop(runtime.RUNTIME, None)
     if rt is not None:
         await rt.kube.close()

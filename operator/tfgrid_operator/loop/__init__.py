@@ -7,14 +7,14 @@ queries, patching only the objects whose status changed (refresh.py), and ask ko
 report was lost or that wait on the world (requeue.py). Periods are processed from the ledger's watermark, so a
 restart neither skips nor repeats one.
 
-Its public surface, for the handlers: ``run_forever`` (started by the startup handler) and ``status``, the pure
-projections ledger record → status that the handlers write too. Everything else is the loop's own (an
-import-linter contract keeps the handlers out of it).
+Its public surface, for the handlers: ``run_forever`` (started by the startup handler), ``stop`` (the cleanup's)
+and ``status``, the pure projections ledger record → status that the handlers write too. Everything else is the
+loop's own (an import-linter contract keeps the handlers out of it).
 """
 
 from __future__ import annotations
 
 from tfgrid_operator.loop import status
-from tfgrid_operator.loop.runner import run_forever, tick
+from tfgrid_operator.loop.runner import run_forever, stop, tick
 
-__all__ = ["run_forever", "status", "tick"]
+__all__ = ["run_forever", "status", "stop", "tick"]

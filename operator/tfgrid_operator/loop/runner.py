@@ -37,14 +37,38 @@ async def run_forever(rt: runtime.Runtime) -> None:
             except Exception:
                 log.exception("Periodic loop failed; retrying next tick")
             rt.metrics.loop_tick.observe(time.perf_counter() - started)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.wake.wait(), rt.settings.tick_s)
-            rt.wake.clear()
+            await idle(rt.wake, rt.settings.tick_s)
     finally:
-        for task in watches:
-            task.cancel()
-        await asyncio.gather(*watches, return_exceptions=True)
+        await stop(*watches)
         await writes.close()
+
+
+STOP_GRACE_S = 10.0
+
+
+async def stop(*tasks: asyncio.Task[Any], grace_s: float = STOP_GRACE_S) -> None:
+    """Cancel ``tasks`` and wait for them to end, at most ``grace_s``: a task that does not end by then is named
+    in the log with where it waits, and the stop goes on without it (an operator that hangs on its way out holds
+    its peering and its leader lease; one that leaves a stuck task behind only leaves a log line)."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+    for task in pending:
+        frames = "; ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}" for f in task.get_stack())
+        log.error("Task %s did not stop within %.0f s of its cancel (waiting at %s); stopping without it",
+                  task.get_name(), grace_s, frames or "?")
+
+
+async def idle(wake: asyncio.Event, timeout_s: float) -> None:
+    """Wait until ``wake`` is set or ``timeout_s`` passes, then clear it. asyncio.timeout, not asyncio.wait_for: on
+    Python 3.11, wait_for returns normally when the task is cancelled just after the event is set (CPython
+    gh-86296), so a stop that met a wake-up was lost and the loop, its watches with it, ran on."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await wake.wait()
+    wake.clear()
 
 
 async def tick(rt: runtime.Runtime, writes: PacedWrites) -> dict[str, int]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import pathlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -18,6 +17,7 @@ import yaml
 
 import tfgrid_operator.handlers  # noqa: F401  (registers the handlers)
 from kube_emulator import Cluster
+from polling import SLACK, eventually
 from tfgrid_operator import backend, clock, metrics, runtime
 from tfgrid_operator.domain import identity
 from tfgrid_operator.kube.client import KubeClient
@@ -151,27 +151,6 @@ async def ledger(ledger_path, operator):
     lg = await backend.open_backend(ledger_path, CONFIG)
     yield lg
     await lg.close()
-
-
-# A wait's timeout only bounds how long a failing test takes to say so; a shared 2-core machine running five
-# suites at once is several times slower than an idle one, so every bound is stretched by this factor.
-SLACK = float(os.environ.get("TFGRID_TEST_SLACK", "3"))
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout * SLACK
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            last = check()
-            if asyncio.iscoroutine(last):
-                last = await last
-            if last:
-                return last
-        except (KeyError, TypeError, AssertionError):
-            last = None
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from e2e.conftest import condition, eventually
+from e2e.conftest import condition
+from polling import eventually
 from tfgrid_operator import api, ballot
 from tfgrid_operator.domain import identity
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e.conftest import condition, eventually
+from e2e.conftest import condition
 from e2e.objects import API, paid_by
 from ledger_audit import conserved  # noqa: F401
+from polling import eventually
 from tfgrid_operator.domain import identity
 
 MERGE = {"headers": {"Content-Type": "application/merge-patch+json"}}

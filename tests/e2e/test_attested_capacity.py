@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from e2e.conftest import COUNCIL, PERIOD, START, condition, eventually
+from e2e.conftest import COUNCIL, PERIOD, START, condition
 from e2e.objects import held_a_period
+from polling import eventually
 from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources

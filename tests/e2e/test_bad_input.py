@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import COUNCIL, condition, eventually
+from e2e.conftest import COUNCIL, condition
 from e2e.objects import NS, create, deployment, farm, node, obj, proposal, ready, twin_account
+from polling import eventually
 from tfgrid_operator import ballot
 from tfgrid_operator.backend import errors
 from tfgrid_operator.conditions import Reason

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import START, condition, eventually
+from e2e.conftest import START, condition
 from e2e.objects import PatchFaults, create, deployment, events, farm, node, obj, ready, twin_account, with_reason
+from polling import eventually
 from tfgrid_operator import conditions
 from tfgrid_operator.domain import money
 

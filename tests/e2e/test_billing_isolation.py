@@ -10,10 +10,11 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from e2e.conftest import START, eventually
+from e2e.conftest import START
 from e2e.objects import API, create, events, farm, node, paid_by, ready, twin_account
 from e2e.tenants import conserved, get, reason
 from e2e.tenants import create as create_in
+from polling import eventually
 from tfgrid_operator.backend import schema
 from tfgrid_operator.backend.sql.engine import WRITE
 from tfgrid_operator.domain import money

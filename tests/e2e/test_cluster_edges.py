@@ -13,9 +13,10 @@ import sys
 
 import pytest
 
-from e2e.conftest import condition, eventually
+from e2e.conftest import condition
 from e2e.objects import deployment, farm, node, twin_account
 from kube_emulator import Cluster
+from polling import eventually
 
 pytestmark = pytest.mark.e2e
 API = "grid.threefold.io/v1alpha1"

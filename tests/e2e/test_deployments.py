@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
-from e2e.conftest import START, condition, eventually
+from e2e.conftest import START, condition
 from e2e.objects import paid_by, twin_account
+from polling import eventually
 from tfgrid_operator.domain import identity, money
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import PERIOD, START, condition, eventually
+from e2e.conftest import PERIOD, START, condition
+from polling import eventually
 from tfgrid_operator import agent
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources

@@ -10,9 +10,10 @@ import sqlite3
 
 import pytest
 
-from e2e.conftest import OperatorThread, condition, eventually
+from e2e.conftest import OperatorThread, condition
 from e2e.objects import PatchFaults, create, deployment, farm, node, obj, ready, twin_account
 from pg import PG_URL, drop_postgres, fresh_postgres
+from polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -17,9 +17,10 @@ from collections import defaultdict
 import pytest
 import sqlalchemy as sa
 
-from e2e.conftest import COUNCIL, PERIOD, START, condition, eventually
+from e2e.conftest import COUNCIL, PERIOD, START, condition
 from e2e.objects import create, deployment, farm, node, obj, proposal, twin_account
 from ledger_audit import conserved
+from polling import eventually
 from tfgrid_operator import agent, backend, ballot
 from tfgrid_operator.backend import schema
 from tfgrid_operator.domain import identity, money

@@ -10,8 +10,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.conftest import START, OperatorThread, eventually
+from e2e.conftest import START, OperatorThread
 from e2e.objects import create, deployment, farm, node, ready, twin_account, with_reason
+from polling import eventually
 from tfgrid_operator.domain import money
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,9 @@ import collections
 
 import pytest
 
-from e2e.conftest import START, OperatorThread, eventually
+from e2e.conftest import START, OperatorThread
 from e2e.objects import create, deployment, farm, node, obj, ready, twin_account, with_reason
+from polling import eventually
 from tfgrid_operator.domain import money
 
 pytestmark = pytest.mark.e2e

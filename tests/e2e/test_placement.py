@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import COUNCIL, START, condition, eventually
+from e2e.conftest import COUNCIL, START, condition
 from e2e.objects import create, deployment, events, farm, node, obj, ready, twin_account, with_reason
+from polling import eventually
 from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity, money
 from tfgrid_operator.domain.units import Resources

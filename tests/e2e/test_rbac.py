@@ -13,8 +13,9 @@ import subprocess
 import pytest
 import yaml
 
-from e2e.conftest import CONFIG, COUNCIL, START, OperatorThread, eventually
+from e2e.conftest import CONFIG, COUNCIL, START, OperatorThread
 from e2e.objects import NS, PatchFaults, create, deployment, farm, node, obj, proposal, ready
+from polling import eventually
 from tfgrid_operator import agent, backend, ballot
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources

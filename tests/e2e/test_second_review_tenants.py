@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import COUNCIL, START, eventually
+from e2e.conftest import COUNCIL, START
 from e2e.objects import events, proposal
 from e2e.tenants import conserved, create, farm, get, node, patch, reason
+from polling import eventually
 from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import identity
 from tfgrid_operator.domain.units import Resources

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import START, OperatorThread, condition, eventually
+from e2e.conftest import START, OperatorThread, condition
 from e2e.objects import events, twin_account
 from e2e.tenants import conserved, create, deployment, farm, get, gone_by_hand, node, patch, reason
+from polling import eventually
 from tfgrid_operator.domain import identity, money, names
 from tfgrid_operator.handlers import tenancy
 from tfgrid_operator.handlers.tenancy import CONSENT_ANNOTATION

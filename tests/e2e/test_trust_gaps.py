@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.conftest import COUNCIL, PERIOD, START, condition, eventually
+from e2e.conftest import COUNCIL, PERIOD, START, condition
 from e2e.objects import events, held_a_period, proposal, twin_account
 from e2e.tenants import conserved, create, deployment, farm, get, node, patch, reason
+from polling import eventually
 from tfgrid_operator import agent, ballot
 from tfgrid_operator.domain import billing, identity, money, units
 from tfgrid_operator.domain.units import Resources

@@ -11,8 +11,9 @@ import collections
 
 import pytest
 
-from e2e.conftest import CONFIG, OperatorThread, condition, eventually
+from e2e.conftest import CONFIG, OperatorThread, condition
 from e2e.objects import create, deployment, farm, node, obj, ready, twin_account
+from polling import eventually
 from tfgrid_operator import backend
 
 pytestmark = pytest.mark.e2e

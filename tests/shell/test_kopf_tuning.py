@@ -24,7 +24,7 @@ from kopf._cogs.structs import bodies, credentials, finalizers, patches, referen
 from kopf._core.actions import application
 from kopf._core.reactor import queueing
 
-from polling import until
+from polling import eventually
 from tfgrid_operator.handlers import kopf_tuning, startup
 from tfgrid_operator.kube import jsonwire
 
@@ -70,9 +70,9 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
 
     task = asyncio.create_task(consume())
     try:
-        await until(lambda: bool(seen), "the listed farm")
+        await eventually(lambda: bool(seen), what="the listed farm")
         assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
-        await until(lambda: len(seen) >= 2, "the watched farm")
+        await eventually(lambda: len(seen) >= 2, what="the watched farm")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -212,7 +212,7 @@ async def watch_blocked(c, monkeypatch, objects: int, *, patches: bool = False) 
     def calls(verb: str) -> int:
         return sum(1 for call in c.emulator.calls[calls0:] if call.verb == verb and call.resource == "farms")
 
-    await until(lambda: len(blocked.seen) == 2, "both workers busy")
+    await eventually(lambda: len(blocked.seen) == 2, what="both workers busy")
     return blocked, calls
 
 
@@ -227,7 +227,7 @@ async def stop(blocked: Blocked) -> None:
 async def listed_whole_with_workers_busy(blocked: Blocked, calls) -> None:
     """Every chunk listed and every object queued (as kopf alone would), the two workers still busy; then stopped."""
     try:  # the last chunk is fetched, then handed on: wait for its objects, not its LIST
-        await until(lambda: blocked.scheduler().waiting() == 28, "every object queued")
+        await eventually(lambda: blocked.scheduler().waiting() == 28, what="every object queued")
         assert calls("list") == 6 and len(blocked.seen) == 2 and blocked.scheduler().waiting() == 28
     finally:
         await stop(blocked)
@@ -245,11 +245,11 @@ async def test_a_listing_waits_for_kopfs_workers_before_its_next_chunk(kopf_logg
         assert len(blocked.seen) == 2 and calls("list") == 2 and blocked.scheduler().waiting() == 3
         assert calls("watch") == 0  # kopf alone: all 6 chunks listed, 28 waiting, and watching
         blocked.release.set()
-        await until(lambda: len(blocked.seen) >= 30, "every farm processed")
+        await eventually(lambda: len(blocked.seen) >= 30, what="every farm processed")
         assert sorted(blocked.seen) == [f"f{i:02}" for i in range(30)] and calls("list") == 6
         assert max(blocked.waiting) <= 2 + 5 - 1  # under the limit, and one chunk
         assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("watched"))).status == 201
-        await until(lambda: "watched" in blocked.seen, "the watched farm")
+        await eventually(lambda: "watched" in blocked.seen, what="the watched farm")
         assert blocked.seen[-1] == "watched"
     finally:
         await stop(blocked)
@@ -259,7 +259,7 @@ async def test_after_its_last_chunk_a_listing_never_waits_the_watch_starts(kopf_
     """One chunk of 4: 2 workers busy, 2 objects waiting (as many as the limit), and the WATCH starts all the same."""
     blocked, calls = await watch_blocked(kopf_logged_in, monkeypatch, 4)
     try:
-        await until(lambda: calls("watch") >= 1, "the WATCH")
+        await eventually(lambda: calls("watch") >= 1, what="the WATCH")
         assert calls("list") == 1 and calls("watch") >= 1 and len(blocked.seen) == 2
         assert blocked.scheduler().waiting() == 2
     finally:

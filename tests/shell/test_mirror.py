@@ -10,7 +10,7 @@ import time
 import pytest
 
 from kube_emulator import Cluster
-from polling import until
+from polling import eventually
 from tfgrid_operator import clock, metrics, runtime
 from tfgrid_operator.kube import client
 from tfgrid_operator.loop import mirror
@@ -48,20 +48,20 @@ async def test_the_mirror_lists_watches_and_keeps_only_what_the_loop_reads(clust
     rt = make_runtime()
     task = asyncio.create_task(mirror.mirror(rt, "farms"))
     try:
-        await until(lambda: ("farms", "a", "listed") in rt.objects, "the listed farm")
+        await eventually(lambda: ("farms", "a", "listed") in rt.objects, what="the listed farm")
         await create(cluster, "b", "watched")  # after: the WATCH brings it, from another namespace too
-        await until(lambda: ("farms", "b", "watched") in rt.objects, "the watched farm")
+        await eventually(lambda: ("farms", "b", "watched") in rt.objects, what="the watched farm")
         resp = await cluster.emulator.patch(f"{API}/namespaces/b/farms/watched/status", json={"status": {
             "farmId": 7, "kopf": {"progress": {"x": {"retries": 1}}}, "lastHandledConfiguration": "{\"spec\": 1}"}},
             headers={"Content-Type": "application/merge-patch+json"})
         assert resp.status == 200, await resp.text()
-        await until(lambda: rt.objects[("farms", "b", "watched")]["status"] == {"farmId": 7}, "the status")
+        await eventually(lambda: rt.objects[("farms", "b", "watched")]["status"] == {"farmId": 7}, what="the status")
         body = rt.objects[("farms", "b", "watched")]
         assert set(body) == {"metadata", "spec", "status"}
         assert set(body["metadata"]) <= set(mirror.KEPT_METADATA)  # no labels, annotations or managedFields
         assert body["metadata"]["uid"] and body["spec"]["publicIPs"] == 1
         assert (await cluster.emulator.delete(f"{API}/namespaces/a/farms/listed")).status == 200
-        await until(lambda: ("farms", "a", "listed") not in rt.objects, "the deletion")
+        await eventually(lambda: ("farms", "a", "listed") not in rt.objects, what="the deletion")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -73,12 +73,12 @@ async def test_a_dropped_watch_goes_on_and_misses_nothing(cluster):
     task = asyncio.create_task(mirror.mirror(rt, "farms"))
     try:
         await create(cluster, "a", "before")
-        await until(lambda: ("farms", "a", "before") in rt.objects, "the first farm")
+        await eventually(lambda: ("farms", "a", "before") in rt.objects, what="the first farm")
         await cluster.restart()  # every watch drops; the store survives
         await create(cluster, "a", "after")
         assert (await cluster.emulator.delete(f"{API}/namespaces/a/farms/before")).status == 200
-        await until(lambda: ("farms", "a", "after") in rt.objects and ("farms", "a", "before") not in rt.objects,
-                    "what changed while the watch was down")
+        await eventually(lambda: ("farms", "a", "after") in rt.objects and ("farms", "a", "before") not in rt.objects,
+                    what="what changed while the watch was down")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -91,7 +91,7 @@ async def test_the_mirror_sees_only_the_namespace_run_watches(cluster):
     try:
         await create(cluster, "b", "elsewhere")
         await create(cluster, "a", "mine")
-        await until(lambda: ("farms", "a", "mine") in rt.objects, "the farm in the watched namespace")
+        await eventually(lambda: ("farms", "a", "mine") in rt.objects, what="the farm in the watched namespace")
         assert ("farms", "b", "elsewhere") not in rt.objects
     finally:
         task.cancel()
@@ -157,7 +157,7 @@ async def test_lists_come_in_chunks_that_add_up_to_the_whole_list(cluster, monke
     rt = make_runtime()
     task = asyncio.create_task(mirror.mirror(rt, "farms"))
     try:
-        await until(lambda: len([k for k in rt.objects if k[0] == "farms"]) == 5, "five farms listed in chunks of 2")
+        await eventually(lambda: len([k for k in rt.objects if k[0] == "farms"]) == 5, what="five farms listed in chunks of 2")
         listed = [c for c in cluster.emulator.calls[calls0:] if c.verb == "list" and c.resource == "farms"]
         assert len(listed) == 3
     finally:

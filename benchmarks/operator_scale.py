@@ -319,7 +319,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
             for i in range(100):  # twins that granted the namespace their payment (tfgrid-operator grant)
                 twin = identity.KeyPair.generate()
                 await ledger.ensure_account(name=f"payer{i}", public_key=twin.public_key)
-                await ledger.fund(name=f"payer{i}", amount=10**15)
+                await ledger.fund(name=f"payer{i}", amount=10**15, now=START)
                 grant = names.Grant(f"payer{i}", NS, START + names.MAX_GRANT_S).signed(twin)
                 await kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", tenancy.grant_secret(grant, f"payer{i}-grant"))
             created: dict = {}

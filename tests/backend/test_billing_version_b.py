@@ -68,7 +68,7 @@ async def test_grace_expires_at_the_bill_exactly_14_days_after_it_began(ledger_u
 
 async def test_reserve_is_paid_out_after_24_cycles_50_40_10(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=100 * TFT)
+    await ledger.fund(name="alice", amount=100 * TFT, now=0)
     await open_small(ledger)
     for k in range(23):
         await ledger.bill_period(period=k, now=(k + 1) * H)
@@ -89,7 +89,7 @@ async def test_reserve_is_paid_out_after_24_cycles_50_40_10(ledger):
 
 async def test_reserve_is_paid_out_on_deletion(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=100 * TFT)
+    await ledger.fund(name="alice", amount=100 * TFT, now=0)
     await open_small(ledger)
     for k in range(3):
         await ledger.bill_period(period=k, now=(k + 1) * H)
@@ -105,7 +105,7 @@ async def test_reserve_is_paid_out_on_deletion(ledger):
 
 async def test_every_bill_keeps_its_receipt(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=2000 * TFT)
+    await ledger.fund(name="alice", amount=2000 * TFT, now=0)
     await open_small(ledger, public_ips=1)
     await ledger.bill_period(period=0, now=H)
     [bill] = await ledger.bills(key="ns/d")
@@ -124,10 +124,10 @@ async def test_every_bill_keeps_its_receipt(ledger):
 
 async def test_a_move_in_grace_charges_the_overdraft_once(ledger):
     await grid(ledger, farms=("farm1", "farm2"), now=H)
-    await ledger.fund(name="alice", amount=HOURLY // 2)  # half an hour's worth
+    await ledger.fund(name="alice", amount=HOURLY // 2, now=0)  # half an hour's worth
     await open_small(ledger, node="n0")
     await ledger.bill_period(period=0, now=H)  # pays 2,812,500, owes 2,812,500: GracePeriod
-    await ledger.fund(name="alice", amount=4 * HOURLY)
+    await ledger.fund(name="alice", amount=4 * HOURLY, now=0)
     moved = await ledger.move_contract(key="ns/d", request=scheduling.Request(resources=SMALL, node="n1"),
                                        now=H + H // 2)
     # the final bill [H, 1.5 H) = 2,812,500 plus the debt 2,812,500 is paid from 22,500,000: nothing is carried
@@ -141,13 +141,13 @@ async def test_a_move_in_grace_charges_the_overdraft_once(ledger):
 
 async def test_a_move_whose_final_bill_is_unpaid_carries_the_debt(ledger):
     await grid(ledger, farms=("farm1", "farm2"), now=H)
-    await ledger.fund(name="alice", amount=HOURLY)
+    await ledger.fund(name="alice", amount=HOURLY, now=0)
     await open_small(ledger, node="n0")
     await ledger.bill_period(period=0, now=H)  # paid in full, alice is at 0
     moved = await ledger.move_contract(key="ns/d", request=scheduling.Request(resources=SMALL, node="n1"),
                                        now=H + H // 2)
     assert (moved.state, moved.overdraft, moved.grace_since) == ("GracePeriod", HOURLY // 2, H + H // 2)
-    await ledger.fund(name="alice", amount=10 * HOURLY)
+    await ledger.fund(name="alice", amount=10 * HOURLY, now=0)
     await ledger.bill_period(period=1, now=2 * H)  # the new half hour plus the carried debt
     assert (await ledger.observe_contract(key="ns/d")).overdraft == 0
     assert await balance(ledger, "alice") == 10 * HOURLY - HOURLY
@@ -170,7 +170,7 @@ async def test_a_contract_whose_payout_would_overflow_is_isolated(ledger_url):
     lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0, distribution_frequency=1))
     try:
         await grid(lg, farms=("farm1", "farm2"))
-        await lg.fund(name="alice", amount=100 * TFT)
+        await lg.fund(name="alice", amount=100 * TFT, now=0)
         await open_small(lg, key="ns/a", node="n0")
         await open_small(lg, key="ns/b", node="n1")
         async with lg.engine.begin() as conn:  # farm1's payout account holds nearly the most int64 can
@@ -191,7 +191,7 @@ async def test_a_contract_whose_payout_would_overflow_is_isolated(ledger_url):
 async def test_a_version_2_ledger_is_migrated_to_reserves_and_receipts(ledger_url):
     lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0))
     await grid(lg)
-    await lg.fund(name="alice", amount=100 * TFT)
+    await lg.fund(name="alice", amount=100 * TFT, now=0)
     await open_small(lg)
     await lg.bill_period(period=0, now=H)
     async with lg.engine.begin() as conn:  # back to version 2: no reserve, cycles, receipts
@@ -218,7 +218,7 @@ async def test_a_version_2_ledger_is_migrated_to_reserves_and_receipts(ledger_ur
 @pytest.mark.parametrize("reason", ["CanceledByUser"])
 async def test_a_close_with_an_unpaid_final_bill_keeps_the_debt_on_record(ledger, reason):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=HOURLY // 4)
+    await ledger.fund(name="alice", amount=HOURLY // 4, now=0)
     await open_small(ledger)
     closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H // 2, reason=reason)
     assert (closed.state, closed.billed_total, closed.overdraft) == ("Deleted", HOURLY // 2, HOURLY // 4)
@@ -232,7 +232,7 @@ async def test_bills_written_out_before_schema_7_keep_their_receipts(ledger_url,
     its own row, and reads back the same after the upgrade (from 5 through 6 to 7, or from 6)."""
     lg = await backend.open_backend(ledger_url, backend.LedgerConfig(minting_epoch=0))
     await grid(lg)
-    await lg.fund(name="alice", amount=2000 * TFT)
+    await lg.fund(name="alice", amount=2000 * TFT, now=0)
     await open_small(lg, public_ips=1)
     await lg.bill_period(period=0, now=H)
     [made] = await lg.bills(key="ns/d")

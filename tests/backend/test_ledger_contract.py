@@ -41,11 +41,11 @@ async def grid(ledger, nodes=1, ips=2):
 
 async def test_accounts_fund_and_errors(ledger):
     await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
-    assert (await ledger.fund(name="alice", amount=5)).balance == 5
+    assert (await ledger.fund(name="alice", amount=5, now=0)).balance == 5
     with pytest.raises(errors.InvalidRequest):
-        await ledger.fund(name="alice", amount=-1)
+        await ledger.fund(name="alice", amount=-1, now=0)
     with pytest.raises(errors.NotFound):
-        await ledger.fund(name="bob", amount=1)
+        await ledger.fund(name="bob", amount=1, now=0)
     assert (await ledger.get_account(name="alice")).balance == 5
 
 
@@ -134,7 +134,7 @@ async def test_open_contract_is_idempotent_by_key(ledger):
 
 async def test_billing_exact_idempotent_and_split(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT)
+    await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT, now=0)
     await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL, public_ips=1), now=0)
     report = await ledger.bill_period(period=0, now=H)
     # §2.6 worked example at the ledger's clamped TFT price (20 mUSD, §4.3): 152,500 units USD = 0.7625 TFT;
@@ -155,7 +155,7 @@ async def test_billing_exact_idempotent_and_split(ledger):
 
 async def test_out_of_funds_grace_then_deleted_and_capacity_released(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=1)
+    await ledger.fund(name="alice", amount=1, now=0)
     await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.bill_period(period=0, now=H)
     c = await ledger.observe_contract(key="ns/d")
@@ -175,7 +175,7 @@ async def test_top_up_during_grace_recovers(ledger):
     await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.bill_period(period=0, now=H)
     assert (await ledger.observe_contract(key="ns/d")).state == "GracePeriod"
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=0)
     await ledger.bill_period(period=1, now=2 * H)
     c = await ledger.observe_contract(key="ns/d")
     assert (c.state, c.overdraft) == ("Created", 0)
@@ -183,7 +183,7 @@ async def test_top_up_during_grace_recovers(ledger):
 
 async def test_resize_bills_old_size_then_new_size_for_the_rest_of_the_period(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # 100 TFT: below 1.5 months → no discount
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=0)  # 100 TFT: below 1.5 months → no discount
     await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     await ledger.resize_contract(key="ns/d", owner_uid=OWN.uid, resources=Resources(cru=4, mru=8, sru=100), public_ips=0,
                                  now=H // 2)
@@ -202,7 +202,7 @@ async def test_funded_in_the_window_where_grace_would_expire_pays_the_whole_peri
     expiring = (H + ledger.config.grace_period_s) // H - 1  # the period that ends exactly at the grace's end (§2.4)
     for k in range(1, expiring):
         await ledger.bill_period(period=k, now=(k + 1) * H)
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # funded before the expiring window is billed
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=0)  # funded before the expiring window is billed
     await ledger.bill_period(period=expiring, now=(expiring + 1) * H)
     c = await ledger.observe_contract(key="ns/d")
     assert (c.state, c.overdraft) == ("Created", 0)
@@ -211,7 +211,7 @@ async def test_funded_in_the_window_where_grace_would_expire_pays_the_whole_peri
 
 async def test_close_contract_final_bill_no_double_charge(ledger):
     await grid(ledger)
-    await ledger.fund(name="alice", amount=10**12)
+    await ledger.fund(name="alice", amount=10**12, now=0)
     await ledger.open_contract(key="ns/d", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
     closed = await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H // 2, reason="CanceledByUser")
     assert closed.state == "Deleted" and closed.billed_total > 0
@@ -231,7 +231,7 @@ async def test_closes_that_arrive_together_bill_and_pay_out_as_one_at_a_time(led
     twins = {name: identity.KeyPair.generate() for name in ("rich-a", "poor-a", "rich-b", "poor-b")}
     for name, key in twins.items():
         await ledger.ensure_account(name=name, public_key=key.public_key)
-        await ledger.fund(name=name, amount=10**12 if name.startswith("rich") else 8_000_000)
+        await ledger.fund(name=name, amount=10**12 if name.startswith("rich") else 8_000_000, now=0)
     groups = {g: [f"ns/{g}{i}" for i in range(4)] for g in ("a", "b")}
     for g, keys in groups.items():
         for i, key in enumerate(keys):
@@ -478,7 +478,7 @@ async def test_a_version_1_ledger_is_migrated_with_totals_computed_from_its_bill
     cfg = config.LedgerConfig(billing_period_s=H)
     lg = await backend.open_backend(ledger_url, cfg)
     await grid(lg)
-    await lg.fund(name="alice", amount=10**12)
+    await lg.fund(name="alice", amount=10**12, now=0)
     request = scheduling.Request(resources=SMALL)
     first = await lg.open_contract(key="ns/a", **paid_by(), request=request, now=0)
     await lg.open_contract(key="ns/b", **paid_by(), request=request, now=H // 2)

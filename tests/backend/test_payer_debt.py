@@ -105,7 +105,7 @@ PATHS = ["CanceledByUser", "Orphaned", "GrantRevoked", "GrantExpired", "OutOfFun
 @pytest.mark.parametrize("path", PATHS)
 async def test_a_deployment_closed_in_grace_leaves_its_debt_to_its_payer_who_pays_it_first(ledger, path):
     await grid(ledger)
-    await ledger.fund(name="mallory", amount=100 * TFT)
+    await ledger.fund(name="mallory", amount=100 * TFT, now=0)
     funded = 100 * TFT
     closed = await close_in_grace(ledger, path)
     owed = closed.overdraft
@@ -173,7 +173,7 @@ async def test_a_payer_that_owes_grows_nothing_and_takes_over_nothing(ledger):
                                            public_ips=0, now=H + 120)
     assert smaller.resources.cru == 1
     # no deployment is re-bound to alice while she owes: not mallory's, with the grant alice gave team-b
-    await ledger.fund(name="mallory", amount=100 * TFT)
+    await ledger.fund(name="mallory", amount=100 * TFT, now=0)
     funded += 100 * TFT
     await open_(ledger, f"{B}/mine", "uid-b", by_key(MALLORY, B), H)
     with pytest.raises(errors.PayerInDebt):

@@ -23,7 +23,7 @@ async def twins(ledger, funding: dict[str, int]) -> int:
     for (name, key), amount in zip(((n, k) for n, k in (("alice", ALICE), ("bob", BOB))), funding.values(), strict=False):
         await ledger.ensure_account(name=name, public_key=key.public_key)
         if amount:
-            await ledger.fund(name=name, amount=amount)
+            await ledger.fund(name=name, amount=amount, now=0)
     return sum(funding.values())
 
 

@@ -33,7 +33,7 @@ async def victim_grid(ledger) -> dict[str, int]:
     funding = {}
     for name, key in (("alice", ALICE), ("bob", BOB), ("mallory", MALLORY)):
         await ledger.ensure_account(name=name, public_key=key.public_key)
-        await ledger.fund(name=name, amount=1000 * money.UNITS_PER_TFT)
+        await ledger.fund(name=name, amount=1000 * money.UNITS_PER_TFT, now=0)
         funding[name] = 1000 * money.UNITS_PER_TFT
     return funding
 
@@ -193,7 +193,7 @@ async def test_a_payer_in_grace_is_not_replaced_before_it_pays(ledger):
     await victim_grid(ledger)
     poor = identity.KeyPair.generate()
     await ledger.ensure_account(name="poor", public_key=poor.public_key)
-    await ledger.fund(name="poor", amount=1)
+    await ledger.fund(name="poor", amount=1, now=0)
     await ledger.open_contract(key="team-a/d", owner_uid="u1", proof=key_proof(poor, "team-a"), request=REQ, now=0)
     await ledger.bill_period(period=0, now=H)
     assert (await ledger.observe_contract(key="team-a/d")).state == "GracePeriod"
@@ -229,11 +229,11 @@ async def test_funding_is_bounded_and_a_refused_funding_changes_nothing(ledger):
     await ledger.ensure_account(name="bob", public_key=BOB.public_key)
     for amount in (money.MAX_UNITS + 1, 2**63, 2**70):
         with pytest.raises(errors.InvalidRequest):
-            await ledger.fund(name="alice", amount=amount)
-    assert (await ledger.fund(name="alice", amount=money.MAX_UNITS - 5)).balance == money.MAX_UNITS - 5
+            await ledger.fund(name="alice", amount=amount, now=0)
+    assert (await ledger.fund(name="alice", amount=money.MAX_UNITS - 5, now=0)).balance == money.MAX_UNITS - 5
     with pytest.raises(errors.InvalidRequest):  # the ledger's total is bounded, not only each account
-        await ledger.fund(name="bob", amount=6)
-    assert (await ledger.fund(name="bob", amount=5)).balance == 5
+        await ledger.fund(name="bob", amount=6, now=0)
+    assert (await ledger.fund(name="bob", amount=5, now=0)).balance == 5
     await conserved(ledger, money.MAX_UNITS)
 
 
@@ -349,7 +349,7 @@ async def test_a_farms_payout_account_squats_no_name(ledger):
     assert (await ledger.observe_farm(name="freefarm")).payout_account == "team-a/farmer"
     carol = identity.KeyPair.generate()  # the name the farm named is still free for the twin who comes later
     assert (await ledger.ensure_account(name="carol", public_key=carol.public_key)).role == "twin"
-    await ledger.fund(name="carol", amount=10 * money.UNITS_PER_TFT)
+    await ledger.fund(name="carol", amount=10 * money.UNITS_PER_TFT, now=0)
     funded += 10 * money.UNITS_PER_TFT
     paid = await ledger.open_contract(key="team-c/d", owner_uid="uc", proof=key_proof(carol, "team-c"), request=REQ,
                                       now=NOW)

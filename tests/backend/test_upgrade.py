@@ -151,7 +151,7 @@ async def test_a_version_7_ledger_gets_how_far_each_contract_is_billed(ledger_ur
                                      resources=ledger_setup.Resources(cru=8, mru=32, sru=1000))
     twin = identity.KeyPair.generate()
     await lg.ensure_account(name="alice", public_key=twin.public_key)
-    await lg.fund(name="alice", amount=10**15)
+    await lg.fund(name="alice", amount=10**15, now=0)
     small = ledger_setup.Resources(cru=1, mru=2, sru=25)
     for key in ("ns/billed", "ns/resized"):
         await lg.open_contract(key=key, **ledger_setup.paid_by(twin), request=scheduling.Request(resources=small), now=0)

@@ -37,7 +37,7 @@ async def two_nodes(apiserver):
 
 async def fund(ledger, name, tft, apiserver):
     await twin_account(ledger, apiserver, name)
-    await ledger.fund(name=name, amount=tft * TFT)
+    await ledger.fund(name=name, amount=tft * TFT, now=START)
 
 
 def billed(apiserver, name, total):
@@ -81,7 +81,7 @@ async def test_grace_period_top_up_recovers_and_expiry_deletes(apiserver, operat
         assert condition(d)["status"] == "False" and "fund the payer" in condition(d)["message"]
     await eventually(lambda: len(events(apiserver, "GracePeriod")) >= 2, what="GracePeriod Events")
     assert (await ledger.get_account(name="short")).balance == 0  # never negative
-    await ledger.fund(name="short", amount=100 * TFT)  # top-up during the grace period
+    await ledger.fund(name="short", amount=100 * TFT, now=grid_clock.now())  # top-up during the grace period
     grid_clock.set(START + 3 * H)
     d = await with_reason(apiserver, "deployments", "d-short", "Available")
     assert (d["status"]["contractState"], d["status"]["overdraft"]) == ("Created", 0)

@@ -40,7 +40,7 @@ async def test_a_contract_past_the_bound_is_reported_on_its_deployment_and_the_o
     await ready(apiserver, "nodes", "n1")
     for account, ns in (("alice", A), ("bob", B)):
         await twin_account(ledger, apiserver, account, namespace=ns)
-        await ledger.fund(name=account, amount=100 * TFT)
+        await ledger.fund(name=account, amount=100 * TFT, now=grid_clock.now())
     await create_in(apiserver, A, deployment("web", "alice", cru=2, mru=4))  # CU 1, SU 0.25
     await create_in(apiserver, B, deployment("store", "bob", cru=0, mru=0))  # CU 0, SU 0.25
     await reason(apiserver, A, "deployments", "web", "Available")

@@ -36,7 +36,7 @@ async def payer_in(ledger, api, *namespaces: str) -> None:
     for ns in namespaces:
         await api.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         await twin_account(ledger, api, "payer", namespace=ns)
-    await ledger.fund(name="payer", amount=10**10)
+    await ledger.fund(name="payer", amount=10**10, now=0)
 
 
 def read(api, plural: str, name: str, namespace: str):

@@ -40,7 +40,7 @@ async def grid(apiserver):
 async def test_place_bill_exactly_and_final_bill_on_delete(apiserver, operator, ledger, grid_clock):
     await grid(apiserver)
     await twin_account(ledger, apiserver, "alice")
-    await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT)
+    await ledger.fund(name="alice", amount=2000 * money.UNITS_PER_TFT, now=grid_clock.now())
     await apiserver.post(f"{NS}/deployments", json=deployment("web"))
     d = await eventually(lambda: condition(dep(apiserver, "web"))["status"] == "True"
                          and dep(apiserver, "web"), what="deployment Ready")
@@ -147,7 +147,7 @@ async def test_steady_state_writes_nothing(apiserver, operator, ledger, grid_clo
 
     await grid(apiserver)
     await twin_account(ledger, apiserver, "alice")
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=grid_clock.now())
     await apiserver.post(f"{NS}/deployments", json=deployment("calm"))
     await eventually(lambda: condition(dep(apiserver, "calm"))["status"] == "True")
     grid_clock.set(START + 3600)

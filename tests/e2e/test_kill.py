@@ -72,7 +72,7 @@ async def test_killed_at_random_points_loses_and_doubles_nothing(apiserver, tmp_
     lg = await backend.open_backend(url, CONFIG)
     for i in range(4):
         await twin_account(lg, apiserver, f"payer{i}")
-        await lg.fund(name=f"payer{i}", amount=FUNDING)
+        await lg.fund(name=f"payer{i}", amount=FUNDING, now=START)
     proc = Proc(url, clock_file)
     proc.start()
 

@@ -44,7 +44,7 @@ async def test_metrics_endpoint_while_reconciling(apiserver, metered_operator, g
     from tfgrid_operator import backend
     ledger = await backend.open_backend(ledger_path, CONFIG)
     await twin_account(ledger, apiserver, "alice")
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=grid_clock.now())
     await ledger.close()
     await create(apiserver, farm(), node("n1"), node("n2"), deployment("web"), deployment("huge", cru=64))
     await ready(apiserver, "deployments", "web")

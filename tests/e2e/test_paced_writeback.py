@@ -55,7 +55,7 @@ async def test_a_periods_write_back_is_paced_urgent_first_and_once_per_object(ap
     await ready(apiserver, "nodes", "n0", "n1", "n2")
     for payer, tft in (("rich", 10_000), ("short", 1)):
         await twin_account(ledger, apiserver, payer)
-        await ledger.fund(name=payer, amount=tft * money.UNITS_PER_TFT)
+        await ledger.fund(name=payer, amount=tft * money.UNITS_PER_TFT, now=grid_clock.now())
     await create(apiserver, *(deployment(d, payer="rich", cru=1, public_ips=0) for d in RICH))
     await create(apiserver, deployment("d-short", payer="short"))  # the last object: the last of a plain queue
     everyone = [*RICH, "d-short"]

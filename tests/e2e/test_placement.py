@@ -77,7 +77,8 @@ async def test_node_down_moves_its_deployments_without_double_charge(apiserver, 
     await create(apiserver, farm(), *(node(n, key=k) for n, k in keys.items()))
     await ready(apiserver, "nodes", *keys)
     await twin_account(ledger, apiserver, "alice")
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # < 1.5 months: no discount, 7,625,000/h
+    # < 1.5 months of funding: no discount, 7,625,000 units an hour
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=grid_clock.now())
     await create(apiserver, deployment("mover"))
     assert (await ready(apiserver, "deployments", "mover"))[0]["status"]["node"] == "n1"
     stay = deployment("stay")

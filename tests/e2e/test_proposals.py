@@ -74,7 +74,7 @@ def prop(apiserver, name):
 async def test_approved_pricing_change_executes_once_and_bills_the_next_period(apiserver, operator, ledger, grid_clock):
     await six_farms(apiserver, ledger)
     await twin_account(ledger, apiserver, "alice")
-    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT)  # < 1.5 months of cost: no discount
+    await ledger.fund(name="alice", amount=100 * money.UNITS_PER_TFT, now=grid_clock.now())  # < 1.5 months of cost: no discount
     await create(apiserver, deployment("web"))
     await ready(apiserver, "deployments", "web")
     await create(apiserver, proposal("cheap", COUNCIL[0], CHEAPER_CU))

@@ -43,7 +43,7 @@ async def exercise(apiserver, grid_clock, ledger_url: str) -> None:
     twin = identity.KeyPair.generate()
     lg = await backend.open_backend(ledger_url, CONFIG)  # the test's own connection: the operator's lives on its loop
     await lg.ensure_account(name="bob", public_key=twin.public_key)
-    await lg.fund(name="bob", amount=10**12)
+    await lg.fund(name="bob", amount=10**12, now=grid_clock.now())
     await lg.close()
     await apiserver.post("/api/v1/namespaces/default/secrets", json={
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bob"},

@@ -89,7 +89,7 @@ async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger,
     funded = 0
     for account, ns in (("alice", A), ("mallory", B), ("mallory2", B)):
         await twin_account(ledger, apiserver, account, namespace=ns)
-        await ledger.fund(name=account, amount=100 * TFT)
+        await ledger.fund(name=account, amount=100 * TFT, now=grid_clock.now())
         funded += 100 * TFT
     await create(apiserver, A, deployment("web", "alice"))
     await reason(apiserver, A, "deployments", "web", "Available")
@@ -172,7 +172,7 @@ async def test_contracts_whose_object_is_gone_are_closed_with_a_final_bill_and_n
         apiserver, operator, ledger, grid_clock):
     await victim(apiserver, ledger, nodes=("node1", "node2"))
     await twin_account(ledger, apiserver, "alice", namespace=A)
-    await ledger.fund(name="alice", amount=100 * TFT)
+    await ledger.fund(name="alice", amount=100 * TFT, now=grid_clock.now())
     await create(apiserver, A, deployment("web", "alice"), deployment("db", "alice"))
     for name in ("web", "db"):
         await reason(apiserver, A, "deployments", name, "Available")
@@ -214,7 +214,7 @@ async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, oper
     await victim(apiserver, ledger, nodes=("node1", "node2"))
     carol = identity.KeyPair.generate()
     await ledger.ensure_account(name="carol", public_key=carol.public_key)
-    await ledger.fund(name="carol", amount=100 * TFT)
+    await ledger.fund(name="carol", amount=100 * TFT, now=grid_clock.now())
     for secret in ("short-grant", "renewed-grant"):
         grant = names.Grant("carol", A, START + 3 * H).signed(carol)
         assert (await apiserver.post(f"/api/v1/namespaces/{A}/secrets",

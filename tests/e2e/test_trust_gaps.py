@@ -54,7 +54,7 @@ async def test_a_deployment_deleted_in_grace_leaves_its_debt_to_its_payer(apiser
     for ns in (A, B):  # carol granted both namespaces; mallory is team-b's own twin
         await twin_account(ledger, apiserver, "carol", namespace=ns)
     await twin_account(ledger, apiserver, "mallory", namespace=B)
-    await ledger.fund(name="mallory", amount=100 * TFT)
+    await ledger.fund(name="mallory", amount=100 * TFT, now=grid_clock.now())
     funded = 100 * TFT
     await create(apiserver, A, deployment("web", "carol"))
     await reason(apiserver, A, "deployments", "web", "Available")
@@ -195,7 +195,7 @@ async def test_moved_from_is_written_from_the_ledger_whatever_a_tenant_writes(ap
     await twin_account(ledger, apiserver, "alice", namespace=A)
     await twin_account(ledger, apiserver, "mallory", namespace=B)
     for account in ("alice", "mallory"):
-        await ledger.fund(name=account, amount=100 * TFT)
+        await ledger.fund(name=account, amount=100 * TFT, now=grid_clock.now())
     await create(apiserver, A, deployment("web", "alice"))
     await create(apiserver, B, deployment("web", "mallory"))
     for ns in (A, B):

@@ -34,7 +34,7 @@ async def _grid(url: str, *, certified: bool, balance: int) -> None:
         if certified:  # spec.certified is only what the farmer expects: a council member certifies
             await ledger_setup.certify(lg, node="n1", certified=True, ts=0, key=identity.KeyPair.generate())
         await lg.ensure_account(name="alice", public_key=ALICE.public_key)
-        await lg.fund(name="alice", amount=balance)
+        await lg.fund(name="alice", amount=balance, now=0)
     finally:
         await lg.close()
 

@@ -8,12 +8,12 @@ import base64
 import binascii
 import json
 import pathlib
-import time
 from typing import IO
 
 import click
 import yaml
 
+from tfgrid_operator import clock
 from tfgrid_operator.cli.app import _load_key, main
 from tfgrid_operator.cli.ledger_cmds import _with_ledger, ledger
 from tfgrid_operator.domain import names
@@ -38,7 +38,7 @@ def grant(account: str, namespace: str, key_file: pathlib.Path, days: int, secre
     secret = secret_name or f"{account.replace('_', '-').replace('.', '-')}-grant"
     if not names.DNS_LABEL.match(secret) or len(secret) > 253:
         raise click.BadParameter(f"{secret!r} is not a Secret name", param_hint="--secret")
-    signed = names.Grant(account, namespace, int(time.time()) + days * 86400).signed(_load_key(key_file))
+    signed = names.Grant(account, namespace, clock.SystemClock().now() + days * 86400).signed(_load_key(key_file))
     click.echo(f"# account {account} pays for Deployments of namespace {namespace} for {days} days; "
                f"kubectl apply -f this, then payer: {{account: {account}, grantRef: {{name: {secret}}}}}")
     click.echo(yaml.safe_dump(tenancy.grant_secret(signed, secret), sort_keys=False), nl=False)
@@ -79,6 +79,6 @@ def _grant_in(text: str) -> dict[str, object]:
 def revoke_grant(ctx: click.Context, grant_file: IO[str]) -> None:
     grant = _grant_in(grant_file.read())
     closed = _with_ledger(ctx, lambda lg: lg.revoke_grant(account=str(grant["account"]), signature=str(grant["signature"]),
-                                                          now=int(time.time())))
+                                                          now=clock.SystemClock().now()))
     click.echo(f"grant of account {grant['account']} for namespace {grant.get('namespace')} revoked; "
                f"{len(closed)} contract(s) closed with a final bill" + "".join(f"\n  {c.key}" for c in closed))

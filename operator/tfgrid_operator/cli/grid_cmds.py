@@ -234,9 +234,7 @@ def veto(proposal: str, namespace: str, key_file: pathlib.Path, print_only: bool
 @click.option("--context", default=None, help="the kubeconfig context to use; default: its current context")
 def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, node_id: int | None,
             capacity: str | None, print_only: bool, context: str | None) -> None:
-    import time
-
-    from tfgrid_operator import ballot, runtime
+    from tfgrid_operator import ballot, clock, runtime
     from tfgrid_operator.domain.units import Resources
     from tfgrid_operator.kube.client import ApiError
 
@@ -254,7 +252,7 @@ def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, nod
                 raise click.UsageError("--capacity CRU,MRU,SRU,HRU: a certification names the capacity it "
                                        "certifies (the node's status.attested)") from None
         click.echo(json.dumps(ballot.signed_certification(key, node=node, node_id=node_id, certified=not revoke,
-                                                          ts=int(time.time()), resources=resources)))
+                                                          ts=clock.SystemClock().now(), resources=resources)))
         return
 
     async def go(kube: Any) -> None:
@@ -265,7 +263,7 @@ def certify(node: str, namespace: str, key_file: pathlib.Path, revoke: bool, nod
                 raise click.ClickException(f"node {namespace}/{node} does not exist") from None
             raise
         try:
-            signed = ballot.certification_on(body, key, certified=not revoke, ts=int(time.time()))
+            signed = ballot.certification_on(body, key, certified=not revoke, ts=clock.SystemClock().now())
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         nid = signed["nodeId"]

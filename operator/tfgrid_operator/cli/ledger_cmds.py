@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tfgrid_operator import backend
+from tfgrid_operator import backend, clock
 from tfgrid_operator.backend import errors
 from tfgrid_operator.cli.app import _load_key, _run, main
 from tfgrid_operator.domain import money, names
@@ -84,7 +84,7 @@ def fund(ctx: click.Context, name: str, amount: str) -> None:
         if balance + units > money.MAX_UNITS:  # the ledger's bound (domain/money.py)
             raise click.ClickException(f"{name} would hold {money.tft(balance + units)} TFT: a balance is at most "
                                        f"{money.tft(money.MAX_UNITS)} TFT")
-        return await lg.fund(name=name, amount=units)
+        return await lg.fund(name=name, amount=units, now=clock.SystemClock().now())
     acc = _with_ledger(ctx, add)
     # what it owed on closed contracts is paid first (§2.7), to their farmers, foundation and staking pool
     paid_debt = f" ({money.tft(acc.collected)} TFT paid what it owed on closed contracts)" if acc.collected else ""

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import yaml
 
+from tfgrid_operator import clock
 from tfgrid_operator.cli.app import _run, main
 from tfgrid_operator.domain import identity, money, names
 
@@ -128,7 +129,7 @@ def quickstart(namespace: str, out: pathlib.Path, ledger_url: str, payer: str, a
         if holder is not None or payer in {a.name for a in await lg.list_accounts()}:
             raise click.ClickException(f"account {payer!r} exists on the ledger: pick another --payer")
         await lg.ensure_account(name=payer, public_key=keys["twin"].public_key)
-        await lg.fund(name=payer, amount=units)
+        await lg.fund(name=payer, amount=units, now=clock.SystemClock().now())
 
     async def with_ledger() -> None:
         lg = await backend.open_backend(ledger_url)

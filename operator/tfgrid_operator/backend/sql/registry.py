@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -102,10 +101,10 @@ class RegistryLedger(LedgerBase):
                     raise errors.Conflict("the twin key is already the key of another account; one key, one twin (§1.1)")
             return await self._ensure_account(conn, name, public_key)
 
-    async def fund(self, *, name: str, amount: int, now: int | None = None) -> records.Account:
+    async def fund(self, *, name: str, amount: int, now: int) -> records.Account:
         """Add ``amount`` to the account. What its payer owes on closed contracts is collected first (invariant 7:
         a debt follows its payer), oldest first, each part paid out as the contract's bills would have been (§2.7:
-        farmer / foundation / staking pool, a payout of reason Debt at ``now``, wall time when not given); the
+        farmer / foundation / staking pool, a payout of reason Debt at ``now``, the caller's clock); the
         rest is its balance."""
         if amount <= 0:
             raise errors.InvalidRequest(f"a funding amount must be positive, got {amount}")
@@ -120,7 +119,7 @@ class RegistryLedger(LedgerBase):
             if total + amount > money.MAX_UNITS:
                 raise errors.InvalidRequest(
                     f"funding {amount} units would bring the ledger's total past its bound of {money.MAX_TFT} TFT")
-            gains = await self._collect_debts(conn, row.id, amount, int(time.time()) if now is None else now)
+            gains = await self._collect_debts(conn, row.id, amount, now)
             collected = sum(gains.values())
             gains[row.id] = gains.get(row.id, 0) + amount - collected
             await conn.execute(a.update().where(a.c.id == sa.bindparam("aid")).values(

@@ -16,7 +16,7 @@ import kopf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kopf._cogs.aiokits import aiotasks
+from kopf._cogs.aiokits import aiotasks, aiotime
 from kopf._cogs.clients import auth, fetching
 from kopf._cogs.clients import errors as kopf_errors
 from kopf._cogs.clients import watching as kopf_watching
@@ -354,6 +354,26 @@ def test_kopfs_watcher_makes_its_object_queues_backlogs(monkeypatch):
     kopf_tuning.install()
     made = queueing.Stream(backlog=asyncio.Queue(), pressure=asyncio.Event())  # as the watcher makes one
     assert isinstance(made, kopf_tuning.KOPF_STREAM) and isinstance(made.backlog, kopf_tuning.Backlog)
+    assert isinstance(made.pressure, kopf_tuning.Pressure)
+
+
+async def test_pressure_wakes_its_sleepers_as_an_asyncio_event_does():
+    """kopf sleeps on an object's pressure (aiotime.sleep: wait under a timeout) and sets and clears it: the
+    same outcomes as with asyncio.Event, and no waiter left behind by a timeout."""
+    for pressure in (kopf_tuning.Pressure(), asyncio.Event()):
+        assert not pressure.is_set()
+        assert await aiotime.sleep(0.01, wakeup=pressure) is None  # slept it all: not set, timed out
+        sleepers = [asyncio.create_task(aiotime.sleep(5, wakeup=pressure)) for _ in range(2)]
+        await asyncio.sleep(0)
+        pressure.set()
+        assert pressure.is_set() and all(0 < left <= 5 for left in await asyncio.gather(*sleepers))
+        assert await asyncio.wait_for(pressure.wait(), timeout=1) is True  # set: no wait
+        pressure.clear()
+        assert not pressure.is_set()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pressure.wait(), timeout=0.01)
+        if isinstance(pressure, kopf_tuning.Pressure):
+            assert pressure._waiters is None  # made while one waits, gone with the last
 
 
 def test_slim_passes_bookmarks_errors_and_odd_shapes_unchanged():

@@ -47,6 +47,8 @@ An object waiting for a worker (or with one) also has a queue of its own in kopf
 scale 0.3), and its waiting events are decoded objects (~4.7 KB each). ``Backlog`` takes its place: what kopf uses of
 it (put, get under a timeout by the object's one worker, empty) on a list, and an event that waits kept as its JSON
 (~1.5 KB), decoded again when the worker takes it; one the worker is already waiting for is handed over as it is.
+Its "new events queued" flag is an asyncio.Event (~1.1 KB with its deque of waiters): ``Pressure`` takes its place,
+its list of waiters made only while the worker sleeps on it.
 A namespace deleted whole queues an event for every object at once (12,000 at grid size), as a burst of new objects
 queues thousands: the listing's wait does not bound those (the WATCH is never held), this shrinks each.
 
@@ -289,9 +291,50 @@ class Backlog:
         return self.get_nowait()
 
 
+class Pressure:
+    """One object's "new events queued" flag in kopf's watcher, in place of an asyncio.Event (~1.1 KB each with its
+    deque of waiters, made for every object that has events waiting): what kopf uses of it (set, clear, is_set, and
+    wait, under a timeout, by the object's one worker while it sleeps) with the list of waiters made only while one
+    waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._waiters = self._waiters or []
+        waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            waiters.remove(waiter)
+            if not waiters and self._waiters is waiters:
+                self._waiters = None
+
+
 def stream(*, backlog: Any, pressure: asyncio.Event) -> Any:
-    """kopf's per-object Stream with a ``Backlog`` (the empty asyncio.Queue kopf made for it is dropped)."""
-    return KOPF_STREAM(backlog=cast(Any, Backlog()), pressure=pressure)
+    """kopf's per-object Stream with a ``Backlog`` and a ``Pressure`` (the empty asyncio.Queue and the asyncio.Event
+    kopf made for it are dropped)."""
+    return KOPF_STREAM(backlog=cast(Any, Backlog()), pressure=cast(Any, Pressure()))
 
 
 class JsonWire:

@@ -372,6 +372,11 @@ async def test_pressure_wakes_its_sleepers_as_an_asyncio_event_does():
         assert not pressure.is_set()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(pressure.wait(), timeout=0.01)
+        sleeper = asyncio.create_task(aiotime.sleep(5, wakeup=pressure))
+        await eventually(lambda p=pressure: p._waiters, what="the sleeper waiting")  # wait_for's inner task has begun
+        pressure.set()
+        pressure.clear()  # kopf's worker clears it before the sleeper runs: the sleeper is woken all the same
+        assert 0 < await asyncio.wait_for(sleeper, timeout=1) <= 5 and not pressure.is_set()
         if isinstance(pressure, kopf_tuning.Pressure):
             assert pressure._waiters is None  # made while one waits, gone with the last
 

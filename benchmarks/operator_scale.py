@@ -412,6 +412,8 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["rebilled_on_restart"] = billed_after - billed_before
 
                 # the tenant deletes the namespace: everything in it at once
+                if os.environ.get("BENCH_TRACEMALLOC_AT") == "delete":
+                    os.kill(op.pid, signal.SIGUSR1)  # timed_operator.py starts tracing now
                 calls0, cpu0 = len(emu.calls), op.cpu_s()
                 async with harness.profiled(op.pid, spy("delete")):
                     result["delete_s"] = round(await harness.delete_namespace(emu, kube, NS), 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import pathlib
+import signal
 import sys
 import threading
 import time
@@ -49,7 +50,8 @@ def main() -> None:
     if os.environ.get("BENCH_GC_LOG"):
         time_collections(open(os.environ["BENCH_GC_LOG"], "a", buffering=1))  # noqa: SIM115
     if os.environ.get("BENCH_TRACEMALLOC"):
-        trace_allocations(pathlib.Path(os.environ["BENCH_TRACEMALLOC"]))
+        trace_allocations(pathlib.Path(os.environ["BENCH_TRACEMALLOC"]),
+                          on_signal=os.environ.get("BENCH_TRACEMALLOC_AT") == "delete")
     sys.argv = ["tfgrid-operator", *sys.argv[1:]]
     cli_main()
 
@@ -82,11 +84,17 @@ def time_collections(out) -> None:
     gc.callbacks.append(callback)
 
 
-def trace_allocations(out: pathlib.Path, every_s: float = 15.0, frames: int = 12) -> None:
+def trace_allocations(out: pathlib.Path, every_s: float = 15.0, frames: int = 12, on_signal: bool = False) -> None:
     """Every ``every_s``, the memory still allocated, by the innermost frame of ours (or else kopf's, aiohttp's,
     the standard library's) that allocated it: 'WALL TRACED_MB PEAK_MB' then the top 25 places, appended to ``out``
-    (BENCH_TRACEMALLOC; tracemalloc slows the process down several times: counts and sizes, not timings)."""
-    tracemalloc.start(frames)
+    (BENCH_TRACEMALLOC; tracemalloc slows the process down several times: counts and sizes, not timings). With
+    ``on_signal`` (BENCH_TRACEMALLOC_AT=delete), tracing starts at SIGUSR1, which operator_scale.py sends the restarted
+    operator as it deletes the namespace: the process reaches that phase at full speed, and what is traced is what
+    the deletion allocates."""
+    if on_signal:
+        signal.signal(signal.SIGUSR1, lambda *_: tracemalloc.start(frames))
+    else:
+        tracemalloc.start(frames)
 
     def owner(tb: tracemalloc.Traceback) -> str:
         inner_first = list(reversed(tb))  # tracemalloc orders a traceback from the oldest call
@@ -99,6 +107,8 @@ def trace_allocations(out: pathlib.Path, every_s: float = 15.0, frames: int = 12
     def dump() -> None:
         while True:
             time.sleep(every_s)
+            if not tracemalloc.is_tracing():
+                continue
             current, peak = tracemalloc.get_traced_memory()
             by: dict[str, int] = {}
             for stat in tracemalloc.take_snapshot().statistics("traceback"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 
 import pytest
 
@@ -164,3 +165,43 @@ async def test_lists_come_in_chunks_that_add_up_to_the_whole_list(cluster, monke
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await rt.kube.close()
+
+
+def event_body(uid: str = "u1", rv: str = "1", spec: dict | None = None, status: dict | None = None,
+               **meta: str) -> dict:
+    return {"metadata": {"name": "f", "namespace": "a", "uid": uid, "resourceVersion": rv, "generation": 1,
+                         "managedFields": [{"manager": "kubectl"}], **meta},
+            "spec": dict(spec if spec is not None else {"publicIPs": 1}),
+            "status": dict(status if status is not None else {"farmId": 7, "kopf": {"progress": {}}})}
+
+
+def test_an_event_that_moves_only_metadata_updates_the_kept_copy_in_place():
+    rt = types.SimpleNamespace(objects={})
+    mirror.remember(rt, "farms", event_body())
+    kept = rt.objects[("farms", "a", "f")]
+    spec, status = kept["spec"], kept["status"]
+    # a deletion's MODIFIED event: new resourceVersion and a deletionTimestamp, kopf's bookkeeping moved too
+    mirror.remember(rt, "farms", event_body(rv="2", status={"farmId": 7, "kopf": {"dummy": "x"}},
+                                            deletionTimestamp="2026-12-04T00:00:00Z"))
+    again = rt.objects[("farms", "a", "f")]
+    assert again is kept and again["spec"] is spec and again["status"] is status  # nothing copied anew
+    assert again["metadata"] == {"name": "f", "namespace": "a", "uid": "u1", "resourceVersion": "2", "generation": 1,
+                                 "deletionTimestamp": "2026-12-04T00:00:00Z"}
+    mirror.remember(rt, "farms", event_body(rv="3"))  # a key the event no longer has is dropped
+    assert "deletionTimestamp" not in rt.objects[("farms", "a", "f")]["metadata"]
+
+
+@pytest.mark.parametrize("changed", [
+    event_body(rv="2", spec={"publicIPs": 2}),  # the spec
+    event_body(rv="2", status={"farmId": 8}),  # a status field the loop reads
+    event_body(rv="2", status={"farmId": 7, "farmName": "x"}),  # a status field added
+    event_body(rv="2", status={}),  # a status field gone
+    event_body(uid="u2", rv="2"),  # another object of that name
+])
+def test_an_event_that_moves_spec_status_or_uid_replaces_the_kept_copy(changed):
+    rt = types.SimpleNamespace(objects={})
+    mirror.remember(rt, "farms", event_body())
+    kept = rt.objects[("farms", "a", "f")]
+    mirror.remember(rt, "farms", changed)
+    assert rt.objects[("farms", "a", "f")] is not kept
+    assert rt.objects[("farms", "a", "f")] == mirror.slim(changed)

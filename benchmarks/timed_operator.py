@@ -98,10 +98,15 @@ def trace_allocations(out: pathlib.Path, every_s: float = 15.0, frames: int = 12
 
     def owner(tb: tracemalloc.Traceback) -> str:
         inner_first = list(reversed(tb))  # tracemalloc orders a traceback from the oldest call
+        places = []
         for f in inner_first:  # the innermost frame of ours (the CLI's aside), kopf's, aiohttp's or SQLAlchemy's
             if any(m in f.filename for m in ("tfgrid_operator/", "kopf/", "aiohttp/", "sqlalchemy/")) \
                     and "tfgrid_operator/cli/" not in f.filename:
-                return f"{f.filename.split('site-packages/')[-1].split('operator/')[-1]}:{f.lineno}"
+                places.append(f"{f.filename.split('site-packages/')[-1].split('operator/')[-1]}:{f.lineno}")
+                if "kube/jsonwire.py" not in f.filename:  # JSON decoded or encoded: for whom, too
+                    return " < ".join(places)
+        if places:
+            return " < ".join(places)
         return f"{inner_first[0].filename.rsplit('/', 1)[-1]}:{inner_first[0].lineno}" if inner_first else "?"
 
     def dump() -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import gc
 import json
 import logging
 import math
+import sys
 
 import kopf
 import pytest
@@ -467,3 +469,66 @@ def test_json_patches_of_finalizer_changes_are_kopfs_own_operations(body, merge,
         return
     assert kopf_tuning.as_json_patch(patch, body) == expected
     assert body == before
+
+
+def count_finalized_async_generators() -> list[object]:
+    """Every async generator first iterated from now on that asyncio's finalizer hook gets (left suspended, then
+    collected); the caller puts the hooks back."""
+    finalized: list[object] = []
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+
+    def counted(agen: object) -> None:
+        finalized.append(agen)
+        finalizer(agen)
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=counted)
+    return finalized
+
+
+async def test_kopfs_requests_leave_no_async_generator_to_the_garbage_collector(kopf_logged_in, monkeypatch):
+    """kopf's own authenticated request leaves its vault's two generators suspended, and asyncio's finalizer makes a
+    task for each; ours runs them to their end, and the answers are the same."""
+    c = kopf_logged_in
+    assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("f1"))).status == 201
+    settings, logger = kopf.OperatorSettings(), logging.getLogger("test")
+    hooks = sys.get_asyncgen_hooks()
+    try:
+        answers, counts = [], []
+        for request in (kopf_tuning.KOPF_REQUEST, kopf_tuning.request):
+            monkeypatch.setattr(kopf_tuning.kopf_api, "request", request)
+            finalized = count_finalized_async_generators()
+            for _ in range(3):
+                answers.append(await kopf_tuning.kopf_api.get(f"{API}/namespaces/a/farms/f1", settings=settings,
+                                                              logger=logger))
+            gc.collect()
+            await asyncio.sleep(0)  # the finalizer's aclose tasks run
+            counts.append(len(finalized))
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert counts[0] >= 4 and counts[1] == 0  # kopf's: two a request (the last one's may still be held); ours: none
+    assert all(a["metadata"].pop("managedFields") for a in answers[:3])  # kopf's decoding keeps them, ours not
+    assert all(a == answers[0] for a in answers) and answers[0]["metadata"]["name"] == "f1"
+
+
+async def test_a_401_invalidates_the_credentials_tried_and_the_next_are_used(kopf_logged_in, monkeypatch):
+    vault = auth.vault_var.get()
+    info = startup.login()
+    await vault.populate({"other": info})  # two credentials of the same priority: either may be tried first
+    tried: list[object] = []
+
+    async def refused_once(*args, context, **kwargs):
+        tried.append(context)
+        if len(tried) == 1:
+            raise kopf_errors.APIUnauthorizedError("expired", status=401, headers={})
+        return "answer"
+    monkeypatch.setattr(kopf_tuning, "KOPF_REQUEST", refused_once)
+    hooks = sys.get_asyncgen_hooks()
+    try:
+        finalized = count_finalized_async_generators()
+        assert await kopf_tuning.authenticated("get", "/x") == "answer"
+        gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert len(tried) == 2 and tried[0] is not tried[1] and finalized == []
+    assert len([key async for key, _ in vault]) == 1  # the refused credentials are gone from the vault
+    for context in tried:
+        await context.session.close()

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.backend.batching import Batcher
 from tfgrid_operator.backend.config import LedgerConfig
+from tfgrid_operator.backend.sql import sqlite_cursor
 from tfgrid_operator.domain import minting, money, pricing, scheduling
 from tfgrid_operator.domain import uptime as uptime_mod
 from tfgrid_operator.domain.units import Resources
@@ -170,6 +171,7 @@ class LedgerBase:
         if engine_url.startswith("sqlite"):
             # how long a writer waits for another process's lock; ?timeout=S in the URL overrides the 30 s
             busy = {} if "timeout=" in engine_url else {"timeout": 30}
+            sqlite_cursor.install()  # one trip to aiosqlite's thread per statement
             # a fixed pool: aiosqlite runs a thread per connection, and the default overflow opened and closed a
             # connection (thread, PRAGMAs) per burst of concurrent reads; the writer lock serializes writes anyway
             engine = create_async_engine(engine_url, connect_args=busy, pool_size=POOL_SIZE, max_overflow=0,

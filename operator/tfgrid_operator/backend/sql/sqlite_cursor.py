@@ -1,0 +1,90 @@
+"""One trip to aiosqlite's thread per SQLite statement, in place of three or four.
+
+aiosqlite runs each call on its connection's thread and hands the result back through the event loop's self-pipe
+(``call_soon_threadsafe``). SQLAlchemy's adaptation makes three or four such calls for every statement: the cursor,
+the execute, the fetch of its rows (when it has any), the cursor's close. In a burst at grid size the ledger's thread
+spent two thirds as much CPU waking the event loop as running SQL (issue 17: py-spy, 47 samples in
+``_write_to_self`` against 72 in the statements). ``OneTripCursor`` does them all in one function on that thread and
+keeps what SQLAlchemy reads afterwards (the rows, the description, rowcount and lastrowid); everything else is
+SQLAlchemy's own cursor.
+
+``install()`` makes it the cursor of SQLAlchemy's aiosqlite connections (idempotent). It hooks into SQLAlchemy's
+asyncio adaptation (``AsyncAdapt_dbapi_cursor``, 2.1) and aiosqlite's ``Connection._execute``, which is why both are
+pinned to the minor versions it was written for; the whole ledger suite runs through it on SQLite, and
+``tests/backend/test_sqlite_cursor.py`` counts the trips.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+from sqlalchemy.dialects.sqlite import aiosqlite as sa_aiosqlite
+from sqlalchemy.util import EMPTY_DICT
+
+Outcome = tuple[Any, list[Any] | None, int, int | None]  # description, rows (None: no result set), rowcount, lastrowid
+
+
+def run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
+    """On aiosqlite's thread: the statement, its rows and the cursor's figures, the cursor closed."""
+    cursor = conn.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        else:
+            cursor.execute(operation, () if parameters is None else parameters)
+        rows = cursor.fetchall() if cursor.description else None
+        return cursor.description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class Finished:
+    """What SQLAlchemy reads of a DB-API cursor once its statement ran (the ``_cursor`` of ``OneTripCursor``)."""
+
+    __slots__ = ("arraysize", "description", "lastrowid", "rowcount")
+
+    def __init__(self, description: Any = None, rowcount: int = -1, lastrowid: int | None = None) -> None:
+        self.description, self.rowcount, self.lastrowid, self.arraysize = description, rowcount, lastrowid, 1
+
+    async def close(self) -> None:
+        """Closed on the thread already."""
+
+
+class OneTripCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ()
+
+    def __init__(self, adapt_connection: Any) -> None:  # no cursor made on the thread: ``run`` makes its own
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = Finished()  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        return await self._run(operation, parameters, many=False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        return await self._run(operation, seq_of_parameters, many=True)
+
+    async def _run(self, operation: Any, parameters: Any, many: bool) -> None:
+        connection = self._connection
+        async with self._adapt_connection._execute_mutex:
+            description, rows, rowcount, lastrowid = await connection._execute(
+                run, connection._conn, operation, parameters, many)
+        self._cursor = Finished(description, rowcount, lastrowid)  # type: ignore[assignment]
+        self._rows = collections.deque(rows or ())
+
+    async def _async_soft_close(self) -> None:
+        self._soft_closed_memoized = self._soft_closed_memoized.union({"description": self._cursor.description})
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+def install() -> None:
+    """Where SQLAlchemy's cursor is the one this was written against (2.1's ``_execute_async``); another version
+    keeps its own cursor, slower and correct (the trip-counting test then fails and says so)."""
+    if hasattr(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor, "_execute_async"):
+        sa_aiosqlite.AsyncAdapt_aiosqlite_connection._cursor_cls = OneTripCursor

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 import prometheus_client
+from kopf._cogs.structs import dicts as kopf_dicts
 
 from tfgrid_operator import backend, clock, loop, metrics, runtime
 from tfgrid_operator.domain import pricing
@@ -91,7 +92,21 @@ class ProgressInStatus(kopf.MultiProgressStorage):
 
     def __init__(self) -> None:
         self.in_status = kopf.StatusProgressStorage()
-        super().__init__([self.in_status, kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)])
+        self.legacy = kopf.AnnotationsProgressStorage(prefix=runtime.PREFIX)
+        super().__init__([self.in_status, self.legacy])
+
+    def clear(self, *, essence: Any) -> Any:
+        """kopf's own (its progress dropped from an essence, by each storage in turn) without the deep copy each
+        storage makes first: four copies an event (the old essence and the new), ~1.4 % of a burst's CPU. What kopf
+        clears is made for the call and read by nobody before: the old essence decoded from its JSON, the new one
+        built by ``DiffBaseInStatus.build`` (fresh dicts, or kopf's own deep copy). So it is cleared in place
+        (tests/shell/test_diffbase.py holds the result equal to kopf's on arbitrary essences)."""
+        kopf_dicts.remove(essence, self.in_status.field)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        prefix = self.legacy.prefix
+        self.legacy.remove_annotations(essence, {k for k in annotations if prefix and k.startswith(f"{prefix}/")})
+        self.legacy.remove_empty_stanzas(essence)
+        return essence
 
     def store(self, *, key: Any, record: Any, body: Any, patch: kopf.Patch) -> None:
         self.in_status.store(key=key, record=record, body=body, patch=patch)

@@ -45,25 +45,13 @@ def remember(rt: runtime.Runtime, plural: str, body: dict[str, Any]) -> None:
     key = (plural, meta.get("namespace") or "", meta.get("name") or "")
     kept = rt.objects.get(key)
     if kept is not None and kept["metadata"].get("uid") == meta.get("uid") and \
-            kept["spec"] == (body.get("spec") or {}) and _same_status(kept["status"], body.get("status") or {}):
+            kept["spec"] == (body.get("spec") or {}) and kept["status"] == slim_status(body.get("status") or {}):
         # only the metadata moved (a deletion's MODIFIED event, a finalizer, kopf's annotations): the kept copy's
         # spec and status stand, and the event's decoded ones are freed with it — a namespace deleted whole no
         # longer makes a new copy of every object while kopf's queue holds its events (issue 17)
         _update_metadata(kept["metadata"], meta)
     else:
         rt.objects[key] = slim(body)
-
-
-def _same_status(kept: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Whether ``status`` slimmed would equal ``kept`` (without making the slim copy)."""
-    mine = 0
-    for k, v in status.items():
-        if k in KOPF_STATUS:
-            continue
-        if k not in kept or kept[k] != v:
-            return False
-        mine += 1
-    return mine == len(kept)
 
 
 def _update_metadata(kept: dict[str, Any], meta: dict[str, Any]) -> None:

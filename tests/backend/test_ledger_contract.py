@@ -543,3 +543,41 @@ async def test_concurrent_farm_lookups_share_one_read_and_each_gets_its_own_farm
         ("farm1", "ns/farmer", False, found[0].public_ips)]
     assert len([s for s in statements if "FROM FARMS" in s]) == 1
     assert await ledger.observe_farm(name="farm2") == found[2]  # alone, the same answer
+
+
+async def test_every_contracts_summary_remakes_only_the_records_whose_rows_changed(ledger):
+    """contract_summaries (read every tick) keeps the records it made: an unchanged row gives the same record, a
+    changed one (billed, resized, moved, closed, reopened by another object) a new one, equal to what a read with
+    nothing kept makes."""
+    await grid(ledger, nodes=2)
+    await ledger.fund(name="alice", amount=10**12, now=0)
+    for name in ("a", "b", "c", "d"):
+        await ledger.open_contract(key=f"ns/{name}", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
+
+    async def read_and_check(before: dict, changed: set[str]) -> dict:
+        after = await ledger.contract_summaries()
+        for key, c in after.items():
+            assert c == await ledger.observe_contract(key=key)  # as a read that keeps nothing makes it
+            assert (c is before.get(key)) == (key not in changed), key
+        return after
+
+    first = await ledger.contract_summaries()
+    seen = await read_and_check(first, set())
+    await ledger.bill_period(period=0, now=H)
+    seen = await read_and_check(seen, {"ns/a", "ns/b", "ns/c", "ns/d"})
+    await ledger.resize_contract(key="ns/b", owner_uid=OWN.uid, resources=Resources(cru=4, mru=8, sru=100),
+                                 public_ips=0, now=H + 60)
+    seen = await read_and_check(seen, {"ns/b"})
+    node = seen["ns/c"].node
+    moved = await ledger.move_contract(key="ns/c", now=H + 120, request=scheduling.Request(
+        resources=SMALL, exclude=frozenset({node})))
+    seen = await read_and_check(seen, {"ns/c"})
+    assert (seen["ns/c"].id, seen["ns/c"].moved_from) == (moved.id, node)
+    await ledger.close_contract(key="ns/d", owner_uid=OWN.uid, now=H + 180, reason="CanceledByUser")
+    seen = await read_and_check(seen, {"ns/d"})
+    assert seen["ns/d"].state == "Deleted"
+    later = await ledger.open_contract(key="ns/d", owner_uid="another-object", proof=paid_by()["proof"],
+                                       request=scheduling.Request(resources=SMALL), now=H + 240)
+    seen = await read_and_check(seen, {"ns/d"})
+    assert (seen["ns/d"].id, seen["ns/d"].owner_uid) == (later.id, "another-object")
+    assert len(ledger._summaries_kept) == 6  # every contract read: the four, c's successor and d's

@@ -49,16 +49,32 @@ class ContractsLedger(BillingLedger):
             proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from,
             payer_key=r.payer_key or "")
 
-    def _latest_by_key(self, rows: Iterable[Any]) -> dict[str, records.Contract]:
+    def _latest_by_key(self, rows: Iterable[Any],
+                       kept: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] | None = None,
+                       ) -> dict[str, records.Contract]:
         """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing
         last moved it from: the node of its Deleted(Moved) predecessor of the same object, read from the ledger
-        (a status the user wrote never says so)."""
+        (a status the user wrote never says so). With ``kept`` (contract id → row values, moved from, record, as
+        read before), a row whose values are all the same gives the record made from them before, and ``kept``
+        ends holding this read's rows only."""
         found: dict[str, records.Contract] = {}
+        fresh: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] = {}
         for r in rows:
             before = found.get(r.key)
             moved = before.node if before is not None and before.deleted_reason == "Moved" \
                 and before.owner_uid == r.owner_uid else None
-            found[r.key] = self._contract(r, moved_from=moved)
+            if kept is None:
+                found[r.key] = self._contract(r, moved_from=moved)
+                continue
+            values, old = tuple(r), kept.get(r.id)
+            if old is not None and old[0] == values and old[1] == moved:
+                fresh[r.id] = old  # the values kept before: this read's are let go
+            else:
+                fresh[r.id] = (values, moved, self._contract(r, moved_from=moved))
+            found[r.key] = fresh[r.id][2]
+        if kept is not None:
+            kept.clear()
+            kept.update(fresh)
         return found
 
     async def _owed(self, conn: AsyncConnection, account_id: int, owed: int | None = None) -> None:
@@ -488,7 +504,9 @@ class ContractsLedger(BillingLedger):
         c = schema.contracts
         async with self._read() as conn:
             rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
-        return self._latest_by_key(rows)  # the latest contract per key wins
+        # the latest contract per key wins; a record is made again only where its row changed since the last read
+        # (every tick reads every contract: at grid size making 10,000 records was ~0.2 s of CPU a tick)
+        return self._latest_by_key(rows, self._summaries_kept)
 
     async def live_contracts(self, *, keys: Collection[str] | None = None,
                              proof_until_before: int | None = None) -> dict[str, records.Contract]:

@@ -73,3 +73,87 @@ async def test_one_trip_per_statement_and_the_same_results_as_sqlalchemys_cursor
     assert ours[1][1] == [(2, "b")] and ours[3][1] == [(1, "a", 11), (2, "b", 12)] and ours[-2:] == [3, 5]
     assert our_trips == [1] * 6
     assert all(t >= 3 for t in their_trips)  # cursor, execute, close (and the rows' fetch) each a trip of its own
+
+
+@pytest.fixture
+async def ledger_db(tmp_path):
+    from tfgrid_operator import backend
+
+    lg = await backend.open_backend(f"sqlite:///{tmp_path / 'ledger.db'}?timeout=0.2", backend.LedgerConfig())
+    yield lg, tmp_path / "ledger.db"
+    await lg.close()
+
+
+def meta_value(path, key: str):
+    import sqlite3
+
+    with sqlite3.connect(path) as raw:
+        found = raw.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return found[0] if found else None
+
+
+async def test_a_transactions_begin_rides_on_its_first_statement(ledger_db, monkeypatch):
+    """The ledger's BEGIN (IMMEDIATE for a writer) is sent in its first statement's trip: a one-statement
+    transaction makes two trips (the statement, the end), an empty one none; what it wrote is one transaction."""
+    lg, path = ledger_db
+    trips = [0]
+    real = aiosqlite.Connection._execute
+
+    async def counting(self, fn, *args, **kwargs):
+        trips[0] += 1
+        return await real(self, fn, *args, **kwargs)
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    from tfgrid_operator.backend import schema
+
+    async with lg._tx() as conn:
+        await conn.execute(schema.meta.insert().values(key="one", value="1"))
+    assert trips[0] == 2
+    async with lg._read() as conn:
+        assert (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "one"))).scalar() == "1"
+    assert trips[0] == 4
+    async with lg._tx():
+        pass
+    assert trips[0] == 4  # nothing begun, nothing to end
+    with pytest.raises(RuntimeError):  # two statements and a failure after them: neither is kept
+        async with lg._tx() as conn:
+            await conn.execute(schema.meta.insert().values(key="two", value="2"))
+            await conn.execute(schema.meta.update().where(schema.meta.c.key == "one").values(value="changed"))
+            raise RuntimeError("after both")
+    assert (meta_value(path, "two"), meta_value(path, "one")) == (None, "1")
+
+
+async def test_a_transaction_that_starts_with_a_bulk_statement_is_still_one_transaction(ledger_db):
+    """bulk.py sends statements to aiosqlite directly: the pending BEGIN goes first, so a failure later in the
+    transaction takes the bulk rows back too (without it they were committed on their own)."""
+    from tfgrid_operator.backend.sql import bulk
+
+    lg, path = ledger_db
+    with pytest.raises(RuntimeError):
+        async with lg._tx() as conn:
+            await bulk.insert_rows(conn, "meta", ("key", "value"), [("bulk", "1")])
+            assert (await bulk.fetch_rows(conn, "SELECT value FROM meta WHERE key = ?", ["bulk"])) == [("1",)]
+            raise RuntimeError("after the bulk insert")
+    assert meta_value(path, "bulk") is None
+
+
+async def test_a_busy_database_is_reported_by_the_first_statement_and_the_ledger_goes_on(ledger_db):
+    """Another process holds the write lock: BEGIN IMMEDIATE, sent with the first statement, waits the URL's timeout,
+    and the write fails as unavailable with nothing done; once the lock is released the same write succeeds."""
+    import sqlite3
+
+    from tfgrid_operator.backend import errors, schema
+
+    lg, path = ledger_db
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(errors.Unavailable, match="locked"):
+            async with lg._tx() as conn:
+                await conn.execute(schema.meta.insert().values(key="late", value="1"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert meta_value(path, "late") is None
+    async with lg._tx() as conn:
+        await conn.execute(schema.meta.insert().values(key="late", value="2"))
+    assert meta_value(path, "late") == "2"

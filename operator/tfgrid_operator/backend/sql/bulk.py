@@ -17,12 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tfgrid_operator.backend.sql import sqlite_cursor
+
 
 async def _driver(conn: AsyncConnection) -> Any:
     """The driver's connection, inside the caller's transaction: SQLAlchemy starts asyncpg's lazily, at the first
     statement it runs, so one is run here when none has been yet."""
     driver: Any = (await conn.get_raw_connection()).driver_connection
-    if conn.dialect.name != "sqlite" and conn.in_transaction() and not driver.is_in_transaction():
+    if conn.dialect.name == "sqlite":
+        await sqlite_cursor.begin_pending(driver)  # the transaction's BEGIN, if no statement sent it yet
+    elif conn.in_transaction() and not driver.is_in_transaction():
         await conn.execute(sa.text("SELECT 1"))
     return driver
 

@@ -193,7 +193,11 @@ class LedgerBase:
             def _on_begin(conn: Any) -> None:
                 # writers take the database lock up front (no deadlocked upgrade); readers take a WAL snapshot
                 # and never wait for a writer
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+                begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN"
+                if sqlite_cursor.installed():  # sent with the transaction's first statement, in its trip
+                    sqlite_cursor.defer_begin(conn.connection.dbapi_connection, begin)
+                else:
+                    conn.exec_driver_sql(begin)
         else:
             engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
                                          pool_timeout=POOL_TIMEOUT_S)

@@ -8,6 +8,10 @@ spent two thirds as much CPU waking the event loop as running SQL (issue 17: py-
 keeps what SQLAlchemy reads afterwards (the rows, the description, rowcount and lastrowid); everything else is
 SQLAlchemy's own cursor.
 
+A transaction's BEGIN rides on its first statement's trip (``defer_begin``, from the ledger engine's "begin" event),
+and a commit or rollback with no transaction open sends nothing (the pool's rollback after a commit, a transaction
+with no statement): a one-statement transaction is two trips (the statement, its end), not four.
+
 ``install()`` makes it the cursor of SQLAlchemy's aiosqlite connections (idempotent). It hooks into SQLAlchemy's
 asyncio adaptation (``AsyncAdapt_dbapi_cursor``, 2.1) and aiosqlite's ``Connection._execute``, which is why both are
 pinned to the minor versions it was written for; the whole ledger suite runs through it on SQLite, and
@@ -26,8 +30,11 @@ from sqlalchemy.util import EMPTY_DICT
 Outcome = tuple[Any, list[Any] | None, int, int | None]  # description, rows (None: no result set), rowcount, lastrowid
 
 
-def run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
-    """On aiosqlite's thread: the statement, its rows and the cursor's figures, the cursor closed."""
+def run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool, begin: str | None = None) -> Outcome:
+    """On aiosqlite's thread: the transaction's ``begin`` if it is still to be sent, then the statement, its rows and
+    the cursor's figures, the cursor closed."""
+    if begin is not None:
+        conn.execute(begin)  # a failure (a busy database) is this statement's: nothing of it ran
     cursor = conn.cursor()
     try:
         if many:
@@ -71,8 +78,10 @@ class OneTripCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
     async def _run(self, operation: Any, parameters: Any, many: bool) -> None:
         connection = self._connection
         async with self._adapt_connection._execute_mutex:
+            state = connection.__dict__
+            state.pop(ENDED, None)
             description, rows, rowcount, lastrowid = await connection._execute(
-                run, connection._conn, operation, parameters, many)
+                run, connection._conn, operation, parameters, many, state.pop(PENDING, None))
         self._cursor = Finished(description, rowcount, lastrowid)  # type: ignore[assignment]
         self._rows = collections.deque(rows or ())
 
@@ -83,8 +92,65 @@ class OneTripCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
         self._rows.clear()
 
 
+PENDING = "_tfgrid_begin"  # on an aiosqlite connection: the BEGIN its transaction's first statement sends first
+ENDED = "_tfgrid_ended"  # on an aiosqlite connection: its last transaction ended, and nothing was sent since
+
+
+def defer_begin(dbapi_connection: Any, begin: str) -> None:
+    """A transaction begins (SQLAlchemy's "begin" event): ``begin`` is sent with its first statement, in that
+    statement's trip, instead of a trip of its own. A transaction that ends before any statement sends nothing at
+    all (``install`` makes commit and rollback drop a BEGIN still pending); a statement sent to the driver
+    directly takes ``begin_pending`` first."""
+    state = dbapi_connection._connection.__dict__
+    state.pop(ENDED, None)
+    state[PENDING] = begin
+
+
+def _begin(conn: sqlite3.Connection, begin: str) -> None:
+    conn.execute(begin)
+
+
+async def begin_pending(driver: Any) -> None:
+    """Before a statement sent to aiosqlite's connection directly (backend/sql/bulk.py): its transaction's BEGIN,
+    if it is still pending (one trip)."""
+    driver.__dict__.pop(ENDED, None)
+    begin = driver.__dict__.pop(PENDING, None)
+    if begin is not None:
+        await driver._execute(_begin, driver._conn, begin)
+
+
+def _ending(end: Any) -> Any:
+    """commit or rollback of SQLAlchemy's aiosqlite connection, sending nothing where there is no transaction to end:
+    its BEGIN was never sent (no statement ran in it), or the last commit or rollback ended it and nothing was sent
+    since (the pool's rollback of a connection given back after its commit). Both are known here, on the event loop,
+    without asking the thread: every call sent before a commit or rollback has run once it returned (one queue)."""
+    if getattr(end, "ends_pending", False):
+        return end
+
+    def ending(self: Any) -> None:
+        state = self._connection.__dict__
+        if self._cursor_cls is not OneTripCursor:  # statements that do not say they were sent: always end
+            state.pop(PENDING, None)
+            state.pop(ENDED, None)
+            end(self)
+            return
+        if state.pop(PENDING, None) is None and ENDED not in state:
+            end(self)
+        state[ENDED] = True  # no transaction is open: a rollback (the pool's) before the next statement sends nothing
+    ending.ends_pending = True  # type: ignore[attr-defined]
+    return ending
+
+
 def install() -> None:
     """Where SQLAlchemy's cursor is the one this was written against (2.1's ``_execute_async``); another version
-    keeps its own cursor, slower and correct (the trip-counting test then fails and says so)."""
+    keeps its own cursor, slower and correct (the trip-counting test then fails and says so); so do its commit and
+    rollback, which then always send theirs: ``defer_begin`` is for an installed cursor only (``installed()``)."""
+    adapted = sa_aiosqlite.AsyncAdapt_aiosqlite_connection
     if hasattr(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor, "_execute_async"):
-        sa_aiosqlite.AsyncAdapt_aiosqlite_connection._cursor_cls = OneTripCursor
+        adapted._cursor_cls = OneTripCursor
+        adapted.commit = _ending(adapted.commit)  # type: ignore[method-assign]
+        adapted.rollback = _ending(adapted.rollback)  # type: ignore[method-assign]
+
+
+def installed() -> bool:
+    return sa_aiosqlite.AsyncAdapt_aiosqlite_connection._cursor_cls is OneTripCursor

@@ -150,6 +150,8 @@ async def test_a_busy_database_is_reported_by_the_first_statement_and_the_ledger
         with pytest.raises(errors.Unavailable, match="locked"):
             async with lg._tx() as conn:
                 await conn.execute(schema.meta.insert().values(key="late", value="1"))
+        with pytest.raises(errors.Unavailable, match="locked"):  # its first statement a bulk one (bulk.py)
+            await lg.bill_period(period=0, now=lg.config.billing_period_s)
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -157,3 +159,24 @@ async def test_a_busy_database_is_reported_by_the_first_statement_and_the_ledger
     async with lg._tx() as conn:
         await conn.execute(schema.meta.insert().values(key="late", value="2"))
     assert meta_value(path, "late") == "2"
+    assert (await lg.bill_period(period=0, now=lg.config.billing_period_s)).rows_written == 0  # nothing to bill
+
+
+async def test_another_aiosqlite_engines_commits_are_always_sent(tmp_path):
+    """Only the ledger's connections skip a commit or rollback (they begin every transaction themselves): an engine
+    in sqlite3's own mode, whose driver may open a transaction SQLAlchemy never saw, commits it."""
+    import sqlite3
+
+    sqlite_cursor.install()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(META.create_all)
+            await conn.execute(sa.insert(ITEMS).values(name="through SQLAlchemy", n=1))
+        async with engine.begin() as conn:  # a statement straight to the driver after a commit, then a commit
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("INSERT INTO items (name, n) VALUES ('straight to the driver', 2)")
+    finally:
+        await engine.dispose()
+    with sqlite3.connect(tmp_path / "other.db") as raw:
+        assert sorted(n for (n,) in raw.execute("SELECT n FROM items")) == [1, 2]

@@ -25,7 +25,8 @@ async def _driver(conn: AsyncConnection) -> Any:
     statement it runs, so one is run here when none has been yet."""
     driver: Any = (await conn.get_raw_connection()).driver_connection
     if conn.dialect.name == "sqlite":
-        await sqlite_cursor.begin_pending(driver)  # the transaction's BEGIN, if no statement sent it yet
+        with _as_sqlalchemy_errors("BEGIN"):  # a busy database: unavailable, as at any other statement
+            await sqlite_cursor.begin_pending(driver)  # the transaction's BEGIN, if no statement sent it yet
     elif conn.in_transaction() and not driver.is_in_transaction():
         await conn.execute(sa.text("SELECT 1"))
     return driver

@@ -182,6 +182,7 @@ class LedgerBase:
             @event.listens_for(engine.sync_engine, "connect")
             def _on_connect(dbapi_connection: Any, _record: Any) -> None:
                 dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+                sqlite_cursor.defers_begin(dbapi_connection)  # with each transaction's first statement
                 cursor = dbapi_connection.cursor()
                 cursor.execute("PRAGMA foreign_keys=ON")
                 if ":memory:" not in engine_url and engine_url.rstrip("/") != "sqlite+aiosqlite:":

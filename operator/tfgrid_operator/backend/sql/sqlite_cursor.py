@@ -92,8 +92,17 @@ class OneTripCursor(sa_aiosqlite.AsyncAdapt_aiosqlite_cursor):
         self._rows.clear()
 
 
-PENDING = "_tfgrid_begin"  # on an aiosqlite connection: the BEGIN its transaction's first statement sends first
-ENDED = "_tfgrid_ended"  # on an aiosqlite connection: its last transaction ended, and nothing was sent since
+# kept in an aiosqlite connection's __dict__, read and changed on the event loop only, as calls are queued:
+DEFERS = "_tfgrid_defers"  # the connection's transactions send their BEGIN with their first statement (the ledger's)
+PENDING = "_tfgrid_begin"  # the BEGIN its transaction's first statement sends first
+ENDED = "_tfgrid_ended"  # its last transaction ended, and nothing was sent since
+
+
+def defers_begin(dbapi_connection: Any) -> None:
+    """A new connection of an engine in autocommit mode (``isolation_level = None``: no transaction but the ones it
+    begins itself) whose "begin" event calls ``defer_begin``: the ledger's. Commit and rollback skip what is not
+    needed on such a connection only; every other aiosqlite connection ends its transactions as SQLAlchemy does."""
+    dbapi_connection._connection.__dict__[DEFERS] = True
 
 
 def defer_begin(dbapi_connection: Any, begin: str) -> None:
@@ -120,16 +129,17 @@ async def begin_pending(driver: Any) -> None:
 
 
 def _ending(end: Any) -> Any:
-    """commit or rollback of SQLAlchemy's aiosqlite connection, sending nothing where there is no transaction to end:
-    its BEGIN was never sent (no statement ran in it), or the last commit or rollback ended it and nothing was sent
-    since (the pool's rollback of a connection given back after its commit). Both are known here, on the event loop,
-    without asking the thread: every call sent before a commit or rollback has run once it returned (one queue)."""
+    """commit or rollback of SQLAlchemy's aiosqlite connection, sending nothing on a connection that ``defers_begin``
+    where there is no transaction to end: its BEGIN was never sent (no statement ran in it), or the last commit or
+    rollback ended it and nothing was sent since (a rollback after a commit). Both are known here, on the event loop,
+    without asking the thread: the markers change as calls are queued, and aiosqlite's thread runs its queue in order
+    (a call queued before a commit and cancelled since still runs before it)."""
     if getattr(end, "ends_pending", False):
         return end
 
     def ending(self: Any) -> None:
         state = self._connection.__dict__
-        if self._cursor_cls is not OneTripCursor:  # statements that do not say they were sent: always end
+        if DEFERS not in state or self._cursor_cls is not OneTripCursor:  # not known to be needless: end
             state.pop(PENDING, None)
             state.pop(ENDED, None)
             end(self)

@@ -52,8 +52,33 @@ def main() -> None:
     if os.environ.get("BENCH_TRACEMALLOC"):
         trace_allocations(pathlib.Path(os.environ["BENCH_TRACEMALLOC"]),
                           on_signal=os.environ.get("BENCH_TRACEMALLOC_AT") == "delete")
+    if os.environ.get("BENCH_MALLOC_TRIM"):
+        trim_malloc(pathlib.Path(os.environ["BENCH_MALLOC_TRIM"]))
     sys.argv = ["tfgrid-operator", *sys.argv[1:]]
     cli_main()
+
+
+def rss_mb() -> float:
+    status = pathlib.Path("/proc/self/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS"))) / 1024
+
+
+def trim_malloc(out: pathlib.Path, every_s: float = 5.0) -> None:
+    """Every ``every_s``, glibc's malloc_trim(0) (free memory malloc holds given back to the system) and
+    'WALL RSS_BEFORE_MB RSS_AFTER_MB' appended to ``out`` (BENCH_MALLOC_TRIM): how much of the process's RSS is memory
+    freed but kept by the allocator, phase by phase."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            before = rss_mb()
+            libc.malloc_trim(0)
+            with out.open("a") as f:
+                f.write(f"{time.time():.0f} {before:.1f} {rss_mb():.1f}\n")
+    threading.Thread(target=loop, daemon=True).start()
 
 
 def time_collections(out) -> None:

@@ -167,6 +167,37 @@ async def test_lists_come_in_chunks_that_add_up_to_the_whole_list(cluster, monke
         await rt.kube.close()
 
 
+async def test_a_chunked_list_sorts_once_and_a_later_chunk_shows_what_was_written_since(cluster, monkeypatch):
+    """The emulator serves the chunks of one listing from one sort (a server reads each chunk from its key on):
+    the objects are looked at once per listing, not once per chunk; a write between chunks makes the next chunk
+    show the objects after the token's key as they are now."""
+    from tfgrid_operator.sandbox import emulator
+
+    for i in range(6):
+        await create(cluster, "a", f"f{i}")
+    looked = [0]
+    real = emulator.in_scope
+
+    def counted(*args):
+        looked[0] += 1
+        return real(*args)
+    monkeypatch.setattr(emulator, "in_scope", counted)
+    kube = client.KubeClient()
+    try:
+        base = f"{API}/farms"
+        pages = [[o["metadata"]["name"] for o in items] async for items, _ in kube.list_pages(base, limit=2)]
+        assert pages == [["f0", "f1"], ["f2", "f3"], ["f4", "f5"]] and looked[0] == 6
+        chunks = kube.list_pages(base, limit=2)
+        first, _ = await anext(chunks)
+        await create(cluster, "a", "f11")  # after f1 in key order: the next chunk shows it
+        rest = [o["metadata"]["name"] for o in first]
+        async for items, _ in chunks:
+            rest += [o["metadata"]["name"] for o in items]
+        assert rest == ["f0", "f1", "f11", "f2", "f3", "f4", "f5"]
+    finally:
+        await kube.close()
+
+
 def event_body(uid: str = "u1", rv: str = "1", spec: dict | None = None, status: dict | None = None,
                **meta: str) -> dict:
     return {"metadata": {"name": "f", "namespace": "a", "uid": uid, "resourceVersion": rv, "generation": 1,

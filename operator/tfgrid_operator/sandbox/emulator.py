@@ -36,6 +36,7 @@ authentication) transport.py. This module is the one class that serves requests:
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import json
 from collections.abc import Callable
@@ -101,6 +102,8 @@ class StrictApiServer(kmock.KubernetesEmulator):
     authn: Authn | None = None  # None: every request is served (plain kmock use, the strictness unit tests)
     users: list[str] = attrs.field(factory=list)  # who made each authenticated request
     _rv: int = 0
+    _listed: dict[tuple[str, str | None, str, str], list[tuple[tuple[str, str], JSON]]] = attrs.field(factory=dict)
+    _listed_rv: int = -1  # the resourceVersion _listed was sorted at
     watches: watch.Watches = attrs.field(factory=watch.Watches)  # event history and open streams
 
     def __attrs_post_init__(self) -> None:
@@ -251,16 +254,15 @@ class StrictApiServer(kmock.KubernetesEmulator):
         serves them: in key order (namespace, name), every chunk with the first chunk's resourceVersion. Unlike the
         server (which reads etcd at that revision) a later chunk shows the objects after the token's key as they
         are now; a watch from the list's resourceVersion brings whatever changed meanwhile either way."""
-        listed = sorted(((ns or "", name), o) for (k, ns, name), o in self.store.items()
-                        if k == d.key and (namespace is None or ns == namespace) and in_scope(o, None, params))
-        rv, after = str(self._rv), None
+        listed = self._sorted(d, namespace, params)
+        rv = str(self._rv)
         if params.get("continue"):
             try:
                 token = json.loads(base64.b64decode(params["continue"], validate=True))
                 rv, after = str(token["rv"]), tuple(token["after"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ApiError(400, "BadRequest", "the continue token is not valid") from exc
-            listed = [(key, o) for key, o in listed if key > after]
+            listed = listed[bisect.bisect_right(listed, after, key=lambda item: item[0]):]
         meta: JSON = {"resourceVersion": rv}
         try:
             limit = int(params.get("limit") or 0)
@@ -270,6 +272,21 @@ class StrictApiServer(kmock.KubernetesEmulator):
             listed = listed[:limit]
             meta["continue"] = base64.b64encode(json.dumps({"rv": rv, "after": listed[-1][0]}).encode()).decode()
         return {"kind": f"{d.kind}List", "apiVersion": d.group_version, "metadata": meta, "items": [o for _, o in listed]}
+
+    def _sorted(self, d: ResourceDef, namespace: str | None, params: Any) -> list[tuple[tuple[str, str], JSON]]:
+        """What a LIST selects, in key order; kept until the next write, so the chunks of one listing sort once, as
+        a server reads each chunk from its key on (sorting everything for each chunk made a listing's cost grow with
+        the square of the objects: 0.16 s a chunk at 33,000)."""
+        if self._listed_rv != self._rv:
+            self._listed.clear()
+            self._listed_rv = self._rv
+        key = (d.key, namespace, params.get("labelSelector") or "", params.get("fieldSelector") or "")
+        listed = self._listed.get(key)
+        if listed is None:
+            listed = self._listed[key] = sorted(
+                ((ns or "", name), o) for (k, ns, name), o in self.store.items()
+                if k == d.key and (namespace is None or ns == namespace) and in_scope(o, None, params))
+        return listed
 
     def _next_rv(self) -> str:
         self._rv += 1

@@ -581,3 +581,35 @@ async def test_every_contracts_summary_remakes_only_the_records_whose_rows_chang
     seen = await read_and_check(seen, {"ns/d"})
     assert (seen["ns/d"].id, seen["ns/d"].owner_uid) == (later.id, "another-object")
     assert len(ledger._summaries_kept) == 6  # every contract read: the four, c's successor and d's
+
+
+@pytest.mark.parametrize("proof_signature", ["", "s" * 88], ids=["key", "grant"])
+async def test_an_hours_update_of_every_contract_fits_on_its_page(ledger, proof_signature):
+    """PostgreSQL: every contract's row is rewritten once an hour with its totals, and the first bill grows it (its
+    last bill's columns were NULL). The contracts table leaves room on each page for that new version of every row
+    (schema.CONTRACTS_FILLFACTOR), so the update is HOT (no index entry written, no page added): the table does not
+    grow over the first two hours. Rows as open_contract writes them (a Kubernetes uid; a grant's signature or none)."""
+    import uuid
+
+    from tfgrid_operator.backend import schema
+
+    if ledger.is_sqlite:
+        pytest.skip("a PostgreSQL storage parameter")
+    await grid(ledger)
+    await ledger.fund(name="alice", amount=10**15, now=0)
+    async with ledger.engine.begin() as conn:
+        alice = (await conn.execute(sa.select(schema.accounts.c.id).where(schema.accounts.c.name == "alice"))).scalar()
+        node = (await conn.execute(sa.select(schema.nodes.c.id))).scalar()
+        await conn.execute(schema.contracts.insert(), [
+            dict(key=f"ns/d{i}", account_id=alice, node_id=node, cru=1 + i % 4, mru=2 + i % 8, sru=25 + i % 100, hru=0,
+                 public_ips=0, dedicated=False, state="Created", created_at=0, overdraft=0, owner_uid=str(uuid.uuid4()),
+                 proof="grant" if proof_signature else "key", proof_signature=proof_signature)
+            for i in range(3000)])
+
+    async def pages() -> int:
+        async with ledger.engine.connect() as conn:
+            return (await conn.execute(sa.text("SELECT pg_relation_size('contracts') / 8192"))).scalar()
+    loaded = await pages()
+    for period in range(2):
+        assert (await ledger.bill_period(period=period, now=(period + 1) * H)).rows_written == 3000
+    assert await pages() == loaded

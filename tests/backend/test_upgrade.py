@@ -3,8 +3,8 @@
 nonce columns, the debt and node-key indexes are made, payout accounts are named within their farm's namespace (each
 keeps its balance and payouts), bills get their quote and bill_quotes is made (on PostgreSQL bills lose their foreign
 keys and contracts get fillfactor 50), contracts get billed_until from their bills, meta gets the placement pool's
-token, and an upgrade never fails on what an older ledger allowed. A new ledger is made at version 9 directly, with
-the same parts."""
+token, contracts get fillfactor 40 on PostgreSQL (10), and an upgrade never fails on what an older ledger allowed. A
+new ledger is made at version 10 directly, with the same parts."""
 
 from __future__ import annotations
 
@@ -56,14 +56,21 @@ async def back_to_version_7(conn) -> None:
     await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="7"))
 
 
+async def back_to_version_9(conn) -> None:
+    """Make a ledger look like version 9 again: on PostgreSQL contracts with fillfactor 50."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("ALTER TABLE contracts SET (fillfactor = 50)"))
+    await conn.execute(schema.meta.update().where(schema.meta.c.key == "schema_version").values(value="9"))
+
+
 async def version(lg) -> str:
     async with lg.engine.connect() as conn:
         return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "schema_version"))).scalar()
 
 
-async def has_version_9(lg) -> None:
-    """Version 7's, 8's and 9's parts are there: bill_quotes, bills.quote_id, contracts.billed_until and the placement
-    pool's token; on PostgreSQL no foreign key on bills and contracts with fillfactor 50."""
+async def has_version_10(lg) -> None:
+    """Version 7's to 10's parts are there: bill_quotes, bills.quote_id, contracts.billed_until and the placement
+    pool's token; on PostgreSQL no foreign key on bills and contracts with fillfactor 40."""
     def inspect(sync):
         found = sa.inspect(sync)
         return ("bill_quotes" in found.get_table_names(), {c["name"] for c in found.get_columns("bills")},
@@ -82,12 +89,12 @@ async def has_version_9(lg) -> None:
         if conn.dialect.name == "postgresql":
             assert keys == []
             options = (await conn.execute(sa.text("SELECT reloptions FROM pg_class WHERE relname = 'contracts'"))).scalar()
-            assert f"fillfactor={schema.CONTRACTS_FILLFACTOR}" in (options or [])
+            assert "fillfactor=40" in (options or []) and schema.CONTRACTS_FILLFACTOR == 40
 
 
-async def test_a_new_ledger_is_made_at_version_9(ledger):
-    assert (await version(ledger), schema.SCHEMA_VERSION) == ("9", 9)
-    await has_version_9(ledger)
+async def test_a_new_ledger_is_made_at_version_10(ledger):
+    assert (await version(ledger), schema.SCHEMA_VERSION) == ("10", 10)
+    await has_version_10(ledger)
 
 
 async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balance(ledger_url):
@@ -117,7 +124,7 @@ async def test_payout_accounts_are_renamed_into_their_namespace_with_their_balan
     lg = await backend.open_backend(ledger_url, cfg)
     try:
         assert await version(lg) == str(schema.SCHEMA_VERSION)
-        await has_version_9(lg)
+        await has_version_10(lg)
         farms = {f.name: f.payout_account for f in await lg.list_farms()}
         assert farms == {"fa": "team-a/farmer", "fa2": "team-a/farmer", "fb": "team-b/bpayout", "fc": "shared",
                          "fd": "shared"}  # one of two namespaces: kept as it was
@@ -167,8 +174,8 @@ async def test_a_version_7_ledger_gets_how_far_each_contract_is_billed(ledger_ur
     await lg.close()
     lg = await backend.open_backend(ledger_url, cfg)
     try:
-        assert await version(lg) == "9"
-        await has_version_9(lg)
+        assert await version(lg) == "10"
+        await has_version_10(lg)
         c = schema.contracts
         async with lg.engine.connect() as conn:
             until = dict((await conn.execute(sa.select(c.c.key, c.c.billed_until))).all())
@@ -182,5 +189,18 @@ async def test_a_version_7_ledger_gets_how_far_each_contract_is_billed(ledger_ur
             assert set((await conn.execute(sa.select(c.c.billed_until))).scalars()) == {3 * H}
         assert (await lg.bill_period(period=2, now=3 * H + 5)).rows_written == 0
         await conserved(lg, 10**15)
+    finally:
+        await lg.close()
+
+
+async def test_a_version_9_ledger_gets_room_on_its_contracts_pages(ledger_url):
+    lg = await backend.open_backend(ledger_url, backend.LedgerConfig())
+    async with lg.engine.begin() as conn:
+        await back_to_version_9(conn)
+    await lg.close()
+    lg = await backend.open_backend(ledger_url, backend.LedgerConfig())
+    try:
+        assert await version(lg) == "10"
+        await has_version_10(lg)
     finally:
         await lg.close()

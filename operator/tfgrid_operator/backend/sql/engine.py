@@ -238,6 +238,8 @@ class LedgerBase:
                     await self._migrate_to_8(conn)
                 if int(current) < 9:
                     await self._migrate_to_9(conn)
+                if int(current) < 10:
+                    await self._migrate_to_10(conn)
             for name in (self.config.foundation_account, self.config.staking_pool_account):
                 await self._ensure_account(conn, name, "", role="grid")
 
@@ -345,9 +347,10 @@ class LedgerBase:
 
     async def _migrate_to_7(self, conn: AsyncConnection) -> None:
         """Version 7: compact receipts (bills get quote_id; bill_quotes is new: create_all made it). On PostgreSQL
-        bills drop their foreign keys and contracts get fillfactor 50, which pages written from now on keep (a
-        VACUUM FULL applies it to the old ones). SQLite ledgers keep their bills' foreign keys: dropping one means
-        rebuilding the table, and SQLite's check is cheap. Bills made before keep their receipts as they were."""
+        bills drop their foreign keys and contracts get a fillfactor, which pages written from now on keep (a
+        VACUUM FULL applies it to the old ones; version 10 makes it 40). SQLite ledgers keep their bills' foreign
+        keys: dropping one means rebuilding the table, and SQLite's check is cheap. Bills made before keep their
+        receipts as they were."""
         await self._add_missing_columns(conn, ("bills",))
         if not self.is_sqlite:
             await conn.execute(sa.text("ALTER TABLE bills DROP CONSTRAINT IF EXISTS bills_contract_id_fkey, "
@@ -368,6 +371,13 @@ class LedgerBase:
         """Version 9: the placement pool's token (POOL_TOKEN) and the triggers that replace it."""
         await self._pool_triggers(conn)
         await self._set_meta(conn, "schema_version", "9")
+
+    async def _migrate_to_10(self, conn: AsyncConnection) -> None:
+        """Version 10: on PostgreSQL contracts get fillfactor 40 (schema.CONTRACTS_FILLFACTOR), which pages written from
+        now on keep (a VACUUM FULL applies it to the old ones)."""
+        if not self.is_sqlite:
+            await conn.execute(sa.text(f"ALTER TABLE contracts SET (fillfactor = {schema.CONTRACTS_FILLFACTOR})"))
+        await self._set_meta(conn, "schema_version", "10")
 
     async def _pool_triggers(self, conn: AsyncConnection) -> None:
         """The token, and a trigger per table of POOL_COLUMNS that replaces it on an insert, a delete or an update of

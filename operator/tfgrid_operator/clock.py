@@ -54,23 +54,18 @@ class FileClock:
     """Unix time as the integer in a file, re-read when the file changes (write it atomically: a temporary
     file renamed over it). Lets a test or benchmark move the time of an operator running in another process.
 
-    The file is looked at (one ``stat``) at most every ``recheck_s`` of monotonic time: a handler asks the time
-    several times an object, and at grid size a ``stat`` each time was 4 % of a restart's CPU (issue 17, py-spy). A
-    time written to the file is seen within ``recheck_s`` (0.005 s); the time it gives never goes back while the
-    file's does not."""
+    The file is looked at (one ``stat``) on every call: whatever the operator handles after the time was written
+    (an uptime report of the new time, say) is checked against the new time. A check at most every few milliseconds
+    was tried (issue 17: the stat was 4 % of a restart's profile) and lost that order: the kill test's reports,
+    sent just after the time moved, were refused as off the operator's clock."""
 
-    def __init__(self, path: str | pathlib.Path, recheck_s: float = 0.005) -> None:
+    def __init__(self, path: str | pathlib.Path) -> None:
         self.path, self._stamp, self._now = pathlib.Path(path), (-1, -1), 0
         self._name = str(self.path)  # os.stat of a str: pathlib's own stat was ~2 % of a restart's CPU, per handler call
-        self.recheck_s, self._checked_until = recheck_s, -1.0
 
     def now(self) -> int:
-        at = time.monotonic()
-        if at < self._checked_until:
-            return self._now
         st = os.stat(self._name)
         stamp = (st.st_mtime_ns, st.st_ino)  # a rename over it gives another inode, even within one mtime tick
         if stamp != self._stamp:
             self._now, self._stamp = int(self.path.read_text()), stamp
-        self._checked_until = at + self.recheck_s
         return self._now

@@ -102,10 +102,8 @@ def time_collections(out) -> None:
             out.write(f"{now:.3f} gen{gen} {took:.4f} {info['collected']}\n")
         if now - last[0] > 5:
             last[0] = now
-            status = pathlib.Path("/proc/self/status").read_text().splitlines()
-            rss = next((line.split()[1] for line in status if line.startswith("VmRSS")), "?")
             out.write(f"{now:.3f} totals " + " ".join(f"gen{g}={n}/{s:.3f}s" for g, (n, s) in totals.items())
-                      + f" rss={int(rss) // 1024 if rss.isdigit() else rss}MB\n")
+                      + f" rss={int(rss_mb())}MB\n")
     gc.callbacks.append(callback)
 
 

@@ -59,19 +59,16 @@ class ContractsLedger(BillingLedger):
         ends holding this read's rows only."""
         found: dict[str, records.Contract] = {}
         fresh: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] = {}
+        was = kept if kept is not None else {}
         for r in rows:
             before = found.get(r.key)
             moved = before.node if before is not None and before.deleted_reason == "Moved" \
                 and before.owner_uid == r.owner_uid else None
-            if kept is None:
-                found[r.key] = self._contract(r, moved_from=moved)
-                continue
-            values, old = tuple(r), kept.get(r.id)
-            if old is not None and old[0] == values and old[1] == moved:
-                fresh[r.id] = old  # the values kept before: this read's are let go
-            else:
-                fresh[r.id] = (values, moved, self._contract(r, moved_from=moved))
-            found[r.key] = fresh[r.id][2]
+            values, entry = tuple(r), was.get(r.id)
+            if entry is None or entry[0] != values or entry[1] != moved:
+                entry = (values, moved, self._contract(r, moved_from=moved))
+            fresh[r.id] = entry  # an unchanged row: the values kept before, this read's let go
+            found[r.key] = entry[2]
         if kept is not None:
             kept.clear()
             kept.update(fresh)

@@ -440,6 +440,17 @@ def test_json_patches_are_kopfs_own_and_an_empty_one_copies_nothing(monkeypatch)
     ops = kopfs.as_json_patch(served)
     assert copies and not [c for c in copies if isinstance(c, dict) and "status" in c]  # only what the patch names
     assert ops == kopf_tuning.KOPF_AS_JSON_PATCH(kopfs, served)
+    # of the metadata, only its finalizers are copied and diffed: its labels and annotations are left out
+    labelled = {**served, "metadata": {"name": "n", "labels": {"a": "b"}, "annotations": {"big": "x" * 1000},
+                                       "finalizers": ["grid/f"]}}
+    removal = patches.Patch(fns=[functools.partial(finalizers.allow_deletion, finalizer="grid/f")])
+    copies.clear()
+    ops = removal.as_json_patch(labelled)
+    assert copies and not [c for c in copies if "x" * 1000 in repr(c)]
+    assert ops == kopf_tuning.KOPF_AS_JSON_PATCH(removal, labelled) == [{"op": "remove", "path": "/metadata/finalizers"}]
+    alone = {"metadata": {"finalizers": ["grid/f"]}}  # the last field of its metadata: kopf drops the metadata
+    assert removal.as_json_patch(alone) == kopf_tuning.KOPF_AS_JSON_PATCH(removal, alone) == [
+        {"op": "remove", "path": "/metadata"}]
 
 
 _VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.text("ab", max_size=2),

@@ -9,7 +9,7 @@ import dataclasses
 from tfgrid_operator import clock, metrics, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.domain.units import Resources
-from tfgrid_operator.loop import jobs
+from tfgrid_operator.loop import jobs, mirror
 from tfgrid_operator.settings import Settings
 
 
@@ -52,9 +52,9 @@ async def test_a_contract_closed_during_the_move_of_the_others_stops_nothing():
                          kube=kube, metrics=metrics.Metrics())  # type: ignore[arg-type]
     for key in ("team-a/web", "team-b/api"):
         ns, _, name = key.partition("/")
-        rt.objects[("deployments", ns, name)] = {
+        rt.objects[("deployments", ns, name)] = mirror.slim({
             "metadata": {"name": name, "namespace": ns, "uid": f"uid-{key}"},
-            "spec": {"resources": {"cru": 1, "mru": 2}, "payer": {"secretRef": {"name": "twin"}}}}
+            "spec": {"resources": {"cru": 1, "mru": 2}, "payer": {"secretRef": {"name": "twin"}}}})
     down = records.NodeSummary(name="dead", farm="f", resources=Resources(cru=8, mru=32), used=Resources(),
                                contracts=2, uptime_s=0, uptime_permille=0, last_report_ts=0, violation=None,
                                minted_total=0, last_mint=None, last_mint_period=None, last_mint_reason=None)

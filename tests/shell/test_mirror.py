@@ -5,6 +5,7 @@ restarting API server, and the namespace scope `run -n` gives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import types
 
@@ -60,7 +61,7 @@ async def test_the_mirror_lists_watches_and_keeps_only_what_the_loop_reads(clust
         body = rt.objects[("farms", "b", "watched")]
         assert set(body) == {"metadata", "spec", "status"}
         assert set(body["metadata"]) <= set(mirror.KEPT_METADATA)  # no labels, annotations or managedFields
-        assert body["metadata"]["uid"] and body["spec"]["publicIPs"] == 1
+        assert body["metadata"]["uid"] and mirror.spec_of(body)["publicIPs"] == 1
         assert (await cluster.emulator.delete(f"{API}/namespaces/a/farms/listed")).status == 200
         await eventually(lambda: ("farms", "a", "listed") not in rt.objects, what="the deletion")
     finally:
@@ -236,3 +237,25 @@ def test_an_event_that_moves_spec_status_or_uid_replaces_the_kept_copy(changed):
     mirror.remember(rt, "farms", changed)
     assert rt.objects[("farms", "a", "f")] is not kept
     assert rt.objects[("farms", "a", "f")] == mirror.slim(changed)
+
+
+def test_the_kept_copy_is_small_and_reads_back_the_same():
+    """The spec is kept as its JSON (keys sorted: a spec sent in another order is the same kept copy) and reads back
+    equal; the short strings of the status and the namespace are one object across the view (a grid's objects repeat
+    them), a long one is left as it is; what is kept compares equal to what was sent."""
+    rt = types.SimpleNamespace(objects={})
+    spec = {"resources": {"cru": 1, "mru": 2}, "payer": {"secretRef": {"name": "twin", "key": "key"}}}
+    long = "x" * (mirror.SHORT + 1)
+    status = {"node": "node-1", "conditions": [{"type": "Ready", "status": "True", "message": long}]}
+    for name in ("f", "g"):
+        mirror.remember(rt, "farms", json.loads(json.dumps(event_body(spec=spec, status=status, name=name))))
+    f, g = rt.objects[("farms", "a", "f")], rt.objects[("farms", "a", "g")]
+    assert isinstance(f["spec"], bytes) and mirror.spec_of(f) == spec and mirror.spec_of(f) is not mirror.spec_of(f)
+    assert f["status"] == g["status"] == status
+    assert f["status"]["node"] is g["status"]["node"]
+    assert f["status"]["conditions"][0]["status"] is g["status"]["conditions"][0]["status"]
+    assert f["status"]["conditions"][0]["message"] is not g["status"]["conditions"][0]["message"]
+    assert f["metadata"]["namespace"] is g["metadata"]["namespace"]
+    reordered = event_body(spec=dict(reversed(list(spec.items()))), status=status, rv="2", name="f")
+    mirror.remember(rt, "farms", reordered)
+    assert rt.objects[("farms", "a", "f")] is f  # the same spec, sent in another order: only the metadata moved

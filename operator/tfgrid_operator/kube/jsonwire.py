@@ -37,3 +37,11 @@ def dumps_exact(value: Any) -> bytes | None:
         return bytes(memoryview(orjson.dumps(value)))
     except TypeError:
         return None
+
+
+def dumps_sorted(value: Any) -> bytes:
+    """``value`` as JSON with its keys sorted (equal values give equal bytes), of its exact size (``dumps_exact``)."""
+    try:
+        return bytes(memoryview(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)))
+    except TypeError:  # as dumps
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()

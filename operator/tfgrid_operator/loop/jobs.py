@@ -15,6 +15,7 @@ from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.conditions import Reason
 from tfgrid_operator.domain import minting, voting
 from tfgrid_operator.kube.client import ApiError
+from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.events import concurrently, event, object_ref
 from tfgrid_operator.loop.requeue import nudge
 from tfgrid_operator.loop.status import node_down
@@ -115,7 +116,7 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
                 c.owner_uid not in ("", body["metadata"].get("uid", "")):  # a namesake's spec never moves it
             continue
         try:
-            spec = api.parse(api.DeploymentSpec, body["spec"])
+            spec = api.parse(api.DeploymentSpec, mirror.spec_of(body))
         except api.InvalidSpec:
             continue
         if not spec.self_healing:

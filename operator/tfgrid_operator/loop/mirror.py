@@ -8,6 +8,12 @@ resourceVersion, deletionTimestamp, the spec, and the status without kopf's book
 status.lastHandledConfiguration) — never managedFields, labels or annotations (on a real cluster managedFields
 alone can be most of an object's size).
 
+A kept copy is small (issue 17: the view was ~3.6 KB an object, ~40 MB at grid size, in a peak it is part of): the
+spec, which the loop reads only to move a deployment, to check a node's attestation and to parse a proposal, is
+kept as its JSON (``spec_of`` decodes it); the short strings of the status and of the namespace are interned, as a
+grid's objects repeat the same few (condition types and reasons, states, node and farm names, timestamps of one
+second): ~2.2 KB an object.
+
 It watches what kopf watches: every namespace, or the one ``settings.watch_namespace`` names (`run -n`).
 """
 
@@ -15,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 from tfgrid_operator import runtime
+from tfgrid_operator.kube import jsonwire
 from tfgrid_operator.kube.client import ApiError
 
 log = logging.getLogger("tfgrid_operator.loop")
@@ -29,15 +37,48 @@ WATCH_TIMEOUT_S = 300  # the server ends a watch after this; it is started again
 RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between failed LIST/WATCH attempts
 
 
+INTERNED_METADATA = ("namespace", "deletionTimestamp")  # shared by many objects (one deletion: one time)
+SHORT = 40  # characters: a status string up to this long is interned
+
+
 def slim(body: dict[str, Any]) -> dict[str, Any]:
-    """What the loop keeps of an object."""
+    """What the loop keeps of an object: its spec as JSON (``spec_of``)."""
     meta = body.get("metadata") or {}
-    return {"metadata": {k: meta[k] for k in KEPT_METADATA if k in meta}, "spec": dict(body.get("spec") or {}),
-            "status": slim_status(body.get("status") or {})}
+    kept = {k: meta[k] for k in KEPT_METADATA if k in meta}
+    for k in INTERNED_METADATA:
+        if isinstance(kept.get(k), str):
+            kept[k] = sys.intern(kept[k])
+    return {"metadata": kept, "spec": packed_spec(body.get("spec")), "status": slim_status(body.get("status") or {})}
+
+
+def packed_spec(spec: Any) -> bytes:
+    """A spec as the view keeps it: its JSON, keys sorted (equal specs pack alike)."""
+    return jsonwire.dumps_sorted(spec or {})
+
+
+def spec_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The spec of an object the view keeps (a fresh dict: the caller's to change)."""
+    spec = jsonwire.loads(body["spec"])
+    return spec if isinstance(spec, dict) else {}
 
 
 def slim_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The status the view keeps: without kopf's bookkeeping, its short strings interned."""
+    return {k: _interned(v) for k, v in status.items() if k not in KOPF_STATUS}
+
+
+def _visible(status: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in KOPF_STATUS}
+
+
+def _interned(value: Any) -> Any:
+    if isinstance(value, str):
+        return sys.intern(value) if len(value) <= SHORT else value
+    if isinstance(value, dict):
+        return {k: _interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interned(v) for v in value]
+    return value
 
 
 def remember(rt: runtime.Runtime, plural: str, body: dict[str, Any]) -> None:
@@ -45,7 +86,7 @@ def remember(rt: runtime.Runtime, plural: str, body: dict[str, Any]) -> None:
     key = (plural, meta.get("namespace") or "", meta.get("name") or "")
     kept = rt.objects.get(key)
     if kept is not None and kept["metadata"].get("uid") == meta.get("uid") and \
-            kept["spec"] == (body.get("spec") or {}) and kept["status"] == slim_status(body.get("status") or {}):
+            kept["spec"] == packed_spec(body.get("spec")) and kept["status"] == _visible(body.get("status") or {}):
         # only the metadata moved (a deletion's MODIFIED event, a finalizer, kopf's annotations): the kept copy's
         # spec and status stand, and the event's decoded ones are freed with it — a namespace deleted whole no
         # longer makes a new copy of every object while kopf's queue holds its events (issue 17)
@@ -59,7 +100,7 @@ def _update_metadata(kept: dict[str, Any], meta: dict[str, Any]) -> None:
         if k not in meta:
             kept.pop(k, None)
         elif kept.get(k) != meta[k]:
-            kept[k] = meta[k]
+            kept[k] = sys.intern(meta[k]) if k in INTERNED_METADATA and isinstance(meta[k], str) else meta[k]
 
 
 def forget(rt: runtime.Runtime, plural: str, namespace: str, name: str) -> None:

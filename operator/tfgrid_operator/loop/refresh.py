@@ -155,7 +155,7 @@ def desired_status(rt: runtime.Runtime, ledger: LedgerView, key: Key, body: dict
         return {**claimed, **held[2]}  # a NameTaken object is no ledger record: no identity on it
     if plural == "nodes" and name in ledger.summaries and _mine(ledger.summaries[name].owner, owner):
         desired = node_status(ledger.summaries[name], status, generation, ledger.stamp, ledger.now, ledger.cfg)
-        return node_attestation(desired, body.get("spec") or {}, ledger.summaries[name], ledger.attested.get(name),
+        return node_attestation(desired, mirror.spec_of(body), ledger.summaries[name], ledger.attested.get(name),
                                 ledger.receipts.get(name), generation, ledger.stamp)
     if plural == "farms" and name in ledger.farm_records and _mine(ledger.farm_records[name].owner, owner):
         return farm_status(ledger.farm_records[name], ledger.farms.get(name, []), status, generation, ledger.stamp)
@@ -169,7 +169,7 @@ def desired_status(rt: runtime.Runtime, ledger: LedgerView, key: Key, body: dict
         return deployment_status(c, status, generation, ledger.stamp, ledger.policy, ledger.cfg.tft_price)
     if plural == "proposals" and f"{ns}/{name}" in ledger.proposals and "proposalId" in status:
         try:
-            spec = api.parse(api.ProposalSpec, body.get("spec"))
+            spec = api.parse(api.ProposalSpec, mirror.spec_of(body))
         except api.InvalidSpec:
             return None
         return proposal_status(ledger.proposals[f"{ns}/{name}"], spec, status, generation, ledger.stamp, held[2])

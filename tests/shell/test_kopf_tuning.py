@@ -322,6 +322,43 @@ def test_an_event_that_waits_is_kept_as_json_and_comes_back_the_same(value):
     assert backlog.get_nowait() == event and backlog.get_nowait() is end and backlog.empty()
     with pytest.raises(asyncio.QueueEmpty):
         backlog.get_nowait()
+    packing = kopf_tuning.Packing()  # deflated, as past PACK_FROM waiting events: the same values back
+    packing.waiting = kopf_tuning.PACK_FROM
+    packed = packing.pack(copy.deepcopy(event))
+    if packed is not None:
+        assert isinstance(packed, kopf_tuning.Packed) and packing.unpack(packed) == event
+
+
+def deployment_event(i: int) -> dict:
+    return {"type": "MODIFIED", "object": {
+        "apiVersion": "grid.threefold.io/v1alpha1", "kind": "Deployment",
+        "metadata": {"name": f"vm-{i}", "namespace": "team-a", "uid": f"5c1b2a3e-1d2c-4b5a-9e8f-{i:012d}",
+                     "resourceVersion": str(1000 + i), "finalizers": ["grid.threefold.io/finalizer"]},
+        "spec": {"resources": {"cru": 1, "mru": 2, "sru": 25}, "payer": {"secretRef": {"name": "twin"}}},
+        "status": {"node": f"node-{i % 7}", "contractId": i, "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Available", "message": f"contract {i} on node node-{i % 7}",
+             "lastTransitionTime": "2026-12-04T21:00:03Z", "observedGeneration": 1}]}}}
+
+
+def test_many_waiting_events_are_kept_deflated_and_come_back_the_same(monkeypatch):
+    """Past PACK_FROM events waiting in all backlogs, each is deflated against a dictionary of its kind (an event
+    of that kind): several times smaller than its JSON; every event comes back the same, in order, and the count
+    of waiting events goes back to where it was."""
+    monkeypatch.setattr(kopf_tuning, "PACK_FROM", 2)
+    monkeypatch.setattr(kopf_tuning, "PACKING", kopf_tuning.Packing())
+    backlogs = [kopf_tuning.Backlog() for _ in range(3)]
+    events = [deployment_event(i) for i in range(12)] + [{"type": "MODIFIED", "object": {"kind": "Node", "n": 1}}]
+    for i, event in enumerate(events):
+        backlogs[i % 3].put_nowait(copy.deepcopy(event))
+    held = [item for b in backlogs for item in b._items]
+    assert sum(isinstance(item, bytes) for item in held) == 2  # the first PACK_FROM: JSON
+    packed = [item for item in held if isinstance(item, kopf_tuning.Packed)]
+    assert len(packed) == 11 and kopf_tuning.PACKING.waiting == 13
+    assert all(len(p.data) * 4 < len(jsonwire.dumps(events[5])) for p in packed[:-1])  # the Deployments
+    assert set(kopf_tuning.PACKING.dictionaries) == {"Deployment", "Node"}
+    assert [b.get_nowait() for _ in range(5) for b in backlogs if not b.empty()] == \
+        [events[i + j] for i in range(0, 13, 3) for j in range(3) if i + j < 13]
+    assert kopf_tuning.PACKING.waiting == 0 and all(b.empty() for b in backlogs)
 
 
 async def test_an_event_a_worker_waits_for_is_handed_over_as_it_is_and_order_is_kept():

@@ -584,18 +584,20 @@ async def test_a_401_invalidates_the_credentials_tried_and_the_next_are_used(kop
 
 async def test_a_kind_without_daemons_keeps_no_body_for_them(monkeypatch):
     """kopf keeps each object's latest body for its daemons and timers, also of a kind that has none (every kind of
-    ours): through the tuning it keeps none there, and runs its own where a daemon or timer serves the kind."""
+    ours): through the tuning it keeps none there, and no daemons' memory of the object's own, and runs its own
+    where a daemon or timer serves the kind."""
     from kopf._core.intents import causes
     from kopf._core.reactor import inventory, processing
 
     monkeypatch.setattr(processing, "process_spawning_cause", processing.process_spawning_cause)
+    monkeypatch.setattr(inventory, "ResourceMemory", inventory.ResourceMemory)
     kopf_tuning.install()
     resource = references.Resource(group="grid.tf", version="v1", plural="farms", kind="Farm", namespaced=True,
                                    verbs=["list", "watch", "patch"])
     settings, logger = kopf.OperatorSettings(), logging.getLogger("test")
 
     async def spawn(registry: kopf.OperatorRegistry) -> inventory.ResourceMemory:
-        memory = inventory.ResourceMemory()
+        memory = await inventory.ResourceMemories().recall({"metadata": {"uid": "u1"}})  # as kopf makes it
         body = bodies.Body(farm("f1"))
         cause = causes.detect_spawning_cause(resource=resource, indices={}, logger=logger, patch=patches.Patch(),
                                              body=body, memo=memory.memo, reset=True)
@@ -610,9 +612,12 @@ async def test_a_kind_without_daemons_keeps_no_body_for_them(monkeypatch):
     kopf.timer("grid.tf", "v1", "nodes", registry=timed, interval=60)(lambda **_: None)  # another kind's timer
     assert (await spawn(timed)).daemons_memory.live_fresh_body is None
     kopf.timer("grid.tf", "v1", "farms", registry=timed, interval=60, initial_delay=3600)(lambda **_: None)
-    memory = await spawn(timed)  # kopf's own: its timer reads the body
+    memory = await spawn(timed)  # kopf's own, on a daemons' memory of the object's own: its timer reads the body
     try:
         assert memory.daemons_memory.live_fresh_body is not None and memory.daemons_memory.running_daemons
+        assert memory.daemons_memory is not kopf_tuning.NO_DAEMONS
+        unchanged = kopf_tuning.kopf_daemons.DaemonsMemory(idle_reset_time=0.0)
+        assert unchanged == kopf_tuning.NO_DAEMONS  # the shared one is never changed
     finally:
         tasks = [daemon.task for daemon in memory.daemons_memory.running_daemons.values()]
         for task in tasks:

@@ -58,7 +58,7 @@ queues thousands: the listing's wait does not bound those (the WATCH is never he
 kopf processes every event of every object for its daemons and timers too, also of a kind that has none (none of
 ours has), and keeps each object's latest body for them for the object's life: a whole decoded object per object
 in every operator process. For a kind with no daemon or timer that processing is skipped (it spawns, stops and
-matches nothing there), and no body is kept.
+matches nothing there), and no body is kept; nor does each object's memory get a daemons' part of its own.
 
 All hook into kopf's internals (its API module's request and JSON, its Patch class, its listing, its scheduler of
 workers and its objects' queues), which is why kopf is pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch
@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import weakref
 import zlib
@@ -86,6 +87,7 @@ from kopf._cogs.structs import bodies as kopf_bodies
 from kopf._cogs.structs import finalizers as kopf_finalizers
 from kopf._cogs.structs import patches as kopf_patches
 from kopf._core.actions import application as kopf_application
+from kopf._core.engines import daemons as kopf_daemons
 from kopf._core.intents import causes as kopf_causes
 from kopf._core.reactor import inventory as kopf_inventory
 from kopf._core.reactor import processing as kopf_processing
@@ -451,15 +453,31 @@ async def patch_and_check(**kwargs: Any) -> tuple[str | None, Any]:
     return version, remaining
 
 
+# every object's until a daemon or timer of its kind needs its own (its idle time is a daemon's: none reads this one)
+NO_DAEMONS = kopf_daemons.DaemonsMemory(idle_reset_time=0.0)
+
+
+@dataclasses.dataclass
+class ResourceMemory(kopf_inventory.ResourceMemory):
+    """kopf's memory of one object, whose daemons' part (~0.4 KB: a set, a dict, a time) is one shared empty part
+    until ``process_spawning_cause`` runs kopf's own for it, the only code that changes that part; until then kopf
+    only reads it (no body kept, no daemon stopped, none to kill)."""
+
+    daemons_memory: kopf_daemons.DaemonsMemory = dataclasses.field(default_factory=lambda: NO_DAEMONS)
+
+
 async def process_spawning_cause(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings,
                                  memory: kopf_inventory.ResourceMemory, cause: kopf_causes.SpawningCause,
                                  operator_paused: Any) -> Collection[float]:
-    """kopf's own for a kind with daemons or timers; nothing for a kind with none (ours: every kind). kopf's own runs
-    for every event of every object, and then spawns, stops and matches no daemon (it returns no delays) but keeps
-    the object's latest body for them (``live_fresh_body``), a whole decoded object per object for the object's
-    life (issue 17: ~1.2 KB each in a burst's traced memory, held by every operator process)."""
+    """kopf's own for a kind with daemons or timers (the object's daemons' memory its own first); nothing for a kind
+    with none (ours: every kind). kopf's own runs for every event of every object, and then spawns, stops and matches
+    no daemon (it returns no delays) but keeps the object's latest body for them (``live_fresh_body``), a whole
+    decoded object per object for the object's life (issue 17: ~1.2 KB each in a burst's traced memory, held by
+    every operator process)."""
     if not registry._spawning.has_handlers(resource=cause.resource):
         return []
+    if memory.daemons_memory is NO_DAEMONS:
+        memory.daemons_memory = kopf_daemons.DaemonsMemory()
     return await KOPF_PROCESS_SPAWNING_CAUSE(registry=registry, settings=settings, memory=memory, cause=cause,
                                              operator_paused=operator_paused)
 
@@ -510,4 +528,5 @@ def install() -> None:
     kopf_api.request = request
     kopf_application.patch_and_check = patch_and_check
     kopf_processing.process_spawning_cause = process_spawning_cause
+    setattr(kopf_inventory, "ResourceMemory", ResourceMemory)  # noqa: B010  (the name kopf's memories call)
     setattr(kopf_api, "json", JsonWire)  # noqa: B010  (kopf's module global, not a typed attribute)

@@ -354,11 +354,18 @@ def test_many_waiting_events_are_kept_deflated_and_come_back_the_same(monkeypatc
     assert sum(isinstance(item, bytes) for item in held) == 2  # the first PACK_FROM: JSON
     packed = [item for item in held if isinstance(item, kopf_tuning.Packed)]
     assert len(packed) == 11 and kopf_tuning.PACKING.waiting == 13
-    assert all(len(p.data) * 4 < len(jsonwire.dumps(events[5])) for p in packed[:-1])  # the Deployments
+    deployments = [p for p in packed if p.dictionary is kopf_tuning.PACKING.dictionaries["Deployment"]]
+    assert len(deployments) == 10 and all(len(p.data) * 4 < len(jsonwire.dumps(events[5])) for p in deployments)
     assert set(kopf_tuning.PACKING.dictionaries) == {"Deployment", "Node"}
     assert [b.get_nowait() for _ in range(5) for b in backlogs if not b.empty()] == \
         [events[i + j] for i in range(0, 13, 3) for j in range(3) if i + j < 13]
     assert kopf_tuning.PACKING.waiting == 0 and all(b.empty() for b in backlogs)
+    dropped = kopf_tuning.Backlog()  # its worker stopped with events waiting: they no longer count
+    for event in events[:3]:
+        dropped.put_nowait(copy.deepcopy(event))
+    assert kopf_tuning.PACKING.waiting == 3
+    del dropped
+    assert kopf_tuning.PACKING.waiting == 0
 
 
 async def test_an_event_a_worker_waits_for_is_handed_over_as_it_is_and_order_is_kept():
@@ -582,10 +589,9 @@ async def test_a_401_invalidates_the_credentials_tried_and_the_next_are_used(kop
         await context.session.close()
 
 
-async def test_a_kind_without_daemons_keeps_no_body_for_them(monkeypatch):
-    """kopf keeps each object's latest body for its daemons and timers, also of a kind that has none (every kind of
-    ours): through the tuning it keeps none there, and no daemons' memory of the object's own, and runs its own
-    where a daemon or timer serves the kind."""
+async def test_an_objects_daemons_memory_is_its_own_only_where_a_daemon_needs_it(monkeypatch):
+    """kopf runs its daemons' step only for a kind with a daemon or timer (its own gate); every object's memory shares
+    one empty daemons' part until that step, which gives the object its own before kopf's own changes it."""
     from kopf._core.intents import causes
     from kopf._core.reactor import inventory, processing
 
@@ -594,28 +600,22 @@ async def test_a_kind_without_daemons_keeps_no_body_for_them(monkeypatch):
     kopf_tuning.install()
     resource = references.Resource(group="grid.tf", version="v1", plural="farms", kind="Farm", namespaced=True,
                                    verbs=["list", "watch", "patch"])
-    settings, logger = kopf.OperatorSettings(), logging.getLogger("test")
-
-    async def spawn(registry: kopf.OperatorRegistry) -> inventory.ResourceMemory:
-        memory = await inventory.ResourceMemories().recall({"metadata": {"uid": "u1"}})  # as kopf makes it
-        body = bodies.Body(farm("f1"))
-        cause = causes.detect_spawning_cause(resource=resource, indices={}, logger=logger, patch=patches.Patch(),
-                                             body=body, memo=memory.memo, reset=True)
-        assert await processing.process_spawning_cause(registry=registry, settings=settings, memory=memory,
-                                                       cause=cause, operator_paused=None) == []
-        return memory
-
     plain = kopf.OperatorRegistry()
     kopf.on.create("grid.tf", "v1", "farms", registry=plain)(lambda **_: None)
-    assert (await spawn(plain)).daemons_memory.live_fresh_body is None  # kopf's own keeps the body
+    assert not plain._spawning.has_handlers(resource=resource)  # kopf's gate: no daemons' step for this kind
+    memory = await inventory.ResourceMemories().recall({"metadata": {"uid": "u1"}})  # as kopf makes it
+    assert memory.daemons_memory is kopf_tuning.NO_DAEMONS
     timed = kopf.OperatorRegistry()
-    kopf.timer("grid.tf", "v1", "nodes", registry=timed, interval=60)(lambda **_: None)  # another kind's timer
-    assert (await spawn(timed)).daemons_memory.live_fresh_body is None
     kopf.timer("grid.tf", "v1", "farms", registry=timed, interval=60, initial_delay=3600)(lambda **_: None)
-    memory = await spawn(timed)  # kopf's own, on a daemons' memory of the object's own: its timer reads the body
-    try:
-        assert memory.daemons_memory.live_fresh_body is not None and memory.daemons_memory.running_daemons
+    assert timed._spawning.has_handlers(resource=resource)
+    cause = causes.detect_spawning_cause(resource=resource, indices={}, logger=logging.getLogger("test"),
+                                         patch=patches.Patch(), body=bodies.Body(farm("f1")), memo=memory.memo,
+                                         reset=True)
+    assert await processing.process_spawning_cause(registry=timed, settings=kopf.OperatorSettings(), memory=memory,
+                                                   cause=cause, operator_paused=None) == []
+    try:  # kopf's own, on a daemons' memory of the object's own: its timer reads the body
         assert memory.daemons_memory is not kopf_tuning.NO_DAEMONS
+        assert memory.daemons_memory.live_fresh_body is not None and memory.daemons_memory.running_daemons
         unchanged = kopf_tuning.kopf_daemons.DaemonsMemory(idle_reset_time=0.0)
         assert unchanged == kopf_tuning.NO_DAEMONS  # the shared one is never changed
     finally:

@@ -256,6 +256,7 @@ def test_the_kept_copy_is_small_and_reads_back_the_same():
     assert f["status"]["conditions"][0]["status"] is g["status"]["conditions"][0]["status"]
     assert f["status"]["conditions"][0]["message"] is not g["status"]["conditions"][0]["message"]
     assert f["metadata"]["namespace"] is g["metadata"]["namespace"]
+    assert all(key[1] is f["metadata"]["namespace"] for key in rt.objects)  # the view's keys hold the same one
     reordered = event_body(spec=dict(reversed(list(spec.items()))), status=status, rv="2", name="f")
     mirror.remember(rt, "farms", reordered)
     assert rt.objects[("farms", "a", "f")] is f  # the same spec, sent in another order: only the metadata moved

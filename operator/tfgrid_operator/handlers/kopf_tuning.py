@@ -55,10 +55,9 @@ its list of waiters made only while the worker sleeps on it.
 A namespace deleted whole queues an event for every object at once (12,000 at grid size), as a burst of new objects
 queues thousands: the listing's wait does not bound those (the WATCH is never held), this shrinks each.
 
-kopf processes every event of every object for its daemons and timers too, also of a kind that has none (none of
-ours has), and keeps each object's latest body for them for the object's life: a whole decoded object per object
-in every operator process. For a kind with no daemon or timer that processing is skipped (it spawns, stops and
-matches nothing there), and no body is kept; nor does each object's memory get a daemons' part of its own.
+kopf's memory of each object has a daemons' part of its own (~0.4 KB: a set, a dict, a time), also of a kind that
+has no daemon or timer (none of ours has), whose objects' parts kopf only reads: they share one empty part until
+kopf's daemons' step, which runs only for a kind with a daemon or timer, gives an object its own.
 
 All hook into kopf's internals (its API module's request and JSON, its Patch class, its listing, its scheduler of
 workers and its objects' queues), which is why kopf is pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch
@@ -265,7 +264,8 @@ PACK_FROM = 1_000  # events waiting as JSON in all backlogs: from here on each i
 
 
 class Packing:
-    """How many events wait as JSON in all backlogs, and each kind's preset dictionary for deflating them: the JSON
+    """How many events wait as JSON in all backlogs (a backlog dropped with events in it takes them off), and each
+    kind's preset dictionary for deflating them: the JSON
     of the first event of that kind packed. Objects of a kind are alike, so against it a Deployment's event (~1.3 KB)
     deflates to ~0.13 KB, in ~16 µs, and inflates in ~5 µs (less than decoding it): a namespace deleted whole queues
     an event for every object at once (~15 MB of JSON at grid size; issue 17, the deletion's peak). Below
@@ -342,6 +342,10 @@ class Backlog:
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    def __del__(self) -> None:
+        if self._items:  # dropped with events still waiting (its worker stopped): they no longer wait
+            PACKING.waiting -= sum(isinstance(item, (bytes, Packed)) for item in self._items)
 
     def get_nowait(self) -> Any:
         if not self._items:
@@ -461,7 +465,7 @@ NO_DAEMONS = kopf_daemons.DaemonsMemory(idle_reset_time=0.0)
 class ResourceMemory(kopf_inventory.ResourceMemory):
     """kopf's memory of one object, whose daemons' part (~0.4 KB: a set, a dict, a time) is one shared empty part
     until ``process_spawning_cause`` runs kopf's own for it, the only code that changes that part; until then kopf
-    only reads it (no body kept, no daemon stopped, none to kill)."""
+    only reads it (no body, no daemon to stop or kill)."""
 
     daemons_memory: kopf_daemons.DaemonsMemory = dataclasses.field(default_factory=lambda: NO_DAEMONS)
 
@@ -469,13 +473,8 @@ class ResourceMemory(kopf_inventory.ResourceMemory):
 async def process_spawning_cause(registry: kopf.OperatorRegistry, settings: kopf.OperatorSettings,
                                  memory: kopf_inventory.ResourceMemory, cause: kopf_causes.SpawningCause,
                                  operator_paused: Any) -> Collection[float]:
-    """kopf's own for a kind with daemons or timers (the object's daemons' memory its own first); nothing for a kind
-    with none (ours: every kind). kopf's own runs for every event of every object, and then spawns, stops and matches
-    no daemon (it returns no delays) but keeps the object's latest body for them (``live_fresh_body``), a whole
-    decoded object per object for the object's life (issue 17: ~1.2 KB each in a burst's traced memory, held by
-    every operator process)."""
-    if not registry._spawning.has_handlers(resource=cause.resource):
-        return []
+    """kopf's own, on a daemons' memory of the object's own (``ResourceMemory``): kopf runs this step only for a
+    kind with a daemon or timer, and it is the only code that changes that memory."""
     if memory.daemons_memory is NO_DAEMONS:
         memory.daemons_memory = kopf_daemons.DaemonsMemory()
     return await KOPF_PROCESS_SPAWNING_CAUSE(registry=registry, settings=settings, memory=memory, cause=cause,

@@ -83,7 +83,7 @@ def _interned(value: Any) -> Any:
 
 def remember(rt: runtime.Runtime, plural: str, body: dict[str, Any]) -> None:
     meta = body.get("metadata") or {}
-    key = (plural, meta.get("namespace") or "", meta.get("name") or "")
+    key = (plural, sys.intern(str(meta.get("namespace") or "")), meta.get("name") or "")  # the view's key: interned too
     kept = rt.objects.get(key)
     if kept is not None and kept["metadata"].get("uid") == meta.get("uid") and \
             kept["spec"] == packed_spec(body.get("spec")) and kept["status"] == _visible(body.get("status") or {}):

@@ -263,13 +263,22 @@ async def fetch_objs(**kwargs: Any) -> AsyncIterator[tuple[Collection[Any], str]
 PACK_FROM = 1_000  # events waiting as JSON in all backlogs: from here on each is kept deflated (``pack``)
 
 
+class Packed:
+    """A deflated event, with the dictionary it was deflated against."""
+
+    __slots__ = ("data", "dictionary")
+
+    def __init__(self, dictionary: bytes, data: bytes) -> None:
+        self.dictionary, self.data = dictionary, data
+
+
 class Packing:
     """How many events wait as JSON in all backlogs (a backlog dropped with events in it takes them off), and each
-    kind's preset dictionary for deflating them: the JSON
-    of the first event of that kind packed. Objects of a kind are alike, so against it a Deployment's event (~1.3 KB)
-    deflates to ~0.13 KB, in ~16 µs, and inflates in ~5 µs (less than decoding it): a namespace deleted whole queues
-    an event for every object at once (~15 MB of JSON at grid size; issue 17, the deletion's peak). Below
-    PACK_FROM waiting events nothing is deflated: a queue that short costs little, and kopf's usual pace pays nothing."""
+    kind's preset dictionary for deflating them: the JSON of the first event of that kind packed. Objects of a kind
+    are alike, so against it a Deployment's event (~1.3 KB) deflates to ~0.13 KB, in ~16 µs, and inflates in ~5 µs
+    (less than decoding it): a namespace deleted whole queues an event for every object at once (~15 MB of JSON at
+    grid size; issue 17, the deletion's peak). Below PACK_FROM waiting events nothing is deflated: a queue that
+    short costs little, and kopf's usual pace pays nothing."""
 
     __slots__ = ("dictionaries", "waiting")
 
@@ -299,15 +308,6 @@ class Packing:
             inflate = zlib.decompressobj(-15, item.dictionary)
             return jsonwire.loads(inflate.decompress(item.data) + inflate.flush())
         return jsonwire.loads(item)
-
-
-class Packed:
-    """A deflated event, with the dictionary it was deflated against."""
-
-    __slots__ = ("data", "dictionary")
-
-    def __init__(self, dictionary: bytes, data: bytes) -> None:
-        self.dictionary, self.data = dictionary, data
 
 
 PACKING = Packing()

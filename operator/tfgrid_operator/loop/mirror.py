@@ -44,11 +44,13 @@ SHORT = 40  # characters: a status string up to this long is interned
 def slim(body: dict[str, Any]) -> dict[str, Any]:
     """What the loop keeps of an object: its spec as JSON (``spec_of``)."""
     meta = body.get("metadata") or {}
-    kept = {k: meta[k] for k in KEPT_METADATA if k in meta}
-    for k in INTERNED_METADATA:
-        if isinstance(kept.get(k), str):
-            kept[k] = sys.intern(kept[k])
+    kept = {k: _kept_metadata(k, meta[k]) for k in KEPT_METADATA if k in meta}
     return {"metadata": kept, "spec": packed_spec(body.get("spec")), "status": slim_status(body.get("status") or {})}
+
+
+def _kept_metadata(key: str, value: Any) -> Any:
+    """A metadata value as the view keeps it: interned where many objects share it (INTERNED_METADATA)."""
+    return sys.intern(value) if key in INTERNED_METADATA and isinstance(value, str) else value
 
 
 def packed_spec(spec: Any) -> bytes:
@@ -64,10 +66,11 @@ def spec_of(body: dict[str, Any]) -> dict[str, Any]:
 
 def slim_status(status: dict[str, Any]) -> dict[str, Any]:
     """The status the view keeps: without kopf's bookkeeping, its short strings interned."""
-    return {k: _interned(v) for k, v in status.items() if k not in KOPF_STATUS}
+    return {k: _interned(v) for k, v in _visible(status).items()}
 
 
 def _visible(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without kopf's bookkeeping."""
     return {k: v for k, v in status.items() if k not in KOPF_STATUS}
 
 
@@ -100,7 +103,7 @@ def _update_metadata(kept: dict[str, Any], meta: dict[str, Any]) -> None:
         if k not in meta:
             kept.pop(k, None)
         elif kept.get(k) != meta[k]:
-            kept[k] = sys.intern(meta[k]) if k in INTERNED_METADATA and isinstance(meta[k], str) else meta[k]
+            kept[k] = _kept_metadata(k, meta[k])
 
 
 def forget(rt: runtime.Runtime, plural: str, namespace: str, name: str) -> None:

@@ -15,6 +15,7 @@ from tfgrid_operator.api.common import VERSION as VERSION
 from tfgrid_operator.backend import GridBackend
 from tfgrid_operator.clock import Clock
 from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.kube.secrets import SecretView
 from tfgrid_operator.settings import Settings
 
 PREFIX = "grid.threefold.io"
@@ -50,6 +51,8 @@ class Runtime:
     # (plural, namespace, name) → what the loop last compared a Deployment's status from (the status dict itself,
     # the contract, generation, pricing policy): when all are the same, the comparison is skipped
     refreshed: dict[tuple[str, str, str], tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    # the Secrets Deployments' payers name, as a watch shows them (read through it, not a GET per reconcile)
+    secrets: SecretView = dataclasses.field(default_factory=SecretView)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
     objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     # (plural, namespace, name) → (uid, the Ready reason its handler last reported, that report): the loop decides

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 import kopf
@@ -27,19 +26,14 @@ G, V = runtime.GROUP, runtime.VERSION
 LIVE = ("Created", "GracePeriod")
 
 
-
-
-async def _secret_value(rt: runtime.Runtime, namespace: str, ref: api.SecretRef | api.GrantRef, began: float) -> str:
-    try:
-        # reconciles reading one Secret at once share that read, and so do those that began (``began``) before it was
-        # asked: it shows the Secret as it was while they ran; a reconcile that began after it asks again (a renewed
-        # grant shows)
-        secret = await rt.kube.get_shared(rt.kube.path("", "v1", "secrets", namespace, ref.name), asked_after=began)
+async def _secret_value(rt: runtime.Runtime, namespace: str, ref: api.SecretRef | api.GrantRef) -> str:
+    try:  # as the watch of Secrets shows it (kube/secrets.py): one GET the first time, then its events
+        data = await rt.secrets.data(rt.kube, namespace, ref.name)
     except ApiError as err:
         if err.status == 404:
             raise errors.NotFound(f"secret {ref.name!r} does not exist") from None
         raise errors.Unavailable(f"cannot read secret {ref.name!r}: HTTP {err.status}") from None
-    value = (secret.get("data") or {}).get(ref.key)
+    value = data.get(ref.key)
     if value is None:
         raise errors.NotFound(f"secret {ref.name!r} has no key {ref.key!r}")
     try:
@@ -67,9 +61,8 @@ def parse_grant(text: str, *, account: str, namespace: str, where: str) -> recor
                               signature=fields[3][:128])
 
 
-async def payer_proof(rt: runtime.Runtime, spec: api.DeploymentSpec, namespace: str,
-                      began: float) -> records.PayerProof:
-    """What shows that the payer agreed, for a reconcile that began at ``began`` (time.monotonic()). The key is read
+async def payer_proof(rt: runtime.Runtime, spec: api.DeploymentSpec, namespace: str) -> records.PayerProof:
+    """What shows that the payer agreed. The key is read
     only here, only to derive its public key; no message ever carries it. A bare ``payer.account`` proves nothing
     (the ledger refuses it: PayerNotAuthorized)."""
     account = spec.payer.account
@@ -77,13 +70,13 @@ async def payer_proof(rt: runtime.Runtime, spec: api.DeploymentSpec, namespace: 
         grant_ref = spec.payer.grant_ref
         if grant_ref is None:
             return records.PayerProof(kind="grant", namespace=namespace, account=account)  # only named: refused
-        text = await _secret_value(rt, namespace, grant_ref, began)
+        text = await _secret_value(rt, namespace, grant_ref)
         return parse_grant(text, account=account, namespace=namespace,
                            where=f"secret {grant_ref.name!r} key {grant_ref.key!r}")
     ref = spec.payer.secret_ref
     if ref is None:
         return records.PayerProof(kind="grant", namespace=namespace, account="")
-    text = await _secret_value(rt, namespace, ref, began)
+    text = await _secret_value(rt, namespace, ref)
     where = f"secret {ref.name!r} key {ref.key!r}"
     try:
         key = identity.KeyPair.from_text(text)
@@ -112,7 +105,6 @@ def _held(current: records.Contract | None) -> dict[str, Any]:
 async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, patch: kopf.Patch, memo: kopf.Memo,
                                **_: Any) -> None:
     rt = runtime.get(memo)
-    began = time.monotonic()
     key, uid = f"{namespace}/{name}", tenancy.owner(body).uid
     s = reporting.parse_spec(rt, api.DeploymentSpec, body, spec, patch)
     if s is None:
@@ -125,12 +117,12 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
             current = None  # an earlier object's contract: never this one's (the ledger closes it if still live)
         live = current is not None and current.state in LIVE
         if current is None:
-            proof = await payer_proof(rt, s, namespace, began)
+            proof = await payer_proof(rt, s, namespace)
             # placed: routine, and said by status (node, contractId) in the same write; no Event (issue 17: a write
             # per object that no person needs)
             current = await rt.ledger.open_contract(key=key, owner_uid=uid, proof=proof, request=s.request(), now=now)
         elif live:
-            proof = await payer_proof(rt, s, namespace, began)
+            proof = await payer_proof(rt, s, namespace)
             if not _same_proof(current, proof):
                 before = current.payer
                 try:

@@ -20,21 +20,15 @@ It watches what kopf watches: every namespace, or the one ``settings.watch_names
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from typing import Any
 
 from tfgrid_operator import runtime
-from tfgrid_operator.kube import jsonwire
-from tfgrid_operator.kube.client import ApiError
-
-log = logging.getLogger("tfgrid_operator.loop")
+from tfgrid_operator.kube import follow, jsonwire
 
 PLURALS = ("farms", "nodes", "deployments", "proposals")
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
 KOPF_STATUS = ("kopf", "lastHandledConfiguration")  # kopf's bookkeeping (handlers/startup.py), never the loop's
-WATCH_TIMEOUT_S = 300  # the server ends a watch after this; it is started again from the last resourceVersion
-RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits between failed LIST/WATCH attempts
 
 
 INTERNED_METADATA = ("namespace", "deletionTimestamp")  # shared by many objects (one deletion: one time)
@@ -112,58 +106,40 @@ def forget(rt: runtime.Runtime, plural: str, namespace: str, name: str) -> None:
         rt.request_sweep(f"{namespace}/{name}")
 
 
-async def mirror(rt: runtime.Runtime, plural: str) -> None:
-    """Keep ``rt.objects`` current for one kind, for as long as the loop runs: LIST, then WATCH from the list's
-    resourceVersion; a watch that ends is started again from the last version seen; one the server refuses as too
-    old (410 Gone) or any failure LISTs again (after a wait that grows with consecutive failures)."""
-    kube = rt.kube
-    base = kube.path(runtime.GROUP, runtime.VERSION, plural, rt.settings.watch_namespace or None)
-    failures = 0
-    while True:
-        try:
-            version = await _relist(rt, plural, base)
-            failures = 0
-            while version:
-                version = await _watch(rt, plural, base, version)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # an API error or a dropped connection: list again after a wait
-            log.warning("Watching %s failed (listing again): %s", plural, err)
-            await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S) - 1)])
-            failures += 1
+class _View:
+    """Where ``follow`` puts one kind: ``rt.objects``."""
 
+    def __init__(self, rt: runtime.Runtime, plural: str) -> None:
+        self.rt, self.plural, self.seen = rt, plural, set[tuple[str, str, str]]()
 
-async def _relist(rt: runtime.Runtime, plural: str, base: str) -> str:
-    seen, version = set(), ""
-    async for items, listed_at in rt.kube.list_pages(base):  # in chunks: one chunk's full objects held at a time
-        version = listed_at  # the same in every chunk: the list's
-        for item in items:
-            item_meta = item.get("metadata") or {}
-            seen.add((plural, item_meta.get("namespace") or "", item_meta.get("name") or ""))
-            remember(rt, plural, item)
-    for key in [k for k in rt.objects if k[0] == plural and k not in seen]:
-        forget(rt, *key)  # gone while nobody watched
-    return version
+    def listing(self) -> None:
+        self.seen = set()
 
-
-async def _watch(rt: runtime.Runtime, plural: str, base: str, version: str) -> str:
-    """One watch from ``version``; returns the version to go on from, or "" when the server says to LIST again."""
-    path = f"{base}?watch=true&allowWatchBookmarks=true&timeoutSeconds={WATCH_TIMEOUT_S}&resourceVersion={version}"
-    async for event in rt.kube.watch(path, read_timeout_s=WATCH_TIMEOUT_S + 60):
-        kind, body = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if body.get("code") == 410:
-                return ""  # too old: the server no longer has what happened since; list again
-            raise ApiError(int(body.get("code") or 500), str(body.get("message")))
+    def listed(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
-        version = str(meta.get("resourceVersion") or version)
-        if kind == "BOOKMARK":
-            continue
+        self.seen.add((self.plural, meta.get("namespace") or "", meta.get("name") or ""))
+        remember(self.rt, self.plural, body)
+
+    def listed_all(self) -> None:
+        for key in [k for k in self.rt.objects if k[0] == self.plural and k not in self.seen]:
+            forget(self.rt, *key)  # gone while nobody watched
+        self.seen = set()
+
+    def changed(self, kind: str, body: dict[str, Any]) -> None:
         if kind == "DELETED":
-            forget(rt, plural, meta.get("namespace") or "", meta.get("name") or "")
+            meta = body.get("metadata") or {}
+            forget(self.rt, self.plural, meta.get("namespace") or "", meta.get("name") or "")
         else:
-            remember(rt, plural, body)
-    return version
+            remember(self.rt, self.plural, body)
+
+    def lost(self) -> None:
+        """What the view holds stands until the next LIST replaces it."""
+
+
+async def mirror(rt: runtime.Runtime, plural: str) -> None:
+    """Keep ``rt.objects`` current for one kind, for as long as the loop runs (``kube.follow``: LIST, then WATCH)."""
+    base = rt.kube.path(runtime.GROUP, runtime.VERSION, plural, rt.settings.watch_namespace or None)
+    await follow.follow(rt.kube, base, _View(rt, plural), plural)
 
 
 def start(rt: runtime.Runtime) -> list[asyncio.Task[None]]:

@@ -25,6 +25,9 @@ log = logging.getLogger("tfgrid_operator.loop")
 async def run_forever(rt: runtime.Runtime) -> None:
     writes = paced_writes(rt)
     watches = mirror.start(rt)  # rt.objects: what the ticks read of the cluster
+    # the Secrets Deployments' payers name, for their reconciles (kube/secrets.py)
+    watches.append(asyncio.create_task(rt.secrets.follow(rt.kube, rt.settings.watch_namespace or None),
+                                       name="secrets"))
     try:
         while True:
             started = time.perf_counter()

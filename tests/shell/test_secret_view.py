@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from polling import eventually
-from tfgrid_operator.kube import client, secrets
+from tfgrid_operator.kube import client, follow, secrets
 
 SECRETS = "/api/v1/namespaces/{ns}/secrets"
 
@@ -123,6 +123,18 @@ async def test_a_dropped_watch_reads_with_gets_until_it_lists_again_and_misses_n
     assert await value(v, kube, "a", "payer") == "two" and gets(cluster) == before
 
 
+async def test_one_name_in_two_namespaces_is_two_secrets(cluster, view):
+    v, kube, tasks = view
+    await put(cluster, "a", "payer", "in a")
+    await put(cluster, "b", "payer", "in b")
+    await started(v, kube, tasks)
+    assert await value(v, kube, "a", "payer") == "in a" and await value(v, kube, "b", "payer") == "in b"
+    await put(cluster, "b", "payer", "b again")
+    await eventually(lambda: v._kept[("b", "payer")] == {"key": encoded("b again")}, what="b's change")
+    assert await value(v, kube, "a", "payer") == "in a" and await value(v, kube, "b", "payer") == "b again"
+    assert gets(cluster) == 2 and v.kept() == 2
+
+
 async def test_namespaces_never_mix_and_a_namespace_scoped_watch_keeps_only_its_own(cluster, view):
     v, kube, tasks = view
     await put(cluster, "a", "payer", "in a")
@@ -136,39 +148,138 @@ async def test_namespaces_never_mix_and_a_namespace_scoped_watch_keeps_only_its_
 
 
 class SlowKube:
-    """A client whose GET answers only when told to, with the Secret as it was when asked."""
+    """A client whose GETs answer only when told to (``answer``), and count."""
 
     def __init__(self) -> None:
-        self.answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.asked: list[asyncio.Future[Any]] = []
 
     def path(self, *parts: Any) -> str:
         return "/".join(str(p) for p in parts if p)
 
     async def get_shared(self, path: str) -> Any:
-        return await self.answer
+        self.asked.append(asyncio.get_running_loop().create_future())
+        return await self.asked[-1]
+
+    def answer(self, data: dict[str, str]) -> None:
+        self.asked[-1].set_result({"data": data})
+
+
+def current(v: secrets.SecretView, *listed: dict[str, Any]) -> None:
+    """The view's watch LISTs (these objects) and follows."""
+    v.listing()
+    for body in listed:
+        v.listed(body)
+    v.listed_all()
+
+
+def secret(name: str, key: str = "v", ns: str = "a") -> dict[str, Any]:
+    return {"metadata": {"namespace": ns, "name": name}, "data": {"key": key}}
+
+
+async def read(v: secrets.SecretView, kube: SlowKube, name: str, data: dict[str, str] | None = None,
+               between: Any = None) -> dict[str, str]:
+    """Read ``name``; when it asks, ``between()`` runs before the GET is answered with ``data``."""
+    reading = asyncio.create_task(v.data(kube, "a", name))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    if data is not None:
+        if between is not None:
+            between()
+        kube.answer(data)
+    return await reading
 
 
 async def test_an_event_that_comes_while_a_get_is_on_its_way_wins_over_its_older_answer():
     v, kube = secrets.SecretView(), SlowKube()
-    v.listing()
-    v.listed_all()  # a current watch (of nothing yet)
-    reading = asyncio.create_task(v.data(kube, "a", "payer"))  # type: ignore[arg-type]
-    await asyncio.sleep(0)
-    v.changed("MODIFIED", {"metadata": {"namespace": "a", "name": "payer"}, "data": {"key": "new"}})
-    kube.answer.set_result({"data": {"key": "old"}})
-    assert await reading == {"key": "new"}
-    assert await v.data(kube, "a", "payer") == {"key": "new"}  # type: ignore[arg-type]
-    v.changed("DELETED", {"metadata": {"namespace": "a", "name": "payer"}})
+    current(v)
+    newer = secret("payer", "new")
+    assert await read(v, kube, "payer", {"key": "old"}, lambda: v.changed("MODIFIED", newer)) == {"key": "new"}
+    assert await read(v, kube, "payer") == {"key": "new"} and len(kube.asked) == 1  # kept: no GET
+    v.changed("DELETED", newer)
     with pytest.raises(client.ApiError):
-        await v.data(kube, "a", "payer")  # type: ignore[arg-type]
+        await read(v, kube, "payer")
+    assert len(kube.asked) == 1
 
 
-async def test_past_its_limit_the_view_drops_what_it_keeps_and_reads_it_again(monkeypatch):
+async def test_a_get_that_a_list_overtakes_is_not_kept():
+    """Asked while current; the watch fails and LISTs again (the Secret deleted meanwhile: not listed, and no
+    event will come for it) before the answer: the answer serves its caller, and is not kept."""
+    v, kube = secrets.SecretView(), SlowKube()
+    current(v)
+    assert await read(v, kube, "payer", {"key": "old"}, lambda: (v.lost(), current(v))) == {"key": "old"}
+    assert v.kept() == 0
+    again = asyncio.create_task(v.data(kube, "a", "payer"))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    kube.asked[-1].set_exception(client.ApiError(404, "gone"))  # asked again: now it is gone
+    with pytest.raises(client.ApiError):
+        await again
+    assert len(kube.asked) == 2
+
+
+async def test_a_get_asked_while_the_watch_is_not_current_is_not_kept_even_if_it_is_current_by_its_answer():
+    v, kube = secrets.SecretView(), SlowKube()
+    assert await read(v, kube, "payer", {"key": "v"}, lambda: current(v)) == {"key": "v"}
+    assert v.kept() == 0
+    await read(v, kube, "payer", {"key": "v"})
+    assert v.kept() == 1 and len(kube.asked) == 2
+
+
+async def test_a_list_shows_what_changed_or_went_while_nobody_watched():
+    v, kube = secrets.SecretView(), SlowKube()
+    current(v)
+    await read(v, kube, "changed", {"key": "one"})
+    await read(v, kube, "gone", {"key": "one"})
+    v.lost()
+    current(v, secret("changed", "two"), secret("unasked", "x"))
+    assert await read(v, kube, "changed") == {"key": "two"}
+    with pytest.raises(client.ApiError):
+        await read(v, kube, "gone")
+    assert len(kube.asked) == 2 and v.kept() == 2  # the Secret never asked for is not kept
+
+
+async def test_past_its_limit_the_view_drops_what_it_keeps_and_a_get_on_its_way_is_not_kept(monkeypatch):
     monkeypatch.setattr(secrets, "KEPT_LIMIT", 2)
     v, kube = secrets.SecretView(), SlowKube()
-    kube.answer.set_result({"data": {"key": "v"}})
-    v.listing()
-    v.listed_all()
-    for name in ("x", "y", "z"):
-        await v.data(kube, "a", name)  # type: ignore[arg-type]
-    assert v.kept() == 1  # x and y dropped when z came
+    current(v)
+    await read(v, kube, "x", {"key": "x"})
+    await read(v, kube, "y", {"key": "y"})
+    # z's GET is on its way when w's answer drops everything: z's answer is not kept, x is read again
+    z = asyncio.create_task(v.data(kube, "a", "z"))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    answer_z = kube.asked[-1]
+    await read(v, kube, "w", {"key": "w"})
+    answer_z.set_result({"data": {"key": "z"}})
+    assert await z == {"key": "z"} and v.kept() == 1
+    await read(v, kube, "x", {"key": "x2"})
+    assert len(kube.asked) == 5
+
+
+async def test_what_it_returns_is_a_copy():
+    v, kube = secrets.SecretView(), SlowKube()
+    current(v)
+    (await read(v, kube, "payer", {"key": "v"}))["key"] = "changed by a caller"
+    assert await read(v, kube, "payer") == {"key": "v"}
+
+
+async def test_a_list_that_works_beside_a_watch_that_fails_backs_off(monkeypatch):
+    """kube.follow counts failures until a WATCH has run: RBAC with list but not watch on Secrets would otherwise LIST
+    every Secret of the cluster once a second."""
+    waits: list[float] = []
+
+    class Refusing:
+        async def list_pages(self, path: str, limit: int | None = None) -> AsyncIterator[tuple[list[Any], str]]:
+            yield [], "7"
+
+        async def watch(self, path: str, read_timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+            raise client.ApiError(403, "forbidden")
+            yield {}  # an async generator
+
+    async def sleep(s: float) -> None:
+        waits.append(s)
+        if len(waits) == 4:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(follow.asyncio, "sleep", sleep)
+    v = secrets.SecretView()
+    with pytest.raises(asyncio.CancelledError):
+        await follow.follow(Refusing(), "/api/v1/secrets", v, "secrets")  # type: ignore[arg-type]
+    assert waits == list(follow.RETRY_S[:4]) and not v._current

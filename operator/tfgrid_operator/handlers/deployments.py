@@ -3,7 +3,8 @@
 The contract belongs to this object (its uid): a later Deployment of the same name never inherits it. The payer
 is proven on every reconcile (design.md "Trust model"): the twin's key in a Secret of this namespace
 (``payer.secretRef``), or ``payer.account`` with a grant the twin signed for this namespace, held in a Secret
-that ``payer.grantRef`` names. A changed payer re-binds the contract from that second on.
+that ``payer.grantRef`` names — the Secret as the operator's watch of Secrets shows it (kube/secrets.py). A changed
+payer re-binds the contract from that second on.
 """
 
 from __future__ import annotations

@@ -286,15 +286,14 @@ class KubeClient:
             if not token:
                 return
 
-    async def get_shared(self, path: str, reuse_s: float = 0.0, asked_after: float | None = None) -> Any:
+    async def get_shared(self, path: str, reuse_s: float = 0.0) -> Any:
         """A GET that callers asking while it is on its way share, and whose answer serves the same path for
-        ``reuse_s`` after it was asked, and any caller that began (``asked_after``, time.monotonic()) before it was
-        asked: what it read is the path as it was while that caller ran, as fresh as a read of its own (a failure
-        serves nobody after it: the next caller asks again). A thousand Deployments paying from one Secret, created
-        or resumed together, share a few reads, not a thousand."""
+        ``reuse_s`` after it was asked (a failure serves nobody after it: the next caller asks again). A thousand
+        Deployments paying from one Secret, resumed together before the watch of Secrets is current, share a few
+        reads, not a thousand."""
         now = time.monotonic()
         held = self._shared.get(path)
-        fresh = held is not None and (now - held[0] < reuse_s or (asked_after is not None and held[0] >= asked_after))
+        fresh = held is not None and now - held[0] < reuse_s
         if held is None or (held[1].done() and (not fresh or held[1].cancelled() or held[1].exception() is not None)):
             if len(self._shared) > 10_000:  # bounded: paths name objects
                 self._shared = {p: h for p, h in self._shared.items() if not h[1].done()}

@@ -37,15 +37,17 @@ class Sink(Protocol):
         """The LIST or WATCH failed: nothing is current until the next LIST is complete."""
 
 
-async def follow(kube: KubeClient, base: str, sink: Sink, what: str) -> None:
-    """Follow the collection at ``base`` into ``sink`` for as long as the task runs."""
+async def follow(kube: KubeClient, base: str, sink: Sink, what: str, chunk: int | None = None) -> None:
+    """Follow the collection at ``base`` into ``sink`` for as long as the task runs, LISTing it in chunks of
+    ``chunk`` objects (by default KubeClient's). Failures count until a WATCH has run: a LIST that works beside a
+    WATCH that fails (list without watch in the RBAC) backs off too."""
     failures = 0
     while True:
         try:
-            version = await _relist(kube, base, sink)
-            failures = 0
+            version = await _relist(kube, base, sink, chunk)
             while version:
                 version = await _watch(kube, base, sink, version)
+                failures = 0
         except asyncio.CancelledError:
             raise
         except Exception as err:  # an API error or a dropped connection: list again after a wait
@@ -55,10 +57,10 @@ async def follow(kube: KubeClient, base: str, sink: Sink, what: str) -> None:
             failures += 1
 
 
-async def _relist(kube: KubeClient, base: str, sink: Sink) -> str:
+async def _relist(kube: KubeClient, base: str, sink: Sink, chunk: int | None) -> str:
     sink.listing()
     version = ""
-    async for items, listed_at in kube.list_pages(base):  # in chunks: one chunk's full objects held at a time
+    async for items, listed_at in kube.list_pages(base, chunk):  # in chunks: one chunk's full objects held at a time
         version = listed_at  # the same in every chunk: the list's
         for item in items:
             sink.listed(item)

@@ -1,3 +1,4 @@
+import dataclasses
 from fractions import Fraction
 
 from hypothesis import given
@@ -61,3 +62,8 @@ def test_resources_reject_non_integers():
 
     with pytest.raises(TypeError):
         Resources(cru=1.5)  # type: ignore[arg-type]
+
+
+@given(res)
+def test_as_dict_is_the_fields_by_name(r):
+    assert r.as_dict() == dataclasses.asdict(r) and Resources(**r.as_dict()) == r

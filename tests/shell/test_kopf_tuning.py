@@ -6,6 +6,7 @@ the same operations, without a copy of the object when there are none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import gc
@@ -83,6 +84,88 @@ async def test_kopf_queues_objects_without_managed_fields_and_nothing_else_lost(
     assert "managedFields" not in listed["metadata"] and "managedFields" not in seen[1]["object"]["metadata"]
     served["metadata"].pop("managedFields")
     assert listed == {"apiVersion": served["apiVersion"], "kind": served["kind"], **served}
+
+
+class Recording:
+    """A tap that records what it is shown; it fails on the first watch event (kopf's stream must go on)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def listing(self) -> None:
+        self.seen.append(("listing", ""))
+
+    def listed(self, body: dict) -> None:
+        self.seen.append(("listed", body["metadata"]["name"]))
+
+    def listed_all(self) -> None:
+        self.seen.append(("listed_all", ""))
+
+    def changed(self, kind: str, body: dict) -> None:
+        self.seen.append((kind, body["metadata"]["name"]))
+        if len([k for k, _ in self.seen if k in ("ADDED", "MODIFIED", "DELETED")]) == 1:
+            raise RuntimeError("a tap that fails")
+
+    def lost(self) -> None:
+        self.seen.append(("lost", ""))
+
+
+async def test_a_tap_sees_what_kopfs_own_stream_brings_and_its_failure_never_stops_the_stream(kopf_logged_in,
+                                                                                              monkeypatch, caplog):
+    c = kopf_logged_in
+    monkeypatch.setattr(kopf_watching, "infinite_watch", kopf_watching.infinite_watch)  # undone after the test
+    monkeypatch.setattr(kopf_watching, "continuous_watch", kopf_watching.continuous_watch)
+    kopf_tuning.install()
+    assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm("listed"))).status == 201
+    settings, tap = kopf.OperatorSettings(), Recording()
+    kopf_tuning.tap(settings, "grid.threefold.io", "farms", tap)
+    kopf_tuning.tap(kopf.OperatorSettings(), "grid.threefold.io", "farms", Recording())  # another operator's: apart
+    seen: list = []
+
+    async def consume() -> None:  # as kopf's watcher: the stream iterated, each event handed on
+        async for raw_event in kopf_watching.infinite_watch(settings=settings, resource=FARMS, namespace=None):
+            seen.append(raw_event)
+
+    task = asyncio.create_task(consume())
+    try:
+        await eventually(lambda: ("listed_all", "") in tap.seen, what="the listing shown")
+        for name in ("w1", "w2"):
+            assert (await c.emulator.post(f"{API}/namespaces/a/farms", json=farm(name))).status == 201
+        assert (await c.emulator.delete(f"{API}/namespaces/a/farms/listed")).status == 200
+        await eventually(lambda: ("DELETED", "listed") in tap.seen, what="the events shown")
+        await eventually(lambda: sum(1 for e in seen if isinstance(e, dict) and e["type"] == "DELETED") == 1,
+                         what="the events kopf's watcher got")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert tap.seen == [("listing", ""), ("listed", "listed"), ("listed_all", ""), ("ADDED", "w1"), ("ADDED", "w2"),
+                        ("DELETED", "listed")]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in seen if isinstance(e, dict)] == [
+        (None, "listed"), ("ADDED", "w1"), ("ADDED", "w2"), ("DELETED", "listed")]  # the tap's failure lost nothing
+    assert kopf_watching.Bookmark.LISTED in seen and "a tap that fails" in caplog.text
+
+
+async def test_a_tapped_stream_that_ends_before_its_listing_is_complete_leaves_the_tap_lost(monkeypatch):
+    async def listing_fails(**_: object):
+        yield {"type": None, "object": {"metadata": {"name": "f1"}}}
+        raise ConnectionResetError("dropped while listing")
+
+    async def listing_completes(**_: object):
+        yield {"type": None, "object": {"metadata": {"name": "f1"}}}
+        yield kopf_watching.Bookmark.LISTED
+
+    settings = kopf.OperatorSettings()
+    for inner, last in ((listing_fails, ("lost", "")), (listing_completes, ("listed_all", ""))):
+        monkeypatch.setattr(kopf_tuning, "KOPF_CONTINUOUS_WATCH", inner)
+        tap = Recording()
+        kopf_tuning.tap(settings, "grid.threefold.io", "farms", tap)
+        with contextlib.suppress(ConnectionResetError):
+            async for _ in kopf_tuning.continuous_watch(settings=settings, resource=FARMS):
+                pass
+        assert tap.seen[0] == ("listing", "") and tap.seen[-1] == last
+    untapped = kopf_tuning.continuous_watch(settings=kopf.OperatorSettings(), resource=FARMS)
+    assert untapped.ag_code is listing_completes.__code__  # no tap: kopf's own generator, no wrapper
+    await untapped.aclose()
 
 
 async def test_a_stopped_watchers_stream_is_closed_in_order_before_the_loop_closes(kopf_logged_in, monkeypatch):

@@ -1,6 +1,6 @@
-"""The loop's own view of our objects (loop/mirror.py): LIST + WATCH per kind against the strict emulator over
-HTTPS, slim bodies (no managedFields, labels, annotations or kopf's bookkeeping), deletions, a watch dropped by a
-restarting API server, and the namespace scope `run -n` gives."""
+"""The loop's own view of our objects (loop/mirror.py), here from a LIST + WATCH per kind (kube/follow.py) against the
+strict emulator over HTTPS, slim bodies (no managedFields, labels, annotations or kopf's bookkeeping), deletions, a
+watch dropped by a restarting API server, and the namespace scope `run -n` gives."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from kube_emulator import Cluster
 from polling import eventually
 from tfgrid_operator import clock, metrics, runtime
-from tfgrid_operator.kube import client
+from tfgrid_operator.kube import client, follow
 from tfgrid_operator.loop import mirror
 from tfgrid_operator.settings import Settings
 
@@ -39,6 +39,13 @@ async def create(c: Cluster, ns: str, name: str) -> None:
     assert resp.status == 201, await resp.text()
 
 
+async def follow_farms(rt: runtime.Runtime) -> None:
+    """The view of Farms, kept from a LIST + WATCH of its own (kube.follow; the operator's comes from kopf's streams,
+    tests/shell/test_kopf_tuning.py)."""
+    base = rt.kube.path(runtime.GROUP, runtime.VERSION, "farms", rt.settings.watch_namespace or None)
+    await follow.follow(rt.kube, base, mirror.View(rt, "farms"), "farms")
+
+
 def make_runtime(namespace: str = "") -> runtime.Runtime:
     return runtime.Runtime(settings=Settings(watch_namespace=namespace), clock=clock.ManualClock(0),
                            ledger=None, kube=client.KubeClient(), metrics=metrics.Metrics())  # type: ignore[arg-type]
@@ -47,7 +54,7 @@ def make_runtime(namespace: str = "") -> runtime.Runtime:
 async def test_the_mirror_lists_watches_and_keeps_only_what_the_loop_reads(cluster):
     await create(cluster, "a", "listed")  # before the mirror starts: the LIST brings it
     rt = make_runtime()
-    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    task = asyncio.create_task(follow_farms(rt))
     try:
         await eventually(lambda: ("farms", "a", "listed") in rt.objects, what="the listed farm")
         await create(cluster, "b", "watched")  # after: the WATCH brings it, from another namespace too
@@ -71,7 +78,7 @@ async def test_the_mirror_lists_watches_and_keeps_only_what_the_loop_reads(clust
 
 async def test_a_dropped_watch_goes_on_and_misses_nothing(cluster):
     rt = make_runtime()
-    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    task = asyncio.create_task(follow_farms(rt))
     try:
         await create(cluster, "a", "before")
         await eventually(lambda: ("farms", "a", "before") in rt.objects, what="the first farm")
@@ -88,7 +95,7 @@ async def test_a_dropped_watch_goes_on_and_misses_nothing(cluster):
 
 async def test_the_mirror_sees_only_the_namespace_run_watches(cluster):
     rt = make_runtime("a")
-    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    task = asyncio.create_task(follow_farms(rt))
     try:
         await create(cluster, "b", "elsewhere")
         await create(cluster, "a", "mine")
@@ -145,7 +152,7 @@ async def test_lists_come_in_chunks_that_add_up_to_the_whole_list(cluster, monke
     monkeypatch.setattr(client, "LIST_CHUNK", 2)
     calls0 = len(cluster.emulator.calls)
     rt = make_runtime()
-    task = asyncio.create_task(mirror.mirror(rt, "farms"))
+    task = asyncio.create_task(follow_farms(rt))
     try:
         await eventually(lambda: len([k for k in rt.objects if k[0] == "farms"]) == 5, what="five farms listed in chunks of 2")
         listed = [c for c in cluster.emulator.calls[calls0:] if c.verb == "list" and c.resource == "farms"]

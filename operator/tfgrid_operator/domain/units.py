@@ -50,7 +50,8 @@ class Resources:
         return min(self.cru, self.mru, self.sru, self.hru) < 0
 
     def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+        """The four fields by name (``dataclasses.asdict`` deep-copies: ~2 % of a burst's CPU, issue 17)."""
+        return {"cru": self.cru, "mru": self.mru, "sru": self.sru, "hru": self.hru}
 
 
 ZERO = Resources()

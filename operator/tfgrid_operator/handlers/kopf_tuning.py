@@ -59,6 +59,13 @@ kopf's memory of each object has a daemons' part of its own (~0.4 KB: a set, a d
 has no daemon or timer (none of ours has), whose objects' parts kopf only reads: they share one empty part until
 kopf's daemons' step, which runs only for a kind with a daemon or timer, gives an object its own.
 
+The loop's view of our objects (loop/mirror.py) is fed from kopf's own watch streams (``tap``): what kopf's
+LIST and WATCH of a kind bring is shown to the view before kopf queues it, instead of a second LIST + WATCH per kind
+decoded again (issue 17: the second stream cost the operator a decode and a read of every event, and the API server
+an encoding and a write of each). The view sees what kopf sees, when kopf sees it: a listing that waits for kopf's
+workers (below) fills it chunk by chunk, and while kopf pauses a kind's stream (a standby replica under peering)
+the view of it stands as last seen.
+
 All hook into kopf's internals (its API module's request and JSON, its Patch class, its listing, its scheduler of
 workers and its objects' queues), which is why kopf is pinned; tests/shell/test_kopf_tuning.py runs kopf's own watch
 (and its watcher, for the listing and the queues) against the strict emulator through them."""
@@ -69,10 +76,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import weakref
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Collection
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 import kopf
@@ -95,6 +103,7 @@ from kopf._core.reactor import queueing as kopf_queueing
 from tfgrid_operator.kube import jsonwire
 
 KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
+KOPF_CONTINUOUS_WATCH = kopf_watching.continuous_watch
 KOPF_AS_JSON_PATCH = kopf_patches.Patch.as_json_patch
 KOPF_REQUEST = kopf_api.request
 KOPF_PATCH_AND_CHECK = kopf_application.patch_and_check
@@ -102,6 +111,7 @@ KOPF_FETCH_OBJS = kopf_fetching.fetch_objs
 KOPF_SCHEDULER = kopf_aiotasks.Scheduler
 KOPF_STREAM = kopf_queueing.Stream
 KOPF_PROCESS_SPAWNING_CAUSE = kopf_processing.process_spawning_cause
+log = logging.getLogger("tfgrid_operator.kopf_tuning")
 LIST_HOLD_S = 60.0  # the longest a listing waits for kopf's workers, in all (fetch_objs)
 ECHO_SHARE = 4  # a listing stops waiting once more than worker_limit / ECHO_SHARE PATCHes of its kind await an echo
 NEVER_ARRIVES = "~which~never~arrives"  # kopf's mark on the version after an object's last finalizer is removed
@@ -160,6 +170,64 @@ def infinite_watch(**kwargs: Any) -> AsyncGenerator[Any, None]:
     stream = cast(AsyncGenerator[Any, None], KOPF_INFINITE_WATCH(**kwargs))  # an async generator, typed as an iterator
     STREAMS.add(stream)
     return stream
+
+
+class Tap(Protocol):
+    """What sees a kind's events as kopf's stream brings them (kube.follow.Sink's shape: loop/mirror.View)."""
+
+    def listing(self) -> None: ...
+    def listed(self, body: dict[str, Any]) -> None: ...
+    def listed_all(self) -> None: ...
+    def changed(self, kind: str, body: dict[str, Any]) -> None: ...
+    def lost(self) -> None: ...
+
+
+TAPS = "_tfgrid_taps"  # the attribute of an operator's kopf settings that holds its taps: (group, plural) → Tap
+
+
+def tap(settings: kopf.OperatorSettings, group: str, plural: str, sink: Tap) -> None:
+    """Show ``sink`` what this operator's kopf watch of ``plural`` brings (its settings are the operator's own:
+    two operators in one process keep theirs apart)."""
+    taps: dict[tuple[str, str], Tap] = settings.__dict__.setdefault(TAPS, {})
+    taps[(group, plural)] = sink
+
+
+def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
+    """kopf's one LIST + WATCH of a kind (``infinite_watch`` calls it again after a 410 or a pause); where a tap
+    is set for the kind, what it brings is shown to the tap first."""
+    stream = cast(AsyncGenerator[Any, None], KOPF_CONTINUOUS_WATCH(**kwargs))  # an async generator, typed as an iterator
+    sink = getattr(kwargs["settings"], TAPS, {}).get(kind_of(kwargs["resource"]))
+    return stream if sink is None else _tapped(stream, sink)
+
+
+async def _tapped(stream: AsyncGenerator[Any, None], sink: Tap) -> AsyncIterator[Any]:
+    listed = False
+    async with contextlib.aclosing(stream):
+        try:
+            _show(sink.listing)
+            async for event in stream:
+                if event is kopf_watching.Bookmark.LISTED:
+                    listed = True
+                    _show(sink.listed_all)
+                elif isinstance(event, dict):
+                    kind, body = event.get("type"), event.get("object")
+                    if isinstance(body, dict):
+                        if kind is None:
+                            _show(sink.listed, body)
+                        elif kind in ("ADDED", "MODIFIED", "DELETED"):
+                            _show(sink.changed, kind, body)
+                yield event
+        finally:
+            if not listed:  # ended (or failed) before its listing was complete: nothing is current
+                _show(sink.lost)
+
+
+def _show(call: Any, *args: Any) -> None:
+    """A tap's failure is logged, never kopf's: its stream goes on."""
+    try:
+        call(*args)
+    except Exception:
+        log.exception("The loop's view failed on a watch event (kopf's stream goes on)")
 
 
 async def close_streams() -> None:
@@ -515,11 +583,13 @@ def finalizers_part(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def install() -> None:
-    """Route kopf's watch streams through ``infinite_watch``, its stream and response decoding through orjson and
-    ``slim``, its JSON patches through ``as_json_patch``, its patches of objects through ``patch_and_check``, its
-    daemons' causes through ``process_spawning_cause``, and its listings through ``fetch_objs``, with ``Scheduler``
-    for its workers, and its objects' queues through ``stream`` (a ``Backlog`` each; idempotent)."""
+    """Route kopf's watch streams through ``infinite_watch`` and ``continuous_watch`` (its taps), its stream and
+    response decoding through orjson and ``slim``, its JSON patches through ``as_json_patch``, its patches of objects
+    through ``patch_and_check``, its daemons' causes through ``process_spawning_cause``, and its listings through
+    ``fetch_objs``, with ``Scheduler`` for its workers, and its objects' queues through ``stream`` (a ``Backlog``
+    each; idempotent)."""
     kopf_watching.infinite_watch = infinite_watch
+    kopf_watching.continuous_watch = continuous_watch
     kopf_fetching.fetch_objs = fetch_objs
     kopf_aiotasks.Scheduler = Scheduler  # type: ignore[misc]
     setattr(kopf_queueing, "Stream", stream)  # noqa: B010  (the name kopf's watcher calls; a class there)

@@ -20,6 +20,7 @@ from tfgrid_operator.domain import pricing
 from tfgrid_operator.handlers import kopf_tuning, reporting
 from tfgrid_operator.kube import client
 from tfgrid_operator.kube.client import KubeClient
+from tfgrid_operator.loop import mirror
 from tfgrid_operator.settings import Settings
 
 KEPT_METADATA = (("metadata", "labels"), ("metadata", "annotations"))
@@ -167,6 +168,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.queueing.worker_limit = rt.settings.worker_limit or None
     settings.queueing.idle_timeout = WORKER_IDLE_S
     memo[runtime.RUNTIME] = rt
+    for plural in mirror.PLURALS:  # the loop's view, from kopf's own watch streams
+        kopf_tuning.tap(settings, runtime.GROUP, plural, mirror.View(rt, plural))
     if rt.settings.metrics_port:  # Prometheus exposition of this runtime's registry
         memo[METRICS_SERVER], _thread = prometheus_client.start_http_server(rt.settings.metrics_port,
                                                                             registry=rt.metrics.registry)

@@ -1,12 +1,14 @@
-"""The loop's own view of our objects: one LIST + WATCH per kind, kept in ``rt.objects`` as slim bodies.
+"""The loop's own view of our objects, kept in ``rt.objects`` as slim bodies from what kopf's LIST + WATCH of each kind
+brings, as its stream brings it (``View``, which handlers/kopf_tuning.tap shows kopf's streams to).
 
 It was a kopf event handler per kind: kopf then ran a handler invocation for every watch event of every object
 (~12 % of a burst's CPU, issue 17), and the view lagged behind kopf's queue of unstarted objects (the loop kept
-refreshing Nodes that were already being deleted). A watch of our own costs one JSON decode an event, is as
-current as the API server, and keeps only what the loop reads: name, namespace, uid, generation,
-resourceVersion, deletionTimestamp, the spec, and the status without kopf's bookkeeping (status.kopf,
-status.lastHandledConfiguration) — never managedFields, labels or annotations (on a real cluster managedFields
-alone can be most of an object's size).
+refreshing Nodes that were already being deleted). Then a LIST + WATCH of its own per kind, which decoded every
+event a second time (and made the API server encode and send each twice); now it reads kopf's streams before kopf
+queues their events: as current as the API server, for no decode of its own. It keeps only what the loop reads:
+name, namespace, uid, generation, resourceVersion, deletionTimestamp, the spec, and the status without kopf's
+bookkeeping (status.kopf, status.lastHandledConfiguration) — never managedFields, labels or annotations (on a real
+cluster managedFields alone can be most of an object's size).
 
 A kept copy is small (issue 17: the view was ~3.6 KB an object, ~40 MB at grid size, in a peak it is part of): the
 spec, which the loop reads only to move a deployment, to check a node's attestation and to parse a proposal, is
@@ -14,17 +16,16 @@ kept as its JSON (``spec_of`` decodes it); the short strings of the status and o
 grid's objects repeat the same few (condition types and reasons, states, node and farm names, timestamps of one
 second): ~2.2 KB an object.
 
-It watches what kopf watches: every namespace, or the one ``settings.watch_namespace`` names (`run -n`).
+It sees what kopf watches: every namespace, or the one ``settings.watch_namespace`` names (`run -n`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
 from tfgrid_operator import runtime
-from tfgrid_operator.kube import follow, jsonwire
+from tfgrid_operator.kube import jsonwire
 
 PLURALS = ("farms", "nodes", "deployments", "proposals")
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
@@ -106,8 +107,9 @@ def forget(rt: runtime.Runtime, plural: str, namespace: str, name: str) -> None:
         rt.request_sweep(f"{namespace}/{name}")
 
 
-class _View:
-    """Where ``follow`` puts one kind: ``rt.objects``."""
+class View:
+    """One kind's part of ``rt.objects``, kept from what a LIST + WATCH of it brings (kopf's own streams:
+    handlers/kopf_tuning.tap; or ``kube.follow``)."""
 
     def __init__(self, rt: runtime.Runtime, plural: str) -> None:
         self.rt, self.plural, self.seen = rt, plural, set[tuple[str, str, str]]()
@@ -134,13 +136,3 @@ class _View:
 
     def lost(self) -> None:
         """What the view holds stands until the next LIST replaces it."""
-
-
-async def mirror(rt: runtime.Runtime, plural: str) -> None:
-    """Keep ``rt.objects`` current for one kind, for as long as the loop runs (``kube.follow``: LIST, then WATCH)."""
-    base = rt.kube.path(runtime.GROUP, runtime.VERSION, plural, rt.settings.watch_namespace or None)
-    await follow.follow(rt.kube, base, _View(rt, plural), plural)
-
-
-def start(rt: runtime.Runtime) -> list[asyncio.Task[None]]:
-    return [asyncio.create_task(mirror(rt, plural), name=f"mirror-{plural}") for plural in PLURALS]

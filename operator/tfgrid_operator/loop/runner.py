@@ -14,7 +14,6 @@ from typing import Any
 
 from tfgrid_operator import runtime
 from tfgrid_operator.backend import errors
-from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.jobs import bill_due, close_due, heal, mint_due, sweep
 from tfgrid_operator.loop.pacing import PacedWrites
 from tfgrid_operator.loop.refresh import paced_writes, refresh
@@ -24,10 +23,9 @@ log = logging.getLogger("tfgrid_operator.loop")
 
 async def run_forever(rt: runtime.Runtime) -> None:
     writes = paced_writes(rt)
-    watches = mirror.start(rt)  # rt.objects: what the ticks read of the cluster
-    # the Secrets Deployments' payers name, for their reconciles (kube/secrets.py)
-    watches.append(asyncio.create_task(rt.secrets.follow(rt.kube, rt.settings.watch_namespace or None),
-                                       name="secrets"))
+    # rt.objects, what the ticks read of the cluster, comes from kopf's watch streams (handlers/startup.py taps
+    # them: loop/mirror.py); the Secrets Deployments' payers name, for their reconciles, from a watch of its own
+    watches = [asyncio.create_task(rt.secrets.follow(rt.kube, rt.settings.watch_namespace or None), name="secrets")]
     try:
         while True:
             started = time.perf_counter()

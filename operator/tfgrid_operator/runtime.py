@@ -55,6 +55,9 @@ class Runtime:
     secrets: SecretView = dataclasses.field(default_factory=SecretView)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)
     objects: dict[tuple[str, str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # the kinds (plurals) whose watch stopped (kopf paused it: a standby replica; or it failed): their part of
+    # ``objects`` is as last seen, and the loop acts on none of it until their next LIST begins
+    unfollowed: set[str] = dataclasses.field(default_factory=set)
     # (plural, namespace, name) → (uid, the Ready reason its handler last reported, that report): the loop decides
     # from this whether a handler holds an object, never from the object's status (its user can write that), and
     # writes a held object's report back over whatever was written since

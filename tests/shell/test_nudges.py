@@ -93,3 +93,18 @@ def test_a_wait_that_keeps_observed_generation_behind_is_requeued_not_nudged():
         {"type": "Ready", "status": "False", "reason": "ResizeBlocked", "observedGeneration": 1}]}}
     rt = rt_with({blocked: b}, handled={blocked: 2}, last_reconcile=time.monotonic() - 60)
     assert due_after(rt, 11) == []
+
+
+def test_a_kind_whose_watch_stopped_is_neither_nudged_nor_requeued_until_it_is_listed_again():
+    """A standby replica: kopf paused its streams, so its view is as last seen (a status that never catches up
+    would be nudged forever); the view's kind is unfollowed from its stream's end to its next LIST."""
+    from tfgrid_operator.loop import mirror
+
+    lost, waiting = ("deployments", "ns", "lost"), ("deployments", "ns", "big")
+    rt = rt_with({lost: body(2, 1), waiting: waiting_body("Unschedulable")}, handled={lost: 2},
+                 last_reconcile=time.monotonic(), reported={waiting: ("u", "Unschedulable", {})}, retry_delay_s=0)
+    view = mirror.View(rt, "deployments")
+    view.lost()  # kopf's stream of the kind ended: paused
+    assert due_after(rt, 11) == [] and requeue.requeues(rt) == []
+    view.listing()  # followed again (the LIST under way; what it lists replaces what the view held)
+    assert requeue.requeues(rt) == [waiting] and due_after(rt, 11) == [lost]

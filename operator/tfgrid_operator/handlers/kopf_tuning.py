@@ -201,13 +201,13 @@ def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
 
 
 async def _tapped(stream: AsyncGenerator[Any, None], sink: Tap) -> AsyncIterator[Any]:
-    listed = False
+    """kopf's one LIST + WATCH, shown to ``sink``; once it ends (a 410, kopf's pause, a failure) the sink is lost
+    until ``infinite_watch`` begins the next one."""
     async with contextlib.aclosing(stream):
         try:
             _show(sink.listing)
             async for event in stream:
                 if event is kopf_watching.Bookmark.LISTED:
-                    listed = True
                     _show(sink.listed_all)
                 elif isinstance(event, dict):
                     kind, body = event.get("type"), event.get("object")
@@ -218,8 +218,7 @@ async def _tapped(stream: AsyncGenerator[Any, None], sink: Tap) -> AsyncIterator
                             _show(sink.changed, kind, body)
                 yield event
         finally:
-            if not listed:  # ended (or failed) before its listing was complete: nothing is current
-                _show(sink.lost)
+            _show(sink.lost)
 
 
 def _show(call: Any, *args: Any) -> None:

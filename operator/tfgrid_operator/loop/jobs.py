@@ -104,7 +104,7 @@ async def heal(rt: runtime.Runtime, now: int, summaries: dict[str, records.NodeS
     The old contract gets a final bill up to now and the new one starts now: no time is billed twice."""
     down_after = rt.ledger.config.node_down_after_s
     down = {n for n, s in summaries.items() if node_down(s, now, down_after)}
-    if not down:
+    if not down or "deployments" in rt.unfollowed:  # a move reads the Deployment's spec: never one as last seen
         return 0
     moved = 0
     for key, c in (await rt.ledger.contract_summaries()).items():

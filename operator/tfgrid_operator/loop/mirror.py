@@ -116,6 +116,7 @@ class View:
 
     def listing(self) -> None:
         self.seen = set()
+        self.rt.unfollowed.discard(self.plural)  # followed again: what it lists and then watches is current
 
     def listed(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -135,4 +136,6 @@ class View:
             remember(self.rt, self.plural, body)
 
     def lost(self) -> None:
-        """What the view holds stands until the next LIST replaces it."""
+        """What the view holds stands until the next LIST replaces it; until that begins, the loop leaves it alone
+        (``rt.unfollowed``: a view frozen while kopf pauses its stream would be nudged and moved on forever)."""
+        self.rt.unfollowed.add(self.plural)

@@ -106,8 +106,10 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     for key in sorted(set(unobserved(rt)) | set(requeues(rt))):
         writes.offer_nudge(key, rt.objects[key]["metadata"].get("uid", ""))
     for key, body in list(rt.objects.items()):
-        if rt.reported.get(key) is not reports.get(key) or key in rt.busy:
-            continue  # its handler reported since the ledger was read, or is running: the handler's report stands
+        if rt.reported.get(key) is not reports.get(key) or key in rt.busy or key[0] in rt.unfollowed:
+            # its handler reported since the ledger was read, or is running: the handler's report stands; or its
+            # kind's watch stopped (a standby replica): what it shows may be old
+            continue
         desired = desired_status(rt, ledger, key, body)
         if desired is None:
             continue  # nothing to write, or nothing new since compared: what is queued stands

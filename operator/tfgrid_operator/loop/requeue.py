@@ -42,6 +42,8 @@ def unobserved(rt: runtime.Runtime) -> list[Key]:
     quiet = now - rt.last_reconcile >= rt.settings.nudge_after_s
     due = []
     for key, body in rt.objects.items():
+        if key[0] in rt.unfollowed:  # as last seen: its status may have moved on since
+            continue
         meta = body["metadata"]
         generation = meta.get("generation", 1)
         seen = (body.get("status") or {}).get("observedGeneration")
@@ -65,6 +67,8 @@ def requeues(rt: runtime.Runtime) -> list[Key]:
     first = rt.retry_delay_s
     due = []
     for key, body in rt.objects.items():
+        if key[0] in rt.unfollowed:
+            continue
         held = rt.reported.get(key)
         if body["metadata"].get("deletionTimestamp") or held is None or \
                 held[0] != body["metadata"].get("uid", "") or held[1] not in WAITING:

@@ -16,3 +16,12 @@ async def tls(tmp_path, monkeypatch):
     await c.install_crds()
     yield c
     await c.stop()
+
+
+@pytest.fixture
+async def cluster(tls, monkeypatch):
+    """``tls`` with namespaces a and b, and KUBECONFIG naming it with a token user (as kind writes one)."""
+    for ns in ("a", "b"):
+        await tls.namespace(ns)
+    monkeypatch.setenv("KUBECONFIG", str(tls.kubeconfig(tls.token_user())))
+    return tls

@@ -26,14 +26,6 @@ def farm(name: str) -> dict:
             "spec": {"ownerKey": "A" * 43 + "=", "payoutAccount": "p", "publicIPs": 1}}
 
 
-@pytest.fixture
-async def cluster(tls, monkeypatch):
-    for ns in ("a", "b"):
-        await tls.namespace(ns)
-    monkeypatch.setenv("KUBECONFIG", str(tls.kubeconfig(tls.token_user())))
-    return tls
-
-
 async def create(c: Cluster, ns: str, name: str) -> None:
     resp = await c.emulator.post(f"{API}/namespaces/{ns}/farms", json=farm(name))
     assert resp.status == 201, await resp.text()

@@ -17,14 +17,6 @@ from tfgrid_operator.kube import client, follow, secrets
 SECRETS = "/api/v1/namespaces/{ns}/secrets"
 
 
-@pytest.fixture
-async def cluster(tls, monkeypatch):
-    for ns in ("a", "b"):
-        await tls.namespace(ns)
-    monkeypatch.setenv("KUBECONFIG", str(tls.kubeconfig(tls.token_user())))
-    return tls
-
-
 def encoded(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -123,12 +115,18 @@ async def test_a_dropped_watch_reads_with_gets_until_it_lists_again_and_misses_n
     assert await value(v, kube, "a", "payer") == "two" and gets(cluster) == before
 
 
-async def test_one_name_in_two_namespaces_is_two_secrets(cluster, view):
+async def payers_in_a_and_b(cluster, view, namespace: str | None = None) -> None:
+    """Secret payer in namespaces a and b, the view following ``namespace`` (None: every one), each read once."""
     v, kube, tasks = view
     await put(cluster, "a", "payer", "in a")
     await put(cluster, "b", "payer", "in b")
-    await started(v, kube, tasks)
+    await started(v, kube, tasks, namespace)
     assert await value(v, kube, "a", "payer") == "in a" and await value(v, kube, "b", "payer") == "in b"
+
+
+async def test_one_name_in_two_namespaces_is_two_secrets(cluster, view):
+    v, kube, _tasks = view
+    await payers_in_a_and_b(cluster, view)
     await put(cluster, "b", "payer", "b again")
     await eventually(lambda: v._kept[("b", "payer")] == {"key": encoded("b again")}, what="b's change")
     assert await value(v, kube, "a", "payer") == "in a" and await value(v, kube, "b", "payer") == "b again"
@@ -136,11 +134,8 @@ async def test_one_name_in_two_namespaces_is_two_secrets(cluster, view):
 
 
 async def test_namespaces_never_mix_and_a_namespace_scoped_watch_keeps_only_its_own(cluster, view):
-    v, kube, tasks = view
-    await put(cluster, "a", "payer", "in a")
-    await put(cluster, "b", "payer", "in b")
-    await started(v, kube, tasks, namespace="a")
-    assert await value(v, kube, "a", "payer") == "in a" and await value(v, kube, "b", "payer") == "in b"
+    v, kube, _tasks = view
+    await payers_in_a_and_b(cluster, view, namespace="a")
     assert await value(v, kube, "b", "payer") == "in b"
     assert gets(cluster) == 3 and v.kept() == 1  # b's is outside the watch: a GET each time, never kept
     await put(cluster, "b", "payer", "b again")

@@ -93,6 +93,12 @@ async def test_only_the_payers_key_spends_its_money(apiserver, operator, ledger,
         funded += 100 * TFT
     await create(apiserver, A, deployment("web", "alice"))
     await reason(apiserver, A, "deployments", "web", "Available")
+    # the attacker names the Secret alice's grant is in, which the operator read for web and keeps from its watch of
+    # Secrets: what it reads is team-b's Secret of that name, which does not exist
+    await create(apiserver, B, deployment("theirs", {"account": "alice", "grantRef": {"name": "alice-grant"}}))
+    d = await reason(apiserver, B, "deployments", "theirs", "PayerNotFound")
+    assert condition(d)["message"] == "secret 'alice-grant' does not exist" and "contractId" not in d["status"]
+    assert (await apiserver.delete(f"/apis/grid.threefold.io/v1alpha1/namespaces/{B}/deployments/theirs")).status == 200
     # the attacker names alice, the foundation, the staking pool, the farm's payout: nothing is opened
     alices_grant = apiserver.read("secrets", A, "alice-grant")
     resp = await apiserver.post(f"/api/v1/namespaces/{B}/secrets", json={  # a copy of alice's grant, leaked

@@ -80,7 +80,7 @@ import logging
 import weakref
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Collection
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import aiohttp
 import kopf
@@ -100,7 +100,7 @@ from kopf._core.reactor import inventory as kopf_inventory
 from kopf._core.reactor import processing as kopf_processing
 from kopf._core.reactor import queueing as kopf_queueing
 
-from tfgrid_operator.kube import jsonwire
+from tfgrid_operator.kube import follow, jsonwire
 
 KOPF_INFINITE_WATCH = kopf_watching.infinite_watch
 KOPF_CONTINUOUS_WATCH = kopf_watching.continuous_watch
@@ -172,23 +172,13 @@ def infinite_watch(**kwargs: Any) -> AsyncGenerator[Any, None]:
     return stream
 
 
-class Tap(Protocol):
-    """What sees a kind's events as kopf's stream brings them (kube.follow.Sink's shape: loop/mirror.View)."""
-
-    def listing(self) -> None: ...
-    def listed(self, body: dict[str, Any]) -> None: ...
-    def listed_all(self) -> None: ...
-    def changed(self, kind: str, body: dict[str, Any]) -> None: ...
-    def lost(self) -> None: ...
+TAPS = "_tfgrid_taps"  # the attribute of an operator's kopf settings that holds its taps: (group, plural) → Sink
 
 
-TAPS = "_tfgrid_taps"  # the attribute of an operator's kopf settings that holds its taps: (group, plural) → Tap
-
-
-def tap(settings: kopf.OperatorSettings, group: str, plural: str, sink: Tap) -> None:
-    """Show ``sink`` what this operator's kopf watch of ``plural`` brings (its settings are the operator's own:
-    two operators in one process keep theirs apart)."""
-    taps: dict[tuple[str, str], Tap] = settings.__dict__.setdefault(TAPS, {})
+def tap(settings: kopf.OperatorSettings, group: str, plural: str, sink: follow.Sink) -> None:
+    """Show ``sink`` what this operator's kopf watch of ``plural`` brings, as ``kube.follow`` shows what its own
+    LIST + WATCH brings (its settings are the operator's own: two operators in one process keep theirs apart)."""
+    taps: dict[tuple[str, str], follow.Sink] = settings.__dict__.setdefault(TAPS, {})
     taps[(group, plural)] = sink
 
 
@@ -200,7 +190,7 @@ def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
     return stream if sink is None else _tapped(stream, sink)
 
 
-async def _tapped(stream: AsyncGenerator[Any, None], sink: Tap) -> AsyncIterator[Any]:
+async def _tapped(stream: AsyncGenerator[Any, None], sink: follow.Sink) -> AsyncIterator[Any]:
     """kopf's one LIST + WATCH, shown to ``sink``; once it ends (a 410, kopf's pause, a failure) the sink is lost
     until ``infinite_watch`` begins the next one."""
     async with contextlib.aclosing(stream):

@@ -2,8 +2,9 @@
 that ends is started again from the last version seen; one the server refuses as too old (410 Gone), or any failure,
 LISTs again (after a wait that grows with consecutive failures). What is seen goes to a ``Sink``.
 
-The loop's view of our objects (loop/mirror.py) and the view of the Secrets a Deployment's payer names
-(kube/secrets.py) follow their collections through this.
+The view of the Secrets a Deployment's payer names (kube/secrets.py) follows its collection through this. The loop's
+view of our objects (loop/mirror.View) is a ``Sink`` too, shown kopf's own LIST + WATCH of each kind instead
+(handlers/kopf_tuning.tap), so that every event is read once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Sink(Protocol):
         """A watch event: ADDED, MODIFIED or DELETED."""
 
     def lost(self) -> None:
-        """The LIST or WATCH failed: nothing is current until the next LIST is complete."""
+        """The collection is no longer followed (here: the LIST or WATCH failed; kopf's stream also ends on its
+        pause and on a 410): what was seen is as last seen until the next LIST."""
 
 
 async def follow(kube: KubeClient, base: str, sink: Sink, what: str, chunk: int | None = None) -> None:

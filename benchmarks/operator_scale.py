@@ -51,6 +51,11 @@ Not a pass/fail test: the machines are noisy (counts of writes are not: tests/e2
 --profile DIR: py-spy samples the operator during the burst, the first period, the restart and the deletion
 (DIR/burst.txt, period.txt, restart.txt, delete.txt as collapsed stacks; *.top.txt: the top costs).
 `pip install py-spy` into the .venv first.
+BENCH_STALL_LOG=FILE: each time the operator's event loop does not come back for over 50 ms, when and for how long,
+with the main thread's stacks meanwhile (sampled by a thread: biased towards the points that release the GIL, so
+read the durations, and the stacks as hints); BENCH_SQL_LOG=FILE: the ledger's SQLite statements every 2 s, by time
+on the ledger's thread (wall time: a busy event loop's GIL is in it). Both get a MARK line at the idle and busy
+batches and at the restart (timed_operator.py).
 --scale 0.1 took about five minutes on this 2-core machine while other work loaded it (most of it waits: kopf's
 ceiling, the loop's 5 s ticks around two periods, a restart, a namespace deletion).
 """
@@ -284,6 +289,15 @@ async def batch_p99(emu, kube, prefix: str, count: int, first: int) -> float:
     return round(harness.percentile([ready[k] - created[k] for k in ready], 0.99), 3)
 
 
+def mark(phase: str) -> None:
+    """A line in BENCH_STALL_LOG and BENCH_SQL_LOG (timed_operator.py's records of the operator's event-loop stalls
+    and of its SQL), where set."""
+    for log in ("BENCH_STALL_LOG", "BENCH_SQL_LOG"):
+        if os.environ.get(log):
+            with open(os.environ[log], "a") as f:
+                f.write(f"{time.time():.3f} MARK {phase}\n")
+
+
 async def uptime_reports(kube, keys: dict, ts: int, uptime: int) -> None:
     await harness.fan_out(list(keys), lambda n: agent.send_report(kube, keys[n], namespace=NS, node=n, ts=ts,
                                                                   uptime=uptime))
@@ -353,7 +367,9 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     objects)
 
                 # a batch created with nothing else running
+                mark("idle batch")
                 result["p99_ready_idle_s"] = await batch_p99(emu, kube, "idle", batch, 0)
+                mark("idle batch done")
                 await op.wait_idle(at_least=objects + batch)
 
                 # one uptime report per node inside the period, then the period ends
@@ -385,7 +401,9 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                         raise RuntimeError("the second period wrote no status")
                     await asyncio.sleep(0.01)
                 in_flight = len(emu.calls)
+                mark("busy batch")
                 result["p99_ready_during_period_s"] = await batch_p99(emu, kube, "busy", batch, batch)
+                mark("busy batch done")
                 landed = len(emu.calls)
                 await op.settle()
                 period_patches = loop_status_patches(emu.calls[calls0:])
@@ -398,12 +416,14 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["restart_left_queued"] = int((await op.scrape())[("tfgrid_status_writes_queued", ())])
                 result["peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)
                 result["rss_per_object_kb"] = round((op.memory_mb("VmRSS") - base_rss) * 1024 / objects, 2)
+            mark("restart")
             restarted, calls0 = time.perf_counter(), len(emu.calls)
             grid_objects = objects + 2 * batch
             async with OperatorProcess(url, clock_file, log) as op:
                 async with harness.profiled(op.pid, spy("restart")):
                     await op.wait_idle(at_least=grid_objects)
                 result["restart_idle_s"] = round(time.perf_counter() - restarted, 2)
+                mark("restart idle")
                 result["restart_cpu_ms_per_object"] = round(op.cpu_s() * 1000 / grid_objects, 2)
                 result["restart_peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)
                 await op.settle()

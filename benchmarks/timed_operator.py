@@ -52,10 +52,109 @@ def main() -> None:
     if os.environ.get("BENCH_TRACEMALLOC"):
         trace_allocations(pathlib.Path(os.environ["BENCH_TRACEMALLOC"]),
                           on_signal=os.environ.get("BENCH_TRACEMALLOC_AT") == "delete")
+    if os.environ.get("BENCH_SQL_LOG"):
+        time_statements(pathlib.Path(os.environ["BENCH_SQL_LOG"]))
+    if os.environ.get("BENCH_STALL_LOG"):
+        record_stalls(pathlib.Path(os.environ["BENCH_STALL_LOG"]))
     if os.environ.get("BENCH_MALLOC_TRIM"):
         trim_malloc(pathlib.Path(os.environ["BENCH_MALLOC_TRIM"]))
     sys.argv = ["tfgrid-operator", *sys.argv[1:]]
     cli_main()
+
+
+def time_statements(out: pathlib.Path, every_s: float = 2.0) -> None:
+    """Every ``every_s``, the SQLite statements run since (on the ledger's thread: sqlite_cursor.run), by their text
+    with IN lists folded: 'WALL' then 'SECONDS COUNT ROWS STATEMENT' for the ten costliest, appended to ``out``
+    (BENCH_SQL_LOG): which of the ledger's statements a phase waits on."""
+    import collections
+    import re
+
+    from tfgrid_operator.backend.sql import sqlite_cursor
+
+    ran = sqlite_cursor.run
+    totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0, 0])
+    lock = threading.Lock()
+
+    def run(conn, operation, *args, **kwargs):
+        started = time.perf_counter()
+        outcome = ran(conn, operation, *args, **kwargs)
+        took = time.perf_counter() - started
+        key = re.sub(r"\((?:\?, ?)+\?\)", "(?…)", " ".join(operation.split()))[:160]
+        with lock:
+            t = totals[key]
+            t[0] += took
+            t[1] += 1
+            t[2] += len(outcome[1] or ())
+        return outcome
+    sqlite_cursor.run = run
+
+    def dump() -> None:
+        while True:
+            time.sleep(every_s)
+            with lock:
+                if not totals:
+                    continue
+                top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:10]
+                totals.clear()
+            with out.open("a") as f:
+                f.write(f"{time.time():.3f}\n")
+                for key, (took, n, rows) in top:
+                    f.write(f"  {took:7.3f} {n:6d} {rows:7d} {key}\n")
+    threading.Thread(target=dump, daemon=True).start()
+
+
+def record_stalls(out: pathlib.Path, stall_s: float = 0.05, every_s: float = 0.005) -> None:
+    """Each time the event loop does not come back for over ``stall_s``, 'WALL SECONDS' and the main thread's stacks
+    sampled every ``every_s`` meanwhile (the innermost frames of ours or kopf's, most frequent first) appended to
+    ``out`` (BENCH_STALL_LOG): which synchronous work holds the loop, and for how long, when a batch waits."""
+    import asyncio
+    import collections
+
+    from tfgrid_operator import loop
+
+    beat = [time.monotonic()]
+    main_id = threading.main_thread().ident
+    started = loop.run_forever
+
+    async def run_forever(rt):  # the loop's task also keeps the heartbeat (started as the operator starts)
+        async def heartbeat() -> None:
+            while True:
+                beat[0] = time.monotonic()
+                await asyncio.sleep(every_s)
+        task = asyncio.create_task(heartbeat())
+        try:
+            return await started(rt)
+        finally:
+            task.cancel()
+    loop.run_forever = run_forever
+
+    def place(frame) -> str:
+        names = []
+        while frame is not None and len(names) < 4:
+            f = frame.f_code.co_filename
+            if any(m in f for m in ("tfgrid_operator/", "kopf/", "aiohttp/", "sqlalchemy/", "benchmarks/")):
+                names.append(f"{f.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}")
+            frame = frame.f_back
+        return " < ".join(names) or "?"
+
+    def watch() -> None:
+        samples: collections.Counter[str] = collections.Counter()
+        since = None
+        while True:
+            time.sleep(every_s)
+            late = time.monotonic() - beat[0]
+            if late > stall_s:
+                since = since or time.time() - late
+                frame = sys._current_frames().get(main_id)
+                samples[place(frame)] += 1
+            elif since is not None:
+                with out.open("a") as f:
+                    f.write(f"{since:.3f} {time.time() - since - every_s:.3f}\n")
+                    for where, n in samples.most_common(6):
+                        f.write(f"  {n:4d} {where}\n")
+                samples.clear()
+                since = None
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def rss_mb() -> float:

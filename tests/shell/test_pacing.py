@@ -14,6 +14,8 @@ import pydantic
 import pytest
 
 from tfgrid_operator import clock, metrics, runtime
+from tfgrid_operator.backend.config import LedgerConfig
+from tfgrid_operator.domain.pricing import PricingPolicy
 from tfgrid_operator.loop import pacing, refresh
 from tfgrid_operator.settings import Settings
 
@@ -172,6 +174,76 @@ async def test_a_queued_change_whose_object_was_written_since_is_compared_again_
     assert stale not in rt.counters_written  # the next tick compares it again and may write it at once
     assert handled not in rt.counters_written
     assert rt.objects[current]["status"] == {"billedTotal": 5}
+
+
+async def test_a_change_its_kinds_model_refuses_is_never_sent_and_stops_no_other_write(caplog):
+    """Checked as it is sent, not as it is queued: a change the CRD's model refuses is logged as an error, never
+    written, and compared again next tick; the other objects' writes go (a check at queueing failed the whole tick)."""
+    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(0), ledger=None,  # type: ignore[arg-type]
+                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+    bad, good = key(0), key(1)
+    for k in (bad, good):
+        rt.objects[k] = {"metadata": {"uid": "u"}, "spec": {}, "status": {"billedTotal": 0}}
+        rt.counters_written[k] = 0
+    writes = refresh.paced_writes(rt)
+    writes.offer_status(bad, "u", {"billedTotal": -5, "notAField": 1}, urgent=False, basis={"billedTotal": 0})
+    writes.offer_status(good, "u", {"billedTotal": 5}, urgent=False, basis={"billedTotal": 0})
+    await writes.flush()
+    await writes.close()
+    assert rt.kube.patched == [(good, {"billedTotal": 5})]  # type: ignore[attr-defined]
+    assert bad not in rt.counters_written  # compared (and refused) again next tick
+    assert rt.objects[bad]["status"] == {"billedTotal": 0}
+    assert "Status of deployments ns/d0 not written" in caplog.text and "notAField" in caplog.text
+    assert [r.levelname for r in caplog.records if "not written" in r.getMessage()] == ["ERROR"]
+
+
+class QuietLedger:
+    """A ledger with nothing on it: what one refresh reads."""
+
+    config = LedgerConfig()
+
+    async def contract_summaries(self) -> dict:
+        return {}
+
+    async def policies(self) -> tuple:
+        return PricingPolicy(), {}
+
+    async def attestations(self) -> dict:
+        return {}
+
+    async def last_receipts(self) -> dict:
+        return {}
+
+    async def list_farms(self) -> list:
+        return []
+
+
+async def test_a_pass_over_every_object_lets_other_tasks_run_between_slices_and_sees_objects_as_they_are_then(
+        monkeypatch):
+    """The refresh yields to the event loop every YIELD_EVERY objects (kopf's handlers run between slices), and
+    compares each object as it is when its turn comes: one gone meanwhile is skipped."""
+    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(0), ledger=QuietLedger(),  # type: ignore[arg-type]
+                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+    n = refresh.YIELD_EVERY * 3 + 7
+    for i in range(n):
+        rt.objects[key(i)] = {"metadata": {"uid": "u", "generation": 1}, "spec": {}, "status": {"observedGeneration": 1}}
+    compared: list = []
+    monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: compared.append(k))
+    seen: list[int] = []
+
+    async def other() -> None:  # a kopf handler, say: records how far the pass was each time it ran
+        while len(compared) < n - 1:
+            seen.append(len(compared))
+            if len(compared) >= refresh.YIELD_EVERY:
+                rt.objects.pop(key(n - 1), None)  # deleted while the pass runs
+            await asyncio.sleep(0)
+    task = asyncio.create_task(other())
+    writes = refresh.paced_writes(rt)
+    await refresh.refresh(rt, 0, {}, {}, writes)
+    await writes.close()
+    await task
+    assert sorted({x for x in seen if 0 < x < n}) == [refresh.YIELD_EVERY * k for k in (1, 2, 3)]
+    assert len(compared) == n - 1 and key(n - 1) not in compared
 
 
 async def test_a_write_that_fails_never_stops_the_others(caplog):

@@ -28,6 +28,9 @@ class Metrics:
         self.proposals_open = Gauge("tfgrid_proposals_open", "Open DAO proposals.", registry=r)
         self.writes_queued = Gauge("tfgrid_status_writes_queued", "The loop's writes (status PATCHes, requeue "
                                    "touches) waiting for its budget (TFGRID_STATUS_WRITES_PER_S).", registry=r)
+        self.status_refused = Counter("tfgrid_status_refused_total", "Status changes the loop did not write: the "
+                                      "kind's status model refused them (a defect; the log names the field).",
+                                      ["kind"], registry=r)
         self.uptime_rejected = Counter("tfgrid_uptime_reports_rejected_total", "Rejected uptime reports by reason.",
                                        ["reason"], registry=r)
         for kind in ("farm", "node", "deployment", "proposal", "lease"):

@@ -51,6 +51,9 @@ class Runtime:
     # (plural, namespace, name) → what the loop last compared a Deployment's status from (the status dict itself,
     # the contract, generation, pricing policy): when all are the same, the comparison is skipped
     refreshed: dict[tuple[str, str, str], tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    # (plural, namespace, name) → why its kind's status model refused the last change the loop had for it (logged
+    # as an error once per reason, then at debug level: a defect of ours, never a write)
+    refused: dict[tuple[str, str, str], str] = dataclasses.field(default_factory=dict)
     # the Secrets Deployments' payers name, as a watch shows them (read through it, not a GET per reconcile)
     secrets: SecretView = dataclasses.field(default_factory=SecretView)
     # (plural, namespace, name) → the latest body seen on the watch (metadata, spec, status)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 
 import pydantic
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from tfgrid_operator import clock, metrics, runtime
 from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.domain.pricing import PricingPolicy
-from tfgrid_operator.loop import pacing, refresh
+from tfgrid_operator.loop import pacing, refresh, requeue
 from tfgrid_operator.settings import Settings
 
 TICK_S = 1.0
@@ -176,27 +177,6 @@ async def test_a_queued_change_whose_object_was_written_since_is_compared_again_
     assert rt.objects[current]["status"] == {"billedTotal": 5}
 
 
-async def test_a_change_its_kinds_model_refuses_is_never_sent_and_stops_no_other_write(caplog):
-    """Checked as it is sent, not as it is queued: a change the CRD's model refuses is logged as an error, never
-    written, and compared again next tick; the other objects' writes go (a check at queueing failed the whole tick)."""
-    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(0), ledger=None,  # type: ignore[arg-type]
-                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
-    bad, good = key(0), key(1)
-    for k in (bad, good):
-        rt.objects[k] = {"metadata": {"uid": "u"}, "spec": {}, "status": {"billedTotal": 0}}
-        rt.counters_written[k] = 0
-    writes = refresh.paced_writes(rt)
-    writes.offer_status(bad, "u", {"billedTotal": -5, "notAField": 1}, urgent=False, basis={"billedTotal": 0})
-    writes.offer_status(good, "u", {"billedTotal": 5}, urgent=False, basis={"billedTotal": 0})
-    await writes.flush()
-    await writes.close()
-    assert rt.kube.patched == [(good, {"billedTotal": 5})]  # type: ignore[attr-defined]
-    assert bad not in rt.counters_written  # compared (and refused) again next tick
-    assert rt.objects[bad]["status"] == {"billedTotal": 0}
-    assert "Status of deployments ns/d0 not written" in caplog.text and "notAField" in caplog.text
-    assert [r.levelname for r in caplog.records if "not written" in r.getMessage()] == ["ERROR"]
-
-
 class QuietLedger:
     """A ledger with nothing on it: what one refresh reads."""
 
@@ -231,11 +211,13 @@ async def test_a_pass_over_every_object_lets_other_tasks_run_between_slices_and_
     monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: compared.append(k))
     seen: list[int] = []
 
-    async def other() -> None:  # a kopf handler, say: records how far the pass was each time it ran
-        while len(compared) < n - 1:
+    async def other() -> None:  # kopf's handlers, say: records how far the pass was each time it ran
+        while len(compared) < n - 3:
             seen.append(len(compared))
             if len(compared) >= refresh.YIELD_EVERY:
                 rt.objects.pop(key(n - 1), None)  # deleted while the pass runs
+                rt.busy[key(n - 2)] = 1  # its handler runs now
+                rt.reported[key(n - 3)] = ("u", "Available", {})  # its handler reported after the ledger was read
             await asyncio.sleep(0)
     task = asyncio.create_task(other())
     writes = refresh.paced_writes(rt)
@@ -243,7 +225,35 @@ async def test_a_pass_over_every_object_lets_other_tasks_run_between_slices_and_
     await writes.close()
     await task
     assert sorted({x for x in seen if 0 < x < n}) == [refresh.YIELD_EVERY * k for k in (1, 2, 3)]
-    assert len(compared) == n - 1 and key(n - 1) not in compared
+    assert len(compared) == n - 3 and not {key(n - 1), key(n - 2), key(n - 3)} & set(compared)
+
+
+async def test_a_change_its_kinds_model_refuses_is_never_sent_and_stops_neither_the_tick_nor_another_write(
+        monkeypatch, caplog):
+    """Checked as it is sent, not as it is queued (where one refused change failed the whole tick): a change the
+    CRD's status model refuses is never written, counted, logged as an error once per object and reason (then at
+    debug level), and compared again next tick, its counters keeping their cadence; the other objects' writes go."""
+    caplog.set_level(logging.DEBUG, logger="tfgrid_operator.loop")
+    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(0), ledger=QuietLedger(),  # type: ignore[arg-type]
+                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+    bad, good = key(0), key(1)
+    for k in (bad, good):
+        rt.objects[k] = {"metadata": {"uid": "u", "generation": 1}, "spec": {}, "status": {"billedTotal": 0}}
+        rt.counters_written[k] = 0
+    desired = {bad: {"billedTotal": -5, "notAField": 1}, good: {"overdraft": 3}}
+    monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: {**body["status"], **desired[k]})
+    writes = refresh.paced_writes(rt)
+    for _ in range(2):  # two ticks: the refused change is found again, the written one is not
+        assert await refresh.refresh(rt, 0, {}, {}, writes) >= 0
+    await writes.close()
+    assert rt.kube.patched == [(good, {"overdraft": 3})]  # type: ignore[attr-defined]
+    assert rt.objects[bad]["status"] == {"billedTotal": 0} and rt.counters_written[bad] == 0
+    refusals = [r for r in caplog.records if "Status of deployments ns/d0 not written" in r.getMessage()]
+    assert [r.levelname for r in refusals] == ["ERROR", "DEBUG"] and "notAField" in refusals[0].getMessage()
+    assert rt.metrics.status_refused.labels("deployment")._value.get() == 2
+    del rt.objects[bad]
+    requeue.forget_gone(rt)
+    assert bad not in rt.refused
 
 
 async def test_a_write_that_fails_never_stops_the_others(caplog):

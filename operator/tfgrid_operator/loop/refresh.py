@@ -192,21 +192,31 @@ async def _send(rt: runtime.Runtime, plural: str, ns: str, name: str, change: di
     real API server keeps), not as it is queued: a period's write-back queues a change for every object at once, and
     checking them there was 14 % of a period's tick at grid size (~0.28 s of the event loop in one piece; issue 17,
     py-spy), for changes many of which a later tick replaces before they go. A change the model refuses is this
-    object's alone: logged as an error, never written, and found again next tick."""
+    object's alone (it failed the whole tick when checked as queued): never written, counted, logged as an error
+    once per object and reason, and found again at the cadence its fields have."""
+    key = (plural, ns, name)
     try:
-        written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name,
-                                             api.check_status(plural, change))
-        tracked = rt.objects.get((plural, ns, name))
-        if tracked is not None and isinstance(written, dict):
-            # the next tick diffs against what was written, even before the watch delivers it
+        checked = api.check_status(plural, change)
+    except api.InvalidStatus as err:
+        rt.refreshed.pop(key, None)  # compared again next tick; counters and occupancy keep their cadence
+        rt.metrics.status_refused.labels(plural[:-1]).inc()
+        known, rt.refused[key] = rt.refused.get(key), str(err)
+        (log.debug if known == str(err) else log.error)("Status of %s %s/%s not written: %s", plural, ns, name, err)
+        return
+    rt.refused.pop(key, None)
+    try:
+        written = await rt.kube.patch_status(runtime.GROUP, runtime.VERSION, plural, ns, name, checked)
+        tracked = rt.objects.get(key)
+        if tracked is not None and isinstance(written, dict) and \
+                (written.get("metadata") or {}).get("uid", "") in ("", tracked["metadata"].get("uid", "")):
+            # the next tick diffs against what was written, even before the watch delivers it (never onto another
+            # object of that name that came meanwhile)
             tracked["status"] = mirror.slim_status(written.get("status") or {})
     except Exception as err:  # an API error or a dropped connection: one object's write never stops the others
-        rt.refreshed.pop((plural, ns, name), None)  # not written: compare (and write) again next tick
-        rt.counters_written.pop((plural, ns, name), None)
-        rt.occupancy_written.pop((plural, ns, name), None)
-        if isinstance(err, api.InvalidStatus):  # a defect of ours: the status the ledger projects breaks the CRD
-            log.error("Status of %s %s/%s not written: %s", plural, ns, name, err)
-        elif not (isinstance(err, ApiError) and err.status == 404):
+        rt.refreshed.pop(key, None)  # not written: compare (and write) again next tick
+        rt.counters_written.pop(key, None)
+        rt.occupancy_written.pop(key, None)
+        if not (isinstance(err, ApiError) and err.status == 404):
             log.warning("Status patch of %s %s/%s failed: %s", plural, ns, name, err)
 
 

@@ -85,6 +85,6 @@ def requeues(rt: runtime.Runtime) -> list[Key]:
 def forget_gone(rt: runtime.Runtime) -> None:
     """Per-object bookkeeping of the loop ends with the object."""
     for book in (rt.unobserved_since, rt.counters_written, rt.occupancy_written, rt.handled, rt.requeue_at,
-                 rt.refreshed, rt.reported):
+                 rt.refreshed, rt.reported, rt.refused):
         for key in set(book) - set(rt.objects):
             del book[key]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
@@ -581,6 +583,37 @@ async def test_every_contracts_summary_remakes_only_the_records_whose_rows_chang
     seen = await read_and_check(seen, {"ns/d"})
     assert (seen["ns/d"].id, seen["ns/d"].owner_uid) == (later.id, "another-object")
     assert len(ledger._summaries_kept) == 6  # every contract read: the four, c's successor and d's
+
+
+async def test_the_sweeps_read_of_live_contracts_and_every_contracts_summary_share_the_records_of_unchanged_rows(ledger):
+    """At a restart the loop's first tick reads every live contract (the sweep) and then every contract (the status
+    pass): a row read by one and unchanged is one record, made once; a changed row is made again; a moved contract's
+    summary keeps where it moved from (the sweep's own record of that row has none)."""
+    await grid(ledger, nodes=2)
+    await ledger.fund(name="alice", amount=10**12, now=0)
+    for name in ("a", "b", "c"):
+        await ledger.open_contract(key=f"ns/{name}", **paid_by(), request=scheduling.Request(resources=SMALL), now=0)
+    live = await ledger.live_contracts()  # the restart's sweep, first: nothing kept yet
+    summaries = await ledger.contract_summaries()
+    assert all(summaries[k] is live[k] for k in live) and set(summaries) == set(live)
+    for key, c in summaries.items():
+        assert c == await ledger.observe_contract(key=key)  # as a read that keeps nothing makes it
+    await ledger.bill_period(period=0, now=H)  # every row changes
+    live_after = await ledger.live_contracts()
+    for k in live:
+        assert live_after[k] is not live[k] and live_after[k] == await ledger.observe_contract(key=k)
+    summaries = await ledger.contract_summaries()
+    assert all(summaries[k] is live_after[k] for k in live_after)
+    node = summaries["ns/c"].node
+    moved = await ledger.move_contract(key="ns/c", now=H + 60, request=scheduling.Request(
+        resources=SMALL, exclude=frozenset({node})))
+    summaries = await ledger.contract_summaries()
+    assert (summaries["ns/c"].id, summaries["ns/c"].moved_from) == (moved.id, node)
+    swept = await ledger.live_contracts()
+    assert swept["ns/c"] == dataclasses.replace(summaries["ns/c"], moved_from=None)
+    assert swept["ns/a"] is summaries["ns/a"]
+    again = await ledger.contract_summaries()
+    assert again["ns/c"] is summaries["ns/c"] and again["ns/c"].moved_from == node  # the sweep's never replaced it
 
 
 @pytest.mark.parametrize("proof_signature", ["", "s" * 88], ids=["key", "grant"])

@@ -614,6 +614,10 @@ async def test_the_sweeps_read_of_live_contracts_and_every_contracts_summary_sha
     assert swept["ns/a"] is summaries["ns/a"]
     again = await ledger.contract_summaries()
     assert again["ns/c"] is summaries["ns/c"] and again["ns/c"].moved_from == node  # the sweep's never replaced it
+    await ledger.bill_period(period=1, now=2 * H)  # the moved contract's row changes: the sweep's record of it is kept
+    assert (await ledger.live_contracts())["ns/c"].moved_from is None
+    billed = await ledger.contract_summaries()
+    assert billed["ns/c"].moved_from == node and billed["ns/c"] == await ledger.observe_contract(key="ns/c")
 
 
 @pytest.mark.parametrize("proof_signature", ["", "s" * 88], ids=["key", "grant"])

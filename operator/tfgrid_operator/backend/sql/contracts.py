@@ -55,8 +55,8 @@ class ContractsLedger(BillingLedger):
         """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing
         last moved it from: the node of its Deleted(Moved) predecessor of the same object, read from the ledger
         (a status the user wrote never says so). With ``kept`` (contract id → row values, moved from, record, as
-        read before), a row whose values are all the same gives the record made from them before, and ``kept``
-        ends holding this read's rows only."""
+        read before, or made by live_contracts since), a row whose values and moved_from are all the same gives the
+        record made from them before, and ``kept`` ends holding this read's rows only."""
         found: dict[str, records.Contract] = {}
         fresh: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] = {}
         was = kept if kept is not None else {}

@@ -145,7 +145,8 @@ class LedgerBase:
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
         self._closings: Batcher[Close, records.Contract | None] = Batcher(self._close_batch)
         self._pool: PlacementPool | None = None  # what the last placement batch left (contracts.py)
-        # contract id → (its row's values, where it moved from, its record) as contract_summaries last read it
+        # contract id → (its row's values, where it moved from, its record) as contract_summaries last read it, and
+        # what live_contracts (the sweep) made since of rows that changed (always checked against a row's values)
         self._summaries_kept: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] = {}
 
     # ------------------------------------- what the areas stacked on this base provide (see sql/__init__.py)

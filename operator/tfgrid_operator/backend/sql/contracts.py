@@ -64,15 +64,21 @@ class ContractsLedger(BillingLedger):
             before = found.get(r.key)
             moved = before.node if before is not None and before.deleted_reason == "Moved" \
                 and before.owner_uid == r.owner_uid else None
-            values, entry = tuple(r), was.get(r.id)
-            if entry is None or entry[0] != values or entry[1] != moved:
-                entry = (values, moved, self._contract(r, moved_from=moved))
+            entry = self._kept_record(was.get(r.id), r, tuple(r), moved)
             fresh[r.id] = entry  # an unchanged row: the values kept before, this read's let go
             found[r.key] = entry[2]
         if kept is not None:
             kept.clear()
             kept.update(fresh)
         return found
+
+    def _kept_record(self, entry: tuple[tuple[Any, ...], str | None, records.Contract] | None, r: Any,
+                     values: tuple[Any, ...], moved: str | None) -> tuple[tuple[Any, ...], str | None, records.Contract]:
+        """``entry`` (a kept row's values, moved from, record) when it was made of these ``values`` and ``moved``;
+        else a new one made of row ``r``."""
+        if entry is not None and entry[0] == values and entry[1] == moved:
+            return entry
+        return values, moved, self._contract(r, moved_from=moved)
 
     async def _owed(self, conn: AsyncConnection, account_id: int, owed: int | None = None) -> None:
         """Refuse to open, grow or take over a contract for a payer that owes (``owed``, when the caller read it
@@ -526,12 +532,10 @@ class ContractsLedger(BillingLedger):
         kept, found = self._summaries_kept, {}
         for r in rows:
             values, entry = tuple(r), kept.get(r.id)
-            if entry is None or entry[0] != values or entry[1] is not None:
-                made = (values, None, self._contract(r))
-                if entry is None or entry[0] != values:  # never over a record with its moved_from, of this row
-                    kept[r.id] = made
-                entry = made
-            found[r.key] = entry[2]
+            made = self._kept_record(entry, r, values, None)
+            if entry is None or entry[0] != values:  # never over a record with its moved_from, of this row
+                kept[r.id] = made
+            found[r.key] = made[2]
         return found
 
 

@@ -108,3 +108,40 @@ def test_a_kind_whose_watch_stopped_is_neither_nudged_nor_requeued_until_it_is_l
     assert due_after(rt, 11) == [] and requeue.requeues(rt) == []
     view.listing()  # followed again (the LIST under way; what it lists replaces what the view held)
     assert requeue.requeues(rt) == [waiting] and due_after(rt, 11) == [lost]
+
+
+async def test_the_ticks_pass_finds_what_both_find_and_lets_other_tasks_run_between_slices(monkeypatch):
+    """``due`` is ``unobserved`` and ``requeues`` in one pass that yields every ``every`` objects (a pass over the
+    grid held the event loop ~70 ms a tick in one piece), each object looked at as it is when its turn comes."""
+    import asyncio
+
+    lost, waiting = ("deployments", "ns", "lost"), ("deployments", "ns", "big")
+    fine = {("deployments", "ns", f"ok{i}"): body(1, 1) for i in range(25)}
+    gone = ("deployments", "ns", "zz-gone")  # last in key order: deleted while the pass runs
+    rt = rt_with({lost: body(2, 1), waiting: waiting_body("Unschedulable"), **fine, gone: body(2, 1)},
+                 handled={lost: 2, gone: 2}, last_reconcile=time.monotonic(),
+                 reported={waiting: ("u", "Unschedulable", {})}, retry_delay_s=0)
+    for key in (lost, gone):
+        rt.unobserved_since[key] = time.monotonic() - 11  # unobserved for longer than nudge_after_s
+    looked: list = []
+    original = requeue._unobserved
+
+    def counting(rt, key, body, now, quiet):
+        looked.append(key)
+        return original(rt, key, body, now, quiet)
+
+    seen: list[int] = []
+
+    async def other() -> None:  # kopf's handlers, say: how far the pass was each time they ran
+        while len(looked) < len(rt.objects):
+            seen.append(len(looked))
+            if len(looked) >= 10:
+                rt.objects.pop(gone, None)
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(requeue, "_unobserved", counting)
+    task = asyncio.create_task(other())
+    found = await requeue.due(rt, every=10)
+    task.cancel()
+    assert found == sorted([lost, waiting])  # what unobserved() and requeues() find, and not the one gone
+    assert {10, 20} <= set(seen) and gone not in looked

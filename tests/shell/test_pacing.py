@@ -306,3 +306,35 @@ def test_a_nodes_occupancy_is_written_at_once_after_a_quiet_spell_then_at_most_e
     assert held({"uptimeSeconds": 6, "used": {"cru": 9}}, now=60)  # neither clock due: held
     wall[0] += 30
     assert not held({"uptimeSeconds": 6, "used": {"cru": 9}}, now=60)  # occupancy due: the write takes both
+
+
+async def test_the_objects_gauge_counts_each_kind_by_ready_and_a_count_that_fell_to_none_reads_0(monkeypatch):
+    """tfgrid_objects is counted in the refresh's sliced pass; every kind and Ready state is set each tick, so one
+    that no object has any more reads 0, not the last count it had."""
+    rt = runtime.Runtime(settings=Settings(), clock=clock.ManualClock(0), ledger=QuietLedger(),  # type: ignore[arg-type]
+                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+
+    def ready(status: str) -> dict:
+        return {"metadata": {"uid": "u", "generation": 1}, "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": status, "reason": "r"}]}}
+
+    for i in range(refresh.YIELD_EVERY + 3):  # across a slice
+        rt.objects[key(i)] = ready("False" if i < 2 else "True")
+    rt.objects[("nodes", "ns", "n0")] = {"metadata": {"uid": "u"}, "spec": {}}  # no status yet
+    monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: None)
+
+    async def tick() -> dict:
+        writes = refresh.paced_writes(rt)
+        await refresh.refresh(rt, 0, {}, {}, writes)
+        await writes.close()
+        return {(kind, r): rt.metrics.registry.get_sample_value("tfgrid_objects", {"kind": kind, "ready": r})
+                for kind in ("deployment", "node", "farm") for r in ("True", "False", "Unknown")}
+
+    first = await tick()
+    assert (first[("deployment", "False")], first[("deployment", "True")]) == (2, refresh.YIELD_EVERY + 1)
+    assert first[("node", "Unknown")] == 1 and first[("farm", "True")] == 0
+    rt.objects[key(0)] = rt.objects[key(1)] = ready("True")
+    del rt.objects[("nodes", "ns", "n0")]
+    second = await tick()
+    assert second[("deployment", "False")] == 0 and second[("deployment", "True")] == refresh.YIELD_EVERY + 3
+    assert second[("node", "Unknown")] == 0

@@ -26,7 +26,7 @@ from tfgrid_operator.domain.units import Resources
 from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.pacing import NUDGE, PacedWrites, Write
-from tfgrid_operator.loop.requeue import Key, forget_gone, nudge, requeues, unobserved
+from tfgrid_operator.loop.requeue import Key, due, forget_gone, nudge
 from tfgrid_operator.loop.status import (
     COUNTERS,
     OCCUPANCY,
@@ -109,12 +109,17 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     ledger = await read_ledger(rt, now, summaries, proposals)
     forget_gone(rt)
     writes.keep(lambda w: _alive(rt, w))
-    for key in sorted(set(unobserved(rt)) | set(requeues(rt))):
-        writes.offer_nudge(key, rt.objects[key]["metadata"].get("uid", ""))
+    for key in await due(rt, YIELD_EVERY):
+        if (body := rt.objects.get(key)) is not None:  # not gone since it was found due
+            writes.offer_nudge(key, body["metadata"].get("uid", ""))
+    readiness: dict[tuple[str, str], int] = defaultdict(int)  # (kind, Ready's status) → objects, for the gauge
     for i, key in enumerate(list(rt.objects)):
         if i and i % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # kopf's handlers run between slices: a pass over the grid never holds the loop
         body = rt.objects.get(key)  # as it is now: an event may have come during the last slice's yield
+        if body is not None:
+            ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
+            readiness[(key[0][:-1], ready.get("status", "Unknown"))] += 1
         if body is None or rt.reported.get(key) is not reports.get(key) or key in rt.busy or \
                 key[0] in rt.unfollowed:
             # its handler reported since the ledger was read, or is running: the handler's report stands; or its
@@ -135,7 +140,7 @@ async def refresh(rt: runtime.Runtime, now: int, summaries: dict[str, records.No
     started = time.perf_counter()
     sent = await writes.flush()
     rt.metrics.reconcile_time.labels("periodic").observe(time.perf_counter() - started)
-    _gauges(rt, summaries, ledger.contracts)
+    _gauges(rt, summaries, ledger.contracts, readiness)
     rt.metrics.proposals_open.set(sum(p.state == "Open" for p in proposals.values()))
     return sent
 
@@ -253,7 +258,8 @@ def _mine(record: records.Owner, obj: records.Owner) -> bool:
     return record == obj
 
 
-def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], contracts: dict[str, records.Contract]) -> None:
+def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], contracts: dict[str, records.Contract],
+            readiness: dict[tuple[str, str], int]) -> None:
     total, used = Resources(), Resources()
     for s in summaries.values():
         total, used = total + s.resources, used + s.used
@@ -265,9 +271,6 @@ def _gauges(rt: runtime.Runtime, summaries: dict[str, records.NodeSummary], cont
         by_state[c.state] += 1
     for state in ("Created", "GracePeriod", "Deleted"):
         rt.metrics.contracts.labels(state).set(by_state[state])
-    by_kind: dict[tuple[str, str], int] = defaultdict(int)
-    for (plural, _, _), body in rt.objects.items():
-        ready = conditions.get((body.get("status") or {}).get("conditions") or [], "Ready") or {}
-        by_kind[(plural[:-1], ready.get("status", "Unknown"))] += 1
-    for (kind, readiness), n in by_kind.items():
-        rt.metrics.objects.labels(kind, readiness).set(n)
+    for plural in mirror.PLURALS:  # every kind and state, so a count that fell to none reads 0, not its last value
+        for ready in ("True", "False", "Unknown"):
+            rt.metrics.objects.labels(plural[:-1], ready).set(readiness.get((plural[:-1], ready), 0))

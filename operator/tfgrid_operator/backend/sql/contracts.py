@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Collection, Iterable, Sequence
@@ -25,6 +26,10 @@ from tfgrid_operator.backend.sql.engine import (
 from tfgrid_operator.domain import money, names, scheduling
 from tfgrid_operator.domain.units import Resources
 
+# contract records made between two turns of the event loop by the reads of every contract (the status pass) and of
+# every live one (the sweep): after a billing period every row changed, and making 10,000 records held the loop
+# 0.26 s in one piece (issue 17, the stall log; at a restart nothing is kept yet, 0.5 s)
+RECORDS_PER_TURN = 1000
 POOL_MAX_AGE_S = 30.0  # a kept placement pool is read again at least this often, whatever its token says
 
 
@@ -49,18 +54,21 @@ class ContractsLedger(BillingLedger):
             proof=r.proof, proof_until=r.proof_until, proof_signature=r.proof_signature, moved_from=moved_from,
             payer_key=r.payer_key or "")
 
-    def _latest_by_key(self, rows: Iterable[Any],
-                       kept: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] | None = None,
-                       ) -> dict[str, records.Contract]:
+    async def _latest_by_key(self, rows: Iterable[Any],
+                             kept: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] | None = None,
+                             ) -> dict[str, records.Contract]:
         """The latest contract of each Deployment from its contracts' rows (oldest first), with where self-healing
         last moved it from: the node of its Deleted(Moved) predecessor of the same object, read from the ledger
         (a status the user wrote never says so). With ``kept`` (contract id → row values, moved from, record, as
         read before, or made by live_contracts since), a row whose values and moved_from are all the same gives the
-        record made from them before, and ``kept`` ends holding this read's rows only."""
+        record made from them before, and ``kept`` ends holding this read's rows only; the event loop gets a turn
+        every RECORDS_PER_TURN rows (a read after a billing period makes every record again)."""
         found: dict[str, records.Contract] = {}
         fresh: dict[int, tuple[tuple[Any, ...], str | None, records.Contract]] = {}
         was = kept if kept is not None else {}
-        for r in rows:
+        for i, r in enumerate(rows):
+            if kept is not None and i and i % RECORDS_PER_TURN == 0:
+                await asyncio.sleep(0)
             before = found.get(r.key)
             moved = before.node if before is not None and before.deleted_reason == "Moved" \
                 and before.owner_uid == r.owner_uid else None
@@ -331,8 +339,8 @@ class ContractsLedger(BillingLedger):
 
     async def _latest_contracts(self, conn: AsyncConnection, keys: set[str]) -> dict[str, records.Contract]:
         c = schema.contracts
-        return self._latest_by_key((await conn.execute(self._contract_query().where(c.c.key.in_(keys))
-                                                       .order_by(c.c.id))).all())
+        return await self._latest_by_key((await conn.execute(self._contract_query().where(c.c.key.in_(keys))
+                                                             .order_by(c.c.id))).all())
 
     async def observe_contract(self, *, key: str) -> records.Contract | None:
         return await self._observations.submit(key)
@@ -509,7 +517,7 @@ class ContractsLedger(BillingLedger):
             rows = (await conn.execute(self._contract_query().order_by(c.c.id))).all()
         # the latest contract per key wins; a record is made again only where its row changed since the last read
         # (every tick reads every contract: at grid size making 10,000 records was ~0.2 s of CPU a tick)
-        return self._latest_by_key(rows, self._summaries_kept)
+        return await self._latest_by_key(rows, self._summaries_kept)
 
     async def live_contracts(self, *, keys: Collection[str] | None = None,
                              proof_until_before: int | None = None) -> dict[str, records.Contract]:
@@ -530,7 +538,9 @@ class ContractsLedger(BillingLedger):
         # row where it has one (a restart's first tick made all 10,000 twice: 0.6 s of the event loop each), and what
         # is made here kept for its next read (which still compares every row, and keeps only what it read)
         kept, found = self._summaries_kept, {}
-        for r in rows:
+        for i, r in enumerate(rows):
+            if i and i % RECORDS_PER_TURN == 0:
+                await asyncio.sleep(0)
             values, entry = tuple(r), kept.get(r.id)
             made = self._kept_record(entry, r, values, None)
             if entry is None or entry[0] != values:  # never over a record with its moved_from, of this row

@@ -145,3 +145,20 @@ async def test_the_ticks_pass_finds_what_both_find_and_lets_other_tasks_run_betw
     task.cancel()
     assert found == sorted([lost, waiting])  # what unobserved() and requeues() find, and not the one gone
     assert {10, 20} <= set(seen) and gone not in looked
+
+
+def test_an_object_both_unobserved_and_waiting_keeps_both_books():
+    """``due`` runs both checks on every object (each keeps its own bookkeeping): one whose status lags and whose
+    handler reported a wait is nudged and its requeue backoff moves on."""
+    import asyncio
+
+    both = ("deployments", "ns", "both")
+    b = {"metadata": {"generation": 2, "uid": "u"}, "spec": {}, "status": {"observedGeneration": 1, "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Available"}]}}  # what the status shows: not a wait
+    rt = rt_with({both: b}, handled={both: 2}, last_reconcile=time.monotonic(),
+                 reported={both: ("u", "Unschedulable", {})}, retry_delay_s=1.0)  # what its handler reported
+    rt.unobserved_since[both] = time.monotonic() - 11
+    rt.requeue_at[both] = (time.monotonic() - 0.001, 1.0)  # its retry is due
+    assert asyncio.run(requeue.due(rt, every=10)) == [both]
+    assert rt.requeue_at[both][1] == 2.0  # the backoff doubled: the requeue check ran too
+    assert rt.unobserved_since[both] > time.monotonic() - 1  # the nudge's clock started over

@@ -321,6 +321,8 @@ async def test_the_objects_gauge_counts_each_kind_by_ready_and_a_count_that_fell
     for i in range(refresh.YIELD_EVERY + 3):  # across a slice
         rt.objects[key(i)] = ready("False" if i < 2 else "True")
     rt.objects[("nodes", "ns", "n0")] = {"metadata": {"uid": "u"}, "spec": {}}  # no status yet
+    rt.busy[key(1)] = 1  # its handler runs: the refresh leaves it alone, the gauge still counts it
+    rt.unfollowed.add("nodes")  # a stopped watch: its objects as last seen, counted all the same
     monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: None)
 
     async def tick() -> dict:
@@ -335,6 +337,40 @@ async def test_the_objects_gauge_counts_each_kind_by_ready_and_a_count_that_fell
     assert first[("node", "Unknown")] == 1 and first[("farm", "True")] == 0
     rt.objects[key(0)] = rt.objects[key(1)] = ready("True")
     del rt.objects[("nodes", "ns", "n0")]
+    rt.busy.clear()
     second = await tick()
     assert second[("deployment", "False")] == 0 and second[("deployment", "True")] == refresh.YIELD_EVERY + 3
     assert second[("node", "Unknown")] == 0
+
+
+async def test_a_nudge_is_not_offered_for_an_object_deleted_after_the_search_found_it(monkeypatch):
+    """The search for objects to nudge yields between slices: one found due and deleted before the search ends is
+    not nudged (and does not stop the tick)."""
+    import time
+
+    rt = runtime.Runtime(settings=Settings(nudge_after_s=10), clock=clock.ManualClock(0), ledger=QuietLedger(),  # type: ignore[arg-type]
+                         kube=Kube(), metrics=metrics.Metrics())  # type: ignore[arg-type]
+    lost = key(0)  # first in the pass: its report was lost a while ago
+    rt.objects[lost] = {"metadata": {"uid": "u", "generation": 2}, "spec": {}, "status": {"observedGeneration": 1}}
+    for i in range(1, refresh.YIELD_EVERY * 2):
+        rt.objects[key(i)] = {"metadata": {"uid": "u", "generation": 1}, "spec": {}, "status": {"observedGeneration": 1}}
+    rt.handled[lost] = 2
+    rt.unobserved_since[lost] = time.monotonic() - 11
+    monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: None)
+
+    async def delete_during_the_search() -> None:
+        while rt.unobserved_since.get(lost, 0) < time.monotonic() - 5:
+            await asyncio.sleep(0)  # until the search has looked at it (its clock starts over once found)
+        rt.objects.pop(lost, None)
+
+    task = asyncio.create_task(delete_during_the_search())
+    writes = refresh.paced_writes(rt)
+    monkeypatch.setattr(writes, "flush", _no_flush)
+    await refresh.refresh(rt, 0, {}, {}, writes)
+    await task
+    assert lost not in rt.objects and writes.urgent == {}  # found due, gone before the offer: no nudge
+    await writes.close()
+
+
+async def _no_flush() -> int:
+    return 0

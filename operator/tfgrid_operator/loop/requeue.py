@@ -53,9 +53,9 @@ def requeues(rt: runtime.Runtime) -> list[Key]:
 
 
 async def due(rt: runtime.Runtime, every: int) -> list[Key]:
-    """``unobserved`` and ``requeues`` in one pass over every object, in key order, that lets the event loop run
-    every ``every`` objects (at grid size the two passes held it ~70 ms a tick in one piece): each object is
-    looked at as it is when its turn comes, one gone meanwhile is not."""
+    """``unobserved`` and ``requeues`` in one pass over every object that lets the event loop run every ``every``
+    objects (at grid size the two passes held it ~70 ms a tick in one piece): each object is looked at as it is
+    when its turn comes, one gone meanwhile is not; what both find, in key order."""
     now = time.monotonic()
     quiet = now - rt.last_reconcile >= rt.settings.nudge_after_s
     found = []

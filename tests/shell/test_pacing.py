@@ -358,15 +358,19 @@ async def test_a_nudge_is_not_offered_for_an_object_deleted_after_the_search_fou
     rt.unobserved_since[lost] = time.monotonic() - 11
     monkeypatch.setattr(refresh, "desired_status", lambda rt, ledger, k, body: None)
 
+    ended = asyncio.Event()
+
     async def delete_during_the_search() -> None:
-        while rt.unobserved_since.get(lost, 0) < time.monotonic() - 5:
+        while rt.unobserved_since.get(lost, 0) < time.monotonic() - 5 and not ended.is_set():
             await asyncio.sleep(0)  # until the search has looked at it (its clock starts over once found)
-        rt.objects.pop(lost, None)
+        if not ended.is_set():
+            rt.objects.pop(lost, None)
 
     task = asyncio.create_task(delete_during_the_search())
     writes = refresh.paced_writes(rt)
     monkeypatch.setattr(writes, "flush", _no_flush)
     await refresh.refresh(rt, 0, {}, {}, writes)
+    ended.set()  # a search that never found it fails below instead of waiting here for ever
     await task
     assert lost not in rt.objects and writes.urgent == {}  # found due, gone before the offer: no nudge
     await writes.close()

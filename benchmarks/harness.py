@@ -165,10 +165,14 @@ async def profiled(pid: int, out: pathlib.Path | None, rate: int = 50) -> AsyncI
     spy = shutil.which("py-spy", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
-    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate), "--nonblocking",
-                             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate), "--nonblocking",
+               "--output", str(out)]
+    for _ in range(20):  # a process that has just started has no interpreter py-spy can find yet: it exits at once
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await asyncio.sleep(1.0)
+        if proc.poll() is None:
+            break  # attached
     try:
-        await asyncio.sleep(1.0)  # attached
         yield
     finally:
         proc.send_signal(signal.SIGINT)

@@ -234,6 +234,15 @@ class OperatorProcess:
                 return
 
 
+def reconcile_means(samples: dict[tuple[str, tuple], float]) -> dict[str, float]:
+    """Each controller's mean reconcile time (s) so far, from controller_runtime_reconcile_time_seconds: how long a
+    handler holds its object's kopf worker (latency, not CPU: what a pool of workers goes at)."""
+    name = "controller_runtime_reconcile_time_seconds"
+    sums = {dict(labels)["controller"]: v for (n, labels), v in samples.items() if n == f"{name}_sum"}
+    counts = {dict(labels)["controller"]: v for (n, labels), v in samples.items() if n == f"{name}_count"}
+    return {c: round(sums[c] / counts[c], 4) for c in sorted(sums) if counts.get(c)}
+
+
 def set_clock(path: pathlib.Path, ts: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(str(ts))
@@ -347,6 +356,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                         await harness.create_until_ready(emu, kube, NS, plural, docs[plural], created, ready)
                     all_ready = time.perf_counter() - started
                     await op.wait_idle(at_least=objects)
+                result["burst_reconcile_mean_s"] = reconcile_means(await op.scrape())
                 latencies = sorted(ready[k] - created[k] for k in ready)
                 result.update(
                     all_ready_s=round(all_ready, 2), reconciled_per_s=round(objects / all_ready, 1),
@@ -423,6 +433,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 async with harness.profiled(op.pid, spy("restart")):
                     await op.wait_idle(at_least=grid_objects)
                 result["restart_idle_s"] = round(time.perf_counter() - restarted, 2)
+                result["restart_reconcile_mean_s"] = reconcile_means(await op.scrape())
                 mark("restart idle")
                 result["restart_cpu_ms_per_object"] = round(op.cpu_s() * 1000 / grid_objects, 2)
                 result["restart_peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)

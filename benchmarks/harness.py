@@ -91,6 +91,18 @@ async def create_until_ready(emu: Any, kube: Any, namespace: str, plural: str, i
     await asyncio.wait_for(watcher, timeout_s)
 
 
+def seconds_by_kind(created: dict, ready: dict) -> dict[str, float]:
+    """Each kind's part of a burst (kinds are created one after the other): from its first POST until its last
+    object was Ready."""
+    out: dict[str, float] = {}
+    for plural in PLURALS:
+        starts = [t for (p, _), t in created.items() if p == plural]
+        ends = [t for (p, _), t in ready.items() if p == plural]
+        if starts and ends:
+            out[plural] = round(max(ends) - min(starts), 2)
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]

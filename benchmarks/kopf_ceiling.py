@@ -113,7 +113,7 @@ async def run(emu: Any, kube: Any, docs: dict[str, list[dict]], namespace: str =
             "delete_writes_per_object": round(sum(deleted.values()) / objects, 3),
             "delete_s": round(delete_s, 2), "delete_cpu_ms_per_object": round(delete_cpu * 1000 / objects, 2),
             "restart_idle_s": round(restart_s, 2), "restart_cpu_ms_per_object": round(restart_cpu * 1000 / objects, 2),
-            "restart_writes": sum(restart_writes.values())}
+            "restart_writes": sum(restart_writes.values()), "burst_s_by_kind": harness.seconds_by_kind(created, ready)}
 
 
 async def watching(emu: Any, proc: subprocess.Popen) -> None:

@@ -336,7 +336,8 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                           kopf_writes_per_object=ceiling["writes_per_object"],
                           kopf_delete_writes_per_object=ceiling["delete_writes_per_object"],
                           kopf_restart_idle_s=ceiling["restart_idle_s"],
-                          kopf_restart_cpu_ms_per_object=ceiling["restart_cpu_ms_per_object"])
+                          kopf_restart_cpu_ms_per_object=ceiling["restart_cpu_ms_per_object"],
+                          kopf_burst_s_by_kind=ceiling["burst_s_by_kind"])
             await harness.create_namespace(kube, NS)
             ledger = await backend.open_backend(url, CONFIG)
             for i in range(100):  # twins that granted the namespace their payment (tfgrid-operator grant)
@@ -357,6 +358,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     all_ready = time.perf_counter() - started
                     await op.wait_idle(at_least=objects)
                 result["burst_reconcile_mean_s"] = reconcile_means(await op.scrape())
+                result["burst_s_by_kind"] = harness.seconds_by_kind(created, ready)
                 latencies = sorted(ready[k] - created[k] for k in ready)
                 result.update(
                     all_ready_s=round(all_ready, 2), reconciled_per_s=round(objects / all_ready, 1),

@@ -437,6 +437,78 @@ async def test_registering_a_node_again_as_it_is_writes_nothing_and_any_change_g
         sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
 
 
+async def test_registering_a_farm_again_as_it_is_writes_nothing_and_any_change_goes_through_every_check(ledger):
+    """As for nodes: every Farm's resume asks the ledger to register it again (at a restart 50 farms each waited
+    ~11 s for the write lock behind everything else): one registered as it is is answered from a read."""
+    await victim_grid(ledger)
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_: statements.append(statement.upper())  # noqa: E731
+    sa.event.listen(ledger.engine.sync_engine, "before_cursor_execute", listen)
+    args = dict(name="freefarm", owner=VICTIM, owner_key=FARMER.public_key, payout_account="farmer", certified=False,
+                dedicated=False, public_ips=2)
+    try:
+        before = await ledger.observe_farm(name="freefarm")
+        again = await ledger.ensure_farm(**args)
+        assert again == before and not again.created
+        writing = ("UPDATE ", "INSERT ", "DELETE ", "IMMEDIATE", "PG_ADVISORY_XACT_LOCK")
+        assert statements and not [s for s in statements if any(w in s for w in writing)]
+        for change in ({"public_ips": 3}, {"certified": True}, {"dedicated": True}, {"payout_account": "other"},
+                       {"owner_key": ALICE.public_key}):
+            statements.clear()
+            changed = await ledger.ensure_farm(**{**args, **change})
+            assert [s for s in statements if s.startswith("UPDATE FARMS")], change
+            assert changed == await ledger.observe_farm(name="freefarm")
+        with pytest.raises(errors.NameTaken):
+            await ledger.ensure_farm(**{**args, "owner": ATTACKER})
+        assert (await ledger.observe_farm(name="freefarm")).owner == VICTIM
+    finally:
+        sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
+
+
+async def test_concurrent_registrations_share_one_write_and_each_is_checked_against_the_ones_before_it(ledger):
+    """Nodes registered at once (a burst of Node objects, every Node resuming after a restart) are one batch: one
+    read, one write transaction, one insert for all the new ones. Inside the batch each is checked as if the earlier
+    ones had committed: a second object's claim on a name one of them just took, or on its key, is refused alone."""
+    await victim_grid(ledger)
+    keys = [identity.KeyPair.generate() for _ in range(6)]
+    statements: list[str] = []
+    listen = lambda _conn, _cursor, statement, *_: statements.append(statement.upper())  # noqa: E731
+    sa.event.listen(ledger.engine.sync_engine, "before_cursor_execute", listen)
+
+    def node(name: str, key: identity.KeyPair, owner: records.Owner = VICTIM, **more: object):
+        return ledger.ensure_node(**{**dict(name=name, owner=owner, farm="freefarm", resources=NODE, country="BE",
+                                            city="Ghent", certified=False, public_key=key.public_key, now=7), **more})
+    try:
+        batches = ledger._registrations.batches
+        answers = await asyncio.gather(
+            node("n1", keys[0]), node("n2", keys[1]), node("n3", keys[2]),
+            node("n1", keys[3], ATTACKER),  # n1 is taken by the first, in this very batch
+            node("n4", keys[1]),  # n2's key
+            node("n5", keys[4], ATTACKER),  # freefarm is team-a's, and its owner signed no consent
+            node("node1", keys[5], city="Brussels"),  # the registered node changes its key and city
+            node("n6", NODE_KEY),  # node1's old key: free again once node1 let go of it earlier in the batch
+            return_exceptions=True)
+        assert ledger._registrations.batches == batches + 1
+        assert [type(a).__name__ for a in answers] == ["Node", "Node", "Node", "NameTaken", "NameTaken",
+                                                       "NotAuthorized", "Node", "Node"]
+        assert [a.created for a in answers if isinstance(a, records.Node)] == [True, True, True, False, True]
+        assert len([s for s in statements if s.startswith("INSERT INTO NODES")]) == 1
+        assert sum(s.startswith("BEGIN IMMEDIATE") or "PG_ADVISORY_XACT_LOCK" in s for s in statements) <= 1
+        for a in answers:
+            if isinstance(a, records.Node):
+                assert await ledger.observe_node(name=a.name) == dataclasses.replace(a, created=False)
+        assert (await ledger.observe_node(name="n1")).owner == VICTIM
+        assert (await ledger.observe_node(name="node1")).public_key == keys[5].public_key
+        assert await ledger.observe_node(name="n4") is None and await ledger.observe_node(name="n5") is None
+        statements.clear()
+        again = await asyncio.gather(node("n1", keys[0]), node("n2", keys[1]), node("n6", NODE_KEY))
+        assert not any(a.created for a in again)
+        writing = ("UPDATE ", "INSERT ", "DELETE ", "IMMEDIATE", "PG_ADVISORY_XACT_LOCK")
+        assert statements and not [s for s in statements if any(w in s for w in writing)]
+    finally:
+        sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
+
+
 async def test_a_placement_batch_checks_every_payer_on_two_reads_and_answers_each_deployment_alone(ledger):
     """Deployments placed together (one batch) showing many payers' proofs, good and bad: each gets its own answer,
     exactly as alone (test_only_a_proven_twin_pays), and the accounts and revoked grants are read once for the batch,

@@ -124,6 +124,21 @@ class Open:
 
 
 @dataclasses.dataclass(frozen=True)
+class Registration:
+    """A queued ensure_node call."""
+
+    name: str
+    owner: records.Owner
+    farm: str
+    resources: Resources
+    country: str
+    city: str
+    public_key: str
+    now: int
+    farm_consent: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Close:
     """A queued close_contract call."""
 
@@ -144,6 +159,7 @@ class LedgerBase:
         self._farm_observations: Batcher[str, records.Farm | None] = Batcher(self._observe_farm_batch)
         self._policy_reads: Batcher[None, Policies] = Batcher(self._policies_batch)
         self._closings: Batcher[Close, records.Contract | None] = Batcher(self._close_batch)
+        self._registrations: Batcher[Registration, records.Node] = Batcher(self._register_batch)
         self._pool: PlacementPool | None = None  # what the last placement batch left (contracts.py)
         # contract id → (its row's values, where it moved from, its record) as contract_summaries last read it, and
         # what live_contracts (the sweep) made since of rows that changed (always checked against a row's values)
@@ -166,6 +182,9 @@ class LedgerBase:
 
     async def _close_batch(self, batch: Sequence[Close]) -> list[records.Contract | None]:
         raise NotImplementedError  # contracts.py: ContractsLedger
+
+    async def _register_batch(self, batch: Sequence[Registration]) -> list[records.Node | errors.LedgerError]:
+        raise NotImplementedError  # registry.py: RegistryLedger
 
     # ------------------------------------------------------------------ setup
     @classmethod
@@ -405,7 +424,7 @@ class LedgerBase:
 
     async def close(self) -> None:
         for batcher in (self._placements, self._observations, self._farm_observations, self._policy_reads,
-                        self._closings):
+                        self._closings, self._registrations):
             await batcher.close()
         await self.engine.dispose()
 

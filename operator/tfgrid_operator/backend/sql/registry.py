@@ -13,6 +13,7 @@ from tfgrid_operator.backend import errors, records, schema
 from tfgrid_operator.backend.sql.engine import (
     LIVE,
     LedgerBase,
+    Registration,
     _res,
     _uptime_state,
     inserted_id,
@@ -50,6 +51,27 @@ def _may_join(farm_row: Any, owner: records.Owner, node: str, node_key: str, far
     return farm_row.owner_ns == owner.namespace or names.consent_holds(
         owner_key=farm_row.owner_key, farm=farm_row.name, namespace=owner.namespace, node=node, node_key=node_key,
         signature=farm_consent)
+
+
+def _registered_as_is(row: Any, farm_row: Any, g: Registration) -> bool:
+    """Whether the node ``g`` asks for is registered exactly so, by its owner, in a farm that still takes it:
+    ensure_node would change nothing."""
+    return row is not None and row.state == "Active" and (row.owner_uid, row.owner_ns) == (g.owner.uid, g.owner.namespace) \
+        and (row.farm, row.public_key, row.country, row.city) == (g.farm, g.public_key, g.country, g.city) \
+        and _res(row) == g.resources and farm_row is not None and farm_row.state == "Active" \
+        and _may_join(farm_row, g.owner, g.name, g.public_key, g.farm_consent)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    """What a registration batch knows of a node it wrote (inserted, or updated) for its later items."""
+
+    owner_ns: str
+    owner_uid: str
+    state: str
+    farm_id: int
+    public_key: str
+    id: int | None  # None until the batch's insert
 
 
 def _verify_uptime(public_key: str, node: str, ts: int, uptime: int, signature: str) -> None:
@@ -217,6 +239,11 @@ class RegistryLedger(LedgerBase):
         if not names.is_account_name(payout_account):
             raise errors.InvalidRequest(f"farm {name!r}: payout account {payout_account!r} must match "
                                         f"{names.ACCOUNT_PATTERN}")
+        current = await self.observe_farm(name=name)  # every resume of every farm asks: as it is, nothing to write
+        if current is not None and current.state == "Active" and current.owner == owner and (
+                current.owner_key, current.payout_account, current.certified, current.dedicated, current.public_ips,
+        ) == (owner_key, payout_account_name(owner.namespace, payout_account), certified, dedicated, public_ips):
+            return current
         f = schema.farms
         async with self._tx() as conn:
             row = (await conn.execute(self._farm_query().where(f.c.name == name))).first()
@@ -298,74 +325,122 @@ class RegistryLedger(LedgerBase):
     ) -> records.Node:
         """Register or update the node ``owner`` made. It joins ``farm`` only if the farm's owner agreed: the farm
         is of the node's namespace, or ``farm_consent`` is the farm owner key's signature over (farm, namespace,
-        node, node key)."""
+        node, node key). Concurrent calls are answered together (``_register_batch``)."""
         problems = units.node_minimum_violations(resources)
         if problems:
             raise errors.InvalidRequest(f"node {name!r}: " + "; ".join(problems))
         if not identity.is_public_key(public_key):
             raise errors.InvalidRequest(f"node {name!r}: public key is not a base64 ed25519 public key")
-        n, f = schema.nodes, schema.farms
-        same = await self._registered_as_is(name, owner, farm, resources, country, city, public_key, farm_consent)
-        if same is not None:  # every resume of every node asks: nothing to write, no write lock
-            return same
-        async with self._tx() as conn:
-            row = (await conn.execute(sa.select(n).where(n.c.name == name))).first()
-            adopt = row is not None and _claim("node", name, row, owner)
-            if (await conn.execute(sa.select(n.c.id).where(n.c.public_key == public_key, n.c.name != name))).first():
-                # one key, one node (as one key, one twin): a node's uptime, capacity and weight are its key's alone
-                raise errors.NameTaken(f"node {name!r}: its public key is registered for another node; every node "
-                                       f"has a key of its own (tfgrid-operator keygen)")
-            farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
-            if farm_row is None or farm_row.state != "Active":
-                raise errors.NotFound(f"farm {farm!r} is not registered on the ledger")
-            if not _may_join(farm_row, owner, name, public_key, farm_consent):
-                raise errors.NotAuthorized(
-                    f"farm {farm!r} is of another namespace and its owner has not signed consent for node {name!r} "
-                    f"of this namespace (tfgrid-operator farm-consent)")
-            # spec.certified is only what the farmer expects: the council certifies (backend/sql/capacity.py)
-            values = dict(farm_id=farm_row.id, country=country, city=city, public_key=public_key,
-                          **resources.as_dict())
-            created = row is None
-            if row is None:
-                await conn.execute(n.insert().values(
-                    name=name, state="Active", created_at=now, connection_price=self.config.connection_price_musd,
-                    owner_ns=owner.namespace, owner_uid=owner.uid, certified=False, **values))
-            elif row.state == "Closed":
-                raise errors.Conflict(f"node {name!r} was closed on the ledger; use a new name")
-            else:
-                if row.farm_id != farm_row.id:  # its capacity and weight would count for a second farm (§5)
-                    raise errors.Conflict(f"node {name!r} is registered in another farm; a node's farm cannot change")
-                used = await self._used_on_node(conn, row.id)
-                if not used.fits_in(resources):
-                    raise errors.Conflict(
-                        f"node {name!r} cannot shrink below what its deployments reserve ({used.as_dict()})")
-                if adopt:
-                    values.update(owner_ns=owner.namespace, owner_uid=owner.uid)
-                await conn.execute(n.update().where(n.c.id == row.id).values(**values))
-            row = (await conn.execute(self._node_query().where(n.c.name == name))).one()
-            return self._node(row, created)
+        return await self._registrations.submit(Registration(name, owner, farm, resources, country, city, public_key,
+                                                             now, farm_consent))
 
-    async def _registered_as_is(self, name: str, owner: records.Owner, farm: str, resources: Resources, country: str,
-                                city: str, public_key: str, farm_consent: str) -> records.Node | None:
-        """The node, read without the write lock, when ``owner`` registered it exactly so and its farm still takes
-        it (ensure_node would change nothing); None otherwise, and ensure_node checks and writes."""
+    async def _register_batch(self, batch: Sequence[Registration]) -> list[records.Node | errors.LedgerError]:
+        """Concurrent ensure_node calls (a thousand Nodes created at once, or resumed after a restart; issue 17: one
+        read and one write transaction each held a Node's reconcile ~2 s in a burst): one read answers every node
+        registered exactly so, with no write lock (every resume of every node asks); the rest share one write
+        transaction (``_write_registrations``)."""
         n, f = schema.nodes, schema.farms
         async with self._read() as conn:
-            row = (await conn.execute(self._node_query().where(n.c.name == name))).first()
-            if row is None or row.state != "Active" or (row.owner_uid, row.owner_ns) != (owner.uid, owner.namespace) \
-                    or (row.farm, row.public_key, row.country, row.city) != (farm, public_key, country, city) \
-                    or _res(row) != resources:
-                return None
-            farm_row = (await conn.execute(sa.select(f).where(f.c.name == farm))).first()
-        if farm_row is None or farm_row.state != "Active" or not _may_join(farm_row, owner, name, public_key,
-                                                                           farm_consent):
-            return None
-        return self._node(row)
+            rows = {r.name: r for r in (await conn.execute(
+                self._node_query().where(n.c.name.in_({g.name for g in batch})))).all()}
+            farms = {r.name: r for r in (await conn.execute(
+                sa.select(f).where(f.c.name.in_({g.farm for g in batch})))).all()}
+        out: list[records.Node | errors.LedgerError | None] = [
+            self._node(rows[g.name]) if _registered_as_is(rows.get(g.name), farms.get(g.farm), g) else None
+            for g in batch]
+        todo = [i for i, answer in enumerate(out) if answer is None]
+        if todo:
+            for i, answer in zip(todo, await self._write_registrations([batch[i] for i in todo]), strict=True):
+                out[i] = answer
+        return [answer for answer in out if answer is not None]  # every one is answered by now
+
+    async def _write_registrations(self, batch: Sequence[Registration]) -> list[records.Node | errors.LedgerError]:
+        """ensure_node's checks and writes for each of ``batch`` in one write transaction, in order, against the
+        batch's running state: a node this batch registers holds its name and its key for the later ones, as a
+        committed one would. The nodes, their keys' holders, the farms and what the nodes carry are one read each;
+        every new node is one insert."""
+        n, f = schema.nodes, schema.farms
+        names = {g.name for g in batch}
+        answers: list[tuple[str, bool] | errors.LedgerError] = []  # (name, created) or the item's refusal
+        new: dict[str, dict[str, Any]] = {}  # name → the values of the node this batch inserts
+        async with self._tx() as conn:
+            rows: dict[str, Any] = {r.name: r for r in (await conn.execute(
+                sa.select(n).where(n.c.name.in_(names)))).all()}
+            holders = {r.public_key: r.name for r in (await conn.execute(sa.select(n.c.name, n.c.public_key).where(
+                n.c.public_key.in_({g.public_key for g in batch}) | n.c.name.in_(names)))).all()}
+            farms = {r.name: r for r in (await conn.execute(
+                sa.select(f).where(f.c.name.in_({g.farm for g in batch})))).all()}
+            used = await self._used_on_nodes(conn, [r.id for r in rows.values()])
+            for g in batch:
+                try:
+                    answers.append((g.name, await self._write_registration(conn, g, rows, holders, farms, used, new)))
+                except errors.LedgerError as err:
+                    answers.append(err)
+            if new:
+                await conn.execute(n.insert(), list(new.values()))
+            written = {r.name: r for r in (await conn.execute(self._node_query().where(n.c.name.in_(
+                [a[0] for a in answers if isinstance(a, tuple)])))).all()}
+        return [a if isinstance(a, errors.LedgerError) else self._node(written[a[0]], a[1]) for a in answers]
+
+    async def _write_registration(self, conn: AsyncConnection, g: Registration, rows: dict[str, Any],
+                                  holders: dict[str, str], farms: dict[str, Any], used: dict[int, Resources],
+                                  new: dict[str, dict[str, Any]]) -> bool:
+        """One node of ``_write_registrations``: True if it is new. ``rows`` (name → node row), ``holders`` (public
+        key → node name) and ``new`` (name → the values to insert) are updated with what it writes."""
+        n = schema.nodes
+        row = rows.get(g.name)
+        adopt = row is not None and _claim("node", g.name, row, g.owner)
+        if holders.get(g.public_key, g.name) != g.name:
+            # one key, one node (as one key, one twin): a node's uptime, capacity and weight are its key's alone
+            raise errors.NameTaken(f"node {g.name!r}: its public key is registered for another node; every node "
+                                   f"has a key of its own (tfgrid-operator keygen)")
+        farm_row = farms.get(g.farm)
+        if farm_row is None or farm_row.state != "Active":
+            raise errors.NotFound(f"farm {g.farm!r} is not registered on the ledger")
+        if not _may_join(farm_row, g.owner, g.name, g.public_key, g.farm_consent):
+            raise errors.NotAuthorized(
+                f"farm {g.farm!r} is of another namespace and its owner has not signed consent for node {g.name!r} "
+                f"of this namespace (tfgrid-operator farm-consent)")
+        # spec.certified is only what the farmer expects: the council certifies (backend/sql/capacity.py)
+        values: dict[str, Any] = dict(farm_id=farm_row.id, country=g.country, city=g.city, public_key=g.public_key,
+                                      **g.resources.as_dict())
+        if row is not None and row.state == "Closed":
+            raise errors.Conflict(f"node {g.name!r} was closed on the ledger; use a new name")
+        if row is not None and row.farm_id != farm_row.id:  # its capacity and weight would count for a second farm (§5)
+            raise errors.Conflict(f"node {g.name!r} is registered in another farm; a node's farm cannot change")
+        if row is not None and not used.get(row.id, Resources()).fits_in(g.resources):
+            raise errors.Conflict(f"node {g.name!r} cannot shrink below what its deployments reserve "
+                                  f"({used.get(row.id, Resources()).as_dict()})")
+        if row is not None and holders.get(row.public_key) == g.name:
+            del holders[row.public_key]  # a node that changes its key lets go of the old one
+        holders[g.public_key] = g.name
+        pending = _Pending(owner_ns=g.owner.namespace, owner_uid=g.owner.uid, state="Active", farm_id=farm_row.id,
+                           public_key=g.public_key, id=None if row is None else row.id)
+        if row is None or g.name in new:  # new, or made by an earlier item of this batch (the same object again)
+            new[g.name] = {**new.get(g.name, dict(
+                name=g.name, state="Active", created_at=g.now, connection_price=self.config.connection_price_musd,
+                owner_ns=g.owner.namespace, owner_uid=g.owner.uid, certified=False)), **values}
+            rows[g.name] = pending
+            return True
+        if adopt:
+            values.update(owner_ns=g.owner.namespace, owner_uid=g.owner.uid)
+        await conn.execute(n.update().where(n.c.id == row.id).values(**values))
+        rows[g.name] = pending
+        return False
 
     async def observe_node(self, *, name: str) -> records.Node | None:
         async with self._read() as conn:
             row = (await conn.execute(self._node_query().where(schema.nodes.c.name == name))).first()
         return None if row is None else self._node(row)
+
+    async def _used_on_nodes(self, conn: AsyncConnection, node_ids: Iterable[int]) -> dict[int, Resources]:
+        """What the live contracts on each of ``node_ids`` reserve (a node carrying none is left out)."""
+        c = schema.contracts
+        rows = (await conn.execute(sa.select(
+            c.c.node_id, sa.func.sum(c.c.cru).label("cru"), sa.func.sum(c.c.mru).label("mru"),
+            sa.func.sum(c.c.sru).label("sru"), sa.func.sum(c.c.hru).label("hru"),
+        ).where(c.c.node_id.in_(set(node_ids)), c.c.state.in_(LIVE)).group_by(c.c.node_id))).all()
+        return {r.node_id: Resources(int(r.cru), int(r.mru), int(r.sru), int(r.hru)) for r in rows}
 
     async def _used_on_node(self, conn: AsyncConnection, node_id: int) -> Resources:
         c = schema.contracts

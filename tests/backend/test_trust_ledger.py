@@ -509,6 +509,25 @@ async def test_concurrent_registrations_share_one_write_and_each_is_checked_agai
         sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
 
 
+async def test_a_registration_the_database_refuses_fails_alone_and_not_the_batch_it_came_in(ledger):
+    """The batch's transaction is the database's to refuse (PostgreSQL refuses a city longer than its column; SQLite
+    keeps it): then each node is written in a transaction of its own, and only the refused one fails."""
+    await victim_grid(ledger)
+    keys = [identity.KeyPair.generate() for _ in range(3)]
+    args = dict(owner=VICTIM, farm="freefarm", resources=NODE, country="BE", certified=False, now=7)
+    answers = await asyncio.gather(
+        ledger.ensure_node(name="m1", city="Ghent", public_key=keys[0].public_key, **args),
+        ledger.ensure_node(name="m2", city="G" * 100, public_key=keys[1].public_key, **args),
+        ledger.ensure_node(name="m3", city="Ghent", public_key=keys[2].public_key, **args),
+        return_exceptions=True)
+    assert isinstance(answers[0], records.Node) and isinstance(answers[2], records.Node)
+    assert await ledger.observe_node(name="m1") is not None and await ledger.observe_node(name="m3") is not None
+    if ledger.is_sqlite:
+        assert isinstance(answers[1], records.Node)
+    else:
+        assert isinstance(answers[1], errors.LedgerError) and await ledger.observe_node(name="m2") is None
+
+
 async def test_a_placement_batch_checks_every_payer_on_two_reads_and_answers_each_deployment_alone(ledger):
     """Deployments placed together (one batch) showing many payers' proofs, good and bad: each gets its own answer,
     exactly as alone (test_only_a_proven_twin_pays), and the accounts and revoked grants are read once for the batch,

@@ -349,10 +349,22 @@ class RegistryLedger(LedgerBase):
             self._node(rows[g.name]) if _registered_as_is(rows.get(g.name), farms.get(g.farm), g) else None
             for g in batch]
         todo = [i for i, answer in enumerate(out) if answer is None]
-        if todo:
-            for i, answer in zip(todo, await self._write_registrations([batch[i] for i in todo]), strict=True):
-                out[i] = answer
+        for i, answer in zip(todo, await self._write_all_or_each([batch[i] for i in todo]), strict=True):
+            out[i] = answer
         return [answer for answer in out if answer is not None]  # every one is answered by now
+
+    async def _write_all_or_each(self, batch: Sequence[Registration]) -> list[records.Node | errors.LedgerError]:
+        """``_write_registrations`` of the whole batch; if the database refuses its transaction (a check of its own,
+        a value a column cannot hold), each item again in a transaction of its own: one node's refusal is never
+        another's."""
+        if not batch:
+            return []
+        try:
+            return await self._write_registrations(batch)
+        except errors.LedgerError as err:
+            if len(batch) == 1:
+                return [err]
+        return [answer for g in batch for answer in await self._write_all_or_each([g])]
 
     async def _write_registrations(self, batch: Sequence[Registration]) -> list[records.Node | errors.LedgerError]:
         """ensure_node's checks and writes for each of ``batch`` in one write transaction, in order, against the

@@ -509,6 +509,31 @@ async def test_concurrent_registrations_share_one_write_and_each_is_checked_agai
         sa.event.remove(ledger.engine.sync_engine, "before_cursor_execute", listen)
 
 
+async def test_the_same_node_twice_in_one_batch_is_created_once_and_a_shared_key_stays_refused(ledger):
+    """(Review of the registration batch.) The second registration of a node in one batch finds the first one's, as
+    it would have found a committed row. On a ledger migrated with two nodes on one key (schema 6 then leaves out
+    one_node_per_key and the code refuses the key), one sharer moving to another key leaves the key the other's:
+    a new node of another namespace never gets it."""
+    await victim_grid(ledger)  # node1 holds NODE_KEY
+    await ledger.ensure_farm(name="evilfarm", owner=ATTACKER, owner_key=FARMER.public_key, payout_account="evil",
+                             certified=False, dedicated=False, public_ips=0)
+
+    def node(name: str, key: identity.KeyPair, owner: records.Owner = VICTIM, farm: str = "freefarm"):
+        return ledger.ensure_node(name=name, owner=owner, farm=farm, resources=NODE, country="BE", city="Ghent",
+                                  certified=False, public_key=key.public_key, now=7)
+    k, kb, k2 = (identity.KeyPair.generate() for _ in range(3))
+    first, second = await asyncio.gather(node("dup", k), node("dup", k))
+    assert (first.created, second.created) == (True, False) and first.id == second.id
+    await node("nb", kb)
+    async with ledger._tx() as conn:  # the state a migrated ledger may be in
+        await conn.execute(sa.text("DROP INDEX one_node_per_key"))
+        await conn.execute(schema.nodes.update().where(schema.nodes.c.name == "nb").values(
+            public_key=NODE_KEY.public_key))
+    moved, evil = await asyncio.gather(node("nb", k2), node("evil", NODE_KEY, ATTACKER, "evilfarm"),
+                                       return_exceptions=True)
+    assert isinstance(moved, records.Node) and isinstance(evil, errors.NameTaken)
+
+
 async def test_a_registration_the_database_refuses_fails_alone_and_not_the_batch_it_came_in(ledger):
     """The batch's transaction is the database's to refuse (PostgreSQL refuses a city longer than its column; SQLite
     keeps it): then each node is written in a transaction of its own, and only the refused one fails."""

@@ -378,8 +378,10 @@ class RegistryLedger(LedgerBase):
         async with self._tx() as conn:
             rows: dict[str, Any] = {r.name: r for r in (await conn.execute(
                 sa.select(n).where(n.c.name.in_(names)))).all()}
-            holders = {r.public_key: r.name for r in (await conn.execute(sa.select(n.c.name, n.c.public_key).where(
-                n.c.public_key.in_({g.public_key for g in batch}) | n.c.name.in_(names)))).all()}
+            holders: dict[str, set[str]] = {}  # a set: a migrated ledger may have two nodes on one key
+            for r in (await conn.execute(sa.select(n.c.name, n.c.public_key).where(
+                    n.c.public_key.in_({g.public_key for g in batch}) | n.c.name.in_(names)))).all():
+                holders.setdefault(r.public_key, set()).add(r.name)
             farms = {r.name: r for r in (await conn.execute(
                 sa.select(f).where(f.c.name.in_({g.farm for g in batch})))).all()}
             used = await self._used_on_nodes(conn, [r.id for r in rows.values()])
@@ -395,14 +397,14 @@ class RegistryLedger(LedgerBase):
         return [a if isinstance(a, errors.LedgerError) else self._node(written[a[0]], a[1]) for a in answers]
 
     async def _write_registration(self, conn: AsyncConnection, g: Registration, rows: dict[str, Any],
-                                  holders: dict[str, str], farms: dict[str, Any], used: dict[int, Resources],
+                                  holders: dict[str, set[str]], farms: dict[str, Any], used: dict[int, Resources],
                                   new: dict[str, dict[str, Any]]) -> bool:
         """One node of ``_write_registrations``: True if it is new. ``rows`` (name → node row), ``holders`` (public
-        key → node name) and ``new`` (name → the values to insert) are updated with what it writes."""
+        key → the names of the nodes on it) and ``new`` (name → the values to insert) are updated with what it writes."""
         n = schema.nodes
         row = rows.get(g.name)
         adopt = row is not None and _claim("node", g.name, row, g.owner)
-        if holders.get(g.public_key, g.name) != g.name:
+        if holders.get(g.public_key, set()) - {g.name}:
             # one key, one node (as one key, one twin): a node's uptime, capacity and weight are its key's alone
             raise errors.NameTaken(f"node {g.name!r}: its public key is registered for another node; every node "
                                    f"has a key of its own (tfgrid-operator keygen)")
@@ -423,9 +425,9 @@ class RegistryLedger(LedgerBase):
         if row is not None and not used.get(row.id, Resources()).fits_in(g.resources):
             raise errors.Conflict(f"node {g.name!r} cannot shrink below what its deployments reserve "
                                   f"({used.get(row.id, Resources()).as_dict()})")
-        if row is not None and holders.get(row.public_key) == g.name:
-            del holders[row.public_key]  # a node that changes its key lets go of the old one
-        holders[g.public_key] = g.name
+        if row is not None:
+            holders.get(row.public_key, set()).discard(g.name)  # a node that changes its key lets go of the old one
+        holders.setdefault(g.public_key, set()).add(g.name)
         pending = _Pending(owner_ns=g.owner.namespace, owner_uid=g.owner.uid, state="Active", farm_id=farm_row.id,
                            public_key=g.public_key, id=None if row is None else row.id)
         if row is None or g.name in new:  # new, or made by an earlier item of this batch (the same object again)
@@ -433,7 +435,7 @@ class RegistryLedger(LedgerBase):
                 name=g.name, state="Active", created_at=g.now, connection_price=self.config.connection_price_musd,
                 owner_ns=g.owner.namespace, owner_uid=g.owner.uid, certified=False)), **values}
             rows[g.name] = pending
-            return True
+            return row is None  # the same object again finds the row the earlier item made, as a committed one
         if adopt:
             values.update(owner_ns=g.owner.namespace, owner_uid=g.owner.uid)
         await conn.execute(n.update().where(n.c.id == row.id).values(**values))

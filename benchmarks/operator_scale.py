@@ -42,6 +42,9 @@ Prints one JSON object:
   until idle: it lists every object); kopf_restart_idle_s, kopf_restart_cpu_ms_per_object: the
                                do-nothing kopf operator restarted over its objects (it resumes each), the floor
   calls_per_object             the operator's API calls (reads too) during the burst, by verb and resource, per object
+  burst_s_by_kind, kopf_burst_s_by_kind   each kind's part of the burst (first POST to last Ready), ours and kopf's
+  burst_reconcile_mean_s, restart_reconcile_mean_s   each controller's mean reconcile time (how long a handler holds
+                               its object's kopf worker: latency, which bounds a kind whose objects wait on the ledger)
   per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
                                `--scales 0.3,1` runs each scale in turn and prints the last one's keys with all of
                                them; per_object_growth: the last scale's per-object cost / the first's)

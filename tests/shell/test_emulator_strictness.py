@@ -171,3 +171,26 @@ async def test_authentication_is_required_when_configured(api):
     assert (await api.get(G, headers={"Authorization": "Bearer bad"})).status == 401
     resp = await api.get(G, headers={"Authorization": "Bearer good"})
     assert resp.status == 200 and api.users[-1] == "alice"
+
+
+async def test_a_place_with_a_control_character_is_refused_by_the_crd_and_by_the_spec_model(kmock):
+    """A Node's country and city have no control characters (PostgreSQL refuses a NUL in text: a node with one could
+    never be registered, and the ledger's error would read as unavailable). The CRD's pattern is RE2, as
+    kube-apiserver reads it; the spec model checks the same pattern."""
+    from tfgrid_operator.api.node import Location
+
+    crd = yaml.safe_load((ROOT / "crds" / "grid.threefold.io_nodes.yaml").read_text())
+    assert (await kmock.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)).status == 201
+    nodes = "/apis/grid.threefold.io/v1alpha1/namespaces/default/nodes"
+
+    def node(name: str, city: str) -> dict:
+        return {"apiVersion": "grid.threefold.io/v1alpha1", "kind": "Node", "metadata": {"name": name},
+                "spec": {"farm": "f", "publicKey": KEY, "resources": {"cru": 2, "mru": 4, "sru": 100},
+                         "location": {"country": "BE", "city": city}}}
+    assert (await kmock.post(nodes, json=node("n1", "Zürich"))).status == 201
+    for bad in ("x\x00", "a\tb", "\x7f"):
+        resp = await kmock.post(nodes, json=node("n2", bad))
+        assert resp.status == 422 and "city" in (await resp.json())["message"]
+        with pytest.raises(ValueError):
+            Location(country="BE", city=bad)
+    assert kmock.read("nodes", "default", "n2") is None

@@ -63,7 +63,8 @@ Name = Annotated[str, Field(pattern=names.DNS_LABEL_PATTERN, max_length=63)]
 # a ledger account name: lower case, so a base64 key pasted by mistake is refused, never stored or echoed
 Account = Annotated[str, Field(pattern=names.ACCOUNT_PATTERN, min_length=1, max_length=names.ACCOUNT_MAX_LEN)]
 Signature = Annotated[str, Field(min_length=1, max_length=128)]  # base64 ed25519 signature
-Place = Annotated[str, Field(max_length=64)]  # a country or a city
+PLACE_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses a NUL); RE2, as kube-apiserver
+Place = Annotated[str, Field(max_length=64, pattern=PLACE_PATTERN)]  # a country or a city
 Count = Annotated[int, Field(ge=0)]  # what the operator counts and writes: ids, nodes, seconds, TFT units
 # an RFC 3339 date-time (the operator writes conditions.timestamp()'s form)
 Timestamp = Annotated[str, AfterValidator(_timestamp), Field(json_schema_extra={"format": "date-time"})]

@@ -534,6 +534,22 @@ async def test_the_same_node_twice_in_one_batch_is_created_once_and_a_shared_key
     assert isinstance(moved, records.Node) and isinstance(evil, errors.NameTaken)
 
 
+async def test_a_node_cannot_shrink_below_what_its_live_contracts_reserve(ledger):
+    """Registering node1 again smaller than its deployments reserve is refused and changes nothing; once the
+    contract is closed, it may shrink (what a node carries is summed over its live contracts only)."""
+    await victim_grid(ledger)
+    args = dict(name="node1", owner=VICTIM, farm="freefarm", country="BE", city="Ghent", certified=False,
+                public_key=NODE_KEY.public_key, now=NOW)
+    await ledger.open_contract(key="team-a/big", owner_uid="ub", proof=key_proof(ALICE, "team-a"),
+                               request=scheduling.Request(resources=Resources(cru=6, mru=8, sru=100)), now=NOW)
+    smaller = Resources(cru=4, mru=32, sru=1000, hru=4000)
+    with pytest.raises(errors.Conflict, match="cannot shrink"):
+        await ledger.ensure_node(**args, resources=smaller)
+    assert (await ledger.observe_node(name="node1")).resources == NODE
+    await ledger.close_contract(key="team-a/big", owner_uid="ub", now=NOW + 60, reason="CanceledByUser")
+    assert (await ledger.ensure_node(**args, resources=smaller)).resources == smaller
+
+
 async def test_a_registration_the_database_refuses_fails_alone_and_not_the_batch_it_came_in(ledger):
     """The batch's transaction is the database's to refuse (PostgreSQL refuses a city longer than its column; SQLite
     keeps it): then each node is written in a transaction of its own, and only the refused one fails."""

@@ -418,14 +418,15 @@ class RegistryLedger(LedgerBase):
         # spec.certified is only what the farmer expects: the council certifies (backend/sql/capacity.py)
         values: dict[str, Any] = dict(farm_id=farm_row.id, country=g.country, city=g.city, public_key=g.public_key,
                                       **g.resources.as_dict())
-        if row is not None and row.state == "Closed":
-            raise errors.Conflict(f"node {g.name!r} was closed on the ledger; use a new name")
-        if row is not None and row.farm_id != farm_row.id:  # its capacity and weight would count for a second farm (§5)
-            raise errors.Conflict(f"node {g.name!r} is registered in another farm; a node's farm cannot change")
-        if row is not None and not used.get(row.id, Resources()).fits_in(g.resources):
-            raise errors.Conflict(f"node {g.name!r} cannot shrink below what its deployments reserve "
-                                  f"({used.get(row.id, Resources()).as_dict()})")
         if row is not None:
+            if row.state == "Closed":
+                raise errors.Conflict(f"node {g.name!r} was closed on the ledger; use a new name")
+            if row.farm_id != farm_row.id:  # its capacity and weight would count for a second farm (§5)
+                raise errors.Conflict(f"node {g.name!r} is registered in another farm; a node's farm cannot change")
+            carried = used.get(row.id, Resources())
+            if not carried.fits_in(g.resources):
+                raise errors.Conflict(f"node {g.name!r} cannot shrink below what its deployments reserve "
+                                      f"({carried.as_dict()})")
             holders.get(row.public_key, set()).discard(g.name)  # a node that changes its key lets go of the old one
         holders.setdefault(g.public_key, set()).add(g.name)
         pending = _Pending(owner_ns=g.owner.namespace, owner_uid=g.owner.uid, state="Active", farm_id=farm_row.id,
@@ -457,12 +458,7 @@ class RegistryLedger(LedgerBase):
         return {r.node_id: Resources(int(r.cru), int(r.mru), int(r.sru), int(r.hru)) for r in rows}
 
     async def _used_on_node(self, conn: AsyncConnection, node_id: int) -> Resources:
-        c = schema.contracts
-        row = (await conn.execute(sa.select(
-            sa.func.coalesce(sa.func.sum(c.c.cru), 0).label("cru"), sa.func.coalesce(sa.func.sum(c.c.mru), 0).label("mru"),
-            sa.func.coalesce(sa.func.sum(c.c.sru), 0).label("sru"), sa.func.coalesce(sa.func.sum(c.c.hru), 0).label("hru"),
-        ).where(c.c.node_id == node_id, c.c.state.in_(LIVE)))).one()
-        return Resources(int(row.cru), int(row.mru), int(row.sru), int(row.hru))
+        return (await self._used_on_nodes(conn, [node_id])).get(node_id, Resources())
 
     async def close_node(self, *, name: str, owner: records.Owner, now: int) -> None:
         n, c = schema.nodes, schema.contracts

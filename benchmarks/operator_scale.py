@@ -27,7 +27,9 @@ Prints one JSON object:
   p99_ready_idle_s             p99 create→Ready of a batch of deployments (5 % of the burst, at least 50) created
                                with nothing else running
   p99_ready_during_period_s    the same batch size created as the second period's status write-back starts;
-                               during_period_overlap: the share of that write-back sent while the batch was in flight
+                               during_period_overlap: the share of that write-back sent while the batch was in flight;
+                               p50_ready_idle_s and p50_ready_during_period_s the medians, idle_batch_reconcile_mean_s and
+                               busy_batch_reconcile_mean_s each controller's mean reconcile time while its batch ran
   period_s                     the loop's ticks that minted and billed the first period and wrote every status
   period_ledger_s              of which the ledger's mint_period + bill_period (timed in the operator's process,
                                written to its log); period_ledger_by_call
@@ -237,12 +239,18 @@ class OperatorProcess:
                 return
 
 
-def reconcile_means(samples: dict[tuple[str, tuple], float]) -> dict[str, float]:
-    """Each controller's mean reconcile time (s) so far, from controller_runtime_reconcile_time_seconds: how long a
-    handler holds its object's kopf worker (latency, not CPU: what a pool of workers goes at)."""
+def reconcile_means(samples: dict[tuple[str, tuple], float],
+                    since: dict[tuple[str, tuple], float] | None = None) -> dict[str, float]:
+    """Each controller's mean reconcile time (s) so far, or between the scrape ``since`` and ``samples``, from
+    controller_runtime_reconcile_time_seconds: how long a handler holds its object's kopf worker (latency, not CPU:
+    what a pool of workers goes at)."""
     name = "controller_runtime_reconcile_time_seconds"
-    sums = {dict(labels)["controller"]: v for (n, labels), v in samples.items() if n == f"{name}_sum"}
-    counts = {dict(labels)["controller"]: v for (n, labels), v in samples.items() if n == f"{name}_count"}
+
+    def by_controller(suffix: str) -> dict[str, float]:
+        return {dict(labels)["controller"]: v - (since or {}).get((n, labels), 0.0)
+                for (n, labels), v in samples.items() if n == f"{name}_{suffix}"}
+
+    sums, counts = by_controller("sum"), by_controller("count")
     return {c: round(sums[c] / counts[c], 4) for c in sorted(sums) if counts.get(c)}
 
 
@@ -292,13 +300,17 @@ def loop_status_patches(calls: list) -> int:
     return sum(1 for c in calls if c.agent.startswith("tfgrid-operator") and c.verb == "patch" and c.subresource == "status")
 
 
-async def batch_p99(emu, kube, prefix: str, count: int, first: int) -> float:
-    """p99 create→Ready of ``count`` deployments named PREFIX0… (polled every 20 ms: these are small)."""
+async def batch_ready(emu, kube, op, prefix: str, count: int, first: int) -> dict[str, Any]:
+    """p99 and p50 create→Ready of ``count`` deployments named PREFIX0… (polled every 20 ms: these are small), and
+    each controller's mean reconcile time meanwhile."""
     items = [harness.deployment(f"{prefix}{i}", first + i) for i in range(count)]
     created: dict = {}
     ready: dict = {}
+    before = await op.scrape()
     await harness.create_until_ready(emu, kube, NS, "deployments", items, created, ready, poll_s=0.02)
-    return round(harness.percentile([ready[k] - created[k] for k in ready], 0.99), 3)
+    took = [ready[k] - created[k] for k in ready]
+    return {"p99": round(harness.percentile(took, 0.99), 3), "p50": round(harness.percentile(took, 0.5), 3),
+            "reconcile_mean_s": reconcile_means(await op.scrape(), before)}
 
 
 def mark(phase: str) -> None:
@@ -383,7 +395,9 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
 
                 # a batch created with nothing else running
                 mark("idle batch")
-                result["p99_ready_idle_s"] = await batch_p99(emu, kube, "idle", batch, 0)
+                idle = await batch_ready(emu, kube, op, "idle", batch, 0)
+                result["p99_ready_idle_s"], result["p50_ready_idle_s"] = idle["p99"], idle["p50"]
+                result["idle_batch_reconcile_mean_s"] = idle["reconcile_mean_s"]
                 mark("idle batch done")
                 await op.wait_idle(at_least=objects + batch)
 
@@ -417,7 +431,9 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     await asyncio.sleep(0.01)
                 in_flight = len(emu.calls)
                 mark("busy batch")
-                result["p99_ready_during_period_s"] = await batch_p99(emu, kube, "busy", batch, batch)
+                busy = await batch_ready(emu, kube, op, "busy", batch, batch)
+                result["p99_ready_during_period_s"], result["p50_ready_during_period_s"] = busy["p99"], busy["p50"]
+                result["busy_batch_reconcile_mean_s"] = busy["reconcile_mean_s"]
                 mark("busy batch done")
                 landed = len(emu.calls)
                 await op.settle()

@@ -174,3 +174,71 @@ async def test_a_kept_pool_is_read_again_when_it_is_old(ledger, monkeypatch):
         await ledger.open_contract(key=f"ns/d{i}", **ledger_setup.paid_by(ALICE),
                                    request=scheduling.Request(resources=Resources(cru=1, mru=1, sru=10)), now=10)
     assert len(reads) == 3
+
+
+async def analyzed(ledger) -> dict[str, bool]:
+    """Whether each of the pool's tables was analyzed by ANALYZE (autovacuum's own analyze is told apart)."""
+    import sqlalchemy as sa
+
+    async with ledger._read() as conn:
+        rows = (await conn.execute(sa.text(
+            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE schemaname = current_schema() "
+            "AND relname IN ('nodes', 'farms', 'contracts', 'capacity')"))).all()
+    return dict(rows)
+
+
+async def test_the_pool_read_gives_the_planner_statistics_of_its_tables(ledger):
+    """PostgreSQL: the pool's read analyzes its tables first where they were never analyzed, or changed much since
+    (without statistics the planner aggregated every node's contracts once per node: seconds at grid size); an
+    unchanged table is not analyzed again, and the pool is the same with or without."""
+    if ledger.is_sqlite:
+        pytest.skip("PostgreSQL's planner statistics")
+    import sqlalchemy as sa
+
+    await grid(ledger)
+    assert not any((await analyzed(ledger)).values())  # nothing ran ANALYZE (autovacuum's would not count)
+    placed = await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+    assert placed.node in {"n0", "n1", "n2"}
+    assert await analyzed(ledger) == {"nodes": True, "farms": True, "contracts": True, "capacity": True}
+    async with ledger._read() as conn:
+        before = (await conn.execute(sa.text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'nodes'"))).scalar()
+    ledger._pool = None  # read again: nothing changed much since, so nothing is analyzed again
+    await ledger.open_contract(key="ns/d1", **ledger_setup.paid_by(ALICE), request=SMALL, now=11)
+    async with ledger._read() as conn:
+        after = (await conn.execute(sa.text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'nodes'"))).scalar()
+    assert after == before
+
+
+async def test_a_ledger_role_that_may_not_analyze_still_places(ledger_url):
+    """PostgreSQL: a ledger whose role does not own the tables (a DBA made them, and granted this role its rows) may
+    not ANALYZE them: PostgreSQL skips them with a warning, and placement goes on as before."""
+    if ledger_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's planner statistics")
+    import uuid
+
+    import sqlalchemy as sa
+
+    config = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0)
+    owner = await backend.open_backend(ledger_url, config)  # made by the owner (the test server's superuser)
+    await grid(owner)
+    role = f"tfgrid_rows_{uuid.uuid4().hex[:8]}"
+    async with owner.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+        await auto.execute(sa.text(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"))
+        await auto.execute(sa.text(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+    await owner.close()
+    scheme, rest = ledger_url.split("://", 1)
+    ledger = await backend.open_backend(f"{scheme}://{role}@{rest.split('@', 1)[1]}", config)
+    try:
+        placed = await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+        assert placed.node in {"n0", "n1", "n2"}
+        assert not any((await analyzed(ledger)).values())  # skipped, not failed
+    finally:
+        await ledger.close()
+        admin = await backend.open_backend(ledger_url, config)
+        async with admin.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(sa.text(f"DROP OWNED BY {role}"))
+            await auto.execute(sa.text(f"DROP ROLE {role}"))
+        await admin.close()

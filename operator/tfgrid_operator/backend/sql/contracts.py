@@ -16,6 +16,7 @@ from tfgrid_operator.backend.sql import capacity
 from tfgrid_operator.backend.sql.billing import BillingLedger
 from tfgrid_operator.backend.sql.engine import (
     LIVE,
+    POOL_COLUMNS,
     POOL_TOKEN,
     RESOURCE_FIELDS,
     Close,
@@ -221,6 +222,7 @@ class ContractsLedger(BillingLedger):
                 name: c if c.up == (up := now - kept.seen[name] <= down_after) else dataclasses.replace(c, up=up)
                 for name, c in kept.candidates.items()})
         seen: dict[str, int] = {}
+        await self._planner_statistics(conn, tuple(POOL_COLUMNS))
         read = await self._candidates(conn, now, seen=seen)
         return PlacementPool(token or "", time.monotonic(), {c.name: c for c in read}, seen)
 

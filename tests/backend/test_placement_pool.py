@@ -242,3 +242,27 @@ async def test_a_ledger_role_that_may_not_analyze_still_places(ledger_url):
             await auto.execute(sa.text(f"DROP OWNED BY {role}"))
             await auto.execute(sa.text(f"DROP ROLE {role}"))
         await admin.close()
+
+
+async def test_a_table_another_session_holds_is_not_waited_for(ledger):
+    """PostgreSQL: a table another session holds against ANALYZE (a VACUUM, say) is left with its statistics after
+    ANALYZE_WAIT, never waited for with the write lock held: the placement goes on; and the transaction's own
+    lock_timeout is what it was after an ANALYZE that ran."""
+    if ledger.is_sqlite:
+        pytest.skip("PostgreSQL's planner statistics")
+    import time
+
+    import sqlalchemy as sa
+
+    await grid(ledger)
+    async with ledger.engine.connect() as holder:
+        await holder.execute(sa.text("LOCK TABLE contracts IN SHARE UPDATE EXCLUSIVE MODE"))  # as VACUUM holds it
+        started = time.monotonic()
+        placed = await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
+        assert placed.node in {"n0", "n1", "n2"} and time.monotonic() - started < 5
+        await holder.rollback()
+    assert not (await analyzed(ledger))["contracts"]
+    async with ledger._tx() as conn:
+        await ledger._planner_statistics(conn, ("contracts",))
+        assert (await conn.execute(sa.text("SELECT current_setting('lock_timeout')"))).scalar_one() == "0"
+    assert (await analyzed(ledger))["contracts"]

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
@@ -31,6 +32,7 @@ from tfgrid_operator.domain import uptime as uptime_mod
 from tfgrid_operator.domain.units import Resources
 
 LIVE = ("Created", "GracePeriod")
+log = logging.getLogger("tfgrid_operator.ledger")
 ADVISORY_LOCK_ID = 0x7466_6772  # "tfgr"
 # meta key: a token the database itself replaces (triggers, below) on every write of what placement reads; a process
 # whose placement pool was read under the token it reads now may use it again (contracts.py, issue 17)
@@ -47,6 +49,10 @@ POOL_COLUMNS = {
 # PostgreSQL: a table whose statistics are older than this many changed rows (+ this share of its rows) is analyzed
 # before the placement pool's read (autovacuum's own defaults for its analyze)
 STALE_ROWS, STALE_SHARE = 50, 0.1
+# how long that ANALYZE waits for a table another session holds (a VACUUM, a manual ANALYZE): placements wait behind
+# it, holding the write lock; past it the statistics stay as they were, until the next read of the pool
+ANALYZE_WAIT = "200ms"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 
 
 
@@ -457,7 +463,7 @@ class LedgerBase:
         per node, 0.8–2.2 s of the write lock at grid size instead of ~0.05 s (issue 17, EXPLAIN ANALYZE: nested loops
         with 1,000 loops), during a burst and after every period. ANALYZE samples a table (tens of milliseconds at
         grid size) and blocks neither reads nor writes; a role that does not own a table gets PostgreSQL's warning and
-        the table is left as it was."""
+        the table is left as it was, and so is a table another session holds longer than ANALYZE_WAIT."""
         if self.is_sqlite:  # SQLite's planner needs no statistics for these queries (its pool read: ~15 ms)
             return
         stale = (await conn.execute(sa.text(
@@ -465,8 +471,18 @@ class LedgerBase:
             "AND (coalesce(last_analyze, last_autoanalyze) IS NULL "
             "OR n_mod_since_analyze > :rows + :share * n_live_tup)"),
             {"tables": list(tables), "rows": STALE_ROWS, "share": STALE_SHARE})).scalars().all()
-        if stale:  # names the query found among ours: no user input in the statement
-            await conn.execute(sa.text(f"ANALYZE {', '.join(sorted(stale))}"))
+        if not stale:
+            return
+        try:  # in a savepoint: a table another session holds (a VACUUM) is left as it was, never waited for
+            async with conn.begin_nested():
+                setting = (await conn.execute(sa.text("SELECT current_setting('lock_timeout')"))).scalar_one()
+                await conn.execute(sa.text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": ANALYZE_WAIT})
+                await conn.execute(sa.text(f"ANALYZE {', '.join(sorted(stale))}"))  # our names: no user input
+                await conn.execute(sa.text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": setting})
+        except DBAPIError as exc:
+            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+            log.info("The ledger's planner statistics were not refreshed: a table was locked (%s)", _first_line(exc))
 
     def _pool_seen(self, node: str, ts: int) -> None:
         """A report of ``node`` at ``ts`` was counted (in this process): the kept pool sees it up from then."""

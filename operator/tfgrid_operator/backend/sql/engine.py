@@ -49,10 +49,6 @@ POOL_COLUMNS = {
 # PostgreSQL: a table whose statistics are older than this many changed rows (+ this share of its rows) is analyzed
 # before the placement pool's read (autovacuum's own defaults for its analyze)
 STALE_ROWS, STALE_SHARE = 50, 0.1
-# how long that ANALYZE waits for a table another session holds (a VACUUM, a manual ANALYZE): placements wait behind
-# it, holding the write lock; past it the statistics stay as they were, until the next read of the pool
-ANALYZE_WAIT = "200ms"
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
 
 
 
@@ -463,26 +459,25 @@ class LedgerBase:
         per node, 0.8–2.2 s of the write lock at grid size instead of ~0.05 s (issue 17, EXPLAIN ANALYZE: nested loops
         with 1,000 loops), during a burst and after every period. ANALYZE samples a table (tens of milliseconds at
         grid size) and blocks neither reads nor writes; a role that does not own a table gets PostgreSQL's warning and
-        the table is left as it was, and so is a table another session holds longer than ANALYZE_WAIT."""
+        the table is left as it was, and so is a table another session holds (SKIP_LOCKED, PostgreSQL 12+: never
+        waited for with the write lock held). A placement transaction that rolls back afterwards leaves PostgreSQL's
+        record of the analyze, not its statistics: those tables are analyzed again once 50 + 10 % of rows changed."""
         if self.is_sqlite:  # SQLite's planner needs no statistics for these queries (its pool read: ~15 ms)
             return
         stale = (await conn.execute(sa.text(
             "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(:tables) "
             "AND (coalesce(last_analyze, last_autoanalyze) IS NULL "
-            "OR n_mod_since_analyze > :rows + :share * n_live_tup)"),
+            "OR n_mod_since_analyze > :rows + CAST(:share AS float8) * n_live_tup)"),
             {"tables": list(tables), "rows": STALE_ROWS, "share": STALE_SHARE})).scalars().all()
         if not stale:
             return
-        try:  # in a savepoint: a table another session holds (a VACUUM) is left as it was, never waited for
-            async with conn.begin_nested():
-                setting = (await conn.execute(sa.text("SELECT current_setting('lock_timeout')"))).scalar_one()
-                await conn.execute(sa.text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": ANALYZE_WAIT})
-                await conn.execute(sa.text(f"ANALYZE {', '.join(sorted(stale))}"))  # our names: no user input
-                await conn.execute(sa.text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": setting})
+        try:  # a savepoint: statistics are an optimisation, and a failure of theirs never fails the caller's work
+            async with conn.begin_nested():  # SKIP_LOCKED: a table another session holds (a VACUUM) is not waited for
+                await conn.execute(sa.text(f"ANALYZE (SKIP_LOCKED) {', '.join(sorted(stale))}"))  # our names only
         except DBAPIError as exc:
-            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+            if exc.connection_invalidated:
                 raise
-            log.info("The ledger's planner statistics were not refreshed: a table was locked (%s)", _first_line(exc))
+            log.warning("The ledger's planner statistics were not refreshed: %s", _first_line(exc))
 
     def _pool_seen(self, node: str, ts: int) -> None:
         """A report of ``node`` at ``ts`` was counted (in this process): the kept pool sees it up from then."""

@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
+import uuid
 
 import pytest
+import sqlalchemy as sa
 
 import ledger_setup
+from polling import eventually
 from tfgrid_operator import backend
 from tfgrid_operator.backend import errors
 from tfgrid_operator.backend.sql import contracts as contracts_module
@@ -178,8 +182,6 @@ async def test_a_kept_pool_is_read_again_when_it_is_old(ledger, monkeypatch):
 
 async def analyzed(ledger) -> dict[str, bool]:
     """Whether each of the pool's tables was analyzed by ANALYZE (autovacuum's own analyze is told apart)."""
-    import sqlalchemy as sa
-
     async with ledger._read() as conn:
         rows = (await conn.execute(sa.text(
             "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE schemaname = current_schema() "
@@ -193,13 +195,12 @@ async def test_the_pool_read_gives_the_planner_statistics_of_its_tables(ledger):
     unchanged table is not analyzed again, and the pool is the same with or without."""
     if ledger.is_sqlite:
         pytest.skip("PostgreSQL's planner statistics")
-    import sqlalchemy as sa
-
     await grid(ledger)
     assert not any((await analyzed(ledger)).values())  # nothing ran ANALYZE (autovacuum's would not count)
     placed = await ledger.open_contract(key="ns/d0", **ledger_setup.paid_by(ALICE), request=SMALL, now=10)
     assert placed.node in {"n0", "n1", "n2"}
     assert await analyzed(ledger) == {"nodes": True, "farms": True, "contracts": True, "capacity": True}
+    assert ledger._pool is not None and ledger._pool.candidates == await fresh(ledger, 10)  # the same pool
     async with ledger._read() as conn:
         before = (await conn.execute(sa.text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'nodes'"))).scalar()
     ledger._pool = None  # read again: nothing changed much since, so nothing is analyzed again
@@ -214,10 +215,6 @@ async def test_a_ledger_role_that_may_not_analyze_still_places(ledger_url):
     not ANALYZE them: PostgreSQL skips them with a warning, and placement goes on as before."""
     if ledger_url.startswith("sqlite"):
         pytest.skip("PostgreSQL's planner statistics")
-    import uuid
-
-    import sqlalchemy as sa
-
     config = backend.LedgerConfig(billing_period_s=3600, minting_epoch=0)
     owner = await backend.open_backend(ledger_url, config)  # made by the owner (the test server's superuser)
     await grid(owner)
@@ -249,10 +246,6 @@ async def test_a_table_another_session_holds_is_not_waited_for(ledger):
     the write lock held: the placement goes on and the other tables are analyzed; the next read analyzes it."""
     if ledger.is_sqlite:
         pytest.skip("PostgreSQL's planner statistics")
-    import time
-
-    import sqlalchemy as sa
-
     await grid(ledger)
     async with ledger.engine.connect() as holder:
         await holder.execute(sa.text("LOCK TABLE contracts IN SHARE UPDATE EXCLUSIVE MODE"))  # as VACUUM holds it
@@ -271,10 +264,6 @@ async def test_a_table_is_analyzed_again_only_past_a_tenth_of_its_rows(ledger):
     it as it is."""
     if ledger.is_sqlite:
         pytest.skip("PostgreSQL's planner statistics")
-    import sqlalchemy as sa
-
-    from polling import eventually
-
     async def stats() -> tuple[int, int]:
         async with ledger._read() as conn:
             row = (await conn.execute(sa.text("SELECT analyze_count, n_mod_since_analyze FROM pg_stat_user_tables "

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -67,6 +67,13 @@ def _engine_url(url: str) -> str:
     if url.startswith(("postgresql:", "postgres:")):
         return "postgresql+asyncpg:" + url.split(":", 1)[1]
     raise errors.InvalidRequest(f"unsupported ledger URL {url.split(':', 1)[0]!r}: use sqlite:/// or postgresql://")
+
+
+def _replace_closed(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection whose socket the server closed is replaced before use (the pool tries a fresh
+    one), checked without a round trip: asyncpg marks a connection closed as soon as the loop reads its end."""
+    if record.driver_connection.is_closed():
+        raise DisconnectionError("the ledger's server closed this connection")
 
 
 def payout_account_name(namespace: str, name: str) -> str:
@@ -158,6 +165,7 @@ class LedgerBase:
         self.engine = engine
         self.config = config
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._reader = engine if self.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
         self._lock = asyncio.Lock()  # one writer per process; the DB lock orders processes
         self._placements: Batcher[Open, records.Contract] = Batcher(self._open_batch)
         self._observations: Batcher[str, records.Contract | None] = Batcher(self._observe_batch)
@@ -225,8 +233,14 @@ class LedgerBase:
                 else:
                     conn.exec_driver_sql(begin)
         else:
-            engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_pre_ping=True,
+            # no pool_pre_ping: SQLAlchemy's asyncpg ping is BEGIN, a query and ROLLBACK — three round trips before
+            # every checkout, each a turn of an event loop that a restart keeps busy (issue 17). A connection the
+            # server closed (a restart, a terminated backend, an idle timeout) is known closed without asking
+            # (_replace_closed); one that fails in use is reported Unavailable and SQLAlchemy then replaces every
+            # connection of the pool made before the failure.
+            engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
                                          pool_timeout=POOL_TIMEOUT_S)
+            event.listen(engine.sync_engine, "checkout", _replace_closed)
         ledger = cls(engine, config)
         await ledger._migrate()
         return ledger
@@ -487,8 +501,11 @@ class LedgerBase:
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection that reads. SQLite: in a transaction (one WAL snapshot for all its statements). PostgreSQL:
+        in autocommit — at READ COMMITTED, the default, every statement of a transaction takes a snapshot of its
+        own anyway, so the BEGIN and ROLLBACK around a read were two round trips that bought nothing."""
         try:
-            async with self.engine.connect() as conn:
+            async with self._reader.connect() as conn:
                 yield conn
         except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
             raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc

@@ -105,7 +105,8 @@ def contracts(draw):
             draw(st.sampled_from((0, 0, 7, 3_000_000, MAX))),  # reserve
             draw(st.integers(0, 3)), draw(st.sampled_from((0, 0, 10**9, MAX - 1))),  # cycles, billed total
             draw(st.sampled_from((None, "billing period 1: an old reason"))),
-            draw(st.sampled_from((None, H, H + 1200, 2 * H)))))
+            draw(st.sampled_from((None, H, H + 1200, 2 * H))),
+            draw(st.sampled_from((None, None, H + 600, H + 1200, 2 * H, 3 * H)))))  # a grant's end, or a key
     return rows
 
 
@@ -121,7 +122,8 @@ def _reference(rows, balances, run):
     bal, out = dict(balances), {}
     for r in sorted(rows, key=lambda r: r.id):
         start = max(run.start, r.created_at, run.start if r.billed_until is None else r.billed_until)
-        if r.billed_until is not None and start >= run.until:
+        end = run.until if r.proof_until is None else min(run.until, r.proof_until)  # no bill past a grant's end
+        if start >= end and (r.billed_until is not None or end < run.until):
             continue
         res = Resources(r.cru, r.mru, r.sru, r.hru)
 
@@ -129,11 +131,14 @@ def _reference(rows, balances, run):
             return pricing.bill(resources=res, public_ips=r.public_ips, seconds=seconds, certified=r.certified,
                                 dedicated_node=res if r.dedicated else None, balance=bal[r.payer], policy=POLICY,
                                 price=PRICE)
-        end, deleted = run.until, None
+        deleted, reason = None, None
         b = price(max(0, end - start))
         if r.state == billing.GRACE_PERIOD and b.amount + r.overdraft > bal[r.payer] and r.grace_since + run.grace_s <= end:
             end = deleted = max(start, r.grace_since + run.grace_s)
+            reason = billing.OUT_OF_FUNDS
             b = price(end - start)
+        elif r.proof_until is not None and r.proof_until <= run.until:  # its grant ends here: so does the contract
+            deleted, reason = end, billing.GRANT_EXPIRED
         owed = b.amount + r.overdraft
         paid = min(owed, bal[r.payer])
         reserve = r.reserve + paid
@@ -155,7 +160,8 @@ def _reference(rows, balances, run):
         state = billing.DELETED if deleted is not None else (
             billing.GRACE_PERIOD if owed > paid else billing.CREATED)
         grace = None if owed == paid else (end if r.state == billing.CREATED else r.grace_since)
-        out[r.id] = (end, max(0, end - start), b.amount, str(b.discount), paid, owed - paid, reserve, cycles, state, grace)
+        out[r.id] = (end, max(0, end - start), b.amount, str(b.discount), paid, owed - paid, reserve, cycles, state, grace,
+                     deleted, reason)
     return out, bal
 
 
@@ -176,8 +182,9 @@ def test_the_batch_bills_as_the_rules_read_plainly(rows, balances, until, freque
         assert update[-1] == cid and (period, quotes[quote].amount, quotes[quote].discount) == (1, amount, discount)
         _amount, _discount, left, reserve, cycles, _at, _cid = update
         row = next(r for r in rows if r.id == cid)
-        state, grace = next(((t[0], t[1]) for t in batch.transitions if t[-1] == cid), (row.state, row.grace_since))
-        got[cid] = (until_, seconds, amount, discount, paid, left, reserve, cycles, state, grace)
+        state, grace, deleted, reason = next((t[:4] for t in batch.transitions if t[-1] == cid),
+                                             (row.state, row.grace_since, None, None))
+        got[cid] = (until_, seconds, amount, discount, paid, left, reserve, cycles, state, grace, deleted, reason)
         assert paid + left == amount + overdraft and balance >= paid >= 0 and left >= 0
     got.update({cid: "refused" for cid, _message in batch.refused})
     for r in rows:  # a refusal whose reason is already on the contract is not repeated

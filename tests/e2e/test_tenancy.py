@@ -239,7 +239,8 @@ async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, oper
     await eventually(lambda: _until(ledger, f"{A}/kept", START + 60 * 86400), what="the renewed grant read")
     grid_clock.set(START + 3 * H)
     closed = await eventually(lambda: _closed(ledger, f"{A}/short"), what="the unrenewed contract closed")
-    assert closed.deleted_reason == "GrantExpired" and closed.deleted_at >= START + 3 * H and closed.billed_total > 0
+    assert closed.deleted_reason == "GrantExpired" and closed.deleted_at == START + 3 * H and closed.billed_total > 0
+    assert max(b.until for b in await ledger.bills(key=f"{A}/short")) == START + 3 * H  # not a second past it
     assert (await ledger.observe_contract(key=f"{A}/kept")).state == "Created"
     await eventually(lambda: condition(get(apiserver, A, "deployments", "short"))["status"] == "False",
                      what="short's status says it ended")

@@ -59,6 +59,7 @@ class Ledger:
 
     def __init__(self, live: dict[str, records.Contract], broken: str) -> None:
         self.live, self.broken, self.closed = live, broken, []
+        self.at: dict[str, int] = {}
 
     async def live_contracts(self, *, keys=None, proof_until_before=None) -> dict[str, records.Contract]:
         return {k: c for k, c in self.live.items() if (keys is None or k in keys) and (
@@ -70,6 +71,7 @@ class Ledger:
         if key == self.broken:
             raise errors.InvalidRequest("the ledger refused an amount outside its bound")
         self.closed.append((key, reason))
+        self.at[key] = now
         return dataclasses.replace(self.live[key], state="Deleted")
 
 
@@ -81,3 +83,4 @@ async def test_a_contract_that_cannot_be_closed_never_stops_the_others():
                          metrics=metrics.Metrics())
     assert await jobs.sweep(rt, 100) == 3  # three were due (their grants ended at 10)
     assert ledger.closed == [("ns/a", "GrantExpired"), ("ns/c", "GrantExpired")]
+    assert ledger.at == {"ns/a": 10, "ns/c": 10}  # billed up to their grant's end, not the sweep's time

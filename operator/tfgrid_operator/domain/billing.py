@@ -23,6 +23,7 @@ from tfgrid_operator.domain import money, pricing, units
 CREATED, GRACE_PERIOD, DELETED = "Created", "GracePeriod", "Deleted"  # §2.4 states
 LIVE = (CREATED, GRACE_PERIOD)
 OUT_OF_FUNDS = "OutOfFunds"  # the deletion reason of a grace that ran out
+GRANT_EXPIRED = "GrantExpired"  # the deletion reason of a contract whose payer's grant ended (grid-rules.md)
 MAX = money.MAX_UNITS
 
 
@@ -144,6 +145,7 @@ class ContractRow(NamedTuple):
     billed_total: int
     billing_error: str | None
     billed_until: int | None  # how far it is billed already: its latest bill's end (None: never billed)
+    proof_until: int | None = None  # its payer's grant ends then: billed up to there, and deleted (None: a key)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -275,20 +277,22 @@ class _Prices:
 def bill_batch(rows: Iterable[Sequence[Any]], balances: Mapping[int, int], run: Run, *,
                first_quote_id: int = 1) -> Batch:
     """Bill each contract (rows in ContractRow's order) for [max(start, created, billed_until), until), by id:
-    each bill's discount reads the payer's balance as the bills before it left it (§2.6). A contract already
-    billed up to ``until`` in this period is skipped (idempotent money). Receipt rows are numbered from
-    ``first_quote_id``. Changes nothing it is given."""
+    each bill's discount reads the payer's balance as the bills before it left it (§2.6). A contract paid by a
+    grant is billed up to its grant's end at the latest, and deleted there (GrantExpired): a payer is never billed
+    for time it did not agree to pay. A contract already billed up to ``until`` (or its grant's end) is skipped
+    (idempotent money). Receipt rows are numbered from ``first_quote_id``. Changes nothing it is given."""
     out = Batch(balances=dict(balances))
     bill_one = _biller(run, _Prices(run, out.quotes, first_quote_id), out)
     start, until = run.start, run.until
     for row in sorted(rows, key=_by_id):
-        created_at, billed_until = row[11], row[18]
+        created_at, billed_until, grant_ends = row[11], row[18], row[19]
         window_start = max(start, created_at, start if billed_until is None else billed_until)
-        if billed_until is not None and window_start >= until:
-            out.skipped += 1
+        window_end = until if grant_ends is None or grant_ends > until else grant_ends
+        if window_start >= window_end and (billed_until is not None or window_end < until):
+            out.skipped += 1  # billed already (a grant that ended before: closed by the sweep, with no bill)
             continue
         try:
-            bill_one(row, window_start)
+            bill_one(row, window_start, window_end)
         except _Overflow as exc:
             message = f"billing period {run.period}: {exc}"
             if row[17] != message:
@@ -302,7 +306,7 @@ def _by_id(row: Any) -> Any:
     return row[0]
 
 
-def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int], None]:
+def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int, int], None]:
     """The run's bill of one contract, with the run's values bound once (100,000 calls a run)."""
     period, now, until, grace_s, frequency = run.period, run.now, run.until, run.grace_s, run.frequency
     is_cycle = run.until == run.end  # only a window to the period's end is a billing cycle (§2.7)
@@ -310,20 +314,23 @@ def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int], None]
     add_bill, add_update, add_transition = out.bills.append, out.updates.append, out.transitions.append
     add_changed = out.changed.append
 
-    def bill_one(row: Any, window_start: int) -> None:
-        """One contract's bill, its state change and its payout; raises _Overflow before it changes anything."""
+    def bill_one(row: Any, window_start: int, window_end: int) -> None:
+        """One contract's bill for [window_start, window_end), its state change and its payout; raises _Overflow
+        before it changes anything."""
         (cid, payer, _farmer, cru, mru, sru, hru, ips, dedicated, certified, state, _created, grace_since,
-         overdraft, reserve, cycles, billed_total, error, _until) = row
+         overdraft, reserve, cycles, billed_total, error, _until, grant_ends) = row
         balance = balances[payer]
-        window_end = until
         seconds = window_end - window_start if window_end > window_start else 0
         amount, discount, quote = pick((cru, mru, sru, hru, ips, dedicated, certified, seconds), balance)
         deleted_at = None if state == CREATED else deletion_at(state, grace_since, amount + overdraft > balance,
                                                                window_start, window_end, grace_s)
+        reason = OUT_OF_FUNDS
         if deleted_at is not None:  # billed up to the grace's end and no further
             window_end = deleted_at
             seconds = window_end - window_start
             amount, discount, quote = pick((cru, mru, sru, hru, ips, dedicated, certified, seconds), balance)
+        elif grant_ends is not None and grant_ends <= until:  # its payer's grant ends in this window, and it with it
+            deleted_at, reason = window_end, GRANT_EXPIRED
         paid, left = settle(amount, overdraft, balance)
         if paid + left > MAX or billed_total + amount > MAX:
             raise _Overflow(f"the amount due, {money.tft(paid + left)} TFT, is beyond the ledger's bound of "
@@ -344,13 +351,13 @@ def _biller(run: Run, prices: _Prices, out: Batch) -> Callable[[Any, int], None]
                 balances[aid] += gain
         add_bill((cid, period, window_end, seconds, amount, paid, discount, now, quote, balance, overdraft, cycle_no))
         add_update((amount, discount, left, reserve, cycles, now, cid))
-        if left == 0 and state == CREATED:  # paid in full, not in grace: after_bill leaves it as it is (the usual bill)
+        if left == 0 and state == CREATED and deleted_at is None:  # paid in full, not in grace, not ended: as it is
             if error is not None:
                 add_changed(cid)
             return
         new_state, new_grace = after_bill(state, grace_since, left, window_end, deleted_at is not None)
         if new_state != state or new_grace != grace_since:
-            add_transition((new_state, new_grace, deleted_at, OUT_OF_FUNDS if deleted_at is not None else None, cid))
+            add_transition((new_state, new_grace, deleted_at, reason if deleted_at is not None else None, cid))
         if new_state != state or error is not None:
             add_changed(cid)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import time
 
-from tfgrid_operator import api, runtime
+from tfgrid_operator import api, conditions, runtime
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.domain import minting, voting
+from tfgrid_operator.domain import billing, minting, voting
 from tfgrid_operator.kube.client import ApiError
 from tfgrid_operator.loop import mirror
 from tfgrid_operator.loop.events import concurrently, event, object_ref
@@ -93,6 +93,10 @@ def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
     if c.state == "GracePeriod":
         return ("Warning", Reason.GRACE_PERIOD, f"Contract {c.id}: the payer {c.payer!r} could not pay billing period "
                 f"{period} (owes {c.overdraft} units); the workload is kept during the grace period")
+    if c.state == "Deleted" and c.deleted_reason == billing.GRANT_EXPIRED:
+        return ("Warning", Reason.CLOSED, f"Contract {c.id}: the grant of its payer {c.payer!r} ended at "
+                f"{conditions.timestamp(c.deleted_at or 0)}; contract deleted with its final bill up to then and "
+                f"capacity on node {c.node} released (apply a renewed grant to deploy again)")
     if c.state == "Deleted":
         return ("Warning", Reason.OUT_OF_FUNDS, f"Contract {c.id}: the grace period ended unpaid; contract deleted "
                 f"and capacity on node {c.node} released")
@@ -177,12 +181,13 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
     if suspects:
         closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, suspects)).items() if k not in closing})
     # an orphan is billed up to when its object was seen gone (the LIST just made), not the sweep's start: the
-    # object may have vanished while the ledger was read (the e2e tenancy test caught a close a quarter hour early)
+    # object may have vanished while the ledger was read (the e2e tenancy test caught a close a quarter hour early);
+    # a contract whose grant ended, up to its grant's end (what its payer agreed to; grid-rules.md "Grants")
     seen_gone = max(now, rt.clock.now())
     for key, (c, reason) in sorted(closing.items()):
+        at = seen_gone if reason == "Orphaned" else min(now, c.proof_until or now)
         try:  # one contract that cannot be closed never stops the others (nor the rest of the tick)
-            closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, reason=reason,
-                                                    now=seen_gone if reason == "Orphaned" else now)
+            closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, reason=reason, now=at)
         except errors.LedgerError as err:
             log.warning("Contract %s of %s could not be closed (%s): %s", c.id, key, reason, err.message)
             continue

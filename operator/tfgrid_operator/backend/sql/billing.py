@@ -22,12 +22,12 @@ from tfgrid_operator.backend.sql.registry import RegistryLedger
 from tfgrid_operator.domain import billing, pricing
 
 # domain.billing.ContractRow, in its order: the contract, its payer, its node's farm's payout account and
-# certification, and how far it is billed already (schema 8: its latest bill's end, kept on the contract; a window
-# starts there at the earliest, and a contract billed to the run's end is skipped)
+# certification, how far it is billed already (schema 8: its latest bill's end, kept on the contract; a window
+# starts there at the earliest, and a contract billed to the run's end is skipped) and when its payer's grant ends
 _CONTRACTS = (
     "SELECT c.id, c.account_id, f.account_id, c.cru, c.mru, c.sru, c.hru, c.public_ips, c.dedicated, "
     "n.certified, c.state, c.created_at, c.grace_since, c.overdraft, c.reserve, c.cycles, c.billed_total, "
-    "c.billing_error, c.billed_until "
+    "c.billing_error, c.billed_until, c.proof_until "
     "FROM contracts c JOIN nodes n ON n.id = c.node_id JOIN farms f ON f.id = n.farm_id "
     "WHERE c.created_at < ? AND (c.deleted_at IS NULL OR c.deleted_at > ?) AND c.state IN ('Created', 'GracePeriod')")
 # every billed contract: its totals, its last bill (whose window ends at the run's end, {{until}}, filled in per

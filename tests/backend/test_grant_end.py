@@ -114,3 +114,50 @@ async def test_a_grant_ending_at_the_period_end_bills_the_whole_period(ledger):
     c = await ledger.observe_contract(key=f"{A}/granted")
     assert (c.state, c.deleted_reason, c.deleted_at) == ("Deleted", billing.GRANT_EXPIRED, 2 * H)
     assert sum(b.seconds for b in await ledger.bills(key=f"{A}/granted")) == 2 * H
+
+
+async def test_the_sweeps_close_bills_up_to_the_grant_end_not_its_own_time(ledger):
+    await grid(ledger)
+    await open_both(ledger)
+    await ledger.bill_period(period=0, now=H)
+    await ledger.close_contract(key=f"{A}/granted", owner_uid="uid-granted", now=H + 1800, reason="GrantExpired")
+    await ended_at_grant_end(ledger)
+
+
+async def test_a_grant_renewed_before_the_sweeps_close_keeps_its_contract(ledger):
+    """The sweep read the contract with its ended grant; a renewed grant reached the ledger before its close."""
+    await grid(ledger)
+    await open_both(ledger)
+    renewed = names.Grant("alice", A, 30 * 86400).signed(ALICE)
+    await ledger.authorize_contract(key=f"{A}/granted", owner_uid="uid-granted", now=H, proof=records.PayerProof(
+        kind="grant", namespace=A, account="alice", expires=30 * 86400, signature=renewed.signature))
+    await ledger.close_contract(key=f"{A}/granted", owner_uid="uid-granted", now=H + 1800, reason="GrantExpired")
+    c = await ledger.observe_contract(key=f"{A}/granted")
+    assert (c.state, c.proof_until) == ("Created", 30 * 86400)
+    for period in (0, 1):
+        await ledger.bill_period(period=period, now=2 * H)
+    assert await billed_seconds_all(ledger, "granted") == 2 * H  # billed on, under the renewed grant
+
+
+async def billed_seconds_all(ledger, name: str) -> int:
+    return sum(b.seconds for b in await ledger.bills(key=f"{A}/{name}"))
+
+
+@pytest.mark.parametrize("change", ["payer", "size"])
+async def test_a_payer_change_or_resize_after_the_grant_end_finds_it_ended(ledger, change):
+    """The change's final bill for the old terms stops at the grant's end and ends the contract there: bob never
+    takes over a contract that ended before he was named, and an ended contract is not resized."""
+    await grid(ledger)
+    await open_both(ledger)
+    await ledger.bill_period(period=0, now=H)
+    if change == "payer":
+        out = await ledger.authorize_contract(key=f"{A}/granted", owner_uid="uid-granted", now=H + 2400,
+                                              proof=records.PayerProof(kind="key", namespace=A,
+                                                                       public_key=BOB.public_key))
+        assert out.payer == "alice"
+    else:
+        out = await ledger.resize_contract(key=f"{A}/granted", owner_uid="uid-granted", now=H + 2400,
+                                           resources=Resources(cru=1, mru=2, sru=50), public_ips=0)
+        assert out.resources == SMALL
+    assert out.state == "Deleted"
+    await ended_at_grant_end(ledger)

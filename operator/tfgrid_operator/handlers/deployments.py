@@ -148,10 +148,12 @@ async def reconcile_deployment(body: Any, spec: Any, name: str, namespace: str, 
                     kopf.info(body, reason=str(Reason.UPDATED),
                               message=f"Deployment {key}: contract {current.id} now paid by {current.payer!r} "
                                       f"(billed to {before!r} up to now)")
-            if (current.resources != s.capacity or current.public_ips != s.public_ips) and not current.dedicated:
+            if current.state in LIVE and (current.resources != s.capacity or current.public_ips != s.public_ips) \
+                    and not current.dedicated:  # (a payer change's final bill may have ended it: its grant's end)
                 current = await rt.ledger.resize_contract(key=key, owner_uid=uid, resources=s.capacity,
                                                           public_ips=s.public_ips, now=now)
-                kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
+                if current.state in LIVE:
+                    kopf.info(body, reason=str(Reason.UPDATED), message=f"Deployment {key} resized on node {current.node}")
     except errors.NoCapacity as err:
         message = f"{err.constraint}: {err.message}"
         reason = Reason.RESIZE_BLOCKED if current is not None and current.state in LIVE else Reason.UNSCHEDULABLE

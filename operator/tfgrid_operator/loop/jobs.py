@@ -96,7 +96,7 @@ def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
     if c.state == "Deleted" and c.deleted_reason == billing.GRANT_EXPIRED:
         return ("Warning", Reason.CLOSED, f"Contract {c.id}: the grant of its payer {c.payer!r} ended at "
                 f"{conditions.timestamp(c.deleted_at or 0)}; contract deleted with its final bill up to then and "
-                f"capacity on node {c.node} released (apply a renewed grant to deploy again)")
+                f"capacity on node {c.node} released")
     if c.state == "Deleted":
         return ("Warning", Reason.OUT_OF_FUNDS, f"Contract {c.id}: the grace period ended unpaid; contract deleted "
                 f"and capacity on node {c.node} released")
@@ -181,13 +181,14 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
     if suspects:
         closing.update({k: (c, "Orphaned") for k, c in (await _orphans(rt, suspects)).items() if k not in closing})
     # an orphan is billed up to when its object was seen gone (the LIST just made), not the sweep's start: the
-    # object may have vanished while the ledger was read (the e2e tenancy test caught a close a quarter hour early);
-    # a contract whose grant ended, up to its grant's end (what its payer agreed to; grid-rules.md "Grants")
+    # object may have vanished while the ledger was read (the e2e tenancy test caught a close a quarter hour early).
+    # A contract whose grant ended is billed up to its grant's end whatever the close's time (its final bill stops
+    # there and ends it: grid-rules.md "grants"), and not closed if a renewed grant reached the ledger meanwhile
     seen_gone = max(now, rt.clock.now())
     for key, (c, reason) in sorted(closing.items()):
-        at = seen_gone if reason == "Orphaned" else min(now, c.proof_until or now)
         try:  # one contract that cannot be closed never stops the others (nor the rest of the tick)
-            closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, reason=reason, now=at)
+            closed = await rt.ledger.close_contract(key=key, owner_uid=c.owner_uid, reason=reason,
+                                                    now=seen_gone if reason == "Orphaned" else now)
         except errors.LedgerError as err:
             log.warning("Contract %s of %s could not be closed (%s): %s", c.id, key, reason, err.message)
             continue

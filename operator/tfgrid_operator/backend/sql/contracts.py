@@ -25,6 +25,7 @@ from tfgrid_operator.backend.sql.engine import (
     _res,
 )
 from tfgrid_operator.domain import money, names, scheduling
+from tfgrid_operator.domain.billing import GRANT_EXPIRED
 from tfgrid_operator.domain.units import Resources
 
 # contract records made between two turns of the event loop by the reads of every contract (the status pass) and of
@@ -380,6 +381,8 @@ class ContractsLedger(BillingLedger):
             if public_ips - current.public_ips > farm.public_ips - int(ips_used):
                 raise errors.NoCapacity("PublicIPs", f"farm {farm.name!r} has no free public IPv4 for the resize")
             await self._bill_partial(conn, [current.id], now)  # the old size is billed up to now
+            if await self._ended(conn, current.id):  # that bill ended it (its grant ran out): nothing is left to resize
+                return await self._contract_now(conn, key)
             await conn.execute(c.update().where(c.c.id == current.id).values(public_ips=public_ips, **resources.as_dict()))
             out = await self._latest_contract(conn, key)
             assert out is not None
@@ -403,6 +406,8 @@ class ContractsLedger(BillingLedger):
                     raise errors.Conflict(f"deployment {key!r} is in its grace period: its payer {current.payer!r} "
                                           f"pays what it owes before another payer takes over (§2.4)")
                 await self._bill_partial(conn, [current.id], now)  # the old payer's part, up to now
+                if await self._ended(conn, current.id):  # that bill ended it at its grant's end: no one takes it over
+                    return await self._contract_now(conn, key)
                 owed = (await conn.execute(sa.select(c.c.overdraft).where(c.c.id == current.id))).scalar_one()
                 if owed > 0:  # its last bill left a debt: it stays the old payer's, never the new one's (invariant 7)
                     raise errors.Conflict(f"deployment {key!r}: its payer {current.payer!r} cannot pay its bill up to "
@@ -412,6 +417,16 @@ class ContractsLedger(BillingLedger):
             out = await self._latest_contract(conn, key)
             assert out is not None
             return out
+
+    async def _ended(self, conn: AsyncConnection, contract_id: int) -> bool:
+        """Whether the contract is no longer live: a final bill just ended it (its grant's end, grid-rules.md)."""
+        c = schema.contracts
+        return (await conn.execute(sa.select(c.c.state).where(c.c.id == contract_id))).scalar_one() not in LIVE
+
+    async def _contract_now(self, conn: AsyncConnection, key: str) -> records.Contract:
+        out = await self._latest_contract(conn, key)
+        assert out is not None
+        return out
 
     async def revoke_grant(self, *, account: str, signature: str, now: int) -> list[records.Contract]:
         """The twin withdraws a grant (its keeper runs this at the twin's request): the grant is never accepted
@@ -456,7 +471,7 @@ class ContractsLedger(BillingLedger):
             for cl in batch:
                 current = found.get(cl.key)
                 if current is not None and current.state in LIVE and current.owner_uid in ("", cl.owner_uid) \
-                        and current.id not in closing:
+                        and current.id not in closing and not _renewed(current, cl):
                     closing[current.id] = cl
             if not closing:
                 return [found.get(cl.key) for cl in batch]
@@ -550,6 +565,12 @@ class ContractsLedger(BillingLedger):
             found[r.key] = made[2]
         return found
 
+
+
+def _renewed(current: records.Contract, close: Close) -> bool:
+    """A close for an ended grant (the sweep's) whose contract shows a grant that has not ended, or a key, by the
+    time the close holds the ledger's lock: renewed since the sweep read it, it stays open."""
+    return close.reason == GRANT_EXPIRED and (current.proof_until is None or current.proof_until > close.now)
 
 
 def _proven(answer: tuple[int, dict[str, Any]] | errors.LedgerError) -> tuple[int, dict[str, Any]]:

@@ -18,6 +18,21 @@ async def short_grace_ledger(url: str) -> backend.GridBackend:
                                                                 node_down_after_s=10**9))
 
 
+async def two_nodes_and_twins(ledger, *, owner: records.Owner, farmer: identity.KeyPair, resources: Resources,
+                              twins: dict[str, identity.KeyPair], public_ips: int = 0, funded: int = 0) -> None:
+    """farm1 with nodes n0 and n1 (keys nobody holds: no attestation), and the twin accounts ``twins`` (name → key),
+    each funded ``funded`` units."""
+    await ledger.ensure_farm(name="farm1", owner=owner, owner_key=farmer.public_key, payout_account="farmer",
+                             certified=False, dedicated=False, public_ips=public_ips)
+    for n in ("n0", "n1"):
+        await ledger.ensure_node(name=n, owner=owner, farm="farm1", resources=resources, country="BE", city="Ghent",
+                                 certified=False, public_key=identity.KeyPair.generate().public_key, now=0)
+    for name, key in twins.items():
+        await ledger.ensure_account(name=name, public_key=key.public_key)
+        if funded:
+            await ledger.fund(name=name, amount=funded, now=0)
+
+
 async def farm_and_node(ledger, *, owner_key: identity.KeyPair, node_key: identity.KeyPair, resources: Resources,
                         farm: str = "farm1", node: str = "n0", owner: records.Owner = OWN, payout_account: str = "farmer",
                         public_ips: int = 0, certified: bool = False, country: str = "", city: str = "",

@@ -31,14 +31,8 @@ async def ledger(ledger_url):
 
 
 async def grid(ledger) -> None:
-    await ledger.ensure_farm(name="farm1", owner=OWNER, owner_key=FARMER.public_key, payout_account="farmer",
-                             certified=False, dedicated=False, public_ips=0)
-    for n in ("n0", "n1"):
-        await ledger.ensure_node(name=n, owner=OWNER, farm="farm1", resources=NODE, country="BE", city="Ghent",
-                                 certified=False, public_key=identity.KeyPair.generate().public_key, now=0)
-    for name, key in (("alice", ALICE), ("bob", BOB)):
-        await ledger.ensure_account(name=name, public_key=key.public_key)
-        await ledger.fund(name=name, amount=100 * TFT, now=0)
+    await ledger_setup.two_nodes_and_twins(ledger, owner=OWNER, farmer=FARMER, resources=NODE,
+                                           twins={"alice": ALICE, "bob": BOB}, funded=100 * TFT)
 
 
 async def open_both(ledger) -> None:

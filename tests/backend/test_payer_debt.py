@@ -34,13 +34,8 @@ async def ledger(ledger_url):
 
 
 async def grid(ledger) -> None:
-    await ledger.ensure_farm(name="farm1", owner=FARM_OWNER, owner_key=FARMER.public_key, payout_account="farmer",
-                             certified=False, dedicated=False, public_ips=2)
-    for n in ("n0", "n1"):
-        await ledger.ensure_node(name=n, owner=FARM_OWNER, farm="farm1", resources=NODE, country="BE", city="Ghent",
-                                 certified=False, public_key=identity.KeyPair.generate().public_key, now=0)
-    for name, key in (("alice", ALICE), ("mallory", MALLORY)):
-        await ledger.ensure_account(name=name, public_key=key.public_key)
+    await ledger_setup.two_nodes_and_twins(ledger, owner=FARM_OWNER, farmer=FARMER, resources=NODE, public_ips=2,
+                                           twins={"alice": ALICE, "mallory": MALLORY})
 
 
 def by_key(key: identity.KeyPair, namespace: str = A) -> records.PayerProof:

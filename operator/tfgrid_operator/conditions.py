@@ -22,6 +22,8 @@ class Reason(enum.StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     GRACE_PERIOD = "GracePeriod"
     OUT_OF_FUNDS = "OutOfFunds"
+    GRANT_EXPIRED = "GrantExpired"  # its contract ended with its payer's grant (grid-rules.md "grants")
+    GRANT_REVOKED = "GrantRevoked"  # its payer withdrew the grant (`ledger revoke-grant`)
     DELETE_BLOCKED = "DeleteBlocked"
     NODE_DOWN = "NodeDown"
     RESIZE_BLOCKED = "ResizeBlocked"

@@ -242,8 +242,9 @@ async def test_a_grant_ends_its_contracts_unless_renewed_in_time(apiserver, oper
     assert closed.deleted_reason == "GrantExpired" and closed.deleted_at == START + 3 * H and closed.billed_total > 0
     assert max(b.until for b in await ledger.bills(key=f"{A}/short")) == START + 3 * H  # not a second past it
     assert (await ledger.observe_contract(key=f"{A}/kept")).state == "Created"
-    await eventually(lambda: condition(get(apiserver, A, "deployments", "short"))["status"] == "False",
-                     what="short's status says it ended")
+    await eventually(lambda: (condition(get(apiserver, A, "deployments", "short"))["status"],
+                              condition(get(apiserver, A, "deployments", "short"))["reason"]) == ("False", "GrantExpired"),
+                     what="short's status says its grant ended")
     # carol withdraws the renewed grant (ledger revoke-grant): kept closes now, the tenant cannot bring it back
     grid_clock.set(START + 4 * H)
     closed = await ledger.revoke_grant(account="carol", signature=names.Grant(

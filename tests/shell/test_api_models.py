@@ -284,6 +284,11 @@ def test_the_statuses_the_operator_builds_pass_their_models():
     for c in (CONTRACT, dataclasses.replace(CONTRACT, state="Deleted", deleted_reason="OutOfFunds")):
         status = p.deployment_status(c, {"movedFrom": "n0"}, 2, STAMP, policy, price)
         assert {"lastBill", "movedFrom", "billingError"} <= set(api.check_status("deployments", status))
+    for why in ("OutOfFunds", "GrantExpired", "GrantRevoked"):  # the Ready condition says why it ended
+        status = p.deployment_status(dataclasses.replace(CONTRACT, state="Deleted", deleted_reason=why), {}, 2, STAMP,
+                                     policy, price)
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", why)
     prop = records.Proposal(id=9, key="ns/p", action={"type": "SetPricingPolicy", "pricing": {"cu": 1}}, threshold=5,
                             end_ts=1_700_100_000, state="Executed", votes=(), vetoes=1, executed_at=1_700_000_000)
     rejected = {"rejectedVotes": [{"farm": "f", "seq": 1, "reason": "BadSignature"}],

@@ -144,12 +144,17 @@ def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price:
     return fields
 
 
+# a Deployment whose contract the ledger deleted says why in its Ready condition: its grant ended or was revoked, or
+# (a grace that ran out, and any other end a live Deployment can show) OutOfFunds
+DELETION_REASONS = {"GrantExpired": Reason.GRANT_EXPIRED, "GrantRevoked": Reason.GRANT_REVOKED}
+
+
 def deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,
                       policy: pricing.PricingPolicy, price: pricing.TftPrice) -> dict[str, Any]:
     fields = deployment_fields(c, policy, price)
     if c.state == "Deleted":
         return conditions.desired_status(status, generation=generation, now=stamp, ready=False,
-                                         reason=Reason.OUT_OF_FUNDS,
+                                         reason=DELETION_REASONS.get(c.deleted_reason or "", Reason.OUT_OF_FUNDS),
                                          message=f"contract {c.id} was deleted: {c.deleted_reason}", fields=fields)
     grace = c.state == "GracePeriod"
     return conditions.desired_status(

@@ -94,7 +94,7 @@ def _state_event(c: records.Contract, period: int) -> tuple[str, Reason, str]:
         return ("Warning", Reason.GRACE_PERIOD, f"Contract {c.id}: the payer {c.payer!r} could not pay billing period "
                 f"{period} (owes {c.overdraft} units); the workload is kept during the grace period")
     if c.state == "Deleted" and c.deleted_reason == billing.GRANT_EXPIRED:
-        return ("Warning", Reason.CLOSED, f"Contract {c.id}: the grant of its payer {c.payer!r} ended at "
+        return ("Warning", Reason.GRANT_EXPIRED, f"Contract {c.id}: the grant of its payer {c.payer!r} ended at "
                 f"{conditions.timestamp(c.deleted_at or 0)}; contract deleted with its final bill up to then and "
                 f"capacity on node {c.node} released")
     if c.state == "Deleted":

@@ -14,7 +14,7 @@ from tfgrid_operator import api, conditions
 from tfgrid_operator.backend import records
 from tfgrid_operator.backend.config import LedgerConfig
 from tfgrid_operator.conditions import Reason
-from tfgrid_operator.domain import pricing, units, voting
+from tfgrid_operator.domain import billing, pricing, units, voting
 from tfgrid_operator.domain.units import Resources
 
 # fields that move with every uptime report or billing period; a change of anything else writes at once
@@ -146,7 +146,7 @@ def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price:
 
 # a Deployment whose contract the ledger deleted says why in its Ready condition: its grant ended or was revoked, or
 # (a grace that ran out, and any other end a live Deployment can show) OutOfFunds
-DELETION_REASONS = {"GrantExpired": Reason.GRANT_EXPIRED, "GrantRevoked": Reason.GRANT_REVOKED}
+DELETION_REASONS = {billing.GRANT_EXPIRED: Reason.GRANT_EXPIRED, "GrantRevoked": Reason.GRANT_REVOKED}
 
 
 def deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,

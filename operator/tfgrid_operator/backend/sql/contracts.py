@@ -384,9 +384,7 @@ class ContractsLedger(BillingLedger):
             if await self._ended(conn, current.id):  # that bill ended it (its grant ran out): nothing is left to resize
                 return await self._contract_now(conn, key)
             await conn.execute(c.update().where(c.c.id == current.id).values(public_ips=public_ips, **resources.as_dict()))
-            out = await self._latest_contract(conn, key)
-            assert out is not None
-            return out
+            return await self._contract_now(conn, key)
 
     async def authorize_contract(self, *, key: str, owner_uid: str, proof: records.PayerProof,
                                  now: int) -> records.Contract:
@@ -414,9 +412,7 @@ class ContractsLedger(BillingLedger):
                                           f"now ({owed} units owed); another payer takes over once that is paid (§2.4)")
                 kept["account_id"] = account_id
             await conn.execute(c.update().where(c.c.id == current.id).values(**kept))
-            out = await self._latest_contract(conn, key)
-            assert out is not None
-            return out
+            return await self._contract_now(conn, key)
 
     async def _ended(self, conn: AsyncConnection, contract_id: int) -> bool:
         """Whether the contract is no longer live: a final bill just ended it (its grant's end, grid-rules.md)."""
@@ -424,6 +420,7 @@ class ContractsLedger(BillingLedger):
         return (await conn.execute(sa.select(c.c.state).where(c.c.id == contract_id))).scalar_one() not in LIVE
 
     async def _contract_now(self, conn: AsyncConnection, key: str) -> records.Contract:
+        """The latest contract of ``key``, which the caller knows exists (it holds it in this transaction)."""
         out = await self._latest_contract(conn, key)
         assert out is not None
         return out
@@ -509,9 +506,7 @@ class ContractsLedger(BillingLedger):
                                          .where(c.c.id == current.id))).one()
             if billed.state not in LIVE:
                 await self._pay_out(conn, {current.id: now})
-                gone = await self._latest_contract(conn, key)
-                assert gone is not None
-                return gone
+                return await self._contract_now(conn, key)
             await conn.execute(c.update().where(c.c.id == current.id).values(
                 state="Deleted", deleted_at=now, deleted_reason="Moved", overdraft=0))
             await self._pay_out(conn, {current.id: now})
@@ -524,9 +519,7 @@ class ContractsLedger(BillingLedger):
                 overdraft=billed.overdraft, owner_uid=current.owner_uid, proof=current.proof,
                 proof_until=current.proof_until, proof_signature=current.proof_signature,
                 **reserved.as_dict()))
-            moved = await self._latest_contract(conn, key)
-            assert moved is not None
-            return dataclasses.replace(moved, created=True)
+            return dataclasses.replace(await self._contract_now(conn, key), created=True)
 
     async def contract_summaries(self) -> dict[str, records.Contract]:
         c = schema.contracts

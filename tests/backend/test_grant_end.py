@@ -9,7 +9,7 @@ import pytest
 
 import ledger_setup
 from ledger_audit import conserved
-from tfgrid_operator.backend import records
+from tfgrid_operator.backend import errors, records
 from tfgrid_operator.domain import billing, identity, money, names, scheduling
 from tfgrid_operator.domain.units import Resources
 
@@ -154,4 +154,22 @@ async def test_a_payer_change_or_resize_after_the_grant_end_finds_it_ended(ledge
                                            resources=Resources(cru=1, mru=2, sru=50), public_ips=0)
         assert out.resources == SMALL
     assert out.state == "Deleted"
+    await ended_at_grant_end(ledger)
+
+
+async def test_another_namespace_cannot_move_a_grant_end(ledger):
+    """team-b, with only its own rights, tries to keep team-a's granted contract running past its grant: it shows a
+    long grant alice signed for team-b, and its own object's uid with bob's key. Both are refused; the contract ends
+    at its own grant's end, billed to it and not a second past."""
+    await grid(ledger)
+    await open_both(ledger)
+    for_b = names.Grant("alice", "team-b", 30 * 86400).signed(ALICE)
+    with pytest.raises(errors.NotAuthorized, match="another namespace"):
+        await ledger.authorize_contract(key=f"{A}/granted", owner_uid="uid-granted", now=H, proof=records.PayerProof(
+            kind="grant", namespace="team-b", account="alice", expires=30 * 86400, signature=for_b.signature))
+    with pytest.raises(errors.NotFound):  # another object (team-b's uid) never re-binds team-a's contract
+        await ledger.authorize_contract(key=f"{A}/granted", owner_uid="uid-of-team-b", now=H, proof=records.PayerProof(
+            kind="key", namespace=A, public_key=BOB.public_key))
+    for period in (0, 1):
+        await ledger.bill_period(period=period, now=2 * H)
     await ended_at_grant_end(ledger)

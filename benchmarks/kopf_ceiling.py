@@ -136,7 +136,8 @@ async def standalone(scale: float) -> dict:
     docs = harness.bodies(farms, nodes, deployments,
                           {f"node{i}": identity.KeyPair.generate().public_key for i in range(nodes)},
                           identity.KeyPair.generate().public_key)
-    async with local.local_api(record_requests=False) as emu, KubeClient(user_agent="bench") as kube:
+    async with local.local_api(record_requests=False) as emu, KubeClient(user_agent="bench") as kube, \
+            harness.DriverHeap():  # as operator_scale.py: this process is the cluster
         raw = await operator_scale.raw_api(scale)
         result = await run(emu, kube, docs)
     return {**result, "raw_api_per_s": round(raw, 1), "ratio": round(result["trivial_per_s"] / raw, 3)}

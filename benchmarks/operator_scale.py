@@ -47,6 +47,8 @@ Prints one JSON object:
   burst_s_by_kind, kopf_burst_s_by_kind   each kind's part of the burst (first POST to last Ready), ours and kopf's
   burst_reconcile_mean_s, restart_reconcile_mean_s   each controller's mean reconcile time (how long a handler holds
                                its object's kopf worker: latency, which bounds a kind whose objects wait on the ledger)
+  driver_gc_pause_max_s, driver_gc_pause_s   the longest and the total garbage-collection pause of this process (the
+                               "cluster") over the run: kept short (harness.DriverHeap), printed to show it was
   per_object_cost_by_scale     scale → CPU ms, RSS KB, writes and delete writes per object (target 8's growth check:
                                `--scales 0.3,1` runs each scale in turn and prints the last one's keys with all of
                                them; per_object_growth: the last scale's per-object cost / the first's)
@@ -344,7 +346,8 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
         profile.mkdir(parents=True, exist_ok=True)
     spy = (lambda phase: profile / f"{phase}.txt") if profile is not None else (lambda phase: None)
     try:
-        async with local.local_api(record_requests=False) as emu, KubeClient(user_agent="bench") as kube:
+        async with local.local_api(record_requests=False) as emu, KubeClient(user_agent="bench") as kube, \
+                harness.DriverHeap() as heap:
             result["raw_api_per_s"] = round(await raw_api(scale), 1)
             ceiling = await kopf_ceiling.run(emu, kube, docs)
             result.update(kopf_ceiling_per_s=ceiling["trivial_per_s"], kopf_cpu_ms_per_object=ceiling["cpu_ms_per_object"],
@@ -477,6 +480,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["delete_cpu_ms_per_object"] = round((op.cpu_s() - cpu0) * 1000 / grid_objects, 2)
                 result["delete_peak_rss_mb"] = round(op.memory_mb("VmHWM"), 1)  # the restarted process, deleting
             await ledger.close()
+            result["driver_gc_pause_max_s"], result["driver_gc_pause_s"] = round(heap.longest, 3), round(heap.total, 2)
     finally:
         await drop_ledger(handle)
     result["per_object_cost_by_scale"] = {str(scale): per_object_cost(result)}

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from pg import _admin
 from polling import eventually
+from tfgrid_operator import backend
 from tfgrid_operator.backend import errors, records
 from tfgrid_operator.backend.sql import engine as engine_module
 from tfgrid_operator.domain import identity
@@ -111,3 +113,37 @@ async def test_reads_see_each_statement_committed_writes(ledger):
 async def _admin_update(ledger, sql: str) -> None:
     async with ledger.engine.begin() as conn:
         await conn.execute(sa.text(sql))
+
+
+async def test_a_statement_the_server_never_answers_fails_as_unavailable_and_the_ledger_goes_on(ledger_url):
+    """A session that holds the ledger's write lock and never ends (a stuck process, a psql left in a transaction)
+    or a server that stopped answering: each call fails as unavailable after the URL's command_timeout (its
+    reconcile is retried), instead of holding every writer of the process behind it; once the lock is free, the
+    ledger goes on with nothing lost."""
+    ledger = await backend.open_backend(ledger_url + "?command_timeout=0.5", backend.LedgerConfig())
+    holder = await asyncpg.connect(ledger_url)
+    try:
+        await ledger.ensure_account(name="alice", public_key=OWNER.public_key)
+        await holder.execute(f"SELECT pg_advisory_lock({engine_module.ADVISORY_LOCK_ID})")  # held until it ends
+        with pytest.raises(errors.Unavailable, match=r"did not answer within its statement timeout \(command_timeout"):
+            await ledger.fund(name="alice", amount=5, now=0)
+        assert (await ledger.get_account(name="alice")).balance == 0  # reads take no lock: they go on
+        await holder.close()  # the lock ends with its session
+        await ledger.fund(name="alice", amount=5, now=0)
+        assert (await ledger.get_account(name="alice")).balance == 5
+    finally:
+        await holder.close()
+        await ledger.close()
+
+
+async def test_without_a_command_timeout_in_the_url_each_statement_has_the_default_one(ledger, ledger_url):
+    made = await connections(ledger)
+    await ledger.observe_farm(name="nobody")
+    assert [c._config.command_timeout for c in made] == [engine_module.COMMAND_TIMEOUT_S]
+    named = await backend.open_backend(ledger_url + "?command_timeout=7", backend.LedgerConfig())
+    try:
+        made = await connections(named)
+        await named.observe_farm(name="nobody")
+        assert [c._config.command_timeout for c in made] == [7.0]
+    finally:
+        await named.close()

@@ -59,6 +59,14 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _unavailable(exc: BaseException) -> errors.Unavailable:
+    """The ledger could not be reached or did not answer: said plainly, retried by the caller."""
+    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "orig", None), TimeoutError):
+        return errors.Unavailable("the ledger is unavailable: it did not answer within its statement timeout "
+                                  "(command_timeout in the ledger URL)")
+    return errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}")
+
+
 def _engine_url(url: str) -> str:
     if url.startswith("sqlite+aiosqlite:") or url.startswith("postgresql+asyncpg:"):
         return url
@@ -109,6 +117,11 @@ RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
 Policies = tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]
 POOL_SIZE = 5
 POOL_TIMEOUT_S = 120  # a reconcile waits this long for a connection under a burst before it backs off and retries
+# PostgreSQL: the longest one statement may take, the write lock's wait included, unless the URL says
+# (?command_timeout=S): a server that stopped answering (a network cut no RST reports, a session that holds the
+# ledger's lock and never ends) fails the call as unavailable, which is retried, instead of holding every writer of
+# this process behind it for good. SQLite's like it: its busy timeout (30 s, ?timeout=S)
+COMMAND_TIMEOUT_S = 60.0
 WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
 
 
@@ -238,7 +251,8 @@ class LedgerBase:
             # server closed (a restart, a terminated backend, an idle timeout) is known closed without asking
             # (_replace_closed); one that fails in use is reported Unavailable and SQLAlchemy then replaces every
             # connection of the pool made before the failure.
-            engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
+            waits = {} if "command_timeout=" in engine_url else {"command_timeout": COMMAND_TIMEOUT_S}
+            engine = create_async_engine(engine_url, connect_args=waits, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
                                          pool_timeout=POOL_TIMEOUT_S)
             event.listen(engine.sync_engine, "checkout", _replace_closed)
         ledger = cls(engine, config)
@@ -461,7 +475,7 @@ class LedgerBase:
                                                 f"{_first_line(exc.orig or exc)}") from exc
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
             except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
-                raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
+                raise _unavailable(exc) from exc
 
     async def _planner_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
         """PostgreSQL: ANALYZE those of ``tables`` the planner has no statistics of, or stale ones (changed by more
@@ -508,7 +522,7 @@ class LedgerBase:
             async with self._reader.connect() as conn:
                 yield conn
         except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
-            raise errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}") from exc
+            raise _unavailable(exc) from exc
 
     async def _meta(self, conn: AsyncConnection, key: str) -> str | None:
         return (await conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key))).scalar()

@@ -115,35 +115,48 @@ async def _admin_update(ledger, sql: str) -> None:
         await conn.execute(sa.text(sql))
 
 
-async def test_a_statement_the_server_never_answers_fails_as_unavailable_and_the_ledger_goes_on(ledger_url):
-    """A session that holds the ledger's write lock and never ends (a stuck process, a psql left in a transaction)
-    or a server that stopped answering: each call fails as unavailable after the URL's command_timeout (its
-    reconcile is retried), instead of holding every writer of the process behind it; once the lock is free, the
-    ledger goes on with nothing lost."""
-    ledger = await backend.open_backend(ledger_url + "?command_timeout=0.5", backend.LedgerConfig())
+
+async def _holding_the_lock(ledger_url: str) -> asyncpg.Connection:
+    """Another session takes the ledger's write lock and keeps it (a stuck process, a psql left in a transaction)."""
     holder = await asyncpg.connect(ledger_url)
+    await holder.execute(f"SELECT pg_advisory_lock({engine_module.ADVISORY_LOCK_ID})")  # until the session ends
+    return holder
+
+
+async def test_a_session_that_keeps_the_ledgers_lock_fails_each_write_as_unavailable_not_for_good(ledger_url, monkeypatch):
+    """A writer waits for the lock at most LOCK_TIMEOUT_S, then fails as unavailable (its reconcile is retried)
+    instead of holding every writer of the process behind it; reads take no lock and go on; once the lock is free,
+    the ledger goes on with nothing lost."""
+    monkeypatch.setattr(engine_module, "LOCK_TIMEOUT_S", 0.5)
+    ledger = await backend.open_backend(ledger_url, backend.LedgerConfig())
     try:
         await ledger.ensure_account(name="alice", public_key=OWNER.public_key)
-        await holder.execute(f"SELECT pg_advisory_lock({engine_module.ADVISORY_LOCK_ID})")  # held until it ends
-        with pytest.raises(errors.Unavailable, match=r"did not answer within its statement timeout \(command_timeout"):
+        holder = await _holding_the_lock(ledger_url)
+        with pytest.raises(errors.Unavailable, match=r"the ledger is unavailable: .*lock timeout"):
             await ledger.fund(name="alice", amount=5, now=0)
-        assert (await ledger.get_account(name="alice")).balance == 0  # reads take no lock: they go on
+        assert (await ledger.get_account(name="alice")).balance == 0
         await holder.close()  # the lock ends with its session
         await ledger.fund(name="alice", amount=5, now=0)
         assert (await ledger.get_account(name="alice")).balance == 5
+        async with ledger.engine.connect() as conn:  # a bound on waiting, not on work: a longer statement runs on
+            await conn.exec_driver_sql("SELECT pg_sleep(1)")
     finally:
-        await holder.close()
         await ledger.close()
 
 
-async def test_without_a_command_timeout_in_the_url_each_statement_has_the_default_one(ledger, ledger_url):
+async def test_the_default_lock_bound_and_the_urls_command_timeout_on_every_statement(ledger, ledger_url):
+    """By default a minute's wait for a lock and no bound on work; a command_timeout in the URL bounds every statement
+    (a server that stopped answering), said as such."""
+    async with ledger.engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SHOW lock_timeout")).scalar() == "1min"
     made = await connections(ledger)
     await ledger.observe_farm(name="nobody")
-    assert [c._config.command_timeout for c in made] == [engine_module.COMMAND_TIMEOUT_S]
-    named = await backend.open_backend(ledger_url + "?command_timeout=7", backend.LedgerConfig())
+    assert [c._config.command_timeout for c in made] == [None]  # no bound on work by default
+    bounded = await backend.open_backend(ledger_url + "?command_timeout=0.5", backend.LedgerConfig())
+    holder = await _holding_the_lock(ledger_url)
     try:
-        made = await connections(named)
-        await named.observe_farm(name="nobody")
-        assert [c._config.command_timeout for c in made] == [7.0]
+        with pytest.raises(errors.Unavailable, match=r"did not answer within its statement timeout \(command_timeout"):
+            await bounded.fund(name="alice", amount=5, now=0)
     finally:
-        await named.close()
+        await holder.close()
+        await bounded.close()

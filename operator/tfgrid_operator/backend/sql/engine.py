@@ -117,11 +117,13 @@ RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
 Policies = tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]
 POOL_SIZE = 5
 POOL_TIMEOUT_S = 120  # a reconcile waits this long for a connection under a burst before it backs off and retries
-# PostgreSQL: the longest one statement may take, the write lock's wait included, unless the URL says
-# (?command_timeout=S): a server that stopped answering (a network cut no RST reports, a session that holds the
-# ledger's lock and never ends) fails the call as unavailable, which is retried, instead of holding every writer of
-# this process behind it for good. SQLite's like it: its busy timeout (30 s, ?timeout=S)
-COMMAND_TIMEOUT_S = 60.0
+# PostgreSQL: the longest a statement waits for a lock — the ledger's write lock above all — before it fails as
+# unavailable (and is retried): a session that holds it and never ends (a stuck process, a psql left in a
+# transaction) no longer holds every writer of this process behind it for good. A bound on waiting, not on work: a
+# long statement that runs (a billing period of a large grid) is never cut. SQLite's counterpart is its busy timeout
+# (30 s, ?timeout=S). A bound on every statement, for a server that stops answering with nothing to say so (a network
+# cut): ?command_timeout=S in the URL (asyncpg's).
+LOCK_TIMEOUT_S: float = 60.0
 WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
 
 
@@ -251,7 +253,7 @@ class LedgerBase:
             # server closed (a restart, a terminated backend, an idle timeout) is known closed without asking
             # (_replace_closed); one that fails in use is reported Unavailable and SQLAlchemy then replaces every
             # connection of the pool made before the failure.
-            waits = {} if "command_timeout=" in engine_url else {"command_timeout": COMMAND_TIMEOUT_S}
+            waits = {"server_settings": {"lock_timeout": f"{LOCK_TIMEOUT_S * 1000:.0f}ms"}}
             engine = create_async_engine(engine_url, connect_args=waits, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
                                          pool_timeout=POOL_TIMEOUT_S)
             event.listen(engine.sync_engine, "checkout", _replace_closed)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 import ledger_setup
 from tfgrid_operator.backend import errors
+from tfgrid_operator.backend.sql import engine as engine_module
 from tfgrid_operator.domain import identity, money, pricing, scheduling, units
 from tfgrid_operator.domain.units import Resources
 
@@ -692,3 +693,19 @@ async def test_an_hours_update_of_every_contract_fits_on_its_page(ledger, proof_
     for period in range(2):
         assert (await ledger.bill_period(period=period, now=(period + 1) * H)).rows_written == 3000
     assert await pages() == loaded
+
+
+async def test_a_write_behind_one_that_never_ends_fails_as_unavailable_and_changes_nothing(ledger, monkeypatch):
+    """The ledger's write lock of this process is waited for LOCK_TIMEOUT_S at most (a write ahead that hangs never
+    holds the others for good); the write refused changes nothing, and once the lock is free writes go on."""
+    monkeypatch.setattr(engine_module, "LOCK_TIMEOUT_S", 0.2)
+    await ledger.ensure_account(name="alice", public_key=ALICE.public_key)
+    await ledger._lock.acquire()  # a write ahead of it that does not end
+    try:
+        with pytest.raises(errors.Unavailable, match=r"its write lock was not free within 0\.2 s"):
+            await ledger.fund(name="alice", amount=5, now=0)
+    finally:
+        ledger._lock.release()
+    assert (await ledger.get_account(name="alice")).balance == 0
+    await ledger.fund(name="alice", amount=5, now=0)
+    assert (await ledger.get_account(name="alice")).balance == 5

@@ -60,11 +60,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unavailable(exc: BaseException) -> errors.Unavailable:
-    """The ledger could not be reached or did not answer: said plainly, retried by the caller."""
-    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "orig", None), TimeoutError):
-        return errors.Unavailable("the ledger is unavailable: it did not answer within its statement timeout "
-                                  "(command_timeout in the ledger URL)")
+    """The ledger could not be reached or did not answer: said plainly, retried by the caller. A timeout carries no
+    text (SQLAlchemy raises asyncpg's as it is)."""
+    if isinstance(exc, TimeoutError):
+        return errors.Unavailable("the ledger is unavailable: it did not answer in time (connecting, or within the "
+                                  "ledger URL's command_timeout)")
     return errors.Unavailable(f"the ledger is unavailable: {_first_line(exc)}")
+
+
+def _bound_session(dbapi_connection: Any, _record: Any) -> None:
+    """A new PostgreSQL connection's waits (LOCK_TIMEOUT_S, IDLE_IN_TRANSACTION_S), set once as it is made — by SET,
+    not as startup parameters, which a pooler such as PgBouncer refuses ("unsupported startup parameter")."""
+    dbapi_connection.run_async(lambda conn: conn.execute(
+        f"SET lock_timeout = '{LOCK_TIMEOUT_S * 1000:.0f}ms'; "
+        f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S * 1000:.0f}ms'"))
 
 
 def _engine_url(url: str) -> str:
@@ -117,13 +126,17 @@ RESOURCE_FIELDS = ("cru", "mru", "sru", "hru")
 Policies = tuple[pricing.PricingPolicy, dict[int, minting.FarmingPolicy]]
 POOL_SIZE = 5
 POOL_TIMEOUT_S = 120  # a reconcile waits this long for a connection under a burst before it backs off and retries
-# PostgreSQL: the longest a statement waits for a lock — the ledger's write lock above all — before it fails as
-# unavailable (and is retried): a session that holds it and never ends (a stuck process, a psql left in a
-# transaction) no longer holds every writer of this process behind it for good. A bound on waiting, not on work: a
-# long statement that runs (a billing period of a large grid) is never cut. SQLite's counterpart is its busy timeout
-# (30 s, ?timeout=S). A bound on every statement, for a server that stops answering with nothing to say so (a network
-# cut): ?command_timeout=S in the URL (asyncpg's).
+# The longest a write waits for the ledger's write lock, in this process (behind the writes ahead of it) and then, on
+# PostgreSQL, for any lock of the database (the advisory lock another session holds, a table a migration alters),
+# before it fails as unavailable and is retried: a session that holds the lock and never ends (a stuck process, a
+# psql left in a transaction) no longer holds every writer behind it for good. A bound on waiting, not on work: a
+# long statement that runs (a billing period of a large grid) is never cut. SQLite's database wait is its busy
+# timeout (30 s, ?timeout=S). A bound on every statement, for a server that may stop answering with nothing to say so
+# (a network cut): ?command_timeout=S in the URL (asyncpg's).
 LOCK_TIMEOUT_S: float = 60.0
+# PostgreSQL: a session of ours left inside a transaction this long (its process stopped between two statements, a
+# network cut) is ended by the server, and the ledger's lock with it; ours never wait between statements that long
+IDLE_IN_TRANSACTION_S = 300
 WRITE = "tfgrid_write"  # execution option: this connection's transaction writes
 
 
@@ -253,12 +266,16 @@ class LedgerBase:
             # server closed (a restart, a terminated backend, an idle timeout) is known closed without asking
             # (_replace_closed); one that fails in use is reported Unavailable and SQLAlchemy then replaces every
             # connection of the pool made before the failure.
-            waits = {"server_settings": {"lock_timeout": f"{LOCK_TIMEOUT_S * 1000:.0f}ms"}}
-            engine = create_async_engine(engine_url, connect_args=waits, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
+            engine = create_async_engine(engine_url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
                                          pool_timeout=POOL_TIMEOUT_S)
+            event.listen(engine.sync_engine, "connect", _bound_session)
             event.listen(engine.sync_engine, "checkout", _replace_closed)
         ledger = cls(engine, config)
-        await ledger._migrate()
+        try:
+            await ledger._migrate()
+        except BaseException:
+            await engine.dispose()  # a ledger that cannot open leaves no connection behind
+            raise
         return ledger
 
     async def _migrate(self) -> None:
@@ -465,7 +482,13 @@ class LedgerBase:
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        async with self._lock:
+        try:
+            async with asyncio.timeout(LOCK_TIMEOUT_S):  # behind the writes ahead of it: each has its own bound too
+                await self._lock.acquire()
+        except TimeoutError:
+            raise errors.Unavailable(f"the ledger is unavailable: its write lock was not free within "
+                                     f"{LOCK_TIMEOUT_S:g} s (the writes ahead of this one wait for it)") from None
+        try:
             try:
                 async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
                     if not self.is_sqlite:
@@ -478,6 +501,8 @@ class LedgerBase:
                 raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
             except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
                 raise _unavailable(exc) from exc
+        finally:
+            self._lock.release()
 
     async def _planner_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
         """PostgreSQL: ANALYZE those of ``tables`` the planner has no statistics of, or stale ones (changed by more

@@ -25,7 +25,9 @@ Prints one JSON object:
                                delete_writes_by_client, delete_s, delete_cpu_ms_per_object, delete_peak_rss_mb
                                (the restarted process's peak RSS once the namespace is gone)
   p99_ready_idle_s             p99 create→Ready of a batch of deployments (5 % of the burst, at least 50) created
-                               with nothing else running
+                               with nothing else running: once the loop has no write queued (the burst's write-back
+                               sent; idle_batch_left_queued: what was still queued if that took over 300 s) and one
+                               of its ticks has just ended, so no tick runs beside it
   p99_ready_during_period_s    the same batch size created as the second period's status write-back starts;
                                during_period_overlap: the share of that write-back sent while the batch was in flight;
                                p50_ready_idle_s and p50_ready_during_period_s the medians, idle_batch_reconcile_mean_s and
@@ -229,6 +231,18 @@ class OperatorProcess:
             if c >= count + 2:
                 return t - total
 
+    async def quiet_loop(self, drained_within_s: float = 300.0) -> float:
+        """Until the loop has no write queued (the burst's paced write-back sent, or ``drained_within_s`` passed) and
+        one of its ticks has just ended: a batch created now runs before the next tick (settings.tick_s later) with
+        nothing of the loop beside it — the idle baseline. Returns the writes still queued (0 once drained)."""
+        deadline = time.monotonic() + drained_within_s
+        while (queued := (await self.scrape())[("tfgrid_status_writes_queued", ())]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        count, _ = await self.ticks()
+        while (await self.ticks())[0] == count:
+            await asyncio.sleep(0.05)
+        return queued
+
     async def wait_idle(self, at_least: float, quiet_s: float = 1.0) -> None:
         """Until the handlers ran ``at_least`` times in total and then nothing ran for ``quiet_s``."""
         last, since = await self.reconciled(), time.perf_counter()
@@ -396,7 +410,8 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in operator_calls(burst)),
                     objects)
 
-                # a batch created with nothing else running
+                # a batch created with nothing else running: the burst's write-back sent, right after a tick
+                result["idle_batch_left_queued"] = int(await op.quiet_loop())
                 mark("idle batch")
                 idle = await batch_ready(emu, kube, op, "idle", batch, 0)
                 result["p99_ready_idle_s"], result["p50_ready_idle_s"] = idle["p99"], idle["p50"]

@@ -115,7 +115,6 @@ async def _admin_update(ledger, sql: str) -> None:
         await conn.execute(sa.text(sql))
 
 
-
 async def _holding_the_lock(ledger_url: str) -> asyncpg.Connection:
     """Another session takes the ledger's write lock and keeps it (a stuck process, a psql left in a transaction)."""
     holder = await asyncpg.connect(ledger_url)

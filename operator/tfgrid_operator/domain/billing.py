@@ -24,6 +24,7 @@ CREATED, GRACE_PERIOD, DELETED = "Created", "GracePeriod", "Deleted"  # §2.4 st
 LIVE = (CREATED, GRACE_PERIOD)
 OUT_OF_FUNDS = "OutOfFunds"  # the deletion reason of a grace that ran out
 GRANT_EXPIRED = "GrantExpired"  # the deletion reason of a contract whose payer's grant ended (grid-rules.md)
+GRANT_REVOKED = "GrantRevoked"  # … and of one whose payer withdrew its grant (`ledger revoke-grant`)
 MAX = money.MAX_UNITS
 
 

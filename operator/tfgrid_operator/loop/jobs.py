@@ -167,7 +167,7 @@ async def sweep(rt: runtime.Runtime, now: int) -> int:
         if c.proof_until is None:
             continue
         if c.proof_until <= now:
-            closing[key] = (c, "GrantExpired")
+            closing[key] = (c, billing.GRANT_EXPIRED)
         elif c.proof_until - now <= RENEW_BEFORE_S and now - rt.renewals.get((key, c.proof_until), -RENEW_EVERY_S) >= \
                 RENEW_EVERY_S:
             rt.renewals[(key, c.proof_until)] = now

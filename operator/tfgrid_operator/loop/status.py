@@ -146,7 +146,7 @@ def deployment_fields(c: records.Contract, policy: pricing.PricingPolicy, price:
 
 # a Deployment whose contract the ledger deleted says why in its Ready condition: its grant ended or was revoked, or
 # (a grace that ran out, and any other end a live Deployment can show) OutOfFunds
-DELETION_REASONS = {billing.GRANT_EXPIRED: Reason.GRANT_EXPIRED, "GrantRevoked": Reason.GRANT_REVOKED}
+DELETION_REASONS = {billing.GRANT_EXPIRED: Reason.GRANT_EXPIRED, billing.GRANT_REVOKED: Reason.GRANT_REVOKED}
 
 
 def deployment_status(c: records.Contract, status: dict[str, Any], generation: int, stamp: str,

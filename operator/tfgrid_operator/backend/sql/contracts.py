@@ -25,7 +25,7 @@ from tfgrid_operator.backend.sql.engine import (
     _res,
 )
 from tfgrid_operator.domain import money, names, scheduling
-from tfgrid_operator.domain.billing import GRANT_EXPIRED
+from tfgrid_operator.domain.billing import GRANT_EXPIRED, GRANT_REVOKED
 from tfgrid_operator.domain.units import Resources
 
 # contract records made between two turns of the event loop by the reads of every contract (the status pass) and of
@@ -443,7 +443,7 @@ class ContractsLedger(BillingLedger):
                 c.c.state.in_(LIVE)).order_by(c.c.key))).scalars().all()
             found = await self._latest_contracts(conn, set(keys))
             for key in keys:
-                await self._close_unproven(conn, found[key], now, "GrantRevoked")
+                await self._close_unproven(conn, found[key], now, GRANT_REVOKED)
             closed = await self._latest_contracts(conn, set(keys))
         return [closed[k] for k in keys]
 

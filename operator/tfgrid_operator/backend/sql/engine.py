@@ -489,18 +489,17 @@ class LedgerBase:
             raise errors.Unavailable(f"the ledger is unavailable: its write lock was not free within "
                                      f"{LOCK_TIMEOUT_S:g} s (the writes ahead of this one wait for it)") from None
         try:
-            try:
-                async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
-                    if not self.is_sqlite:
-                        await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
-                    yield conn
-            except IntegrityError as exc:
-                if any(check in str(exc.orig) for check in ("_bounded", "never_negative")):  # schema CHECKs
-                    raise errors.InvalidRequest(f"the ledger refused an amount outside [0, {money.MAX_UNITS}] units: "
-                                                f"{_first_line(exc.orig or exc)}") from exc
-                raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
-            except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
-                raise _unavailable(exc) from exc
+            async with self.engine.execution_options(**{WRITE: True}).begin() as conn:
+                if not self.is_sqlite:
+                    await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_ID})"))
+                yield conn
+        except IntegrityError as exc:
+            if any(check in str(exc.orig) for check in ("_bounded", "never_negative")):  # schema CHECKs
+                raise errors.InvalidRequest(f"the ledger refused an amount outside [0, {money.MAX_UNITS}] units: "
+                                            f"{_first_line(exc.orig or exc)}") from exc
+            raise errors.Conflict(f"the ledger refused a duplicate: {exc.orig}") from exc
+        except (OperationalError, DBAPIError, OSError, PoolTimeout) as exc:
+            raise _unavailable(exc) from exc
         finally:
             self._lock.release()
 

@@ -63,8 +63,9 @@ Not a pass/fail test: the machines are noisy (counts of writes are not: tests/e2
 BENCH_STALL_LOG=FILE: each time the operator's event loop does not come back for over 50 ms, when and for how long,
 with the main thread's stacks meanwhile (sampled by a thread: biased towards the points that release the GIL, so
 read the durations, and the stacks as hints); BENCH_SQL_LOG=FILE: the ledger's SQLite statements every 2 s, by time
-on the ledger's thread (wall time: a busy event loop's GIL is in it). Both get a MARK line at the idle and busy
-batches and at the restart (timed_operator.py).
+on the ledger's thread (wall time: a busy event loop's GIL is in it); BENCH_TX_LOG=FILE: each of the ledger's write
+transactions, who began it, how long it waited for the write lock and held it, and each refresh of the planner's
+statistics. Each gets a MARK line at the idle and busy batches and at the restart (timed_operator.py).
 --scale 0.1 took about five minutes on this 2-core machine while other work loaded it (most of it waits: kopf's
 ceiling, the loop's 5 s ticks around two periods, a restart, a namespace deletion).
 """
@@ -330,9 +331,9 @@ async def batch_ready(emu, kube, op, prefix: str, count: int, first: int) -> dic
 
 
 def mark(phase: str) -> None:
-    """A line in BENCH_STALL_LOG and BENCH_SQL_LOG (timed_operator.py's records of the operator's event-loop stalls
-    and of its SQL), where set."""
-    for log in ("BENCH_STALL_LOG", "BENCH_SQL_LOG"):
+    """A line in BENCH_STALL_LOG, BENCH_SQL_LOG and BENCH_TX_LOG (timed_operator.py's records of the operator's
+    event-loop stalls, its SQL and its ledger transactions), where set."""
+    for log in ("BENCH_STALL_LOG", "BENCH_SQL_LOG", "BENCH_TX_LOG"):
         if os.environ.get(log):
             with open(os.environ[log], "a") as f:
                 f.write(f"{time.time():.3f} MARK {phase}\n")

@@ -54,6 +54,8 @@ def main() -> None:
                           on_signal=os.environ.get("BENCH_TRACEMALLOC_AT") == "delete")
     if os.environ.get("BENCH_SQL_LOG"):
         time_statements(pathlib.Path(os.environ["BENCH_SQL_LOG"]))
+    if os.environ.get("BENCH_TX_LOG"):
+        time_transactions(pathlib.Path(os.environ["BENCH_TX_LOG"]))
     if os.environ.get("BENCH_STALL_LOG"):
         record_stalls(pathlib.Path(os.environ["BENCH_STALL_LOG"]))
     if os.environ.get("BENCH_MALLOC_TRIM"):
@@ -101,6 +103,40 @@ def time_statements(out: pathlib.Path, every_s: float = 2.0) -> None:
                 for key, (took, n, rows) in top:
                     f.write(f"  {took:7.3f} {n:6d} {rows:7d} {key}\n")
     threading.Thread(target=dump, daemon=True).start()
+
+
+def time_transactions(out: pathlib.Path) -> None:
+    """Each of the ledger's write transactions as 'WALL CALLER WAIT_S HELD_S' (WAIT_S: for the write lock, in and
+    out of the process; HELD_S: from then until it ends), and each refresh of the planner's statistics as
+    'WALL statistics SECONDS', appended to ``out`` (BENCH_TX_LOG): which transaction a batch waits behind."""
+    import contextlib
+
+    from tfgrid_operator.backend.sql import engine
+
+    f = out.open("a", buffering=1)
+    began = engine.LedgerBase._tx
+    refresh = engine.LedgerBase._planner_statistics
+
+    @contextlib.asynccontextmanager
+    async def _tx(self):
+        caller = sys._getframe(2).f_code.co_name
+        asked = time.perf_counter()
+        held = asked
+        try:
+            async with began(self) as conn:
+                held = time.perf_counter()
+                yield conn
+        finally:
+            f.write(f"{time.time():.3f} {caller} {held - asked:.4f} {time.perf_counter() - held:.4f}\n")
+
+    async def _planner_statistics(self, conn, tables):
+        started = time.perf_counter()
+        try:
+            return await refresh(self, conn, tables)
+        finally:
+            f.write(f"{time.time():.3f} statistics {time.perf_counter() - started:.4f}\n")
+    engine.LedgerBase._tx = _tx
+    engine.LedgerBase._planner_statistics = _planner_statistics
 
 
 def record_stalls(out: pathlib.Path, stall_s: float = 0.05, every_s: float = 0.005) -> None:

@@ -192,6 +192,28 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def processes_cpu_s(pids: Iterable[int]) -> float:
+    """CPU seconds the processes ``pids`` used so far (0 for one that is gone or not on this machine)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_s(pid)
+        except OSError:
+            continue
+    return total
+
+
+async def server_pids(ledger: Any) -> set[int]:
+    """The PostgreSQL backends serving ``ledger``'s database (none for SQLite, which runs in its process)."""
+    if ledger.is_sqlite:
+        return set()
+    import sqlalchemy as sa
+
+    async with ledger.engine.connect() as conn:
+        return set((await conn.execute(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars())
+
+
 def memory_mb(pid: int, field: str) -> float:
     """VmRSS (now) or VmHWM (peak) of the process."""
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():

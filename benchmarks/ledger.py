@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import harness
 from tfgrid_operator import backend
 from tfgrid_operator.backend import schema
 from tfgrid_operator.domain import identity, minting
@@ -64,39 +65,17 @@ async def seed(ledger: backend.SqlLedger, nodes: int, contracts: int) -> None:
             await (await conn.execution_options(isolation_level="AUTOCOMMIT")).exec_driver_sql("ANALYZE")
 
 
-def _cpu_s(pids: set[int]) -> float:
-    """CPU seconds the processes ``pids`` used so far (0 for one that is gone or not on this machine)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-async def _server_pids(ledger: backend.SqlLedger) -> set[int]:
-    """The PostgreSQL backends serving this (benchmark's own) database."""
-    if ledger.is_sqlite:
-        return set()
-    async with ledger.engine.connect() as conn:
-        return set((await conn.execute(sa.text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars())
-
-
 async def timed(ledger: backend.SqlLedger, name: str, work: Any) -> tuple[Any, dict[str, float]]:
     """Run ``work()`` and measure it: wall seconds, this process's CPU seconds and the server's."""
-    pids = await _server_pids(ledger)
-    before = {pid: _cpu_s({pid}) for pid in pids}
+    pids = await harness.server_pids(ledger)
+    before = {pid: harness.processes_cpu_s({pid}) for pid in pids}
     t, cpu = time.perf_counter(), time.process_time()
     result = await work()
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     figures = {f"{name}_s": round(wall, 3), f"{name}_cpu_s": round(cpu, 3)}
     if not ledger.is_sqlite:
-        pids |= await _server_pids(ledger)
-        figures[f"{name}_db_cpu_s"] = round(sum(_cpu_s({pid}) - before.get(pid, 0.0) for pid in pids), 3)
+        pids |= await harness.server_pids(ledger)
+        figures[f"{name}_db_cpu_s"] = round(sum(harness.processes_cpu_s({pid}) - before.get(pid, 0.0) for pid in pids), 3)
     return result, figures
 
 

@@ -31,7 +31,10 @@ Prints one JSON object:
   p99_ready_during_period_s    the same batch size created as the second period's status write-back starts;
                                during_period_overlap: the share of that write-back sent while the batch was in flight;
                                p50_ready_idle_s and p50_ready_during_period_s the medians, idle_batch_reconcile_mean_s and
-                               busy_batch_reconcile_mean_s each controller's mean reconcile time while its batch ran
+                               busy_batch_reconcile_mean_s each controller's mean reconcile time while its batch ran,
+                               idle_batch_cpu_s and busy_batch_cpu_s the CPU seconds meanwhile of the operator, of the
+                               benchmark's process (the emulator) and of the ledger's server (PostgreSQL),
+                               idle_batch_calls and busy_batch_calls its API calls meanwhile (client, verb, resource)
   period_s                     the loop's ticks that minted and billed the first period and wrote every status
   period_ledger_s              of which the ledger's mint_period + bill_period (timed in the operator's process,
                                written to its log); period_ledger_by_call
@@ -317,17 +320,27 @@ def loop_status_patches(calls: list) -> int:
     return sum(1 for c in calls if c.agent.startswith("tfgrid-operator") and c.verb == "patch" and c.subresource == "status")
 
 
-async def batch_ready(emu, kube, op, prefix: str, count: int, first: int) -> dict[str, Any]:
+async def batch_ready(emu, kube, op, ledger, prefix: str, count: int, first: int) -> dict[str, Any]:
     """p99 and p50 create→Ready of ``count`` deployments named PREFIX0… (polled every 20 ms: these are small), and
-    each controller's mean reconcile time meanwhile."""
+    meanwhile: each controller's mean reconcile time, the CPU seconds of the operator, of this process (the
+    emulator, the driver) and of the ledger's PostgreSQL backends, and the operator's API calls by client, verb and
+    resource (what else it did while the batch waited)."""
     items = [harness.deployment(f"{prefix}{i}", first + i) for i in range(count)]
     created: dict = {}
     ready: dict = {}
-    before = await op.scrape()
+    before, calls0, cpu0, driver0 = await op.scrape(), len(emu.calls), op.cpu_s(), time.process_time()
+    server = {pid: harness.processes_cpu_s({pid}) for pid in await harness.server_pids(ledger)}
     await harness.create_until_ready(emu, kube, NS, "deployments", items, created, ready, poll_s=0.02)
+    cpu, driver = op.cpu_s() - cpu0, time.process_time() - driver0
+    server_cpu = sum(harness.processes_cpu_s({pid}) - server.get(pid, 0.0) for pid in await harness.server_pids(ledger))
+    calls = operator_calls(emu.calls[calls0:])
     took = [ready[k] - created[k] for k in ready]
     return {"p99": round(harness.percentile(took, 0.99), 3), "p50": round(harness.percentile(took, 0.5), 3),
-            "reconcile_mean_s": reconcile_means(await op.scrape(), before)}
+            "reconcile_mean_s": reconcile_means(await op.scrape(), before),
+            "cpu_s": {"operator": round(cpu, 2), "benchmark": round(driver, 2), "ledger_server": round(server_cpu, 2)},
+            "calls": dict(sorted(collections.Counter(
+                f"{c.agent.split('/')[0]} {c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}"
+                for c in calls).items()))}
 
 
 def mark(phase: str) -> None:
@@ -414,9 +427,10 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 # a batch created with nothing else running: the burst's write-back sent, right after a tick
                 result["idle_batch_left_queued"] = int(await op.quiet_loop())
                 mark("idle batch")
-                idle = await batch_ready(emu, kube, op, "idle", batch, 0)
+                idle = await batch_ready(emu, kube, op, ledger, "idle", batch, 0)
                 result["p99_ready_idle_s"], result["p50_ready_idle_s"] = idle["p99"], idle["p50"]
                 result["idle_batch_reconcile_mean_s"] = idle["reconcile_mean_s"]
+                result["idle_batch_cpu_s"], result["idle_batch_calls"] = idle["cpu_s"], idle["calls"]
                 mark("idle batch done")
                 await op.wait_idle(at_least=objects + batch)
 
@@ -450,9 +464,10 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     await asyncio.sleep(0.01)
                 in_flight = len(emu.calls)
                 mark("busy batch")
-                busy = await batch_ready(emu, kube, op, "busy", batch, batch)
+                busy = await batch_ready(emu, kube, op, ledger, "busy", batch, batch)
                 result["p99_ready_during_period_s"], result["p50_ready_during_period_s"] = busy["p99"], busy["p50"]
                 result["busy_batch_reconcile_mean_s"] = busy["reconcile_mean_s"]
+                result["busy_batch_cpu_s"], result["busy_batch_calls"] = busy["cpu_s"], busy["calls"]
                 mark("busy batch done")
                 landed = len(emu.calls)
                 await op.settle()

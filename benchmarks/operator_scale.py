@@ -7,7 +7,8 @@ own, as in its pod, with its time read from a file this benchmark moves. One run
      deleted before ours starts);
   3. ours: creates 50 farms, 1,000 nodes and 10,000 deployments (--scale 0.1: a tenth) in namespace `grid`, kind by
      kind, each Ready before the next; a batch of deployments while idle; one billing + minting period; another
-     period with the same batch size created while its status write-back runs; a restart; the namespace deleted.
+     period with the same batch size created while its status write-back runs (then --pairs - 1 more such pairs:
+     an idle batch, a period with a batch); a restart; the namespace deleted.
 Prints one JSON object:
 
   objects, all_ready_s, reconciled_per_s, p50_ready_s, p99_ready_s   the burst: creation through Ready
@@ -25,16 +26,22 @@ Prints one JSON object:
                                delete_writes_by_client, delete_s, delete_cpu_ms_per_object, delete_peak_rss_mb
                                (the restarted process's peak RSS once the namespace is gone)
   p99_ready_idle_s             p99 create→Ready of a batch of deployments (5 % of the burst, at least 50) created
-                               with nothing else running: once the loop has no write queued (the burst's write-back
-                               sent; idle_batch_left_queued: what was still queued if that took over 300 s) and one
-                               of its ticks has just ended, so no tick runs beside it
-  p99_ready_during_period_s    the same batch size created as the second period's status write-back starts;
-                               during_period_overlap: the share of that write-back sent while the batch was in flight;
-                               p50_ready_idle_s and p50_ready_during_period_s the medians, idle_batch_reconcile_mean_s and
-                               busy_batch_reconcile_mean_s each controller's mean reconcile time while its batch ran,
-                               idle_batch_cpu_s and busy_batch_cpu_s the CPU seconds meanwhile of the operator, of the
-                               benchmark's process (the emulator) and of the ledger's server (PostgreSQL),
-                               idle_batch_calls and busy_batch_calls its API calls meanwhile (client, verb, resource)
+                               with nothing else running: once the loop has no write queued (the last write-back
+                               sent; idle_batch_left_queued: what was still queued before the first if that took over
+                               300 s) and one of its ticks has just ended, so no tick runs beside it; the median of
+                               --pairs such batches (3), each batch's in p99_ready_idle_by_batch
+  p99_ready_during_period_s    the same batch size created as a period's status write-back starts, one batch in
+                               each of --pairs periods (the second, ...), each after an idle batch; the median, and
+                               each batch's in p99_ready_during_period_by_batch; p99_ratio_by_pair each busy batch's
+                               p99 over the idle one's before it; during_period_overlap (the median) and
+                               during_period_overlaps: the share of a period's write-back sent while its batch was in
+                               flight; p50_ready_idle_s and p50_ready_during_period_s the medians of the medians (and
+                               p50_ready_*_by_batch); per batch, in lists: idle_batch_reconcile_mean_s and
+                               busy_batch_reconcile_mean_s (each controller's mean reconcile time while it ran),
+                               idle_batch_cpu_s and busy_batch_cpu_s (the CPU seconds meanwhile of the operator, of
+                               the benchmark's process, the emulator, and of the ledger's server, PostgreSQL),
+                               idle_batch_calls and busy_batch_calls (the operator's API calls meanwhile by client,
+                               verb and resource)
   period_s                     the loop's ticks that minted and billed the first period and wrote every status
   period_ledger_s              of which the ledger's mint_period + bill_period (timed in the operator's process,
                                written to its log); period_ledger_by_call
@@ -111,6 +118,8 @@ PG = os.environ.get("TFGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:543
 NS = "grid"  # our objects' namespace (deleted at the end)
 START = 1_767_225_600
 H = 3600
+UPTIME_AT_START = 600  # the nodes booted 10 minutes before the grid's start: a report at ts says ts - START + this
+PAIRS = 3  # idle/busy batch pairs: the p99 of one batch of 500 on 2 cores moved 0.30-0.73 s between runs
 CONFIG = backend.LedgerConfig(billing_period_s=H, minting_epoch=START, minting_period_s=H, mint_settle_s=0)
 TICK_S = 5.0  # the operator's default (settings.tick_s)
 OWNER = identity.KeyPair.generate()
@@ -343,6 +352,18 @@ async def batch_ready(emu, kube, op, ledger, prefix: str, count: int, first: int
                 for c in calls).items()))}
 
 
+def batch_figures(name: str, kind: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The keys of one kind of batch (``name`` idle or during_period, ``kind`` idle or busy): the median of the
+    batches' p99 and p50, and each batch's figures in a list."""
+    return {f"p99_ready_{name}_s": round(statistics.median(b["p99"] for b in batches), 3),
+            f"p50_ready_{name}_s": round(statistics.median(b["p50"] for b in batches), 3),
+            f"p99_ready_{name}_by_batch": [b["p99"] for b in batches],
+            f"p50_ready_{name}_by_batch": [b["p50"] for b in batches],
+            f"{kind}_batch_reconcile_mean_s": [b["reconcile_mean_s"] for b in batches],
+            f"{kind}_batch_cpu_s": [b["cpu_s"] for b in batches],
+            f"{kind}_batch_calls": [b["calls"] for b in batches]}
+
+
 def mark(phase: str) -> None:
     """A line in BENCH_STALL_LOG, BENCH_SQL_LOG and BENCH_TX_LOG (timed_operator.py's records of the operator's
     event-loop stalls, its SQL and its ledger transactions), where set."""
@@ -357,7 +378,7 @@ async def uptime_reports(kube, keys: dict, ts: int, uptime: int) -> None:
                                                                   uptime=uptime))
 
 
-async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = None) -> dict:
+async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = None, pairs: int = PAIRS) -> dict:
     farms, nodes, deployments = harness.sizes(scale)
     keys = {f"node{i}": identity.KeyPair.generate() for i in range(nodes)}
     docs = harness.bodies(farms, nodes, deployments, {n: k.public_key for n, k in keys.items()}, OWNER.public_key)
@@ -424,57 +445,60 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in operator_calls(burst)),
                     objects)
 
-                # a batch created with nothing else running: the burst's write-back sent, right after a tick
-                result["idle_batch_left_queued"] = int(await op.quiet_loop())
-                mark("idle batch")
-                idle = await batch_ready(emu, kube, op, ledger, "idle", batch, 0)
-                result["p99_ready_idle_s"], result["p50_ready_idle_s"] = idle["p99"], idle["p50"]
-                result["idle_batch_reconcile_mean_s"] = idle["reconcile_mean_s"]
-                result["idle_batch_cpu_s"], result["idle_batch_calls"] = idle["cpu_s"], idle["calls"]
-                mark("idle batch done")
-                await op.wait_idle(at_least=objects + batch)
+                # pairs of batches: one created with nothing else running (the write-back sent, right after a tick),
+                # then a period, and one created as that period's status write-back starts; the medians decide
+                idles, busies, overlaps = [], [], []
+                for pair in range(pairs):
+                    left = int(await op.quiet_loop())
+                    result.setdefault("idle_batch_left_queued", left)
+                    mark(f"idle batch {pair}")
+                    idles.append(await batch_ready(emu, kube, op, ledger, f"idle{pair}-", batch, 2 * pair * batch))
+                    mark(f"idle batch {pair} done")
+                    await op.wait_idle(at_least=objects + (2 * pair + 1) * batch)
+                    # one uptime report per node inside the period before the busy one (nodes stay up), then it ends
+                    reported = START + (pair + 1 + (pair > 0)) * H - 600  # in period 1, then in the busy one
+                    set_clock(clock_file, reported)
+                    base = await op.reconciled()
+                    await uptime_reports(kube, keys, reported, UPTIME_AT_START + reported - START)
+                    await op.wait_idle(at_least=base + nodes)
+                    await op.settle()  # statuses caught up before the period: what follows is the period's work only
+                    if pair == 0:  # the first period is measured on its own, and a steady tick after it
+                        calls0, noop0, timed0 = len(emu.calls), len(emu.noop_writes), len(op.ledger_lines())
+                        set_clock(clock_file, START + H)
+                        async with harness.profiled(op.pid, spy("period")):
+                            result["period_s"] = round(await op.settle(), 2)
+                        result["period_api_calls"] = len(operator_calls(emu.calls[calls0:]))
+                        result["noop_patches"] = sum(1 for w in emu.noop_writes[noop0:] if w[1] == "status")
+                        timed = op.ledger_lines()[timed0:]
+                        result["period_ledger_s"] = round(sum(s for _, s in timed), 3)
+                        result["period_ledger_by_call"] = {n: round(sum(s for m, s in timed if m == n), 3)
+                                                           for n in LEDGER_TIMED}
+                        patched_before = len(emu.calls)
+                        result["steady_tick_s"] = round(await op.settle() / 2, 2)  # nothing changed: writes nothing
+                        result["steady_tick_patches"] = sum(1 for c in emu.calls[patched_before:] if c.verb == "patch")
 
-                # one uptime report per node inside the period, then the period ends
-                set_clock(clock_file, START + 3000)
-                base = await op.reconciled()
-                await uptime_reports(kube, keys, START + 3000, 3600)
-                await op.wait_idle(at_least=base + nodes)
-                await op.settle()  # statuses caught up before the period: what follows is the period's work only
-                calls0, noop0, timed0 = len(emu.calls), len(emu.noop_writes), len(op.ledger_lines())
-                set_clock(clock_file, START + H)
-                async with harness.profiled(op.pid, spy("period")):
-                    result["period_s"] = round(await op.settle(), 2)
-                result["period_api_calls"] = len(operator_calls(emu.calls[calls0:]))
-                result["noop_patches"] = sum(1 for w in emu.noop_writes[noop0:] if w[1] == "status")
-                timed = op.ledger_lines()[timed0:]
-                result["period_ledger_s"] = round(sum(s for _, s in timed), 3)
-                result["period_ledger_by_call"] = {n: round(sum(s for m, s in timed if m == n), 3) for n in LEDGER_TIMED}
-                patched_before = len(emu.calls)
-                result["steady_tick_s"] = round(await op.settle() / 2, 2)  # nothing changed: a steady tick writes nothing
-                result["steady_tick_patches"] = sum(1 for c in emu.calls[patched_before:] if c.verb == "patch")
-
-                # the second period (no uptime reports in it: minted as such, every node's status changes again; none
-                # is down yet), the same batch created as its status write-back starts
-                calls0 = len(emu.calls)
-                set_clock(clock_file, START + 2 * H)
-                deadline = time.monotonic() + 300
-                while not loop_status_patches(emu.calls[calls0:]):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the second period wrote no status")
-                    await asyncio.sleep(0.01)
-                in_flight = len(emu.calls)
-                mark("busy batch")
-                busy = await batch_ready(emu, kube, op, ledger, "busy", batch, batch)
-                result["p99_ready_during_period_s"], result["p50_ready_during_period_s"] = busy["p99"], busy["p50"]
-                result["busy_batch_reconcile_mean_s"] = busy["reconcile_mean_s"]
-                result["busy_batch_cpu_s"], result["busy_batch_calls"] = busy["cpu_s"], busy["calls"]
-                mark("busy batch done")
-                landed = len(emu.calls)
-                await op.settle()
-                period_patches = loop_status_patches(emu.calls[calls0:])
-                result["during_period_overlap"] = round(
-                    loop_status_patches(emu.calls[in_flight:landed]) / max(1, period_patches), 2)
-                await op.wait_idle(at_least=objects + 2 * batch)
+                    # the next period (every node's status changes again; none is down), the same batch size created
+                    # as its status write-back starts
+                    calls0 = len(emu.calls)
+                    set_clock(clock_file, START + (pair + 2) * H)
+                    deadline = time.monotonic() + 300
+                    while not loop_status_patches(emu.calls[calls0:]):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"period {pair + 2} wrote no status")
+                        await asyncio.sleep(0.01)
+                    in_flight = len(emu.calls)
+                    mark(f"busy batch {pair}")
+                    busies.append(await batch_ready(emu, kube, op, ledger, f"busy{pair}-", batch, (2 * pair + 1) * batch))
+                    mark(f"busy batch {pair} done")
+                    landed = len(emu.calls)
+                    await op.settle()
+                    overlaps.append(round(loop_status_patches(emu.calls[in_flight:landed])
+                                          / max(1, loop_status_patches(emu.calls[calls0:])), 2))
+                    await op.wait_idle(at_least=objects + 2 * (pair + 1) * batch)
+                result.update(batch_figures("idle", "idle", idles), **batch_figures("during_period", "busy", busies))
+                result["during_period_overlap"] = statistics.median(overlaps)
+                result["during_period_overlaps"] = overlaps
+                result["p99_ratio_by_pair"] = [round(b["p99"] / i["p99"], 2) for i, b in zip(idles, busies, strict=True)]
 
                 billed_before = sum(c.billed_total for c in (await ledger.contract_summaries()).values())
                 # the write-back still paced when the process stops: what its successor finds to write (restart_writes)
@@ -483,7 +507,7 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["rss_per_object_kb"] = round((op.memory_mb("VmRSS") - base_rss) * 1024 / objects, 2)
             mark("restart")
             restarted, calls0 = time.perf_counter(), len(emu.calls)
-            grid_objects = objects + 2 * batch
+            grid_objects = objects + 2 * pairs * batch
             async with OperatorProcess(url, clock_file, log) as op:
                 async with harness.profiled(op.pid, spy("restart")):
                     await op.wait_idle(at_least=grid_objects)
@@ -530,7 +554,7 @@ def per_object_cost(r: dict) -> dict:
             "delete_cpu_ms": r["delete_cpu_ms_per_object"]}
 
 
-async def scales(values: list[float], ledger_kind: str, profile: pathlib.Path | None) -> dict:
+async def scales(values: list[float], ledger_kind: str, profile: pathlib.Path | None, pairs: int = PAIRS) -> dict:
     """Each scale in turn (a fresh emulator, ledger and operator each); the last one's keys, with every scale's
     per-object cost and how the last one's compares with the first one's (≈ 1: linear growth), and every earlier
     scale's keys in ``by_scale``."""
@@ -540,7 +564,7 @@ async def scales(values: list[float], ledger_kind: str, profile: pathlib.Path | 
     for scale in values:
         if result:
             earlier[str(result["scale"])] = result
-        result = await bench(scale, ledger_kind, profile / f"scale-{scale}" if profile is not None else None)
+        result = await bench(scale, ledger_kind, profile / f"scale-{scale}" if profile is not None else None, pairs)
         costs.update(result["per_object_cost_by_scale"])
         print(json.dumps({"scale": scale, **per_object_cost(result)}), file=sys.stderr)
     result["per_object_cost_by_scale"] = costs
@@ -558,13 +582,17 @@ def main() -> None:
     parser.add_argument("--scales", help="comma-separated scales run in turn, e.g. 0.3,1 (overrides --scale)")
     parser.add_argument("--ledger", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--profile", type=pathlib.Path, help="a folder for py-spy profiles of the operator's phases")
+    parser.add_argument("--pairs", type=int, default=PAIRS,
+                        help=f"idle/busy batch pairs, each busy batch in a period of its own (default {PAIRS})")
     parser.add_argument("--raw-client", action="store_true", help=argparse.SUPPRESS)  # the raw_api() child
     args = parser.parse_args()
     if args.raw_client:
         print(asyncio.run(raw_client(args.scale)))
         return
     values = [float(v) for v in args.scales.split(",")] if args.scales else [args.scale]
-    print(json.dumps(asyncio.run(scales(values, args.ledger, args.profile))))
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    print(json.dumps(asyncio.run(scales(values, args.ledger, args.profile, args.pairs))))
     sys.stdout.flush()
 
 

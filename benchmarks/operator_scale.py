@@ -6,9 +6,9 @@ own, as in its pod, with its time read from a file this benchmark moves. One run
   2. kopf's ceiling: benchmarks/kopf_ceiling.py's do-nothing kopf operator over the same objects (its namespace,
      deleted before ours starts);
   3. ours: creates 50 farms, 1,000 nodes and 10,000 deployments (--scale 0.1: a tenth) in namespace `grid`, kind by
-     kind, each Ready before the next; a batch of deployments while idle; one billing + minting period; another
-     period with the same batch size created while its status write-back runs (then --pairs - 1 more such pairs:
-     an idle batch, a period with a batch); a restart; the namespace deleted.
+     kind, each Ready before the next; --pairs (3) batches of deployments while idle, one after the other; one
+     billing + minting period; --pairs more periods, each with a batch of the same size created while its status
+     write-back runs; a restart; the namespace deleted.
 Prints one JSON object:
 
   objects, all_ready_s, reconciled_per_s, p50_ready_s, p99_ready_s   the burst: creation through Ready
@@ -29,15 +29,15 @@ Prints one JSON object:
                                with nothing else running: once the loop has no write queued (the last write-back
                                sent; idle_batch_left_queued: what was still queued before the first if that took over
                                300 s) and one of its ticks has just ended, so no tick runs beside it; the median of
-                               --pairs such batches (3), each batch's in p99_ready_idle_by_batch
+                               --pairs (3) such batches, one after the other, each batch's in p99_ready_idle_by_batch
   p99_ready_during_period_s    the same batch size created as a period's status write-back starts, one batch in
-                               each of --pairs periods (the second, ...), each after an idle batch; the median, and
-                               each batch's in p99_ready_during_period_by_batch; p99_ratio_by_pair each busy batch's
-                               p99 over the idle one's before it; during_period_overlap (the median) and
+                               each of --pairs periods after the first (uptime reports in each: no node is down); the
+                               median, and each batch's in p99_ready_during_period_by_batch; p99_ratio_by_pair the
+                               n-th busy batch's p99 over the n-th idle one's; during_period_overlap (the median) and
                                during_period_overlaps: the share of a period's write-back sent while its batch was in
-                               flight; p50_ready_idle_s and p50_ready_during_period_s the medians of the medians (and
-                               p50_ready_*_by_batch); per batch, in lists: idle_batch_reconcile_mean_s and
-                               busy_batch_reconcile_mean_s (each controller's mean reconcile time while it ran),
+                               flight; p50_ready_idle_s and p50_ready_during_period_s the medians of the batches'
+                               medians (each in p50_ready_*_by_batch); per batch, in lists: idle_batch_reconcile_mean_s
+                               and busy_batch_reconcile_mean_s (each controller's mean reconcile time while it ran),
                                idle_batch_cpu_s and busy_batch_cpu_s (the CPU seconds meanwhile of the operator, of
                                the benchmark's process, the emulator, and of the ledger's server, PostgreSQL),
                                idle_batch_calls and busy_batch_calls (the operator's API calls meanwhile by client,
@@ -119,7 +119,7 @@ NS = "grid"  # our objects' namespace (deleted at the end)
 START = 1_767_225_600
 H = 3600
 UPTIME_AT_START = 600  # the nodes booted 10 minutes before the grid's start: a report at ts says ts - START + this
-PAIRS = 3  # idle/busy batch pairs: the p99 of one batch of 500 on 2 cores moved 0.30-0.73 s between runs
+PAIRS = 3  # idle and busy batches, 3 of each: the p99 of one batch of 500 on 2 cores moved 0.30-0.73 s between runs
 CONFIG = backend.LedgerConfig(billing_period_s=H, minting_epoch=START, minting_period_s=H, mint_settle_s=0)
 TICK_S = 5.0  # the operator's default (settings.tick_s)
 OWNER = identity.KeyPair.generate()
@@ -445,25 +445,31 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                     f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in operator_calls(burst)),
                     objects)
 
-                # pairs of batches: one created with nothing else running (the write-back sent, right after a tick),
-                # then a period, and one created as that period's status write-back starts; the medians decide
-                idles, busies, overlaps = [], [], []
-                for pair in range(pairs):
+                # --pairs idle batches, each created with nothing else running: once the last write-back was sent,
+                # right after a tick (a period's counters take minutes to send at the paced rate: these come first)
+                idles: list[dict[str, Any]] = []
+                for i in range(pairs):
                     left = int(await op.quiet_loop())
                     result.setdefault("idle_batch_left_queued", left)
-                    mark(f"idle batch {pair}")
-                    idles.append(await batch_ready(emu, kube, op, ledger, f"idle{pair}-", batch, 2 * pair * batch))
-                    mark(f"idle batch {pair} done")
-                    await op.wait_idle(at_least=objects + (2 * pair + 1) * batch)
-                    # one uptime report per node inside the period before the busy one (nodes stay up), then it ends
-                    reported = START + (pair + 1 + (pair > 0)) * H - 600  # in period 1, then in the busy one
+                    mark(f"idle batch {i}")
+                    idles.append(await batch_ready(emu, kube, op, ledger, f"idle{i}-", batch, i * batch))
+                    mark(f"idle batch {i} done")
+                    await op.wait_idle(at_least=objects + (i + 1) * batch)
+
+                # then --pairs periods, each with one uptime report per node inside it (none is down) and a batch
+                # created as its status write-back starts; the first period before them is measured on its own
+                busies: list[dict[str, Any]] = []
+                overlaps: list[float] = []
+                for i in range(pairs + 1):
+                    reported = START + (i + 1) * H - 600
                     set_clock(clock_file, reported)
                     base = await op.reconciled()
                     await uptime_reports(kube, keys, reported, UPTIME_AT_START + reported - START)
                     await op.wait_idle(at_least=base + nodes)
                     await op.settle()  # statuses caught up before the period: what follows is the period's work only
-                    if pair == 0:  # the first period is measured on its own, and a steady tick after it
-                        calls0, noop0, timed0 = len(emu.calls), len(emu.noop_writes), len(op.ledger_lines())
+                    calls0 = len(emu.calls)
+                    if i == 0:
+                        noop0, timed0 = len(emu.noop_writes), len(op.ledger_lines())
                         set_clock(clock_file, START + H)
                         async with harness.profiled(op.pid, spy("period")):
                             result["period_s"] = round(await op.settle(), 2)
@@ -476,25 +482,22 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                         patched_before = len(emu.calls)
                         result["steady_tick_s"] = round(await op.settle() / 2, 2)  # nothing changed: writes nothing
                         result["steady_tick_patches"] = sum(1 for c in emu.calls[patched_before:] if c.verb == "patch")
-
-                    # the next period (every node's status changes again; none is down), the same batch size created
-                    # as its status write-back starts
-                    calls0 = len(emu.calls)
-                    set_clock(clock_file, START + (pair + 2) * H)
+                        continue
+                    set_clock(clock_file, START + (i + 1) * H)
                     deadline = time.monotonic() + 300
                     while not loop_status_patches(emu.calls[calls0:]):
                         if time.monotonic() > deadline:
-                            raise RuntimeError(f"period {pair + 2} wrote no status")
+                            raise RuntimeError(f"period {i + 1} wrote no status")
                         await asyncio.sleep(0.01)
                     in_flight = len(emu.calls)
-                    mark(f"busy batch {pair}")
-                    busies.append(await batch_ready(emu, kube, op, ledger, f"busy{pair}-", batch, (2 * pair + 1) * batch))
-                    mark(f"busy batch {pair} done")
+                    mark(f"busy batch {i - 1}")
+                    busies.append(await batch_ready(emu, kube, op, ledger, f"busy{i - 1}-", batch, (pairs + i - 1) * batch))
+                    mark(f"busy batch {i - 1} done")
                     landed = len(emu.calls)
                     await op.settle()
                     overlaps.append(round(loop_status_patches(emu.calls[in_flight:landed])
                                           / max(1, loop_status_patches(emu.calls[calls0:])), 2))
-                    await op.wait_idle(at_least=objects + 2 * (pair + 1) * batch)
+                    await op.wait_idle(at_least=objects + (pairs + i) * batch)
                 result.update(batch_figures("idle", "idle", idles), **batch_figures("during_period", "busy", busies))
                 result["during_period_overlap"] = statistics.median(overlaps)
                 result["during_period_overlaps"] = overlaps
@@ -583,7 +586,7 @@ def main() -> None:
     parser.add_argument("--ledger", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--profile", type=pathlib.Path, help="a folder for py-spy profiles of the operator's phases")
     parser.add_argument("--pairs", type=int, default=PAIRS,
-                        help=f"idle/busy batch pairs, each busy batch in a period of its own (default {PAIRS})")
+                        help=f"batches created idle, and as many created during a period, one per period (default {PAIRS})")
     parser.add_argument("--raw-client", action="store_true", help=argparse.SUPPRESS)  # the raw_api() child
     args = parser.parse_args()
     if args.raw_client:

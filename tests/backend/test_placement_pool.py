@@ -265,6 +265,9 @@ async def test_a_table_is_analyzed_again_only_when_its_row_count_moves_past_a_te
     period updates every live contract: that analyzed them in the first placement after it, with the lock held)."""
     if ledger.is_sqlite:
         pytest.skip("PostgreSQL's planner statistics")
+    async with ledger._tx() as conn:  # the server's own autovacuum (on by default) would reset the counts midway
+        await conn.execute(sa.text("ALTER TABLE accounts SET (autovacuum_enabled = off)"))
+
     async def stats() -> tuple[int, int, int]:
         async with ledger._read() as conn:
             row = (await conn.execute(sa.text("SELECT analyze_count, n_live_tup, n_mod_since_analyze "
@@ -303,3 +306,31 @@ async def test_a_table_is_analyzed_again_only_when_its_row_count_moves_past_a_te
 async def _stats_reached(stats, until) -> bool:
     _, live, mod = await stats()
     return bool(until(live, mod))
+
+
+async def test_statistics_rolled_back_with_their_transaction_are_taken_again(ledger):
+    """PostgreSQL: an ANALYZE in a placement transaction that rolls back leaves the server's record of the analyze and
+    its row count, not the statistics; the next read finds the table without statistics and analyzes it again
+    (else, with autovacuum off, the planner would take the nodes for a handful of rows for good)."""
+    if ledger.is_sqlite:
+        pytest.skip("PostgreSQL's planner statistics")
+    await grid(ledger)
+
+    async def nodes_stats() -> tuple[int, int]:
+        async with ledger._read() as conn:
+            count = (await conn.execute(sa.text(
+                "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'nodes'"))).scalar_one()
+            kept = (await conn.execute(sa.text("SELECT count(*) FROM pg_stats WHERE tablename = 'nodes'"))).scalar_one()
+        return int(count), int(kept)
+
+    with pytest.raises(RuntimeError):
+        async with ledger._tx() as conn:
+            await ledger._planner_statistics(conn, ("nodes",))
+            raise RuntimeError("the placement failed after the analyze")
+    analyzed, kept = await nodes_stats()
+    assert analyzed >= 1 and kept == 0  # the server's record stands, the statistics went with the transaction
+    async with ledger._tx() as conn:
+        await ledger._planner_statistics(conn, ("nodes",))
+    again, kept = await nodes_stats()
+    assert again == analyzed + 1 and kept > 0
+

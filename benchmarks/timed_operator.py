@@ -108,8 +108,11 @@ def time_statements(out: pathlib.Path, every_s: float = 2.0) -> None:
 def time_transactions(out: pathlib.Path) -> None:
     """Each of the ledger's write transactions as 'WALL CALLER WAIT_S HELD_S' (WAIT_S: for the write lock, in and
     out of the process; HELD_S: from then until it ends), and each refresh of the planner's statistics as
-    'WALL statistics SECONDS', appended to ``out`` (BENCH_TX_LOG): which transaction a batch waits behind."""
+    'WALL statistics SECONDS TABLES' (those it analyzed, '-' for none), appended to ``out`` (BENCH_TX_LOG): which
+    transaction a batch waits behind."""
     import contextlib
+
+    import sqlalchemy as sa
 
     from tfgrid_operator.backend.sql import engine
 
@@ -129,12 +132,20 @@ def time_transactions(out: pathlib.Path) -> None:
         finally:
             f.write(f"{time.time():.3f} {caller} {held - asked:.4f} {time.perf_counter() - held:.4f}\n")
 
+    count = sa.text("SELECT relname, analyze_count FROM pg_stat_user_tables WHERE schemaname = current_schema()")
+
     async def _planner_statistics(self, conn, tables):
+        before = {} if self.is_sqlite else dict((await conn.execute(count)).all())
         started = time.perf_counter()
         try:
             return await refresh(self, conn, tables)
         finally:
-            f.write(f"{time.time():.3f} statistics {time.perf_counter() - started:.4f}\n")
+            took = time.perf_counter() - started
+            if not self.is_sqlite:  # the transaction's snapshot of the statistics, taken before, is dropped
+                await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            after = {} if self.is_sqlite else dict((await conn.execute(count)).all())
+            analyzed = ",".join(sorted(t for t, n in after.items() if n != before.get(t))) or "-"
+            f.write(f"{time.time():.3f} statistics {took:.4f} {analyzed}\n")
     engine.LedgerBase._tx = _tx
     engine.LedgerBase._planner_statistics = _planner_statistics
 

@@ -178,7 +178,7 @@ async def delete_namespace(emu: Any, kube: Any, name: str, timeout_s: float = 36
 
 def writes(calls: Iterable[Any], agents: tuple[str, ...] = OPERATOR_AGENTS) -> collections.Counter[str]:
     """The API writes (POST, PUT, PATCH) the emulator served to ``agents``, by verb and resource[/subresource]."""
-    return collections.Counter(f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}"
+    return collections.Counter(call_name(c)
                                for c in calls if c.verb in WRITE_VERBS and c.agent.startswith(agents))
 
 
@@ -192,26 +192,34 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def processes_cpu_s(pids: Iterable[int]) -> float:
-    """CPU seconds the processes ``pids`` used so far (0 for one that is gone or not on this machine)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            total += cpu_s(pid)
-        except OSError:
-            continue
-    return total
-
-
-async def server_pids(ledger: Any) -> set[int]:
-    """The PostgreSQL backends serving ``ledger``'s database (none for SQLite, which runs in its process)."""
+async def server_cpu(ledger: Any) -> dict[int, float]:
+    """The CPU seconds so far of each PostgreSQL backend serving ``ledger``'s database (none for SQLite, which runs
+    in its process); ``server_cpu_since`` reads them again."""
     if ledger.is_sqlite:
-        return set()
+        return {}
     import sqlalchemy as sa
 
     async with ledger.engine.connect() as conn:
-        return set((await conn.execute(sa.text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars())
+        pids = (await conn.execute(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars().all()
+    readings = {}
+    for pid in pids:
+        try:
+            readings[pid] = cpu_s(pid)
+        except OSError:  # gone since, or not on this machine
+            continue
+    return readings
+
+
+async def server_cpu_since(ledger: Any, before: dict[int, float]) -> float:
+    """The CPU seconds ``ledger``'s backends used since ``server_cpu`` read ``before`` (backends started since count
+    from 0; those gone since are not counted)."""
+    return sum(now - before.get(pid, 0.0) for pid, now in (await server_cpu(ledger)).items())
+
+
+def call_name(call: Any) -> str:
+    """An API call the emulator served, as 'VERB RESOURCE[/SUBRESOURCE]'."""
+    return f"{call.verb} {call.resource}{'/' + call.subresource if call.subresource else ''}"
 
 
 def memory_mb(pid: int, field: str) -> float:

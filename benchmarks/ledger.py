@@ -67,15 +67,13 @@ async def seed(ledger: backend.SqlLedger, nodes: int, contracts: int) -> None:
 
 async def timed(ledger: backend.SqlLedger, name: str, work: Any) -> tuple[Any, dict[str, float]]:
     """Run ``work()`` and measure it: wall seconds, this process's CPU seconds and the server's."""
-    pids = await harness.server_pids(ledger)
-    before = {pid: harness.processes_cpu_s({pid}) for pid in pids}
+    before = await harness.server_cpu(ledger)
     t, cpu = time.perf_counter(), time.process_time()
     result = await work()
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     figures = {f"{name}_s": round(wall, 3), f"{name}_cpu_s": round(cpu, 3)}
     if not ledger.is_sqlite:
-        pids |= await harness.server_pids(ledger)
-        figures[f"{name}_db_cpu_s"] = round(sum(harness.processes_cpu_s({pid}) - before.get(pid, 0.0) for pid in pids), 3)
+        figures[f"{name}_db_cpu_s"] = round(await harness.server_cpu_since(ledger, before), 3)
     return result, figures
 
 

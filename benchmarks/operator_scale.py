@@ -342,18 +342,17 @@ async def batch_ready(emu, kube, op, ledger, prefix: str, count: int, first: int
     created: dict = {}
     ready: dict = {}
     before, calls0, cpu0, driver0 = await op.scrape(), len(emu.calls), op.cpu_s(), time.process_time()
-    server = {pid: harness.processes_cpu_s({pid}) for pid in await harness.server_pids(ledger)}
+    server = await harness.server_cpu(ledger)
     await harness.create_until_ready(emu, kube, NS, "deployments", items, created, ready, poll_s=0.02)
     cpu, driver = op.cpu_s() - cpu0, time.process_time() - driver0
-    server_cpu = sum(harness.processes_cpu_s({pid}) - server.get(pid, 0.0) for pid in await harness.server_pids(ledger))
+    server_cpu = await harness.server_cpu_since(ledger, server)
     calls = operator_calls(emu.calls[calls0:])
     took = [ready[k] - created[k] for k in ready]
     return {"p99": round(harness.percentile(took, 0.99), 3), "p50": round(harness.percentile(took, 0.5), 3),
             "reconcile_mean_s": reconcile_means(await op.scrape(), before),
             "cpu_s": {"operator": round(cpu, 2), "benchmark": round(driver, 2), "ledger_server": round(server_cpu, 2)},
             "calls": dict(sorted(collections.Counter(
-                f"{c.agent.split('/')[0]} {c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}"
-                for c in calls).items()))}
+                f"{c.agent.split('/')[0]} {harness.call_name(c)}" for c in calls).items()))}
 
 
 def batch_figures(name: str, kind: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -445,9 +444,8 @@ async def bench(scale: float, ledger_kind: str, profile: pathlib.Path | None = N
                 result["writes_per_object"] = round(sum(wrote.values()) / objects, 3)
                 result["writes_by_call"] = harness.per_object(wrote, objects)
                 result["writes_by_client"] = by_client(burst, objects)
-                result["calls_per_object"] = harness.per_object(collections.Counter(
-                    f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in operator_calls(burst)),
-                    objects)
+                result["calls_per_object"] = harness.per_object(
+                    collections.Counter(harness.call_name(c) for c in operator_calls(burst)), objects)
 
                 # --pairs idle batches, each created with nothing else running: once the last write-back was sent,
                 # right after a tick (a period's counters take minutes to send at the paced rate: these come first)

@@ -135,16 +135,16 @@ def time_transactions(out: pathlib.Path) -> None:
     count = sa.text("SELECT relname, analyze_count FROM pg_stat_user_tables WHERE schemaname = current_schema()")
 
     async def _planner_statistics(self, conn, tables):
-        before = {} if self.is_sqlite else dict((await conn.execute(count)).all())
+        if self.is_sqlite:  # nothing to refresh there
+            return await refresh(self, conn, tables)
+        before = dict((await conn.execute(count)).all())
         started = time.perf_counter()
         try:
             return await refresh(self, conn, tables)
         finally:
             took = time.perf_counter() - started
-            if not self.is_sqlite:  # the transaction's snapshot of the statistics, taken before, is dropped
-                await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
-            after = {} if self.is_sqlite else dict((await conn.execute(count)).all())
-            analyzed = ",".join(sorted(t for t, n in after.items() if n != before.get(t))) or "-"
+            await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))  # the transaction's, taken before
+            analyzed = ",".join(sorted(t for t, n in (await conn.execute(count)).all() if n != before.get(t))) or "-"
             f.write(f"{time.time():.3f} statistics {took:.4f} {analyzed}\n")
     engine.LedgerBase._tx = _tx
     engine.LedgerBase._planner_statistics = _planner_statistics
